@@ -1,0 +1,39 @@
+# One image recipe for all three lab apps: `APP` names the app's folder.
+#
+# PYTHON_IMAGE is the official python image by default. The air-gapped build
+# (scripts/offline-images) provides an image of the same name built from
+# Debian's python3 package, with a wheelhouse and PIP_NO_INDEX set, so the
+# `pip install` lines below take the same pinned versions from it instead of
+# from the package index.
+ARG PYTHON_IMAGE=python:3.13-slim
+FROM ${PYTHON_IMAGE}
+
+# The user the app server runs as: never root.
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin wsgilab
+
+# A virtualenv, so pip never touches the system Python (Debian's refuses it).
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+ARG APP
+# Dependencies first: this layer is reused until a requirements file changes.
+COPY requirements/ /src/requirements/
+COPY ${APP}/requirements.txt /src/${APP}/requirements.txt
+RUN pip install --requirement /src/${APP}/requirements.txt
+
+# The shared package, installed (not copied into the app).
+COPY pyproject.toml /src/wsgilab-pkg/
+COPY wsgilab/ /src/wsgilab-pkg/wsgilab/
+RUN pip install --no-deps /src/wsgilab-pkg && rm -rf /src
+
+COPY gunicorn.conf.py uwsgi.ini /etc/wsgi-lab/
+COPY ${APP}/ /app/
+WORKDIR /app
+
+USER wsgilab
+EXPOSE 8000 3031
+CMD ["python", "-m", "wsgilab.launch"]

@@ -1,0 +1,1 @@
+"""The lab endpoints, as an ordinary Django app."""

@@ -1,0 +1,15 @@
+"""URL patterns of the lab endpoints, named so that views can ``reverse()`` them."""
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.hello, name="hello"),
+    path("environ", views.show_environ, name="environ"),
+    path("stream", views.stream, name="stream"),
+    path("upload", views.upload, name="upload"),
+    path("slow", views.slow, name="slow"),
+    path("redirect", views.redirect_home, name="redirect"),
+    path("error", views.error, name="error"),
+]

@@ -1,0 +1,75 @@
+"""The lab endpoints as Django views.
+
+``request.META`` *is* the WSGI environ the server built; ``request.read()``
+reads from its ``wsgi.input``; a ``StreamingHttpResponse`` hands the server an
+iterator instead of a finished body.
+"""
+
+import time
+
+from django.http import HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST, require_safe
+
+from wsgilab import labkit
+
+APP = "django"
+
+
+@require_safe
+def hello(request):
+    """The home page, with links that reverse() builds under SCRIPT_NAME."""
+    names = ("environ", "stream", "upload", "slow", "redirect", "error")
+    return JsonResponse(
+        {
+            "message": "Hello from Django",
+            "app": APP,
+            "server": labkit.wsgi_server(request.META),
+            "links": {name: reverse(name) for name in names},
+        }
+    )
+
+
+@require_safe
+def show_environ(request):
+    """The WSGI environ of this request, as the server handed it to Django."""
+    return JsonResponse(labkit.describe_environ(request.META), json_dumps_params={"indent": 2})
+
+
+@require_safe
+def stream(request):
+    """A chunked response: the server sends each chunk as the generator yields it."""
+    response = StreamingHttpResponse(labkit.stream_chunks(APP), content_type="text/plain; charset=utf-8")
+    response["X-Accel-Buffering"] = "no"  # ask nginx to pass chunks on unbuffered
+    return response
+
+
+@csrf_exempt  # an API endpoint for curl and the tests, not a browser form
+@require_POST
+def upload(request):
+    """Read the body from wsgi.input in pieces (not request.body, which holds it all in memory)."""
+    return JsonResponse(labkit.digest_body(request.read))
+
+
+@require_safe
+def slow(request):
+    """Sleep ms milliseconds in the worker, then answer; 400 for a missing or too large ms."""
+    try:
+        delay = labkit.parse_delay_ms(request.GET.get("ms"))
+    except ValueError as problem:
+        return JsonResponse({"error": str(problem)}, status=400)
+    time.sleep(delay / 1000)
+    return JsonResponse({"slept_ms": delay})
+
+
+@require_safe
+def redirect_home(request):
+    """Redirect to the home page; reverse() includes SCRIPT_NAME in the Location."""
+    return HttpResponseRedirect(reverse("hello"))
+
+
+@require_safe
+def error(request):
+    """Fail inside the view: with DEBUG off Django answers a plain 500 and logs the traceback."""
+    raise RuntimeError("raised on purpose by /error")

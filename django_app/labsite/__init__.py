@@ -1,0 +1,1 @@
+"""The Django project of wsgi-lab: settings, root URLconf and the WSGI entry point."""

@@ -1,0 +1,94 @@
+"""Django settings for the wsgi-lab project.
+
+Everything that differs between a laptop and a deployment comes from the
+environment (see ``.env`` and ``docker-compose.yml``); the defaults are the
+safe ones: DEBUG off, only local host names allowed. The one unsafe default is
+the development SECRET_KEY, and it says so loudly on every start.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# --- Secrets and debugging -------------------------------------------------
+
+# Set DJANGO_SECRET_KEY in the environment (or .env) for anything but a local
+# lab. Without it a fixed development key is used, and every process says so.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "").strip()
+if not SECRET_KEY:
+    SECRET_KEY = "django-insecure-wsgi-lab-development-key-do-not-deploy"
+    print("labsite.settings: WARNING: DJANGO_SECRET_KEY is not set; using an insecure development key",
+          file=sys.stderr)
+
+# Off unless DJANGO_DEBUG=1: with DEBUG on, /error would send a traceback (and
+# settings) to the client.
+DEBUG = _env_flag("DJANGO_DEBUG")
+
+# The Host header values this site answers to; nginx passes the client's Host on.
+ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+
+# --- Application definition ------------------------------------------------
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "endpoints",
+]
+
+# Each middleware wraps the next one, as WSGI middleware wraps an app: a
+# request passes down this list and its response passes back up.
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "labsite.urls"
+WSGI_APPLICATION = "labsite.wsgi.application"
+TEMPLATES = []
+
+# The lab endpoints use no database, but a real project has one: SQLite, in a
+# file the non-root app user can write.
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DJANGO_SQLITE_PATH", "/tmp/wsgi-lab-django.sqlite3"),
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+# --- Security --------------------------------------------------------------
+
+# nginx receives plain HTTP in this lab, so the HTTPS-only settings that
+# `manage.py check --deploy` asks for (HSTS, SSL redirect, secure cookies) are
+# left off; everything else it checks is on.
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+# --- Logging ---------------------------------------------------------------
+
+# Errors (such as /error's exception) go to stderr, where `docker compose logs`
+# collects them; the client only ever sees a plain 500 page.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+    "loggers": {"django": {"handlers": ["stderr"], "level": "WARNING"}},
+}

@@ -1,0 +1,108 @@
+"""gunicorn settings, one file for all three lab apps.
+
+gunicorn reads this file at start-up (``gunicorn --config gunicorn.conf.py``);
+``python -m wsgilab.launch`` starts it that way with the WSGI_* variables below
+already filled in, so the defaults live in one place for both servers.
+
+Each setting says what it does to a request, and names its twin in uwsgi.ini.
+A request's path through gunicorn: the kernel queues the connection (backlog),
+a worker accepts it, parses the HTTP request (limit_request_*), calls the app
+(timeout watches it), writes the response, and closes or keeps the connection
+(keepalive).
+"""
+
+import os
+
+# --- Which app ---------------------------------------------------------------
+
+# The WSGI callable, "module:name", imported by every worker.
+# Twin: uWSGI `mount` (with `manage-script-name`).
+wsgi_app = os.environ["WSGI_APP"]
+
+# The app's folder, put first on sys.path so `wsgi_app` imports from it.
+# Twin: uWSGI `pythonpath`.
+chdir = os.environ["WSGI_APP_DIR"]
+
+# gunicorn takes the URL prefix (SCRIPT_NAME) from the SCRIPT_NAME environment
+# variable itself: it moves "/django" from the front of PATH_INFO to
+# SCRIPT_NAME, and answers a path outside the prefix with an error.
+# Twin: uWSGI `manage-script-name`.
+
+# --- Where requests come in --------------------------------------------------
+
+# HTTP on this address; nginx's `proxy_pass` connects here. Only the compose
+# network (or loopback, in the native tests) can reach it.
+# Twin: uWSGI `socket` (which speaks the uwsgi protocol instead of HTTP).
+bind = [os.environ["WSGI_BIND"]]
+
+# How many connections the kernel holds for gunicorn while every worker is
+# busy. Past it the kernel refuses connections and nginx answers 502.
+# Time spent here is the "queue" segment of a request. Twin: uWSGI `listen`.
+backlog = 128
+
+# --- Workers -----------------------------------------------------------------
+
+# Worker processes, each running its own copy of the app. With threads = 1
+# each takes one request at a time (the "sync" worker), so this is also how
+# many requests run at once. Default 2 x CPUs + 1. Twin: uWSGI `processes`.
+workers = int(os.environ["WSGI_WORKERS"])
+
+# Threads per worker. Above 1 gunicorn switches to the "gthread" worker class:
+# more requests at once per process, sharing its memory and its GIL.
+# Twin: uWSGI `threads`.
+threads = int(os.environ["WSGI_THREADS"])
+
+# Seconds a worker may go silent (for a sync worker: one request) before the
+# master kills it and starts a new one; nginx then answers 502.
+# Twin: uWSGI `harakiri`.
+timeout = int(os.environ["WSGI_TIMEOUT"])
+
+# On SIGTERM (docker compose stop) or a reload, seconds a worker gets to finish
+# the requests it holds before it is killed. Keep it under compose's
+# stop_grace_period (10 s by default). Twin: uWSGI `worker-reload-mercy`.
+graceful_timeout = 8
+
+# Seconds an idle connection from nginx is kept open for the next request
+# (gthread workers only: a sync worker closes after every response). Longer
+# than nginx's upstream `keepalive_timeout` (60 s), so nginx, not gunicorn,
+# closes idle connections and never sends a request down a closing one.
+# No twin: uWSGI's uwsgi protocol has one request per connection.
+keepalive = 75
+
+# The worker heartbeat file, on tmpfs: on a container's overlay filesystem a
+# slow disk write could make a healthy worker look dead.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+# --- Request limits ----------------------------------------------------------
+
+# Longest request line, longest header, and how many headers gunicorn accepts
+# before answering 400. Matched to nginx's `large_client_header_buffers 4 8k`,
+# so nothing nginx lets through is refused here.
+# Twin: uWSGI `buffer-size` (one limit for all the variables together).
+limit_request_line = 8190
+limit_request_field_size = 8190
+limit_request_fields = 100
+
+# --- Proxy trust -------------------------------------------------------------
+
+# Which peers may set X-Forwarded-Proto / X-Forwarded-For (and so
+# wsgi.url_scheme and REMOTE_ADDR). Only nginx can reach this port in the
+# stack (the app network is internal), so compose sets FORWARDED_ALLOW_IPS=*;
+# the default trusts loopback only. uWSGI needs no twin: nginx hands it
+# REMOTE_ADDR and the scheme as uwsgi variables.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+# --- Logging and process names -----------------------------------------------
+
+# Access and error logs to stdout/stderr, where `docker compose logs` reads them.
+accesslog = "-"
+errorlog = "-"
+loglevel = "info"
+
+# Shows as "gunicorn: worker [wsgi-lab /django]" in `ps`.
+proc_name = "wsgi-lab " + os.environ["SCRIPT_NAME"]
+
+# gunicorn 25+ opens a control socket for `gunicornc` by default. The lab does
+# not use it, and three gunicorns on one host (the native tests) would fight
+# over its path.
+control_socket_disable = True

@@ -1,0 +1,150 @@
+"""A WSGI application with no framework: PEP 3333 by hand, standard library only.
+
+Run it under any WSGI server as ``raw_app:application``. Everything a framework
+would do for you is spelled out here: routing on ``PATH_INFO``, reading the
+body from ``wsgi.input`` no further than ``CONTENT_LENGTH``, building URLs from
+``SCRIPT_NAME``, turning an exception into a 500 with ``exc_info``, and
+returning the body as an iterable the server sends piece by piece.
+
+It answers the same endpoints as the Django and Flask apps:
+``/`` hello, ``/environ``, ``/stream``, ``/upload`` (POST), ``/slow?ms=N``,
+``/redirect`` and ``/error``.
+"""
+
+import hashlib
+import json
+import sys
+import time
+import traceback
+from urllib.parse import parse_qs
+
+APP = "raw"
+MAX_DELAY_MS = 10_000
+STREAM_CHUNKS, STREAM_PAUSE_S = 5, 0.2
+JSON = ("Content-Type", "application/json")
+
+
+def _json(start_response, status, payload, extra_headers=()):
+    """Answer with a JSON document; the body is a one-item list, the simplest WSGI iterable."""
+    body = (json.dumps(payload, indent=2) + "\n").encode()
+    start_response(status, [JSON, ("Content-Length", str(len(body))), *extra_headers])
+    return [body]
+
+
+def _server_name(environ):
+    # Each server leaves its own mark in the environ.
+    if "uwsgi.version" in environ:
+        return "uwsgi"
+    return "gunicorn" if "gunicorn.socket" in environ else "unknown"
+
+
+def hello(environ, start_response):
+    """The home page, with links built from SCRIPT_NAME, as a framework's URL builder would."""
+    prefix = environ.get("SCRIPT_NAME", "")
+    links = {name: f"{prefix}/{name}" for name in ("environ", "stream", "upload", "slow", "redirect", "error")}
+    return _json(start_response, "200 OK", {
+        "message": "Hello from a raw WSGI app",
+        "app": APP,
+        "server": _server_name(environ),
+        "links": links,
+    })
+
+
+def show_environ(environ, start_response):
+    """The environ the server built for this request; non-string values by their type."""
+    def shown(value):
+        if isinstance(value, (str, bool, int, float, type(None))):
+            return value
+        if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
+            return list(value)
+        module = type(value).__module__
+        return "<%s%s>" % ("" if module == "builtins" else module + ".", type(value).__qualname__)
+
+    return _json(start_response, "200 OK", {key: shown(environ[key]) for key in sorted(environ)})
+
+
+def stream(environ, start_response):
+    """A body the server sends as it is produced: a generator, paused between chunks.
+
+    ``X-Accel-Buffering: no`` asks nginx to pass each chunk on at once instead of
+    collecting the response in its buffers first.
+    """
+    def chunks():
+        for index in range(STREAM_CHUNKS):
+            if index:
+                time.sleep(STREAM_PAUSE_S)
+            yield f"{APP} chunk {index + 1} of {STREAM_CHUNKS}\n".encode()
+
+    start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8"), ("X-Accel-Buffering", "no")])
+    return chunks()
+
+
+def upload(environ, start_response):
+    """Read the request body from wsgi.input, never past CONTENT_LENGTH, and hash it."""
+    try:
+        remaining = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return _json(start_response, "400 Bad Request", {"error": "Content-Length is not a number"})
+    stream_in = environ["wsgi.input"]
+    digest, size = hashlib.sha256(), 0
+    while remaining > 0:
+        chunk = stream_in.read(min(remaining, 64 * 1024))
+        if not chunk:
+            break  # the client sent less than it announced
+        digest.update(chunk)
+        size += len(chunk)
+        remaining -= len(chunk)
+    return _json(start_response, "200 OK", {"bytes": size, "sha256": digest.hexdigest()})
+
+
+def slow(environ, start_response):
+    """Sleep ``ms`` milliseconds (at most MAX_DELAY_MS) inside the worker, then answer."""
+    raw = parse_qs(environ.get("QUERY_STRING", "")).get("ms", [""])[0]
+    if not raw.isdigit() or int(raw) > MAX_DELAY_MS:
+        return _json(start_response, "400 Bad Request",
+                     {"error": f"ms must be a whole number of milliseconds from 0 to {MAX_DELAY_MS}"})
+    time.sleep(int(raw) / 1000)
+    return _json(start_response, "200 OK", {"slept_ms": int(raw)})
+
+
+def redirect(environ, start_response):
+    """Redirect to the home page; the Location must carry SCRIPT_NAME or it leaves the app."""
+    location = environ.get("SCRIPT_NAME", "") + "/"
+    start_response("302 Found", [("Location", location), ("Content-Length", "0")])
+    return []
+
+
+def error(environ, start_response):
+    """Fail inside the view, to show what the server and nginx do with it."""
+    raise RuntimeError("raised on purpose by /error")
+
+
+ROUTES = {
+    "/": (("GET", "HEAD"), hello),
+    "/environ": (("GET", "HEAD"), show_environ),
+    "/stream": (("GET", "HEAD"), stream),
+    "/upload": (("POST",), upload),
+    "/slow": (("GET", "HEAD"), slow),
+    "/redirect": (("GET", "HEAD"), redirect),
+    "/error": (("GET", "HEAD"), error),
+}
+
+
+def application(environ, start_response):
+    """The WSGI callable: route on PATH_INFO, and turn a failing view into a plain 500."""
+    methods, view = ROUTES.get(environ.get("PATH_INFO") or "/", (None, None))
+    if view is None:
+        return _json(start_response, "404 Not Found", {"error": "no such endpoint"})
+    if environ["REQUEST_METHOD"] not in methods:
+        return _json(start_response, "405 Method Not Allowed",
+                     {"error": f"use {' or '.join(methods)}"}, [("Allow", ", ".join(methods))])
+    try:
+        return view(environ, start_response)
+    except Exception:
+        # The traceback goes to the server's error log, never to the client.
+        environ["wsgi.errors"].write(traceback.format_exc())
+        environ["wsgi.errors"].flush()
+        body = b'{"error": "internal server error"}\n'
+        start_response("500 Internal Server Error",
+                       [JSON, ("Content-Length", str(len(body)))], sys.exc_info())
+        return [body]

@@ -1,0 +1,94 @@
+"""Fixtures that bring the stack up once per tier and point each test at it.
+
+``--tier native`` runs nginx, gunicorn and uWSGI as local processes;
+``--tier compose`` runs the real stack with docker compose; the default runs
+both. A test that takes the ``stack`` fixture runs in every *phase*: each tier
+with every app on gunicorn, then every app on uWSGI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from lab_stacks import APPS, SERVERS, ComposeStack, NativeStack
+
+TIERS = ("native", "compose")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--tier", choices=(*TIERS, "both"), default="both",
+                     help="which stack to drive: native processes, docker compose, or both (default)")
+
+
+def selected_tiers(config) -> tuple[str, ...]:
+    """The tiers this run drives, from --tier."""
+    tier = config.getoption("--tier")
+    return TIERS if tier == "both" else (tier,)
+
+
+def pytest_generate_tests(metafunc):
+    # A module may declare that its tests only make sense on some tiers
+    # (containers exist only under compose).
+    tiers = [t for t in selected_tiers(metafunc.config) if t in getattr(metafunc.module, "ONLY_TIERS", TIERS)]
+    if "phase" in metafunc.fixturenames:
+        phases = [(tier, server) for tier in tiers for server in SERVERS]
+        metafunc.parametrize("phase", phases, indirect=True, scope="session",
+                             ids=[f"{tier}-{server}" for tier, server in phases])
+    if "tier" in metafunc.fixturenames:
+        metafunc.parametrize("tier", tiers, scope="session")
+    if "app" in metafunc.fixturenames:
+        metafunc.parametrize("app", APPS)
+
+
+@pytest.fixture(scope="session")
+def native_stack():
+    stack = NativeStack()
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def compose_stack():
+    stack = ComposeStack()
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def phase(request):
+    """(tier, server) of the current phase: every app runs on ``server``."""
+    return request.param
+
+
+@dataclass
+class Served:
+    """The stack a test talks to, and which server each app is on."""
+
+    stack: NativeStack | ComposeStack
+    server: str
+
+    @property
+    def port(self) -> int:
+        return self.stack.port
+
+
+@pytest.fixture
+def stack(phase, request) -> Served:
+    """The phase's stack, with every app (back) on the phase's server."""
+    tier, server = phase
+    chosen = request.getfixturevalue(f"{tier}_stack")
+    chosen.use({app: server for app in APPS})
+    return Served(chosen, server)
+
+
+@pytest.fixture
+def tier_stack(tier, request) -> NativeStack | ComposeStack:
+    """The stack of one tier, in whatever state the last test left it."""
+    return request.getfixturevalue(f"{tier}_stack")

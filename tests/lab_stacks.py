@@ -1,0 +1,256 @@
+"""The two ways the tests run the stack, behind one interface.
+
+``NativeStack`` starts nginx, gunicorn and uWSGI as processes on loopback:
+fast, and every log is a file the test can read. ``ComposeStack`` runs the
+real user path, ``docker compose`` on the Docker engine. Both use the very
+same config files (nginx/, gunicorn.conf.py, uwsgi.ini) and the same launcher.
+
+Either one is asked to ``use(servers)``, a mapping app -> "gunicorn" | "uwsgi",
+and then answers on ``port`` through nginx.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lab_http
+
+from wsgilab import healthcheck
+from wsgilab.launch import server_environment
+
+REPO = Path(__file__).resolve().parent.parent
+APPS = ("django", "flask", "raw")
+SERVERS = ("gunicorn", "uwsgi")
+
+#: Where each app lives and what its server imports (as in docker-compose.yml).
+APP_DIRS = {"django": "django_app", "flask": "flask_app", "raw": "raw_wsgi_app"}
+WSGI_APPS = {"django": "labsite.wsgi:application", "flask": "wsgi:app", "raw": "raw_app:application"}
+
+#: Put in every app's environment; /environ must never show it.
+SECRET_SENTINEL = "sentinel-secret-" + os.urandom(8).hex()
+
+#: Two workers per app server keep six of them light on a 2-core machine.
+TEST_WORKERS = "2"
+
+
+class StackError(RuntimeError):
+    """The stack did not come up as asked; the message carries the logs that say why."""
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_until_served(port: int, servers: dict[str, str], deadline_s: float = 60.0) -> None:
+    """Wait until nginx on ``port`` routes every app to the server ``servers`` names.
+
+    nginx says which protocol it used (X-Upstream-Protocol) and the app says
+    which server built its environ, so this proves nginx followed the setting.
+    """
+    expected = {app: ("http" if server == "gunicorn" else "uwsgi", server) for app, server in servers.items()}
+    seen: dict[str, object] = {}
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        for app in servers:
+            try:
+                reply = lab_http.get(port, f"/{app}/", timeout=5)
+                seen[app] = (reply.header("X-Upstream-Protocol"),
+                             reply.json().get("server") if reply.status == 200 else reply.status)
+            except (OSError, ValueError) as error:
+                seen[app] = repr(error)
+        if seen == expected:
+            return
+        time.sleep(0.3)
+    raise StackError(f"nginx on port {port} did not serve {expected} in {deadline_s:.0f}s; last seen {seen}")
+
+
+class NativeStack:
+    """nginx, gunicorn and uWSGI as processes on 127.0.0.1, all six app servers at once."""
+
+    def __init__(self) -> None:
+        self.nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+        if self.nginx is None:
+            raise StackError("nginx is not installed; the native tier needs it (apt-get install nginx)")
+        # nginx's workers may run as another user (nobody, when the tests run
+        # as root), so its run directory sits in /tmp, readable by all.
+        self.workdir = Path(tempfile.mkdtemp(prefix="wsgi-lab-native-", dir="/tmp"))
+        self.workdir.chmod(0o755)
+        self.port = free_port()
+        self.backend_ports = {(app, server): free_port() for app in APPS for server in SERVERS}
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.servers: dict[str, str] | None = None
+
+    def log_path(self, name: str) -> Path:
+        """The file a process of this stack writes its stdout and stderr to."""
+        return self.workdir / f"{name}.log"
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+        log = open(self.log_path(name), "ab")
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+        log.close()
+        self.processes[name] = process
+        return process
+
+    def app_environment(self, app: str, server: str) -> dict[str, str]:
+        """The environment the launcher gets for one app on one server, as compose would set it."""
+        return {
+            **os.environ,
+            "WSGI_SERVER": server,
+            "WSGI_APP": WSGI_APPS[app],
+            "SCRIPT_NAME": f"/{app}",
+            "WSGI_BIND": f"127.0.0.1:{self.backend_ports[app, server]}",
+            "WSGI_WORKERS": TEST_WORKERS,
+            "WSGI_CONFIG_DIR": str(REPO),
+            "DJANGO_SECRET_KEY": SECRET_SENTINEL,
+            "FLASK_SECRET_KEY": SECRET_SENTINEL,
+        }
+
+    def start(self) -> None:
+        """Start the six app servers and wait until each answers its healthcheck."""
+        for (app, server) in self.backend_ports:
+            env = self.app_environment(app, server)
+            self._spawn(f"{app}-{server}", [sys.executable, "-m", "wsgilab.launch"], env, REPO / APP_DIRS[app])
+        deadline = time.monotonic() + 60
+        for (app, server) in self.backend_ports:
+            name = f"{app}-{server}"
+            env = server_environment(self.app_environment(app, server))
+            while True:
+                if self.processes[name].poll() is not None:
+                    raise StackError(f"{name} exited with {self.processes[name].returncode}:\n{_tail(self.log_path(name))}")
+                try:
+                    if healthcheck.check(env, timeout=2) == 200:
+                        break
+                except (OSError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise StackError(f"{name} did not become healthy:\n{_tail(self.log_path(name))}")
+                time.sleep(0.2)
+
+    def use(self, servers: dict[str, str]) -> None:
+        """Render nginx's config for ``servers`` and (re)start nginx on it."""
+        if servers == self.servers:
+            return
+        self._stop("nginx")
+        env = {**os.environ, "NGINX_LISTEN": f"127.0.0.1:{self.port}"}
+        for app, server in servers.items():
+            env[f"{app.upper()}_SERVER"] = server
+            env[f"{app.upper()}_UPSTREAM"] = f"127.0.0.1:{self.backend_ports[app, server]}"
+        rundir = self.workdir / "nginx"
+        subprocess.run([str(REPO / "nginx" / "render-config"), str(rundir)], env=env, check=True,
+                       capture_output=True)
+        self._spawn("nginx", [self.nginx, "-p", f"{rundir}/", "-c", str(rundir / "nginx.conf"),
+                              "-e", "stderr", "-g", "daemon off;"], env, self.workdir)
+        try:
+            wait_until_served(self.port, servers, deadline_s=20)
+        except StackError as error:
+            raise StackError(f"{error}\nnginx log:\n{_tail(self.log_path('nginx'))}") from None
+        self.servers = dict(servers)
+
+    def _stop(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        # nginx and gunicorn stop gracefully on SIGQUIT/SIGTERM; uWSGI (die-on-term) on SIGTERM.
+        process.send_signal(signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        """Stop every process this stack started (by its own PID) and remove its files."""
+        for name in list(self.processes):
+            self._stop(name)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def compose_command() -> list[str]:
+    """``docker compose`` where the plugin is installed, else the older ``docker-compose``."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise StackError("neither `docker compose` nor `docker-compose` is installed")
+
+
+class ComposeStack:
+    """The stack as users run it: docker compose, on the Docker engine."""
+
+    def __init__(self) -> None:
+        self.compose = compose_command()
+        self.project = f"wsgilab-test-{os.getpid()}"
+        self.port = free_port()
+        self.servers: dict[str, str] | None = None
+
+    def run(self, *args: str, servers: dict[str, str] | None = None, timeout: float = 1800) -> str:
+        """Run one compose command for this test project; raise StackError with its output on failure."""
+        env = {**os.environ, "WSGILAB_HTTP_PORT": str(self.port), "WSGI_WORKERS": TEST_WORKERS,
+               "DJANGO_SECRET_KEY": SECRET_SENTINEL}
+        for app, server in (servers or self.servers or {}).items():
+            env[f"{app.upper()}_SERVER"] = server
+        argv = [*self.compose, "--project-name", self.project, *args]
+        done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise StackError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def start(self) -> None:
+        """Build the images (reusing Docker's layer cache)."""
+        self.run("build")
+
+    def use(self, servers: dict[str, str]) -> None:
+        """Bring the stack up with ``servers``; compose recreates what changed, nginx included."""
+        if servers == self.servers:
+            return
+        try:
+            self.run("up", "-d", servers=servers, timeout=300)
+            wait_until_served(self.port, servers)
+            self.wait_until_healthy()
+        except StackError as error:
+            logs = self.run("logs", "--no-color", "--tail", "40", servers=servers)
+            raise StackError(f"{error}\n{logs}") from None
+        self.servers = dict(servers)
+
+    def wait_until_healthy(self, deadline_s: float = 90.0) -> None:
+        """Wait until Docker reports every container of the project healthy."""
+        deadline = time.monotonic() + deadline_s
+        while True:
+            ids = self.container_ids()
+            states = subprocess.run(["docker", "inspect", "--format", "{{.Name}} {{.State.Health.Status}}", *ids],
+                                    capture_output=True, text=True).stdout.split("\n")
+            unhealthy = [line for line in states if line and not line.endswith(" healthy")]
+            if ids and not unhealthy:
+                return
+            if time.monotonic() > deadline:
+                raise StackError(f"containers not healthy after {deadline_s:.0f}s: {unhealthy}")
+            time.sleep(1)
+
+    def container_ids(self) -> list[str]:
+        """The IDs of this project's containers."""
+        return self.run("ps", "-q").split()
+
+    def stop(self) -> None:
+        """Remove this test project's containers and networks (the images stay, for reuse)."""
+        self.run("down", "--volumes", "--remove-orphans", "--timeout", "10")

@@ -1,0 +1,82 @@
+"""Settings that are wrong fail loudly, and the safe defaults hold.
+
+These start the real launcher, render script and Django project as
+processes; no stack is needed.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from lab_stacks import REPO
+
+from wsgilab import uwsgi_protocol
+from wsgilab.launch import server_environment, usable_cpus
+
+APP_ENV = {"WSGI_APP": "raw_app:application", "SCRIPT_NAME": "/raw"}
+
+
+def _launch(**env):
+    return subprocess.run([sys.executable, "-m", "wsgilab.launch"], env={**os.environ, **env},
+                          cwd=REPO / "raw_wsgi_app", capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("WSGI_SERVER", "nginx", "WSGI_SERVER must be one of gunicorn, uwsgi, not 'nginx'"),
+    ("SCRIPT_NAME", "raw", "SCRIPT_NAME must be the URL prefix"),
+    ("WSGI_APP", "raw_app", "WSGI_APP must name a callable as module:name"),
+    ("WSGI_WORKERS", "0", "WSGI_WORKERS must be a whole number of at least 1"),
+])
+def test_launcher_refuses_a_bad_setting_and_says_which(setting, value, message):
+    done = _launch(**{**APP_ENV, "WSGI_CONFIG_DIR": str(REPO), setting: value})
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_launcher_defaults_are_the_same_for_both_servers_but_the_port():
+    gunicorn = server_environment({**APP_ENV, "WSGI_SERVER": "gunicorn"})
+    uwsgi = server_environment({**APP_ENV, "WSGI_SERVER": "uwsgi"})
+    assert gunicorn["WSGI_WORKERS"] == uwsgi["WSGI_WORKERS"] == str(2 * usable_cpus() + 1)
+    assert gunicorn["WSGI_THREADS"] == uwsgi["WSGI_THREADS"] == "1"
+    assert gunicorn["WSGI_TIMEOUT"] == uwsgi["WSGI_TIMEOUT"] == "30"
+    assert (gunicorn["WSGI_BIND"], uwsgi["WSGI_BIND"]) == ("0.0.0.0:8000", "0.0.0.0:3031")
+
+
+def test_render_config_refuses_an_unknown_server(tmp_path):
+    done = subprocess.run([str(REPO / "nginx" / "render-config"), str(tmp_path)],
+                          env={**os.environ, "FLASK_SERVER": "waitress"}, capture_output=True, text=True)
+    assert done.returncode == 64
+    assert "FLASK_SERVER must be gunicorn or uwsgi, not 'waitress'" in done.stderr
+
+
+def _manage(*args, **env):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    return subprocess.run([sys.executable, "manage.py", *args], env={**clean, **env},
+                          cwd=REPO / "django_app", capture_output=True, text=True, timeout=60)
+
+
+def test_django_check_deploy_flags_only_what_plain_http_cannot_meet():
+    done = _manage("check", "--deploy", DJANGO_SECRET_KEY="x" * 20 + os.urandom(24).hex())
+    assert done.returncode == 0, done.stderr
+    warnings = set(re.findall(r"\(([a-z_.]+\.[EW]\d+)\)", done.stderr + done.stdout))
+    # HSTS, SSL redirect and a Secure CSRF cookie: all need HTTPS. (No
+    # session cookie warning: the project has no sessions.)
+    assert warnings == {"security.W004", "security.W008", "security.W016"}
+
+
+def test_django_says_loudly_when_it_runs_on_the_development_secret_key():
+    done = _manage("check")
+    assert "DJANGO_SECRET_KEY is not set" in done.stderr
+
+
+def test_django_debug_is_off_unless_asked_for():
+    done = _manage("shell", "-c", "from django.conf import settings; print(settings.DEBUG)",
+                   DJANGO_SECRET_KEY="k" * 50)
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stderr
+
+
+def test_uwsgi_packet_larger_than_the_protocol_allows_is_refused():
+    with pytest.raises(ValueError, match="the protocol allows 65535"):
+        uwsgi_protocol.encode_request({"HTTP_X_BIG": "x" * 70000})

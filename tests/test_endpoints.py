@@ -1,0 +1,113 @@
+"""Every endpoint of every app answers correctly through real nginx, on both servers.
+
+These run in each phase (native and compose tiers, all apps on gunicorn, then
+all on uWSGI), for each of the three apps: 3 apps x 2 servers x 2 tiers.
+"""
+
+import hashlib
+import os
+
+import pytest
+from lab_http import get, request
+from lab_stacks import SECRET_SENTINEL
+
+UPSTREAM_PROTOCOL = {"gunicorn": "http", "uwsgi": "uwsgi"}
+
+
+def test_home_page_is_answered_by_the_chosen_server_through_the_matching_protocol(stack, app):
+    reply = get(stack.port, f"/{app}/")
+    assert reply.status == 200
+    assert reply.json()["app"] == app
+    assert reply.json()["server"] == stack.server
+    assert reply.header("X-Upstream-Protocol") == UPSTREAM_PROTOCOL[stack.server]
+
+
+def test_links_built_by_the_app_carry_the_script_name_prefix(stack, app):
+    links = get(stack.port, f"/{app}/").json()["links"]
+    assert links["environ"] == f"/{app}/environ"
+    assert links["upload"] == f"/{app}/upload"
+    for link in links.values():
+        assert get(stack.port, link).status != 404, link
+
+
+def test_redirect_location_stays_under_the_prefix(stack, app):
+    reply = get(stack.port, f"/{app}/redirect")
+    assert reply.status == 302
+    assert reply.header("Location") in (f"/{app}/", f"http://localhost/{app}/")
+    assert get(stack.port, f"/{app}/").status == 200
+
+
+def test_prefix_without_trailing_slash_is_redirected_by_nginx(stack, app):
+    reply = get(stack.port, f"/{app}")
+    assert reply.status == 301
+    assert reply.header("Location").endswith(f"/{app}/")
+
+
+def test_environ_splits_the_prefix_into_script_name_and_path_info(stack, app):
+    environ = get(stack.port, f"/{app}/environ?x=1").json()
+    assert environ["SCRIPT_NAME"] == f"/{app}"
+    assert environ["PATH_INFO"] == "/environ"
+    assert environ["QUERY_STRING"] == "x=1"
+    assert environ["REQUEST_METHOD"] == "GET"
+    assert environ["wsgi.url_scheme"] == "http"
+    assert environ["wsgi.version"] == [1, 0]
+    # Objects are shown by type, never dumped.
+    assert environ["wsgi.input"].startswith("<") and environ["wsgi.input"].endswith(">")
+
+
+def test_environ_shows_nothing_from_the_process_environment(stack, app):
+    body = get(stack.port, f"/{app}/environ").body.decode()
+    assert SECRET_SENTINEL not in body
+    assert "DJANGO_SECRET_KEY" not in body
+    assert "WSGI_CONFIG_DIR" not in body
+
+
+def test_stream_arrives_in_several_chunks_spread_over_time(stack, app):
+    reply = get(stack.port, f"/{app}/stream")
+    assert reply.status == 200
+    assert reply.body.decode().splitlines() == [f"{app} chunk {n} of 5" for n in range(1, 6)]
+    # Five chunks with 0.2 s between them: if nginx or the server buffered the
+    # response, it would come in one read at the end.
+    assert len(reply.arrivals) >= 3, reply.arrivals
+    assert reply.arrivals[-1][0] - reply.arrivals[0][0] >= 0.5, reply.arrivals
+
+
+def test_upload_of_5_mib_is_read_whole_from_wsgi_input(stack, app):
+    body = os.urandom(5 * 1024 * 1024)
+    reply = request(stack.port, "POST", f"/{app}/upload", body=body,
+                    headers={"Content-Type": "application/octet-stream"})
+    assert reply.status == 200, reply.body[:500]
+    assert reply.json() == {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_upload_refuses_get(stack, app):
+    assert get(stack.port, f"/{app}/upload").status == 405
+
+
+def test_slow_sleeps_for_the_asked_time(stack, app):
+    reply = get(stack.port, f"/{app}/slow?ms=300")
+    assert reply.status == 200
+    assert reply.json() == {"slept_ms": 300}
+    assert reply.arrivals[0][0] >= 0.3
+
+
+@pytest.mark.parametrize("ms", ["10001", "abc", "-5", ""])
+def test_slow_refuses_a_delay_outside_the_bound(stack, app, ms):
+    reply = get(stack.port, f"/{app}/slow?ms={ms}")
+    assert reply.status == 400
+    assert "ms" in reply.json()["error"]
+
+
+def test_error_is_a_plain_500_with_no_traceback(stack, app):
+    reply = get(stack.port, f"/{app}/error")
+    assert reply.status == 500
+    text = reply.body.decode(errors="replace")
+    assert "Traceback" not in text
+    assert "RuntimeError" not in text
+    assert "raised on purpose" not in text
+
+
+def test_unknown_path_under_the_prefix_is_a_404_from_the_app(stack, app):
+    reply = get(stack.port, f"/{app}/no-such-endpoint")
+    assert reply.status == 404
+    assert reply.header("X-Upstream-Protocol") == UPSTREAM_PROTOCOL[stack.server]

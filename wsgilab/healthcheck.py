@@ -1,0 +1,61 @@
+"""Docker healthcheck for an app container: is the app answering through its server?
+
+``python -m wsgilab.healthcheck`` asks the server this container runs for the
+app's home page (``SCRIPT_NAME/``), in the server's own protocol: HTTP for
+gunicorn, the uwsgi protocol for uWSGI. It exits 0 on a 200 and 1 otherwise,
+printing why, which ``docker inspect`` shows under State.Health.
+
+It checks the whole app path (server, worker, framework, view), not just an
+open port: a worker that cannot import the app is unhealthy.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import sys
+
+from wsgilab import uwsgi_protocol
+from wsgilab.launch import LaunchError, server_environment
+
+
+def _status_of_raw_response(raw: bytes) -> int:
+    status_line = raw.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP response: {status_line[:80]!r}")
+    return int(parts[1])
+
+
+def check(env: dict[str, str], timeout: float = 5.0) -> int:
+    """Return the HTTP status the app's home page answers with, through its server."""
+    _, _, port = env["WSGI_BIND"].rpartition(":")
+    address = ("127.0.0.1", int(port))
+    path = env["SCRIPT_NAME"] + "/"
+    if env["WSGI_SERVER"] == "uwsgi":
+        raw = uwsgi_protocol.request(address, "GET", path, timeout=timeout)
+        return _status_of_raw_response(raw)
+    conn = http.client.HTTPConnection(*address, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": "localhost"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def main() -> None:
+    """Exit 0 when the app answers 200, 1 (with the reason on stdout) when not."""
+    try:
+        env = server_environment(os.environ)
+        status = check(env)
+    except (LaunchError, OSError, ValueError) as error:
+        print(f"unhealthy: {error}")
+        sys.exit(1)
+    if status != 200:
+        print(f"unhealthy: {env['SCRIPT_NAME']}/ answered {status}")
+        sys.exit(1)
+    print(f"healthy: {env['SCRIPT_NAME']}/ answered 200 via {env['WSGI_SERVER']}")
+
+
+if __name__ == "__main__":
+    main()

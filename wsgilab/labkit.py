@@ -1,0 +1,87 @@
+"""What the lab endpoints compute, shared by the Django and Flask apps.
+
+The three apps answer the same endpoints so that a trace of one can be laid
+beside a trace of another. The Django and Flask folders show how each
+framework wires an endpoint up; the computing they share lives here. (The raw
+app does the same by hand, with nothing but the standard library: it is the
+one that shows what a framework saves you.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+#: /slow refuses to sleep longer than this, so no request can pin a worker
+#: for long (gunicorn's timeout and uWSGI's harakiri are 30 s by default).
+MAX_DELAY_MS = 10_000
+
+#: /stream sends this many chunks with this pause before each one but the
+#: first, so the chunks visibly arrive one by one.
+STREAM_CHUNKS = 5
+STREAM_PAUSE_S = 0.2
+
+#: How much of the request body /upload reads from wsgi.input at a time.
+READ_SIZE = 64 * 1024
+
+_JSON_SCALARS = (bool, int, float, type(None))
+
+
+def describe_environ(environ: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the WSGI environ as something JSON can hold.
+
+    Strings, numbers, booleans and tuples of those (``wsgi.version``) are shown
+    as they are; every other value (``wsgi.input``, ``wsgi.errors``, a server's
+    socket object) is shown by its type, as ``"<module.Type>"``.
+    """
+    shown: dict[str, Any] = {}
+    for key in sorted(environ):
+        value = environ[key]
+        if isinstance(value, str) or isinstance(value, _JSON_SCALARS):
+            shown[key] = value
+        elif isinstance(value, tuple) and all(isinstance(v, _JSON_SCALARS) for v in value):
+            shown[key] = list(value)
+        else:
+            kind = type(value)
+            module = "" if kind.__module__ == "builtins" else kind.__module__ + "."
+            shown[key] = f"<{module}{kind.__qualname__}>"
+    return shown
+
+
+def wsgi_server(environ: Mapping[str, Any]) -> str:
+    """Name the WSGI server that built this environ, from the keys only it sets."""
+    if "uwsgi.version" in environ:
+        return "uwsgi"
+    if "gunicorn.socket" in environ:
+        return "gunicorn"
+    return "unknown"
+
+
+def parse_delay_ms(raw: str | None) -> int:
+    """Read /slow's ``ms`` parameter; raise ValueError with a message a client can act on."""
+    if raw is None or not raw.isdigit():
+        raise ValueError(f"ms must be a whole number of milliseconds from 0 to {MAX_DELAY_MS}")
+    delay = int(raw)
+    if delay > MAX_DELAY_MS:
+        raise ValueError(f"ms={delay} is over the limit of {MAX_DELAY_MS}")
+    return delay
+
+
+def digest_body(read: Callable[[int], bytes]) -> dict[str, Any]:
+    """Read a request body to its end through ``read`` and return its size and sha256."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := read(READ_SIZE):
+        digest.update(chunk)
+        size += len(chunk)
+    return {"bytes": size, "sha256": digest.hexdigest()}
+
+
+def stream_chunks(app: str) -> Iterator[bytes]:
+    """Yield /stream's body: STREAM_CHUNKS lines, a pause before each but the first."""
+    for index in range(STREAM_CHUNKS):
+        if index:
+            time.sleep(STREAM_PAUSE_S)
+        yield f"{app} chunk {index + 1} of {STREAM_CHUNKS}\n".encode()
