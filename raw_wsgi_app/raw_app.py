@@ -57,8 +57,9 @@ def show_environ(environ, start_response):
             return value
         if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
             return list(value)
-        module = type(value).__module__
-        return "<%s%s>" % ("" if module == "builtins" else module + ".", type(value).__qualname__)
+        kind, label = (value, "class ") if isinstance(value, type) else (type(value), "")
+        module = "" if kind.__module__ == "builtins" else kind.__module__ + "."
+        return f"<{label}{module}{kind.__qualname__}>"
 
     return _json(start_response, "200 OK", {key: shown(environ[key]) for key in sorted(environ)})
 

@@ -33,8 +33,9 @@ def describe_environ(environ: Mapping[str, Any]) -> dict[str, Any]:
     """Return the WSGI environ as something JSON can hold.
 
     Strings, numbers, booleans and tuples of those (``wsgi.version``) are shown
-    as they are; every other value (``wsgi.input``, ``wsgi.errors``, a server's
-    socket object) is shown by its type, as ``"<module.Type>"``.
+    as they are; a class is shown as ``"<class module.Name>"``, and every other
+    value (``wsgi.input``, ``wsgi.errors``, a server's socket object) by its
+    type, as ``"<module.Type>"``.
     """
     shown: dict[str, Any] = {}
     for key in sorted(environ):
@@ -43,11 +44,16 @@ def describe_environ(environ: Mapping[str, Any]) -> dict[str, Any]:
             shown[key] = value
         elif isinstance(value, tuple) and all(isinstance(v, _JSON_SCALARS) for v in value):
             shown[key] = list(value)
+        elif isinstance(value, type):  # e.g. a server's wsgi.file_wrapper class
+            shown[key] = f"<class {_dotted_name(value)}>"
         else:
-            kind = type(value)
-            module = "" if kind.__module__ == "builtins" else kind.__module__ + "."
-            shown[key] = f"<{module}{kind.__qualname__}>"
+            shown[key] = f"<{_dotted_name(type(value))}>"
     return shown
+
+
+def _dotted_name(kind: type) -> str:
+    module = "" if kind.__module__ == "builtins" else kind.__module__ + "."
+    return module + kind.__qualname__
 
 
 def wsgi_server(environ: Mapping[str, Any]) -> str:
