@@ -15,9 +15,9 @@ import os
 
 # --- Which app ---------------------------------------------------------------
 
-# The WSGI callable, "module:name", imported by every worker.
-# Twin: uWSGI `mount` (with `manage-script-name`).
-wsgi_app = os.environ["WSGI_APP"]
+# The WSGI callable every worker imports: wsgilab's HopTrace wrapped around
+# the app that WSGI_APP names ("module:name"). Twin: uWSGI `mount`.
+wsgi_app = "wsgilab.traced_app:application"
 
 # The app's folder, put first on sys.path so `wsgi_app` imports from it.
 # Twin: uWSGI `pythonpath`.

@@ -254,3 +254,11 @@ class ComposeStack:
     def stop(self) -> None:
         """Remove this test project's containers and networks (the images stay, for reuse)."""
         self.run("down", "--volumes", "--remove-orphans", "--timeout", "10")
+
+
+def hop_log_lines(stack: NativeStack | ComposeStack) -> list[str]:
+    """Every log line every hop of ``stack`` has written so far."""
+    if isinstance(stack, NativeStack):
+        return [line for path in sorted(stack.workdir.glob("*.log"))
+                for line in path.read_text(errors="replace").splitlines()]
+    return stack.run("logs", "--no-color").splitlines()
