@@ -41,24 +41,23 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("app", APPS)
 
 
-@pytest.fixture(scope="session")
-def native_stack():
-    stack = NativeStack()
+def _running(stack):
+    """Start ``stack``, hand it to the tests, and stop it whatever happens."""
     try:
         stack.start()
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="session")
+def native_stack():
+    yield from _running(NativeStack())
 
 
 @pytest.fixture(scope="session")
 def compose_stack():
-    stack = ComposeStack()
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
+    yield from _running(ComposeStack())
 
 
 @pytest.fixture(scope="session")
