@@ -23,7 +23,7 @@ from pathlib import Path
 
 import lab_http
 
-from wsgilab import healthcheck
+from wsgilab import healthcheck, hoptrace
 from wsgilab.launch import server_environment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -184,22 +184,14 @@ class NativeStack:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def compose_command() -> list[str]:
-    """``docker compose`` where the plugin is installed, else the older ``docker-compose``."""
-    if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
-        if probe.returncode == 0:
-            return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    raise StackError("neither `docker compose` nor `docker-compose` is installed")
-
-
 class ComposeStack:
     """The stack as users run it: docker compose, on the Docker engine."""
 
     def __init__(self) -> None:
-        self.compose = compose_command()
+        try:
+            self.compose = hoptrace.compose_command()
+        except FileNotFoundError as error:
+            raise StackError(str(error)) from None
         self.project = f"wsgilab-test-{os.getpid()}"
         self.port = free_port()
         self.servers: dict[str, str] | None = None

@@ -176,12 +176,21 @@ def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _compose_logs() -> Iterator[str]:
+def compose_command() -> list[str]:
+    """``docker compose`` where the plugin is installed, else the older ``docker-compose``.
+
+    Raises FileNotFoundError when neither is installed.
+    """
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
                                                  capture_output=True).returncode == 0:
-        argv = ["docker", "compose", "logs", "--no-color"]
-    else:
-        argv = ["docker-compose", "logs", "--no-color"]
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise FileNotFoundError("neither `docker compose` nor `docker-compose` is installed")
+
+
+def _compose_logs() -> Iterator[str]:
+    argv = [*compose_command(), "logs", "--no-color"]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, errors="replace") as process:
         assert process.stdout is not None
         yield from process.stdout
