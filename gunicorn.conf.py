@@ -99,6 +99,18 @@ accesslog = "-"
 errorlog = "-"
 loglevel = "info"
 
+# Every line as JSON, for hoptrace: one per request (written by post_request
+# below, with the stamps of each step) and one per error-log message. It
+# replaces `access_log_format`, which pastes client text in unescaped.
+# Twin: uWSGI `log-format`.
+logger_class = "wsgilab.gunicorn_trace.JsonLogger"
+
+# Server hooks: gunicorn calls these in the worker around every request.
+# pre_request stamps the moment a worker picked the request up (the end of
+# its time in the queue); post_request, after the body's close(), writes the
+# request's line. Twin: uWSGI's `log-format` fields tmicros and micros.
+from wsgilab.gunicorn_trace import post_request, pre_request  # noqa: E402,F401
+
 # Shows as "gunicorn: worker [wsgi-lab /django]" in `ps`.
 proc_name = "wsgi-lab " + os.environ["SCRIPT_NAME"]
 

@@ -85,7 +85,9 @@ def wait_until_served(port: int, servers: dict[str, str], deadline_s: float = 60
 class NativeStack:
     """nginx, gunicorn and uWSGI as processes on 127.0.0.1, all six app servers at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, app_env: dict[str, str] | None = None) -> None:
+        """``app_env`` is added to every app server's environment (bench/ turns tracing off with it)."""
+        self.app_env = dict(app_env or {})
         self.nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
         if self.nginx is None:
             raise StackError("nginx is not installed; the native tier needs it (apt-get install nginx)")
@@ -122,6 +124,7 @@ class NativeStack:
             "WSGI_CONFIG_DIR": str(REPO),
             "DJANGO_SECRET_KEY": SECRET_SENTINEL,
             "FLASK_SECRET_KEY": SECRET_SENTINEL,
+            **self.app_env,
         }
 
     def start(self) -> None:
@@ -164,6 +167,10 @@ class NativeStack:
         except StackError as error:
             raise StackError(f"{error}\nnginx log:\n{_tail(self.log_path('nginx'))}") from None
         self.servers = dict(servers)
+
+    def follow_logs_command(self) -> list[str]:
+        """A command that prints every hop's new log lines as they are written, until stopped."""
+        return ["tail", "-n", "0", "-F", *map(str, sorted(self.workdir.glob("*.log")))]
 
     def _stop(self, name: str) -> None:
         process = self.processes.pop(name, None)
@@ -242,6 +249,10 @@ class ComposeStack:
     def container_ids(self) -> list[str]:
         """The IDs of this project's containers."""
         return self.run("ps", "-q").split()
+
+    def follow_logs_command(self) -> list[str]:
+        """A command that prints every hop's new log lines as they are written, until stopped."""
+        return [*self.compose, "--project-name", self.project, "logs", "--no-color", "--follow", "--tail", "0"]
 
     def stop(self) -> None:
         """Remove this test project's containers and networks (the images stay, for reuse)."""

@@ -2,7 +2,7 @@
 
 import json
 
-from wsgilab import hoptrace
+from wsgilab import hoplog
 
 
 
@@ -31,9 +31,9 @@ def test_hoptrace_keeps_each_request_apart_and_skips_junk():
         "raw_1    | " + _wsgi("req-bbbbbbbb", 1_000_000_041_000),
         "nginx_1  | " + _nginx("req-aaaaaaaa", 1_000_000_009_000),
     ]
-    found = hoptrace.scan(lines, "req-aaaaaaaa")
+    found = hoplog.scan(lines, "req-aaaaaaaa")
     assert found.skipped == 2
-    events = hoptrace.events_of(found.records)
+    events = hoplog.events_of(found.records)
     assert [e["event"] for e in events] == ["request_received", "queued", "app_called", "start_response",
                                            "first_chunk", "last_chunk", "close", "response_sent"]
     assert {e.get("service") for e in events if e["hop"] == "wsgi"} == {"raw"}

@@ -4,31 +4,54 @@ Runs in every phase (both tiers, all apps on gunicorn then on uWSGI) for each ap
 """
 
 import json
+import queue
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
-from lab_http import get, request
-from lab_stacks import hop_log_lines
+from lab_http import get, raw_exchange, request, status_of
+from lab_stacks import REPO, hop_log_lines
 
-from wsgilab import hoptrace
+from wsgilab import hoplog
 
 #: What must happen before what. nginx finishes once it has the app's headers
 #: and body; the server calls the app's close() after sending the body, so
 #: last_chunk and close() may come before or after nginx is done.
-CAUSAL_ORDER = ["request_received", "queued", "app_called", "start_response", "first_chunk", "response_sent"]
+CAUSAL_ORDER = ["request_received", "queued", "worker_picked_up", "app_called", "start_response",
+                "first_chunk", "response_sent"]
+#: The server's own stamps around the app's, and the server's last word.
+SERVER_ORDER = {
+    "gunicorn": ["worker_picked_up", "app_called", "last_chunk", "response_written", "close", "post_request"],
+    "uwsgi": ["worker_picked_up", "app_called", "last_chunk", "close", "request_done"],
+}
 APP_ORDER = ["app_called", "start_response", "first_chunk", "last_chunk", "close"]
+#: The framework's hooks and the view, between the app being called and start_response.
+FRAMEWORK_ORDER = {
+    "django": ["app_called", "middleware_in", "view_resolved", "view_called", "view_returned",
+               "middleware_out", "start_response"],
+    "flask": ["app_called", "before_request", "view_called", "view_returned", "after_request",
+              "start_response", "teardown_request"],
+    "raw": ["app_called", "start_response"],  # no framework: the app is the view
+}
+#: The event each server's hop ends a request with.
+SERVER_DONE = {"gunicorn": "post_request", "uwsgi": "request_done"}
 
 
 def _trace(stack, request_id, attempts=20):
     """hoptrace's events for one request, once its hops have all logged it."""
+    done = {"response_sent", "close", SERVER_DONE[stack.server]}
     for _ in range(attempts):
-        events = hoptrace.events_of(hoptrace.scan(hop_log_lines(stack.stack), request_id).records)
-        if {e["event"] for e in events} >= {"response_sent", "close"}:
+        events = hoplog.events_of(hoplog.scan(hop_log_lines(stack.stack), request_id).records)
+        if {e["event"] for e in events} >= done:
             return events
         time.sleep(0.25)
     return events
+
+
+def _in_order(names, expected):
+    return [n for n in names if n in expected] == expected
 
 
 def test_trace_has_every_hop_in_causal_order_under_one_id(stack, app):
@@ -37,20 +60,43 @@ def test_trace_has_every_hop_in_causal_order_under_one_id(stack, app):
     assert reply.header("X-Request-ID") == request_id
     events = _trace(stack, request_id)
     names = [e["event"] for e in events]
-    assert [n for n in names if n in CAUSAL_ORDER] == CAUSAL_ORDER, names
-    assert [n for n in names if n in APP_ORDER] == APP_ORDER, names
+    assert _in_order(names, CAUSAL_ORDER), names
+    assert _in_order(names, APP_ORDER), names
+    assert _in_order(names, SERVER_ORDER[stack.server]), names
+    assert _in_order(names, FRAMEWORK_ORDER[app]), names
     stamps = [e["ts_us"] for e in events]
     assert stamps == sorted(stamps)
-    wsgi = [e for e in events if e["hop"] == "wsgi"]
-    assert {(e["service"], e["server"]) for e in wsgi} == {(app, stack.server)}
+    hops = {e["hop"] for e in events}
+    assert hops >= {"nginx", stack.server, "wsgi"} | ({app, "view"} if app != "raw" else set()), hops
+    app_side = [e for e in events if e["hop"] != "nginx"]
+    assert {(e["service"], e["server"]) for e in app_side} == {(app, stack.server)}
+    assert len({e["pid"] for e in app_side}) == 1  # one worker served it all
     sent = next(e for e in events if e["event"] == "response_sent")
     assert sent["status"] == 200
     assert sent["upstream_protocol"] == {"gunicorn": "http", "uwsgi": "uwsgi"}[stack.server]
 
 
-def test_server_timing_header_carries_queue_and_app_segments(stack, app):
+def test_server_timing_header_carries_queue_app_and_view_segments(stack, app):
     timing = get(stack.port, f"/{app}/").header("Server-Timing")
     assert timing is not None and "queue;dur=" in timing and "app;dur=" in timing
+    # A framework's view returns before start_response; the raw app's view *is*
+    # the app, still running when it calls start_response.
+    assert ("view;dur=" in timing) == (app != "raw"), timing
+
+
+def test_server_line_names_the_worker_that_served_the_request(stack, app):
+    request_id = "worker-" + uuid.uuid4().hex
+    get(stack.port, f"/{app}/", headers={"X-Request-ID": request_id})
+    _trace(stack, request_id)
+    records = hoplog.scan(hop_log_lines(stack.stack), request_id).records
+    server = [r for r in records if r["hop"] == stack.server]
+    assert len(server) == 1, records
+    wsgi = next(r for r in records if r["hop"] == "wsgi")
+    assert server[0]["pid"] == wsgi["pid"] and server[0]["status"] == 200
+    if stack.server == "gunicorn":
+        assert server[0]["worker_class"] == "SyncWorker" and server[0]["worker_requests"] >= 1
+    else:
+        assert server[0]["worker"] >= 1 and server[0]["core"] == 0 and server[0]["duration_us"] > 0
 
 
 def test_stream_and_upload_show_their_chunks_and_bytes(stack, app):
@@ -61,7 +107,7 @@ def test_stream_and_upload_show_their_chunks_and_bytes(stack, app):
     assert last["chunks"] == 5
     upload = [e for e in _trace(stack, upload_id) if e["hop"] == "wsgi"]
     assert "input_first_read" in {e["event"] for e in upload}
-    records = hoptrace.scan(hop_log_lines(stack.stack), upload_id).records
+    records = hoplog.scan(hop_log_lines(stack.stack), upload_id).records
     assert [r.get("input_bytes") for r in records if r["hop"] == "wsgi"] == [300_000]
 
 
@@ -76,6 +122,15 @@ def test_error_shows_the_failure_in_the_app_and_500_at_nginx(stack, app):
     assert status.startswith("500")
     assert next(e for e in events if e["event"] == "response_sent")["status"] == 500
     assert names.index("start_response") < names.index("response_sent"), [(e["hop"], e["event"], e["ts_us"]) for e in events]
+    # Where it failed: the view raised (Django and Flask); every hop after says 500.
+    if app != "raw":
+        raised = next(e for e in events if e["event"] == "view_raised")
+        assert raised["error"] == "RuntimeError" and raised["hop"] == "view"
+        after = {"django": "middleware_out", "flask": "after_request"}[app]
+        assert next(e for e in events if e["event"] == after)["status"] == 500
+        assert names.index("view_raised") < names.index(after) < names.index("start_response")
+    server_done = next(e for e in events if e["event"] in ("response_written", "request_done"))
+    assert server_done["status"] == 500
 
 
 def test_forged_request_ids_are_replaced_and_never_logged(stack, app):
@@ -95,6 +150,102 @@ def test_forged_request_ids_are_replaced_and_never_logged(stack, app):
             json.loads(line[record_start:])
 
 
+#: Forged X-Request-ID values only a raw socket can send: a bare LF followed by
+#: a fake log line, 10 KB of id, escape bytes, quotes and backslashes.
+RAW_FORGERIES = {
+    "newline": b'forged-newline-id\n{"hop":"nginx","request_id":"forged-newline-line"}',
+    "ten-kb": b"forged-ten-kb-" + b"A" * 10_240,
+    "escapes": b'forged-esc\x1b[31m\x07"quoted"\\back\\slash',
+    "underscore-spelling": None,  # X_Request_ID: a header nginx must not treat as X-Request-ID
+}
+
+
+def _raw_get(port, path, header_lines):
+    return raw_exchange(port, b"GET " + path.encode() + b" HTTP/1.1\r\nHost: localhost\r\n"
+                        + b"".join(header_lines) + b"Connection: close\r\n\r\n")
+
+
+def test_forged_ids_sent_as_raw_bytes_never_reach_a_log_line(stack, app):
+    replies = {}
+    for name, value in RAW_FORGERIES.items():
+        if value is None:
+            lines = [b"X_Request_ID: forged-underscore-spelling-id\r\n"]
+        else:
+            lines = [b"X-Request-ID: " + value + b"\r\n"]
+        replies[name] = _raw_get(stack.port, f"/{app}/", lines)
+    # A 10 KB header is over nginx's large_client_header_buffers: 400 at nginx.
+    assert status_of(replies["ten-kb"]) == 400
+    for name in ("escapes", "underscore-spelling"):
+        assert status_of(replies[name]) == 200, replies[name][:200]
+    assert status_of(replies["newline"]) in (200, 400)  # the bare LF ends the header either way
+    time.sleep(0.5)
+    lines = hop_log_lines(stack.stack)
+    # The bare LF ends the header: "forged-newline-id" before it is a well-formed
+    # id and may be kept; the fake log line after it must go nowhere.
+    for needle in ("forged-newline-line", "forged-ten-kb", "forged-esc", "\x1b[31m", "forged-underscore"):
+        assert not any(needle in line for line in lines), needle
+    _assert_every_record_line_parses(lines)
+
+
+def test_client_text_in_the_uri_cannot_break_a_server_log_line(stack, app):
+    request_id = "uri-" + uuid.uuid4().hex
+    reply = _raw_get(stack.port, f'/{app}/?q="}},{{"hop":"evil"}}\\', [f"X-Request-ID: {request_id}\r\n".encode()])
+    assert status_of(reply) == 200
+    events = _trace(stack, request_id)
+    assert SERVER_DONE[stack.server] in {e["event"] for e in events}
+    lines = hop_log_lines(stack.stack)
+    _assert_every_record_line_parses(lines)
+    assert not any('"hop":"evil"' in line and "request_id" not in line for line in lines)
+
+
+def _assert_every_record_line_parses(lines):
+    """Every line that is (or starts like) a JSON record is whole, valid JSON with a hop."""
+    for line in lines:
+        start = line.find("{")
+        if start >= 0 and line[start:].startswith('{"'):
+            record = json.loads(line[start:])
+            assert "hop" in record or "request_id" in record, line
+
+
+def test_fifty_concurrent_requests_each_keep_exactly_their_own_events(stack, app):
+    run = uuid.uuid4().hex[:8]
+    ids = [f"conc-{run}-{n:02d}" for n in range(50)]
+    sizes = {request_id: 1000 + n for n, request_id in enumerate(ids)}  # each body its own length
+    statuses = {}
+
+    def send(request_id):
+        reply = request(stack.port, "POST", f"/{app}/upload", body=b"c" * sizes[request_id],
+                        headers={"X-Request-ID": request_id, "Content-Type": "application/octet-stream"})
+        statuses[request_id] = (reply.status, reply.json().get("bytes") if reply.status == 200 else None)
+
+    threads = [threading.Thread(target=send, args=(request_id,)) for request_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == {request_id: (200, sizes[request_id]) for request_id in ids}
+    _trace(stack, ids[-1])
+    deadline = time.monotonic() + 10
+    while True:
+        records = [r for r in hoplog.scan(hop_log_lines(stack.stack)).records
+                   if str(r.get("request_id", "")).startswith(f"conc-{run}-")]
+        by_id = {}
+        for record in records:
+            by_id.setdefault(record["request_id"], []).append(record)
+        if len(records) == 150 or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert sorted(by_id) == ids
+    for request_id, own in by_id.items():
+        assert sorted(r["hop"] for r in own) == sorted(["nginx", "wsgi", stack.server]), (request_id, own)
+        wsgi = next(r for r in own if r["hop"] == "wsgi")
+        names = [e["event"] for e in wsgi["events"]]
+        assert names.count("app_called") == 1 and names.count("close") == 1, names
+        assert wsgi["input_bytes"] == sizes[request_id]
+        nginx = next(r for r in own if r["hop"] == "nginx")
+        assert nginx["status"] == 200 and nginx["uri"] == f"/{app}/upload"
+
+
 def test_hoptrace_show_prints_a_waterfall_and_a_json_contract(stack, app, tmp_path):
     request_id = "show-" + uuid.uuid4().hex
     get(stack.port, f"/{app}/", headers={"X-Request-ID": request_id})
@@ -110,3 +261,52 @@ def test_hoptrace_show_prints_a_waterfall_and_a_json_contract(stack, app, tmp_pa
         capture_output=True, text=True, check=True).stdout)
     assert as_json["request_id"] == request_id
     assert [e["ts_us"] for e in as_json["events"]] == sorted(e["ts_us"] for e in as_json["events"])
+
+
+def test_hoptrace_follow_prints_each_request_live_as_it_completes(stack, app):
+    request_id = "follow-" + uuid.uuid4().hex
+    source = subprocess.Popen(stack.stack.follow_logs_command(), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, cwd=REPO)
+    follower = subprocess.Popen([sys.executable, "-m", "wsgilab.hoptrace", "follow", "--json", "--settle", "0.3"],
+                                stdin=source.stdout, stdout=subprocess.PIPE, text=True)
+    source.stdout.close()  # the follower holds the pipe now
+    seen = queue.Queue()
+    threading.Thread(target=lambda: [seen.put(line) for line in follower.stdout], daemon=True).start()
+    try:
+        time.sleep(1.5)  # let the log source start reading before the request is made
+        get(stack.port, f"/{app}/", headers={"X-Request-ID": request_id})
+        deadline = time.monotonic() + 20
+        printed = None
+        while printed is None and time.monotonic() < deadline:
+            try:
+                line = seen.get(timeout=1)
+            except queue.Empty:
+                continue
+            if json.loads(line)["request_id"] == request_id:
+                printed = json.loads(line)
+        assert printed is not None, "hoptrace follow never printed the request"
+        names = {e["event"] for e in printed["events"]}
+        assert names >= {"request_received", "app_called", "close", "response_sent", SERVER_DONE[stack.server]}
+    finally:
+        for process in (source, follower):  # only what this test started, by its own handle
+            process.terminate()
+            process.wait(10)
+
+
+def test_hoptrace_stats_finds_the_time_in_the_view(stack, app, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    for n in range(5):
+        assert get(stack.port, f"/{app}/slow?ms=40", headers={"X-Request-ID": f"stats-{run}-{n}"}).status == 200
+    _trace(stack, f"stats-{run}-4")
+    log = tmp_path / "hops.log"
+    log.write_text("\n".join(line for line in hop_log_lines(stack.stack) if f"stats-{run}-" in line) + "\n")
+    stats = json.loads(subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "stats", "--json", str(log)],
+                                      capture_output=True, text=True, check=True).stdout)
+    rows = {(r["service"], r["server"], r["segment"]): r for r in stats["segments"]}
+    # The view sleeps 40 ms: the view (or, for the raw app, the app) segment holds it,
+    # every segment around it holds at least as much, and each counts 5 requests.
+    inner = (app, stack.server, "app" if app == "raw" else "view")
+    assert rows[inner]["count"] == 5 and 40 <= rows[inner]["p50_ms"] < 1000
+    for outer in ((app, stack.server, "app"), (app, stack.server, "worker"), (app, "nginx", "nginx")):
+        assert rows[outer]["count"] == 5 and rows[outer]["p50_ms"] >= 39, (outer, rows[outer])
+    assert rows[app, stack.server, "queue"]["max_ms"] < rows[inner]["p50_ms"]

@@ -1,179 +1,32 @@
-"""hoptrace: rebuild one request's path through the stack from the hops' logs.
+"""hoptrace: rebuild requests' paths through the stack from the hops' logs.
 
-    docker compose logs | hoptrace show 3f9c...      # or: hoptrace show 3f9c...
-    hoptrace show 3f9c... --json                     # {"request_id", "events": [...]}
+    docker compose logs | hoptrace show 3f9c...   # one request's waterfall (or: hoptrace show 3f9c...)
+    hoptrace show 3f9c... --json                  # {"request_id", "events": [...]}: a stable contract
+    hoptrace follow                               # live: each request's path as it completes
+    hoptrace stats                                # per-hop latency percentiles over the logs read
 
-Every hop writes JSON lines with a ``request_id`` and wall-clock ``ts_us``
-(nginx one per request; the WSGI layer one per request with its events
-inside). hoptrace reads any stream of logs, skips what is not such a line
-(compose prefixes and colour codes are stripped first; tracebacks, truncated
-lines and other chatter are counted and passed over), and lays one request's
-events out in time order.
-
-With no files and a terminal on stdin, it runs ``docker compose logs`` (or
-``docker-compose logs``) itself.
+Each command reads the log files named after it, or stdin, or, with neither
+(stdin a terminal), runs ``docker compose logs`` itself (``--follow`` for
+``follow``). Lines that hold no hop record are skipped and counted on stderr;
+nothing in the stream makes it stop.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
+import queue
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-@dataclass
-class LogScan:
-    """What reading a log stream found: hop records, and how many lines were not."""
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-    skipped: int = 0
-
-
-def parse_line(line: str) -> dict[str, Any] | None:
-    """The hop record on one log line, or None if the line holds none."""
-    line = _ANSI.sub("", line)
-    start = line.find("{")
-    if start < 0:
-        return None
-    try:
-        record = json.loads(line[start:])
-    except ValueError:
-        return None
-    if not isinstance(record, dict) or not isinstance(record.get("ts_us"), int) or "hop" not in record:
-        return None
-    return record
-
-
-def scan(lines: Iterable[str], request_id: str | None = None) -> LogScan:
-    """Read hop records from ``lines``, keeping only ``request_id``'s when one is given."""
-    found = LogScan()
-    for line in lines:
-        if request_id is not None and request_id not in line:
-            continue  # cheap filter before any parsing: most lines are other requests
-        record = parse_line(line)
-        if record is None:
-            found.skipped += 1
-        elif request_id is None or record.get("request_id") == request_id:
-            found.records.append(record)
-    return found
-
-
-def _seconds_to_us(value: Any) -> int | None:
-    try:
-        return round(float(value) * 1_000_000)
-    except (TypeError, ValueError):
-        return None  # nginx writes "-" where it has no figure
-
-
-def events_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Flatten hop records into events, each with hop, event, ts_us and details, sorted by time."""
-    events = []
-    for record in records:
-        base = {"hop": record["hop"], "service": record.get("service"), "server": record.get("server"),
-                "pid": record.get("pid")}
-        if record["hop"] == "nginx":
-            took = _seconds_to_us(record.get("request_time")) or 0
-            details = {k: record.get(k) for k in ("client", "connection", "connection_requests", "method", "uri")}
-            events.append({**base, "event": "request_received", "ts_us": record["ts_us"] - took, **details})
-            done = {k: record.get(k) for k in ("status", "bytes_sent", "upstream", "upstream_protocol",
-                                               "upstream_connect_time", "upstream_response_time")}
-            events.append({**base, "event": "response_sent", "ts_us": record["ts_us"], "request_time_us": took, **done})
-        elif isinstance(record.get("events"), list):
-            if "queue_us" in record and record["events"]:
-                first = record["events"][0]["ts_us"]
-                events.append({**base, "event": "queued", "ts_us": first - record["queue_us"],
-                               "queue_us": record["queue_us"]})
-            for event in record["events"]:
-                if isinstance(event, dict) and isinstance(event.get("ts_us"), int):
-                    events.append({**base, **event})
-        else:
-            events.append({**base, **{k: v for k, v in record.items() if k not in base}})
-    _align_nginx_to_its_precision(events)
-    events.sort(key=lambda e: (e["ts_us"], _CAUSAL_RANK.get(e["event"], len(_CAUSAL_RANK))))
-    return events
-
-
-#: Where each event stands in a request's life, to order events that share a timestamp.
-_CAUSAL_RANK = {name: rank for rank, name in enumerate((
-    "request_received", "queued", "app_called", "input_first_read", "start_response",
-    "first_chunk", "response_sent", "last_chunk", "app_raised", "close"))}
-
-
-def _align_nginx_to_its_precision(events: list[dict[str, Any]]) -> None:
-    """Move nginx's two events by less than a millisecond where rounding put them out of order.
-
-    nginx's clock in its log is millisecond-precise (truncated), the other hops'
-    microsecond-precise, so a fast request can show nginx "done" a few hundred
-    microseconds before the app sent its first chunk. Within that millisecond
-    causality decides: nginx received the request before the app was called,
-    and finished after the app's headers and first chunk. A larger gap is left
-    as it is, because it means something. (The app's last_chunk and close() may
-    truly come after nginx is done: a server calls close() after it has sent
-    the body, and work done there holds the worker but not the client.)
-    """
-    app = [e["ts_us"] for e in events if e["hop"] != "nginx"]
-    must_precede_done = [e["ts_us"] for e in events if e["event"] in ("start_response", "first_chunk")]
-    for event in events:
-        if event["hop"] != "nginx":
-            continue
-        if event["event"] == "response_sent" and must_precede_done:
-            if 0 < max(must_precede_done) - event["ts_us"] < 1000:
-                event["ts_us"] = max(must_precede_done)
-        elif event["event"] == "request_received" and app and 0 < event["ts_us"] - min(app) < 1000:
-            event["ts_us"] = min(app)
-
-
-def _describe(event: dict[str, Any]) -> str:
-    name = event["event"]
-    if name == "request_received":
-        return (f"{event['method']} {event['uri']} from {event['client']} "
-                f"(connection {event['connection']}, request {event['connection_requests']} on it)")
-    if name == "response_sent":
-        return (f"response sent: {event['status']}, {event['bytes_sent']} bytes, "
-                f"upstream {event['upstream']} via {event['upstream_protocol'] or '-'}, "
-                f"upstream_response_time {event['upstream_response_time']} s")
-    if name == "queued":
-        return f"handed on by nginx; waited {event['queue_us'] / 1000:.1f} ms for a worker"
-    if name == "app_called":
-        return (f"app(environ, start_response): {event.get('environ_keys')} environ keys, "
-                f"SCRIPT_NAME={event.get('script_name')} PATH_INFO={event.get('path_info')}")
-    if name == "start_response":
-        return f"start_response({event.get('status')!r}, {event.get('headers')} headers)"
-    if name == "first_chunk":
-        return f"first body chunk, {event.get('bytes')} bytes"
-    if name == "last_chunk":
-        return f"last body chunk: {event.get('chunks')} chunks, {event.get('bytes')} bytes"
-    if name == "close":
-        return "close() called"
-    if name == "app_raised":
-        return f"the app raised {event.get('error')}"
-    return name
-
-
-def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
-    """The trace as text: a heading line, then one line per event with its offset in ms."""
-    if not events:
-        return f"{request_id}: no events found"
-    start = events[0]["ts_us"]
-    total = (events[-1]["ts_us"] - start) / 1000
-    nginx = next((e for e in events if e["event"] == "request_received"), {})
-    app = next((e for e in events if e["hop"] == "wsgi"), {})
-    status = next((e.get("status") for e in reversed(events) if e["event"] == "response_sent"), "?")
-    heading = (f"{request_id}  {nginx.get('method', '?')} {nginx.get('uri', '?')}  {status}  {total:.1f} ms  "
-               f"{app.get('service', '?')} on {app.get('server', '?')}")
-    lines = [heading]
-    for event in events:
-        offset = (event["ts_us"] - start) / 1000
-        lines.append(f"  +{offset:8.3f} ms  {event['hop']:<6} {_describe(event)}")
-    return "\n".join(lines)
+from wsgilab.hoplog import events_of, parse_line, scan
+from wsgilab.hopstats import collect, render_table, summarise
+from wsgilab.waterfall import render_waterfall
 
 
 def compose_command() -> list[str]:
@@ -189,44 +42,184 @@ def compose_command() -> list[str]:
     raise FileNotFoundError("neither `docker compose` nor `docker-compose` is installed")
 
 
-def _compose_logs() -> Iterator[str]:
-    argv = [*compose_command(), "logs", "--no-color"]
+def _compose_logs(*options: str) -> Iterator[str]:
+    argv = [*compose_command(), "logs", "--no-color", *options]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, errors="replace") as process:
         assert process.stdout is not None
         yield from process.stdout
 
 
-def _input_lines(files: list[str], stdin: TextIO) -> Iterator[str]:
+def input_lines(files: list[str], stdin: TextIO, follow: bool = False) -> Iterator[str]:
+    """The lines to read: the files in turn, else stdin, else ``docker compose logs``."""
     if files:
         for name in files:
             with open(name, errors="replace") as handle:
                 yield from handle
     elif stdin.isatty():
-        yield from _compose_logs()
+        yield from _compose_logs("--follow", "--tail", "0") if follow else _compose_logs()
     else:
         yield from stdin
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The hoptrace command line."""
-    parser = argparse.ArgumentParser(prog="hoptrace", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    show = commands.add_parser("show", help="one request's path, hop by hop")
-    show.add_argument("request_id")
-    show.add_argument("files", nargs="*", help="log files (default: stdin, or `docker compose logs`)")
-    show.add_argument("--json", action="store_true", help="print {request_id, events} as JSON")
-    args = parser.parse_args(argv)
+class Follower:
+    """Gathers records by request id and lets a request go once its records stop coming.
 
-    found = scan(_input_lines(args.files, sys.stdin), args.request_id)
-    events = events_of(found.records)
-    if args.json:
-        print(json.dumps({"request_id": args.request_id, "events": events}, indent=2))
+    A request's hops each write their line when they are done with it, within
+    moments of each other, so a request is complete once ``settle_s`` has
+    passed with no new record for it and nginx's record is among them (nginx
+    writes last, after the response is sent). A request nginx never logs (a
+    healthcheck that went straight to the app) goes after ``4 * settle_s``.
+    """
+
+    def __init__(self, settle_s: float) -> None:
+        self.settle_s = settle_s
+        self.pending: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self.skipped = 0
+
+    def feed(self, line: str, now: float) -> None:
+        """Take one log line."""
+        record = parse_line(line)
+        if record is None:
+            self.skipped += 1
+            return
+        request_id = record.get("request_id")
+        if not isinstance(request_id, str) or request_id == "-":
+            return  # a hop's own chatter (boot, worker start), or no id to group by
+        _, records = self.pending.get(request_id, (now, []))
+        records.append(record)
+        self.pending[request_id] = (now, records)
+
+    def due(self, now: float, everything: bool = False) -> list[tuple[str, list[dict[str, Any]]]]:
+        """The requests that are complete at ``now`` (all of them if ``everything``), oldest first."""
+        ready = []
+        for request_id, (last_seen, records) in list(self.pending.items()):
+            quiet = now - last_seen
+            has_nginx = any(r.get("hop") == "nginx" for r in records)
+            if everything or (quiet >= self.settle_s and has_nginx) or quiet >= 4 * self.settle_s:
+                ready.append((request_id, records))
+                del self.pending[request_id]
+        return ready
+
+
+def follow(lines: Iterable[str], settle_s: float, emit: Callable[[str, list[dict[str, Any]]], None]) -> int:
+    """Feed ``lines`` to a Follower as they arrive, emitting each request once complete.
+
+    The lines are read on a thread so that a quiet input does not keep
+    finished requests waiting. Returns how many lines held no hop record.
+    """
+    arrived: queue.Queue[str | None] = queue.Queue(maxsize=10_000)
+
+    def read() -> None:
+        try:
+            for line in lines:
+                arrived.put(line)
+        finally:
+            arrived.put(None)
+
+    threading.Thread(target=read, daemon=True, name="hoptrace-reader").start()
+    follower = Follower(settle_s)
+    while True:
+        try:
+            line = arrived.get(timeout=settle_s / 4)
+        except queue.Empty:
+            line = ""
+        if line is None:
+            break
+        now = time.monotonic()
+        if line:
+            follower.feed(line, now)
+        for request_id, records in follower.due(now):
+            emit(request_id, records)
+    for request_id, records in follower.due(time.monotonic(), everything=True):
+        emit(request_id, records)
+    return follower.skipped
+
+
+def _command_parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"hoptrace {command}")
+    if command == "show":
+        parser.description = "Print one request's path, hop by hop, in time order."
+        parser.add_argument("request_id", help="the X-Request-ID of the response")
+    elif command == "follow":
+        parser.description = "Print each request's path as it completes (live with `docker compose logs -f`)."
+        parser.add_argument("--settle", type=float, default=0.5, metavar="SECONDS",
+                            help="how long a request's records must stop coming before it is printed "
+                                 "(default 0.5)")
     else:
-        print(render_waterfall(args.request_id, events))
-    if found.skipped:
-        print(f"hoptrace: skipped {found.skipped} line(s) that mention the id but hold no hop record",
-              file=sys.stderr)
-    return 0 if events else 1
+        parser.description = "Print per-hop latency percentiles (ms) over the records read."
+    parser.add_argument("files", nargs="*", help="log files (default: stdin, or `docker compose logs`)")
+    as_json = {"show": 'print {"request_id", "events": [...]}',
+               "follow": 'print one {"request_id", "events": [...]} line per request',
+               "stats": 'print {"records", "skipped", "segments": [...]}'}[command]
+    parser.add_argument("--json", action="store_true", help=as_json)
+    return parser
+
+
+COMMANDS = ("show", "follow", "stats")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The hoptrace command line: ``hoptrace {show,follow,stats} ...``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        top = argparse.ArgumentParser(prog="hoptrace", description=__doc__.split("\n\n")[0],
+                                      formatter_class=argparse.RawDescriptionHelpFormatter,
+                                      epilog=__doc__.split("\n\n", 1)[1])
+        top.add_argument("command", choices=COMMANDS)
+        top.parse_args(argv[:1])  # prints help or a clear error, and exits
+    command = argv[0]
+    # Intermixed: `show ID --json FILE` and `show --json ID FILE` both work.
+    args = _command_parser(command).parse_intermixed_args(argv[1:])
+
+    if command == "show":
+        found = scan(input_lines(args.files, sys.stdin), args.request_id)
+        events = events_of(found.records)
+        if args.json:
+            print(json.dumps({"request_id": args.request_id, "events": events}, indent=2))
+        else:
+            print(render_waterfall(args.request_id, events))
+        _report_skipped(found.skipped, "that mention the id but hold no hop record")
+        return 0 if events else 1
+
+    if command == "follow":
+        def emit(request_id: str, records: list[dict[str, Any]]) -> None:
+            events = events_of(records)
+            if args.json:
+                print(json.dumps({"request_id": request_id, "events": events}, separators=(",", ":")), flush=True)
+            else:
+                print(render_waterfall(request_id, events) + "\n", flush=True)
+
+        try:
+            skipped = follow(input_lines(args.files, sys.stdin, follow=True), args.settle, emit)
+        except KeyboardInterrupt:
+            return 0
+        _report_skipped(skipped, "that hold no hop record")
+        return 0
+
+    counts = {"records": 0, "skipped": 0}
+    rows = summarise(collect(_counted_records(input_lines(args.files, sys.stdin), counts)))
+    if args.json:
+        print(json.dumps({**counts, "segments": rows}, indent=2))
+    else:
+        print(render_table(rows))
+    _report_skipped(counts["skipped"], "that hold no hop record")
+    return 0 if rows else 1
+
+
+def _counted_records(lines: Iterable[str], counts: dict[str, int]) -> Iterator[dict[str, Any]]:
+    """The records on ``lines``, one at a time, counting them and the lines that hold none."""
+    for line in lines:
+        record = parse_line(line)
+        if record is None:
+            counts["skipped"] += 1
+        else:
+            counts["records"] += 1
+            yield record
+
+
+def _report_skipped(skipped: int, what: str) -> None:
+    if skipped:
+        print(f"hoptrace: skipped {skipped} line(s) {what}", file=sys.stderr)
 
 
 if __name__ == "__main__":

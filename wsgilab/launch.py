@@ -81,6 +81,8 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
         WSGI_SERVER=server,
         WSGI_APP=app,
         SCRIPT_NAME=script_name,
+        # The service's name in the hops' log lines: "/django" -> "django".
+        WSGILAB_SERVICE=script_name.strip("/"),
         WSGI_BIND=env.get("WSGI_BIND", "") or f"0.0.0.0:{DEFAULT_PORTS[server]}",
         WSGI_WORKERS=_positive_int(env, "WSGI_WORKERS", 2 * usable_cpus() + 1),
         WSGI_THREADS=_positive_int(env, "WSGI_THREADS", 1),

@@ -17,17 +17,33 @@ integer microseconds, so they line up with nginx's log across containers.
 The request id comes from nginx's ``X-Request-ID`` header, checked again here
 against the same pattern nginx uses; the start stamp from ``X-Request-Start``
 gives the time the request waited before a worker picked it up ("queue").
+
+The layers above WSGI add their own events to the same line: ``mark()``
+records one for the request this thread is serving (Django's middleware and
+Flask's request hooks call it), and ``traced_view`` wraps a view so its call
+and return are recorded. With no request being traced both are no-ops, so the
+apps run unchanged with ``WSGILAB_TRACING=off``.
+
+Under uWSGI the request id is also handed to uWSGI as the ``wsgilab_request_id``
+logvar, so uWSGI's own request log line (uwsgi.ini ``log-format``) carries it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from typing import IO, Any
+
+try:  # only importable inside a uWSGI worker
+    import uwsgi as _uwsgi
+except ImportError:
+    _uwsgi = None
 
 #: What nginx accepts as a client-supplied request id; anything else it replaces.
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -53,6 +69,10 @@ def queue_start_us(environ: dict[str, Any]) -> int | None:
 
 class RequestTrace:
     """The events of one request in one worker, written as one JSON line at the end."""
+
+    #: When the view was called and when it returned or raised (µs), for Server-Timing.
+    view_started: int | None = None
+    view_ended: int | None = None
 
     def __init__(self, environ: dict[str, Any], service: str, server: str, out: IO[str]) -> None:
         self.out = out
@@ -82,8 +102,54 @@ class RequestTrace:
         if self.written:
             return
         self.written = True
+        if _current.get() is self:
+            _current.set(None)
         self.out.write(json.dumps(self.record, separators=(",", ":")) + "\n")
         self.out.flush()
+
+
+#: The trace of the request this thread (or task) is serving, if any.
+_current: ContextVar[RequestTrace | None] = ContextVar("wsgilab_trace", default=None)
+
+
+def mark(hop: str, event: str, **fields: Any) -> None:
+    """Record an event of ``hop`` (e.g. "django") in the current request's trace, if it has one."""
+    trace = _current.get()
+    if trace is not None:
+        trace.event(event, hop=hop, **fields)
+
+
+def traced_view(view: Callable) -> Callable:
+    """Wrap a view so its call, and its return or exception, are recorded as "view" events."""
+    name = f"{view.__module__}.{view.__qualname__}"
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        trace = _current.get()
+        if trace is None:
+            return view(*args, **kwargs)
+        trace.view_started = trace.event("view_called", hop="view", view=name)
+        try:
+            result = view(*args, **kwargs)
+        except BaseException as error:
+            trace.view_ended = trace.event("view_raised", hop="view", view=name, error=type(error).__name__)
+            raise
+        trace.view_ended = trace.event("view_returned", hop="view", view=name)
+        return result
+
+    wrapper.wsgilab_traced = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def server_timing(trace: RequestTrace, app_started: int, now: int) -> str:
+    """The Server-Timing header value: queue, app so far, and the view if it has returned."""
+    parts = []
+    if "queue_us" in trace.record:
+        parts.append(f"queue;dur={trace.record['queue_us'] / 1000:.3f}")
+    parts.append(f"app;dur={(now - app_started) / 1000:.3f}")
+    if trace.view_started is not None and trace.view_ended is not None:
+        parts.append(f"view;dur={(trace.view_ended - trace.view_started) / 1000:.3f}")
+    return ", ".join(parts)
 
 
 class _TracedInput:
@@ -153,6 +219,9 @@ class HopTrace:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         trace = RequestTrace(environ, self.service, self.server, self.out)
+        _current.set(trace)
+        if _uwsgi is not None:
+            _uwsgi.set_logvar("wsgilab_request_id", trace.record["request_id"])
         started = trace.event(
             "app_called",
             method=environ.get("REQUEST_METHOD", ""),
@@ -169,10 +238,7 @@ class HopTrace:
         def traced_start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
             ts = trace.event("start_response", status=status, headers=len(headers), exc_info=exc_info is not None)
             trace.record["status"] = int(status[:3])
-            timing = f"app;dur={(ts - started) / 1000:.3f}"
-            if "queue_us" in trace.record:
-                timing = f"queue;dur={trace.record['queue_us'] / 1000:.3f}, " + timing
-            return start_response(status, [*headers, ("Server-Timing", timing)], exc_info)
+            return start_response(status, [*headers, ("Server-Timing", server_timing(trace, started, ts))], exc_info)
 
         try:
             body = self.app(environ, traced_start_response)

@@ -48,6 +48,9 @@ INSTALLED_APPS = [
 # Each middleware wraps the next one, as WSGI middleware wraps an app: a
 # request passes down this list and its response passes back up.
 MIDDLEWARE = [
+    # First, so outermost: marks the request entering and the response leaving
+    # Django's middleware stack in the request's hop trace.
+    "wsgilab.django_trace.HopTraceMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -4,6 +4,8 @@ import os
 
 from flask import Flask
 
+from wsgilab.flask_trace import trace_flask
+
 
 def create_app() -> Flask:
     """Create the Flask app and register the lab endpoints on it."""
@@ -16,4 +18,5 @@ def create_app() -> Flask:
     from . import views
 
     app.register_blueprint(views.bp)
-    return app
+    # Record Flask's request hooks and each view in the request's hop trace.
+    return trace_flask(app)

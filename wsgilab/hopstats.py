@@ -1,0 +1,118 @@
+"""Where requests spend their time: per-hop latency percentiles over the records read.
+
+Each hop record carries its own segments, so no joining of a request's
+records is needed and the input is read once, as it streams by:
+
+==========  =====================================================  ===========
+segment     from .. to                                             from
+==========  =====================================================  ===========
+nginx       request read .. response sent (``request_time``)       nginx, ms
+upstream    connect .. last byte from the app server               nginx, ms
+queue       nginx handed it on .. the WSGI app was called          wsgi, ms*
+worker      the server took it up .. done with it (close included) gunicorn/uWSGI
+app         app(environ, start_response) called .. close()         wsgi
+framework   Django middleware in..out / Flask before..after_request wsgi
+view        the view called .. returned or raised                  wsgi
+==========  =====================================================  ===========
+
+(*) nginx's start stamp is millisecond-precise, so queue is too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+#: Segments in the order a request meets them.
+SEGMENTS = ("nginx", "upstream", "queue", "worker", "app", "framework", "view")
+PERCENTILES = (50, 90, 99)
+
+#: For each framework, the events that open and close its segment.
+_FRAMEWORK_SPAN = {"django": ("middleware_in", "middleware_out"), "flask": ("before_request", "after_request")}
+
+
+def _ms(seconds: Any) -> float | None:
+    try:
+        return float(seconds) * 1000
+    except (TypeError, ValueError):
+        return None  # nginx writes "-" where it has no figure (no upstream, say)
+
+
+def _span_ms(stamps: dict[str, int], start: str, *ends: str) -> float | None:
+    end = next((stamps[name] for name in ends if name in stamps), None)
+    if start not in stamps or end is None:
+        return None
+    return (end - stamps[start]) / 1000
+
+
+def segments_of(record: dict[str, Any]) -> tuple[str, str, dict[str, float]]:
+    """(service, server, {segment: ms}) for one hop record."""
+    hop = record.get("hop")
+    if hop == "nginx":
+        path = str(record.get("uri", ""))
+        service = path.split("/")[1].split("?")[0] if path.startswith("/") and "/" in path[1:] else "-"
+        found = {"nginx": _ms(record.get("request_time")), "upstream": _ms(record.get("upstream_response_time"))}
+        return service, "nginx", {k: v for k, v in found.items() if v is not None}
+    service, server = str(record.get("service", "-")), str(record.get("server", "-"))
+    if hop == "uwsgi" and isinstance(record.get("duration_us"), int):
+        return service, server, {"worker": record["duration_us"] / 1000}
+    events = record.get("events")
+    if not isinstance(events, list):
+        return service, server, {}
+    stamps = {e["event"]: e["ts_us"] for e in events if isinstance(e, dict) and isinstance(e.get("ts_us"), int)}
+    if hop == "gunicorn":
+        worker = _span_ms(stamps, "worker_picked_up", "post_request")
+        return service, server, {"worker": worker} if worker is not None else {}
+    found = {
+        "queue": record["queue_us"] / 1000 if isinstance(record.get("queue_us"), int) else None,
+        "app": _span_ms(stamps, "app_called", "close", "app_raised"),
+        "view": _span_ms(stamps, "view_called", "view_returned", "view_raised"),
+    }
+    span = _FRAMEWORK_SPAN.get(service)
+    if span:
+        found["framework"] = _span_ms(stamps, *span)
+    return service, server, {k: v for k, v in found.items() if v is not None}
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    """The nearest-rank ``p``th percentile of an ascending list."""
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def collect(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], list[float]]:
+    """Every segment duration in ``records``, keyed by (service, server, segment)."""
+    samples: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for record in records:
+        service, server, segments = segments_of(record)
+        for name, ms in segments.items():
+            samples[service, server, name].append(ms)
+    return samples
+
+
+def summarise(samples: dict[tuple[str, str, str], list[float]]) -> list[dict[str, Any]]:
+    """One row per (service, server, segment): count, p50/p90/p99 and max, in ms."""
+    rows = []
+    order = {name: rank for rank, name in enumerate(SEGMENTS)}
+    for (service, server, segment), values in sorted(
+            samples.items(), key=lambda item: (item[0][0], order.get(item[0][2], 99), item[0][1])):
+        values.sort()
+        row = {"service": service, "server": server, "segment": segment, "count": len(values)}
+        row.update({f"p{p}_ms": round(percentile(values, p), 3) for p in PERCENTILES})
+        row["max_ms"] = round(values[-1], 3)
+        rows.append(row)
+    return rows
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as an aligned text table."""
+    if not rows:
+        return "no hop records found"
+    heading = f"{'service':<10} {'server':<9} {'segment':<10} {'count':>7}" + "".join(
+        f" {f'p{p} ms':>9}" for p in PERCENTILES) + f" {'max ms':>9}"
+    lines = [heading]
+    for row in rows:
+        lines.append(f"{row['service']:<10} {row['server']:<9} {row['segment']:<10} {row['count']:>7}" + "".join(
+            f" {row[f'p{p}_ms']:>9.2f}" for p in PERCENTILES) + f" {row['max_ms']:>9.2f}")
+    return "\n".join(lines)
