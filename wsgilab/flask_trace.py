@@ -35,7 +35,10 @@ def trace_flask(app: Flask) -> Flask:
 
     @app.teardown_request
     def _teardown_request(error: BaseException | None) -> None:
-        mark("flask", "teardown_request", error=type(error).__name__ if error else None)
+        if error is None:
+            mark("flask", "teardown_request")
+        else:
+            mark("flask", "teardown_request", error=type(error).__name__)
 
     for endpoint, view in list(app.view_functions.items()):
         if endpoint != "static":
