@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/tracing_overhead.py             # all 6 app x server combinations
     .venv/bin/python bench/tracing_overhead.py --seconds 5 --rounds 5 --out bench/results.md
+    .venv/bin/python bench/tracing_overhead.py --path "slow?ms=2"   # a view that waits, like one on a database
 
 It starts two native stacks side by side (the ones the tests use: nginx,
 gunicorn and uWSGI as local processes), identical but for
@@ -12,7 +13,7 @@ and view wrappers find no trace and do nothing). In both, nginx and the app
 server write their own JSON line per request, as any deployment logs its
 access lines.
 
-For each combination it loads the "/" endpoint through nginx with ApacheBench
+For each combination it loads the "/" endpoint (or --path) through nginx with ApacheBench
 (``ab``, Debian package apache2-utils; keep-alive, fixed concurrency, fixed
 time), alternating on and off for several rounds so drift on the machine hits
 both sides alike, and reports the median of each side and their ratio, and
@@ -80,6 +81,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measured run (default 3)")
     parser.add_argument("--rounds", type=int, default=3, help="on/off pairs per combination (default 3)")
     parser.add_argument("--concurrency", type=int, default=4, help="ab's concurrent connections (default 4)")
+    parser.add_argument("--path", default="/", help="the endpoint under each app to load (default /)")
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) to this file")
     parser.add_argument("--only", choices=APPS, action="append", help="measure only this app (repeatable)")
     parser.add_argument("--server", choices=SERVERS, action="append", help="measure only this server (repeatable)")
@@ -96,7 +98,7 @@ def main() -> int:
             for stack in stacks.values():
                 stack.use({app: server for app in APPS})
             for app in args.only or APPS:
-                path = f"/{app}/"
+                path = f"/{app}/{args.path.lstrip('/')}"
                 pids = {side: stack.processes[f"{app}-{server}"].pid for side, stack in stacks.items()}
                 for side, stack in stacks.items():  # warm up: imports, connections, caches
                     measure(stack.port, path, 1, args.concurrency, pids[side])

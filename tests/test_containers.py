@@ -1,11 +1,19 @@
-"""What the compose stack promises about its containers: non-root, healthy, only nginx published.
+"""What the compose stack promises about its containers: non-root, healthy, only nginx published;
+and that hoptrace finds a request in the project's own `docker compose logs`.
 
 Compose tier only, in both phases (all apps on gunicorn, all on uWSGI), so the
 uwsgi socket is checked as well as gunicorn's port.
 """
 
 import json
+import os
 import subprocess
+import sys
+import time
+import uuid
+
+from lab_http import get
+from lab_stacks import REPO
 
 ONLY_TIERS = ("compose",)
 
@@ -39,3 +47,18 @@ def test_only_nginx_is_published_and_only_on_loopback(stack):
         else:
             # gunicorn's 8000 and uWSGI's 3031 are exposed to the compose network, never to the host.
             assert bindings == {}, service
+
+
+def test_hoptrace_reads_docker_compose_logs_itself(stack):
+    """`hoptrace show --compose ID` runs `docker compose logs` for the project it is pointed at."""
+    request_id = "compose-logs-" + uuid.uuid4().hex
+    assert get(stack.port, "/raw/", headers={"X-Request-ID": request_id}).status == 200
+    env = {**os.environ, "COMPOSE_PROJECT_NAME": stack.stack.project}
+    for _ in range(20):
+        shown = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "show", "--compose", "--json", request_id],
+                               capture_output=True, text=True, cwd=REPO, env=env, stdin=subprocess.DEVNULL)
+        events = json.loads(shown.stdout)["events"] if shown.returncode == 0 else []
+        if {"response_sent", "close"} <= {e["event"] for e in events}:
+            break
+        time.sleep(0.25)
+    assert {e["hop"] for e in events} >= {"nginx", "wsgi", stack.server}, shown.stderr

@@ -1,9 +1,13 @@
-"""hoptrace on a messy log: junk, partial lines, colour codes and interleaved requests."""
+"""hoptrace on a messy log: junk, partial lines, colour codes and interleaved requests.
+
+The command runs for real, on log files and pipes written here; no stack is needed.
+"""
 
 import json
+import subprocess
+import sys
 
 from wsgilab import hoplog
-
 
 
 def _nginx(rid, ts, status=200):
@@ -38,3 +42,78 @@ def test_hoptrace_keeps_each_request_apart_and_skips_junk():
                                            "first_chunk", "last_chunk", "close", "response_sent"]
     assert {e.get("service") for e in events if e["hop"] == "wsgi"} == {"raw"}
     assert all(e["ts_us"] < 1_000_000_040_000 for e in events)  # nothing of req-bbbbbbbb
+
+
+def _hoptrace(*args, stdin=""):
+    return subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", *args], input=stdin,
+                          capture_output=True, text=True)
+
+
+def _messy_log(tmp_path):
+    lines = [
+        "raw_1    | " + _wsgi("req-aaaaaaaa", 1_000_000_000_000),
+        "Traceback (most recent call last): req-aaaaaaaa",
+        "raw_1    | " + _wsgi("req-bbbbbbbb", 1_000_000_041_000),
+        "nginx_1  | " + _nginx("req-aaaaaaaa", 1_000_000_009_000),
+        '{"hop":"wsgi","request_id":"req-cccccccc","ts_us":12',  # truncated
+        "\x1b[36mnginx_1  |\x1b[0m " + _nginx("req-bbbbbbbb", 1_000_000_050_000),
+    ]
+    log = tmp_path / "messy.log"
+    log.write_text("\n".join(lines) + "\n")
+    return log
+
+
+def test_show_takes_its_options_before_or_after_the_id(tmp_path):
+    log = _messy_log(tmp_path)
+    for argv in (["show", "--json", "req-aaaaaaaa", str(log)], ["show", "req-aaaaaaaa", str(log), "--json"],
+                 ["show", "req-aaaaaaaa", "--json", str(log)]):
+        shown = _hoptrace(*argv)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["request_id"] == "req-aaaaaaaa"
+
+
+def test_show_says_so_and_fails_when_the_id_is_nowhere(tmp_path):
+    shown = _hoptrace("show", "req-zzzzzzzz", str(_messy_log(tmp_path)))
+    assert shown.returncode == 1 and "no events found" in shown.stdout
+
+
+def test_follow_prints_each_request_once_with_only_its_own_events(tmp_path):
+    followed = _hoptrace("follow", "--json", str(_messy_log(tmp_path)))
+    assert followed.returncode == 0, followed.stderr
+    printed = [json.loads(line) for line in followed.stdout.splitlines()]
+    assert sorted(p["request_id"] for p in printed) == ["req-aaaaaaaa", "req-bbbbbbbb"]
+    for trace in printed:
+        assert [e["event"] for e in trace["events"]].count("app_called") == 1
+        assert {e["event"] for e in trace["events"]} >= {"request_received", "close", "response_sent"}
+    assert "skipped 2 line(s)" in followed.stderr  # the traceback and the truncated line
+
+
+def test_follow_reads_a_pipe_and_prints_requests_before_it_closes(tmp_path):
+    follower = subprocess.Popen([sys.executable, "-m", "wsgilab.hoptrace", "follow", "--json", "--settle", "0.2"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        follower.stdin.write(_wsgi("req-pipe0001", 1_000_000_000_000) + "\n"
+                             + _nginx("req-pipe0001", 1_000_000_009_000) + "\n")
+        follower.stdin.flush()
+        printed = json.loads(follower.stdout.readline())  # arrives while stdin is still open
+        assert printed["request_id"] == "req-pipe0001"
+    finally:
+        follower.stdin.close()
+        follower.wait(10)
+
+
+def test_stats_gives_nearest_rank_percentiles_per_service_and_segment(tmp_path):
+    records = []
+    for n in range(1, 101):  # app spans of 1..100 ms, queue 0.5 ms
+        t0 = 2_000_000_000_000 + n * 1_000_000
+        record = json.loads(_wsgi(f"req-{n:08d}", t0))
+        record["events"][-1]["ts_us"] = t0 + n * 1000  # close() n ms after app_called
+        records.append(json.dumps(record))
+    log = tmp_path / "many.log"
+    log.write_text("\n".join(["chatter"] + records) + "\n")
+    stats = json.loads(_hoptrace("stats", "--json", str(log)).stdout)
+    assert stats["records"] == 100 and stats["skipped"] == 1
+    rows = {(r["service"], r["segment"]): r for r in stats["segments"]}
+    app = rows["raw", "app"]
+    assert (app["count"], app["p50_ms"], app["p90_ms"], app["p99_ms"], app["max_ms"]) == (100, 50, 90, 99, 100)
+    assert rows["raw", "queue"]["p50_ms"] == 0.5

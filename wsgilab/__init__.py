@@ -11,8 +11,13 @@ into an app's folder:
   to uWSGI, so the healthcheck (and the tests) can speak it too;
 - ``wsgilab.labkit`` holds what the Django and Flask endpoints compute alike;
 - ``wsgilab.tracing`` (HopTrace) records each request's WSGI protocol events,
-  ``wsgilab.traced_app`` wraps the app in it for both servers, and
-  ``wsgilab.hoptrace`` rebuilds a request's path from all hops' logs.
+  and ``wsgilab.traced_app`` wraps the app in it for both servers;
+- ``wsgilab.django_trace`` and ``wsgilab.flask_trace`` add the framework's
+  and the view's events to the same trace; ``wsgilab.gunicorn_trace`` makes
+  gunicorn's request and error lines JSON (uWSGI's are set in uwsgi.ini);
+- ``wsgilab.hoptrace`` is the command line that rebuilds requests' paths from
+  all hops' logs: ``hoplog`` reads the logs into events, ``waterfall`` prints
+  one request, ``hopstats`` computes per-hop percentiles.
 """
 
 __version__ = "0.1.0"

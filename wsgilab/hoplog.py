@@ -76,7 +76,8 @@ def events_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             details = {k: record.get(k) for k in ("client", "connection", "connection_requests", "method", "uri")}
             events.append({**base, "event": "request_received", "ts_us": record["ts_us"] - took, **details})
             done = {k: record.get(k) for k in ("status", "bytes_sent", "upstream", "upstream_protocol",
-                                               "upstream_connect_time", "upstream_response_time")}
+                                               "upstream_connect_time", "upstream_header_time",
+                                               "upstream_response_time")}
             events.append({**base, "event": "response_sent", "ts_us": record["ts_us"], "request_time_us": took, **done})
         elif record["hop"] == "uwsgi" and isinstance(record.get("duration_us"), int):
             # uWSGI's line: when its worker started on the request, and for how long.
@@ -88,7 +89,7 @@ def events_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif isinstance(record.get("events"), list):
             if "queue_us" in record and record["events"]:
                 first = record["events"][0]["ts_us"]
-                events.append({**base, "event": "queued", "ts_us": first - record["queue_us"],
+                events.append({**base, "hop": "queue", "event": "queued", "ts_us": first - record["queue_us"],
                                "queue_us": record["queue_us"]})
             if record["hop"] == "gunicorn":
                 base = {**base, "worker_class": record.get("worker_class"),
@@ -96,6 +97,8 @@ def events_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for event in record["events"]:
                 if isinstance(event, dict) and isinstance(event.get("ts_us"), int):
                     events.append({**base, **event})
+                    if event.get("event") == "close" and "input_bytes" in record:
+                        events[-1]["input_bytes"] = record["input_bytes"]
         else:
             events.append({**base, **{k: v for k, v in record.items() if k not in base}})
     _align_nginx_to_its_precision(events)

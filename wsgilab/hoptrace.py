@@ -6,9 +6,10 @@
     hoptrace stats                                # per-hop latency percentiles over the logs read
 
 Each command reads the log files named after it, or stdin, or, with neither
-(stdin a terminal), runs ``docker compose logs`` itself (``--follow`` for
-``follow``). Lines that hold no hop record are skipped and counted on stderr;
-nothing in the stream makes it stop.
+(stdin a terminal) or with ``--compose``, runs ``docker compose logs`` itself
+(``--follow`` for ``follow``), in the current directory's compose project.
+Lines that hold no hop record are skipped and counted on stderr; nothing in
+the stream makes it stop.
 """
 
 from __future__ import annotations
@@ -49,13 +50,13 @@ def _compose_logs(*options: str) -> Iterator[str]:
         yield from process.stdout
 
 
-def input_lines(files: list[str], stdin: TextIO, follow: bool = False) -> Iterator[str]:
+def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: bool = False) -> Iterator[str]:
     """The lines to read: the files in turn, else stdin, else ``docker compose logs``."""
     if files:
         for name in files:
             with open(name, errors="replace") as handle:
                 yield from handle
-    elif stdin.isatty():
+    elif compose or stdin.isatty():
         yield from _compose_logs("--follow", "--tail", "0") if follow else _compose_logs()
     else:
         yield from stdin
@@ -152,6 +153,8 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
                "follow": 'print one {"request_id", "events": [...]} line per request',
                "stats": 'print {"records", "skipped", "segments": [...]}'}[command]
     parser.add_argument("--json", action="store_true", help=as_json)
+    parser.add_argument("--compose", action="store_true",
+                        help="read `docker compose logs` even though stdin is not a terminal (scripts, CI)")
     return parser
 
 
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _command_parser(command).parse_intermixed_args(argv[1:])
 
     if command == "show":
-        found = scan(input_lines(args.files, sys.stdin), args.request_id)
+        found = scan(input_lines(args.files, sys.stdin, compose=args.compose), args.request_id)
         events = events_of(found.records)
         if args.json:
             print(json.dumps({"request_id": args.request_id, "events": events}, indent=2))
@@ -190,14 +193,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(render_waterfall(request_id, events) + "\n", flush=True)
 
         try:
-            skipped = follow(input_lines(args.files, sys.stdin, follow=True), args.settle, emit)
+            skipped = follow(input_lines(args.files, sys.stdin, follow=True, compose=args.compose), args.settle, emit)
         except KeyboardInterrupt:
             return 0
         _report_skipped(skipped, "that hold no hop record")
         return 0
 
     counts = {"records": 0, "skipped": 0}
-    rows = summarise(collect(_counted_records(input_lines(args.files, sys.stdin), counts)))
+    rows = summarise(collect(_counted_records(input_lines(args.files, sys.stdin, compose=args.compose), counts)))
     if args.json:
         print(json.dumps({**counts, "segments": rows}, indent=2))
     else:

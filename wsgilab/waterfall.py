@@ -8,65 +8,74 @@ from __future__ import annotations
 
 from typing import Any
 
-def _describe(event: dict[str, Any]) -> str:
+
+class _Fields(dict):
+    """An event's fields for str.format_map: a field the event lacks shows as "?"."""
+
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+#: What each event says, filled in from its fields. Events whose words
+#: depend on their fields have a function in _WORDED below instead.
+_PHRASES = {
+    "request_received": "{method} {uri} from {client} (connection {connection}, request {connection_requests} on it)",
+    "app_called": "app(environ, start_response): {environ_keys} environ keys, "
+                  "SCRIPT_NAME={script_name} PATH_INFO={path_info}",
+    "input_first_read": "the app starts reading the request body from wsgi.input",
+    "middleware_in": "request enters the middleware stack",
+    "view_resolved": "URLconf resolved route '{route}' ({url_name})",
+    "before_request": "before_request hooks, endpoint {endpoint}",
+    "view_called": "{view}() called",
+    "view_returned": "{view}() returned",
+    "view_raised": "{view}() raised {error}",
+    "exception": "process_exception: {error}",
+    "after_request": "after_request hooks: {status}",
+    "middleware_out": "response leaves the middleware stack: {status}",
+    "first_chunk": "first body chunk, {bytes} bytes",
+    "last_chunk": "last body chunk: {chunks} chunks, {bytes} bytes",
+    "response_written": "response written: {status}, {bytes} body bytes",
+    "app_raised": "the app raised {error}",
+    "post_request": "post_request hook: done with the request",
+}
+
+
+def _response_sent(event: dict[str, Any]) -> str:
+    if event.get("upstream_protocol"):
+        upstream = ("{upstream} via {upstream_protocol} (connect {upstream_connect_time} s, "
+                    "headers {upstream_header_time} s, all {upstream_response_time} s)").format_map(_Fields(event))
+    else:
+        upstream = event.get("upstream") or "none"  # nginx answered by itself
+    return f"response sent: {event.get('status')}, {event.get('bytes_sent')} bytes; upstream {upstream}"
+
+
+def _worker_picked_up(event: dict[str, Any]) -> str:
+    if event["hop"] == "uwsgi":
+        phrase = "worker {worker} (pid {pid}, core {core}) read the uwsgi packet: {vars} vars in {packet_bytes} bytes"
+    else:
+        phrase = "{worker_class} worker pid {pid} picked it up (its request {worker_requests}); pre_request hook"
+    return phrase.format_map(_Fields(event))
+
+
+_WORDED = {
+    "response_sent": _response_sent,
+    "worker_picked_up": _worker_picked_up,
+    "queued": lambda e: f"handed on by nginx; waited {e.get('queue_us', 0) / 1000:.1f} ms for a worker",
+    "start_response": lambda e: f"start_response({e.get('status')!r}, {e.get('headers')} headers)",
+    "close": lambda e: "close() called" + (f"; the app read {e['input_bytes']} body bytes"
+                                           if e.get("input_bytes") else ""),
+    "request_done": lambda e: (f"request done: {e.get('status')}, {e.get('bytes')} bytes, "
+                               f"{e.get('duration_us', 0) / 1000:.1f} ms in the worker"),
+    "teardown_request": lambda e: "teardown_request hooks" + (f" after {e['error']}" if e.get("error") else ""),
+}
+
+
+def describe(event: dict[str, Any]) -> str:
+    """What happened at this event, in a few words."""
     name = event["event"]
-    if name == "request_received":
-        return (f"{event['method']} {event['uri']} from {event['client']} "
-                f"(connection {event['connection']}, request {event['connection_requests']} on it)")
-    if name == "response_sent":
-        return (f"response sent: {event['status']}, {event['bytes_sent']} bytes, "
-                f"upstream {event['upstream']} via {event['upstream_protocol'] or '-'}, "
-                f"upstream_response_time {event['upstream_response_time']} s")
-    if name == "queued":
-        return f"handed on by nginx; waited {event['queue_us'] / 1000:.1f} ms for a worker"
-    if name == "app_called":
-        return (f"app(environ, start_response): {event.get('environ_keys')} environ keys, "
-                f"SCRIPT_NAME={event.get('script_name')} PATH_INFO={event.get('path_info')}")
-    if name == "start_response":
-        return f"start_response({event.get('status')!r}, {event.get('headers')} headers)"
-    if name == "first_chunk":
-        return f"first body chunk, {event.get('bytes')} bytes"
-    if name == "last_chunk":
-        return f"last body chunk: {event.get('chunks')} chunks, {event.get('bytes')} bytes"
-    if name == "close":
-        return "close() called"
-    if name == "app_raised":
-        return f"the app raised {event.get('error')}"
-    if name == "worker_picked_up":
-        if event["hop"] == "uwsgi":
-            return (f"worker {event.get('worker')} (pid {event.get('pid')}, core {event.get('core')}) "
-                    f"read the uwsgi packet: {event.get('vars')} vars in {event.get('packet_bytes')} bytes")
-        return (f"{event.get('worker_class')} worker pid {event.get('pid')} picked it up "
-                f"(its request {event.get('worker_requests')}); pre_request hook")
-    if name == "response_written":
-        return f"response written: {event.get('status')}, {event.get('bytes')} body bytes"
-    if name == "post_request":
-        return "post_request hook: done with the request"
-    if name == "request_done":
-        return (f"request done: {event.get('status')}, {event.get('bytes')} bytes, "
-                f"{event.get('duration_us', 0) / 1000:.1f} ms in the worker")
-    if name == "middleware_in":
-        return "request enters the middleware stack"
-    if name == "middleware_out":
-        return f"response leaves the middleware stack: {event.get('status')}"
-    if name == "view_resolved":
-        return f"URLconf resolved route {event.get('route')!r} ({event.get('url_name')})"
-    if name == "exception":
-        return f"process_exception: {event.get('error')}"
-    if name == "before_request":
-        return f"before_request hooks, endpoint {event.get('endpoint')}"
-    if name == "after_request":
-        return f"after_request hooks: {event.get('status')}"
-    if name == "teardown_request":
-        error = event.get("error")
-        return f"teardown_request hooks{f' after {error}' if error else ''}"
-    if name == "view_called":
-        return f"{event.get('view')}() called"
-    if name == "view_returned":
-        return f"{event.get('view')}() returned"
-    if name == "view_raised":
-        return f"{event.get('view')}() raised {event.get('error')}"
-    return name
+    if name in _WORDED:
+        return _WORDED[name](event)
+    return _PHRASES.get(name, name).format_map(_Fields(event))
 
 
 def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
@@ -83,5 +92,5 @@ def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
     lines = [heading]
     for event in events:
         offset = (event["ts_us"] - start) / 1000
-        lines.append(f"  +{offset:8.3f} ms  {event['hop']:<8} {_describe(event)}")
+        lines.append(f"  +{offset:8.3f} ms  {event['hop']:<8} {describe(event)}")
     return "\n".join(lines)
