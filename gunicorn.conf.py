@@ -77,11 +77,14 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 # Longest request line, longest header, and how many headers gunicorn accepts
 # before answering 400. Matched to nginx's `large_client_header_buffers 4 8k`,
-# so nothing nginx lets through is refused here.
+# so nothing nginx lets through is refused here: a line or a header must fit
+# one 8 KiB buffer there. nginx caps the header block at 4 x 8 KiB, which
+# bounds the number of headers, so the count here is gunicorn's maximum (its
+# default of 100 would turn a request nginx accepted into a 400).
 # Twin: uWSGI `buffer-size` (one limit for all the variables together).
 limit_request_line = 8190
 limit_request_field_size = 8190
-limit_request_fields = 100
+limit_request_fields = 32768
 
 # --- Proxy trust -------------------------------------------------------------
 

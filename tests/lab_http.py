@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import time
 from dataclasses import dataclass, field
 
@@ -53,21 +52,3 @@ def get(port: int, path: str, **kwargs) -> Reply:
     """GET path from nginx at 127.0.0.1:port."""
     return request(port, "GET", path, **kwargs)
 
-
-def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
-    """Send ``data`` as it is (bytes http.client refuses to send) and read until nginx closes.
-
-    The request should say ``Connection: close``; the answer is the raw bytes
-    of whatever nginx sent back.
-    """
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        pieces = []
-        while piece := sock.recv(65536):
-            pieces.append(piece)
-    return b"".join(pieces)
-
-
-def status_of(raw: bytes) -> int:
-    """The status code on the first line of a raw HTTP response."""
-    return int(raw.split(b" ", 2)[1])

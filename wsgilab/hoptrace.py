@@ -4,6 +4,7 @@
     hoptrace show 3f9c... --json                  # {"request_id", "events": [...]}: a stable contract
     hoptrace follow                               # live: each request's path as it completes
     hoptrace stats                                # per-hop latency percentiles over the logs read
+    hoptrace lab list                             # failure labs: trigger one, see which hop acts, and why
 
 Each command reads the log files named after it, or stdin, or, with neither
 (stdin a terminal) or with ``--compose``, runs ``docker compose logs`` itself
@@ -15,7 +16,9 @@ the stream makes it stop.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import queue
 import shutil
 import subprocess
@@ -158,7 +161,74 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = ("show", "follow", "stats")
+COMMANDS = ("show", "follow", "stats", "lab")
+
+
+def _lab_parser() -> argparse.ArgumentParser:
+    from wsgilab.labs import LABS
+
+    parser = argparse.ArgumentParser(
+        prog="hoptrace lab", description="Trigger a failure on purpose against the running stack, check what "
+        "each hop did, show the traces, and explain which setting decides it.")
+    parser.add_argument("name", choices=[*LABS, "all", "list"], help="which lab ('list' names them)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("WSGILAB_HTTP_PORT") or 8080),
+                        help="nginx's published port (default: $WSGILAB_HTTP_PORT, else 8080)")
+    parser.add_argument("--traces", type=int, default=3, metavar="N",
+                        help="print the traces of the first N checks (default 3)")
+    parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+    return parser
+
+
+def _compose_log_lines() -> list[str]:
+    return list(_compose_logs())
+
+
+def lab_main(argv: list[str]) -> int:
+    """``hoptrace lab NAME``: run failure labs against the stack of the current compose project."""
+    from wsgilab import labs
+
+    args = _lab_parser().parse_args(argv)
+    if args.name == "list":
+        for name, module in labs.LABS.items():
+            print(f"{name:<24} {importlib.import_module(module).TITLE}")
+        return 0
+    target = labs.Target(port=args.port, log_lines=_compose_log_lines)
+    reports = []
+    for name in labs.LABS if args.name == "all" else [args.name]:
+        try:
+            report = labs.run(name, target)
+        except OSError as error:
+            print(f"hoptrace lab: cannot reach nginx on 127.0.0.1:{args.port} ({error}); "
+                  "is the stack up (docker compose up -d)?", file=sys.stderr)
+            return 2
+        reports.append(report)
+        if not args.json:
+            print(render_report(report, target.log_lines() if args.traces else [], args.traces) + "\n", flush=True)
+    if args.json:
+        print(json.dumps([{"name": r.name, "title": r.title, "ok": r.ok, "explanation": r.explanation,
+                           "checks": [vars(c) for c in r.checks]} for r in reports], indent=2))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def render_report(report: Any, log_lines: list[str], traces: int) -> str:
+    """A lab's report as text: the checks, the first traces, then why."""
+    lines = [f"== lab {report.name}: {report.title}", ""]
+    for check in report.checks:
+        mark = "ok  " if check.ok else "FAIL"
+        lines.append(f"  {mark} {check.what}")
+        lines.append(f"       expected: {check.expected}")
+        lines.append(f"       seen:     {check.seen}")
+    shown = [check.request_ids[0] for check in report.checks if check.request_ids][:traces]
+    if shown:
+        lines += ["", "traces:"]
+        for request_id in shown:
+            events = events_of(scan(log_lines, request_id).records)
+            lines += ["  " + line for line in render_waterfall(request_id, events).splitlines()]
+    lines += ["", "why:"] + ["  " + line for line in report.explanation.splitlines()]
+    lines.append("")
+    lines.append("result: " + ("every check passed" if report.ok else
+                               f"{sum(not c.ok for c in report.checks)} check(s) failed"))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         top.add_argument("command", choices=COMMANDS)
         top.parse_args(argv[:1])  # prints help or a clear error, and exits
     command = argv[0]
+    if command == "lab":
+        return lab_main(argv[1:])
     # Intermixed: `show ID --json FILE` and `show --json ID FILE` both work.
     args = _command_parser(command).parse_intermixed_args(argv[1:])
 

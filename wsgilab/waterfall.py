@@ -58,6 +58,8 @@ def _worker_picked_up(event: dict[str, Any]) -> str:
 
 
 _WORDED = {
+    "request_received": lambda e: _PHRASES["request_received"].format_map(
+        _Fields(e, **({} if e.get("method") else {"method": "(unparsed request)", "uri": ""}))),
     "response_sent": _response_sent,
     "worker_picked_up": _worker_picked_up,
     "queued": lambda e: f"handed on by nginx; waited {e.get('queue_us', 0) / 1000:.1f} ms for a worker",
@@ -87,8 +89,9 @@ def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
     nginx = next((e for e in events if e["event"] == "request_received"), {})
     app = next((e for e in events if e["hop"] == "wsgi"), {})
     status = next((e.get("status") for e in reversed(events) if e["event"] == "response_sent"), "?")
-    heading = (f"{request_id}  {nginx.get('method', '?')} {nginx.get('uri', '?')}  {status}  {total:.1f} ms  "
-               f"{app.get('service', '?')} on {app.get('server', '?')}")
+    request = f"{nginx.get('method', '?')} {nginx.get('uri', '?')}" if nginx.get("method") else "(unparsed request)"
+    served = f"{app['service']} on {app['server']}" if app else "answered by nginx alone"
+    heading = f"{request_id}  {request}  {status}  {total:.1f} ms  {served}"
     lines = [heading]
     for event in events:
         offset = (event["ts_us"] - start) / 1000

@@ -18,7 +18,8 @@ def _env_flag(name: str) -> bool:
 
 
 def _env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    """A list from the environment, its items separated by commas or spaces."""
+    return os.environ.get(name, default).replace(",", " ").split()
 
 
 # --- Secrets and debugging -------------------------------------------------

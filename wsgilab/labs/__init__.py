@@ -1,0 +1,104 @@
+"""Failure labs: trigger a failure on purpose, watch which hop acts, and read why.
+
+Each lab is a module here with a ``TITLE``, an ``EXPLANATION`` (which hop
+acted, and which setting decides it) and ``run(target) -> Report``. It sends
+real requests to a running stack through nginx, reads the hops' logs, and
+checks what happened. ``hoptrace lab NAME`` runs one against the stack
+``docker compose up`` started and prints the report with the traces; the
+tests run the very same labs against their stacks and assert on the report,
+so a lab is also a reliability or security test.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsgilab.hoplog import scan
+from wsgilab.rawhttp import exchange, request_bytes
+
+#: Lab name -> module, in the order the README lists them.
+LABS = {
+    "forged-id": "wsgilab.labs.forged_id",
+    "oversized-input": "wsgilab.labs.oversized_input",
+    "host-and-proxy-headers": "wsgilab.labs.host_and_proxy_headers",
+}
+
+APPS = ("django", "flask", "raw")
+
+
+@dataclass
+class Target:
+    """A running stack: nginx on ``port``, and a way to read every hop's log lines."""
+
+    port: int
+    log_lines: Callable[[], list[str]]
+    host: str = "127.0.0.1"
+
+    def records(self, request_id: str, hops: set[str], wait_s: float = 5.0) -> list[dict[str, Any]]:
+        """The log records of ``request_id``, once ``hops`` have all logged it (or ``wait_s`` passed)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            found = scan(self.log_lines(), request_id).records
+            if {r["hop"] for r in found} >= hops or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+
+@dataclass
+class Check:
+    """One thing a lab did, what should have happened, and what did."""
+
+    what: str
+    expected: str
+    seen: str
+    ok: bool
+    request_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """What a lab did and found, and the explanation of it."""
+
+    name: str
+    title: str
+    explanation: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(check.ok for check in self.checks)
+
+    def check(self, what: str, expected: str, seen: str, ok: bool, request_ids: list[str] | None = None) -> Check:
+        """Record one check and return it."""
+        done = Check(what, expected, seen, ok, [i for i in request_ids or [] if i])
+        self.checks.append(done)
+        return done
+
+
+def run(name: str, target: Target) -> Report:
+    """Run the lab called ``name`` against ``target``."""
+    if name not in LABS:
+        raise KeyError(f"no lab called {name!r}; there are: {', '.join(LABS)}")
+    module = importlib.import_module(LABS[name])
+    report = Report(name, module.TITLE, module.EXPLANATION.strip())
+    module.run(target, report)
+    return report
+
+
+def hops_of(records: list[dict[str, Any]]) -> set[str]:
+    """Which hops logged these records."""
+    return {str(record.get("hop")) for record in records}
+
+
+def served_by(target: Target, app: str) -> str:
+    """Which WSGI server ``app`` runs on now, as the app itself reports it."""
+    reply = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host)
+    try:
+        return json.loads(reply.raw.split(b"\r\n\r\n", 1)[1]).get("server", "?")
+    except (IndexError, ValueError):
+        return "?"

@@ -1,0 +1,64 @@
+"""Lab: Host and proxy headers. nginx refuses unknown hosts and overwrites X-Forwarded-*."""
+
+from __future__ import annotations
+
+import json
+
+from wsgilab.labs import APPS, Report, Target, hops_of, served_by
+from wsgilab.rawhttp import exchange, request_bytes
+
+TITLE = "Host and proxy headers: unknown hosts refused, spoofed X-Forwarded-* overwritten"
+
+EXPLANATION = """
+The hop that acts is nginx.
+- Host: nginx serves only the names in `server_name` (NGINX_SERVER_NAMES,
+  set from WSGILAB_SERVER_NAMES in .env, which also sets Django's
+  ALLOWED_HOSTS). Any other Host, or none, lands in a catch-all server that
+  answers 421 Misdirected Request: no app sees it. That matters for Flask and
+  the raw app, which do not check Host at all.
+- X-Forwarded-For / -Proto / -Host: nginx sets them from what it saw itself
+  (`proxy_set_header` in nginx/proxy_http.conf, `uwsgi_param` in
+  nginx/uwsgi_params.conf), replacing whatever the client sent. Behind it,
+  gunicorn believes X-Forwarded-Proto (and so sets wsgi.url_scheme) only from
+  addresses in `forwarded_allow_ips` (gunicorn.conf.py: loopback by default,
+  the internal app network in compose, where only nginx can connect). uWSGI
+  takes no headers on trust: nginx hands it REMOTE_ADDR and the scheme as
+  uwsgi variables. Django uses X-Forwarded-Host only with USE_X_FORWARDED_HOST
+  and X-Forwarded-Proto only with SECURE_PROXY_SSL_HEADER, both off; the Flask
+  app has no ProxyFix.
+"""
+
+SPOOFED = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil.example")]
+
+
+def run(target: Target, report: Report) -> None:
+    for what, data in (
+        ("Host: evil.example", request_bytes("GET", "/flask/", host="evil.example")),
+        ("no Host header at all (HTTP/1.0)", b"GET /raw/ HTTP/1.0\r\n\r\n"),
+    ):
+        reply = exchange(target.port, data, host=target.host)
+        request_id = reply.header("X-Request-ID") or ""
+        hops = hops_of(target.records(request_id, {"nginx"}, wait_s=3)) if request_id else set()
+        report.check(what, "421 at nginx; no app reached",
+                     f"{reply.status}, logged by {', '.join(sorted(hops)) or 'no hop'}",
+                     reply.status == 421 and hops == {"nginx"}, [request_id])
+
+    for app in APPS:
+        server = served_by(target, app)
+        reply = exchange(target.port, request_bytes("GET", f"/{app}/environ", SPOOFED), host=target.host)
+        try:
+            environ = json.loads(reply.raw.split(b"\r\n\r\n", 1)[1])
+        except (IndexError, ValueError):
+            environ = {}
+        seen = {key: environ.get(key) for key in ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
+                                                  "HTTP_X_FORWARDED_HOST", "wsgi.url_scheme", "REMOTE_ADDR")}
+        report.check(
+            f"/{app}/environ on {server}: X-Forwarded-For 6.6.6.6, -Proto https, -Host evil.example",
+            "nginx's own values in the environ: the client's address, http, localhost",
+            ", ".join(f"{key}={value}" for key, value in seen.items()),
+            reply.status == 200 and seen["HTTP_X_FORWARDED_FOR"] not in (None, "6.6.6.6")
+            and "6.6.6.6" not in str(seen["HTTP_X_FORWARDED_FOR"])
+            and seen["HTTP_X_FORWARDED_PROTO"] == "http" and seen["HTTP_X_FORWARDED_HOST"] == "localhost"
+            and seen["wsgi.url_scheme"] == "http",
+            [reply.header("X-Request-ID") or ""],
+        )

@@ -1,0 +1,74 @@
+"""Lab: oversized input. nginx refuses it before any app sees it; what nginx lets through, every server takes."""
+
+from __future__ import annotations
+
+from wsgilab.labs import APPS, Report, Target, hops_of, served_by
+from wsgilab.rawhttp import Response, exchange, request_bytes
+
+TITLE = "Oversized input: refused at nginx, and the limits behind it aligned"
+
+EXPLANATION = """
+The hop that acts is nginx, and it acts first, so no worker is tied up and
+nothing is passed on half-read.
+- A body over `client_max_body_size 16m` (nginx/nginx.conf) gets 413 as soon
+  as nginx reads Content-Length. Flask's MAX_CONTENT_LENGTH is its twin.
+- A request line longer than one `large_client_header_buffers` buffer (8k)
+  gets 414; a header line longer than that, or headers over the 4 x 8k in
+  all, get 400 ("Request Header Or Cookie Too Large").
+The settings behind nginx are set at or above those limits, so a request
+nginx accepted is never refused behind it (which nginx would report as a
+400 from the app, or as a 502): gunicorn's `limit_request_line` and
+`limit_request_field_size` (8190) take any line nginx takes, and its
+`limit_request_fields` is its maximum, since nginx already caps the header
+block; uWSGI's `buffer-size = 65535` holds the whole uwsgi packet nginx can
+build from 32k of headers. The "at the limits" requests below prove it.
+"""
+
+MiB = 1024 * 1024
+
+
+def _refused(target: Target, report: Report, what: str, data: bytes, status: int) -> Response:
+    # Half-closed: this client sends nothing more, so nginx answers and closes
+    # at once instead of lingering for the rest of a body it refused.
+    reply = exchange(target.port, data, host=target.host, half_close=True)
+    request_id = reply.header("X-Request-ID") or ""
+    records = target.records(request_id, {"nginx"}, wait_s=3) if request_id else []
+    hops = hops_of(records)
+    report.check(what, f"{status} at nginx; no app reached",
+                 f"{reply.status}, logged by {', '.join(sorted(hops)) or 'no hop'}",
+                 reply.status == status and hops == {"nginx"}, [request_id])
+    return reply
+
+
+def _accepted(target: Target, report: Report, what: str, data: bytes, server: str) -> None:
+    reply = exchange(target.port, data, host=target.host)
+    request_id = reply.header("X-Request-ID") or ""
+    records = target.records(request_id, {"nginx", "wsgi", server}) if request_id else []
+    hops = hops_of(records)
+    report.check(what, f"200 from the app on {server}",
+                 f"{reply.status}, logged by {', '.join(sorted(hops)) or 'no hop'}",
+                 reply.status == 200 and hops >= {"nginx", "wsgi", server}, [request_id])
+
+
+def run(target: Target, report: Report) -> None:
+    for app in APPS:
+        server = served_by(target, app)
+        # 17 MiB announced; nginx answers 413 on the Content-Length alone, so
+        # only the first 64 KiB are ever sent.
+        head = request_bytes("POST", f"/{app}/upload", [("Content-Type", "application/octet-stream"),
+                                                         ("Content-Length", str(17 * MiB))])
+        _refused(target, report, f"/{app}/ on {server}: a 17 MiB body (over client_max_body_size 16m)",
+                 head + b"\0" * 65536, 413)
+        _refused(target, report, f"/{app}/ on {server}: a 9000-byte request line (over one 8k buffer)",
+                 request_bytes("GET", f"/{app}/?q=" + "a" * 9000), 414)
+        _refused(target, report, f"/{app}/ on {server}: a 9000-byte header (over one 8k buffer)",
+                 request_bytes("GET", f"/{app}/", [("X-Big", "b" * 9000)]), 400)
+        _refused(target, report, f"/{app}/ on {server}: 5 headers of 7000 bytes (over 4 x 8k in all)",
+                 request_bytes("GET", f"/{app}/", [(f"X-Big-{n}", "c" * 7000) for n in range(5)]), 400)
+        # Just inside nginx's limits: must reach the app and succeed.
+        _accepted(target, report, f"/{app}/ on {server}: a 8000-byte request line",
+                  request_bytes("GET", f"/{app}/?q=" + "d" * (8000 - len(app) - 20)), server)
+        _accepted(target, report, f"/{app}/ on {server}: 3 headers of 7900 bytes",
+                  request_bytes("GET", f"/{app}/", [(f"X-Big-{n}", "e" * 7900) for n in range(3)]), server)
+        _accepted(target, report, f"/{app}/ on {server}: 300 small headers (over gunicorn's default 100)",
+                  request_bytes("GET", f"/{app}/", [(f"X-Many-{n}", "f") for n in range(300)]), server)
