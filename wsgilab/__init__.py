@@ -17,7 +17,9 @@ into an app's folder:
   gunicorn's request and error lines JSON (uWSGI's are set in uwsgi.ini);
 - ``wsgilab.hoptrace`` is the command line that rebuilds requests' paths from
   all hops' logs: ``hoplog`` reads the logs into events, ``waterfall`` prints
-  one request, ``hopstats`` computes per-hop percentiles.
+  one request, ``hopstats`` computes per-hop percentiles;
+- ``wsgilab.labs`` holds the failure labs (``hoptrace lab NAME``), and
+  ``wsgilab.rawhttp`` sends the raw HTTP bytes they need.
 """
 
 __version__ = "0.1.0"
