@@ -39,3 +39,12 @@ def test_unknown_hosts_are_refused_and_forwarded_headers_are_nginx_own(stack):
 def test_an_unknown_lab_name_says_which_labs_there_are():
     with pytest.raises(KeyError, match="forged-id"):
         labs.run("no-such-lab", labs.Target(port=1, log_lines=list))
+
+
+def test_malformed_and_smuggling_requests_are_refused_and_nothing_is_smuggled(stack):
+    report = _run(stack, "malformed-requests")
+    statuses = {c.seen.split(";")[0] for c in report.checks if not c.what.endswith("bare LF line endings")}
+    assert statuses <= {"400", "501"}, statuses
+    # the one case nginx may accept: it became requests nginx itself saw
+    lenient = [c for c in report.checks if c.what.endswith("bare LF line endings")]
+    assert len(lenient) == 3 and all("seen by nginx: yes" in c.seen for c in lenient)

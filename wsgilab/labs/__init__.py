@@ -26,6 +26,7 @@ LABS = {
     "forged-id": "wsgilab.labs.forged_id",
     "oversized-input": "wsgilab.labs.oversized_input",
     "host-and-proxy-headers": "wsgilab.labs.host_and_proxy_headers",
+    "malformed-requests": "wsgilab.labs.malformed_requests",
 }
 
 APPS = ("django", "flask", "raw")

@@ -1,0 +1,101 @@
+"""Lab: malformed and smuggling requests. nginx refuses them; nothing smuggled reaches an app."""
+
+from __future__ import annotations
+
+import uuid
+
+from wsgilab.labs import APPS, Report, Target, served_by
+from wsgilab.rawhttp import exchange, request_bytes
+
+TITLE = "Malformed and smuggling requests: refused at nginx, nothing smuggled reaches an app"
+
+EXPLANATION = """
+The hop that acts is nginx, the only HTTP parser a client reaches. Request
+smuggling needs two parsers that disagree about where a request ends (RFC
+9112 section 6.3): here the second parser never sees the client's bytes. nginx
+parses the request, refuses what RFC 9112 forbids or leaves ambiguous
+(Content-Length and Transfer-Encoding together, two different lengths, a bad
+chunk size, obs-fold, NUL bytes) with 400, or 501 for a transfer coding it
+does not know, and closes that connection. What it accepts, it sends on as a
+request of its own making: a fresh HTTP/1.1 request with one Content-Length
+to gunicorn (`proxy_request_buffering on`, the default, reads the whole body
+first), or a uwsgi packet to uWSGI. So gunicorn's own parser, where the
+advisories were (CVE-2024-1135 and CVE-2024-6827: Transfer-Encoding
+handling), only ever parses nginx's output. Each case below hides a second
+request in the first one's body; it must never reach an app, and a new
+connection must be served as usual.
+"""
+
+
+def _cases(app: str, smuggled: bytes) -> dict[str, bytes]:
+    """The malformed requests, each with a second request hidden after its end."""
+    start = f"POST /{app}/upload HTTP/1.1\r\nHost: localhost\r\n".encode()
+    chunked = b"0\r\n\r\n" + smuggled
+    return {
+        "Content-Length and Transfer-Encoding together (CL.TE)":
+            start + b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
+        "two different Content-Length headers":
+            start + f"Content-Length: 5\r\nContent-Length: {5 + len(smuggled)}\r\n\r\n".encode() + b"hello" + smuggled,
+        "a Content-Length list \"5, 5\"":
+            start + b"Content-Length: 5, 5\r\n\r\nhello" + smuggled,
+        "a Content-Length with a sign \"+5\"":
+            start + b"Content-Length: +5\r\n\r\nhello" + smuggled,
+        "an unknown transfer coding (\"chunked, gzip\")":
+            start + b"Transfer-Encoding: chunked, gzip\r\n\r\n" + chunked,
+        "an obfuscated Transfer-Encoding (\"xchunked\")":
+            start + b"Transfer-Encoding: xchunked\r\n\r\n" + chunked,
+        "Transfer-Encoding with a space before the colon":
+            start + b"Transfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\n" + chunked,
+        "a chunk size that is not hex":
+            start + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n" + chunked,
+        "a chunk size that overflows":
+            start + b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\nhello\r\n" + chunked,
+        "a chunk extension with a bare LF in it":
+            start + b"Transfer-Encoding: chunked\r\n\r\n5;ext=\"a\nb\"\r\nhello\r\n" + chunked,
+        "obs-fold: a header continued on the next line":
+            start + b"Content-Length: 5\r\nX-Folded: a\r\n b\r\n\r\nhello" + smuggled,
+        "a NUL byte in a header value":
+            start + b"Content-Length: 5\r\nX-Nul: a\x00b\r\n\r\nhello" + smuggled,
+        "a space inside a header name":
+            start + b"Content Length: 5\r\nContent-Length: 5\r\n\r\nhello" + smuggled,
+        # RFC 9112 lets a recipient accept a bare LF as a line end, and nginx
+        # does: it reads one request and sends it on as a well-formed one.
+        "bare LF line endings":
+            f"POST /{app}/upload HTTP/1.1\nHost: localhost\nContent-Length: 5\n\nhello".encode() + smuggled,
+    }
+
+
+#: Cases nginx may accept, provided it turns them into well-formed requests of its own.
+LENIENT = {"bare LF line endings"}
+
+
+def run(target: Target, report: Report) -> None:
+    for app in APPS:
+        server = served_by(target, app)
+        for what in _cases(app, b""):
+            # The hidden request asks for a path of its own: if any app saw
+            # it, the marker is in that hop's log line (path_info, path).
+            marker = f"smuggled-{uuid.uuid4().hex}"
+            smuggled = f"GET /{app}/{marker} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
+            # Half-closed where nginx should refuse, so it need not linger for
+            # more; not where it may accept, or it would see the client gone.
+            reply = exchange(target.port, _cases(app, smuggled)[what], host=target.host,
+                             half_close=what not in LENIENT)
+            after = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host)
+            lines = [line for line in target.log_lines() if marker in line]
+            seen_by_nginx = any('"hop":"nginx"' in line for line in lines)
+            seen_by_app = any('"hop":"nginx"' not in line for line in lines)
+            # Smuggled means: an app got a request nginx never saw as one.
+            smuggled_through = seen_by_app and not seen_by_nginx
+            refused = reply.status is not None and 400 <= reply.status <= 501
+            accepted_cleanly = what in LENIENT and reply.status is not None and reply.status < 500
+            report.check(
+                f"/{app}/ on {server}: {what}",
+                ("accepted as well-formed requests nginx sees, or refused; nothing smuggled"
+                 if what in LENIENT else "4xx (or 501) at nginx; nothing smuggled")
+                + "; the next connection gets 200",
+                f"{reply.status}; hidden request seen by nginx: {'yes' if seen_by_nginx else 'no'}, "
+                f"by an app: {'yes' if seen_by_app else 'no'}; next request {after.status}",
+                (refused or accepted_cleanly) and not smuggled_through and after.status == 200,
+                [reply.header("X-Request-ID") or ""],
+            )
