@@ -13,7 +13,9 @@ import time
 import uuid
 
 from lab_http import get
-from lab_stacks import REPO
+from lab_stacks import REPO, hop_log_lines
+
+from wsgilab import labs
 
 ONLY_TIERS = ("compose",)
 
@@ -62,3 +64,15 @@ def test_hoptrace_reads_docker_compose_logs_itself(stack):
             break
         time.sleep(0.25)
     assert {e["hop"] for e in events} >= {"nginx", "wsgi", stack.server}, shown.stderr
+
+
+def test_exposure_lab_finds_only_nginx_published_non_root_no_secret_and_uwsgi_guarded(stack):
+    target = labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack.stack),
+                         container_ids=stack.stack.container_ids)
+    report = labs.run("exposure", target)
+    assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
+    secrets = [c for c in report.checks if c.what.endswith("/environ")]
+    assert len(secrets) == 3 and all(c.seen.endswith(" 0 shown") for c in secrets)
+    assert not secrets[0].seen.startswith("200; 0 secret")  # django has DJANGO_SECRET_KEY set
+    guarded = [c for c in report.checks if "UWSGI_FILE" in c.what]
+    assert len(guarded) == (3 if stack.server == "uwsgi" else 0)

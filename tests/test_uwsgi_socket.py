@@ -10,14 +10,13 @@ an attacker on the host could, and check uWSGI refuses (uwsgi.ini `route-if-not`
 
 import json
 import os
-import socket
 import subprocess
 import uuid
 
 from lab_stacks import APPS, NativeStack
 
+from wsgilab import uwsgi_protocol
 from wsgilab.rawhttp import Response
-from wsgilab.uwsgi_protocol import encode_request
 
 
 def _address(stack, app):
@@ -43,15 +42,7 @@ def _exists(stack, app, path):
 
 
 def _send(address, app, extra):
-    variables = {"REQUEST_METHOD": "GET", "REQUEST_URI": f"/{app}/", "PATH_INFO": f"/{app}/", "QUERY_STRING": "",
-                 "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": "localhost", "SERVER_PORT": "80",
-                 "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "localhost", **extra}
-    with socket.create_connection(address, timeout=10) as conn:
-        conn.sendall(encode_request(variables))
-        pieces = []
-        while piece := conn.recv(65536):
-            pieces.append(piece)
-    return Response.parse(b"".join(pieces))
+    return Response.parse(uwsgi_protocol.request(address, "GET", f"/{app}/", timeout=10, extra_variables=extra))
 
 
 def test_a_packet_that_would_run_a_command_is_refused_and_runs_nothing(tier_stack, app):

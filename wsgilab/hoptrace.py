@@ -183,6 +183,11 @@ def _compose_log_lines() -> list[str]:
     return list(_compose_logs())
 
 
+def _compose_container_ids() -> list[str]:
+    done = subprocess.run([*compose_command(), "ps", "-q"], capture_output=True, text=True)
+    return done.stdout.split() if done.returncode == 0 else []
+
+
 def lab_main(argv: list[str]) -> int:
     """``hoptrace lab NAME``: run failure labs against the stack of the current compose project."""
     from wsgilab import labs
@@ -192,7 +197,7 @@ def lab_main(argv: list[str]) -> int:
         for name, module in labs.LABS.items():
             print(f"{name:<24} {importlib.import_module(module).TITLE}")
         return 0
-    target = labs.Target(port=args.port, log_lines=_compose_log_lines)
+    target = labs.Target(port=args.port, log_lines=_compose_log_lines, container_ids=_compose_container_ids)
     reports = []
     for name in labs.LABS if args.name == "all" else [args.name]:
         try:

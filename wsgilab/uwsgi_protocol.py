@@ -47,11 +47,14 @@ def request(
     host: str = "localhost",
     body: bytes = b"",
     timeout: float = 5.0,
+    extra_variables: Mapping[str, str] | None = None,
 ) -> bytes:
     """Send one request over the uwsgi protocol and return the raw HTTP response bytes.
 
     ``path`` is the full path as nginx would send it (``$document_uri``);
     uWSGI's ``manage-script-name`` then splits off ``script_name``.
+    ``extra_variables`` are added to the packet as they are (the exposure lab
+    and its test send uWSGI's magic variables this way).
     """
     path_only, _, query = path.partition("?")
     variables = {
@@ -68,6 +71,7 @@ def request(
     }
     if script_name:
         variables["SCRIPT_NAME"] = script_name
+    variables.update(extra_variables or {})
     with socket.create_connection(address, timeout=timeout) as conn:
         conn.sendall(encode_request(variables) + body)
         chunks = []

@@ -27,6 +27,7 @@ LABS = {
     "oversized-input": "wsgilab.labs.oversized_input",
     "host-and-proxy-headers": "wsgilab.labs.host_and_proxy_headers",
     "malformed-requests": "wsgilab.labs.malformed_requests",
+    "exposure": "wsgilab.labs.exposure",
 }
 
 APPS = ("django", "flask", "raw")
@@ -39,6 +40,8 @@ class Target:
     port: int
     log_lines: Callable[[], list[str]]
     host: str = "127.0.0.1"
+    #: The stack's containers, when it runs under docker compose (labs about containers need it).
+    container_ids: Callable[[], list[str]] | None = None
 
     def records(self, request_id: str, hops: set[str], wait_s: float = 5.0) -> list[dict[str, Any]]:
         """The log records of ``request_id``, once ``hops`` have all logged it (or ``wait_s`` passed)."""
