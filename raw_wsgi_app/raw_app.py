@@ -99,7 +99,11 @@ def upload(environ, start_response):
 
 
 def slow(environ, start_response):
-    """Sleep ``ms`` milliseconds (at most MAX_DELAY_MS) inside the worker, then answer."""
+    """Sleep ``ms`` milliseconds (at most MAX_DELAY_MS) inside the worker, then answer.
+
+    POST too: a slow write, for the lab that kills a worker in the middle of
+    one and checks nginx does not send it again.
+    """
     raw = parse_qs(environ.get("QUERY_STRING", "")).get("ms", [""])[0]
     if not raw.isdigit() or int(raw) > MAX_DELAY_MS:
         return _json(start_response, "400 Bad Request",
@@ -125,7 +129,7 @@ ROUTES = {
     "/environ": (("GET", "HEAD"), show_environ),
     "/stream": (("GET", "HEAD"), stream),
     "/upload": (("POST",), upload),
-    "/slow": (("GET", "HEAD"), slow),
+    "/slow": (("GET", "HEAD", "POST"), slow),
     "/redirect": (("GET", "HEAD"), redirect),
     "/error": (("GET", "HEAD"), error),
 }

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import lab_http
 
-from wsgilab import healthcheck, hoptrace
+from wsgilab import healthcheck, hoptrace, stackctl
 from wsgilab.launch import server_environment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,6 +99,8 @@ class NativeStack:
         self.backend_ports = {(app, server): free_port() for app in APPS for server in SERVERS}
         self.processes: dict[str, subprocess.Popen] = {}
         self.servers: dict[str, str] | None = None
+        #: What a lab changed (stackctl.SETTINGS), on top of the defaults.
+        self.settings: dict[str, str] = {}
 
     def log_path(self, name: str) -> Path:
         """The file a process of this stack writes its stdout and stderr to."""
@@ -125,6 +127,7 @@ class NativeStack:
             "DJANGO_SECRET_KEY": SECRET_SENTINEL,
             "FLASK_SECRET_KEY": SECRET_SENTINEL,
             **self.app_env,
+            **{name: value for name, value in self.settings.items() if name.startswith("WSGI_")},
         }
 
     def start(self) -> None:
@@ -153,7 +156,8 @@ class NativeStack:
         if servers == self.servers:
             return
         self._stop("nginx")
-        env = {**os.environ, "NGINX_LISTEN": f"127.0.0.1:{self.port}"}
+        env = {**os.environ, "NGINX_LISTEN": f"127.0.0.1:{self.port}",
+               **{name: value for name, value in self.settings.items() if name.startswith("NGINX_")}}
         for app, server in servers.items():
             env[f"{app.upper()}_SERVER"] = server
             env[f"{app.upper()}_UPSTREAM"] = f"127.0.0.1:{self.backend_ports[app, server]}"
@@ -171,6 +175,24 @@ class NativeStack:
     def follow_logs_command(self) -> list[str]:
         """A command that prints every hop's new log lines as they are written, until stopped."""
         return ["tail", "-n", "0", "-F", *map(str, sorted(self.workdir.glob("*.log")))]
+
+    def reconfigure(self, settings: dict[str, str]) -> None:
+        """Restart the six app servers and nginx with ``settings`` (see wsgilab.stackctl); {} restores."""
+        stackctl.check_settings(settings)
+        if settings == self.settings:
+            return
+        self.settings = dict(settings)
+        for name in [name for name in self.processes if name != "nginx"]:
+            self._stop(name)
+        self.start()
+        servers, self.servers = self.servers, None
+        if servers:
+            self.use(servers)
+
+    def kill_workers(self, app: str) -> list[int]:
+        """SIGKILL every worker of the server ``app`` runs on now; its master starts new ones."""
+        assert self.servers is not None, "use() the stack first"
+        return stackctl.kill_workers_of(self.processes[f"{app}-{self.servers[app]}"].pid)
 
     def _stop(self, name: str) -> None:
         process = self.processes.pop(name, None)
@@ -202,18 +224,25 @@ class ComposeStack:
         self.project = f"wsgilab-test-{os.getpid()}"
         self.port = free_port()
         self.servers: dict[str, str] | None = None
+        #: What a lab changed (stackctl.SETTINGS), on top of the defaults.
+        self.settings: dict[str, str] = {}
 
     def run(self, *args: str, servers: dict[str, str] | None = None, timeout: float = 1800) -> str:
         """Run one compose command for this test project; raise StackError with its output on failure."""
-        env = {**os.environ, "WSGILAB_HTTP_PORT": str(self.port), "WSGI_WORKERS": TEST_WORKERS,
-               "DJANGO_SECRET_KEY": SECRET_SENTINEL}
-        for app, server in (servers or self.servers or {}).items():
-            env[f"{app.upper()}_SERVER"] = server
+        env = self.environment(servers or self.servers)
         argv = [*self.compose, "--project-name", self.project, *args]
         done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
             raise StackError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         return done.stdout
+
+    def environment(self, servers: dict[str, str] | None) -> dict[str, str]:
+        """What compose commands of this project get: the test's port, workers, secret, servers and settings."""
+        env = {**os.environ, "WSGILAB_HTTP_PORT": str(self.port), "WSGI_WORKERS": TEST_WORKERS,
+               "DJANGO_SECRET_KEY": SECRET_SENTINEL, **self.settings}
+        for app, server in (servers or {}).items():
+            env[f"{app.upper()}_SERVER"] = server
+        return env
 
     def start(self) -> None:
         """Build the images (reusing Docker's layer cache)."""
@@ -249,6 +278,26 @@ class ComposeStack:
     def container_ids(self) -> list[str]:
         """The IDs of this project's containers."""
         return self.run("ps", "-q").split()
+
+    def reconfigure(self, settings: dict[str, str]) -> None:
+        """Recreate the stack with ``settings`` (see wsgilab.stackctl); {} restores the defaults."""
+        stackctl.check_settings(settings)
+        if settings == self.settings:
+            return
+        self.settings = dict(settings)
+        if self.servers:
+            self.control().reconfigure(settings)
+            wait_until_served(self.port, self.servers)
+
+    def kill_workers(self, app: str) -> list[int]:
+        """SIGKILL every worker of ``app``'s server, from inside its container."""
+        return self.control().kill_workers(app)
+
+    def control(self) -> stackctl.ComposeControl:
+        """What hoptrace lab uses on a user's stack, pointed at this test project."""
+        control = stackctl.ComposeControl(self.compose, self.project, env=self.environment(self.servers))
+        control.settings = dict(self.settings)
+        return control
 
     def follow_logs_command(self) -> list[str]:
         """A command that prints every hop's new log lines as they are written, until stopped."""

@@ -93,6 +93,12 @@ def test_slow_sleeps_for_the_asked_time(stack, app):
     assert reply.arrivals[0][0] >= 0.3
 
 
+def test_slow_takes_a_post_as_a_slow_write(stack, app):
+    reply = request(stack.port, "POST", f"/{app}/slow?ms=100", body=b"order=1")
+    assert reply.status == 200
+    assert reply.json() == {"slept_ms": 100}
+
+
 @pytest.mark.parametrize("ms", ["10001", "abc", "-5", ""])
 def test_slow_refuses_a_delay_outside_the_bound(stack, app, ms):
     reply = get(stack.port, f"/{app}/slow?ms={ms}")

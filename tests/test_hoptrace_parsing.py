@@ -117,3 +117,14 @@ def test_stats_gives_nearest_rank_percentiles_per_service_and_segment(tmp_path):
     app = rows["raw", "app"]
     assert (app["count"], app["p50_ms"], app["p90_ms"], app["p99_ms"], app["max_ms"]) == (100, 50, 90, 99, 100)
     assert rows["raw", "queue"]["p50_ms"] == 0.5
+
+
+def test_the_heading_tells_a_request_no_app_logged_from_one_nginx_answered_alone():
+    from wsgilab.waterfall import render_waterfall
+
+    died = hoplog.events_of(hoplog.scan([_nginx("req-died0000", 1_000_000, status=502)], "req-died0000").records)
+    assert "passed to raw:8000 (http); no app hop logged it" in render_waterfall("req-died0000", died)
+    alone = json.loads(_nginx("req-alone000", 1_000_000, status=421))
+    alone.update(upstream="", upstream_protocol="")
+    refused = hoplog.events_of(hoplog.scan([json.dumps(alone)], "req-alone000").records)
+    assert "answered by nginx alone" in render_waterfall("req-alone000", refused)

@@ -6,13 +6,14 @@ every check it makes must pass.
 """
 
 import pytest
+from lab_http import get
 from lab_stacks import hop_log_lines
 
 from wsgilab import labs
 
 
 def _run(stack, name):
-    target = labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack.stack))
+    target = labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack.stack), control=stack.stack)
     report = labs.run(name, target)
     failed = [f"{c.what}: expected {c.expected}; saw {c.seen}" for c in report.checks if not c.ok]
     assert report.ok, "\n".join(failed)
@@ -48,3 +49,29 @@ def test_malformed_and_smuggling_requests_are_refused_and_nothing_is_smuggled(st
     # the one case nginx may accept: it became requests nginx itself saw
     lenient = [c for c in report.checks if c.what.endswith("bare LF line endings")]
     assert len(lenient) == 3 and all("seen by nginx: yes" in c.seen for c in lenient)
+
+
+def test_a_view_over_the_worker_timeout_is_a_502_and_over_nginx_read_timeout_a_504(stack):
+    report = _run(stack, "worker-timeout")
+    statuses = [c.seen.split(" ")[0] for c in report.checks if "/slow" in c.what]
+    # gunicorn's worker answers 500 on its way out; a uWSGI worker is SIGKILLed and nginx answers 502
+    over_worker_limit = {"gunicorn": "500", "uwsgi": "502"}[stack.server]
+    assert statuses == [over_worker_limit] * 3 + ["504"] * 3
+    # the stack is back on its defaults: a 3 s view is served
+    assert stack.stack.settings == {}
+    assert get(stack.port, "/raw/slow?ms=3000").status == 200
+
+
+def test_a_worker_killed_mid_post_gives_one_502_no_retry_and_the_next_request_is_served(stack):
+    report = _run(stack, "killed-worker")
+    assert [c.seen.split(" ")[0] for c in report.checks] == ["502", "200"] * 3
+
+
+def test_a_lab_that_changes_the_stack_says_so_when_it_cannot():
+    report = labs.run("killed-worker", labs.Target(port=1, log_lines=list))
+    assert not report.ok and "needs" in report.checks[0].seen
+
+
+def test_more_slow_requests_than_workers_queue_and_threads_take_them_at_once(stack):
+    report = _run(stack, "queueing")
+    assert len(report.checks) == 2 * 3  # without and with threads, every app

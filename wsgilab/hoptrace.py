@@ -30,6 +30,7 @@ from typing import Any, TextIO
 
 from wsgilab.hoplog import events_of, parse_line, scan
 from wsgilab.hopstats import collect, render_table, summarise
+from wsgilab.stackctl import ComposeControl, ControlError
 from wsgilab.waterfall import render_waterfall
 
 
@@ -197,11 +198,20 @@ def lab_main(argv: list[str]) -> int:
         for name, module in labs.LABS.items():
             print(f"{name:<24} {importlib.import_module(module).TITLE}")
         return 0
-    target = labs.Target(port=args.port, log_lines=_compose_log_lines, container_ids=_compose_container_ids)
+    try:
+        control = ComposeControl(compose_command())
+    except FileNotFoundError as error:
+        print(f"hoptrace lab: {error}; the labs run against the docker compose stack", file=sys.stderr)
+        return 2
+    target = labs.Target(port=args.port, log_lines=_compose_log_lines, container_ids=_compose_container_ids,
+                         control=control)
     reports = []
     for name in labs.LABS if args.name == "all" else [args.name]:
         try:
             report = labs.run(name, target)
+        except ControlError as error:
+            print(f"hoptrace lab {name}: could not change the stack: {error}", file=sys.stderr)
+            return 2
         except OSError as error:
             print(f"hoptrace lab: cannot reach nginx on 127.0.0.1:{args.port} ({error}); "
                   "is the stack up (docker compose up -d)?", file=sys.stderr)

@@ -90,7 +90,15 @@ def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
     app = next((e for e in events if e["hop"] == "wsgi"), {})
     status = next((e.get("status") for e in reversed(events) if e["event"] == "response_sent"), "?")
     request = f"{nginx.get('method', '?')} {nginx.get('uri', '?')}" if nginx.get("method") else "(unparsed request)"
-    served = f"{app['service']} on {app['server']}" if app else "answered by nginx alone"
+    sent = next((e for e in reversed(events) if e["event"] == "response_sent"), {})
+    if app:
+        served = f"{app['service']} on {app['server']}"
+    elif sent.get("upstream_protocol"):
+        # nginx handed it on, and no app hop wrote a line: the worker died or
+        # nginx stopped waiting first.
+        served = f"passed to {sent.get('upstream')} ({sent['upstream_protocol']}); no app hop logged it"
+    else:
+        served = "answered by nginx alone"
     heading = f"{request_id}  {request}  {status}  {total:.1f} ms  {served}"
     lines = [heading]
     for event in events:

@@ -10,7 +10,7 @@ import time
 from django.http import HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST, require_safe
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from wsgilab import labkit
 
@@ -52,7 +52,8 @@ def upload(request):
     return JsonResponse(labkit.digest_body(request.read))
 
 
-@require_safe
+@csrf_exempt  # POST too: a slow write, for the killed-worker lab (nginx must not send it twice)
+@require_http_methods(["GET", "HEAD", "POST"])
 def slow(request):
     """Sleep ms milliseconds in the worker, then answer; 400 for a missing or too large ms."""
     try:

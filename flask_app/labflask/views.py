@@ -48,7 +48,7 @@ def upload():
     return labkit.digest_body(request.stream.read)
 
 
-@bp.get("/slow")
+@bp.route("/slow", methods=["GET", "POST"])  # POST: a slow write, for the killed-worker lab
 def slow():
     """Sleep ms milliseconds in the worker, then answer; 400 for a missing or too large ms."""
     try:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import importlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,9 @@ LABS = {
     "host-and-proxy-headers": "wsgilab.labs.host_and_proxy_headers",
     "malformed-requests": "wsgilab.labs.malformed_requests",
     "exposure": "wsgilab.labs.exposure",
+    "worker-timeout": "wsgilab.labs.worker_timeout",
+    "killed-worker": "wsgilab.labs.killed_worker",
+    "queueing": "wsgilab.labs.queueing",
 }
 
 APPS = ("django", "flask", "raw")
@@ -42,6 +46,40 @@ class Target:
     host: str = "127.0.0.1"
     #: The stack's containers, when it runs under docker compose (labs about containers need it).
     container_ids: Callable[[], list[str]] | None = None
+    #: What can restart or break the stack: ``reconfigure(settings)`` and
+    #: ``kill_workers(app)``, as wsgilab.stackctl describes them. Labs that
+    #: change how the stack runs need it; the others never touch it.
+    control: Any = None
+
+    @contextmanager
+    def reconfigured(self, settings: dict[str, str]) -> Iterator[None]:
+        """Run the body with the stack restarted on ``settings``; the defaults come back after, whatever happens."""
+        try:
+            self.reconfigure(settings)
+            yield
+        finally:
+            self.reconfigure({})
+
+    def reconfigure(self, settings: dict[str, str]) -> None:
+        """Restart the stack on ``settings`` (on top of its own), and wait until it serves again."""
+        self.control.reconfigure(settings)
+        self.wait_until_served()
+
+    def wait_until_served(self, deadline_s: float = 90.0) -> None:
+        """Wait until every app answers 200 through nginx (after a restart); TimeoutError if one never does."""
+        deadline = time.monotonic() + deadline_s
+        waiting = list(APPS)
+        while waiting:
+            try:
+                reply = exchange(self.port, request_bytes("GET", f"/{waiting[0]}/"), host=self.host, timeout=5)
+                if reply.status == 200:
+                    waiting.pop(0)
+                    continue
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"/{waiting[0]}/ did not answer 200 through nginx within {deadline_s:.0f} s")
+            time.sleep(0.3)
 
     def records(self, request_id: str, hops: set[str], wait_s: float = 5.0) -> list[dict[str, Any]]:
         """The log records of ``request_id``, once ``hops`` have all logged it (or ``wait_s`` passed)."""
@@ -92,6 +130,19 @@ def run(name: str, target: Target) -> Report:
     report = Report(name, module.TITLE, module.EXPLANATION.strip())
     module.run(target, report)
     return report
+
+
+def has_control(target: Target, report: Report) -> bool:
+    """Whether the lab can change the stack; if not, say so as a failed check."""
+    if target.control is None:
+        report.check("get hold of the stack", "a way to restart it and kill its workers",
+                     "none: this lab needs `hoptrace lab` against docker compose, or the test stacks", False)
+    return target.control is not None
+
+
+def nginx_record(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """nginx's access-log record among a request's records ({} if nginx logged none)."""
+    return next((r for r in records if r.get("hop") == "nginx"), {})
 
 
 def hops_of(records: list[dict[str, Any]]) -> set[str]:

@@ -1,0 +1,68 @@
+"""Lab: a worker killed mid-request. One 502, the POST is not sent again, the next request is served."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from wsgilab.labs import APPS, Report, Target, has_control, hops_of, nginx_record, served_by
+from wsgilab.rawhttp import exchange, request_bytes
+
+TITLE = "Worker killed mid-request (kill -9): one 502, the POST is not retried, the next request is 200"
+
+EXPLANATION = """
+A worker that dies mid-request (the OOM killer, a segfault in a C
+extension, `kill -9`) cannot answer, and cannot log either: its trace line
+is never written. Each hop then does one thing:
+- nginx reads the closed connection as "upstream prematurely closed" and
+  answers 502. It would try the request again only on another server of
+  the upstream, and never for a POST: `proxy_next_upstream` (and its twin
+  `uwsgi_next_upstream`) leaves non-idempotent requests alone unless told
+  `non_idempotent`, because the app may already have acted on it (charged
+  the card). nginx's $upstream_status lists every try, so "502" alone
+  proves there was one.
+- The server's master (gunicorn's arbiter, uWSGI's master) notices the
+  dead worker and starts a new one. It keeps the listening socket open the
+  whole time, so the next request waits in the kernel's queue (backlog /
+  listen) for the new worker instead of failing.
+The lab kills every worker of the app, so the one holding its slow POST is
+surely among them.
+"""
+
+SLOW_MS = 5000
+#: How long the lab lets nginx hand the POST to a worker before it kills.
+SETTLE_S = 1.0
+
+
+def run(target: Target, report: Report) -> None:
+    if not has_control(target, report):
+        return
+    for app in APPS:
+        server = served_by(target, app)
+        request_id = f"killed-worker-{uuid.uuid4().hex[:16]}"
+        data = request_bytes("POST", f"/{app}/slow?ms={SLOW_MS}", [("X-Request-ID", request_id)],
+                             body=b"order=42")
+        with ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            pending = pool.submit(exchange, target.port, data, target.host, SLOW_MS / 1000 + 10)
+            time.sleep(SETTLE_S)
+            killed = target.control.kill_workers(app)
+            reply = pending.result()
+            elapsed = time.monotonic() - started
+        records = target.records(request_id, {"nginx"})
+        nginx = nginx_record(records)
+        tries = [s.strip() for s in str(nginx.get("upstream_status") or "").split(",") if s.strip()]
+        report.check(
+            f"POST /{app}/slow?ms={SLOW_MS} on {server}; after {SETTLE_S:.0f} s, kill -9 its "
+            f"{len(killed)} worker(s)",
+            "502 at once (not after the view's 5 s), from one try: nginx does not send the POST again",
+            f"{reply.status} after {elapsed:.1f} s; nginx tried the app {len(tries)} time(s) "
+            f"(upstream_status {nginx.get('upstream_status') or '-'}); logged by {', '.join(sorted(hops_of(records)))}",
+            bool(killed) and reply.status == 502 and elapsed < SLOW_MS / 1000 and tries == ["502"]
+            and "wsgi" not in hops_of(records), [request_id])
+        started = time.monotonic()
+        reply = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host, timeout=30)
+        report.check(f"/{app}/ on {server}, the next request", "200, once the master has started a new worker",
+                     f"{reply.status} after {time.monotonic() - started:.1f} s", reply.status == 200,
+                     [reply.header("X-Request-ID") or ""])

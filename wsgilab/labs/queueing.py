@@ -1,0 +1,105 @@
+"""Lab: queueing. More slow requests than workers wait in the queue; threads take them at once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from wsgilab.hoplog import scan
+from wsgilab.labs import APPS, Report, Target, has_control, served_by
+from wsgilab.rawhttp import exchange, request_bytes
+
+TITLE = "Queueing: more slow requests than workers wait in the queue; threads change it"
+
+EXPLANATION = """
+Each worker process of a sync server (gunicorn's default worker, uWSGI
+with threads = 1) runs one request at a time. When every worker is busy,
+the next request is not refused: nginx's connection waits in the kernel's
+accept queue of the app server's socket (gunicorn `backlog`, uWSGI
+`listen`, 128 here) until a worker is free. That wait is the "queue"
+segment of the trace: from nginx's X-Request-Start stamp to the worker
+picking the request up. Here 2 workers get 6 requests of 400 ms each at
+once, so they are served in 3 rounds and the last ones wait about 800 ms
+before any of their code runs; the view still says 400 ms.
+With WSGI_THREADS=4 (gunicorn's gthread worker, uWSGI `threads`), each
+worker takes up to 4 requests at once, 8 in all, and the queue is gone,
+nearly. Each uWSGI thread accepts a connection only when it is free. A
+gthread worker's main thread accepts every connection it can (up to
+`worker_connections`, 1000) and queues it for its thread pool, so one
+worker can take 5 of the 6 while the other has a free thread: the fifth
+waits a whole round inside the worker. The trace still shows it as queue
+time, since the view had not started; `hoptrace stats` shows the spread.
+That works because these views wait (sleep, as on a database or an API);
+threads of one process share its GIL, so for views that compute, threads
+interleave instead of running at once, and more processes is the cure.
+The queue shows in `hoptrace stats` as its own segment: a slow "queue" with
+a fast "view" means add workers or threads, not optimise the view.
+"""
+
+WORKERS = 2
+REQUESTS = 6
+SLOW_MS = 400
+THREADS = 4
+
+
+def _queue_ms(target: Target, request_ids: list[str], wait_s: float = 5.0) -> list[float | None]:
+    """The queue time of each request, from its WSGI-layer record (None if it has none).
+
+    The logs are read once per try, not once per request: under compose each
+    read is a whole `docker compose logs`.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        lines = target.log_lines()
+        found = [next((r.get("queue_us") for r in scan(lines, request_id).records if r.get("hop") == "wsgi"), None)
+                 for request_id in request_ids]
+        if None not in found or time.monotonic() > deadline:
+            return [None if queue_us is None else queue_us / 1000 for queue_us in found]
+        time.sleep(0.3)
+
+
+def _burst(target: Target) -> dict[str, tuple[list[int], list[str]]]:
+    """REQUESTS slow requests to every app, all at once: each app's statuses and request ids."""
+    tag = uuid.uuid4().hex[:10]
+    ids = {app: [f"queueing-{tag}-{app}-{n}" for n in range(REQUESTS)] for app in APPS}
+    with ThreadPoolExecutor(REQUESTS * len(APPS)) as pool:
+        futures = {request_id: pool.submit(
+            exchange, target.port, request_bytes("GET", f"/{app}/slow?ms={SLOW_MS}", [("X-Request-ID", request_id)]),
+            target.host, 30) for app in APPS for request_id in ids[app]}
+        return {app: ([futures[i].result().status for i in ids[app]], ids[app]) for app in APPS}
+
+
+def run(target: Target, report: Report) -> None:
+    if not has_control(target, report):
+        return
+    with target.reconfigured({"WSGI_WORKERS": str(WORKERS), "WSGI_THREADS": "1"}):
+        _burst_and_check(target, report, 1)
+        target.reconfigure({"WSGI_WORKERS": str(WORKERS), "WSGI_THREADS": str(THREADS)})
+        _burst_and_check(target, report, THREADS)
+
+
+def _burst_and_check(target: Target, report: Report, threads: int) -> None:
+    rounds = -(-REQUESTS // WORKERS)
+    servers = {app: served_by(target, app) for app in APPS}
+    for app, (statuses, ids) in _burst(target).items():
+        queued = _queue_ms(target, ids)
+        known = sorted(q for q in queued if q is not None)
+        shown = ", ".join(f"{q:.0f}" for q in known)
+        if threads == 1:
+            longest = (rounds - 1) * SLOW_MS
+            expected = (f"all 200; served in {rounds} rounds, so the longest wait is about {longest} ms "
+                        f"(at least {0.75 * longest:.0f})")
+            waited_as_told = bool(known) and known[-1] >= 0.75 * longest
+        else:
+            expected = (f"all 200; {WORKERS * threads} slots for {REQUESTS} requests, so most wait under "
+                        f"{SLOW_MS // 2} ms and none more than one round (gunicorn's gthread may hold one back)")
+            waited_as_told = (bool(known) and known[len(known) // 2] < SLOW_MS / 2
+                              and known[-1] < SLOW_MS * 1.4)
+        report.check(
+            f"/{app}/ on {servers[app]} with {WORKERS} workers x {threads} thread(s): "
+            f"{REQUESTS} x /slow?ms={SLOW_MS} at once",
+            expected, f"statuses {sorted(set(statuses))}; queue ms {shown or 'none logged'}",
+            statuses == [200] * REQUESTS and len(known) == REQUESTS and waited_as_told,
+            # the trace of the request that waited longest
+            [max(zip(ids, queued), key=lambda pair: pair[1] or 0)[0]])

@@ -1,0 +1,131 @@
+"""Lab: worker timeout. A view over the worker's limit is a 502 (uWSGI) or 500 (gunicorn); over nginx's, a 504."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from wsgilab.labs import APPS, Report, Target, has_control, hops_of, nginx_record, served_by
+from wsgilab.rawhttp import Response, exchange, request_bytes
+
+TITLE = "Worker timeout: the server ends a stuck worker (uWSGI 502, gunicorn 500); nginx gives up first (504)"
+
+EXPLANATION = """
+Two clocks watch a slow request, and which one runs out first decides what
+the client sees.
+- The app server's: gunicorn `timeout` / uWSGI `harakiri` (WSGI_TIMEOUT, 30 s
+  by default). When a request runs longer, the master ends the worker and
+  starts a new one, and the two servers do it differently:
+  uWSGI's master logs "HARAKIRI" and kills the worker outright (SIGKILL).
+  The worker writes nothing more, not even its trace line; nginx sees the
+  connection close with no response and answers 502 Bad Gateway, "the
+  server behind me failed".
+  gunicorn's arbiter logs "WORKER TIMEOUT" and sends the worker SIGABRT,
+  which raises SystemExit inside the view. The exception unwinds through
+  the framework (Django and Flask catch Exception, and SystemExit is not
+  one), the worker answers 500 itself on its way out (gunicorn's
+  handle_error), and then exits. So on gunicorn the client sees a 500, and
+  the trace shows the view raising SystemExit where it was stuck.
+- nginx's: `proxy_read_timeout` / `uwsgi_read_timeout` (NGINX_READ_TIMEOUT,
+  60 s by default). When the app server sends nothing for that long, nginx
+  stops waiting and answers 504 Gateway Timeout: "the server behind me is
+  too slow". The worker is not told: it runs the view to the end and writes
+  a 200 that nobody reads, and its trace says so, after nginx's 504.
+The defaults put the worker's limit first, so a stuck view frees its worker
+and ends as a 502 or 500; a 504 means a worker stayed busy after the client was
+gone. This lab restarts the stack twice (WSGI_TIMEOUT=2, then
+NGINX_READ_TIMEOUT=2) and puts the defaults back at the end.
+"""
+
+#: The short limit each half of the lab sets, and how long the view sleeps.
+#: uWSGI's harakiri counts in whole seconds of its own clock, so it fires
+#: between LIMIT_S - 1 and LIMIT_S + 1 seconds into the request.
+LIMIT_S = 2
+SLOW_MS = 5000
+#: What the client gets when the worker is over its limit, on each server.
+OVER_LIMIT_STATUS = {"gunicorn": 500, "uwsgi": 502}
+#: What each server writes when it kills a worker over its limit.
+KILL_MESSAGES = {"gunicorn": "WORKER TIMEOUT", "uwsgi": "HARAKIRI"}
+
+
+def _timed(target: Target, path: str) -> tuple[Response, float]:
+    started = time.monotonic()
+    reply = exchange(target.port, request_bytes("GET", path), host=target.host, timeout=SLOW_MS / 1000 + 10)
+    return reply, time.monotonic() - started
+
+
+def _all_apps(target: Target, path: str) -> dict[str, tuple[Response, float]]:
+    """The same slow request to every app at once, so the lab takes one wait, not three."""
+    with ThreadPoolExecutor(len(APPS)) as pool:
+        futures = {app: pool.submit(_timed, target, f"/{app}{path}") for app in APPS}
+        return {app: future.result() for app, future in futures.items()}
+
+
+def _kill_messages(target: Target, server: str) -> int:
+    return sum(KILL_MESSAGES[server] in line for line in target.log_lines())
+
+
+def run(target: Target, report: Report) -> None:
+    if not has_control(target, report):
+        return
+    with target.reconfigured({"WSGI_TIMEOUT": str(LIMIT_S)}):
+        _over_the_worker_limit(target, report)
+        target.reconfigure({"NGINX_READ_TIMEOUT": str(LIMIT_S)})
+        _over_the_nginx_limit(target, report)
+
+
+def _over_the_worker_limit(target: Target, report: Report) -> None:
+    servers = {app: served_by(target, app) for app in APPS}
+    before = {server: _kill_messages(target, server) for server in set(servers.values())}
+    replies = _all_apps(target, f"/slow?ms={SLOW_MS}")
+    for app, (reply, elapsed) in replies.items():
+        server = servers[app]
+        request_id = reply.header("X-Request-ID") or ""
+        status = OVER_LIMIT_STATUS[server]
+        records = target.records(request_id, {"nginx", "wsgi"} if server == "gunicorn" else {"nginx"})
+        nginx = nginx_record(records)
+        raised = [str(e.get("error")) for r in records if r.get("hop") == "wsgi"
+                  for e in r.get("events", []) if e.get("event") == "app_raised"]
+        if server == "gunicorn":
+            expected = (f"500 after about {LIMIT_S} s, written by the worker on its way out; "
+                        "the trace shows SystemExit raised in the view")
+            died_as_told = nginx.get("upstream_status") == "500" and any(
+                "SystemExit" in error for error in raised)
+        else:
+            expected = f"502 from nginx after about {LIMIT_S} s: the worker was killed and logged nothing"
+            died_as_told = nginx.get("upstream_status") == "502" and "wsgi" not in hops_of(records)
+        report.check(
+            f"/{app}/slow?ms={SLOW_MS} on {server} with WSGI_TIMEOUT={LIMIT_S}", expected,
+            f"{reply.status} after {elapsed:.1f} s; nginx's upstream_status {nginx.get('upstream_status') or '-'}; "
+            f"the app raised {', '.join(raised) or 'nothing it logged'}",
+            reply.status == status and LIMIT_S - 1 <= elapsed < SLOW_MS / 1000 and died_as_told, [request_id])
+    for server in sorted(set(servers.values())):
+        # Log lines can reach `docker compose logs` a moment after the reply.
+        deadline = time.monotonic() + 5
+        while (seen := _kill_messages(target, server) - before[server]) < 1 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        report.check(f"{server}'s log", f"says it killed the worker ({KILL_MESSAGES[server]!r})",
+                     f"{seen} new line(s) with {KILL_MESSAGES[server]!r}", seen >= 1)
+    for app in APPS:
+        reply = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host)
+        report.check(f"/{app}/ right after", "200: a new worker took the place of the killed one",
+                     str(reply.status), reply.status == 200, [reply.header("X-Request-ID") or ""])
+
+
+def _over_the_nginx_limit(target: Target, report: Report) -> None:
+    servers = {app: served_by(target, app) for app in APPS}
+    replies = _all_apps(target, f"/slow?ms={SLOW_MS}")
+    for app, (reply, elapsed) in replies.items():
+        server = servers[app]
+        request_id = reply.header("X-Request-ID") or ""
+        # The worker goes on to the end of the view; wait for its line.
+        records = target.records(request_id, {"nginx", "wsgi"}, wait_s=SLOW_MS / 1000 + 5)
+        nginx = nginx_record(records)
+        app_status = next((r.get("status") for r in records if r.get("hop") == "wsgi"), None)
+        report.check(
+            f"/{app}/slow?ms={SLOW_MS} on {server} with NGINX_READ_TIMEOUT={LIMIT_S}",
+            f"504 from nginx after about {LIMIT_S} s; the worker still finishes the view with a 200 nobody reads",
+            f"{reply.status} after {elapsed:.1f} s; the app's own status {app_status or '-'}, "
+            f"logged by {', '.join(sorted(hops_of(records)))}",
+            reply.status == 504 and LIMIT_S - 0.5 <= elapsed < SLOW_MS / 1000
+            and nginx.get("status") == 504 and app_status == 200, [request_id])

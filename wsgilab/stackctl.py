@@ -1,0 +1,167 @@
+"""Act on a running stack for the labs that restart or break parts of it.
+
+Most labs only send requests. A few must change how the stack runs: a
+worker-timeout lab needs a short ``WSGI_TIMEOUT`` and then a short nginx read
+timeout, and a killed-worker lab must ``kill -9`` workers in the middle of a
+request. They do it through a control object with two methods:
+
+``reconfigure(settings)``
+    restart the app servers and nginx with ``settings`` (names from
+    ``SETTINGS``) on top of the stack's own; ``{}`` puts the defaults back.
+``kill_workers(app)``
+    SIGKILL every worker process of ``app``'s server (not its master, which
+    then starts new ones) and return their PIDs.
+
+``ComposeControl`` does both on a docker compose project, which is what
+``hoptrace lab`` uses; the tests' native stack does the same to its own
+processes. Inside a container, ``python -m wsgilab.stackctl kill-workers``
+is how the compose control reaches the workers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+#: What a lab may change, and what each one is.
+SETTINGS = {
+    "WSGI_TIMEOUT": "seconds a request may run before its worker is killed (gunicorn timeout, uWSGI harakiri)",
+    "WSGI_THREADS": "threads per worker process",
+    "WSGI_WORKERS": "worker processes per app server",
+    "NGINX_READ_TIMEOUT": "seconds nginx waits between two reads from an app server (proxy/uwsgi_read_timeout)",
+}
+
+
+#: The compose services that run an app (docker-compose.yml); nginx is the other one.
+APP_SERVICES = ("django", "flask", "raw")
+
+
+class ControlError(RuntimeError):
+    """The stack could not be changed as asked; the message says what failed."""
+
+
+def check_settings(settings: Mapping[str, str]) -> None:
+    """Raise ControlError unless every setting is a known name with a whole number >= 1."""
+    for name, value in settings.items():
+        if name not in SETTINGS:
+            raise ControlError(f"{name} is not a setting labs may change; these are: {', '.join(SETTINGS)}")
+        if not str(value).isdigit() or int(value) < 1:
+            raise ControlError(f"{name} must be a whole number of at least 1, not {value!r}")
+
+
+def children(pid: int) -> list[int]:
+    """The PIDs of the processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it exited while we looked
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def kill_workers_of(master: int) -> list[int]:
+    """SIGKILL every child of the server's ``master`` process, that is its workers; return their PIDs.
+
+    Both gunicorn's arbiter and uWSGI's master notice a worker that died and
+    start a new one in its place.
+    """
+    workers = children(master)
+    for pid in workers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return workers
+
+
+def server_master_in_container() -> int:
+    """The app server's master in this container: the one child of PID 1 (docker's init).
+
+    ``docker exec`` processes are not children of PID 1, so they never count.
+    """
+    masters = children(1)
+    if len(masters) != 1:
+        raise ControlError(f"expected one server process under PID 1, found {masters}")
+    return masters[0]
+
+
+class ComposeControl:
+    """reconfigure() and kill_workers() on a docker compose project (the current directory's by default)."""
+
+    def __init__(self, compose: list[str], project: str | None = None, env: Mapping[str, str] | None = None,
+                 cwd: str | Path | None = None) -> None:
+        self.compose = [*compose, *(["--project-name", project] if project else [])]
+        self.env = dict(env or {})
+        self.cwd = cwd
+        self.settings: dict[str, str] = {}
+
+    def run(self, *args: str, timeout: float = 300) -> str:
+        """One compose command with the current settings in its environment; ControlError if it fails."""
+        env = {**os.environ, **self.env, **self.settings}
+        done = subprocess.run([*self.compose, *args], env=env, cwd=self.cwd, capture_output=True, text=True,
+                              timeout=timeout)
+        if done.returncode != 0:
+            raise ControlError(f"{' '.join(self.compose + list(args))} failed ({done.returncode}):\n"
+                               f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        return done.stdout
+
+    def container(self, service: str) -> str:
+        """The ID of the running container of ``service``."""
+        ids = self.run("ps", "-q", service).split()
+        if not ids:
+            raise ControlError(f"no running container for the {service} service")
+        return ids[0]
+
+    def reconfigure(self, settings: Mapping[str, str]) -> None:
+        """Recreate the containers whose settings changed, and restart nginx; do not wait for them.
+
+        Each service is named, with ``--no-deps``: asked to bring up nginx,
+        compose would first wait for the apps' healthchecks (10 s apart).
+        The caller waits instead, until each app answers through nginx.
+        nginx is restarted in any case: it looks the app containers'
+        addresses up only when it starts, and a recreated one may have a new
+        address.
+        """
+        check_settings(settings)
+        self.settings = {name: str(value) for name, value in settings.items()}
+        self.run("up", "-d", "--no-deps", *APP_SERVICES)
+        self.run("up", "-d", "--no-deps", "nginx")
+        self.run("restart", "nginx")
+
+    def kill_workers(self, app: str) -> list[int]:
+        """SIGKILL every worker of ``app``'s server, from inside its container."""
+        done = subprocess.run(["docker", "exec", self.container(app), "python", "-m", "wsgilab.stackctl",
+                               "kill-workers"], capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise ControlError(f"killing {app}'s workers failed: {done.stderr.strip()}")
+        return [int(pid) for pid in done.stdout.split()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wsgilab.stackctl kill-workers``: run inside an app container by ComposeControl."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv != ["kill-workers"]:
+        print("usage: python -m wsgilab.stackctl kill-workers   (inside an app container)", file=sys.stderr)
+        return 64
+    try:
+        killed = kill_workers_of(server_master_in_container())
+    except ControlError as error:
+        print(f"stackctl: {error}", file=sys.stderr)
+        return 1
+    print(" ".join(map(str, killed)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
