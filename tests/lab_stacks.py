@@ -132,11 +132,14 @@ class NativeStack:
 
     def start(self) -> None:
         """Start the six app servers and wait until each answers its healthcheck."""
-        for (app, server) in self.backend_ports:
+        self._start_servers(list(self.backend_ports))
+
+    def _start_servers(self, which: list[tuple[str, str]]) -> None:
+        for (app, server) in which:
             env = self.app_environment(app, server)
             self._spawn(f"{app}-{server}", [sys.executable, "-m", "wsgilab.launch"], env, REPO / APP_DIRS[app])
         deadline = time.monotonic() + 60
-        for (app, server) in self.backend_ports:
+        for (app, server) in which:
             name = f"{app}-{server}"
             env = server_environment(self.app_environment(app, server))
             while True:
@@ -191,8 +194,33 @@ class NativeStack:
 
     def kill_workers(self, app: str) -> list[int]:
         """SIGKILL every worker of the server ``app`` runs on now; its master starts new ones."""
+        return stackctl.kill_workers_of(self._server_of(app).pid)
+
+    def _server_of(self, app: str) -> subprocess.Popen:
         assert self.servers is not None, "use() the stack first"
-        return stackctl.kill_workers_of(self.processes[f"{app}-{self.servers[app]}"].pid)
+        return self.processes[f"{app}-{self.servers[app]}"]
+
+    def signal_server(self, app: str, name: str) -> None:
+        """Send signal ``name`` ("HUP") to the master of the server ``app`` runs on now."""
+        self._server_of(app).send_signal(getattr(signal, f"SIG{name}"))
+
+    def stop_app(self, app: str) -> stackctl.Stopped:
+        """Stop the server ``app`` runs on as docker compose would: SIGTERM, SIGKILL after the grace period."""
+        process = self._server_of(app)
+        started = time.monotonic()
+        process.terminate()
+        try:
+            process.wait(timeout=stackctl.STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return stackctl.Stopped(time.monotonic() - started, "exited", process.returncode)
+
+    def start_app(self, app: str) -> None:
+        """Start the server ``app`` runs on again, once it has stopped."""
+        name = f"{app}-{self.servers[app]}"
+        self.processes.pop(name)
+        self._start_servers([(app, self.servers[app])])
 
     def _stop(self, name: str) -> None:
         process = self.processes.pop(name, None)
@@ -292,6 +320,16 @@ class ComposeStack:
     def kill_workers(self, app: str) -> list[int]:
         """SIGKILL every worker of ``app``'s server, from inside its container."""
         return self.control().kill_workers(app)
+
+    def signal_server(self, app: str, name: str) -> None:
+        self.control().signal_server(app, name)
+
+    def stop_app(self, app: str) -> stackctl.Stopped:
+        return self.control().stop_app(app)
+
+    def start_app(self, app: str) -> None:
+        self.control().start_app(app)
+        wait_until_served(self.port, self.servers)
 
     def control(self) -> stackctl.ComposeControl:
         """What hoptrace lab uses on a user's stack, pointed at this test project."""

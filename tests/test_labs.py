@@ -75,3 +75,8 @@ def test_a_lab_that_changes_the_stack_says_so_when_it_cannot():
 def test_more_slow_requests_than_workers_queue_and_threads_take_them_at_once(stack):
     report = _run(stack, "queueing")
     assert len(report.checks) == 2 * 3  # without and with threads, every app
+
+
+def test_a_reload_under_load_fails_nothing_and_a_stop_lets_the_request_in_flight_finish(stack):
+    report = _run(stack, "reload-and-stop")
+    assert len(report.checks) == 3 + 3 * 2

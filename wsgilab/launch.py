@@ -88,6 +88,8 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
         WSGI_THREADS=_positive_int(env, "WSGI_THREADS", 1),
         WSGI_TIMEOUT=_positive_int(env, "WSGI_TIMEOUT", 30),
         WSGI_CONFIG_DIR=env.get("WSGI_CONFIG_DIR", "") or "/etc/wsgi-lab",
+        # This interpreter, as its virtualenv names it: uWSGI re-executes it on a reload.
+        WSGI_PYTHON=sys.executable,
         # The app's folder goes on sys.path in both servers (gunicorn `chdir`,
         # uWSGI `pythonpath`): the launcher is started from there.
         WSGI_APP_DIR=env.get("WSGI_APP_DIR", "") or os.getcwd(),

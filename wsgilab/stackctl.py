@@ -11,6 +11,11 @@ request. They do it through a control object with two methods:
 ``kill_workers(app)``
     SIGKILL every worker process of ``app``'s server (not its master, which
     then starts new ones) and return their PIDs.
+``signal_server(app, name)``
+    send the signal ``name`` ("HUP": reload) to ``app``'s server master.
+``stop_app(app)`` / ``start_app(app)``
+    stop ``app``'s server as ``docker compose stop`` does (SIGTERM, then
+    SIGKILL after 10 s) and return how it ended; start it again.
 
 ``ComposeControl`` does both on a docker compose project, which is what
 ``hoptrace lab`` uses; the tests' native stack does the same to its own
@@ -24,6 +29,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,6 +45,19 @@ SETTINGS = {
 
 #: The compose services that run an app (docker-compose.yml); nginx is the other one.
 APP_SERVICES = ("django", "flask", "raw")
+
+
+#: Seconds a stopped server gets before SIGKILL: docker compose's default.
+STOP_GRACE_S = 10
+
+
+@dataclass
+class Stopped:
+    """How a server ended when it was stopped: how long it took, and its state and exit code."""
+
+    seconds: float
+    state: str
+    exit_code: int | None
 
 
 class ControlError(RuntimeError):
@@ -97,7 +117,7 @@ def server_master_in_container() -> int:
 
 
 class ComposeControl:
-    """reconfigure() and kill_workers() on a docker compose project (the current directory's by default)."""
+    """The stack control (see the module docstring) of a docker compose project, the current directory's by default."""
 
     def __init__(self, compose: list[str], project: str | None = None, env: Mapping[str, str] | None = None,
                  cwd: str | Path | None = None) -> None:
@@ -137,6 +157,25 @@ class ComposeControl:
         self.settings = {name: str(value) for name, value in settings.items()}
         self.run("up", "-d", "--no-deps", *APP_SERVICES)
         self.run("up", "-d", "--no-deps", "nginx")
+        self.run("restart", "nginx")
+
+    def signal_server(self, app: str, name: str) -> None:
+        """Send signal ``name`` to ``app``'s container; docker's init (PID 1) passes it to the server."""
+        self.run("kill", "-s", name, app)
+
+    def stop_app(self, app: str) -> Stopped:
+        """``docker compose stop`` one app, timed; how its container ended."""
+        container = self.container(app)
+        started = time.monotonic()
+        self.run("stop", "-t", str(STOP_GRACE_S), app)
+        took = time.monotonic() - started
+        state = subprocess.run(["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", container],
+                               capture_output=True, text=True).stdout.split()
+        return Stopped(took, state[0] if state else "?", int(state[1]) if len(state) > 1 else None)
+
+    def start_app(self, app: str) -> None:
+        """Start a stopped app again, and restart nginx (the container may have a new address)."""
+        self.run("start", app)
         self.run("restart", "nginx")
 
     def kill_workers(self, app: str) -> list[int]:

@@ -32,6 +32,7 @@ LABS = {
     "worker-timeout": "wsgilab.labs.worker_timeout",
     "killed-worker": "wsgilab.labs.killed_worker",
     "queueing": "wsgilab.labs.queueing",
+    "reload-and-stop": "wsgilab.labs.reload_and_stop",
 }
 
 APPS = ("django", "flask", "raw")

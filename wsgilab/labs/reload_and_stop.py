@@ -1,0 +1,115 @@
+"""Lab: graceful reload under load loses nothing; a stop lets the request in flight finish."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from wsgilab.labs import APPS, Report, Target, has_control, served_by
+from wsgilab.rawhttp import exchange, request_bytes
+
+TITLE = "Reload and stop: a graceful reload under load fails nothing; a stop lets the request in flight finish"
+
+EXPLANATION = """
+Reload (new code, new settings) and stop (a deploy, `docker compose stop`)
+both end workers, and done right neither fails a request.
+- Reload is SIGHUP to the server's master (`docker compose kill -s HUP
+  raw`). gunicorn's arbiter starts new workers, then stops the old ones
+  gracefully, each after its current request. uWSGI waits for its workers
+  to finish their requests and re-executes itself, keeping the listening
+  socket open. Either way the socket never closes, so a request that comes
+  meanwhile waits in its queue (backlog / listen): slower, never refused.
+- Stop is SIGTERM (what `docker compose stop` sends, through docker's init),
+  then SIGKILL after 10 s. gunicorn stops accepting and gives each worker
+  `graceful_timeout` (8 s) to finish. uWSGI would kill its workers at once
+  on SIGTERM with `die-on-term` alone, cutting off the request in flight
+  (nginx: 502); uwsgi.ini's `hook-master-start = unix_signal:15
+  gracefully_kill_them_all` makes it wait for them too, up to
+  `worker-reload-mercy` (8 s). Both are under compose's 10 s, so the server
+  exits by itself, with status 0, instead of being killed.
+While an app is stopped nginx cannot reach it. On one host (the native
+stack) the port refuses the connection and nginx answers 502 at once.
+Under compose the container's address leaves with it, nobody answers the
+connection at all, and nginx gives up after `proxy_connect_timeout` (5 s)
+with 504: the same outage, a different status, and 5 s of each client's
+time. A single app container cannot restart without a gap, which is why
+deploys run two and drain one at a time.
+"""
+
+#: The load: CLIENTS clients, each sending /slow?ms=LOAD_MS back to back for LOAD_S seconds.
+CLIENTS = 3
+LOAD_MS = 100
+LOAD_S = 5.0
+#: The request the stop must let finish, and when the stop comes.
+IN_FLIGHT_MS = 3000
+STOP_AFTER_S = 0.7
+#: nginx's proxy_connect_timeout / uwsgi_connect_timeout.
+CONNECT_TIMEOUT_S = 5
+
+
+def _client(target: Target, app: str, until: float) -> Counter:
+    statuses: Counter = Counter()
+    while time.monotonic() < until:
+        try:
+            reply = exchange(target.port, request_bytes("GET", f"/{app}/slow?ms={LOAD_MS}"), target.host, 30)
+            statuses[reply.status] += 1
+        except OSError as error:
+            statuses[type(error).__name__] += 1
+    return statuses
+
+
+def _reload_under_load(target: Target, report: Report, servers: dict[str, str]) -> None:
+    until = time.monotonic() + LOAD_S
+    with ThreadPoolExecutor(CLIENTS * len(APPS)) as pool:
+        clients = {app: [pool.submit(_client, target, app, until) for _ in range(CLIENTS)] for app in APPS}
+        time.sleep(1.0)
+        for app in APPS:
+            target.control.signal_server(app, "HUP")
+        tallies = {app: sum((future.result() for future in futures), Counter()) for app, futures in clients.items()}
+    for app, statuses in tallies.items():
+        report.check(
+            f"/{app}/ on {servers[app]}: SIGHUP to the server 1 s into {LOAD_S:.0f} s of load "
+            f"({CLIENTS} clients, /slow?ms={LOAD_MS} back to back)",
+            "every request 200: the socket stayed open while the workers were replaced",
+            ", ".join(f"{count} x {status}" for status, count in sorted(statuses.items(), key=str)),
+            set(statuses) == {200} and statuses[200] >= CLIENTS)
+
+
+def _stop_with_a_request_in_flight(target: Target, report: Report, app: str, server: str) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(exchange, target.port, request_bytes("GET", f"/{app}/slow?ms={IN_FLIGHT_MS}"),
+                              target.host, 30)
+        time.sleep(STOP_AFTER_S)
+        stopped = target.control.stop_app(app)
+        reply = pending.result()
+    report.check(
+        f"/{app}/ on {server}: stop it {STOP_AFTER_S} s into a {IN_FLIGHT_MS / 1000:.0f} s request",
+        "the request finishes with 200; the server waits for it, then exits by itself with status 0, "
+        "well inside the 10 s before SIGKILL",
+        f"the request: {reply.status}; the server: {stopped.state}, exit status {stopped.exit_code}, "
+        f"after {stopped.seconds:.1f} s",
+        reply.status == 200 and stopped.exit_code == 0
+        and IN_FLIGHT_MS / 1000 - STOP_AFTER_S - 0.5 <= stopped.seconds < 9.5,
+        [reply.header("X-Request-ID") or ""])
+    started = time.monotonic()
+    reply = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host, timeout=15)
+    took = time.monotonic() - started
+    report.check(f"/{app}/ while it is stopped",
+                 "502 at once where the address answers and nothing listens (native); 504 after "
+                 f"proxy_connect_timeout ({CONNECT_TIMEOUT_S} s) where the address left with the container (compose)",
+                 f"{reply.status} after {took:.1f} s",
+                 reply.status == 502 or (reply.status == 504 and took >= CONNECT_TIMEOUT_S - 0.5),
+                 [reply.header("X-Request-ID") or ""])
+    target.control.start_app(app)
+    target.wait_until_served()
+
+
+def run(target: Target, report: Report) -> None:
+    if not has_control(target, report):
+        return
+    servers = {app: served_by(target, app) for app in APPS}
+    _reload_under_load(target, report, servers)
+    target.wait_until_served()
+    for app in APPS:
+        _stop_with_a_request_in_flight(target, report, app, servers[app])
