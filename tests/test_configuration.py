@@ -12,7 +12,7 @@ import sys
 import pytest
 from lab_stacks import REPO
 
-from wsgilab import uwsgi_protocol
+from wsgilab import stackctl, uwsgi_protocol
 from wsgilab.launch import server_environment, usable_cpus
 
 APP_ENV = {"WSGI_APP": "raw_app:application", "SCRIPT_NAME": "/raw"}
@@ -49,6 +49,29 @@ def test_render_config_refuses_an_unknown_server(tmp_path):
                           env={**os.environ, "FLASK_SERVER": "waitress"}, capture_output=True, text=True)
     assert done.returncode == 64
     assert "FLASK_SERVER must be gunicorn or uwsgi, not 'waitress'" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "1m", "-5", "60s"])
+def test_render_config_refuses_a_read_timeout_that_is_not_whole_seconds(tmp_path, value):
+    done = subprocess.run([str(REPO / "nginx" / "render-config"), str(tmp_path)],
+                          env={**os.environ, "NGINX_READ_TIMEOUT": value}, capture_output=True, text=True)
+    assert done.returncode == 64
+    assert f"NGINX_READ_TIMEOUT must be a whole number of seconds, at least 1, not '{value}'" in done.stderr
+
+
+def test_render_config_sets_both_read_timeouts_from_one_setting(tmp_path):
+    subprocess.run([str(REPO / "nginx" / "render-config"), str(tmp_path)],
+                   env={**os.environ, "NGINX_READ_TIMEOUT": "7"}, capture_output=True, check=True)
+    assert (tmp_path / "read_timeout.conf").read_text() == "proxy_read_timeout 7s;\nuwsgi_read_timeout 7s;\n"
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"WSGI_TIMEOUT": "0"}, "WSGI_TIMEOUT must be a whole number of at least 1"),
+    ({"DEBUG": "1"}, "DEBUG is not a setting labs may change"),
+])
+def test_a_lab_may_change_only_known_settings_to_whole_numbers(settings, message):
+    with pytest.raises(stackctl.ControlError, match=message):
+        stackctl.check_settings(settings)
 
 
 def _manage(*args, **env):

@@ -80,3 +80,8 @@ def test_more_slow_requests_than_workers_queue_and_threads_take_them_at_once(sta
 def test_a_reload_under_load_fails_nothing_and_a_stop_lets_the_request_in_flight_finish(stack):
     report = _run(stack, "reload-and-stop")
     assert len(report.checks) == 3 + 3 * 2
+
+
+def test_slow_clients_are_held_by_nginx_and_never_tie_up_a_worker(stack):
+    report = _run(stack, "slow-clients")
+    assert len(report.checks) == 2 + 3

@@ -33,6 +33,7 @@ LABS = {
     "killed-worker": "wsgilab.labs.killed_worker",
     "queueing": "wsgilab.labs.queueing",
     "reload-and-stop": "wsgilab.labs.reload_and_stop",
+    "slow-clients": "wsgilab.labs.slow_clients",
 }
 
 APPS = ("django", "flask", "raw")

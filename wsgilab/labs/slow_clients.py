@@ -1,0 +1,140 @@
+"""Lab: slow clients. nginx holds them; the app workers stay free and other requests keep their latency."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from wsgilab.hoplog import parse_line, scan
+from wsgilab.labs import APPS, Report, Target, served_by
+from wsgilab.rawhttp import exchange, request_bytes
+
+TITLE = "Slow clients: nginx holds them, the app workers stay free, other requests keep their latency"
+
+EXPLANATION = """
+A sync worker (gunicorn's default, uWSGI with threads = 1) is one request
+at a time, so a client that takes 10 s to send its headers or its body
+would hold a worker for 10 s: a few hundred such clients (or one
+attacker, "slowloris") and no worker is left. The hop that prevents it is
+nginx. It reads each request's headers and its whole body itself
+(`proxy_request_buffering on`; the uwsgi protocol needs the body length up
+front anyway), holding slow clients on its event loop for almost nothing,
+and only then hands the complete request to a worker, over a fast local
+connection. So here, with hundreds of clients trickling bytes, no app sees
+any of them, the workers stay idle, and a normal request's queue time in
+its trace stays where it was. nginx drops such a client after
+`client_header_timeout` / `client_body_timeout` (60 s, nginx's defaults)
+with 408. The same buffering works on the way back (`proxy_buffering on`):
+nginx takes the response as fast as the worker writes it and feeds a slow
+reader itself; a response that opts out (`X-Accel-Buffering: no`, as
+/stream does) holds its worker for as long as the client takes to read
+what does not fit in the sockets' buffers.
+"""
+
+#: Slow clients, each app: that many trickling their headers and that many their body.
+SLOW_EACH = 40
+#: How long they trickle, a byte every TRICKLE_S seconds.
+HOLD_S = 6.0
+TRICKLE_S = 1.0
+#: Normal requests per app, before and while the slow clients hold on.
+PROBES = 10
+
+
+def _probe(target: Target, app: str, tag: str, gap_s: float = 0.0) -> list[tuple[int, float, str]]:
+    """PROBES requests to /{app}/, ``gap_s`` apart: status, seconds, request id of each."""
+    done = []
+    for n in range(PROBES):
+        time.sleep(gap_s)
+        request_id = f"slow-clients-{tag}-{app}-{n}"
+        started = time.monotonic()
+        reply = exchange(target.port, request_bytes("GET", f"/{app}/", [("X-Request-ID", request_id)]),
+                         target.host, 10)
+        done.append((reply.status, time.monotonic() - started, request_id))
+    return done
+
+
+def _open_slow(target: Target, app: str, kind: str, request_id: str) -> socket.socket:
+    """A connection that has sent part of its request: the headers half-way, or the headers and no body."""
+    sock = socket.create_connection((target.host, target.port), timeout=5)
+    if kind == "headers":
+        sock.sendall(f"GET /{app}/ HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: {request_id}\r\n".encode())
+    else:
+        sock.sendall(f"POST /{app}/upload HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: {request_id}\r\n"
+                     "Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n".encode())
+    return sock
+
+
+def _trickle(socks: list[socket.socket], kinds: list[str]) -> int:
+    """Send one more byte on every slow connection; how many nginx still holds open."""
+    alive = 0
+    for sock, kind in zip(socks, kinds):
+        try:
+            sock.sendall(b"X-Slow: 1\r\n" if kind == "headers" else b"x")
+            alive += 1
+        except OSError:
+            pass
+    return alive
+
+
+def _queue_ms(target: Target, probes: list[tuple[int, float, str]]) -> list[float]:
+    lines = target.log_lines()
+    found = []
+    for _status, _took, request_id in probes:
+        queue_us = next((r.get("queue_us") for r in scan(lines, request_id).records if r.get("hop") == "wsgi"), None)
+        if queue_us is not None:
+            found.append(queue_us / 1000)
+    return found
+
+
+def run(target: Target, report: Report) -> None:
+    tag = uuid.uuid4().hex[:8]
+    marker = f"slow-client-{tag}"
+    servers = {app: served_by(target, app) for app in APPS}
+    baseline = {app: _probe(target, app, f"{tag}-before") for app in APPS}
+
+    socks, kinds = [], []
+    try:
+        for app in APPS:
+            for kind in ("headers", "body"):
+                for n in range(SLOW_EACH):
+                    socks.append(_open_slow(target, app, kind, f"{marker}-{app}-{kind}-{n}"))
+                    kinds.append(kind)
+        with ThreadPoolExecutor(len(APPS) + 1) as pool:
+            during = {app: pool.submit(_probe, target, app, f"{tag}-during", 0.6 * HOLD_S / PROBES)
+                      for app in APPS}
+            held = []
+            until = time.monotonic() + HOLD_S
+            while time.monotonic() < until:
+                time.sleep(TRICKLE_S)
+                held.append(_trickle(socks, kinds))
+            during_probes = {app: future.result() for app, future in during.items()}
+    finally:
+        for sock in socks:
+            sock.close()
+
+    report.check(f"{len(socks)} slow clients ({SLOW_EACH} per app trickling headers, {SLOW_EACH} a body), "
+                 f"a byte a second for {HOLD_S:.0f} s",
+                 "nginx holds every one of them open", f"open each second: {held}",
+                 bool(held) and min(held) == len(socks))
+    time.sleep(0.5)
+    records = [parse_line(line) for line in target.log_lines() if marker in line]
+    reached = [r for r in records if r and r.get("hop") != "nginx"]
+    report.check("the slow clients' requests at the apps", "none: nginx never passed on a request it had not read",
+                 f"{len(reached)} log line(s) from a hop behind nginx", not reached)
+    for app in APPS:
+        before, while_slow = baseline[app], during_probes[app]
+        queued_before, queued_during = _queue_ms(target, before), _queue_ms(target, while_slow)
+        median_before = statistics.median(t for _s, t, _i in before) * 1000
+        median_during = statistics.median(t for _s, t, _i in while_slow) * 1000
+        worst_queue = max(queued_during, default=float("nan"))
+        report.check(
+            f"/{app}/ on {servers[app]}: {PROBES} normal requests before and during",
+            "all 200; each still picked up by a worker at once (queue under 50 ms)",
+            f"median {median_before:.1f} ms before, {median_during:.1f} ms during; "
+            f"longest queue during {worst_queue:.1f} ms",
+            all(s == 200 for s, _t, _i in before + while_slow) and len(queued_during) == PROBES
+            and len(queued_before) == PROBES and worst_queue < 50,
+            [while_slow[-1][2]])
