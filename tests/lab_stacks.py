@@ -335,6 +335,7 @@ class ComposeStack:
         """What hoptrace lab uses on a user's stack, pointed at this test project."""
         control = stackctl.ComposeControl(self.compose, self.project, env=self.environment(self.servers))
         control.settings = dict(self.settings)
+        control.baseline = {}  # the environment above says how this stack runs
         return control
 
     def follow_logs_command(self) -> list[str]:

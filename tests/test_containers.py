@@ -15,7 +15,7 @@ import uuid
 from lab_http import get
 from lab_stacks import REPO, hop_log_lines
 
-from wsgilab import labs
+from wsgilab import labs, stackctl
 
 ONLY_TIERS = ("compose",)
 
@@ -76,3 +76,11 @@ def test_exposure_lab_finds_only_nginx_published_non_root_no_secret_and_uwsgi_gu
     assert not secrets[0].seen.startswith("200; 0 secret")  # django has DJANGO_SECRET_KEY set
     guarded = [c for c in report.checks if "UWSGI_FILE" in c.what]
     assert len(guarded) == (3 if stack.server == "uwsgi" else 0)
+
+
+def test_the_lab_control_reads_the_settings_the_stack_runs_with_off_its_containers(stack):
+    # so a lab that recreates containers keeps settings given in the shell, not only those in .env
+    found = stackctl.ComposeControl(stack.stack.compose, stack.stack.project).running_settings()
+    assert {found[f"{app.upper()}_SERVER"] for app in ("django", "flask", "raw")} == {stack.server}
+    assert found["WSGILAB_HTTP_PORT"] == str(stack.port)
+    assert found["WSGI_WORKERS"] == "2"

@@ -218,15 +218,21 @@ def lab_main(argv: list[str]) -> int:
             return 2
         reports.append(report)
         if not args.json:
-            print(render_report(report, target.log_lines() if args.traces else [], args.traces) + "\n", flush=True)
+            print(render_report(report, target.log_lines() if args.traces else [], args.traces, target.found) + "\n",
+                  flush=True)
     if args.json:
         print(json.dumps([{"name": r.name, "title": r.title, "ok": r.ok, "explanation": r.explanation,
                            "checks": [vars(c) for c in r.checks]} for r in reports], indent=2))
     return 0 if all(r.ok for r in reports) else 1
 
 
-def render_report(report: Any, log_lines: list[str], traces: int) -> str:
-    """A lab's report as text: the checks, the first traces, then why."""
+def render_report(report: Any, log_lines: list[str], traces: int,
+                  found: dict[str, list[dict[str, Any]]] | None = None) -> str:
+    """A lab's report as text: the checks, the first traces, then why.
+
+    A trace comes from ``found`` (the records the lab judged it on) where it
+    is there, else from ``log_lines``.
+    """
     lines = [f"== lab {report.name}: {report.title}", ""]
     for check in report.checks:
         mark = "ok  " if check.ok else "FAIL"
@@ -237,7 +243,8 @@ def render_report(report: Any, log_lines: list[str], traces: int) -> str:
     if shown:
         lines += ["", "traces:"]
         for request_id in shown:
-            events = events_of(scan(log_lines, request_id).records)
+            records = (found or {}).get(request_id) or scan(log_lines, request_id).records
+            events = events_of(records)
             lines += ["  " + line for line in render_waterfall(request_id, events).splitlines()]
     lines += ["", "why:"] + ["  " + line for line in report.explanation.splitlines()]
     lines.append("")

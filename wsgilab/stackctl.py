@@ -25,6 +25,7 @@ is how the compose control reaches the workers.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -125,10 +126,12 @@ class ComposeControl:
         self.env = dict(env or {})
         self.cwd = cwd
         self.settings: dict[str, str] = {}
+        #: How the stack ran before the first change, read off its containers.
+        self.baseline: dict[str, str] | None = None
 
     def run(self, *args: str, timeout: float = 300) -> str:
         """One compose command with the current settings in its environment; ControlError if it fails."""
-        env = {**os.environ, **self.env, **self.settings}
+        env = {**os.environ, **self.env, **(self.baseline or {}), **self.settings}
         done = subprocess.run([*self.compose, *args], env=env, cwd=self.cwd, capture_output=True, text=True,
                               timeout=timeout)
         if done.returncode != 0:
@@ -154,10 +157,39 @@ class ComposeControl:
         address.
         """
         check_settings(settings)
+        if self.baseline is None:
+            self.baseline = self.running_settings()
         self.settings = {name: str(value) for name, value in settings.items()}
         self.run("up", "-d", "--no-deps", *APP_SERVICES)
         self.run("up", "-d", "--no-deps", "nginx")
         self.run("restart", "nginx")
+
+    def running_settings(self) -> dict[str, str]:
+        """The compose settings the running stack was started with, read off its containers.
+
+        A user may have started it with settings in the shell
+        (``RAW_SERVER=uwsgi docker compose up -d``) rather than in .env; a lab
+        that recreates containers must keep them, not fall back to .env.
+        """
+        ids = self.run("ps", "-q").split()
+        if not ids:
+            raise ControlError("the stack is not running (docker compose up -d)")
+        found: dict[str, str] = {}
+        for container in json.loads(subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True,
+                                                   check=True).stdout):
+            service = container["Config"]["Labels"].get("com.docker.compose.service", "")
+            env = dict(item.split("=", 1) for item in container["Config"]["Env"] if "=" in item)
+            if service in APP_SERVICES:
+                found[f"{service.upper()}_SERVER"] = env.get("WSGI_SERVER", "")
+                found.update({name: env.get(name, "") for name in ("WSGI_WORKERS", "WSGI_THREADS", "WSGI_TIMEOUT")})
+                if service == "django":
+                    found["DJANGO_SECRET_KEY"] = env.get("DJANGO_SECRET_KEY", "")
+            elif service == "nginx":
+                found["NGINX_READ_TIMEOUT"] = env.get("NGINX_READ_TIMEOUT", "")
+                found["WSGILAB_SERVER_NAMES"] = env.get("NGINX_SERVER_NAMES", "")
+                for binding in (container["HostConfig"].get("PortBindings") or {}).get("8080/tcp") or []:
+                    found["WSGILAB_HTTP_PORT"] = binding.get("HostPort", "")
+        return {name: value for name, value in found.items() if value}
 
     def signal_server(self, app: str, name: str) -> None:
         """Send signal ``name`` to ``app``'s container; docker's init (PID 1) passes it to the server."""

@@ -52,6 +52,9 @@ class Target:
     #: ``kill_workers(app)``, as wsgilab.stackctl describes them. Labs that
     #: change how the stack runs need it; the others never touch it.
     control: Any = None
+    #: The records each request id was judged on, kept as they were read: a lab
+    #: that recreates containers takes their logs with them.
+    found: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @contextmanager
     def reconfigured(self, settings: dict[str, str]) -> Iterator[None]:
@@ -89,6 +92,7 @@ class Target:
         while True:
             found = scan(self.log_lines(), request_id).records
             if {r["hop"] for r in found} >= hops or time.monotonic() > deadline:
+                self.found[request_id] = found
                 return found
             time.sleep(0.2)
 
