@@ -62,11 +62,13 @@ timeout = int(os.environ["WSGI_TIMEOUT"])
 # stop_grace_period (10 s by default). Twin: uWSGI `worker-reload-mercy`.
 graceful_timeout = 8
 
-# Seconds an idle connection from nginx is kept open for the next request
-# (gthread workers only: a sync worker closes after every response). Longer
-# than nginx's upstream `keepalive_timeout` (60 s), so nginx, not gunicorn,
-# closes idle connections and never sends a request down a closing one.
-# No twin: uWSGI's uwsgi protocol has one request per connection.
+# Seconds an idle connection is kept open for the next request (gthread
+# workers only: a sync worker closes after every response). nginx here opens a
+# connection per request (nginx/proxy_http.conf), so this matters only to a
+# client that talks to gunicorn directly, or to an nginx with an `upstream`
+# keepalive pool: keep it longer than that pool's `keepalive_timeout`, so
+# nginx, not gunicorn, closes idle connections and never sends a request down
+# a closing one. No twin: the uwsgi protocol has one request per connection.
 keepalive = 75
 
 # The worker heartbeat file, on tmpfs: on a container's overlay filesystem a

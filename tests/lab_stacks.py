@@ -119,7 +119,7 @@ class NativeStack:
         return {
             **os.environ,
             "WSGI_SERVER": server,
-            "WSGI_APP": WSGI_APPS[app],
+            "WSGI_APP": self.settings.get(f"{app.upper()}_WSGI_APP", WSGI_APPS[app]),
             "SCRIPT_NAME": f"/{app}",
             "WSGI_BIND": f"127.0.0.1:{self.backend_ports[app, server]}",
             "WSGI_WORKERS": TEST_WORKERS,
@@ -134,12 +134,13 @@ class NativeStack:
         """Start the six app servers and wait until each answers its healthcheck."""
         self._start_servers(list(self.backend_ports))
 
-    def _start_servers(self, which: list[tuple[str, str]]) -> None:
+    def _start_servers(self, which: list[tuple[str, str]], healthy: list[tuple[str, str]] | None = None) -> None:
+        """Start the servers ``which`` and wait until those in ``healthy`` (all, by default) answer."""
         for (app, server) in which:
             env = self.app_environment(app, server)
             self._spawn(f"{app}-{server}", [sys.executable, "-m", "wsgilab.launch"], env, REPO / APP_DIRS[app])
         deadline = time.monotonic() + 60
-        for (app, server) in which:
+        for (app, server) in which if healthy is None else healthy:
             name = f"{app}-{server}"
             env = server_environment(self.app_environment(app, server))
             while True:
@@ -159,8 +160,7 @@ class NativeStack:
         if servers == self.servers:
             return
         self._stop("nginx")
-        env = {**os.environ, "NGINX_LISTEN": f"127.0.0.1:{self.port}",
-               **{name: value for name, value in self.settings.items() if name.startswith("NGINX_")}}
+        env = {**os.environ, "NGINX_LISTEN": f"127.0.0.1:{self.port}", **self._nginx_settings()}
         for app, server in servers.items():
             env[f"{app.upper()}_SERVER"] = server
             env[f"{app.upper()}_UPSTREAM"] = f"127.0.0.1:{self.backend_ports[app, server]}"
@@ -180,17 +180,29 @@ class NativeStack:
         return ["tail", "-n", "0", "-F", *map(str, sorted(self.workdir.glob("*.log")))]
 
     def reconfigure(self, settings: dict[str, str]) -> None:
-        """Restart the six app servers and nginx with ``settings`` (see wsgilab.stackctl); {} restores."""
+        """Restart what ``settings`` change (see wsgilab.stackctl), nginx included; {} restores the defaults.
+
+        A server whose app was pointed at other code (``<APP>_WSGI_APP``) may
+        be broken on purpose: it is started, not waited for.
+        """
         stackctl.check_settings(settings)
         if settings == self.settings:
             return
+        before = {key: self.app_environment(*key) for key in self.backend_ports}
+        nginx_before = self._nginx_settings()
         self.settings = dict(settings)
-        for name in [name for name in self.processes if name != "nginx"]:
-            self._stop(name)
-        self.start()
-        servers, self.servers = self.servers, None
-        if servers:
-            self.use(servers)
+        changed = [key for key in self.backend_ports if self.app_environment(*key) != before[key]]
+        for app, server in changed:
+            self._stop(f"{app}-{server}")
+        self._start_servers(changed, healthy=[(app, server) for app, server in changed
+                                              if f"{app.upper()}_WSGI_APP" not in self.settings])
+        if self._nginx_settings() != nginx_before:
+            servers, self.servers = self.servers, None
+            if servers:
+                self.use(servers)
+
+    def _nginx_settings(self) -> dict[str, str]:
+        return {name: value for name, value in self.settings.items() if name.startswith("NGINX_")}
 
     def kill_workers(self, app: str) -> list[int]:
         """SIGKILL every worker of the server ``app`` runs on now; its master starts new ones."""
@@ -221,6 +233,23 @@ class NativeStack:
         name = f"{app}-{self.servers[app]}"
         self.processes.pop(name)
         self._start_servers([(app, self.servers[app])])
+
+    def restart_app(self, app: str) -> None:
+        """Stop the server ``app`` runs on as docker compose would, then start it again."""
+        self.stop_app(app)
+        self.start_app(app)
+
+    def app_state(self, app: str) -> stackctl.AppState:
+        """Whether ``app``'s server runs, how it exited, and what the healthcheck says; nothing restarts it here."""
+        server = self.servers[app]
+        process = self.processes[f"{app}-{server}"]
+        try:
+            status = healthcheck.check(server_environment(self.app_environment(app, server)), timeout=2)
+            health = "healthy" if status == 200 else f"unhealthy: {status}"
+        except (OSError, ValueError) as error:
+            health = f"unhealthy: {error}"
+        return stackctl.AppState(running=process.poll() is None, exit_code=process.poll(), restarts=None,
+                                 health=health, log=_tail(self.log_path(f"{app}-{server}"), 80))
 
     def _stop(self, name: str) -> None:
         process = self.processes.pop(name, None)
@@ -315,7 +344,6 @@ class ComposeStack:
         self.settings = dict(settings)
         if self.servers:
             self.control().reconfigure(settings)
-            wait_until_served(self.port, self.servers)
 
     def kill_workers(self, app: str) -> list[int]:
         """SIGKILL every worker of ``app``'s server, from inside its container."""
@@ -330,6 +358,12 @@ class ComposeStack:
     def start_app(self, app: str) -> None:
         self.control().start_app(app)
         wait_until_served(self.port, self.servers)
+
+    def restart_app(self, app: str) -> None:
+        self.control().restart_app(app)
+
+    def app_state(self, app: str) -> stackctl.AppState:
+        return self.control().app_state(app)
 
     def control(self) -> stackctl.ComposeControl:
         """What hoptrace lab uses on a user's stack, pointed at this test project."""

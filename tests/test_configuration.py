@@ -65,6 +65,35 @@ def test_render_config_sets_both_read_timeouts_from_one_setting(tmp_path):
     assert (tmp_path / "read_timeout.conf").read_text() == "proxy_read_timeout 7s;\nuwsgi_read_timeout 7s;\n"
 
 
+def _render(tmp_path, **env):
+    return subprocess.run([str(REPO / "nginx" / "render-config"), str(tmp_path)], env={**os.environ, **env},
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(("value", "line"), [
+    ("127.0.0.11", "resolver 127.0.0.11 valid=1s ipv6=off;"),
+    ("fd00::53", "resolver [fd00::53] valid=1s ipv6=off;"),
+    ("[fd00::53]", "resolver [fd00::53] valid=1s ipv6=off;"),
+])
+def test_render_config_looks_the_apps_up_at_the_resolver_it_is_given(tmp_path, value, line):
+    assert _render(tmp_path, NGINX_RESOLVER=value).returncode == 0
+    assert (tmp_path / "resolver.conf").read_text().splitlines()[0] == line
+    # the address sits in a variable, which is what makes nginx ask per request
+    locations = (tmp_path / "apps.locations.conf").read_text()
+    assert 'set $lab_app_server "django:8000";' in locations
+    assert "proxy_pass http://$lab_app_server;" in locations
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"NGINX_RESOLVER": "dns.example"}, "NGINX_RESOLVER must be an IP address, not 'dns.example'"),
+    ({"RAW_UPSTREAM": "raw:8000; return 200"}, "RAW_UPSTREAM must be host:port, not 'raw:8000; return 200'"),
+])
+def test_render_config_refuses_addresses_that_would_inject_config(tmp_path, env, message):
+    done = _render(tmp_path, **env)
+    assert done.returncode == 64
+    assert message in done.stderr
+
+
 @pytest.mark.parametrize(("settings", "message"), [
     ({"WSGI_TIMEOUT": "0"}, "WSGI_TIMEOUT must be a whole number of at least 1"),
     ({"DEBUG": "1"}, "DEBUG is not a setting labs may change"),

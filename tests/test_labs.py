@@ -77,11 +77,19 @@ def test_more_slow_requests_than_workers_queue_and_threads_take_them_at_once(sta
     assert len(report.checks) == 2 * 3  # without and with threads, every app
 
 
-def test_a_reload_under_load_fails_nothing_and_a_stop_lets_the_request_in_flight_finish(stack):
+def test_a_reload_under_load_fails_nothing_a_restart_only_its_gap_and_a_stop_lets_requests_finish(stack):
     report = _run(stack, "reload-and-stop")
-    assert len(report.checks) == 3 + 3 * 2
+    assert len(report.checks) == 3 + 3 + 3 * 2
+    # a stopped app is a 502 at once in both tiers: nginx asks for its address per request
+    assert [c.seen.split(" ")[0] for c in report.checks if c.what.endswith("while it is stopped")] == ["502"] * 3
 
 
 def test_slow_clients_are_held_by_nginx_and_never_tie_up_a_worker(stack):
     report = _run(stack, "slow-clients")
     assert len(report.checks) == 2 + 3
+
+
+def test_an_app_that_fails_to_import_exits_saying_why_and_nginx_answers_502(stack):
+    report = _run(stack, "import-failure")
+    assert len(report.checks) == 5
+    assert "Worker failed to boot" in report.checks[0].seen or "GAME OVER" in report.checks[0].seen

@@ -37,7 +37,7 @@ SERVERS = ("gunicorn", "uwsgi")
 DEFAULT_PORTS = {"gunicorn": 8000, "uwsgi": 3031}
 
 _SCRIPT_NAME = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
-_WSGI_APP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+WSGI_APP_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class LaunchError(Exception):
@@ -69,7 +69,7 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
     if server not in SERVERS:
         raise LaunchError(f"WSGI_SERVER must be one of {', '.join(SERVERS)}, not {server!r}")
     app = env.get("WSGI_APP", "")
-    if not _WSGI_APP.match(app):
+    if not WSGI_APP_PATTERN.match(app):
         raise LaunchError(f"WSGI_APP must name a callable as module:name, not {app!r}")
     script_name = env.get("SCRIPT_NAME", "")
     if not _SCRIPT_NAME.match(script_name):

@@ -16,6 +16,11 @@ request. They do it through a control object with two methods:
 ``stop_app(app)`` / ``start_app(app)``
     stop ``app``'s server as ``docker compose stop`` does (SIGTERM, then
     SIGKILL after 10 s) and return how it ended; start it again.
+``restart_app(app)``
+    ``docker compose restart`` one app: stop it as above, then start it.
+``app_state(app)``
+    whether ``app``'s server runs, how it last exited, how often it was
+    restarted, what its healthcheck says, and its last log lines.
 
 ``ComposeControl`` does both on a docker compose project, which is what
 ``hoptrace lab`` uses; the tests' native stack does the same to its own
@@ -35,12 +40,17 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
 
+from wsgilab.launch import WSGI_APP_PATTERN
+
 #: What a lab may change, and what each one is.
 SETTINGS = {
     "WSGI_TIMEOUT": "seconds a request may run before its worker is killed (gunicorn timeout, uWSGI harakiri)",
     "WSGI_THREADS": "threads per worker process",
     "WSGI_WORKERS": "worker processes per app server",
     "NGINX_READ_TIMEOUT": "seconds nginx waits between two reads from an app server (proxy/uwsgi_read_timeout)",
+    "DJANGO_WSGI_APP": "the callable the Django app's server imports, module:name",
+    "FLASK_WSGI_APP": "the callable the Flask app's server imports, module:name",
+    "RAW_WSGI_APP": "the callable the raw app's server imports, module:name",
 }
 
 
@@ -61,16 +71,37 @@ class Stopped:
     exit_code: int | None
 
 
+@dataclass
+class AppState:
+    """How an app's server is doing, as its supervisor and healthcheck see it."""
+
+    running: bool
+    #: How the server last exited (None while it has not).
+    exit_code: int | None
+    #: How many times its supervisor restarted it; None where nothing restarts it (the native stack).
+    restarts: int | None
+    #: Docker's health status (starting, healthy, unhealthy), or the healthcheck's own verdict.
+    health: str
+    #: The server's last log lines.
+    log: str
+
+
 class ControlError(RuntimeError):
     """The stack could not be changed as asked; the message says what failed."""
 
 
 def check_settings(settings: Mapping[str, str]) -> None:
-    """Raise ControlError unless every setting is a known name with a whole number >= 1."""
+    """Raise ControlError unless every setting is a known name with a value it takes.
+
+    A ``*_WSGI_APP`` is ``module:name``; every other setting a whole number >= 1.
+    """
     for name, value in settings.items():
         if name not in SETTINGS:
             raise ControlError(f"{name} is not a setting labs may change; these are: {', '.join(SETTINGS)}")
-        if not str(value).isdigit() or int(value) < 1:
+        if name.endswith("_WSGI_APP"):
+            if not WSGI_APP_PATTERN.match(str(value)):
+                raise ControlError(f"{name} must name a callable as module:name, not {value!r}")
+        elif not str(value).isdigit() or int(value) < 1:
             raise ControlError(f"{name} must be a whole number of at least 1, not {value!r}")
 
 
@@ -147,14 +178,12 @@ class ComposeControl:
         return ids[0]
 
     def reconfigure(self, settings: Mapping[str, str]) -> None:
-        """Recreate the containers whose settings changed, and restart nginx; do not wait for them.
+        """Recreate the containers whose settings changed; do not wait for them.
 
         Each service is named, with ``--no-deps``: asked to bring up nginx,
         compose would first wait for the apps' healthchecks (10 s apart).
-        The caller waits instead, until each app answers through nginx.
-        nginx is restarted in any case: it looks the app containers'
-        addresses up only when it starts, and a recreated one may have a new
-        address.
+        The caller waits instead, until each app answers through nginx, which
+        looks a recreated container's new address up by itself.
         """
         check_settings(settings)
         if self.baseline is None:
@@ -162,7 +191,6 @@ class ComposeControl:
         self.settings = {name: str(value) for name, value in settings.items()}
         self.run("up", "-d", "--no-deps", *APP_SERVICES)
         self.run("up", "-d", "--no-deps", "nginx")
-        self.run("restart", "nginx")
 
     def running_settings(self) -> dict[str, str]:
         """The compose settings the running stack was started with, read off its containers.
@@ -181,6 +209,7 @@ class ComposeControl:
             env = dict(item.split("=", 1) for item in container["Config"]["Env"] if "=" in item)
             if service in APP_SERVICES:
                 found[f"{service.upper()}_SERVER"] = env.get("WSGI_SERVER", "")
+                found[f"{service.upper()}_WSGI_APP"] = env.get("WSGI_APP", "")
                 found.update({name: env.get(name, "") for name in ("WSGI_WORKERS", "WSGI_THREADS", "WSGI_TIMEOUT")})
                 if service == "django":
                     found["DJANGO_SECRET_KEY"] = env.get("DJANGO_SECRET_KEY", "")
@@ -206,9 +235,22 @@ class ComposeControl:
         return Stopped(took, state[0] if state else "?", int(state[1]) if len(state) > 1 else None)
 
     def start_app(self, app: str) -> None:
-        """Start a stopped app again, and restart nginx (the container may have a new address)."""
+        """Start a stopped app again (nginx finds its address, new or not, by itself)."""
         self.run("start", app)
-        self.run("restart", "nginx")
+
+    def restart_app(self, app: str) -> None:
+        """``docker compose restart`` one app: SIGTERM, up to 10 s to finish, then a new start."""
+        self.run("restart", "-t", str(STOP_GRACE_S), app)
+
+    def app_state(self, app: str) -> AppState:
+        """``app``'s container as Docker sees it (running, exit code, restarts, health) and its last log lines."""
+        container = self.container(app)
+        state = json.loads(subprocess.run(["docker", "inspect", "--format", "{{json .}}", container],
+                                          capture_output=True, text=True, check=True).stdout)
+        log = self.run("logs", "--no-color", "--tail", "80", app)
+        return AppState(running=state["State"]["Running"], exit_code=state["State"]["ExitCode"],
+                        restarts=state["RestartCount"],
+                        health=(state["State"].get("Health") or {}).get("Status", "none"), log=log)
 
     def kill_workers(self, app: str) -> list[int]:
         """SIGKILL every worker of ``app``'s server, from inside its container."""

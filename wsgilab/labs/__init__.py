@@ -34,6 +34,7 @@ LABS = {
     "queueing": "wsgilab.labs.queueing",
     "reload-and-stop": "wsgilab.labs.reload_and_stop",
     "slow-clients": "wsgilab.labs.slow_clients",
+    "import-failure": "wsgilab.labs.import_failure",
 }
 
 APPS = ("django", "flask", "raw")
@@ -57,23 +58,27 @@ class Target:
     found: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @contextmanager
-    def reconfigured(self, settings: dict[str, str]) -> Iterator[None]:
-        """Run the body with the stack restarted on ``settings``; the defaults come back after, whatever happens."""
+    def reconfigured(self, settings: dict[str, str], serving: tuple[str, ...] = APPS) -> Iterator[None]:
+        """Run the body with the stack restarted on ``settings``; the defaults come back after, whatever happens.
+
+        ``serving`` are the apps that must answer before the body runs (a lab
+        that breaks one on purpose leaves it out).
+        """
         try:
-            self.reconfigure(settings)
+            self.reconfigure(settings, serving)
             yield
         finally:
             self.reconfigure({})
 
-    def reconfigure(self, settings: dict[str, str]) -> None:
-        """Restart the stack on ``settings`` (on top of its own), and wait until it serves again."""
+    def reconfigure(self, settings: dict[str, str], serving: tuple[str, ...] = APPS) -> None:
+        """Restart the stack on ``settings`` (on top of its own), and wait until ``serving`` answer again."""
         self.control.reconfigure(settings)
-        self.wait_until_served()
+        self.wait_until_served(apps=serving)
 
-    def wait_until_served(self, deadline_s: float = 90.0) -> None:
-        """Wait until every app answers 200 through nginx (after a restart); TimeoutError if one never does."""
+    def wait_until_served(self, deadline_s: float = 90.0, apps: tuple[str, ...] = APPS) -> None:
+        """Wait until ``apps`` answer 200 through nginx (after a restart); TimeoutError if one never does."""
         deadline = time.monotonic() + deadline_s
-        waiting = list(APPS)
+        waiting = list(apps)
         while waiting:
             try:
                 reply = exchange(self.port, request_bytes("GET", f"/{waiting[0]}/"), host=self.host, timeout=5)
