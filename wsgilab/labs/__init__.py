@@ -34,7 +34,6 @@ LABS = {
     "queueing": "wsgilab.labs.queueing",
     "reload-and-stop": "wsgilab.labs.reload_and_stop",
     "slow-clients": "wsgilab.labs.slow_clients",
-    "slow-readers": "wsgilab.labs.slow_readers",
     "import-failure": "wsgilab.labs.import_failure",
 }
 
