@@ -58,14 +58,8 @@ FAIL_FAST_S = 3.0
 
 
 def _client(target: Target, app: str, until: float) -> Counter:
-    statuses: Counter = Counter()
-    while time.monotonic() < until:
-        try:
-            reply = exchange(target.port, request_bytes("GET", f"/{app}/slow?ms={LOAD_MS}"), target.host, 30)
-            statuses[reply.status] += 1
-        except OSError as error:
-            statuses[type(error).__name__] += 1
-    return statuses
+    """The statuses of a load client's requests (see _timed_client), counted."""
+    return Counter(status for _, status, _ in _timed_client(target, app, until))
 
 
 def _reload_under_load(target: Target, report: Report, servers: dict[str, str]) -> None:
