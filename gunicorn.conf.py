@@ -36,9 +36,13 @@ chdir = os.environ["WSGI_APP_DIR"]
 bind = [os.environ["WSGI_BIND"]]
 
 # How many connections the kernel holds for gunicorn while every worker is
-# busy. Past it the kernel refuses connections and nginx answers 502.
-# Time spent here is the "queue" segment of a request. Twin: uWSGI `listen`.
-backlog = 128
+# busy (WSGI_BACKLOG, default 128; Linux holds one more, and caps it at
+# net.core.somaxconn). Time spent here is the "queue" segment of a request.
+# Past it Linux drops nginx's connection attempts without a word: nginx
+# retries, gives up after its connect timeout and answers 504, and gunicorn
+# never sees nor logs them. `hoptrace lab full-listen-queue` shows it.
+# Twin: uWSGI `listen`.
+backlog = int(os.environ["WSGI_BACKLOG"])
 
 # --- Workers -----------------------------------------------------------------
 

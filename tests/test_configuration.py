@@ -8,9 +8,10 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
-from lab_stacks import REPO
+from lab_stacks import REPO, free_port
 
 from wsgilab import stackctl, uwsgi_protocol
 from wsgilab.launch import server_environment, usable_cpus
@@ -28,11 +29,36 @@ def _launch(**env):
     ("SCRIPT_NAME", "raw", "SCRIPT_NAME must be the URL prefix"),
     ("WSGI_APP", "raw_app", "WSGI_APP must name a callable as module:name"),
     ("WSGI_WORKERS", "0", "WSGI_WORKERS must be a whole number of at least 1"),
+    ("WSGI_BACKLOG", "many", "WSGI_BACKLOG must be a whole number of at least 1"),
 ])
 def test_launcher_refuses_a_bad_setting_and_says_which(setting, value, message):
     done = _launch(**{**APP_ENV, "WSGI_CONFIG_DIR": str(REPO), setting: value})
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def _listen_backlog(port):
+    """The backlog the kernel holds for the socket listening on ``port`` (ss's Send-Q), or None."""
+    shown = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return int(shown.split()[2]) if shown.strip() else None
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uwsgi"])
+def test_the_listen_backlog_setting_reaches_the_kernel_on_both_servers(server):
+    port = free_port()
+    env = {**os.environ, **APP_ENV, "WSGI_SERVER": server, "WSGI_BIND": f"127.0.0.1:{port}", "WSGI_WORKERS": "1",
+           "WSGI_BACKLOG": "7", "WSGI_CONFIG_DIR": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "wsgilab.launch"], env=env, cwd=REPO / "raw_wsgi_app",
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while (backlog := _listen_backlog(port)) is None and time.monotonic() < deadline:
+            assert process.poll() is None, f"{server} exited with {process.returncode}"
+            time.sleep(0.1)
+        assert backlog == 7
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
 
 
 def test_launcher_defaults_are_the_same_for_both_servers_but_the_port():
@@ -41,6 +67,7 @@ def test_launcher_defaults_are_the_same_for_both_servers_but_the_port():
     assert gunicorn["WSGI_WORKERS"] == uwsgi["WSGI_WORKERS"] == str(2 * usable_cpus() + 1)
     assert gunicorn["WSGI_THREADS"] == uwsgi["WSGI_THREADS"] == "1"
     assert gunicorn["WSGI_TIMEOUT"] == uwsgi["WSGI_TIMEOUT"] == "30"
+    assert gunicorn["WSGI_BACKLOG"] == uwsgi["WSGI_BACKLOG"] == "128"
     assert (gunicorn["WSGI_BIND"], uwsgi["WSGI_BIND"]) == ("0.0.0.0:8000", "0.0.0.0:3031")
 
 
@@ -51,18 +78,28 @@ def test_render_config_refuses_an_unknown_server(tmp_path):
     assert "FLASK_SERVER must be gunicorn or uwsgi, not 'waitress'" in done.stderr
 
 
+@pytest.mark.parametrize("setting", ["NGINX_CONNECT_TIMEOUT", "NGINX_READ_TIMEOUT"])
 @pytest.mark.parametrize("value", ["0", "1m", "-5", "60s"])
-def test_render_config_refuses_a_read_timeout_that_is_not_whole_seconds(tmp_path, value):
+def test_render_config_refuses_a_timeout_that_is_not_whole_seconds(tmp_path, setting, value):
     done = subprocess.run([str(REPO / "nginx" / "render-config"), str(tmp_path)],
-                          env={**os.environ, "NGINX_READ_TIMEOUT": value}, capture_output=True, text=True)
+                          env={**os.environ, setting: value}, capture_output=True, text=True)
     assert done.returncode == 64
-    assert f"NGINX_READ_TIMEOUT must be a whole number of seconds, at least 1, not '{value}'" in done.stderr
+    assert f"{setting} must be a whole number of seconds, at least 1, not '{value}'" in done.stderr
 
 
-def test_render_config_sets_both_read_timeouts_from_one_setting(tmp_path):
+def test_render_config_sets_each_timeout_for_both_protocols_from_one_setting(tmp_path):
     subprocess.run([str(REPO / "nginx" / "render-config"), str(tmp_path)],
-                   env={**os.environ, "NGINX_READ_TIMEOUT": "7"}, capture_output=True, check=True)
-    assert (tmp_path / "read_timeout.conf").read_text() == "proxy_read_timeout 7s;\nuwsgi_read_timeout 7s;\n"
+                   env={**os.environ, "NGINX_CONNECT_TIMEOUT": "2", "NGINX_READ_TIMEOUT": "7"},
+                   capture_output=True, check=True)
+    assert (tmp_path / "timeouts.conf").read_text() == (
+        "proxy_connect_timeout 2s;\nuwsgi_connect_timeout 2s;\nproxy_read_timeout 7s;\nuwsgi_read_timeout 7s;\n")
+
+
+def test_render_config_defaults_to_a_5_s_connect_and_a_60_s_read_timeout(tmp_path):
+    env = {name: value for name, value in os.environ.items() if not name.startswith("NGINX_")}
+    subprocess.run([str(REPO / "nginx" / "render-config"), str(tmp_path)], env=env, capture_output=True, check=True)
+    assert (tmp_path / "timeouts.conf").read_text() == (
+        "proxy_connect_timeout 5s;\nuwsgi_connect_timeout 5s;\nproxy_read_timeout 60s;\nuwsgi_read_timeout 60s;\n")
 
 
 def _render(tmp_path, **env):

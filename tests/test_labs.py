@@ -77,6 +77,14 @@ def test_more_slow_requests_than_workers_queue_and_threads_take_them_at_once(sta
     assert len(report.checks) == 2 * 3  # without and with threads, every app
 
 
+def test_a_full_listen_queue_ends_in_a_504_at_the_connect_timeout_and_is_logged_not_hung(stack):
+    report = _run(stack, "full-listen-queue")
+    # per app: the burst, a dropped request's trace, nginx's error log, (uWSGI's own line,) the next request
+    assert len(report.checks) == 3 * (4 + (stack.server == "uwsgi"))
+    if stack.server == "uwsgi":
+        assert all("listen queue of socket" in c.seen for c in report.checks if c.what.endswith("uWSGI's log"))
+
+
 def test_a_reload_under_load_fails_nothing_a_restart_only_its_gap_and_a_stop_lets_requests_finish(stack):
     report = _run(stack, "reload-and-stop")
     assert len(report.checks) == 3 + 3 + 3 * 2

@@ -19,6 +19,7 @@ Environment (all optional but ``WSGI_APP`` and ``SCRIPT_NAME``):
 ``WSGI_WORKERS``  worker processes; default 2 x CPUs + 1
 ``WSGI_THREADS``  threads per worker; default 1 (one request per process)
 ``WSGI_TIMEOUT``  seconds a request may run before its worker is killed; default 30
+``WSGI_BACKLOG``  connections the kernel queues while every worker is busy; default 128
 ``WSGI_CONFIG_DIR`` where gunicorn.conf.py and uwsgi.ini are; default /etc/wsgi-lab
 """
 
@@ -87,6 +88,7 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
         WSGI_WORKERS=_positive_int(env, "WSGI_WORKERS", 2 * usable_cpus() + 1),
         WSGI_THREADS=_positive_int(env, "WSGI_THREADS", 1),
         WSGI_TIMEOUT=_positive_int(env, "WSGI_TIMEOUT", 30),
+        WSGI_BACKLOG=_positive_int(env, "WSGI_BACKLOG", 128),
         WSGI_CONFIG_DIR=env.get("WSGI_CONFIG_DIR", "") or "/etc/wsgi-lab",
         # This interpreter, as its virtualenv names it: uWSGI re-executes it on a reload.
         WSGI_PYTHON=sys.executable,
@@ -110,7 +112,9 @@ def server_command(env: Mapping[str, str]) -> list[str]:
         binary = here if os.access(here, os.X_OK) else shutil.which("uwsgi")
         if binary is None:
             raise LaunchError("WSGI_SERVER=uwsgi but no uwsgi command is installed (pip install pyuwsgi)")
-        argv = [binary, "--ini", config]
+        # uWSGI reads `listen` while it parses the file, before it expands
+        # $(VARIABLES) there, so this one setting comes on the command line.
+        argv = [binary, "--ini", config, "--listen", env["WSGI_BACKLOG"]]
     if not os.path.isfile(config):
         raise LaunchError(f"no {os.path.basename(config)} in WSGI_CONFIG_DIR={config_dir!r}")
     return argv

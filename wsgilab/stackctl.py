@@ -47,6 +47,8 @@ SETTINGS = {
     "WSGI_TIMEOUT": "seconds a request may run before its worker is killed (gunicorn timeout, uWSGI harakiri)",
     "WSGI_THREADS": "threads per worker process",
     "WSGI_WORKERS": "worker processes per app server",
+    "WSGI_BACKLOG": "connections the kernel queues for an app server while its workers are busy (backlog, listen)",
+    "NGINX_CONNECT_TIMEOUT": "seconds nginx tries to connect to an app server (proxy/uwsgi_connect_timeout)",
     "NGINX_READ_TIMEOUT": "seconds nginx waits between two reads from an app server (proxy/uwsgi_read_timeout)",
     "DJANGO_WSGI_APP": "the callable the Django app's server imports, module:name",
     "FLASK_WSGI_APP": "the callable the Flask app's server imports, module:name",
@@ -210,11 +212,12 @@ class ComposeControl:
             if service in APP_SERVICES:
                 found[f"{service.upper()}_SERVER"] = env.get("WSGI_SERVER", "")
                 found[f"{service.upper()}_WSGI_APP"] = env.get("WSGI_APP", "")
-                found.update({name: env.get(name, "") for name in ("WSGI_WORKERS", "WSGI_THREADS", "WSGI_TIMEOUT")})
+                found.update({name: env.get(name, "")
+                              for name in ("WSGI_WORKERS", "WSGI_THREADS", "WSGI_TIMEOUT", "WSGI_BACKLOG")})
                 if service == "django":
                     found["DJANGO_SECRET_KEY"] = env.get("DJANGO_SECRET_KEY", "")
             elif service == "nginx":
-                found["NGINX_READ_TIMEOUT"] = env.get("NGINX_READ_TIMEOUT", "")
+                found.update({name: env.get(name, "") for name in ("NGINX_CONNECT_TIMEOUT", "NGINX_READ_TIMEOUT")})
                 found["WSGILAB_SERVER_NAMES"] = env.get("NGINX_SERVER_NAMES", "")
                 for binding in (container["HostConfig"].get("PortBindings") or {}).get("8080/tcp") or []:
                     found["WSGILAB_HTTP_PORT"] = binding.get("HostPort", "")

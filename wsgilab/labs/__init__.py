@@ -32,6 +32,7 @@ LABS = {
     "worker-timeout": "wsgilab.labs.worker_timeout",
     "killed-worker": "wsgilab.labs.killed_worker",
     "queueing": "wsgilab.labs.queueing",
+    "full-listen-queue": "wsgilab.labs.full_listen_queue",
     "reload-and-stop": "wsgilab.labs.reload_and_stop",
     "slow-clients": "wsgilab.labs.slow_clients",
     "import-failure": "wsgilab.labs.import_failure",

@@ -17,7 +17,8 @@ Each worker process of a sync server (gunicorn's default worker, uWSGI
 with threads = 1) runs one request at a time. When every worker is busy,
 the next request is not refused: nginx's connection waits in the kernel's
 accept queue of the app server's socket (gunicorn `backlog`, uWSGI
-`listen`, 128 here) until a worker is free. That wait is the "queue"
+`listen`: WSGI_BACKLOG, 128) until a worker is free; what happens when
+that queue is full is the full-listen-queue lab. That wait is the "queue"
 segment of the trace: from nginx's X-Request-Start stamp to the worker
 picking the request up. Here 2 workers get 6 requests of 400 ms each at
 once, so they are served in 3 rounds and the last ones wait about 800 ms

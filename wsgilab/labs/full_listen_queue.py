@@ -1,0 +1,119 @@
+"""Lab: a full listen queue. The kernel drops what does not fit; nginx ends it with a 504, nothing hangs."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from wsgilab.labs import APPS, Report, Target, has_control, hops_of, nginx_record, served_by
+from wsgilab.rawhttp import exchange, request_bytes
+
+TITLE = "A full listen queue: the kernel drops what does not fit, nginx answers 504, nothing hangs"
+
+EXPLANATION = """
+While every worker is busy, a new connection waits in the kernel's accept
+queue of the app server's socket. Its length is gunicorn `backlog` / uWSGI
+`listen` (WSGI_BACKLOG: 128 by default; Linux holds one more than it says).
+Here it is 1, with 1 worker of 1 thread, and 8 requests of 2.5 s come at
+once: one runs, two wait in the queue, and the queue is full.
+Linux does not refuse the rest (a refusal would be a 502 at once): it drops
+their connection attempts as if the packets were lost, and nginx's connect
+waits and retries until `proxy_connect_timeout` / `uwsgi_connect_timeout`
+(NGINX_CONNECT_TIMEOUT: 2 s here, 5 s by default), then answers 504. No
+request hangs: each is served in its turn or ends at the connect timeout.
+Who logs it:
+- nginx: its error log says "upstream timed out ... while connecting to
+  upstream", and the access line has the 504 with no app hop after it;
+- uWSGI: its master reads the queue's length from the kernel every second
+  and logs "listen queue of socket ... full" while it is;
+- gunicorn: nothing. It never accepted those connections and cannot see
+  them; only the kernel counts them (`nstat -az TcpExtListenOverflows` in
+  the app's network namespace).
+The requests that fitted are served late: the trace shows their wait as
+the "queue" segment. A long queue turns a burst into latency, a short one
+into fast errors; more workers or threads shorten both. Telling the 504s
+apart: one at the connect timeout whose trace is nginx alone (connect "-")
+is a full queue; one at the read timeout, with the app's hops in its trace,
+is a slow view.
+"""
+
+#: What the lab runs with: one worker of one thread, a backlog of 1, a short connect timeout.
+SETTINGS = {"WSGI_WORKERS": "1", "WSGI_THREADS": "1", "WSGI_BACKLOG": "1", "NGINX_CONNECT_TIMEOUT": "2"}
+CONNECT_TIMEOUT_S = 2
+REQUESTS = 8
+SLOW_MS = 2500
+#: The most that can be in the app server at once: the worker's one and the
+#: kernel's queue (Linux holds backlog + 1).
+ROOM = 1 + 2
+
+UWSGI_QUEUE_FULL = re.compile(r"listen queue of socket .* full")
+NGINX_CONNECT_TIMED_OUT = "while connecting to upstream"
+
+
+def run(target: Target, report: Report) -> None:
+    if not has_control(target, report):
+        return
+    with target.reconfigured(SETTINGS):
+        servers = {app: served_by(target, app) for app in APPS}
+        tag = uuid.uuid4().hex[:10]
+        with ThreadPoolExecutor(REQUESTS * len(APPS)) as pool:
+            futures = {(app, n): pool.submit(_timed, target, app, f"full-queue-{tag}-{app}-{n}")
+                       for app in APPS for n in range(REQUESTS)}
+            results = {key: future.result() for key, future in futures.items()}
+        for app in APPS:
+            _check_app(target, report, app, servers[app], [results[app, n] for n in range(REQUESTS)])
+            after = exchange(target.port, request_bytes("GET", f"/{app}/"), target.host, 10)
+            report.check(f"/{app}/ on {servers[app]} once the burst is over", "200: the queue drained",
+                         str(after.status), after.status == 200)
+
+
+def _uri(app: str, request_id: str) -> str:
+    """The request's URI; the id rides in it too, because nginx's error log names the request line only."""
+    return f"/{app}/slow?ms={SLOW_MS}&lab={request_id}"
+
+
+def _timed(target: Target, app: str, request_id: str) -> tuple[str, int, float]:
+    """Send one slow request; its id, status, and how long the answer took."""
+    started = time.monotonic()
+    reply = exchange(target.port, request_bytes("GET", _uri(app, request_id), [("X-Request-ID", request_id)]),
+                     target.host, 30)
+    return request_id, reply.status, time.monotonic() - started
+
+
+def _check_app(target: Target, report: Report, app: str, server: str,
+               results: list[tuple[str, int, float]]) -> None:
+    """Judge one app's burst: who was served, who was dropped, how fast, and who said so."""
+    served = [r for r in results if r[1] == 200]
+    dropped = [r for r in results if r[1] == 504]
+    # A connection the kernel took in just before the queue filled can still
+    # be served, late; so "at least" the ones that cannot fit are dropped.
+    cannot_fit = REQUESTS - ROOM - 1
+    at_connect_timeout = all(CONNECT_TIMEOUT_S - 0.2 < r[2] < CONNECT_TIMEOUT_S + 1.5 for r in dropped)
+    in_turn = all(r[2] < REQUESTS * SLOW_MS / 1000 for r in served)
+    report.check(
+        f"/{app}/ on {server}, 1 worker, backlog 1: {REQUESTS} x /slow?ms={SLOW_MS} at once",
+        f"200 for those that fit ({ROOM}: the worker's and the queue's), each in its turn; "
+        f"504 for the rest at the {CONNECT_TIMEOUT_S} s connect timeout; nothing else, nothing hangs",
+        f"{len(served)} x 200 ({', '.join(f'{r[2]:.1f}' for r in served)} s), "
+        f"{len(dropped)} x 504 ({', '.join(f'{r[2]:.1f}' for r in dropped)} s)",
+        len(served) + len(dropped) == REQUESTS and served != [] and len(dropped) >= cannot_fit
+        and at_connect_timeout and in_turn,
+        [max(served, key=lambda r: r[2])[0] if served else "", dropped[0][0] if dropped else ""])
+    if dropped:
+        records = target.records(dropped[0][0], {"nginx"})
+        nginx = nginx_record(records)
+        report.check(f"/{app}/ on {server}: a dropped request's trace", "nginx's 504, no app hop",
+                     f"nginx {nginx.get('status')}, upstream_status {nginx.get('upstream_status')}, "
+                     f"connect {nginx.get('upstream_connect_time')}; hops {sorted(hops_of(records))}",
+                     nginx.get("status") == 504 and hops_of(records) == {"nginx"}, [dropped[0][0]])
+    timed_out = [line for line in target.log_lines() if NGINX_CONNECT_TIMED_OUT in line]
+    told = [r for r in dropped if any(_uri(app, r[0]) in line for line in timed_out)]
+    report.check(f"/{app}/ on {server}: nginx's error log",
+                 f"'upstream timed out ... {NGINX_CONNECT_TIMED_OUT}' for each 504",
+                 f"for {len(told)} of the {len(dropped)}", len(told) == len(dropped) > 0)
+    if server == "uwsgi":
+        said = [line for line in target.control.app_state(app).log.splitlines() if UWSGI_QUEUE_FULL.search(line)]
+        report.check(f"/{app}/ on uwsgi: uWSGI's log", "the master's 'listen queue of socket ... full'",
+                     said[-1].strip() if said else "no such line", bool(said))
