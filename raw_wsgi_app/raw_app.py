@@ -7,7 +7,7 @@ body from ``wsgi.input`` no further than ``CONTENT_LENGTH``, building URLs from
 returning the body as an iterable the server sends piece by piece.
 
 It answers the same endpoints as the Django and Flask apps:
-``/`` hello, ``/environ``, ``/stream``, ``/upload`` (POST), ``/slow?ms=N``,
+``/`` hello, ``/environ``, ``/stream``, ``/download``, ``/upload`` (POST), ``/slow?ms=N``,
 ``/redirect`` and ``/error``.
 """
 
@@ -41,7 +41,7 @@ def _server_name(environ):
 def hello(environ, start_response):
     """The home page, with links built from SCRIPT_NAME, as a framework's URL builder would."""
     prefix = environ.get("SCRIPT_NAME", "")
-    links = {name: f"{prefix}/{name}" for name in ("environ", "stream", "upload", "slow", "redirect", "error")}
+    links = {name: f"{prefix}/{name}" for name in ("environ", "stream", "download", "upload", "slow", "redirect", "error")}
     return _json(start_response, "200 OK", {
         "message": "Hello from a raw WSGI app",
         "app": APP,
@@ -64,12 +64,50 @@ def show_environ(environ, start_response):
     return _json(start_response, "200 OK", {key: shown(environ[key]) for key in sorted(environ)})
 
 
+MAX_BODY_BYTES, BODY_CHUNK = 64 * 1024 * 1024, 64 * 1024
+
+
+def _body_bytes(environ):
+    """The ``bytes`` query parameter of /download and /stream, or None if it is missing or out of bounds."""
+    raw = parse_qs(environ.get("QUERY_STRING", "")).get("bytes", [""])[0]
+    return int(raw) if raw.isdigit() and int(raw) <= MAX_BODY_BYTES else None
+
+
+def _body_chunks(size):
+    piece = b"x" * BODY_CHUNK
+    while size > 0:
+        yield piece[:size]
+        size -= BODY_CHUNK
+
+
+def _bad_body_bytes(start_response):
+    return _json(start_response, "400 Bad Request",
+                 {"error": f"bytes must be a whole number from 0 to {MAX_BODY_BYTES}"})
+
+
+def download(environ, start_response):
+    """``?bytes=N`` bytes from a generator; nginx buffers them, so a slow client never holds the worker."""
+    size = _body_bytes(environ)
+    if size is None:
+        return _bad_body_bytes(start_response)
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+    return _body_chunks(size)
+
+
 def stream(environ, start_response):
     """A body the server sends as it is produced: a generator, paused between chunks.
 
     ``X-Accel-Buffering: no`` asks nginx to pass each chunk on at once instead of
-    collecting the response in its buffers first.
+    collecting the response in its buffers first. ``?bytes=N`` sends N bytes in
+    64 KiB chunks instead of five short lines.
     """
+    if "bytes" in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True):
+        size = _body_bytes(environ)
+        if size is None:
+            return _bad_body_bytes(start_response)
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("X-Accel-Buffering", "no")])
+        return _body_chunks(size)
+
     def chunks():
         for index in range(STREAM_CHUNKS):
             if index:
@@ -128,6 +166,7 @@ ROUTES = {
     "/": (("GET", "HEAD"), hello),
     "/environ": (("GET", "HEAD"), show_environ),
     "/stream": (("GET", "HEAD"), stream),
+    "/download": (("GET", "HEAD"), download),
     "/upload": (("POST",), upload),
     "/slow": (("GET", "HEAD", "POST"), slow),
     "/redirect": (("GET", "HEAD"), redirect),

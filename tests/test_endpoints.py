@@ -74,6 +74,21 @@ def test_stream_arrives_in_several_chunks_spread_over_time(stack, app):
     assert reply.arrivals[-1][0] - reply.arrivals[0][0] >= 0.5, reply.arrivals
 
 
+@pytest.mark.parametrize("path", ["download", "stream"])
+def test_download_and_stream_send_exactly_the_bytes_asked_for(stack, app, path):
+    size = 3 * 1024 * 1024 + 7
+    reply = get(stack.port, f"/{app}/{path}?bytes={size}")
+    assert reply.status == 200
+    assert reply.body == b"x" * size
+
+
+@pytest.mark.parametrize("size", ["67108865", "abc", "-1", ""])
+def test_download_refuses_a_size_outside_the_bound(stack, app, size):
+    reply = get(stack.port, f"/{app}/download?bytes={size}")
+    assert reply.status == 400
+    assert "bytes" in reply.json()["error"]
+
+
 def test_upload_of_5_mib_is_read_whole_from_wsgi_input(stack, app):
     body = os.urandom(5 * 1024 * 1024)
     reply = request(stack.port, "POST", f"/{app}/upload", body=body,

@@ -97,6 +97,11 @@ def test_slow_clients_are_held_by_nginx_and_never_tie_up_a_worker(stack):
     assert len(report.checks) == 2 + 3
 
 
+def test_slow_readers_free_the_worker_when_nginx_buffers_and_hold_it_when_the_response_opts_out(stack):
+    report = _run(stack, "slow-readers")
+    assert len(report.checks) == 3 * 2
+
+
 def test_an_app_that_fails_to_import_exits_saying_why_and_nginx_answers_502(stack):
     report = _run(stack, "import-failure")
     assert len(report.checks) == 5

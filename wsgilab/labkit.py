@@ -91,3 +91,28 @@ def stream_chunks(app: str) -> Iterator[bytes]:
         if index:
             time.sleep(STREAM_PAUSE_S)
         yield f"{app} chunk {index + 1} of {STREAM_CHUNKS}\n".encode()
+
+
+#: /download and /stream?bytes=N send at most this many bytes, in pieces of
+#: BODY_CHUNK: enough to overflow every socket buffer between a worker and a
+#: client (a few MiB each), so a slow reader shows who waits for it.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+BODY_CHUNK = 64 * 1024
+
+
+def parse_body_bytes(raw: str | None) -> int:
+    """Read the ``bytes`` parameter of /download and /stream; raise ValueError with a message a client can act on."""
+    if raw is None or not raw.isdigit():
+        raise ValueError(f"bytes must be a whole number from 0 to {MAX_BODY_BYTES}")
+    size = int(raw)
+    if size > MAX_BODY_BYTES:
+        raise ValueError(f"bytes={size} is over the limit of {MAX_BODY_BYTES}")
+    return size
+
+
+def body_chunks(size: int) -> Iterator[bytes]:
+    """Yield ``size`` bytes in BODY_CHUNK pieces, as a generator: the server sends each as it comes."""
+    piece = b"x" * BODY_CHUNK
+    while size > 0:
+        yield piece[:size]
+        size -= BODY_CHUNK

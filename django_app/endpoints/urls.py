@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.hello, name="hello"),
     path("environ", views.show_environ, name="environ"),
     path("stream", views.stream, name="stream"),
+    path("download", views.download, name="download"),
     path("upload", views.upload, name="upload"),
     path("slow", views.slow, name="slow"),
     path("redirect", views.redirect_home, name="redirect"),

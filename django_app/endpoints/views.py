@@ -20,7 +20,7 @@ APP = "django"
 @require_safe
 def hello(request):
     """The home page, with links that reverse() builds under SCRIPT_NAME."""
-    names = ("environ", "stream", "upload", "slow", "redirect", "error")
+    names = ("environ", "stream", "download", "upload", "slow", "redirect", "error")
     return JsonResponse(
         {
             "message": "Hello from Django",
@@ -39,9 +39,31 @@ def show_environ(request):
 
 @require_safe
 def stream(request):
-    """A chunked response: the server sends each chunk as the generator yields it."""
-    response = StreamingHttpResponse(labkit.stream_chunks(APP), content_type="text/plain; charset=utf-8")
+    """A chunked response: the server sends each chunk as the generator yields it.
+
+    ``?bytes=N`` sends N bytes in 64 KiB chunks instead of five short lines.
+    """
+    if "bytes" in request.GET:
+        try:
+            size = labkit.parse_body_bytes(request.GET["bytes"])
+        except ValueError as problem:
+            return JsonResponse({"error": str(problem)}, status=400)
+        response = StreamingHttpResponse(labkit.body_chunks(size), content_type="application/octet-stream")
+    else:
+        response = StreamingHttpResponse(labkit.stream_chunks(APP), content_type="text/plain; charset=utf-8")
     response["X-Accel-Buffering"] = "no"  # ask nginx to pass chunks on unbuffered
+    return response
+
+
+@require_safe
+def download(request):
+    """``?bytes=N`` bytes from a generator, which nginx buffers (unlike /stream's)."""
+    try:
+        size = labkit.parse_body_bytes(request.GET.get("bytes"))
+    except ValueError as problem:
+        return JsonResponse({"error": str(problem)}, status=400)
+    response = StreamingHttpResponse(labkit.body_chunks(size), content_type="application/octet-stream")
+    response["Content-Length"] = str(size)
     return response
 
 

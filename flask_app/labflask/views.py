@@ -19,7 +19,7 @@ bp = Blueprint("endpoints", __name__)
 @bp.get("/")
 def hello():
     """The home page, with links that url_for() builds under SCRIPT_NAME."""
-    names = ("environ", "stream", "upload", "slow", "redirect_home", "error")
+    names = ("environ", "stream", "download", "upload", "slow", "redirect_home", "error")
     return {
         "message": "Hello from Flask",
         "app": APP,
@@ -36,9 +36,31 @@ def environ():
 
 @bp.get("/stream")
 def stream():
-    """A chunked response: the server sends each chunk as the generator yields it."""
-    response = Response(labkit.stream_chunks(APP), mimetype="text/plain")
+    """A chunked response: the server sends each chunk as the generator yields it.
+
+    ``?bytes=N`` sends N bytes in 64 KiB chunks instead of five short lines.
+    """
+    if "bytes" in request.args:
+        try:
+            size = labkit.parse_body_bytes(request.args["bytes"])
+        except ValueError as problem:
+            return {"error": str(problem)}, 400
+        response = Response(labkit.body_chunks(size), mimetype="application/octet-stream")
+    else:
+        response = Response(labkit.stream_chunks(APP), mimetype="text/plain")
     response.headers["X-Accel-Buffering"] = "no"  # ask nginx to pass chunks on unbuffered
+    return response
+
+
+@bp.get("/download")
+def download():
+    """``?bytes=N`` bytes from a generator, which nginx buffers (unlike /stream's)."""
+    try:
+        size = labkit.parse_body_bytes(request.args.get("bytes"))
+    except ValueError as problem:
+        return {"error": str(problem)}, 400
+    response = Response(labkit.body_chunks(size), mimetype="application/octet-stream")
+    response.headers["Content-Length"] = str(size)
     return response
 
 

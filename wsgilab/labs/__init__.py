@@ -35,6 +35,7 @@ LABS = {
     "full-listen-queue": "wsgilab.labs.full_listen_queue",
     "reload-and-stop": "wsgilab.labs.reload_and_stop",
     "slow-clients": "wsgilab.labs.slow_clients",
+    "slow-readers": "wsgilab.labs.slow_readers",
     "import-failure": "wsgilab.labs.import_failure",
 }
 

@@ -1,0 +1,104 @@
+"""Lab: slow readers. nginx's buffering frees the worker at once; /stream, which opts out, holds it."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from wsgilab.labs import APPS, Report, Target, served_by
+
+TITLE = "Slow readers: nginx buffers a big response and frees the worker; unbuffered, the worker waits for the client"
+
+EXPLANATION = """
+A client on a slow link takes seconds to read a big response. Whoever
+holds the response meanwhile is busy: on a sync worker (gunicorn's
+default, uWSGI with threads = 1) that is the one request the worker can
+serve. nginx takes that job (`proxy_buffering on`, `uwsgi_buffering on`):
+it reads the response from the worker as fast as the worker writes it,
+into memory (`proxy_buffers`) and then a temporary file (up to
+`proxy_max_temp_file_size`, 1 GiB), and feeds the client at the client's
+pace. The worker's close() comes at once, and it serves the next request.
+A response can opt out with the header `X-Accel-Buffering: no`, as /stream
+does so that its chunks reach the client as they are made. Then nginx
+passes the response through a small buffer (`proxy_buffer_size`), and once
+the socket buffers in between are full (they grow to tens of MiB on a
+fast link, and docker's port proxy adds its own, which is why the lab
+sends 64 MiB) the worker blocks in its write until the client reads: its
+close() comes only after the client has read. Streaming is for responses
+that are produced slowly, not for big ones. How long a worker waits on a
+client that has stopped reading is the server's own limit: gunicorn's
+`timeout` (30 s) and, for uWSGI, `socket-timeout`. uWSGI's default of 4 s
+cut this lab's stream short, silently (the client got part of the body and
+no error), so uwsgi.ini sets it to WSGI_TIMEOUT as well.
+"""
+
+#: The response size: more than every socket buffer between a worker and a client holds.
+SIZE = 64 * 1024 * 1024
+#: Clients per app that read /download this slowly, and clients that read /stream so.
+DOWNLOAD_READERS = 1
+STREAM_READERS = 1
+#: How long each client waits before it reads anything; then it reads as fast as it can.
+HOLD_S = 10.0
+#: The receive buffer each slow client asks for, so its socket takes little before it reads.
+CLIENT_RCVBUF = 16 * 1024
+
+
+def _slow_read(target: Target, path: str, request_id: str) -> tuple[int, float]:
+    """GET ``path``, wait HOLD_S before reading a byte, then read it all: (bytes read, seconds in all)."""
+    started = time.monotonic()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CLIENT_RCVBUF)
+        sock.settimeout(HOLD_S + 30)
+        sock.connect((target.host, target.port))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: {request_id}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        time.sleep(HOLD_S)
+        read = 0
+        while chunk := sock.recv(1 << 20):
+            read += len(chunk)
+    return read, time.monotonic() - started
+
+
+def _worker_held_ms(target: Target, request_id: str) -> float | None:
+    """From app_called to close() in the request's WSGI record: how long it held its worker."""
+    record = next((r for r in target.records(request_id, {"nginx", "wsgi"}) if r.get("hop") == "wsgi"), None)
+    if record is None:
+        return None
+    at = {event.get("event"): event.get("ts_us") for event in record.get("events", [])}
+    if "app_called" not in at or "close" not in at:
+        return None
+    return (at["close"] - at["app_called"]) / 1000
+
+
+def run(target: Target, report: Report) -> None:
+    tag = uuid.uuid4().hex[:8]
+    servers = {app: served_by(target, app) for app in APPS}
+    readers = [(app, kind, f"slow-reader-{tag}-{app}-{kind}-{n}")
+               for app in APPS for kind, count in (("download", DOWNLOAD_READERS), ("stream", STREAM_READERS))
+               for n in range(count)]
+    with ThreadPoolExecutor(len(readers)) as pool:
+        done = {request_id: pool.submit(_slow_read, target, f"/{app}/{kind}?bytes={SIZE}", request_id)
+                for app, kind, request_id in readers}
+        results = {request_id: future.result() for request_id, future in done.items()}
+    for app in APPS:
+        for kind, opted_out in (("download", False), ("stream", True)):
+            ids = [request_id for a, k, request_id in readers if a == app and k == kind]
+            held = [_worker_held_ms(target, request_id) for request_id in ids]
+            whole = all(results[request_id][0] > SIZE for request_id in ids)  # the body and its headers
+            took = max(results[request_id][1] for request_id in ids)
+            shown = ", ".join("not logged" if ms is None else f"{ms / 1000:.2f} s" for ms in held)
+            seen = (f"worker held {shown}; the client{'s' if len(ids) > 1 else ''} read all {SIZE >> 20} MiB: "
+                    f"{'yes' if whole else 'no'}, after {took:.1f} s")
+            what = (f"/{app}/{kind}?bytes={SIZE} on {servers[app]}"
+                    f"{' (X-Accel-Buffering: no)' if opted_out else ''}, {len(ids)} client(s) that wait "
+                    f"{HOLD_S:.0f} s before reading")
+            if opted_out:
+                report.check(what, f"the worker is held until the client reads: close() {HOLD_S - 1:.0f} s or "
+                             "more after the call", seen,
+                             whole and all(ms is not None and ms >= (HOLD_S - 1) * 1000 for ms in held), ids[:1])
+            else:
+                report.check(what, f"the worker is done long before the client reads (close() within "
+                             f"{HOLD_S / 2:.0f} s of the call): nginx holds the response for the client", seen,
+                             whole and all(ms is not None and ms < HOLD_S / 2 * 1000 for ms in held), ids[:1])
