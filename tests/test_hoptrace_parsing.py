@@ -128,3 +128,18 @@ def test_the_heading_tells_a_request_no_app_logged_from_one_nginx_answered_alone
     alone.update(upstream="", upstream_protocol="")
     refused = hoplog.events_of(hoplog.scan([json.dumps(alone)], "req-alone000").records)
     assert "answered by nginx alone" in render_waterfall("req-alone000", refused)
+
+
+def test_a_lab_report_shows_each_request_trace_once_even_when_two_checks_name_it():
+    from wsgilab.hoptrace import render_report
+    from wsgilab.labs import Report
+
+    report = Report("demo", "a demo", "why it happens")
+    report.check("first", "200", "200", True, ["req-one-0001"])
+    report.check("second", "its queue", "0.5 ms", True, ["req-one-0001"])
+    report.check("third", "504", "504", True, ["req-two-0002"])
+    lines = [_nginx("req-one-0001", 1_000_000), _wsgi("req-one-0001", 1_000_100),
+             _nginx("req-two-0002", 2_000_000, status=504)]
+    text = render_report(report, lines, traces=2)
+    headings = [line for line in text.splitlines() if line.startswith("  req-")]
+    assert [heading.split()[0] for heading in headings] == ["req-one-0001", "req-two-0002"]

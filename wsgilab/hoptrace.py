@@ -239,7 +239,8 @@ def render_report(report: Any, log_lines: list[str], traces: int,
         lines.append(f"  {mark} {check.what}")
         lines.append(f"       expected: {check.expected}")
         lines.append(f"       seen:     {check.seen}")
-    shown = [check.request_ids[0] for check in report.checks if check.request_ids][:traces]
+    # Each check's first request, once: two checks often judge the same one.
+    shown = list(dict.fromkeys(check.request_ids[0] for check in report.checks if check.request_ids))[:traces]
     if shown:
         lines += ["", "traces:"]
         for request_id in shown:

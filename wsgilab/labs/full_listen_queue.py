@@ -85,8 +85,8 @@ def _timed(target: Target, app: str, request_id: str) -> tuple[str, int, float]:
 def _check_app(target: Target, report: Report, app: str, server: str,
                results: list[tuple[str, int, float]]) -> None:
     """Judge one app's burst: who was served, who was dropped, how fast, and who said so."""
-    served = [r for r in results if r[1] == 200]
-    dropped = [r for r in results if r[1] == 504]
+    served = sorted((r for r in results if r[1] == 200), key=lambda r: r[2])
+    dropped = sorted((r for r in results if r[1] == 504), key=lambda r: r[2])
     # A connection the kernel took in just before the queue filled can still
     # be served, late; so "at least" the ones that cannot fit are dropped.
     cannot_fit = REQUESTS - ROOM - 1
@@ -100,7 +100,9 @@ def _check_app(target: Target, report: Report, app: str, server: str,
         f"{len(dropped)} x 504 ({', '.join(f'{r[2]:.1f}' for r in dropped)} s)",
         len(served) + len(dropped) == REQUESTS and served != [] and len(dropped) >= cannot_fit
         and at_connect_timeout and in_turn,
-        [max(served, key=lambda r: r[2])[0] if served else "", dropped[0][0] if dropped else ""])
+        [dropped[0][0] if dropped else "", served[-1][0] if served else ""])
+    if served:
+        _check_last_served(target, report, app, server, served[-1])
     if dropped:
         records = target.records(dropped[0][0], {"nginx"})
         nginx = nginx_record(records)
@@ -117,3 +119,15 @@ def _check_app(target: Target, report: Report, app: str, server: str,
         said = [line for line in target.control.app_state(app).log.splitlines() if UWSGI_QUEUE_FULL.search(line)]
         report.check(f"/{app}/ on uwsgi: uWSGI's log", "the master's 'listen queue of socket ... full'",
                      said[-1].strip() if said else "no such line", bool(said))
+
+
+def _check_last_served(target: Target, report: Report, app: str, server: str, last: tuple[str, int, float]) -> None:
+    """The request served last waited its turn in the kernel's queue: its trace shows that wait as "queue"."""
+    request_id, _, took_s = last
+    queued_us = next((r.get("queue_us") for r in target.records(request_id, {"nginx", "wsgi"})
+                      if r.get("hop") == "wsgi"), None)
+    waited_s = took_s - SLOW_MS / 1000
+    report.check(f"/{app}/ on {server}: the trace of the request served last",
+                 f"its wait before a worker took it (about {waited_s:.1f} s) is the trace's queue segment",
+                 "no WSGI record" if queued_us is None else f"queue {queued_us / 1e6:.2f} s",
+                 queued_us is not None and abs(queued_us / 1e6 - waited_s) < 0.5, [request_id])
