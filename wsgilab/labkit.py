@@ -65,14 +65,19 @@ def wsgi_server(environ: Mapping[str, Any]) -> str:
     return "unknown"
 
 
+def _bounded(name: str, raw: str | None, limit: int, unit: str = "") -> int:
+    """Read a query parameter that must be a whole number from 0 to ``limit``; ValueError names what is wrong."""
+    if raw is None or not raw.isdigit():
+        raise ValueError(f"{name} must be a whole number{unit} from 0 to {limit}")
+    value = int(raw)
+    if value > limit:
+        raise ValueError(f"{name}={value} is over the limit of {limit}")
+    return value
+
+
 def parse_delay_ms(raw: str | None) -> int:
     """Read /slow's ``ms`` parameter; raise ValueError with a message a client can act on."""
-    if raw is None or not raw.isdigit():
-        raise ValueError(f"ms must be a whole number of milliseconds from 0 to {MAX_DELAY_MS}")
-    delay = int(raw)
-    if delay > MAX_DELAY_MS:
-        raise ValueError(f"ms={delay} is over the limit of {MAX_DELAY_MS}")
-    return delay
+    return _bounded("ms", raw, MAX_DELAY_MS, " of milliseconds")
 
 
 def digest_body(read: Callable[[int], bytes]) -> dict[str, Any]:
@@ -95,19 +100,15 @@ def stream_chunks(app: str) -> Iterator[bytes]:
 
 #: /download and /stream?bytes=N send at most this many bytes, in pieces of
 #: BODY_CHUNK: enough to overflow every socket buffer between a worker and a
-#: client (a few MiB each), so a slow reader shows who waits for it.
+#: client (the kernel grows each to several MiB, and docker's port proxy
+#: adds its own), so a slow reader shows who waits for it.
 MAX_BODY_BYTES = 64 * 1024 * 1024
 BODY_CHUNK = 64 * 1024
 
 
 def parse_body_bytes(raw: str | None) -> int:
     """Read the ``bytes`` parameter of /download and /stream; raise ValueError with a message a client can act on."""
-    if raw is None or not raw.isdigit():
-        raise ValueError(f"bytes must be a whole number from 0 to {MAX_BODY_BYTES}")
-    size = int(raw)
-    if size > MAX_BODY_BYTES:
-        raise ValueError(f"bytes={size} is over the limit of {MAX_BODY_BYTES}")
-    return size
+    return _bounded("bytes", raw, MAX_BODY_BYTES)
 
 
 def body_chunks(size: int) -> Iterator[bytes]:
