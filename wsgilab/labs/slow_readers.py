@@ -21,7 +21,8 @@ into memory (`proxy_buffers`) and then a temporary file (up to
 `proxy_max_temp_file_size`, 1 GiB), and feeds the client at the client's
 pace. The worker's close() comes at once, and it serves the next request.
 A response can opt out with the header `X-Accel-Buffering: no`, as /stream
-does so that its chunks reach the client as they are made. Then nginx
+does so that its chunks reach the client as they are made: for that
+response it is `proxy_buffering off` / `uwsgi_buffering off`. Then nginx
 passes the response through a small buffer (`proxy_buffer_size`), and once
 the socket buffers in between are full (they grow to tens of MiB on a
 fast link, and docker's port proxy adds its own, which is why the lab
