@@ -13,7 +13,7 @@ import time
 import pytest
 from lab_stacks import REPO, free_port
 
-from wsgilab import stackctl, uwsgi_protocol
+from wsgilab import healthcheck, stackctl, uwsgi_protocol
 from wsgilab.launch import server_environment, usable_cpus
 
 APP_ENV = {"WSGI_APP": "raw_app:application", "SCRIPT_NAME": "/raw"}
@@ -57,6 +57,14 @@ def test_the_listen_backlog_setting_reaches_the_kernel_on_both_servers(server):
             time.sleep(0.1)
         assert backlog == 7
     finally:
+        # uWSGI loses a SIGTERM that comes in the moment between its bind()
+        # and its master loop, and runs on: stop it only once it serves.
+        while process.poll() is None and time.monotonic() < deadline + 20:
+            try:
+                if healthcheck.check(server_environment(env), timeout=2) == 200:
+                    break
+            except (OSError, ValueError):
+                time.sleep(0.1)
         process.terminate()
         process.wait(timeout=15)
 
