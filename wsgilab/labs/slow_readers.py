@@ -19,7 +19,8 @@ serve. nginx takes that job (`proxy_buffering on`, `uwsgi_buffering on`):
 it reads the response from the worker as fast as the worker writes it,
 into memory (`proxy_buffers`) and then a temporary file (up to
 `proxy_max_temp_file_size`, 1 GiB), and feeds the client at the client's
-pace. The worker's close() comes at once, and it serves the next request.
+pace. The worker's close() comes within a second or two, long before the
+client reads, and the worker serves the next request.
 A response can opt out with the header `X-Accel-Buffering: no`, as /stream
 does so that its chunks reach the client as they are made: for that
 response it is `proxy_buffering off` / `uwsgi_buffering off`. Then nginx
