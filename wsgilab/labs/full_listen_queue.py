@@ -36,20 +36,22 @@ the "queue" segment. (A connection whose handshake the kernel had begun
 when the queue filled waits half open and gets in once there is room, so
 now and then one or two more than fit are served.) A long queue turns a
 burst into latency, a short one into fast errors; more workers or threads
-shorten both. Telling the 504s
-apart: one at the connect timeout whose trace is nginx alone (connect "-")
-is a full queue; one at the read timeout, with the app's hops in its trace,
-is a slow view.
+shorten both. Telling the 504s apart: one at the connect timeout whose
+trace is nginx alone (connect "-") is a full queue; one at the read
+timeout, with the app's hops in its trace, is a slow view.
 """
 
 #: What the lab runs with: one worker of one thread, a backlog of 1, a short connect timeout.
-SETTINGS = {"WSGI_WORKERS": "1", "WSGI_THREADS": "1", "WSGI_BACKLOG": "1", "NGINX_CONNECT_TIMEOUT": "2"}
+WORKERS = 1
+BACKLOG = 1
 CONNECT_TIMEOUT_S = 2
+SETTINGS = {"WSGI_WORKERS": str(WORKERS), "WSGI_THREADS": "1", "WSGI_BACKLOG": str(BACKLOG),
+            "NGINX_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S)}
 REQUESTS = 8
 SLOW_MS = 2500
-#: The most that can be in the app server at once: the worker's one and the
-#: kernel's queue (Linux holds backlog + 1).
-ROOM = 1 + 2
+#: The most that can be in the app server at once: the workers' requests and
+#: the kernel's queue (Linux holds backlog + 1).
+ROOM = WORKERS + BACKLOG + 1
 
 UWSGI_QUEUE_FULL = re.compile(r"listen queue of socket .* full")
 NGINX_CONNECT_TIMED_OUT = "while connecting to upstream"
@@ -65,8 +67,10 @@ def run(target: Target, report: Report) -> None:
             futures = {(app, n): pool.submit(_timed, target, app, f"full-queue-{tag}-{app}-{n}")
                        for app in APPS for n in range(REQUESTS)}
             results = {key: future.result() for key, future in futures.items()}
+        # nginx's error lines, read once for all apps (under compose each read is a `docker compose logs`)
+        timed_out = [line for line in target.log_lines() if NGINX_CONNECT_TIMED_OUT in line]
         for app in APPS:
-            _check_app(target, report, app, servers[app], [results[app, n] for n in range(REQUESTS)])
+            _check_app(target, report, app, servers[app], [results[app, n] for n in range(REQUESTS)], timed_out)
             after = exchange(target.port, request_bytes("GET", f"/{app}/"), target.host, 10)
             report.check(f"/{app}/ on {servers[app]} once the burst is over", "200: the queue drained",
                          str(after.status), after.status == 200)
@@ -86,8 +90,11 @@ def _timed(target: Target, app: str, request_id: str) -> tuple[str, int, float]:
 
 
 def _check_app(target: Target, report: Report, app: str, server: str,
-               results: list[tuple[str, int, float]]) -> None:
-    """Judge one app's burst: who was served, who was dropped, how fast, and who said so."""
+               results: list[tuple[str, int, float]], timed_out: list[str]) -> None:
+    """Judge one app's burst: who was served, who was dropped, how fast, and who said so.
+
+    ``timed_out`` are nginx's "while connecting to upstream" error lines.
+    """
     served = sorted((r for r in results if r[1] == 200), key=lambda r: r[2])
     dropped = sorted((r for r in results if r[1] == 504), key=lambda r: r[2])
     # Not exactly ROOM are served: a connection whose handshake the kernel had
@@ -96,7 +103,7 @@ def _check_app(target: Target, report: Report, app: str, server: str,
     at_connect_timeout = all(CONNECT_TIMEOUT_S - 0.2 < r[2] < CONNECT_TIMEOUT_S + 1.5 for r in dropped)
     in_turn = all(r[2] < REQUESTS * SLOW_MS / 1000 for r in served)
     report.check(
-        f"/{app}/ on {server}, 1 worker, backlog 1: {REQUESTS} x /slow?ms={SLOW_MS} at once",
+        f"/{app}/ on {server}, {WORKERS} worker, backlog {BACKLOG}: {REQUESTS} x /slow?ms={SLOW_MS} at once",
         f"200 for those that fit ({ROOM}: the worker's and the queue's, and now and then one the kernel had "
         f"half let in), each in its turn; 504 for the rest at the {CONNECT_TIMEOUT_S} s connect timeout; "
         "nothing else, nothing hangs",
@@ -114,7 +121,6 @@ def _check_app(target: Target, report: Report, app: str, server: str,
                      f"nginx {nginx.get('status')}, upstream_status {nginx.get('upstream_status')}, "
                      f"connect {nginx.get('upstream_connect_time')}; hops {sorted(hops_of(records))}",
                      nginx.get("status") == 504 and hops_of(records) == {"nginx"}, [dropped[0][0]])
-    timed_out = [line for line in target.log_lines() if NGINX_CONNECT_TIMED_OUT in line]
     told = [r for r in dropped if any(_uri(app, r[0]) in line for line in timed_out)]
     report.check(f"/{app}/ on {server}: nginx's error log",
                  f"'upstream timed out ... {NGINX_CONNECT_TIMED_OUT}' for each 504",
