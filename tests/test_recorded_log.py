@@ -1,0 +1,45 @@
+"""hoptrace reads a real recorded log exactly as it did when the log was recorded.
+
+``tests/data/recorded.log`` is what every hop wrote for a fixed set of
+requests (each app, both servers, a body, a stream, errors, a 404), and
+``recorded.expected.json`` is what ``hoptrace show --json``, ``show`` and
+``stats --json`` made of it then (scripts/record-trace-fixture). The JSON
+output is a stable contract; this holds the reading side to it through any
+restructuring. No stack is needed.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from lab_stacks import REPO
+
+LOG = REPO / "tests" / "data" / "recorded.log"
+EXPECTED = json.loads(LOG.with_suffix(".expected.json").read_text())
+
+
+def _hoptrace(*args):
+    done = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_recorded_log_covers_every_app_on_both_servers():
+    served = {(e["service"], e["server"]) for trace in EXPECTED["show"].values()
+              for e in trace["events"] if e["hop"] == "wsgi"}
+    assert served == {(app, server) for app in ("django", "flask", "raw") for server in ("gunicorn", "uwsgi")}
+
+
+@pytest.mark.parametrize("request_id", sorted(EXPECTED["show"]))
+def test_show_json_reads_the_recorded_request_as_it_did(request_id):
+    assert json.loads(_hoptrace("show", request_id, "--json", str(LOG))) == EXPECTED["show"][request_id]
+
+
+@pytest.mark.parametrize("request_id", sorted(EXPECTED["waterfall"]))
+def test_show_draws_the_recorded_request_as_it_did(request_id):
+    assert _hoptrace("show", request_id, str(LOG)) == EXPECTED["waterfall"][request_id]
+
+
+def test_stats_json_over_the_recorded_log_is_as_it_was():
+    assert json.loads(_hoptrace("stats", "--json", str(LOG))) == EXPECTED["stats"]
