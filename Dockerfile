@@ -36,4 +36,4 @@ WORKDIR /app
 
 USER wsgilab
 EXPOSE 8000 3031
-CMD ["python", "-m", "wsgilab.launch"]
+CMD ["python", "-m", "wsgilab.container.launch"]

@@ -1,7 +1,7 @@
 """gunicorn settings, one file for all three lab apps.
 
 gunicorn reads this file at start-up (``gunicorn --config gunicorn.conf.py``);
-``python -m wsgilab.launch`` starts it that way with the WSGI_* variables below
+``python -m wsgilab.container.launch`` starts it that way with the WSGI_* variables below
 already filled in, so the defaults live in one place for both servers.
 
 Each setting says what it does to a request, and names its twin in uwsgi.ini.
@@ -17,7 +17,7 @@ import os
 
 # The WSGI callable every worker imports: wsgilab's HopTrace wrapped around
 # the app that WSGI_APP names ("module:name"). Twin: uWSGI `mount`.
-wsgi_app = "wsgilab.traced_app:application"
+wsgi_app = "wsgilab.container.traced_app:application"
 
 # The app's folder, put first on sys.path so `wsgi_app` imports from it.
 # Twin: uWSGI `pythonpath`.
@@ -112,13 +112,13 @@ loglevel = "info"
 # below, with the stamps of each step) and one per error-log message. It
 # replaces `access_log_format`, which pastes client text in unescaped.
 # Twin: uWSGI `log-format`.
-logger_class = "wsgilab.gunicorn_trace.JsonLogger"
+logger_class = "wsgilab.container.gunicorn_trace.JsonLogger"
 
 # Server hooks: gunicorn calls these in the worker around every request.
 # pre_request stamps the moment a worker picked the request up (the end of
 # its time in the queue); post_request, after the body's close(), writes the
 # request's line. Twin: uWSGI's `log-format` fields tmicros and micros.
-from wsgilab.gunicorn_trace import post_request, pre_request  # noqa: E402,F401
+from wsgilab.container.gunicorn_trace import post_request, pre_request  # noqa: E402,F401
 
 # Shows as "gunicorn: worker [wsgi-lab /django]" in `ps`.
 proc_name = "wsgi-lab " + os.environ["SCRIPT_NAME"]

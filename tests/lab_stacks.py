@@ -23,16 +23,20 @@ from pathlib import Path
 
 import lab_http
 
-from wsgilab import healthcheck, hoptrace, stackctl
-from wsgilab.launch import server_environment
+from wsgilab import settings
+from wsgilab.container import healthcheck
+from wsgilab.container.workers import kill_workers_of
+from wsgilab.hoptrace.sources import compose_command
+from wsgilab.labs.control import STOP_GRACE_S, AppState, ComposeControl, Stopped, check_settings
+from wsgilab.container.launch import server_environment
 
 REPO = Path(__file__).resolve().parent.parent
-APPS = ("django", "flask", "raw")
-SERVERS = ("gunicorn", "uwsgi")
+APPS = settings.APPS
+SERVERS = settings.SERVERS
 
 #: Where each app lives and what its server imports (as in docker-compose.yml).
 APP_DIRS = {"django": "django_app", "flask": "flask_app", "raw": "raw_wsgi_app"}
-WSGI_APPS = {"django": "labsite.wsgi:application", "flask": "wsgi:app", "raw": "raw_app:application"}
+WSGI_APPS = settings.APP_CALLABLES
 
 #: Put in every app's environment; /environ must never show it.
 SECRET_SENTINEL = "sentinel-secret-" + os.urandom(8).hex()
@@ -99,7 +103,7 @@ class NativeStack:
         self.backend_ports = {(app, server): free_port() for app in APPS for server in SERVERS}
         self.processes: dict[str, subprocess.Popen] = {}
         self.servers: dict[str, str] | None = None
-        #: What a lab changed (stackctl.SETTINGS), on top of the defaults.
+        #: What a lab changed (wsgilab.labs.control.SETTINGS), on top of the defaults.
         self.settings: dict[str, str] = {}
 
     def log_path(self, name: str) -> Path:
@@ -138,7 +142,7 @@ class NativeStack:
         """Start the servers ``which`` and wait until those in ``healthy`` (all, by default) answer."""
         for (app, server) in which:
             env = self.app_environment(app, server)
-            self._spawn(f"{app}-{server}", [sys.executable, "-m", "wsgilab.launch"], env, REPO / APP_DIRS[app])
+            self._spawn(f"{app}-{server}", [sys.executable, "-m", "wsgilab.container.launch"], env, REPO / APP_DIRS[app])
         deadline = time.monotonic() + 60
         for (app, server) in which if healthy is None else healthy:
             name = f"{app}-{server}"
@@ -180,12 +184,12 @@ class NativeStack:
         return ["tail", "-n", "0", "-F", *map(str, sorted(self.workdir.glob("*.log")))]
 
     def reconfigure(self, settings: dict[str, str]) -> None:
-        """Restart what ``settings`` change (see wsgilab.stackctl), nginx included; {} restores the defaults.
+        """Restart what ``settings`` change (see wsgilab.labs.control), nginx included; {} restores the defaults.
 
         A server whose app was pointed at other code (``<APP>_WSGI_APP``) may
         be broken on purpose: it is started, not waited for.
         """
-        stackctl.check_settings(settings)
+        check_settings(settings)
         if settings == self.settings:
             return
         before = {key: self.app_environment(*key) for key in self.backend_ports}
@@ -206,7 +210,7 @@ class NativeStack:
 
     def kill_workers(self, app: str) -> list[int]:
         """SIGKILL every worker of the server ``app`` runs on now; its master starts new ones."""
-        return stackctl.kill_workers_of(self._server_of(app).pid)
+        return kill_workers_of(self._server_of(app).pid)
 
     def _server_of(self, app: str) -> subprocess.Popen:
         assert self.servers is not None, "use() the stack first"
@@ -216,17 +220,17 @@ class NativeStack:
         """Send signal ``name`` ("HUP") to the master of the server ``app`` runs on now."""
         self._server_of(app).send_signal(getattr(signal, f"SIG{name}"))
 
-    def stop_app(self, app: str) -> stackctl.Stopped:
+    def stop_app(self, app: str) -> Stopped:
         """Stop the server ``app`` runs on as docker compose would: SIGTERM, SIGKILL after the grace period."""
         process = self._server_of(app)
         started = time.monotonic()
         process.terminate()
         try:
-            process.wait(timeout=stackctl.STOP_GRACE_S)
+            process.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        return stackctl.Stopped(time.monotonic() - started, "exited", process.returncode)
+        return Stopped(time.monotonic() - started, "exited", process.returncode)
 
     def start_app(self, app: str) -> None:
         """Start the server ``app`` runs on again, once it has stopped."""
@@ -239,7 +243,7 @@ class NativeStack:
         self.stop_app(app)
         self.start_app(app)
 
-    def app_state(self, app: str) -> stackctl.AppState:
+    def app_state(self, app: str) -> AppState:
         """Whether ``app``'s server runs, how it exited, and what the healthcheck says; nothing restarts it here."""
         server = self.servers[app]
         process = self.processes[f"{app}-{server}"]
@@ -248,7 +252,7 @@ class NativeStack:
             health = "healthy" if status == 200 else f"unhealthy: {status}"
         except (OSError, ValueError) as error:
             health = f"unhealthy: {error}"
-        return stackctl.AppState(running=process.poll() is None, exit_code=process.poll(), restarts=None,
+        return AppState(running=process.poll() is None, exit_code=process.poll(), restarts=None,
                                  health=health, log=_tail(self.log_path(f"{app}-{server}"), 80))
 
     def _stop(self, name: str) -> None:
@@ -275,13 +279,13 @@ class ComposeStack:
 
     def __init__(self) -> None:
         try:
-            self.compose = hoptrace.compose_command()
+            self.compose = compose_command()
         except FileNotFoundError as error:
             raise StackError(str(error)) from None
         self.project = f"wsgilab-test-{os.getpid()}"
         self.port = free_port()
         self.servers: dict[str, str] | None = None
-        #: What a lab changed (stackctl.SETTINGS), on top of the defaults.
+        #: What a lab changed (wsgilab.labs.control.SETTINGS), on top of the defaults.
         self.settings: dict[str, str] = {}
 
     def run(self, *args: str, servers: dict[str, str] | None = None, timeout: float = 1800) -> str:
@@ -337,8 +341,8 @@ class ComposeStack:
         return self.run("ps", "-q").split()
 
     def reconfigure(self, settings: dict[str, str]) -> None:
-        """Recreate the stack with ``settings`` (see wsgilab.stackctl); {} restores the defaults."""
-        stackctl.check_settings(settings)
+        """Recreate the stack with ``settings`` (see wsgilab.labs.control); {} restores the defaults."""
+        check_settings(settings)
         if settings == self.settings:
             return
         self.settings = dict(settings)
@@ -352,7 +356,7 @@ class ComposeStack:
     def signal_server(self, app: str, name: str) -> None:
         self.control().signal_server(app, name)
 
-    def stop_app(self, app: str) -> stackctl.Stopped:
+    def stop_app(self, app: str) -> Stopped:
         return self.control().stop_app(app)
 
     def start_app(self, app: str) -> None:
@@ -362,12 +366,12 @@ class ComposeStack:
     def restart_app(self, app: str) -> None:
         self.control().restart_app(app)
 
-    def app_state(self, app: str) -> stackctl.AppState:
+    def app_state(self, app: str) -> AppState:
         return self.control().app_state(app)
 
-    def control(self) -> stackctl.ComposeControl:
+    def control(self) -> ComposeControl:
         """What hoptrace lab uses on a user's stack, pointed at this test project."""
-        control = stackctl.ComposeControl(self.compose, self.project, env=self.environment(self.servers))
+        control = ComposeControl(self.compose, self.project, env=self.environment(self.servers))
         control.settings = dict(self.settings)
         control.baseline = {}  # the environment above says how this stack runs
         return control

@@ -13,23 +13,24 @@ import time
 import pytest
 from lab_stacks import REPO, free_port
 
-from wsgilab import healthcheck, stackctl, uwsgi_protocol
-from wsgilab.launch import server_environment, usable_cpus
+from wsgilab.container import healthcheck, uwsgi_protocol
+from wsgilab.labs import control
+from wsgilab.container.launch import server_environment, usable_cpus
 
 APP_ENV = {"WSGI_APP": "raw_app:application", "SCRIPT_NAME": "/raw"}
 
 
 def _launch(**env):
-    return subprocess.run([sys.executable, "-m", "wsgilab.launch"], env={**os.environ, **env},
+    return subprocess.run([sys.executable, "-m", "wsgilab.container.launch"], env={**os.environ, **env},
                           cwd=REPO / "raw_wsgi_app", capture_output=True, text=True, timeout=30)
 
 
 @pytest.mark.parametrize("setting, value, message", [
-    ("WSGI_SERVER", "nginx", "WSGI_SERVER must be one of gunicorn, uwsgi, not 'nginx'"),
+    ("WSGI_SERVER", "nginx", "WSGI_SERVER must be gunicorn or uwsgi, not 'nginx'"),
     ("SCRIPT_NAME", "raw", "SCRIPT_NAME must be the URL prefix"),
     ("WSGI_APP", "raw_app", "WSGI_APP must name a callable as module:name"),
-    ("WSGI_WORKERS", "0", "WSGI_WORKERS must be a whole number of at least 1"),
-    ("WSGI_BACKLOG", "many", "WSGI_BACKLOG must be a whole number of at least 1"),
+    ("WSGI_WORKERS", "0", "WSGI_WORKERS must be a whole number, at least 1"),
+    ("WSGI_BACKLOG", "many", "WSGI_BACKLOG must be a whole number, at least 1"),
 ])
 def test_launcher_refuses_a_bad_setting_and_says_which(setting, value, message):
     done = _launch(**{**APP_ENV, "WSGI_CONFIG_DIR": str(REPO), setting: value})
@@ -48,7 +49,7 @@ def test_the_listen_backlog_setting_reaches_the_kernel_on_both_servers(server):
     port = free_port()
     env = {**os.environ, **APP_ENV, "WSGI_SERVER": server, "WSGI_BIND": f"127.0.0.1:{port}", "WSGI_WORKERS": "1",
            "WSGI_BACKLOG": "7", "WSGI_CONFIG_DIR": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "wsgilab.launch"], env=env, cwd=REPO / "raw_wsgi_app",
+    process = subprocess.Popen([sys.executable, "-m", "wsgilab.container.launch"], env=env, cwd=REPO / "raw_wsgi_app",
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
@@ -140,12 +141,12 @@ def test_render_config_refuses_addresses_that_would_inject_config(tmp_path, env,
 
 
 @pytest.mark.parametrize(("settings", "message"), [
-    ({"WSGI_TIMEOUT": "0"}, "WSGI_TIMEOUT must be a whole number of at least 1"),
+    ({"WSGI_TIMEOUT": "0"}, "WSGI_TIMEOUT must be a whole number of seconds, at least 1"),
     ({"DEBUG": "1"}, "DEBUG is not a setting labs may change"),
 ])
 def test_a_lab_may_change_only_known_settings_to_whole_numbers(settings, message):
-    with pytest.raises(stackctl.ControlError, match=message):
-        stackctl.check_settings(settings)
+    with pytest.raises(control.ControlError, match=message):
+        control.check_settings(settings)
 
 
 def _manage(*args, **env):

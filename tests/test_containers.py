@@ -15,7 +15,8 @@ import uuid
 from lab_http import get
 from lab_stacks import REPO, hop_log_lines
 
-from wsgilab import labs, stackctl
+from wsgilab import labs
+from wsgilab.labs import control
 
 ONLY_TIERS = ("compose",)
 
@@ -80,7 +81,7 @@ def test_exposure_lab_finds_only_nginx_published_non_root_no_secret_and_uwsgi_gu
 
 def test_the_lab_control_reads_the_settings_the_stack_runs_with_off_its_containers(stack):
     # so a lab that recreates containers keeps settings given in the shell, not only those in .env
-    found = stackctl.ComposeControl(stack.stack.compose, stack.stack.project).running_settings()
+    found = control.ComposeControl(stack.stack.compose, stack.stack.project).running_settings()
     assert {found[f"{app.upper()}_SERVER"] for app in ("django", "flask", "raw")} == {stack.server}
     assert found["WSGILAB_HTTP_PORT"] == str(stack.port)
     assert found["WSGI_WORKERS"] == "2"

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from wsgilab import hoplog
+from wsgilab.hoptrace import records as hoplog
 
 
 def _nginx(rid, ts, status=200):
@@ -120,7 +120,7 @@ def test_stats_gives_nearest_rank_percentiles_per_service_and_segment(tmp_path):
 
 
 def test_the_heading_tells_a_request_no_app_logged_from_one_nginx_answered_alone():
-    from wsgilab.waterfall import render_waterfall
+    from wsgilab.hoptrace.waterfall import render_waterfall
 
     died = hoplog.events_of(hoplog.scan([_nginx("req-died0000", 1_000_000, status=502)], "req-died0000").records)
     assert "passed to raw:8000 (http); no app hop logged it" in render_waterfall("req-died0000", died)
@@ -131,7 +131,7 @@ def test_the_heading_tells_a_request_no_app_logged_from_one_nginx_answered_alone
 
 
 def test_a_lab_report_shows_each_request_trace_once_even_when_two_checks_name_it():
-    from wsgilab.hoptrace import render_report
+    from wsgilab.labs.cli import render_report
     from wsgilab.labs import Report
 
     report = Report("demo", "a demo", "why it happens")

@@ -14,8 +14,9 @@ import uuid
 from lab_http import get, request
 from lab_stacks import REPO, hop_log_lines
 
-from wsgilab import hoplog
-from wsgilab.rawhttp import exchange
+from wsgilab import trace_format
+from wsgilab.hoptrace import records as hoplog
+from wsgilab.labs.rawhttp import exchange
 
 #: What must happen before what. nginx finishes once it has the app's headers
 #: and body; the server calls the app's close() after sending the body, so
@@ -200,12 +201,14 @@ def test_client_text_in_the_uri_cannot_break_a_server_log_line(stack, app):
 
 
 def _assert_every_record_line_parses(lines):
-    """Every line that is (or starts like) a JSON record is whole, valid JSON with a hop."""
+    """Every line that is (or starts like) a JSON record is whole, valid JSON with a hop, in the trace format."""
     for line in lines:
         start = line.find("{")
         if start >= 0 and line[start:].startswith('{"'):
             record = json.loads(line[start:])
             assert "hop" in record or "request_id" in record, line
+            if "hop" in record:
+                assert trace_format.problems(record) == [], line
 
 
 def test_fifty_concurrent_requests_each_keep_exactly_their_own_events(stack, app):

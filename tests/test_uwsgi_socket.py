@@ -15,8 +15,8 @@ import uuid
 
 from lab_stacks import APPS, NativeStack
 
-from wsgilab import uwsgi_protocol
-from wsgilab.rawhttp import Response
+from wsgilab.container import uwsgi_protocol
+from wsgilab.labs.rawhttp import Response
 
 
 def _address(stack, app):

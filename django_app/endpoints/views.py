@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from wsgilab import labkit
+from wsgilab.container import labkit
 
 APP = "django"
 

@@ -51,7 +51,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so outermost: marks the request entering and the response leaving
     # Django's middleware stack in the request's hop trace.
-    "wsgilab.django_trace.HopTraceMiddleware",
+    "wsgilab.container.django_trace.HopTraceMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -4,7 +4,7 @@ import os
 
 from flask import Flask
 
-from wsgilab.flask_trace import trace_flask
+from wsgilab.container.flask_trace import trace_flask
 
 
 def create_app() -> Flask:

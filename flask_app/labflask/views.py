@@ -9,7 +9,7 @@ import time
 
 from flask import Blueprint, Response, jsonify, redirect, request, url_for
 
-from wsgilab import labkit
+from wsgilab.container import labkit
 
 APP = "flask"
 

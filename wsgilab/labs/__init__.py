@@ -1,26 +1,23 @@
 """Failure labs: trigger a failure on purpose, watch which hop acts, and read why.
 
 Each lab is a module here with a ``TITLE``, an ``EXPLANATION`` (which hop
-acted, and which setting decides it) and ``run(target) -> Report``. It sends
-real requests to a running stack through nginx, reads the hops' logs, and
-checks what happened. ``hoptrace lab NAME`` runs one against the stack
-``docker compose up`` started and prints the report with the traces; the
-tests run the very same labs against their stacks and assert on the report,
-so a lab is also a reliability or security test.
+acted, and which setting decides it) and ``run(target, report)``, which
+sends real requests to a running stack through nginx, reads the hops' logs,
+and records each check in the report. ``hoptrace lab NAME`` (``cli``) runs
+one against the stack ``docker compose up`` started and prints the report
+with the traces; the tests run the very same labs against their stacks and
+assert on the report, so a lab is also a reliability or security test.
+
+``kit`` holds what every lab uses (the target stack, the report),
+``control`` how a lab changes the stack, ``rawhttp`` the raw HTTP bytes the
+labs send.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
 
-from wsgilab.hoplog import scan
-from wsgilab.rawhttp import exchange, request_bytes
+from wsgilab.labs.kit import Report, Target
 
 #: Lab name -> module, in the order the README lists them.
 LABS = {
@@ -39,134 +36,12 @@ LABS = {
     "import-failure": "wsgilab.labs.import_failure",
 }
 
-APPS = ("django", "flask", "raw")
-
-
-@dataclass
-class Target:
-    """A running stack: nginx on ``port``, and a way to read every hop's log lines."""
-
-    port: int
-    log_lines: Callable[[], list[str]]
-    host: str = "127.0.0.1"
-    #: The stack's containers, when it runs under docker compose (labs about containers need it).
-    container_ids: Callable[[], list[str]] | None = None
-    #: What can restart or break the stack: ``reconfigure(settings)`` and
-    #: ``kill_workers(app)``, as wsgilab.stackctl describes them. Labs that
-    #: change how the stack runs need it; the others never touch it.
-    control: Any = None
-    #: The records each request id was judged on, kept as they were read: a lab
-    #: that recreates containers takes their logs with them.
-    found: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    @contextmanager
-    def reconfigured(self, settings: dict[str, str], serving: tuple[str, ...] = APPS) -> Iterator[None]:
-        """Run the body with the stack restarted on ``settings``; the defaults come back after, whatever happens.
-
-        ``serving`` are the apps that must answer before the body runs (a lab
-        that breaks one on purpose leaves it out).
-        """
-        try:
-            self.reconfigure(settings, serving)
-            yield
-        finally:
-            self.reconfigure({})
-
-    def reconfigure(self, settings: dict[str, str], serving: tuple[str, ...] = APPS) -> None:
-        """Restart the stack on ``settings`` (on top of its own), and wait until ``serving`` answer again."""
-        self.control.reconfigure(settings)
-        self.wait_until_served(apps=serving)
-
-    def wait_until_served(self, deadline_s: float = 90.0, apps: tuple[str, ...] = APPS) -> None:
-        """Wait until ``apps`` answer 200 through nginx (after a restart); TimeoutError if one never does."""
-        deadline = time.monotonic() + deadline_s
-        waiting = list(apps)
-        while waiting:
-            try:
-                reply = exchange(self.port, request_bytes("GET", f"/{waiting[0]}/"), host=self.host, timeout=5)
-                if reply.status == 200:
-                    waiting.pop(0)
-                    continue
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"/{waiting[0]}/ did not answer 200 through nginx within {deadline_s:.0f} s")
-            time.sleep(0.3)
-
-    def records(self, request_id: str, hops: set[str], wait_s: float = 5.0) -> list[dict[str, Any]]:
-        """The log records of ``request_id``, once ``hops`` have all logged it (or ``wait_s`` passed)."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            found = scan(self.log_lines(), request_id).records
-            if {r["hop"] for r in found} >= hops or time.monotonic() > deadline:
-                self.found[request_id] = found
-                return found
-            time.sleep(0.2)
-
-
-@dataclass
-class Check:
-    """One thing a lab did, what should have happened, and what did."""
-
-    what: str
-    expected: str
-    seen: str
-    ok: bool
-    request_ids: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Report:
-    """What a lab did and found, and the explanation of it."""
-
-    name: str
-    title: str
-    explanation: str
-    checks: list[Check] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.checks) and all(check.ok for check in self.checks)
-
-    def check(self, what: str, expected: str, seen: str, ok: bool, request_ids: list[str] | None = None) -> Check:
-        """Record one check and return it."""
-        done = Check(what, expected, seen, ok, [i for i in request_ids or [] if i])
-        self.checks.append(done)
-        return done
-
 
 def run(name: str, target: Target) -> Report:
-    """Run the lab called ``name`` against ``target``."""
+    """Run the lab called ``name`` against ``target``; its report says what it checked and found."""
     if name not in LABS:
         raise KeyError(f"no lab called {name!r}; there are: {', '.join(LABS)}")
     module = importlib.import_module(LABS[name])
     report = Report(name, module.TITLE, module.EXPLANATION.strip())
     module.run(target, report)
     return report
-
-
-def has_control(target: Target, report: Report) -> bool:
-    """Whether the lab can change the stack; if not, say so as a failed check."""
-    if target.control is None:
-        report.check("get hold of the stack", "a way to restart it and kill its workers",
-                     "none: this lab needs `hoptrace lab` against docker compose, or the test stacks", False)
-    return target.control is not None
-
-
-def nginx_record(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """nginx's access-log record among a request's records ({} if nginx logged none)."""
-    return next((r for r in records if r.get("hop") == "nginx"), {})
-
-
-def hops_of(records: list[dict[str, Any]]) -> set[str]:
-    """Which hops logged these records."""
-    return {str(record.get("hop")) for record in records}
-
-
-def served_by(target: Target, app: str) -> str:
-    """Which WSGI server ``app`` runs on now, as the app itself reports it."""
-    reply = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host)
-    try:
-        return json.loads(reply.raw.split(b"\r\n\r\n", 1)[1]).get("server", "?")
-    except (IndexError, ValueError):
-        return "?"

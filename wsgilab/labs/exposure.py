@@ -7,9 +7,9 @@ import socket
 import subprocess
 import uuid
 
-from wsgilab import uwsgi_protocol
-from wsgilab.labs import Report, Target
-from wsgilab.rawhttp import Response, exchange, request_bytes
+from wsgilab.container import uwsgi_protocol
+from wsgilab.labs.kit import Outcome, Report, Target
+from wsgilab.labs.rawhttp import Response, exchange, request_bytes
 
 TITLE = "Exposure: only nginx published, non-root containers, no secret in /environ, uWSGI obeys nginx only"
 
@@ -29,6 +29,27 @@ This one is about the containers, so it needs the compose stack.
 - /environ shows the WSGI environ of the request, never the process
   environment, so secrets passed as environment variables stay out of it.
 """
+
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="a uwsgi packet with `UWSGI_FILE=exec://...` sent around nginx",
+        client_sees="403; nothing runs",
+        statuses=("403",),
+        hop="uWSGI",
+        gunicorn="-",
+        uwsgi="`route-if-not` guard in `uwsgi.ini`",
+    ),
+    Outcome(
+        failure="exposure: what is published, who runs it, what `/environ` shows",
+        client_sees="only nginx, on 127.0.0.1; no root; no secret",
+        statuses=("other",),
+        hop="docker",
+        gunicorn="`ports:` / `expose:` in docker-compose.yml, `USER` in the Dockerfiles",
+        uwsgi="the same",
+    ),
+)
+
 
 SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "KEY")
 

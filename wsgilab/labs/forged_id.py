@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from wsgilab.labs import APPS, Report, Target, hops_of, served_by
-from wsgilab.rawhttp import exchange, request_bytes
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, hops_of, served_by
+from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = "Forged request ids: nginx replaces them, and every log line still parses"
 
@@ -19,11 +19,25 @@ spelled X_Request_ID is dropped before that: nginx ignores header names
 with underscores (`underscores_in_headers off`, the default), because a
 CGI-style server would turn both spellings into HTTP_X_REQUEST_ID. A bare
 LF ends a header line, so text after it cannot ride along in the value.
-Behind nginx, wsgilab.tracing checks the id against the same pattern again,
+Behind nginx, wsgilab.container.wsgi_trace checks the id against the same pattern again,
 and each hop escapes what it logs (nginx `escape=json`, gunicorn through
 json.dumps) or leaves client text out (uWSGI's log-format), so quotes,
 backslashes and escape bytes cannot end a line or forge a field.
 """
+
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="forged `X-Request-ID`: 8 KB of quotes and escapes, a bare LF, `X_Request_ID`",
+        client_sees="200, with nginx's own id",
+        statuses=("200",),
+        hop="nginx",
+        gunicorn="nginx `map $http_x_request_id`, `underscores_in_headers off`; gunicorn line via "
+                 "`json.dumps`",
+        uwsgi="the same; uWSGI `log-format` holds no client text",
+    ),
+)
+
 
 #: About 8 KB of what breaks hand-made log lines: quotes, backslashes, a JSON
 #: fragment, terminal escape bytes, and "\n" spelled out.

@@ -7,8 +7,9 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from wsgilab.labs import APPS, Report, Target, has_control, hops_of, nginx_record, served_by
-from wsgilab.rawhttp import exchange, request_bytes
+from wsgilab.hoptrace.records import queue_us_of
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, hops_of, nginx_record, served_by
+from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = "A full listen queue: the kernel drops what does not fit, nginx answers 504, nothing hangs"
 
@@ -40,6 +41,24 @@ shorten both. Telling the 504s apart: one at the connect timeout whose
 trace is nginx alone (connect "-") is a full queue; one at the read
 timeout, with the app's hops in its trace, is a slow view.
 """
+
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="more slow requests than the worker and its listen queue hold (1 worker, backlog 1, 8 "
+                "requests)",
+        client_sees="200 for the 3 that fit (now and then one or two more, whose handshake the kernel"
+                    " had begun), in turn; 504 for the rest at the connect timeout, never a hang",
+        statuses=("200", "504", "hang"),
+        hop="the kernel drops the connection attempts; nginx gives up",
+        gunicorn="`backlog` (`WSGI_BACKLOG`, 128); gunicorn logs nothing, nginx's error log says "
+                 "\"upstream timed out ... while connecting to upstream\"; `proxy_connect_timeout` "
+                 "(`NGINX_CONNECT_TIMEOUT`, 5 s)",
+        uwsgi="`listen` (the same setting); the master logs \"listen queue of socket ... full\"; "
+              "`uwsgi_connect_timeout`",
+    ),
+)
+
 
 #: What the lab runs with: one worker of one thread, a backlog of 1, a short connect timeout.
 WORKERS = 1
@@ -134,8 +153,7 @@ def _check_app(target: Target, report: Report, app: str, server: str,
 def _check_last_served(target: Target, report: Report, app: str, server: str, last: tuple[str, int, float]) -> None:
     """The request served last waited its turn in the kernel's queue: its trace shows that wait as "queue"."""
     request_id, _, took_s = last
-    queued_us = next((r.get("queue_us") for r in target.records(request_id, {"nginx", "wsgi"})
-                      if r.get("hop") == "wsgi"), None)
+    queued_us = queue_us_of(target.records(request_id, {"nginx", "wsgi"}))
     waited_s = took_s - SLOW_MS / 1000
     report.check(f"/{app}/ on {server}: the trace of the request served last",
                  f"its wait before a worker took it (about {waited_s:.1f} s) is the trace's queue segment",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from wsgilab.labs import APPS, Report, Target, hops_of, served_by
-from wsgilab.rawhttp import exchange, request_bytes
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, hops_of, served_by
+from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = "Host and proxy headers: unknown hosts refused, spoofed X-Forwarded-* overwritten"
 
@@ -27,6 +27,27 @@ The hop that acts is nginx.
   and X-Forwarded-Proto only with SECURE_PROXY_SSL_HEADER, both off; the Flask
   app has no ProxyFix.
 """
+
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="unknown or missing `Host`",
+        client_sees="421",
+        statuses=("421",),
+        hop="nginx",
+        gunicorn="`server_name` from `WSGILAB_SERVER_NAMES`",
+        uwsgi="the same",
+    ),
+    Outcome(
+        failure="spoofed `X-Forwarded-For/-Proto/-Host`",
+        client_sees="200; the app sees nginx's values",
+        statuses=("200",),
+        hop="nginx",
+        gunicorn="`proxy_set_header`; gunicorn `forwarded_allow_ips`",
+        uwsgi="`uwsgi_param` (uWSGI trusts no header)",
+    ),
+)
+
 
 SPOOFED = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil.example")]
 

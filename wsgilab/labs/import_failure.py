@@ -6,16 +6,16 @@ import re
 import time
 import uuid
 
-from wsgilab.hoplog import parse_line
-from wsgilab.labs import APPS, Report, Target, has_control, served_by
-from wsgilab.rawhttp import exchange, request_bytes
+from wsgilab.hoptrace.records import parse_line
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, served_by
+from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = "App fails to import: the server exits saying why, it is restarted, nginx answers 502 meanwhile"
 
 EXPLANATION = """
 A deploy whose code cannot be imported (a dependency missing from the image,
 a typo in WSGI_APP, a settings module that raises) never serves a request.
-The lab points the raw app at wsgilab.labs.unimportable_app, which imports a
+The lab points the raw app at wsgilab.container.unimportable_app, which imports a
 package that is not installed (RAW_WSGI_APP), and watches:
 - gunicorn imports the app in each worker as it boots. The worker logs the
   traceback and exits with code 3, and the arbiter stops rather than fork
@@ -40,8 +40,34 @@ package that is not installed (RAW_WSGI_APP), and watches:
 Then the lab puts the app back and it serves again, with no nginx restart.
 """
 
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="the app fails to import",
+        client_sees="502, most at once, for as long as it is broken (a request in the second after a "
+                    "crash, while nginx still holds the dead address: 502 or 504 after up to 5 s); "
+                    "the other apps 200",
+        statuses=("502", "504"),
+        hop="the app server exits, Docker restarts it, nginx answers",
+        gunicorn="the worker exits 3, the arbiter stops: \"Worker failed to boot.\" (exit 3, or 1 "
+                 "when a second worker's failure interrupts it)",
+        uwsgi="`need-app = true`: \"no app loaded. GAME OVER\", exit 22",
+    ),
+    Outcome(
+        failure="... and its health",
+        client_sees="never \"healthy\": \"starting\" after each restart, or \"unhealthy\"; `docker "
+                    "compose ps` says Restarting",
+        statuses=("other",),
+        hop="Docker",
+        gunicorn="`restart: unless-stopped`, the healthcheck (`python -m "
+                 "wsgilab.container.healthcheck`)",
+        uwsgi="the same",
+    ),
+)
+
+
 APP = "raw"
-BROKEN = "wsgilab.labs.unimportable_app:application"
+BROKEN = "wsgilab.container.unimportable_app:application"
 MISSING = "No module named 'wsgilab_lab_missing_dependency'"
 #: What each server prints as it gives up, after the traceback.
 GIVES_UP = {"gunicorn": "Worker failed to boot", "uwsgi": "no app loaded. GAME OVER"}

@@ -6,8 +6,8 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from wsgilab.labs import APPS, Report, Target, has_control, hops_of, nginx_record, served_by
-from wsgilab.rawhttp import exchange, request_bytes
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, hops_of, nginx_record, served_by
+from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = "Worker killed mid-request (kill -9): one 502, the POST is not retried, the next request is 200"
 
@@ -29,6 +29,20 @@ is never written. Each hop then does one thing:
 The lab kills every worker of the app, so the one holding its slow POST is
 surely among them.
 """
+
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="a worker killed mid-request, `kill -9`",
+        client_sees="502 at once; a POST is tried once, never again; the next request 200",
+        statuses=("502",),
+        hop="nginx, then the master",
+        gunicorn="`proxy_next_upstream` leaves POST alone; the arbiter restarts the worker; `backlog`"
+                 " holds new requests meanwhile",
+        uwsgi="`uwsgi_next_upstream`; the master respawns; `listen`",
+    ),
+)
+
 
 SLOW_MS = 5000
 #: How long the lab lets nginx hand the POST to a worker before it kills.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from wsgilab.labs import APPS, Report, Target, served_by
-from wsgilab.rawhttp import exchange, request_bytes
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, served_by
+from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = "Malformed and smuggling requests: refused at nginx, nothing smuggled reaches an app"
 
@@ -25,6 +25,31 @@ handling), only ever parses nginx's output. Each case below hides a second
 request in the first one's body; it must never reach an app, and a new
 connection must be served as usual.
 """
+
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="malformed or smuggling request: CL with TE, two lengths, `5, 5`, `+5`, unknown or "
+                "obfuscated TE, bad or huge chunk sizes, a bare LF in a chunk extension, obs-fold, "
+                "NUL, a space in a header name",
+        client_sees="400 (501 for an unknown transfer coding); the request hidden in its body reaches"
+                    " nothing",
+        statuses=("400", "501"),
+        hop="nginx",
+        gunicorn="nginx's parser; gunicorn only ever parses nginx's own requests "
+                 "(`proxy_request_buffering on`)",
+        uwsgi="nginx sends uwsgi packets, not HTTP",
+    ),
+    Outcome(
+        failure="bare LF line endings",
+        client_sees="200: nginx reads it as the requests it is, and sends them on well-formed",
+        statuses=("200",),
+        hop="nginx",
+        gunicorn="RFC 9112 allows it; no other parser sees the client's bytes",
+        uwsgi="the same",
+    ),
+)
+
 
 
 def _cases(app: str, smuggled: bytes) -> dict[str, bytes]:

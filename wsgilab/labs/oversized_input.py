@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from wsgilab.labs import APPS, Report, Target, hops_of, served_by
-from wsgilab.rawhttp import Response, exchange, request_bytes
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, hops_of, served_by
+from wsgilab.labs.rawhttp import Response, exchange, request_bytes
 
 TITLE = "Oversized input: refused at nginx, and the limits behind it aligned"
 
@@ -23,6 +23,43 @@ nginx accepted is never refused behind it (which nginx would report as a
 block; uWSGI's `buffer-size = 65535` holds the whole uwsgi packet nginx can
 build from 32k of headers. The "at the limits" requests below prove it.
 """
+
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="body over 16 MiB",
+        client_sees="413",
+        statuses=("413",),
+        hop="nginx",
+        gunicorn="`client_max_body_size 16m`",
+        uwsgi="the same",
+    ),
+    Outcome(
+        failure="request line over 8 KiB",
+        client_sees="414",
+        statuses=("414",),
+        hop="nginx",
+        gunicorn="`large_client_header_buffers 4 8k`",
+        uwsgi="the same",
+    ),
+    Outcome(
+        failure="a header over 8 KiB, or headers over 4 x 8 KiB",
+        client_sees="400",
+        statuses=("400",),
+        hop="nginx",
+        gunicorn="`large_client_header_buffers 4 8k`",
+        uwsgi="the same",
+    ),
+    Outcome(
+        failure="what nginx accepts, at its limits",
+        client_sees="200 from the app",
+        statuses=("200",),
+        hop="none refuses",
+        gunicorn="`limit_request_line`, `limit_request_field_size` 8190, `limit_request_fields` 32768",
+        uwsgi="`buffer-size 65535`, `max-vars 8224`",
+    ),
+)
+
 
 MiB = 1024 * 1024
 

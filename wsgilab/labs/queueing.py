@@ -6,9 +6,9 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from wsgilab.hoplog import scan
-from wsgilab.labs import APPS, Report, Target, has_control, served_by
-from wsgilab.rawhttp import exchange, request_bytes
+from wsgilab.hoptrace.records import queue_us_of, scan
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, served_by
+from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = "Queueing: more slow requests than workers wait in the queue; threads change it"
 
@@ -38,6 +38,20 @@ The queue shows in `hoptrace stats` as its own segment: a slow "queue" with
 a fast "view" means add workers or threads, not optimise the view.
 """
 
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="more slow requests than workers",
+        client_sees="200, later: the wait shows as the trace's `queue` segment",
+        statuses=("slow",),
+        hop="the kernel's accept queue of the app server's socket",
+        gunicorn="`workers`, `threads` (gthread), `backlog`; a gthread worker accepts more "
+                 "connections than it has free threads",
+        uwsgi="`processes`, `threads`, `listen`; each thread accepts only when free",
+    ),
+)
+
+
 WORKERS = 2
 REQUESTS = 6
 SLOW_MS = 400
@@ -45,7 +59,7 @@ THREADS = 4
 
 
 def _queue_ms(target: Target, request_ids: list[str], wait_s: float = 5.0) -> list[float | None]:
-    """The queue time of each request, from its WSGI-layer record (None if it has none).
+    """The queue time of each request, from its ``queued`` event (None if it has none).
 
     The logs are read once per try, not once per request: under compose each
     read is a whole `docker compose logs`.
@@ -53,8 +67,7 @@ def _queue_ms(target: Target, request_ids: list[str], wait_s: float = 5.0) -> li
     deadline = time.monotonic() + wait_s
     while True:
         lines = target.log_lines()
-        found = [next((r.get("queue_us") for r in scan(lines, request_id).records if r.get("hop") == "wsgi"), None)
-                 for request_id in request_ids]
+        found = [queue_us_of(scan(lines, request_id).records) for request_id in request_ids]
         if None not in found or time.monotonic() > deadline:
             return [None if queue_us is None else queue_us / 1000 for queue_us in found]
         time.sleep(0.3)

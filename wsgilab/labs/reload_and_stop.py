@@ -6,8 +6,8 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from wsgilab.labs import APPS, Report, Target, has_control, served_by
-from wsgilab.rawhttp import exchange, request_bytes
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, served_by
+from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = ("Reload, restart and stop: a reload under load fails nothing; a restart fails only its gap, "
          "with 502 at once; a stop lets the request in flight finish")
@@ -40,6 +40,47 @@ request, and a restart fails only those that come in its gap.
   A single app container cannot restart without a gap, which is why deploys
   run two and drain one at a time.
 """
+
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="reload under load, SIGHUP",
+        client_sees="200 for every request",
+        statuses=("200",),
+        hop="the app server's master",
+        gunicorn="new workers first, then the old ones stop gracefully",
+        uwsgi="workers finish, the master re-executes itself (`binary-path`), the socket stays open",
+    ),
+    Outcome(
+        failure="`docker compose stop` with a request in flight",
+        client_sees="that request: 200; the server exits 0 inside the 10 s",
+        statuses=("200",),
+        hop="the app server's master",
+        gunicorn="`graceful_timeout 8`",
+        uwsgi="`hook-master-start = unix_signal:15 gracefully_kill_them_all`, `worker-reload-mercy 8`",
+    ),
+    Outcome(
+        failure="`docker compose restart` under load",
+        client_sees="200, but 502 at once for the requests in its gap (about a second here; one CI "
+                    "run under load saw three 500s there, from a hop not yet known, so the lab lets a"
+                    " 500 pass and shows its trace); 200 after it, nginx untouched",
+        statuses=("502",),
+        hop="nginx",
+        gunicorn="`resolver` (Docker's DNS, answers kept 1 s) with the address in a variable, so "
+                 "nginx finds the new container; a single container always has this gap",
+        uwsgi="the same",
+    ),
+    Outcome(
+        failure="a request while the app is stopped",
+        client_sees="502 at once: Docker's DNS has no address for it",
+        statuses=("502",),
+        hop="nginx",
+        gunicorn="`resolver`, `resolver_timeout 2s` (without them, nginx kept the old address and "
+                 "answered 504 after `proxy_connect_timeout 5s`)",
+        uwsgi="the same (`uwsgi_connect_timeout 5s`)",
+    ),
+)
+
 
 #: The load: CLIENTS clients, each sending /slow?ms=LOAD_MS back to back for LOAD_S seconds.
 CLIENTS = 3

@@ -8,9 +8,9 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from wsgilab.hoplog import parse_line, scan
-from wsgilab.labs import APPS, Report, Target, served_by
-from wsgilab.rawhttp import exchange, request_bytes
+from wsgilab.hoptrace.records import parse_line, queue_us_of, scan
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, served_by
+from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = "Slow clients: nginx holds them, the app workers stay free, other requests keep their latency"
 
@@ -33,6 +33,21 @@ reader itself; a response that opts out (`X-Accel-Buffering: no`, as
 /stream does) holds its worker for as long as the client takes to read
 what does not fit in the sockets' buffers.
 """
+
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="hundreds of clients trickling their headers or body",
+        client_sees="nginx holds them all; no app sees them; other requests keep their latency and "
+                    "queue time; 408 after 60 s",
+        statuses=("408", "slow", "hang"),
+        hop="nginx",
+        gunicorn="`proxy_request_buffering on`, `client_header_timeout` / `client_body_timeout` (60 "
+                 "s); a sync worker would be held for the whole trickle",
+        uwsgi="nginx sends the uwsgi packet only once it has the whole request",
+    ),
+)
+
 
 #: Slow clients, each app: that many trickling their headers and that many their body.
 SLOW_EACH = 40
@@ -83,7 +98,7 @@ def _queue_ms(target: Target, probes: list[tuple[int, float, str]]) -> list[floa
     lines = target.log_lines()
     found = []
     for _status, _took, request_id in probes:
-        queue_us = next((r.get("queue_us") for r in scan(lines, request_id).records if r.get("hop") == "wsgi"), None)
+        queue_us = queue_us_of(scan(lines, request_id).records)
         if queue_us is not None:
             found.append(queue_us / 1000)
     return found

@@ -7,7 +7,8 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from wsgilab.labs import APPS, Report, Target, served_by
+from wsgilab.hoptrace.records import events_of, find_event
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, served_by
 
 TITLE = "Slow readers: nginx buffers a big response and frees the worker; unbuffered, the worker waits for the client"
 
@@ -35,6 +36,31 @@ client that has stopped reading is the server's own limit: gunicorn's
 cut this lab's stream short, silently (the client got part of the body and
 no error), so uwsgi.ini sets it to WSGI_TIMEOUT as well.
 """
+
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="clients that wait 10 s before reading a 64 MiB response",
+        client_sees="200, at their pace; the worker's close() comes within a second or two, long "
+                    "before the client reads",
+        statuses=("200",),
+        hop="nginx, which holds the response in memory and a temp file",
+        gunicorn="`proxy_buffering on`, `proxy_buffers`, `proxy_max_temp_file_size` (1 GiB)",
+        uwsgi="`uwsgi_buffering on` and its twins",
+    ),
+    Outcome(
+        failure="... the same from `/stream?bytes=N`, which sends `X-Accel-Buffering: no` "
+                "(`proxy_buffering off` for that response)",
+        client_sees="200, at their pace; the worker stays in its write until the client has read",
+        statuses=("200", "truncated body"),
+        hop="nobody: the worker waits for the client",
+        gunicorn="the app's `X-Accel-Buffering` header; the socket buffers (up to tens of MiB); the "
+                 "worker gives up after `timeout` (30 s)",
+        uwsgi="the same; the worker gives up after `socket-timeout` (`WSGI_TIMEOUT`, 30 s; uWSGI's "
+              "default 4 s cut the body short)",
+    ),
+)
+
 
 #: The response size: more than every socket buffer between a worker and a client holds.
 SIZE = 64 * 1024 * 1024
@@ -64,14 +90,12 @@ def _slow_read(target: Target, path: str, request_id: str) -> tuple[int, float]:
 
 
 def _worker_held_ms(target: Target, request_id: str) -> float | None:
-    """From app_called to close() in the request's WSGI record: how long it held its worker."""
-    record = next((r for r in target.records(request_id, {"nginx", "wsgi"}) if r.get("hop") == "wsgi"), None)
-    if record is None:
+    """From app_called to close() in the request's trace: how long it held its worker."""
+    events = events_of(target.records(request_id, {"nginx", "wsgi"}))
+    called, closed = find_event(events, "app_called"), find_event(events, "close")
+    if called is None or closed is None:
         return None
-    at = {event.get("event"): event.get("ts_us") for event in record.get("events", [])}
-    if "app_called" not in at or "close" not in at:
-        return None
-    return (at["close"] - at["app_called"]) / 1000
+    return (closed["ts_us"] - called["ts_us"]) / 1000
 
 
 def run(target: Target, report: Report) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from wsgilab.labs import APPS, Report, Target, has_control, hops_of, nginx_record, served_by
-from wsgilab.rawhttp import Response, exchange, request_bytes
+from wsgilab.hoptrace.records import events_of
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, hops_of, nginx_record, served_by
+from wsgilab.labs.rawhttp import Response, exchange, request_bytes
 
 TITLE = "Worker timeout: the server ends a stuck worker (uWSGI 502, gunicorn 500); nginx gives up first (504)"
 
@@ -36,6 +37,27 @@ and ends as a 502 or 500; a 504 means a worker stayed busy after the client was
 gone. This lab restarts the stack twice (WSGI_TIMEOUT=2, then
 NGINX_READ_TIMEOUT=2) and puts the defaults back at the end.
 """
+
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="a view slower than the worker's limit",
+        client_sees="gunicorn: 500, written by the worker as SystemExit unwinds the view; uWSGI: 502",
+        statuses=("500", "502"),
+        hop="the app server's master ends the worker and starts another",
+        gunicorn="`timeout` (`WSGI_TIMEOUT`, 30 s); SIGABRT",
+        uwsgi="`harakiri` (`WSGI_TIMEOUT`, 30 s); SIGKILL, so nothing is logged by the worker",
+    ),
+    Outcome(
+        failure="a view slower than nginx's read timeout",
+        client_sees="504; the worker finishes anyway and its 200 is thrown away",
+        statuses=("504",),
+        hop="nginx",
+        gunicorn="`proxy_read_timeout` (`NGINX_READ_TIMEOUT`, 60 s)",
+        uwsgi="`uwsgi_read_timeout` (the same setting)",
+    ),
+)
+
 
 #: The short limit each half of the lab sets, and how long the view sleeps.
 #: uWSGI's harakiri counts in whole seconds of its own clock, so it fires
@@ -84,8 +106,7 @@ def _over_the_worker_limit(target: Target, report: Report) -> None:
         status = OVER_LIMIT_STATUS[server]
         records = target.records(request_id, {"nginx", "wsgi"} if server == "gunicorn" else {"nginx"})
         nginx = nginx_record(records)
-        raised = [str(e.get("error")) for r in records if r.get("hop") == "wsgi"
-                  for e in r.get("events", []) if e.get("event") == "app_raised"]
+        raised = [str(e.get("error")) for e in events_of(records) if e["event"] == "app_raised"]
         if server == "gunicorn":
             expected = (f"500 after about {LIMIT_S} s, written by the worker on its way out; "
                         "the trace shows SystemExit raised in the view")

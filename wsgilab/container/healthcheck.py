@@ -1,6 +1,6 @@
 """Docker healthcheck for an app container: is the app answering through its server?
 
-``python -m wsgilab.healthcheck`` asks the server this container runs for the
+``python -m wsgilab.container.healthcheck`` asks the server this container runs for the
 app's home page (``SCRIPT_NAME/``), in the server's own protocol: HTTP for
 gunicorn, the uwsgi protocol for uWSGI. It exits 0 on a 200 and 1 otherwise,
 printing why, which ``docker inspect`` shows under State.Health.
@@ -15,8 +15,8 @@ import http.client
 import os
 import sys
 
-from wsgilab import uwsgi_protocol
-from wsgilab.launch import LaunchError, server_environment
+from wsgilab.container import uwsgi_protocol
+from wsgilab.container.launch import LaunchError, server_environment
 
 
 def _status_of_raw_response(raw: bytes) -> int:

@@ -1,60 +1,41 @@
-"""Act on a running stack for the labs that restart or break parts of it.
+"""How the labs change a running stack: the ``StackControl`` interface, and its docker compose side.
 
-Most labs only send requests. A few must change how the stack runs: a
+Most labs only send requests. A few must change how the stack runs: the
 worker-timeout lab needs a short ``WSGI_TIMEOUT`` and then a short nginx read
-timeout, and a killed-worker lab must ``kill -9`` workers in the middle of a
-request. They do it through a control object with two methods:
+timeout, and the killed-worker lab must ``kill -9`` workers in the middle of
+a request. They do it through a ``StackControl`` (below: seven methods).
+``ComposeControl`` is the one ``hoptrace lab`` uses on a docker compose
+project; the tests' native stack (tests/lab_stacks.py) implements the same
+interface on its own processes, and a test checks that both do.
 
-``reconfigure(settings)``
-    restart the app servers and nginx with ``settings`` (names from
-    ``SETTINGS``) on top of the stack's own; ``{}`` puts the defaults back.
-``kill_workers(app)``
-    SIGKILL every worker process of ``app``'s server (not its master, which
-    then starts new ones) and return their PIDs.
-``signal_server(app, name)``
-    send the signal ``name`` ("HUP": reload) to ``app``'s server master.
-``stop_app(app)`` / ``start_app(app)``
-    stop ``app``'s server as ``docker compose stop`` does (SIGTERM, then
-    SIGKILL after 10 s) and return how it ended; start it again.
-``restart_app(app)``
-    ``docker compose restart`` one app: stop it as above, then start it.
-``app_state(app)``
-    whether ``app``'s server runs, how it last exited, how often it was
-    restarted, what its healthcheck says, and its last log lines.
-
-``ComposeControl`` does both on a docker compose project, which is what
-``hoptrace lab`` uses; the tests' native stack does the same to its own
-processes. Inside a container, ``python -m wsgilab.stackctl kill-workers``
-is how the compose control reaches the workers.
+Killing workers needs a process inside the container: ``ComposeControl``
+runs ``python -m wsgilab.container.workers kill-workers`` there with
+``docker exec``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
-from wsgilab.launch import WSGI_APP_PATTERN
+from wsgilab.settings import LAB_SETTINGS, SettingError
+from wsgilab.settings import SETTINGS as SETTINGS_TABLE
 
-#: What a lab may change, and what each one is.
-SETTINGS = {
-    "WSGI_TIMEOUT": "seconds a request may run before its worker is killed (gunicorn timeout, uWSGI harakiri)",
-    "WSGI_THREADS": "threads per worker process",
-    "WSGI_WORKERS": "worker processes per app server",
-    "WSGI_BACKLOG": "connections the kernel queues for an app server while its workers are busy (backlog, listen)",
-    "NGINX_CONNECT_TIMEOUT": "seconds nginx tries to connect to an app server (proxy/uwsgi_connect_timeout)",
-    "NGINX_READ_TIMEOUT": "seconds nginx waits between two reads from an app server (proxy/uwsgi_read_timeout)",
-    "DJANGO_WSGI_APP": "the callable the Django app's server imports, module:name",
-    "FLASK_WSGI_APP": "the callable the Flask app's server imports, module:name",
-    "RAW_WSGI_APP": "the callable the raw app's server imports, module:name",
-}
+#: What a lab may change (wsgilab.settings marks them), and what each one does.
+SETTINGS = {name: setting.does for name, setting in LAB_SETTINGS.items()}
 
+
+#: The settings each kind of container gets under their own name (the
+#: per-app ones reach an app as WSGI_SERVER and WSGI_APP, the server names
+#: reach nginx as NGINX_SERVER_NAMES).
+_SAME_NAME_IN = {reader: [s.name for s in SETTINGS_TABLE.values() if s.read_by == reader
+                          and s.name.startswith(("WSGI_", "NGINX_"))] for reader in ("app", "nginx")}
 
 #: The compose services that run an app (docker-compose.yml); nginx is the other one.
 APP_SERVICES = ("django", "flask", "raw")
@@ -92,66 +73,47 @@ class ControlError(RuntimeError):
     """The stack could not be changed as asked; the message says what failed."""
 
 
+@runtime_checkable
+class StackControl(Protocol):
+    """What a lab may do to a running stack, whichever way it runs (compose, or native processes)."""
+
+    def reconfigure(self, settings: Mapping[str, str]) -> None:
+        """Restart the app servers and nginx with ``settings`` (names from ``SETTINGS``) on top of the
+        stack's own; ``{}`` puts the stack's own back. Returns without waiting for them to serve."""
+
+    def kill_workers(self, app: str) -> list[int]:
+        """SIGKILL every worker process of ``app``'s server (not its master, which starts new ones);
+        return their PIDs."""
+
+    def signal_server(self, app: str, name: str) -> None:
+        """Send the signal ``name`` ("HUP": reload) to ``app``'s server master."""
+
+    def stop_app(self, app: str) -> Stopped:
+        """Stop ``app``'s server as ``docker compose stop`` does (SIGTERM, SIGKILL after ``STOP_GRACE_S``)."""
+
+    def start_app(self, app: str) -> None:
+        """Start ``app``'s server again after ``stop_app``."""
+
+    def restart_app(self, app: str) -> None:
+        """``docker compose restart`` one app: ``stop_app``, then start it."""
+
+    def app_state(self, app: str) -> AppState:
+        """Whether ``app``'s server runs, how it last exited, its restarts, its health, its last log lines."""
+
+
 def check_settings(settings: Mapping[str, str]) -> None:
-    """Raise ControlError unless every setting is a known name with a value it takes.
-
-    A ``*_WSGI_APP`` is ``module:name``; every other setting a whole number >= 1.
-    """
+    """Raise ControlError unless every setting is one a lab may change, with a value the table takes."""
     for name, value in settings.items():
-        if name not in SETTINGS:
-            raise ControlError(f"{name} is not a setting labs may change; these are: {', '.join(SETTINGS)}")
-        if name.endswith("_WSGI_APP"):
-            if not WSGI_APP_PATTERN.match(str(value)):
-                raise ControlError(f"{name} must name a callable as module:name, not {value!r}")
-        elif not str(value).isdigit() or int(value) < 1:
-            raise ControlError(f"{name} must be a whole number of at least 1, not {value!r}")
-
-
-def children(pid: int) -> list[int]:
-    """The PIDs of the processes whose parent is ``pid`` (read from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+        if name not in LAB_SETTINGS:
+            raise ControlError(f"{name} is not a setting labs may change; these are: {', '.join(LAB_SETTINGS)}")
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # it exited while we looked
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
-
-
-def kill_workers_of(master: int) -> list[int]:
-    """SIGKILL every child of the server's ``master`` process, that is its workers; return their PIDs.
-
-    Both gunicorn's arbiter and uWSGI's master notice a worker that died and
-    start a new one in its place.
-    """
-    workers = children(master)
-    for pid in workers:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return workers
-
-
-def server_master_in_container() -> int:
-    """The app server's master in this container: the one child of PID 1 (docker's init).
-
-    ``docker exec`` processes are not children of PID 1, so they never count.
-    """
-    masters = children(1)
-    if len(masters) != 1:
-        raise ControlError(f"expected one server process under PID 1, found {masters}")
-    return masters[0]
+            LAB_SETTINGS[name].value(str(value) or "-")
+        except SettingError as error:
+            raise ControlError(str(error)) from None
 
 
 class ComposeControl:
-    """The stack control (see the module docstring) of a docker compose project, the current directory's by default."""
+    """The ``StackControl`` of a docker compose project, the current directory's by default."""
 
     def __init__(self, compose: list[str], project: str | None = None, env: Mapping[str, str] | None = None,
                  cwd: str | Path | None = None) -> None:
@@ -212,12 +174,11 @@ class ComposeControl:
             if service in APP_SERVICES:
                 found[f"{service.upper()}_SERVER"] = env.get("WSGI_SERVER", "")
                 found[f"{service.upper()}_WSGI_APP"] = env.get("WSGI_APP", "")
-                found.update({name: env.get(name, "")
-                              for name in ("WSGI_WORKERS", "WSGI_THREADS", "WSGI_TIMEOUT", "WSGI_BACKLOG")})
+                found.update({name: env.get(name, "") for name in _SAME_NAME_IN["app"]})
                 if service == "django":
                     found["DJANGO_SECRET_KEY"] = env.get("DJANGO_SECRET_KEY", "")
             elif service == "nginx":
-                found.update({name: env.get(name, "") for name in ("NGINX_CONNECT_TIMEOUT", "NGINX_READ_TIMEOUT")})
+                found.update({name: env.get(name, "") for name in _SAME_NAME_IN["nginx"]})
                 found["WSGILAB_SERVER_NAMES"] = env.get("NGINX_SERVER_NAMES", "")
                 for binding in (container["HostConfig"].get("PortBindings") or {}).get("8080/tcp") or []:
                     found["WSGILAB_HTTP_PORT"] = binding.get("HostPort", "")
@@ -257,27 +218,8 @@ class ComposeControl:
 
     def kill_workers(self, app: str) -> list[int]:
         """SIGKILL every worker of ``app``'s server, from inside its container."""
-        done = subprocess.run(["docker", "exec", self.container(app), "python", "-m", "wsgilab.stackctl",
+        done = subprocess.run(["docker", "exec", self.container(app), "python", "-m", "wsgilab.container.workers",
                                "kill-workers"], capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
             raise ControlError(f"killing {app}'s workers failed: {done.stderr.strip()}")
         return [int(pid) for pid in done.stdout.split()]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m wsgilab.stackctl kill-workers``: run inside an app container by ComposeControl."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv != ["kill-workers"]:
-        print("usage: python -m wsgilab.stackctl kill-workers   (inside an app container)", file=sys.stderr)
-        return 64
-    try:
-        killed = kill_workers_of(server_master_in_container())
-    except ControlError as error:
-        print(f"stackctl: {error}", file=sys.stderr)
-        return 1
-    print(" ".join(map(str, killed)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

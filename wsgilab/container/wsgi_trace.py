@@ -1,6 +1,6 @@
 """HopTrace: WSGI middleware that records one request's trip through the WSGI protocol.
 
-    from wsgilab.tracing import HopTrace
+    from wsgilab.container.wsgi_trace import HopTrace
     application = HopTrace(application, service="django", server="gunicorn")
 
 Like ``wsgiref.validate``, it wraps each object the server and the app hand
@@ -26,6 +26,9 @@ apps run unchanged with ``WSGILAB_TRACING=off``.
 
 Under uWSGI the request id is also handed to uWSGI as the ``wsgilab_request_id``
 logvar, so uWSGI's own request log line (uwsgi.ini ``log-format``) carries it.
+That, and the trace line itself, are all it adds: the ``Server-Timing`` header
+is ``wsgilab.container.server_timing``'s, composed around this in the entry
+point (``traced_app``).
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ class RequestTrace:
         self.input_bytes = self.chunks = self.body_bytes = 0
         self.queue_us: int | None = None
         self.written = False
-        #: When the view was called and when it returned or raised (µs), for Server-Timing.
+        #: When the view was called and when it returned or raised (µs), for ServerTiming.
         self.view_started: int | None = None
         self.view_ended: int | None = None
 
@@ -144,6 +147,11 @@ class RequestTrace:
 
 #: The trace of the request this thread (or task) is serving, if any.
 _current: ContextVar[RequestTrace | None] = ContextVar("wsgilab_trace", default=None)
+
+
+def current_trace() -> RequestTrace | None:
+    """The trace of the request this thread (or task) is serving, or None if none is being traced."""
+    return _current.get()
 
 
 def mark(hop: str, event: str, **fields: Any) -> None:
@@ -183,21 +191,6 @@ def traced_view(view: Callable) -> Callable:
 
     wrapper.wsgilab_traced = True  # type: ignore[attr-defined]
     return wrapper
-
-
-def _ms(us: int) -> str:
-    """Microseconds as milliseconds with three decimals, by integer arithmetic."""
-    return f"{us // 1000}.{us % 1000:03d}"
-
-
-def server_timing(trace: RequestTrace, app_started: int, now: int) -> str:
-    """The Server-Timing header value: queue, app so far, and the view if it has returned."""
-    timing = f"app;dur={_ms(now - app_started)}"
-    if trace.queue_us is not None:
-        timing = f"queue;dur={_ms(trace.queue_us)}, {timing}"
-    if trace.view_started is not None and trace.view_ended is not None:
-        timing = f"{timing}, view;dur={_ms(trace.view_ended - trace.view_started)}"
-    return timing
 
 
 class _TracedInput:
@@ -293,7 +286,7 @@ class HopTrace:
                                f'"headers":{len(headers)},"exc_info":{"false" if exc_info is None else "true"}}}')
             code = status[:3]
             trace.tail += f',"status":{int(code) if code.isdigit() else "null"}'
-            return start_response(status, [*headers, ("Server-Timing", server_timing(trace, started, ts))], exc_info)
+            return start_response(status, headers, exc_info)
 
         try:
             body = self.app(environ, traced_start_response)

@@ -2,8 +2,8 @@
 
 gunicorn.conf.py wires it in::
 
-    logger_class = "wsgilab.gunicorn_trace.JsonLogger"
-    from wsgilab.gunicorn_trace import pre_request, post_request
+    logger_class = "wsgilab.container.gunicorn_trace.JsonLogger"
+    from wsgilab.container.gunicorn_trace import pre_request, post_request
 
 A gunicorn worker handles a request in this order: ``pre_request`` hook, build
 the environ, call the app, write the response, write the access log, call the
@@ -30,7 +30,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from wsgilab.tracing import now_us, request_id_of
+from wsgilab.container.wsgi_trace import now_us, request_id_of
 
 
 def _json_line(record: dict[str, Any]) -> str:

@@ -1,25 +1,24 @@
 """Start one lab app under the WSGI server its service is set to use.
 
-Every app container runs ``python -m wsgilab.launch``, and so does the native
+Every app container runs ``python -m wsgilab.container.launch``, and so does the native
 test tier. It reads ``WSGI_SERVER`` (``gunicorn`` or ``uwsgi``), fills in the
 settings that ``gunicorn.conf.py`` and ``uwsgi.ini`` both read from the
 environment, and then *replaces itself* with the server (``exec``), so the
 server gets the signals Docker sends and nothing sits between them.
 
-The defaults live here, once, so that both servers get the same ones and a
-comparison between them is fair.
+The defaults and the checks are the settings table's (``wsgilab.settings``),
+so both servers get the same ones, a comparison between them is fair, and a
+default changes in one place.
 
 Environment (all optional but ``WSGI_APP`` and ``SCRIPT_NAME``):
 
-``WSGI_SERVER``   ``gunicorn`` (default) or ``uwsgi``
-``WSGI_APP``      the WSGI callable, ``module:name`` (e.g. ``labsite.wsgi:application``)
+``WSGI_SERVER``   ``gunicorn`` (default) or ``uwsgi`` (compose sets it from ``<APP>_SERVER``)
+``WSGI_APP``      the WSGI callable, ``module:name`` (compose sets it from ``<APP>_WSGI_APP``)
 ``SCRIPT_NAME``   the URL prefix nginx routes to this app (e.g. ``/django``)
 ``WSGI_BIND``     ``host:port``; default ``0.0.0.0:8000`` (gunicorn, HTTP) or
                   ``0.0.0.0:3031`` (uWSGI, uwsgi protocol)
-``WSGI_WORKERS``  worker processes; default 2 x CPUs + 1
-``WSGI_THREADS``  threads per worker; default 1 (one request per process)
-``WSGI_TIMEOUT``  seconds a request may run before its worker is killed; default 30
-``WSGI_BACKLOG``  connections the kernel queues while every worker is busy; default 128
+``WSGI_WORKERS``, ``WSGI_THREADS``, ``WSGI_TIMEOUT``, ``WSGI_BACKLOG``
+                  as the settings table says (docs/settings.md)
 ``WSGI_CONFIG_DIR`` where gunicorn.conf.py and uwsgi.ini are; default /etc/wsgi-lab
 """
 
@@ -31,14 +30,13 @@ import shutil
 import sys
 from collections.abc import Mapping
 
-SERVERS = ("gunicorn", "uwsgi")
+from wsgilab.settings import SETTINGS, SettingError, check_value
 
 #: The port each server listens on unless WSGI_BIND says otherwise. 3031 is
 #: uWSGI's customary uwsgi-protocol port; nginx/render-config uses the same two.
 DEFAULT_PORTS = {"gunicorn": 8000, "uwsgi": 3031}
 
 _SCRIPT_NAME = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
-WSGI_APP_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class LaunchError(Exception):
@@ -53,11 +51,12 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> str:
-    value = env.get(name, "") or str(default)
-    if not value.isdigit() or int(value) < 1:
-        raise LaunchError(f"{name} must be a whole number of at least 1, not {value!r}")
-    return value
+def _setting(env: Mapping[str, str], name: str, default: str = "") -> str:
+    """The value of the table's setting ``name`` in ``env``, checked, or its default."""
+    try:
+        return SETTINGS[name].value(env.get(name, "") or default)
+    except SettingError as error:
+        raise LaunchError(str(error)) from None
 
 
 def server_environment(env: Mapping[str, str]) -> dict[str, str]:
@@ -66,12 +65,13 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
     Raises LaunchError, with a message that names the setting, when a value is
     missing or malformed.
     """
-    server = env.get("WSGI_SERVER", "") or "gunicorn"
-    if server not in SERVERS:
-        raise LaunchError(f"WSGI_SERVER must be one of {', '.join(SERVERS)}, not {server!r}")
-    app = env.get("WSGI_APP", "")
-    if not WSGI_APP_PATTERN.match(app):
-        raise LaunchError(f"WSGI_APP must name a callable as module:name, not {app!r}")
+    # Compose hands each app its <APP>_SERVER and <APP>_WSGI_APP as these two,
+    # checked as the settings table checks those.
+    try:
+        server = check_value("server", "WSGI_SERVER", env.get("WSGI_SERVER", "") or "gunicorn")
+        app = check_value("wsgi_app", "WSGI_APP", env.get("WSGI_APP", ""))
+    except SettingError as error:
+        raise LaunchError(str(error)) from None
     script_name = env.get("SCRIPT_NAME", "")
     if not _SCRIPT_NAME.match(script_name):
         raise LaunchError(
@@ -85,10 +85,10 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
         # The service's name in the hops' log lines: "/django" -> "django".
         WSGILAB_SERVICE=script_name.strip("/"),
         WSGI_BIND=env.get("WSGI_BIND", "") or f"0.0.0.0:{DEFAULT_PORTS[server]}",
-        WSGI_WORKERS=_positive_int(env, "WSGI_WORKERS", 2 * usable_cpus() + 1),
-        WSGI_THREADS=_positive_int(env, "WSGI_THREADS", 1),
-        WSGI_TIMEOUT=_positive_int(env, "WSGI_TIMEOUT", 30),
-        WSGI_BACKLOG=_positive_int(env, "WSGI_BACKLOG", 128),
+        WSGI_WORKERS=_setting(env, "WSGI_WORKERS", str(2 * usable_cpus() + 1)),
+        WSGI_THREADS=_setting(env, "WSGI_THREADS"),
+        WSGI_TIMEOUT=_setting(env, "WSGI_TIMEOUT"),
+        WSGI_BACKLOG=_setting(env, "WSGI_BACKLOG"),
         WSGI_CONFIG_DIR=env.get("WSGI_CONFIG_DIR", "") or "/etc/wsgi-lab",
         # This interpreter, as its virtualenv names it: uWSGI re-executes it on a reload.
         WSGI_PYTHON=sys.executable,
@@ -126,10 +126,10 @@ def main() -> None:
         env = server_environment(os.environ)
         argv = server_command(env)
     except LaunchError as error:
-        print(f"wsgilab.launch: {error}", file=sys.stderr)
+        print(f"wsgilab.container.launch: {error}", file=sys.stderr)
         sys.exit(2)
     print(
-        f"wsgilab.launch: {env['WSGI_APP']} at {env['SCRIPT_NAME']} on {env['WSGI_SERVER']}, "
+        f"wsgilab.container.launch: {env['WSGI_APP']} at {env['SCRIPT_NAME']} on {env['WSGI_SERVER']}, "
         f"{env['WSGI_BIND']}, {env['WSGI_WORKERS']} workers x {env['WSGI_THREADS']} threads",
         file=sys.stderr,
         flush=True,

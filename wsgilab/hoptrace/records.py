@@ -1,4 +1,4 @@
-"""Reading the hops' logs: find the JSON records in any log stream, and turn them into events.
+"""The one normalizer: find the hop records in any log stream, and turn a request's records into events.
 
 Every hop writes JSON lines with a ``request_id``, a ``hop`` name and a
 wall-clock ``ts_us``: nginx one per request, the app server (gunicorn or
@@ -17,6 +17,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from wsgilab.trace_format import CAUSAL_RANK, EVENTS_BY_NAME
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -65,54 +67,77 @@ def _seconds_to_us(value: Any) -> int | None:
         return None  # nginx writes "-" where it has no figure
 
 
+def _fields(record: dict[str, Any], event: str, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields the format gives ``event``, taken from the record it is made of."""
+    return {name: record.get(name) for name in EVENTS_BY_NAME[event].fields
+            if name in record and name not in leave_out}
+
+
+def _nginx_events(record: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
+    # nginx writes once, when the response has gone: the request came request_time before.
+    took = _seconds_to_us(record.get("request_time")) or 0
+    return [{**base, "event": "request_received", "ts_us": record["ts_us"] - took,
+             **_fields(record, "request_received")},
+            {**base, "event": "response_sent", "ts_us": record["ts_us"], "request_time_us": took,
+             **_fields(record, "response_sent")}]
+
+
+def _uwsgi_events(record: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
+    # uWSGI's line: when its worker started on the request, and for how long.
+    return [{**base, "event": "worker_picked_up", "ts_us": record["ts_us"], **_fields(record, "worker_picked_up")},
+            {**base, "event": "request_done", "ts_us": record["ts_us"] + record["duration_us"],
+             **_fields(record, "request_done")}]
+
+
+def _events_in(record: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
+    # A record that carries its events (gunicorn's, the WSGI layer's), and the queue before them.
+    events = []
+    if "queue_us" in record and record["events"]:
+        first = record["events"][0]["ts_us"]
+        events.append({**base, "hop": "queue", "event": "queued", "ts_us": first - record["queue_us"],
+                       "queue_us": record["queue_us"]})
+    if record["hop"] == "gunicorn":
+        base = {**base, "worker_class": record.get("worker_class"), "worker_requests": record.get("worker_requests")}
+    for event in record["events"]:
+        if isinstance(event, dict) and isinstance(event.get("ts_us"), int):
+            events.append({**base, **event})
+            if event.get("event") == "close" and "input_bytes" in record:
+                events[-1]["input_bytes"] = record["input_bytes"]
+    return events
+
+
 def events_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Flatten hop records into events, each with hop, event, ts_us and details, sorted by time."""
+    """Flatten hop records into events (wsgilab.trace_format's ``EVENTS``), in causal order.
+
+    Each event has hop, event, ts_us, the service, server and pid of the
+    record it came from, and the fields the format gives it.
+    """
     events = []
     for record in records:
         base = {"hop": record["hop"], "service": record.get("service"), "server": record.get("server"),
                 "pid": record.get("pid")}
         if record["hop"] == "nginx":
-            took = _seconds_to_us(record.get("request_time")) or 0
-            details = {k: record.get(k) for k in ("client", "connection", "connection_requests", "method", "uri")}
-            events.append({**base, "event": "request_received", "ts_us": record["ts_us"] - took, **details})
-            done = {k: record.get(k) for k in ("status", "bytes_sent", "upstream", "upstream_protocol",
-                                               "upstream_connect_time", "upstream_header_time",
-                                               "upstream_response_time")}
-            events.append({**base, "event": "response_sent", "ts_us": record["ts_us"], "request_time_us": took, **done})
+            events += _nginx_events(record, base)
         elif record["hop"] == "uwsgi" and isinstance(record.get("duration_us"), int):
-            # uWSGI's line: when its worker started on the request, and for how long.
-            details = {k: record.get(k) for k in ("worker", "core", "vars", "packet_bytes")}
-            events.append({**base, "event": "worker_picked_up", "ts_us": record["ts_us"], **details})
-            events.append({**base, "event": "request_done", "ts_us": record["ts_us"] + record["duration_us"],
-                           "duration_us": record["duration_us"], "status": record.get("status"),
-                           "bytes": record.get("bytes")})
+            events += _uwsgi_events(record, base)
         elif isinstance(record.get("events"), list):
-            if "queue_us" in record and record["events"]:
-                first = record["events"][0]["ts_us"]
-                events.append({**base, "hop": "queue", "event": "queued", "ts_us": first - record["queue_us"],
-                               "queue_us": record["queue_us"]})
-            if record["hop"] == "gunicorn":
-                base = {**base, "worker_class": record.get("worker_class"),
-                        "worker_requests": record.get("worker_requests")}
-            for event in record["events"]:
-                if isinstance(event, dict) and isinstance(event.get("ts_us"), int):
-                    events.append({**base, **event})
-                    if event.get("event") == "close" and "input_bytes" in record:
-                        events[-1]["input_bytes"] = record["input_bytes"]
+            events += _events_in(record, base)
         else:
             events.append({**base, **{k: v for k, v in record.items() if k not in base}})
     _align_nginx_to_its_precision(events)
-    events.sort(key=lambda e: (e["ts_us"], _CAUSAL_RANK.get(e["event"], len(_CAUSAL_RANK))))
+    events.sort(key=lambda e: (e["ts_us"], CAUSAL_RANK.get(e["event"], len(CAUSAL_RANK))))
     return events
 
 
-#: Where each event stands in a request's life, to order events that share a timestamp.
-_CAUSAL_RANK = {name: rank for rank, name in enumerate((
-    "request_received", "queued", "worker_picked_up", "app_called", "input_first_read",
-    "middleware_in", "before_request", "view_resolved", "view_called", "view_returned", "view_raised",
-    "exception", "after_request", "middleware_out", "start_response", "teardown_request",
-    "first_chunk", "response_sent", "last_chunk", "response_written", "app_raised", "close",
-    "post_request", "request_done"))}
+def find_event(events: list[dict[str, Any]], *names: str) -> dict[str, Any] | None:
+    """The first of ``events`` that is one of ``names`` (None if there is none)."""
+    return next((event for event in events if event["event"] in names), None)
+
+
+def queue_us_of(records: list[dict[str, Any]]) -> int | None:
+    """How long the request waited for a worker (the ``queued`` event), in µs; None if nothing measured it."""
+    queued = find_event(events_of(records), "queued")
+    return None if queued is None else queued["queue_us"]
 
 
 def _align_nginx_to_its_precision(events: list[dict[str, Any]]) -> None:

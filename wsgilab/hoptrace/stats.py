@@ -25,6 +25,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from wsgilab.hoptrace.records import events_of
+from wsgilab.trace_format import SERVER_HOPS
+
 #: Segments in the order a request meets them.
 SEGMENTS = ("nginx", "upstream", "queue", "worker", "app", "framework", "view")
 PERCENTILES = (50, 90, 99)
@@ -48,25 +51,29 @@ def _span_ms(stamps: dict[str, int], start: str, *ends: str) -> float | None:
 
 
 def segments_of(record: dict[str, Any]) -> tuple[str, str, dict[str, float]]:
-    """(service, server, {segment: ms}) for one hop record."""
+    """(service, server, {segment: ms}) for one hop record, read through the normalizer's events.
+
+    Each record holds whole segments (nginx's request and upstream times, the
+    server's worker span, the WSGI layer's app, framework and view), so a
+    record's own events are enough and no request needs joining.
+    """
+    events = events_of([record])
+    stamps = {e["event"]: e["ts_us"] for e in events}
+    by_name = {e["event"]: e for e in events}
     hop = record.get("hop")
     if hop == "nginx":
         path = str(record.get("uri", ""))
         service = path.split("/")[1].split("?")[0] if path.startswith("/") and "/" in path[1:] else "-"
-        found = {"nginx": _ms(record.get("request_time")), "upstream": _ms(record.get("upstream_response_time"))}
+        sent = by_name["response_sent"]
+        found = {"nginx": sent["request_time_us"] / 1000, "upstream": _ms(sent.get("upstream_response_time"))}
         return service, "nginx", {k: v for k, v in found.items() if v is not None}
     service, server = str(record.get("service", "-")), str(record.get("server", "-"))
-    if hop == "uwsgi" and isinstance(record.get("duration_us"), int):
-        return service, server, {"worker": record["duration_us"] / 1000}
-    events = record.get("events")
-    if not isinstance(events, list):
-        return service, server, {}
-    stamps = {e["event"]: e["ts_us"] for e in events if isinstance(e, dict) and isinstance(e.get("ts_us"), int)}
-    if hop == "gunicorn":
-        worker = _span_ms(stamps, "worker_picked_up", "post_request")
+    if hop in SERVER_HOPS:
+        worker = _span_ms(stamps, "worker_picked_up", "post_request", "request_done")
         return service, server, {"worker": worker} if worker is not None else {}
+    queued = by_name.get("queued", {}).get("queue_us")
     found = {
-        "queue": record["queue_us"] / 1000 if isinstance(record.get("queue_us"), int) else None,
+        "queue": queued / 1000 if isinstance(queued, int) else None,
         "app": _span_ms(stamps, "app_called", "close", "app_raised"),
         "view": _span_ms(stamps, "view_called", "view_returned", "view_raised"),
     }

@@ -2,7 +2,7 @@
 
 The commonest way a deploy never serves a request: the code needs a package
 the image does not have. This module imports one that does not exist, so a
-server told to load it (``RAW_WSGI_APP=wsgilab.labs.unimportable_app:application``)
+server told to load it (``RAW_WSGI_APP=wsgilab.container.unimportable_app:application``)
 fails exactly as it would on a real missing dependency: with
 ``ModuleNotFoundError`` while it imports the app.
 """

@@ -1,13 +1,13 @@
 """Django's hop in a request's trace: the middleware stack, and which view it resolved.
 
-    MIDDLEWARE = ["wsgilab.django_trace.HopTraceMiddleware", ...]   # first, so outermost
+    MIDDLEWARE = ["wsgilab.container.django_trace.HopTraceMiddleware", ...]   # first, so outermost
     urlpatterns = trace_views([...])                                  # the views themselves
 
 ``HopTraceMiddleware`` marks when Django's middleware stack gets the request
 (``middleware_in``) and gives the response back (``middleware_out``), which
 view the URLconf resolved (``view_resolved``), and an exception the view
 raised (``exception``) before Django turns it into a 500. ``trace_views``
-wraps each view of a URLconf in ``wsgilab.tracing.traced_view``, so the time
+wraps each view of a URLconf in ``wsgilab.container.wsgi_trace.traced_view``, so the time
 in the view itself is its own segment. Both only add events to the trace
 HopTrace is already gathering; without one they do nothing.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 from django.urls import URLPattern, URLResolver
 
-from wsgilab.tracing import mark, traced_view
+from wsgilab.container.wsgi_trace import mark, traced_view
 
 
 class HopTraceMiddleware:

@@ -1,0 +1,26 @@
+"""The WSGI entry point both servers load: the app named by WSGI_APP, traced.
+
+``wsgilab.container.launch`` points gunicorn (``wsgi_app``) and uWSGI
+(``mount``) here, so every app gets the same tracing without a line of it in
+the app's own folder. Two middlewares, Werkzeug-style, innermost first:
+
+- ``HopTrace`` records the request's WSGI events and writes its trace line;
+- ``ServerTiming`` adds the ``Server-Timing`` header from that trace.
+
+``WSGILAB_TRACING=off`` serves the app unwrapped (the benchmark's "tracing off" side).
+"""
+
+import importlib
+import os
+
+from wsgilab.container.server_timing import ServerTiming
+from wsgilab.container.wsgi_trace import HopTrace
+
+_module_name, _, _callable_name = os.environ["WSGI_APP"].partition(":")
+_app = getattr(importlib.import_module(_module_name), _callable_name)
+
+if os.environ.get("WSGILAB_TRACING", "on").lower() in {"off", "0", "false", "no"}:
+    application = _app
+else:
+    application = ServerTiming(
+        HopTrace(_app, service=os.environ["SCRIPT_NAME"].strip("/"), server=os.environ["WSGI_SERVER"]))

@@ -1,0 +1,85 @@
+"""``hoptrace follow``: group records by request as they stream in, and let each go once complete."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from wsgilab.hoptrace.records import parse_line
+
+
+class Follower:
+    """Gathers records by request id and lets a request go once its records stop coming.
+
+    A request's hops each write their line when they are done with it, within
+    moments of each other, so a request is complete once ``settle_s`` has
+    passed with no new record for it and nginx's record is among them (nginx
+    writes last, after the response is sent). A request nginx never logs (a
+    healthcheck that went straight to the app) goes after ``4 * settle_s``.
+    """
+
+    def __init__(self, settle_s: float) -> None:
+        self.settle_s = settle_s
+        self.pending: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self.skipped = 0
+
+    def feed(self, line: str, now: float) -> None:
+        """Take one log line."""
+        record = parse_line(line)
+        if record is None:
+            self.skipped += 1
+            return
+        request_id = record.get("request_id")
+        if not isinstance(request_id, str) or request_id == "-":
+            return  # a hop's own chatter (boot, worker start), or no id to group by
+        _, records = self.pending.get(request_id, (now, []))
+        records.append(record)
+        self.pending[request_id] = (now, records)
+
+    def due(self, now: float, everything: bool = False) -> list[tuple[str, list[dict[str, Any]]]]:
+        """The requests that are complete at ``now`` (all of them if ``everything``), oldest first."""
+        ready = []
+        for request_id, (last_seen, records) in list(self.pending.items()):
+            quiet = now - last_seen
+            has_nginx = any(r.get("hop") == "nginx" for r in records)
+            if everything or (quiet >= self.settle_s and has_nginx) or quiet >= 4 * self.settle_s:
+                ready.append((request_id, records))
+                del self.pending[request_id]
+        return ready
+
+
+def follow(lines: Iterable[str], settle_s: float, emit: Callable[[str, list[dict[str, Any]]], None]) -> int:
+    """Feed ``lines`` to a Follower as they arrive, emitting each request once complete.
+
+    The lines are read on a thread so that a quiet input does not keep
+    finished requests waiting. Returns how many lines held no hop record.
+    """
+    arrived: queue.Queue[str | None] = queue.Queue(maxsize=10_000)
+
+    def read() -> None:
+        try:
+            for line in lines:
+                arrived.put(line)
+        finally:
+            arrived.put(None)
+
+    threading.Thread(target=read, daemon=True, name="hoptrace-reader").start()
+    follower = Follower(settle_s)
+    while True:
+        try:
+            line = arrived.get(timeout=settle_s / 4)
+        except queue.Empty:
+            line = ""
+        if line is None:
+            break
+        now = time.monotonic()
+        if line:
+            follower.feed(line, now)
+        for request_id, records in follower.due(now):
+            emit(request_id, records)
+    for request_id, records in follower.due(time.monotonic(), everything=True):
+        emit(request_id, records)
+    return follower.skipped

@@ -1,0 +1,113 @@
+"""``hoptrace lab``: run failure labs against the user's docker compose stack and print their reports.
+
+    hoptrace lab list                      # what there is
+    hoptrace lab host-and-proxy-headers    # one lab, against the stack on :8080 (--port to change)
+    hoptrace lab all --json                # every lab, as JSON
+    hoptrace lab slow-readers --explain    # what a lab does and shows, without a stack
+
+A report lists each check (what was done, what should happen, what did),
+the traces of the requests the checks judged, and the lab's explanation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Any
+
+from wsgilab.hoptrace.records import events_of, scan
+from wsgilab.hoptrace.sources import compose_command, compose_container_ids, compose_logs
+from wsgilab.hoptrace.waterfall import render_waterfall
+from wsgilab.labs import LABS, run
+from wsgilab.labs.control import ComposeControl, ControlError
+from wsgilab.labs.kit import Report, Target
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hoptrace lab", description="Trigger a failure on purpose against the running stack, check what "
+        "each hop did, show the traces, and explain which setting decides it.")
+    parser.add_argument("name", choices=[*LABS, "all", "list"], help="which lab ('list' names them)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("WSGILAB_HTTP_PORT") or 8080),
+                        help="nginx's published port (default: $WSGILAB_HTTP_PORT, else 8080)")
+    parser.add_argument("--traces", type=int, default=3, metavar="N",
+                        help="print the traces of the first N checks (default 3)")
+    parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+    parser.add_argument("--explain", action="store_true",
+                        help="print what the lab does and what it shows, without running it (no stack needed)")
+    return parser
+
+
+def explain(name: str) -> str:
+    """A lab's title and explanation, as ``hoptrace lab NAME --explain`` prints them."""
+    module = importlib.import_module(LABS[name])
+    return f"== lab {name}: {module.TITLE}\n\n{module.EXPLANATION.strip()}\n"
+
+
+def main(argv: list[str]) -> int:
+    """``hoptrace lab NAME``: run failure labs against the stack of the current compose project."""
+    args = _parser().parse_args(argv)
+    if args.name == "list":
+        for name, module in LABS.items():
+            print(f"{name:<24} {importlib.import_module(module).TITLE}")
+        return 0
+    if args.explain:
+        print("\n".join(explain(name) for name in (LABS if args.name == "all" else [args.name])), end="")
+        return 0
+    try:
+        control = ComposeControl(compose_command())
+    except FileNotFoundError as error:
+        print(f"hoptrace lab: {error}; the labs run against the docker compose stack", file=sys.stderr)
+        return 2
+    target = Target(port=args.port, log_lines=lambda: list(compose_logs()), container_ids=compose_container_ids,
+                    control=control)
+    reports = []
+    for name in LABS if args.name == "all" else [args.name]:
+        try:
+            report = run(name, target)
+        except ControlError as error:
+            print(f"hoptrace lab {name}: could not change the stack: {error}", file=sys.stderr)
+            return 2
+        except OSError as error:
+            print(f"hoptrace lab: cannot reach nginx on 127.0.0.1:{args.port} ({error}); "
+                  "is the stack up (docker compose up -d)?", file=sys.stderr)
+            return 2
+        reports.append(report)
+        if not args.json:
+            print(render_report(report, target.log_lines() if args.traces else [], args.traces, target.found) + "\n",
+                  flush=True)
+    if args.json:
+        print(json.dumps([{"name": r.name, "title": r.title, "ok": r.ok, "explanation": r.explanation,
+                           "checks": [vars(c) for c in r.checks]} for r in reports], indent=2))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def render_report(report: Report, log_lines: list[str], traces: int,
+                  found: dict[str, list[dict[str, Any]]] | None = None) -> str:
+    """A lab's report as text: the checks, the first traces, then why.
+
+    A trace comes from ``found`` (the records the lab judged it on) where it
+    is there, else from ``log_lines``.
+    """
+    lines = [f"== lab {report.name}: {report.title}", ""]
+    for check in report.checks:
+        mark = "ok  " if check.ok else "FAIL"
+        lines.append(f"  {mark} {check.what}")
+        lines.append(f"       expected: {check.expected}")
+        lines.append(f"       seen:     {check.seen}")
+    # Each check's first request, once: two checks often judge the same one.
+    shown = list(dict.fromkeys(check.request_ids[0] for check in report.checks if check.request_ids))[:traces]
+    if shown:
+        lines += ["", "traces:"]
+        for request_id in shown:
+            records = (found or {}).get(request_id) or scan(log_lines, request_id).records
+            events = events_of(records)
+            lines += ["  " + line for line in render_waterfall(request_id, events).splitlines()]
+    lines += ["", "why:"] + ["  " + line for line in report.explanation.splitlines()]
+    lines.append("")
+    lines.append("result: " + ("every check passed" if report.ok else
+                               f"{sum(not c.ok for c in report.checks)} check(s) failed"))
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""What every lab uses: the stack it runs against (``Target``), and the report it fills (``Report``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsgilab.hoptrace.records import scan
+from wsgilab.labs.control import StackControl
+from wsgilab.labs.rawhttp import exchange, request_bytes
+
+APPS = ("django", "flask", "raw")
+
+
+@dataclass
+class Target:
+    """A running stack: nginx on ``port``, and a way to read every hop's log lines."""
+
+    port: int
+    log_lines: Callable[[], list[str]]
+    host: str = "127.0.0.1"
+    #: The stack's containers, when it runs under docker compose (labs about containers need it).
+    container_ids: Callable[[], list[str]] | None = None
+    #: What can restart or break the stack (wsgilab.labs.control). Labs that
+    #: change how the stack runs need it; the others never touch it.
+    control: StackControl | None = None
+    #: The records each request id was judged on, kept as they were read: a lab
+    #: that recreates containers takes their logs with them.
+    found: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @contextmanager
+    def reconfigured(self, settings: dict[str, str], serving: tuple[str, ...] = APPS) -> Iterator[None]:
+        """Run the body with the stack restarted on ``settings``; the defaults come back after, whatever happens.
+
+        ``serving`` are the apps that must answer before the body runs (a lab
+        that breaks one on purpose leaves it out).
+        """
+        try:
+            self.reconfigure(settings, serving)
+            yield
+        finally:
+            self.reconfigure({})
+
+    def reconfigure(self, settings: dict[str, str], serving: tuple[str, ...] = APPS) -> None:
+        """Restart the stack on ``settings`` (on top of its own), and wait until ``serving`` answer again."""
+        self.control.reconfigure(settings)
+        self.wait_until_served(apps=serving)
+
+    def wait_until_served(self, deadline_s: float = 90.0, apps: tuple[str, ...] = APPS) -> None:
+        """Wait until ``apps`` answer 200 through nginx (after a restart); TimeoutError if one never does."""
+        deadline = time.monotonic() + deadline_s
+        waiting = list(apps)
+        while waiting:
+            try:
+                reply = exchange(self.port, request_bytes("GET", f"/{waiting[0]}/"), host=self.host, timeout=5)
+                if reply.status == 200:
+                    waiting.pop(0)
+                    continue
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"/{waiting[0]}/ did not answer 200 through nginx within {deadline_s:.0f} s")
+            time.sleep(0.3)
+
+    def records(self, request_id: str, hops: set[str], wait_s: float = 5.0) -> list[dict[str, Any]]:
+        """The log records of ``request_id``, once ``hops`` have all logged it (or ``wait_s`` passed)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            found = scan(self.log_lines(), request_id).records
+            if {r["hop"] for r in found} >= hops or time.monotonic() > deadline:
+                self.found[request_id] = found
+                return found
+            time.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One failure a lab shows, as its page and the index by status (docs/labs/) list it."""
+
+    failure: str
+    #: What the client gets, in words.
+    client_sees: str
+    #: Where the index files it: status codes ("502"), or "slow", "hang", "truncated body", "other".
+    statuses: tuple[str, ...]
+    hop: str
+    #: The settings that decide it, for an app on gunicorn and on uWSGI ("the same" where they agree).
+    gunicorn: str
+    uwsgi: str
+
+
+@dataclass
+class Check:
+    """One thing a lab did, what should have happened, and what did."""
+
+    what: str
+    expected: str
+    seen: str
+    ok: bool
+    request_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """What a lab did and found, and the explanation of it."""
+
+    name: str
+    title: str
+    explanation: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(check.ok for check in self.checks)
+
+    def check(self, what: str, expected: str, seen: str, ok: bool, request_ids: list[str] | None = None) -> Check:
+        """Record one check and return it."""
+        done = Check(what, expected, seen, ok, [i for i in request_ids or [] if i])
+        self.checks.append(done)
+        return done
+
+
+def has_control(target: Target, report: Report) -> bool:
+    """Whether the lab can change the stack; if not, say so as a failed check."""
+    if target.control is None:
+        report.check("get hold of the stack", "a way to restart it and kill its workers",
+                     "none: this lab needs `hoptrace lab` against docker compose, or the test stacks", False)
+    return target.control is not None
+
+
+def nginx_record(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """nginx's access-log record among a request's records ({} if nginx logged none)."""
+    return next((r for r in records if r.get("hop") == "nginx"), {})
+
+
+def hops_of(records: list[dict[str, Any]]) -> set[str]:
+    """Which hops logged these records."""
+    return {str(record.get("hop")) for record in records}
+
+
+def served_by(target: Target, app: str) -> str:
+    """Which WSGI server ``app`` runs on now, as the app itself reports it."""
+    reply = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host)
+    try:
+        return json.loads(reply.raw.split(b"\r\n\r\n", 1)[1]).get("server", "?")
+    except (IndexError, ValueError):
+        return "?"

@@ -1,0 +1,165 @@
+"""The settings table: every setting a user (or a lab) can change, declared once.
+
+Like gunicorn's own ``config.py``, each setting is one entry: its name (as
+``.env`` and ``docker-compose.yml`` spell it), its default, how a value is
+checked, what it does *to a request*, and its twin on each server and in
+nginx. Everything else reads it or is tested against it:
+
+- ``wsgilab.container.launch`` takes its defaults and validators;
+- the labs' stack control (``wsgilab.labs.control``) takes the settings a
+  lab may change, and checks them the same way;
+- ``nginx/render-config`` is shell (the nginx image has no Python), so
+  tests/test_settings.py checks that its defaults and refusals agree;
+- ``.env`` and ``docker-compose.yml`` are checked against it by the same
+  tests, and ``docs/settings.md`` is generated from it
+  (``python -m wsgilab.settings > docs/settings.md``).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+
+
+class SettingError(ValueError):
+    """A setting's value is not one it takes; the message names the setting and what it takes."""
+
+
+_WSGI_APP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_HOST_NAMES = re.compile(r"^[A-Za-z0-9.:_*\[\] -]+$")
+
+
+def check_value(kind: str, name: str, value: str) -> str:
+    """``value`` if it is a good ``kind``, else SettingError naming ``name``."""
+    if kind in ("count", "seconds"):
+        if not (value.isascii() and value.isdigit()) or int(value) < 1:
+            unit = "whole number of seconds" if kind == "seconds" else "whole number"
+            raise SettingError(f"{name} must be a {unit}, at least 1, not {value!r}")
+    elif kind == "server":
+        if value not in SERVERS:
+            raise SettingError(f"{name} must be {' or '.join(SERVERS)}, not {value!r}")
+    elif kind == "wsgi_app":
+        if not _WSGI_APP.match(value):
+            raise SettingError(f"{name} must name a callable as module:name, not {value!r}")
+    elif kind == "port":
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
+            raise SettingError(f"{name} must be a TCP port, 1 to 65535, not {value!r}")
+    elif kind == "host_names":
+        if not _HOST_NAMES.match(value):
+            raise SettingError(f"{name} must be host names separated by spaces, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: where it is read, its default, and what it does to a request."""
+
+    name: str
+    #: The default as compose and the launcher apply it; "" where it is worked out at start (``default_text``).
+    default: str
+    #: How a value is checked: count, seconds, server, wsgi_app, port, host_names, or text (anything).
+    kind: str
+    #: What it does to a request, for the docs.
+    does: str
+    #: Which containers read it: "app" (the app servers), "nginx", or "compose" (compose itself).
+    read_by: str
+    #: Its twins: the gunicorn settings, uWSGI options and nginx directives it becomes, ", "-separated.
+    gunicorn: str = ""
+    uwsgi: str = ""
+    nginx: str = ""
+    #: The default in words, where it is worked out at start.
+    default_text: str = ""
+    #: Whether a lab may change it while it runs (``hoptrace lab``).
+    lab_may_change: bool = False
+
+    def value(self, raw: str | None) -> str:
+        """``raw`` checked, or the default where it is empty or None; SettingError if it is not one this takes."""
+        return check_value(self.kind, self.name, raw or self.default) if (raw or self.default) else ""
+
+
+SERVERS = ("gunicorn", "uwsgi")
+APPS = ("django", "flask", "raw")
+
+#: Each app's own WSGI callable, module:name, as its server imports it by default.
+APP_CALLABLES = {"django": "labsite.wsgi:application", "flask": "wsgi:app", "raw": "raw_app:application"}
+
+
+def _per_app() -> list[Setting]:
+    found = []
+    for app in APPS:
+        upper = app.upper()
+        found.append(Setting(
+            f"{upper}_SERVER", "gunicorn", "server", f"the WSGI server the {app} app runs under, and so how nginx "
+            "speaks to it: HTTP (proxy_pass) to gunicorn, the uwsgi protocol (uwsgi_pass) to uWSGI", "app",
+            nginx="proxy_pass, uwsgi_pass"))
+    for app in APPS:
+        found.append(Setting(
+            f"{app.upper()}_WSGI_APP", APP_CALLABLES[app], "wsgi_app",
+            f"the callable the {app} app's server imports, module:name (`hoptrace lab import-failure` points "
+            "one at code that cannot be imported); traced_app wraps it", "app", gunicorn="wsgi_app",
+            uwsgi="mount", lab_may_change=True))
+    return found
+
+
+#: Every setting, in the order the docs list them.
+SETTINGS: dict[str, Setting] = {s.name: s for s in [
+    *_per_app(),
+    Setting("WSGILAB_HTTP_PORT", "8080", "port", "the host port nginx is published on, on 127.0.0.1 only",
+            "compose"),
+    Setting("WSGILAB_SERVER_NAMES", "localhost 127.0.0.1 [::1]", "host_names",
+            "the Host names the stack serves; nginx answers any other with 421 before an app sees it "
+            "(Django's ALLOWED_HOSTS gets the same names)", "nginx", nginx="server_name"),
+    Setting("WSGI_WORKERS", "", "count", "worker processes per app server: how many requests run at once "
+            "(times threads)", "app", gunicorn="workers", uwsgi="processes", default_text="2 x CPUs + 1",
+            lab_may_change=True),
+    Setting("WSGI_THREADS", "1", "count", "threads per worker; above 1 a worker serves that many requests at "
+            "once", "app", gunicorn="threads", uwsgi="threads", lab_may_change=True),
+    Setting("WSGI_TIMEOUT", "30", "seconds", "how long a request may run before its worker is ended and "
+            "replaced", "app", gunicorn="timeout", uwsgi="harakiri, socket-timeout", lab_may_change=True),
+    Setting("WSGI_BACKLOG", "128", "count", "connections the kernel queues for an app server while every "
+            "worker is busy; past it, connection attempts are dropped", "app", gunicorn="backlog",
+            uwsgi="listen", lab_may_change=True),
+    Setting("NGINX_CONNECT_TIMEOUT", "5", "seconds", "how long nginx tries to connect to an app server before "
+            "it answers 504 (a full listen queue ends here)", "nginx",
+            nginx="proxy_connect_timeout, uwsgi_connect_timeout", lab_may_change=True),
+    Setting("NGINX_READ_TIMEOUT", "60", "seconds", "how long nginx waits for an app server to send more "
+            "before it answers 504", "nginx", nginx="proxy_read_timeout, uwsgi_read_timeout",
+            lab_may_change=True),
+    Setting("DJANGO_SECRET_KEY", "", "text", "Django's secret key; empty means an insecure development key, "
+            "with a warning on every start", "app", default_text="a development key, with a warning"),
+    Setting("PYTHON_IMAGE", "python:3.13-slim", "text", "the base image of the three app images", "compose"),
+    Setting("NGINX_IMAGE", "nginx:stable", "text", "the base image of the nginx image", "compose"),
+]}
+
+#: The settings a lab may change on a running stack.
+LAB_SETTINGS = {name: s for name, s in SETTINGS.items() if s.lab_may_change}
+
+
+def markdown() -> str:
+    """docs/settings.md: the table, generated from ``SETTINGS``."""
+    lines = [
+        "# Settings",
+        "",
+        "<!-- Generated from wsgilab/settings.py by `python -m wsgilab.settings > docs/settings.md`;",
+        "     tests/test_settings.py fails when this page is out of date. -->",
+        "",
+        "Set them in `.env`, or in the shell for one command (`DJANGO_SERVER=uwsgi docker compose up -d`);",
+        "the shell wins. An empty value means the default. A value a setting does not take stops the",
+        "container that reads it, with a message that names the setting.",
+        "",
+        "| setting | default | what it does to a request | gunicorn | uWSGI | nginx |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in SETTINGS.values():
+        default = f"`{s.default}`" if s.default else s.default_text or "(none)"
+        twins = [", ".join(f"`{name}`" for name in twin.split(", ")) if twin else "-"
+                 for twin in (s.gunicorn, s.uwsgi, s.nginx)]
+        lines.append(f"| `{s.name}` | {default} | {s.does} | {' | '.join(twins)} |")
+    lines += ["", "A lab may change these while it runs, and puts them back after: "
+              + ", ".join(f"`{name}`" for name in LAB_SETTINGS) + "."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown())

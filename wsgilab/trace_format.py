@@ -1,0 +1,177 @@
+"""The trace format: every hop's log record, every event in a request's trace, in one place.
+
+This module is the contract between the hops that write (nginx's
+``log_format``, uWSGI's ``log-format``, ``wsgilab.container``'s gunicorn
+logger, HopTrace, the Django and Flask hooks) and everything that reads
+(``wsgilab.hoptrace`` and the labs, through its one normalizer,
+``wsgilab.hoptrace.records``). Tests hold every writer to it
+(tests/test_trace_format.py), and ``docs/trace-format.md`` is its page for
+people who write their own tools against the logs.
+
+Two layers:
+
+- A **record** is one JSON object on one log line, as a hop wrote it. Each
+  has ``hop``, ``event`` (the record's kind: ``request``, or ``log`` for a
+  server's own messages) and an integer wall-clock ``ts_us``. A request's
+  records share its ``request_id``.
+- An **event** is one moment in a request's life, as ``hoptrace show --json``
+  lists them: the normalizer flattens a request's records into events, each
+  with ``hop``, ``event``, ``ts_us`` and that event's fields, in causal order.
+
+The field names of HTTP follow what OpenTelemetry's semantic conventions
+would call them where the two meet (method, status, bytes); the mapping is in
+docs/trace-format.md. Adding a field is a minor change; renaming or removing
+one, or changing what an event means, raises ``FORMAT_VERSION``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: The version of this format. Readers may rely on every field listed here.
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    """One kind of log record: which hop writes it, and the fields it always and sometimes carries."""
+
+    hop: str
+    event: str
+    written_by: str
+    fields: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+
+
+#: The fields every request record carries, whichever hop wrote it.
+COMMON = ("hop", "event", "request_id", "service", "server", "pid", "ts_us")
+
+RECORDS = {
+    "nginx": RecordKind(
+        "nginx", "request", "log_format lab_json in nginx/nginx.conf; ts_us is when the response was sent",
+        COMMON + ("client", "connection", "connection_requests", "method", "uri", "status", "bytes_sent",
+                  "request_time", "upstream", "upstream_protocol", "upstream_connect_time",
+                  "upstream_header_time", "upstream_response_time", "upstream_status")),
+    "gunicorn": RecordKind(
+        "gunicorn", "request", "wsgilab.container.gunicorn_trace (JsonLogger, post_request hook)",
+        COMMON + ("worker_class", "worker_requests", "method", "path", "status", "events")),
+    "gunicorn-log": RecordKind(
+        "gunicorn", "log", "wsgilab.container.gunicorn_trace.JsonErrorFormatter: boot, workers, errors",
+        ("hop", "event", "service", "server", "pid", "ts_us", "level", "message"), optional=("traceback",)),
+    "uwsgi": RecordKind(
+        "uwsgi", "request", "log-format in uwsgi.ini; ts_us is when the worker started on it",
+        COMMON + ("worker", "core", "duration_us", "status", "bytes", "request_bytes", "vars", "packet_bytes")),
+    "wsgi": RecordKind(
+        "wsgi", "request", "wsgilab.container.wsgi_trace.HopTrace, with the framework's and the view's events",
+        COMMON + ("events",), optional=("queue_us", "status", "input_bytes")),
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One moment in a request's life: the hop it belongs to, what it means, and its own fields."""
+
+    name: str
+    #: The hop it is shown under; "server" means gunicorn or uwsgi, whichever served it.
+    hop: str
+    meaning: str
+    fields: tuple[str, ...] = ()
+
+
+#: Every event, in the order a request meets them: the causal rank that orders
+#: two events with the same timestamp is the position here.
+EVENTS = (
+    Event("request_received", "nginx", "nginx has read the request (its record's ts_us minus request_time)",
+          ("client", "connection", "connection_requests", "method", "uri")),
+    Event("queued", "queue", "nginx handed the request on (X-Request-Start); waited queue_us for a worker",
+          ("queue_us",)),
+    Event("worker_picked_up", "server", "a worker took the request up (gunicorn's pre_request; uWSGI's start)",
+          ("worker_class", "worker_requests", "worker", "core", "vars", "packet_bytes")),
+    Event("app_called", "wsgi", "the server called app(environ, start_response)",
+          ("method", "script_name", "path_info", "environ_keys")),
+    Event("input_first_read", "wsgi", "the app read the first bytes of the body from wsgi.input"),
+    Event("middleware_in", "django", "the request enters Django's middleware stack"),
+    Event("before_request", "flask", "Flask's before_request hooks run", ("endpoint",)),
+    Event("view_resolved", "django", "Django's URLconf resolved the view", ("route", "url_name")),
+    Event("view_called", "view", "the view function was called", ("view",)),
+    Event("view_returned", "view", "the view function returned", ("view",)),
+    Event("view_raised", "view", "the view function raised", ("view", "error")),
+    Event("exception", "django", "Django's process_exception saw the view's exception", ("error",)),
+    Event("after_request", "flask", "Flask's after_request hooks run", ("status",)),
+    Event("middleware_out", "django", "the response leaves Django's middleware stack", ("status",)),
+    Event("start_response", "wsgi", "the app called start_response(status, headers, exc_info)",
+          ("status", "headers", "exc_info")),
+    Event("teardown_request", "flask", "Flask's teardown_request hooks run", ("error",)),
+    Event("first_chunk", "wsgi", "the app's iterable gave its first body chunk", ("bytes",)),
+    Event("response_sent", "nginx", "nginx sent the response (its record's ts_us)",
+          ("status", "bytes_sent", "upstream", "upstream_protocol", "upstream_connect_time",
+           "upstream_header_time", "upstream_response_time", "request_time_us")),
+    Event("last_chunk", "wsgi", "the app's iterable was exhausted", ("chunks", "bytes")),
+    Event("response_written", "gunicorn", "gunicorn wrote the response to nginx", ("status", "bytes")),
+    Event("app_raised", "wsgi", "the app raised instead of returning an iterable", ("error",)),
+    Event("close", "wsgi", "the server called the iterable's close()", ("input_bytes",)),
+    Event("post_request", "gunicorn", "gunicorn's post_request hook: done with the request"),
+    Event("request_done", "uwsgi", "uWSGI is done with the request (start + duration_us)",
+          ("duration_us", "status", "bytes")),
+)
+
+EVENTS_BY_NAME = {event.name: event for event in EVENTS}
+
+#: Where each event stands in a request's life, to order events that share a timestamp.
+CAUSAL_RANK = {event.name: rank for rank, event in enumerate(EVENTS)}
+
+#: The hops a waterfall shows, in the order a request meets them.
+HOPS = ("nginx", "queue", "gunicorn", "uwsgi", "wsgi", "django", "flask", "view")
+
+#: The servers' hops; an event whose hop is "server" belongs to one of them.
+SERVER_HOPS = ("gunicorn", "uwsgi")
+
+#: The fields the normalizer puts on every event, from the record it came from.
+EVENT_BASE = ("hop", "event", "ts_us", "service", "server", "pid")
+
+
+def kind_of(record: dict[str, Any]) -> str | None:
+    """The name in ``RECORDS`` of the kind ``record`` is, or None if it is none of them."""
+    for name, kind in RECORDS.items():
+        if record.get("hop") == kind.hop and record.get("event") == kind.event:
+            return name
+    return None
+
+
+def event_belongs_to(name: str, hop: str) -> bool:
+    """Whether an event called ``name`` may be written under ``hop``."""
+    event = EVENTS_BY_NAME.get(name)
+    if event is None:
+        return False
+    return hop in SERVER_HOPS if event.hop == "server" else hop == event.hop
+
+
+def problems(record: dict[str, Any]) -> list[str]:
+    """What is wrong with ``record`` against this format; [] when it conforms."""
+    kind_name = kind_of(record)
+    if kind_name is None:
+        return [f"no record kind has hop {record.get('hop')!r} and event {record.get('event')!r}"]
+    kind = RECORDS[kind_name]
+    found = []
+    missing = [name for name in kind.fields if name not in record]
+    unknown = [name for name in record if name not in kind.fields and name not in kind.optional]
+    if missing:
+        found.append(f"{kind_name} record lacks {', '.join(missing)}")
+    if unknown:
+        found.append(f"{kind_name} record has fields the format does not name: {', '.join(unknown)}")
+    if not isinstance(record.get("ts_us"), int):
+        found.append(f"{kind_name} record's ts_us is not an integer: {record.get('ts_us')!r}")
+    for event in record.get("events", []) if isinstance(record.get("events"), list) else []:
+        name = event.get("event") if isinstance(event, dict) else None
+        hop = event.get("hop", kind.hop) if isinstance(event, dict) else kind.hop
+        if not event_belongs_to(str(name), str(hop)):
+            found.append(f"{kind_name} record holds event {name!r} under hop {hop!r}, which the format does not name")
+            continue
+        if not isinstance(event.get("ts_us"), int):
+            found.append(f"event {name!r} has no integer ts_us")
+        allowed = set(EVENTS_BY_NAME[name].fields) | {"event", "ts_us", "hop"}
+        extra = sorted(set(event) - allowed)
+        if extra:
+            found.append(f"event {name!r} has fields the format does not name: {', '.join(extra)}")
+    return found
