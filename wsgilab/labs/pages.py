@@ -54,6 +54,15 @@ def _outcome(outcome: Outcome) -> list[str]:
             f"- **Decided by, for an app on uWSGI:** {outcome.uwsgi}", ""]
 
 
+def _without_why(report: str) -> str:
+    """A printed report with its explanation (``why:`` up to ``result:``) elided."""
+    head, found, rest = report.partition("\nwhy:\n")
+    if not found:
+        return report
+    _, result, tail = rest.partition("\nresult: ")
+    return f"{head}\nwhy:\n  (the explanation above)\n{result}{tail}"
+
+
 def lab_page(name: str, runs: Path | None = None) -> str:
     """docs/labs/NAME.md: what the lab does, what each failure looks like, why, and a real run."""
     module = _module(name)
@@ -66,8 +75,10 @@ def lab_page(name: str, runs: Path | None = None) -> str:
     lines += ["## Why", "", module.EXPLANATION.strip(), ""]
     run = runs / f"{name}.txt" if runs else None
     if run is not None and run.exists():
-        lines += ["## A real run", "", f"`hoptrace lab {name}` on the compose stack, as printed:", "",
-                  "```", run.read_text().rstrip(), "```", ""]
+        lines += ["## A real run", "",
+                  f"`hoptrace lab {name}` on the compose stack (Django on uWSGI, Flask and the raw app on "
+                  "gunicorn), as printed but for its `why:` part, which is the section above:", "",
+                  "```", f"$ hoptrace lab {name}", _without_why(run.read_text()).rstrip(), "```", ""]
     lines += ["[All labs, by what the client sees](README.md)"]
     return "\n".join(lines) + "\n"
 

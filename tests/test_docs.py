@@ -1,0 +1,83 @@
+"""The docs match the code: generated pages are current, links resolve, the README stays short.
+
+No stack is needed.
+"""
+
+import re
+import subprocess
+import sys
+
+import pytest
+from lab_stacks import REPO
+
+from wsgilab.labs import LABS, pages
+
+DOCS = REPO / "docs"
+README = REPO / "README.md"
+MARKDOWN = [README, *sorted(DOCS.rglob("*.md"))]
+
+
+@pytest.mark.parametrize("file_name", sorted(pages.pages()))
+def test_lab_pages_are_generated_from_the_labs(file_name):
+    expected = pages.pages(DOCS / "labs" / "runs")[file_name]
+    assert (DOCS / "labs" / file_name).read_text() == expected, \
+        "run: python -m wsgilab.labs.pages docs/labs"
+
+
+def test_every_lab_is_filed_under_what_the_client_sees():
+    index = (DOCS / "labs" / "README.md").read_text()
+    status_sections = index[index.index("## ", index.index("## The labs") + 1):]
+    for name in LABS:
+        assert f"]({name}.md)" in status_sections, name
+
+
+def test_explain_prints_a_lab_without_a_stack():
+    done = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "lab", "slow-readers", "--explain"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    module = sys.modules.get("wsgilab.labs.slow_readers") or __import__("wsgilab.labs.slow_readers",
+                                                                       fromlist=["TITLE"])
+    assert done.stdout.startswith(f"== lab slow-readers: {module.TITLE}")
+    assert module.EXPLANATION.strip() in done.stdout
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", MARKDOWN, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_link_between_the_pages_resolves(page):
+    text = page.read_text()
+    broken = []
+    for target in re.findall(r"\]\(([^)#\s]*)(#[^)\s]*)?\)", text):
+        path, anchor = target
+        if path.startswith(("http://", "https://")):
+            continue
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists():
+            broken.append(path)
+        elif anchor and linked.suffix == ".md":
+            headings = {_slug(h) for h in re.findall(r"^#+ (.*)$", linked.read_text(), re.M)}
+            if anchor[1:] not in headings:
+                broken.append(path + anchor)
+    assert broken == []
+
+
+def test_readme_is_short_and_whole():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 200
+    assert "@@" not in text
+
+
+def test_ci_runs_the_test_command_the_readme_gives():
+    readme_command = re.search(r"## Run the tests\n\n```\n(.+)\n```", README.read_text()).group(1)
+    assert readme_command in (REPO / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(LABS))
+def test_every_lab_page_shows_a_real_run_that_passed(name):
+    run = DOCS / "labs" / "runs" / f"{name}.txt"
+    assert run.exists(), f"record one: hoptrace lab {name} > {run.relative_to(REPO)}"
+    text = run.read_text()
+    assert text.startswith(f"== lab {name}: ") and text.rstrip().endswith("result: every check passed")
