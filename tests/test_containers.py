@@ -52,6 +52,16 @@ def test_only_nginx_is_published_and_only_on_loopback(stack):
             assert bindings == {}, service
 
 
+def test_nginx_reuses_its_time_wait_ports_towards_the_apps(stack):
+    # Without it, a sustained load fills nginx's port range with TIME_WAIT
+    # sockets across the bridge network (bench/sustained_load.py).
+    nginx = _inspect(stack.stack.container_ids())["nginx"]
+    assert nginx["HostConfig"]["Sysctls"] == {"net.ipv4.tcp_tw_reuse": "1"}
+    inside = subprocess.run(["docker", "exec", nginx["Id"], "cat", "/proc/sys/net/ipv4/tcp_tw_reuse"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert inside == "1"
+
+
 def test_hoptrace_reads_docker_compose_logs_itself(stack):
     """`hoptrace show --compose ID` runs `docker compose logs` for the project it is pointed at."""
     request_id = "compose-logs-" + uuid.uuid4().hex

@@ -45,6 +45,9 @@ def check_value(kind: str, name: str, value: str) -> str:
     elif kind == "port":
         if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
             raise SettingError(f"{name} must be a TCP port, 1 to 65535, not {value!r}")
+    elif kind == "tw_reuse":
+        if value not in ("0", "1", "2"):
+            raise SettingError(f"{name} must be 0, 1 or 2 (net.ipv4.tcp_tw_reuse), not {value!r}")
     elif kind == "host_names":
         if not _HOST_NAMES.match(value):
             raise SettingError(f"{name} must be host names separated by spaces, not {value!r}")
@@ -58,7 +61,7 @@ class Setting:
     name: str
     #: The default as compose and the launcher apply it; "" where it is worked out at start (``default_text``).
     default: str
-    #: How a value is checked: count, seconds, server, wsgi_app, port, host_names, or text (anything).
+    #: How a value is checked: count, seconds, server, wsgi_app, port, host_names, tw_reuse, or text (anything).
     kind: str
     #: What it does to a request, for the docs.
     does: str
@@ -126,6 +129,12 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("NGINX_READ_TIMEOUT", "60", "seconds", "how long nginx waits for an app server to send more "
             "before it answers 504", "nginx", nginx="proxy_read_timeout, uwsgi_read_timeout",
             lab_may_change=True),
+    Setting("NGINX_TCP_TW_REUSE", "1", "tw_reuse", "whether nginx may reuse, for a new connection to an app "
+            "server, a local port whose last connection is still in TIME_WAIT: nginx opens a connection per "
+            "request and closes it first, so under load tens of thousands of its ports sit in TIME_WAIT for "
+            "60 s; 1 reuses them safely (TCP timestamps tell the old connection's packets apart), 2 only on "
+            "loopback (the kernel's default, which a bridge network is not), 0 never", "compose",
+            nginx="sysctls: net.ipv4.tcp_tw_reuse"),
     Setting("DJANGO_SECRET_KEY", "", "text", "Django's secret key; empty means an insecure development key, "
             "with a warning on every start", "app", default_text="a development key, with a warning"),
     Setting("PYTHON_IMAGE", "python:3.13-slim", "text", "the base image of the three app images", "compose"),

@@ -180,6 +180,8 @@ class ComposeControl:
             elif service == "nginx":
                 found.update({name: env.get(name, "") for name in _SAME_NAME_IN["nginx"]})
                 found["WSGILAB_SERVER_NAMES"] = env.get("NGINX_SERVER_NAMES", "")
+                sysctls = container["HostConfig"].get("Sysctls") or {}
+                found["NGINX_TCP_TW_REUSE"] = sysctls.get("net.ipv4.tcp_tw_reuse", "")
                 for binding in (container["HostConfig"].get("PortBindings") or {}).get("8080/tcp") or []:
                     found["WSGILAB_HTTP_PORT"] = binding.get("HostPort", "")
         return {name: value for name, value in found.items() if value}
