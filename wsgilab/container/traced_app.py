@@ -7,12 +7,16 @@ the app's own folder. Two middlewares, Werkzeug-style, innermost first:
 - ``HopTrace`` records the request's WSGI events and writes its trace line;
 - ``ServerTiming`` adds the ``Server-Timing`` header from that trace.
 
-``WSGILAB_TRACING=off`` serves the app unwrapped (the benchmark's "tracing off" side).
+Under uWSGI one more goes outside them, tracing on or off: ``ExcInfoGuard``,
+so an app's error response with ``exc_info`` goes out whole despite uWSGI
+2.0's bug (see its module). ``WSGILAB_TRACING=off`` serves the app without
+the two tracing middlewares (the benchmark's "tracing off" side).
 """
 
 import importlib
 import os
 
+from wsgilab.container.exc_info_guard import ExcInfoGuard
 from wsgilab.container.server_timing import ServerTiming
 from wsgilab.container.wsgi_trace import HopTrace
 
@@ -24,3 +28,5 @@ if os.environ.get("WSGILAB_TRACING", "on").lower() in {"off", "0", "false", "no"
 else:
     application = ServerTiming(
         HopTrace(_app, service=os.environ["SCRIPT_NAME"].strip("/"), server=os.environ["WSGI_SERVER"]))
+if os.environ["WSGI_SERVER"] == "uwsgi":
+    application = ExcInfoGuard(application)
