@@ -2,10 +2,12 @@
 
 A uwsgi packet may carry uWSGI's own variables (UWSGI_FILE, UWSGI_SCRIPT, ...)
 that load and run code; UWSGI_FILE=exec://... is the public exploit for an
-exposed uwsgi socket. nginx never sends them, and only nginx should reach the
-socket, but on Linux the host can reach a container on an internal compose
-network. So these tests go around nginx, from the host straight to uWSGI, as
-an attacker on the host could, and check uWSGI refuses (uwsgi.ini `route-if-not`).
+exposed uwsgi socket. nginx never sends them, and only nginx can reach the
+socket (each app's compose network is shared with nginx alone and gives the
+host no address). So these tests send the packets as anything that did get
+there would: natively straight to uWSGI on loopback, under compose from a
+new container on the app's own network. uWSGI must refuse (uwsgi.ini
+`route-if-not`).
 """
 
 import json
@@ -16,16 +18,13 @@ import uuid
 from lab_stacks import APPS, NativeStack
 
 from wsgilab.container import uwsgi_protocol
+from wsgilab.labs.around_nginx import on_app_network
 from wsgilab.labs.rawhttp import Response
 
-
-def _address(stack, app):
-    """Where ``app``'s uWSGI listens, as seen from the host (no nginx in between)."""
-    if isinstance(stack, NativeStack):
-        return "127.0.0.1", stack.backend_ports[app, "uwsgi"]
-    container = _container(stack, app)
-    networks = container["NetworkSettings"]["Networks"]
-    return next(n["IPAddress"] for name, n in networks.items() if name.endswith("_apps")), 3031
+#: Packets that would load or run code, each with uWSGI's magic variables.
+EXPLOITS = ({"UWSGI_FILE": "exec://touch {marker}", "UWSGI_APPID": "exploit"},
+            {"UWSGI_SCRIPT": "http.server", "UWSGI_APPID": "exploit"},
+            {"UWSGI_SETENV": "PYTHONPATH=/tmp"})
 
 
 def _container(stack, app):
@@ -41,17 +40,23 @@ def _exists(stack, app, path):
     return subprocess.run(["docker", "exec", _container(stack, app)["Id"], "test", "-e", path]).returncode == 0
 
 
-def _send(address, app, extra):
-    return Response.parse(uwsgi_protocol.request(address, "GET", f"/{app}/", timeout=10, extra_variables=extra))
+def _status(stack, app, extra):
+    """The status uWSGI answers a packet for /APP/ with ``extra`` variables, sent around nginx."""
+    if isinstance(stack, NativeStack):
+        address = ("127.0.0.1", stack.backend_ports[app, "uwsgi"])
+        return Response.parse(uwsgi_protocol.request(address, "GET", f"/{app}/", timeout=10,
+                                                     extra_variables=extra)).status
+    line = on_app_network(_container(stack, app), "python", "-m", "wsgilab.container.uwsgi_protocol",
+                          f"{app}:3031", f"/{app}/", *[f"{name}={value}" for name, value in extra.items()])
+    parts = line.splitlines()[-1].split() if line else []
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else line
 
 
 def test_a_packet_that_would_run_a_command_is_refused_and_runs_nothing(tier_stack, app):
     tier_stack.use({name: "uwsgi" for name in APPS})
-    address = _address(tier_stack, app)
     marker = f"/tmp/wsgilab-exploit-{uuid.uuid4().hex}"
-    assert _send(address, app, {}).status == 200  # the same packet without the variables is served
-    for extra in ({"UWSGI_FILE": f"exec://touch {marker}", "UWSGI_APPID": "exploit"},
-                  {"UWSGI_SCRIPT": "http.server", "UWSGI_APPID": "exploit"},
-                  {"UWSGI_SETENV": "PYTHONPATH=/tmp"}):
-        assert _send(address, app, extra).status == 403, extra
+    assert _status(tier_stack, app, {}) == 200  # the same packet without the variables is served
+    for extra in EXPLOITS:
+        extra = {name: value.format(marker=marker) for name, value in extra.items()}
+        assert _status(tier_stack, app, extra) == 403, extra
     assert not _exists(tier_stack, app, marker)

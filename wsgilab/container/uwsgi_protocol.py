@@ -8,14 +8,20 @@ variable, a 16-bit length and the key, a 16-bit length and the value. The
 16-bit size is why a uwsgi request's variables can never exceed 64 KiB, and
 why uWSGI's ``buffer-size`` is the knob that decides how much fits.
 
-This module lets the healthcheck and the tests talk to uWSGI the way nginx
-does, without nginx.
+This module lets the healthcheck, the labs and the tests talk to uWSGI the
+way nginx does, without nginx. From a shell (in a container on an app's
+network, say)::
+
+    python -m wsgilab.container.uwsgi_protocol raw:3031 /raw/ [NAME=VALUE ...]
+
+sends one GET with any extra variables and prints the response's status line.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+import sys
 from collections.abc import Mapping
 
 #: modifier1 0 is "a WSGI/Python request" (uWSGI's default for the python plugin).
@@ -78,3 +84,23 @@ def request(
         while chunk := conn.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m wsgilab.container.uwsgi_protocol HOST:PORT PATH [NAME=VALUE ...]``: print the status line."""
+    if len(argv) < 2 or ":" not in argv[0] or not all("=" in extra for extra in argv[2:]):
+        print("usage: python -m wsgilab.container.uwsgi_protocol HOST:PORT PATH [NAME=VALUE ...]", file=sys.stderr)
+        return 64
+    host, _, port = argv[0].rpartition(":")
+    extra = dict(item.split("=", 1) for item in argv[2:])
+    try:
+        raw = request((host, int(port)), "GET", argv[1], timeout=10, extra_variables=extra)
+    except OSError as error:
+        print(f"uwsgi_protocol: cannot reach {argv[0]}: {error}", file=sys.stderr)
+        return 1
+    print(raw.split(b"\r\n", 1)[0].decode("latin-1"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import subprocess
 import uuid
 
-from wsgilab.container import uwsgi_protocol
+from wsgilab.labs.around_nginx import app_network, host_route, neighbour_connects, on_app_network, services
 from wsgilab.labs.kit import Outcome, Report, Target
-from wsgilab.labs.rawhttp import Response, exchange, request_bytes
+from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = "Exposure: only nginx published, non-root containers, no secret in /environ, uWSGI obeys nginx only"
 
@@ -17,13 +15,19 @@ EXPLANATION = """
 This one is about the containers, so it needs the compose stack.
 - docker-compose.yml publishes only nginx's port, on 127.0.0.1
   (`ports: 127.0.0.1:${WSGILAB_HTTP_PORT}:8080`); the apps only `expose`
-  8000 (gunicorn) and 3031 (uWSGI) on the `apps` network, `internal: true`.
-  But "not published" is not "unreachable": on Linux the host has a route to
-  every compose network, so anyone on the host can connect to an app
-  container's address directly, around nginx. The lab shows it.
-- That is why uWSGI must not obey whatever reaches its socket: uwsgi.ini's
+  8000 (gunicorn) and 3031 (uWSGI), each on a network of its own
+  (`to-django`, ...) that only nginx shares, `internal: true`.
+- "Not published" is not "unreachable": on Linux the host gets an address
+  on every compose network, and so a route to every container, around
+  nginx. Each app's network sets `com.docker.network.bridge.inhibit_ipv4`,
+  so the host has no address there and no route (the lab asks the routing
+  table; it never sends to an address that would leave the machine). And no
+  other app is on it. Only nginx can reach a server, which is what lets
+  gunicorn trust X-Forwarded-* (`FORWARDED_ALLOW_IPS`) there.
+- uWSGI still must not obey whatever reaches its socket: uwsgi.ini's
   `route-if-not` guard answers 403 to a packet carrying uWSGI's magic
-  variables (UWSGI_FILE=exec://... would run a shell command).
+  variables (UWSGI_FILE=exec://... would run a shell command). The lab sends
+  one from a new container on the app's own network.
 - Every image runs as its own non-root user (Dockerfile `USER`), so a
   compromised app cannot write its own code or the image's system files.
 - /environ shows the WSGI environ of the request, never the process
@@ -33,7 +37,7 @@ This one is about the containers, so it needs the compose stack.
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
 OUTCOMES = (
     Outcome(
-        failure="a uwsgi packet with `UWSGI_FILE=exec://...` sent around nginx",
+        failure="a uwsgi packet with `UWSGI_FILE=exec://...` sent around nginx, from the app's own network",
         client_sees="403; nothing runs",
         statuses=("403",),
         hop="uWSGI",
@@ -41,11 +45,14 @@ OUTCOMES = (
         uwsgi="`route-if-not` guard in `uwsgi.ini`",
     ),
     Outcome(
-        failure="exposure: what is published, who runs it, what `/environ` shows",
-        client_sees="only nginx, on 127.0.0.1; no root; no secret",
+        failure="exposure: what is published, who can reach an app around nginx, who runs it, what `/environ` "
+                "shows",
+        client_sees="only nginx, on 127.0.0.1; no way to an app but through nginx (not from the host, not "
+                    "from another app); no root; no secret",
         statuses=("other",),
         hop="docker",
-        gunicorn="`ports:` / `expose:` in docker-compose.yml, `USER` in the Dockerfiles",
+        gunicorn="`ports:` / `expose:` and the per-app `internal` networks with `inhibit_ipv4` in "
+                 "docker-compose.yml, `USER` in the Dockerfiles",
         uwsgi="the same",
     ),
 )
@@ -54,18 +61,12 @@ OUTCOMES = (
 SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "KEY")
 
 
-def _inspect(ids: list[str]) -> list[dict]:
-    out = subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True, check=True).stdout
-    return json.loads(out)
-
-
 def run(target: Target, report: Report) -> None:
     if target.container_ids is None or not target.container_ids():
         report.check("find the stack's containers", "a running compose stack", "none found (not under compose?)",
                      False)
         return
-    containers = {c["Config"]["Labels"].get("com.docker.compose.service", c["Name"]): c
-                  for c in _inspect(target.container_ids())}
+    containers = services(target.container_ids())
     for service, container in sorted(containers.items()):
         published = {port: [f"{b['HostIp']}:{b['HostPort']}" for b in bindings]
                      for port, bindings in (container["NetworkSettings"]["Ports"] or {}).items() if bindings}
@@ -90,25 +91,26 @@ def run(target: Target, report: Report) -> None:
                      f"{reply.status}; {len(secrets)} secret(s) set, {len(shown)} shown", reply.status == 200
                      and not shown, [reply.header("X-Request-ID") or ""])
 
-        address = next(n["IPAddress"] for name, n in container["NetworkSettings"]["Networks"].items()
-                       if name.endswith("_apps"))
+        _, address = app_network(container)
         server = next((v.split("=", 1)[1] for v in container["Config"]["Env"] if v.startswith("WSGI_SERVER=")), "")
         port = 3031 if server == "uwsgi" else 8000
-        try:
-            with socket.create_connection((address, port), timeout=3):
-                reachable = True
-        except OSError:
-            reachable = False
+        route = host_route(address)
         report.check(f"{service}: its {server} port {address}:{port}, from this host, around nginx",
-                     "noted either way: Linux routes the host to compose networks",
-                     "reachable" if reachable else "not reachable", True)
-        if server == "uwsgi" and reachable:
+                     "no way there: the host has no address on the app's network", route,
+                     not route.startswith("local"))
+        others = [c for name, c in sorted(containers.items()) if name not in ("nginx", service)]
+        if others:
+            seen = neighbour_connects(others[0]["Id"], address, port)
+            report.check(f"{service}: its {server} port {address}:{port}, from the "
+                         f"{others[0]['Config']['Labels'].get('com.docker.compose.service')} container",
+                         "no way there: another app is not on its network", seen, seen != "connected")
+        if server == "uwsgi":
             marker = f"/tmp/wsgilab-exploit-{uuid.uuid4().hex}"
-            reply = Response.parse(uwsgi_protocol.request(
-                (address, port), "GET", f"/{service}/", timeout=10,
-                extra_variables={"UWSGI_FILE": f"exec://touch {marker}", "UWSGI_APPID": "exploit"}))
+            status = on_app_network(container, "python", "-m", "wsgilab.container.uwsgi_protocol",
+                                    f"{service}:{port}", f"/{service}/", f"UWSGI_FILE=exec://touch {marker}",
+                                    "UWSGI_APPID=exploit")
             ran = subprocess.run(["docker", "exec", container["Id"], "test", "-e", marker]).returncode == 0
-            report.check(f"{service}: a uwsgi packet with UWSGI_FILE=exec://touch ..., sent around nginx",
-                         "403, and the command never runs", f"{reply.status}; command ran: {'yes' if ran else 'no'}",
-                         reply.status == 403 and not ran)
+            report.check(f"{service}: a uwsgi packet with UWSGI_FILE=exec://touch ..., sent from a container "
+                         "on its own network", "403, and the command never runs",
+                         f"{status}; command ran: {'yes' if ran else 'no'}", " 403 " in f" {status} " and not ran)
 

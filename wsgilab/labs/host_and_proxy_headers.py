@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from wsgilab.labs.around_nginx import app_network, host_route, neighbour_connects, services
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, hops_of, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -20,8 +21,10 @@ The hop that acts is nginx.
   (`proxy_set_header` in nginx/proxy_http.conf, `uwsgi_param` in
   nginx/uwsgi_params.conf), replacing whatever the client sent. Behind it,
   gunicorn believes X-Forwarded-Proto (and so sets wsgi.url_scheme) only from
-  addresses in `forwarded_allow_ips` (gunicorn.conf.py: loopback by default,
-  the internal app network in compose, where only nginx can connect). uWSGI
+  addresses in `forwarded_allow_ips` (gunicorn.conf.py: loopback by default;
+  in compose any address on the app's own network, where only nginx can
+  connect: the host has no route there and no other app is on it, which the
+  lab checks by trying both ways around nginx). uWSGI
   takes no headers on trust: nginx hands it REMOTE_ADDR and the scheme as
   uwsgi variables. Django uses X-Forwarded-Host only with USE_X_FORWARDED_HOST
   and X-Forwarded-Proto only with SECURE_PROXY_SSL_HEADER, both off; the Flask
@@ -83,3 +86,24 @@ def run(target: Target, report: Report) -> None:
             and seen["wsgi.url_scheme"] == "http",
             [reply.header("X-Request-ID") or ""],
         )
+
+    if target.container_ids is not None and target.container_ids():
+        _check_no_way_around_nginx(target, report)
+
+
+def _check_no_way_around_nginx(target: Target, report: Report) -> None:
+    """Under compose: a spoofed X-Forwarded-Proto cannot reach gunicorn but through nginx, which replaces it."""
+    found = services(target.container_ids())
+    for app in APPS:
+        container = found.get(app)
+        server = next((v.split("=", 1)[1] for v in container["Config"]["Env"] if v.startswith("WSGI_SERVER=")),
+                      "") if container else ""
+        if server != "gunicorn":
+            continue
+        _, address = app_network(container)
+        neighbour = next(name for name in APPS if name != app and name in found)
+        route, seen = host_route(address), neighbour_connects(found[neighbour]["Id"], address, 8000)
+        report.check(f"/{app}/ on gunicorn: X-Forwarded-Proto: https sent around nginx, from the host and from "
+                     f"the {neighbour} container", "no way to send it: the host has no route to "
+                     f"{address}, and {neighbour} cannot connect; so wsgi.url_scheme stays nginx's http",
+                     f"host: {route}; {neighbour}: {seen}", not route.startswith("local") and seen != "connected")
