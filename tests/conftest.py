@@ -30,7 +30,15 @@ def selected_tiers(config) -> tuple[str, ...]:
 def pytest_generate_tests(metafunc):
     # A module may declare that its tests only make sense on some tiers
     # (containers exist only under compose).
-    tiers = [t for t in selected_tiers(metafunc.config) if t in getattr(metafunc.module, "ONLY_TIERS", TIERS)]
+    only = getattr(metafunc.module, "ONLY_TIERS", TIERS)
+    tiers = [t for t in selected_tiers(metafunc.config) if t in only]
+    if not tiers and {"phase", "tier"} & set(metafunc.fixturenames):
+        # Say why instead of pytest's "got empty parameter set".
+        name = "phase" if "phase" in metafunc.fixturenames else "tier"
+        reason = f"{' and '.join(only)} tier only: {metafunc.module.__doc__.strip().splitlines()[0]}"
+        metafunc.parametrize(name, [pytest.param(None, marks=pytest.mark.skip(reason=reason))],
+                             indirect=name == "phase", scope="session", ids=[f"{'-'.join(only)}-only"])
+        return
     if "phase" in metafunc.fixturenames:
         phases = [(tier, server) for tier in tiers for server in SERVERS]
         metafunc.parametrize("phase", phases, indirect=True, scope="session",

@@ -22,12 +22,16 @@ def test_home_page_is_answered_by_the_chosen_server_through_the_matching_protoco
     assert reply.header("X-Upstream-Protocol") == UPSTREAM_PROTOCOL[stack.server]
 
 
+#: What a plain GET of each link the home page gives answers: each proves the
+#: link reached its own view (a 404 from the app, or another view's status, would not).
+LINK_STATUS = {"environ": 200, "stream": 200, "download": 400, "upload": 405, "slow": 400, "redirect": 302,
+               "error": 500}
+
+
 def test_links_built_by_the_app_carry_the_script_name_prefix(stack, app):
     links = get(stack.port, f"/{app}/").json()["links"]
-    assert links["environ"] == f"/{app}/environ"
-    assert links["upload"] == f"/{app}/upload"
-    for link in links.values():
-        assert get(stack.port, link).status != 404, link
+    assert links == {name: f"/{app}/{name}" for name in LINK_STATUS}
+    assert {name: get(stack.port, link).status for name, link in links.items()} == LINK_STATUS
 
 
 def test_redirect_location_stays_under_the_prefix(stack, app):
@@ -72,6 +76,8 @@ def test_stream_arrives_in_several_chunks_spread_over_time(stack, app):
     # response, it would come in one read at the end.
     assert len(reply.arrivals) >= 3, reply.arrivals
     assert reply.arrivals[-1][0] - reply.arrivals[0][0] >= 0.5, reply.arrivals
+    # The first chunk leaves at once: it must not wait for the 0.8 s the whole body takes.
+    assert reply.arrivals[0][0] < 0.6, reply.arrivals
 
 
 @pytest.mark.parametrize("path", ["download", "stream"])
@@ -95,6 +101,20 @@ def test_upload_of_5_mib_is_read_whole_from_wsgi_input(stack, app):
                     headers={"Content-Type": "application/octet-stream"})
     assert reply.status == 200, reply.body[:500]
     assert reply.json() == {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+#: Bodies around the 64 KiB pieces the apps read wsgi.input in: empty, one byte,
+#: one short of a piece, a piece, one over, and several pieces and a bit.
+PIECE = 64 * 1024
+
+
+@pytest.mark.parametrize("size", [0, 1, PIECE - 1, PIECE, PIECE + 1, 3 * PIECE + 5])
+def test_upload_hashes_every_byte_whatever_the_body_size(stack, app, size):
+    body = os.urandom(size)
+    reply = request(stack.port, "POST", f"/{app}/upload", body=body,
+                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+    assert reply.status == 200, reply.body[:500]
+    assert reply.json() == {"bytes": size, "sha256": hashlib.sha256(body).hexdigest()}
 
 
 def test_upload_refuses_get(stack, app):

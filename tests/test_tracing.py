@@ -78,6 +78,44 @@ def test_trace_has_every_hop_in_causal_order_under_one_id(stack, app):
     assert sent["upstream_protocol"] == {"gunicorn": "http", "uwsgi": "uwsgi"}[stack.server]
 
 
+#: nginx's stamps are millisecond-precise, truncated (docs/tracing.md, Precision).
+NGINX_PRECISION_US = 1000
+
+
+def _raw_stamps(stack, request_id):
+    """Each hop's own stamps for one request, from the records as written: no normalizer, no sorting."""
+    for _ in range(20):
+        found = {r["hop"]: r for r in hoplog.scan(hop_log_lines(stack.stack), request_id).records}
+        if {"nginx", "wsgi", stack.server} <= set(found):
+            break
+        time.sleep(0.25)
+    nginx, wsgi, server = found["nginx"], found["wsgi"], found[stack.server]
+    stamps = {"nginx_received": nginx["ts_us"] - round(float(nginx["request_time"]) * 1e6),
+              "nginx_sent": nginx["ts_us"]}
+    stamps.update({e["event"]: e["ts_us"] for e in wsgi["events"] if e.get("hop", "wsgi") == "wsgi"})
+    if stack.server == "gunicorn":
+        stamps.update({f"server_{e['event']}": e["ts_us"] for e in server["events"]})
+    else:
+        stamps.update(server_worker_picked_up=server["ts_us"], server_done=server["ts_us"] + server["duration_us"])
+    return stamps
+
+
+def test_each_hop_wrote_its_stamps_in_causal_order(stack, app):
+    # The order as each hop wrote it, before hoptrace orders anything; nginx may
+    # look up to its precision early.
+    request_id = "raw-order-" + uuid.uuid4().hex
+    assert get(stack.port, f"/{app}/", headers={"X-Request-ID": request_id}).status == 200
+    at = _raw_stamps(stack, request_id)
+    picked = at["server_worker_picked_up"]
+    assert at["nginx_received"] - NGINX_PRECISION_US <= picked <= at["app_called"], at
+    assert at["app_called"] <= at["start_response"] <= at["first_chunk"] <= at["last_chunk"] <= at["close"], at
+    assert at["first_chunk"] <= at["nginx_sent"] + NGINX_PRECISION_US, at
+    done = at["server_post_request"] if stack.server == "gunicorn" else at["server_done"]
+    assert at["last_chunk"] <= done, at
+    if stack.server == "gunicorn":
+        assert at["last_chunk"] <= at["server_response_written"] <= at["close"] <= done, at
+
+
 def test_server_timing_header_carries_queue_app_and_view_segments(stack, app):
     timing = get(stack.port, f"/{app}/").header("Server-Timing")
     assert timing is not None and "queue;dur=" in timing and "app;dur=" in timing
@@ -330,8 +368,12 @@ def test_hoptrace_follow_prints_each_request_live_as_it_completes(stack, app):
             if json.loads(line)["request_id"] == request_id:
                 printed = json.loads(line)
         assert printed is not None, "hoptrace follow never printed the request"
-        names = {e["event"] for e in printed["events"]}
-        assert names >= {"request_received", "app_called", "close", "response_sent", SERVER_DONE[stack.server]}
+        names = [e["event"] for e in printed["events"]]
+        assert set(names) >= {"request_received", "app_called", "close", "response_sent", SERVER_DONE[stack.server]}
+        # In causal order, and the same events `show --json` gives for the same request.
+        assert _in_order(names, CAUSAL_ORDER) and _in_order(names, APP_ORDER), names
+        assert [e["ts_us"] for e in printed["events"]] == sorted(e["ts_us"] for e in printed["events"])
+        assert printed["events"] == _trace(stack, request_id)
     finally:
         for process in (source, follower):  # only what this test started, by its own handle
             process.terminate()
