@@ -99,3 +99,34 @@ def stack(phase, request) -> Served:
 def tier_stack(tier, request) -> NativeStack | ComposeStack:
     """The stack of one tier, in whatever state the last test left it."""
     return request.getfixturevalue(f"{tier}_stack")
+
+
+#: Seconds spent per tier (setup, call and teardown of its tests), for the run's closing summary.
+_TIER_SECONDS: dict[str, float] = {}
+
+
+def _tier_of(item) -> str:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    phase = params.get("phase")
+    tier = phase[0] if isinstance(phase, tuple) else params.get("tier")
+    return tier if tier in TIERS else "no stack"
+
+
+def pytest_runtest_logreport(report):
+    item_tier = getattr(report, "wsgilab_tier", None)
+    if item_tier is not None:
+        _TIER_SECONDS[item_tier] = _TIER_SECONDS.get(item_tier, 0.0) + report.duration
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    outcome.get_result().wsgilab_tier = _tier_of(item)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Where the run's time went, per tier: CI prints it, and the next session sees what to cut."""
+    if _TIER_SECONDS:
+        terminalreporter.write_sep("-", "time per tier")
+        for tier, seconds in sorted(_TIER_SECONDS.items(), key=lambda item: -item[1]):
+            terminalreporter.write_line(f"{tier:<10} {seconds:8.1f} s")
