@@ -17,24 +17,20 @@ from lab_stacks import REPO, hop_log_lines
 
 from wsgilab import labs
 from wsgilab.labs import control
+from wsgilab.labs.around_nginx import services
 
 ONLY_TIERS = ("compose",)
 
 
-def _inspect(container_ids):
-    out = subprocess.run(["docker", "inspect", *container_ids], capture_output=True, text=True, check=True)
-    return {c["Config"]["Labels"]["com.docker.compose.service"]: c for c in json.loads(out.stdout)}
-
-
 def test_every_service_reports_healthy(stack):
-    containers = _inspect(stack.stack.container_ids())
+    containers = services(stack.stack.container_ids())
     assert sorted(containers) == ["django", "flask", "nginx", "raw"]
     for service, container in containers.items():
         assert container["State"]["Health"]["Status"] == "healthy", service
 
 
 def test_every_container_runs_as_a_non_root_user(stack):
-    for service, container in _inspect(stack.stack.container_ids()).items():
+    for service, container in services(stack.stack.container_ids()).items():
         assert container["Config"]["User"] not in ("", "root", "0"), service
         uid = subprocess.run(["docker", "exec", container["Id"], "id", "-u"],
                              capture_output=True, text=True, check=True).stdout.strip()
@@ -42,7 +38,7 @@ def test_every_container_runs_as_a_non_root_user(stack):
 
 
 def test_only_nginx_is_published_and_only_on_loopback(stack):
-    for service, container in _inspect(stack.stack.container_ids()).items():
+    for service, container in services(stack.stack.container_ids()).items():
         bindings = {port: hosts for port, hosts in (container["NetworkSettings"]["Ports"] or {}).items() if hosts}
         if service == "nginx":
             assert list(bindings) == ["8080/tcp"]
@@ -55,7 +51,7 @@ def test_only_nginx_is_published_and_only_on_loopback(stack):
 def test_nginx_reuses_its_time_wait_ports_towards_the_apps(stack):
     # Without it, a sustained load fills nginx's port range with TIME_WAIT
     # sockets across the bridge network (bench/sustained_load.py).
-    nginx = _inspect(stack.stack.container_ids())["nginx"]
+    nginx = services(stack.stack.container_ids())["nginx"]
     assert nginx["HostConfig"]["Sysctls"] == {"net.ipv4.tcp_tw_reuse": "1"}
     inside = subprocess.run(["docker", "exec", nginx["Id"], "cat", "/proc/sys/net/ipv4/tcp_tw_reuse"],
                             capture_output=True, text=True, check=True).stdout.strip()

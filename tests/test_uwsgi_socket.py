@@ -10,7 +10,6 @@ new container on the app's own network. uWSGI must refuse (uwsgi.ini
 `route-if-not`).
 """
 
-import json
 import os
 import subprocess
 import uuid
@@ -18,7 +17,7 @@ import uuid
 from lab_stacks import APPS, NativeStack
 
 from wsgilab.container import uwsgi_protocol
-from wsgilab.labs.around_nginx import on_app_network
+from wsgilab.labs.around_nginx import on_app_network, services
 from wsgilab.labs.rawhttp import Response
 
 #: Packets that would load or run code, each with uWSGI's magic variables.
@@ -28,9 +27,7 @@ EXPLOITS = ({"UWSGI_FILE": "exec://touch {marker}", "UWSGI_APPID": "exploit"},
 
 
 def _container(stack, app):
-    found = json.loads(subprocess.run(["docker", "inspect", *stack.container_ids()], capture_output=True,
-                                      text=True, check=True).stdout)
-    return next(c for c in found if c["Config"]["Labels"]["com.docker.compose.service"] == app)
+    return services(stack.container_ids())[app]
 
 
 def _exists(stack, app, path):

@@ -78,7 +78,8 @@ class Setting:
 
     def value(self, raw: str | None) -> str:
         """``raw`` checked, or the default where it is empty or None; SettingError if it is not one this takes."""
-        return check_value(self.kind, self.name, raw or self.default) if (raw or self.default) else ""
+        value = raw or self.default
+        return check_value(self.kind, self.name, value) if value else ""
 
 
 SERVERS = ("gunicorn", "uwsgi")

@@ -43,11 +43,12 @@ def _ms(seconds: Any) -> float | None:
         return None  # nginx writes "-" where it has no figure (no upstream, say)
 
 
-def _span_ms(stamps: dict[str, int], start: str, *ends: str) -> float | None:
-    end = next((stamps[name] for name in ends if name in stamps), None)
-    if start not in stamps or end is None:
+def _span_ms(events: dict[str, dict[str, Any]], start: str, *ends: str) -> float | None:
+    """From event ``start`` to the first of ``ends`` there is, in ms; None if either is missing."""
+    end = next((events[name]["ts_us"] for name in ends if name in events), None)
+    if start not in events or end is None:
         return None
-    return (end - stamps[start]) / 1000
+    return (end - events[start]["ts_us"]) / 1000
 
 
 def segments_of(record: dict[str, Any]) -> tuple[str, str, dict[str, float]]:
@@ -57,9 +58,7 @@ def segments_of(record: dict[str, Any]) -> tuple[str, str, dict[str, float]]:
     server's worker span, the WSGI layer's app, framework and view), so a
     record's own events are enough and no request needs joining.
     """
-    events = events_of([record])
-    stamps = {e["event"]: e["ts_us"] for e in events}
-    by_name = {e["event"]: e for e in events}
+    by_name = {e["event"]: e for e in events_of([record])}
     hop = record.get("hop")
     if hop == "nginx":
         path = str(record.get("uri", ""))
@@ -69,17 +68,17 @@ def segments_of(record: dict[str, Any]) -> tuple[str, str, dict[str, float]]:
         return service, "nginx", {k: v for k, v in found.items() if v is not None}
     service, server = str(record.get("service", "-")), str(record.get("server", "-"))
     if hop in SERVER_HOPS:
-        worker = _span_ms(stamps, "worker_picked_up", "post_request", "request_done")
+        worker = _span_ms(by_name, "worker_picked_up", "post_request", "request_done")
         return service, server, {"worker": worker} if worker is not None else {}
     queued = by_name.get("queued", {}).get("queue_us")
     found = {
         "queue": queued / 1000 if isinstance(queued, int) else None,
-        "app": _span_ms(stamps, "app_called", "close", "app_raised"),
-        "view": _span_ms(stamps, "view_called", "view_returned", "view_raised"),
+        "app": _span_ms(by_name, "app_called", "close", "app_raised"),
+        "view": _span_ms(by_name, "view_called", "view_returned", "view_raised"),
     }
     span = _FRAMEWORK_SPAN.get(service)
     if span:
-        found["framework"] = _span_ms(stamps, *span)
+        found["framework"] = _span_ms(by_name, *span)
     return service, server, {k: v for k, v in found.items() if v is not None}
 
 

@@ -26,6 +26,8 @@ import shutil
 import subprocess
 from typing import Any
 
+from wsgilab.container.launch import DEFAULT_PORTS
+
 #: The compose network that links nginx to an app ends with this and the app's name.
 APP_NETWORK_PREFIX = "_to-"
 
@@ -35,6 +37,13 @@ def services(container_ids: list[str]) -> dict[str, dict[str, Any]]:
     found = json.loads(subprocess.run(["docker", "inspect", *container_ids], capture_output=True, text=True,
                                       check=True).stdout)
     return {c["Config"]["Labels"].get("com.docker.compose.service", c["Name"]): c for c in found}
+
+
+def app_server(container: dict[str, Any]) -> tuple[str, int]:
+    """(server, port) an app container runs: its WSGI_SERVER, and the port the launcher gives that server."""
+    env = dict(item.split("=", 1) for item in container["Config"]["Env"] if "=" in item)
+    server = env.get("WSGI_SERVER", "")
+    return server, DEFAULT_PORTS.get(server, 0)
 
 
 def app_network(container: dict[str, Any]) -> tuple[str, str]:

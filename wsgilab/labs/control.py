@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from wsgilab.settings import LAB_SETTINGS, SettingError
+from wsgilab.settings import LAB_SETTINGS, SettingError, check_value
 from wsgilab.settings import SETTINGS as SETTINGS_TABLE
 
 #: What a lab may change (wsgilab.settings marks them), and what each one does.
@@ -107,7 +107,8 @@ def check_settings(settings: Mapping[str, str]) -> None:
         if name not in LAB_SETTINGS:
             raise ControlError(f"{name} is not a setting labs may change; these are: {', '.join(LAB_SETTINGS)}")
         try:
-            LAB_SETTINGS[name].value(str(value) or "-")
+            # As given: a lab sets a value, so an empty one is refused, not taken for the default.
+            check_value(LAB_SETTINGS[name].kind, name, str(value))
         except SettingError as error:
             raise ControlError(str(error)) from None
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import uuid
 
-from wsgilab.labs.around_nginx import app_network, host_route, neighbour_connects, on_app_network, services
+from wsgilab.labs.around_nginx import (app_network, app_server, host_route, neighbour_connects, on_app_network,
+                                       services)
 from wsgilab.labs.kit import Outcome, Report, Target
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -92,17 +93,15 @@ def run(target: Target, report: Report) -> None:
                      and not shown, [reply.header("X-Request-ID") or ""])
 
         _, address = app_network(container)
-        server = next((v.split("=", 1)[1] for v in container["Config"]["Env"] if v.startswith("WSGI_SERVER=")), "")
-        port = 3031 if server == "uwsgi" else 8000
+        server, port = app_server(container)
         route = host_route(address)
         report.check(f"{service}: its {server} port {address}:{port}, from this host, around nginx",
                      "no way there: the host has no address on the app's network", route,
                      not route.startswith("local"))
-        others = [c for name, c in sorted(containers.items()) if name not in ("nginx", service)]
-        if others:
-            seen = neighbour_connects(others[0]["Id"], address, port)
-            report.check(f"{service}: its {server} port {address}:{port}, from the "
-                         f"{others[0]['Config']['Labels'].get('com.docker.compose.service')} container",
+        neighbour = next((name for name in sorted(containers) if name not in ("nginx", service)), None)
+        if neighbour is not None:
+            seen = neighbour_connects(containers[neighbour]["Id"], address, port)
+            report.check(f"{service}: its {server} port {address}:{port}, from the {neighbour} container",
                          "no way there: another app is not on its network", seen, seen != "connected")
         if server == "uwsgi":
             marker = f"/tmp/wsgilab-exploit-{uuid.uuid4().hex}"

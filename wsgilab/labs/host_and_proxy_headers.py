@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from wsgilab.labs.around_nginx import app_network, host_route, neighbour_connects, services
+from wsgilab.labs.around_nginx import app_network, app_server, host_route, neighbour_connects, services
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, hops_of, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -96,13 +96,12 @@ def _check_no_way_around_nginx(target: Target, report: Report) -> None:
     found = services(target.container_ids())
     for app in APPS:
         container = found.get(app)
-        server = next((v.split("=", 1)[1] for v in container["Config"]["Env"] if v.startswith("WSGI_SERVER=")),
-                      "") if container else ""
+        server, port = app_server(container) if container else ("", 0)
         if server != "gunicorn":
             continue
         _, address = app_network(container)
         neighbour = next(name for name in APPS if name != app and name in found)
-        route, seen = host_route(address), neighbour_connects(found[neighbour]["Id"], address, 8000)
+        route, seen = host_route(address), neighbour_connects(found[neighbour]["Id"], address, port)
         report.check(f"/{app}/ on gunicorn: X-Forwarded-Proto: https sent around nginx, from the host and from "
                      f"the {neighbour} container", "no way to send it: the host has no route to "
                      f"{address}, and {neighbour} cannot connect; so wsgi.url_scheme stays nginx's http",
