@@ -120,6 +120,20 @@ logger_class = "wsgilab.container.gunicorn_trace.JsonLogger"
 # request's line. Twin: uWSGI's `log-format` fields tmicros and micros.
 from wsgilab.container.gunicorn_trace import post_request, pre_request  # noqa: E402,F401
 
+# What Python itself writes in gunicorn's processes, outside gunicorn's
+# logger: an uncaught exception's traceback (the master dies that way when
+# workers cannot import the app), warnings, what the app logs. Each becomes a
+# JSON line too (wsgilab.container.log_lines), so every line the container
+# writes parses. on_starting runs in the master; the workers it forks
+# inherit it (and wsgilab.container.traced_app, in each worker, makes what
+# the app prints a JSON line as well). Twin: uWSGI's log master with its
+# `log-encoder`.
+def on_starting(server):
+    from wsgilab.container.log_lines import install_app_logging, trace_stream
+
+    install_app_logging(trace_stream(), os.environ["SCRIPT_NAME"].strip("/"), "gunicorn")
+
+
 # Shows as "gunicorn: worker [wsgi-lab /django]" in `ps`.
 proc_name = "wsgi-lab " + os.environ["SCRIPT_NAME"]
 

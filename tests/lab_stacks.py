@@ -27,7 +27,7 @@ from wsgilab import settings
 from wsgilab.container import healthcheck
 from wsgilab.container.workers import kill_workers_of
 from wsgilab.hoptrace.sources import compose_command
-from wsgilab.labs.control import STOP_GRACE_S, AppState, ComposeControl, Stopped, check_settings
+from wsgilab.labs.control import APP_SERVICES, STOP_GRACE_S, AppState, ComposeControl, Stopped, check_settings
 from wsgilab.container.launch import server_environment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -391,3 +391,13 @@ def hop_log_lines(stack: NativeStack | ComposeStack) -> list[str]:
         return [line for path in sorted(stack.workdir.glob("*.log"))
                 for line in path.read_text(errors="replace").splitlines()]
     return stack.run("logs", "--no-color").splitlines()
+
+
+def app_server_log_lines(stack: NativeStack | ComposeStack) -> list[str]:
+    """Every line the app servers (not nginx) of ``stack`` have written so far, as written (no compose prefix)."""
+    if isinstance(stack, NativeStack):
+        return [line for path in sorted(stack.workdir.glob("*.log")) if not path.name.startswith("nginx")
+                for line in path.read_text(errors="replace").splitlines()]
+    # docker compose logs puts "<container> | " before each line.
+    return [line.split("| ", 1)[1] for line in stack.run("logs", "--no-color", *APP_SERVICES).splitlines()
+            if "| " in line]

@@ -6,8 +6,12 @@ The command runs for real, on log files and pipes written here; no stack is need
 import json
 import subprocess
 import sys
+import time
+
+import pytest
 
 from wsgilab.hoptrace import records as hoplog
+from wsgilab.hoptrace.waterfall import render_waterfall
 
 
 def _nginx(rid, ts, status=200):
@@ -143,3 +147,56 @@ def test_a_lab_report_shows_each_request_trace_once_even_when_two_checks_name_it
     text = render_report(report, lines, traces=2)
     headings = [line for line in text.splitlines() if line.startswith("  req-")]
     assert [heading.split()[0] for heading in headings] == ["req-one-0001", "req-two-0002"]
+
+
+NGINX_ACCESS = ('{"hop":"nginx","event":"request","request_id":"%s","service":"nginx","server":"nginx","pid":29,'
+                '"ts_us":1795680000500000,"connection":%d,"method":"POST","uri":"%s","request_time":"0.400",'
+                '"status":502}')
+
+
+@pytest.mark.parametrize("prefix", ["", "nginx_1  | ", "wsgilab-nginx-1  | "])
+def test_an_nginx_error_line_is_attached_to_its_request_by_connection_worker_and_uri(prefix):
+    second = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime(1795680000))
+    lines = [
+        # Another request on another connection, and one on the same connection number in another worker.
+        prefix + f'{second} [error] 29#29: *8 connect() failed (111: Connection refused) while connecting to '
+                 f'upstream, client: 172.18.0.1, server: localhost, request: "GET /raw/ HTTP/1.1", upstream: '
+                 f'"http://10.0.0.3:8000/raw/", host: "localhost"',
+        prefix + f'{second} [error] 30#30: *7 upstream timed out, client: 172.18.0.1, server: localhost, '
+                 f'request: "POST /flask/slow HTTP/1.1", host: "localhost"',
+        prefix + f'{second} [error] 29#29: *7 upstream prematurely closed connection while reading response '
+                 f'header from upstream, client: 172.18.0.1, server: localhost, request: "POST /flask/slow '
+                 f'HTTP/1.1", upstream: "http://10.0.0.2:8000/flask/slow", host: "localhost:8080"',
+        prefix + NGINX_ACCESS % ("req-seven", 7, "/flask/slow"),
+        prefix + NGINX_ACCESS % ("req-eight", 8, "/raw/"),
+    ]
+    events = hoplog.events_of(hoplog.scan(lines, "req-seven").records)
+    errors = [e for e in events if e["event"] == "nginx_error"]
+    assert [e["message"] for e in errors] == [
+        "upstream prematurely closed connection while reading response header from upstream"]
+    assert errors[0]["upstream"] == "http://10.0.0.2:8000/flask/slow" and errors[0]["hop"] == "nginx"
+    # Shown at the response it ended in (the line has whole seconds), before it.
+    assert [e["event"] for e in events][-2:] == ["nginx_error", "response_sent"]
+    assert "upstream prematurely closed connection" in render_waterfall("req-seven", events)
+    # The other connection's line goes to its own request, and to no other.
+    other = hoplog.events_of(hoplog.scan(lines, "req-eight").records)
+    assert [e["message"][:16] for e in other if e["event"] == "nginx_error"] == ["connect() failed"]
+
+
+def test_an_nginx_error_line_a_minute_off_or_about_another_uri_is_not_attached():
+    second = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime(1795680000 - 60))
+    now = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime(1795680000))
+    lines = [f'{second} [error] 29#29: *7 upstream prematurely closed connection, client: 1.2.3.4, '
+             f'request: "POST /flask/slow HTTP/1.1"',
+             f'{now} [error] 29#29: *7 upstream prematurely closed connection, client: 1.2.3.4, '
+             f'request: "GET /flask/other HTTP/1.1"',
+             NGINX_ACCESS % ("req-seven", 7, "/flask/slow")]
+    assert "nginx_error" not in {e["event"] for e in hoplog.events_of(hoplog.scan(lines, "req-seven").records)}
+
+
+def test_control_characters_in_an_nginx_error_line_are_shown_escaped():
+    line = ('2026/11/26 08:00:00 [info] 29#29: *7 client sent invalid header line: "x\x07\x01" while reading '
+            'client request headers, client: 1.2.3.4, server: localhost, request: "GET / HTTP/1.1"')
+    record = hoplog.parse_nginx_error(line)
+    assert record["connection"] == 7 and record["pid"] == 29 and record["level"] == "info"
+    assert "\x07" not in record["message"] and "x\\x07\\x01" in record["message"]

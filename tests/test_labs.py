@@ -64,7 +64,9 @@ def test_a_view_over_the_worker_timeout_is_a_502_and_over_nginx_read_timeout_a_5
 
 def test_a_worker_killed_mid_post_gives_one_502_no_retry_and_the_next_request_is_served(stack):
     report = _run(stack, "killed-worker")
-    assert [c.seen.split(" ")[0] for c in report.checks] == ["502", "200"] * 3
+    assert [c.seen.split(" ")[0] for c in report.checks] == ["502", "nginx_error:", "200"] * 3
+    # The 502 says why at the nginx hop: nginx's error line, attached to the request by its connection.
+    assert all("prematurely closed" in c.seen for c in report.checks if c.seen.startswith("nginx_error"))
 
 
 def test_a_lab_that_changes_the_stack_says_so_when_it_cannot():

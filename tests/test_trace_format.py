@@ -37,6 +37,11 @@ def test_uwsgi_log_format_writes_the_fields_of_a_uwsgi_record():
     assert sorted(_format_keys(line)) == sorted(trace_format.RECORDS["uwsgi"].fields)
 
 
+def test_uwsgi_log_encoder_writes_the_fields_of_a_uwsgi_log_record():
+    line = next(line for line in (REPO / "uwsgi.ini").read_text().splitlines() if line.startswith("log-encoder = json"))
+    assert sorted(_format_keys(line)) == sorted(trace_format.RECORDS["uwsgi-log"].fields)
+
+
 def _written_event_names(source: str) -> set[tuple[str, str]]:
     """(hop, event) for every event a Python writer's source spells out."""
     found = {("wsgi", name) for name in re.findall(r'\\?"event\\?":\\?"([a-z_]+)\\?"', source)}
@@ -62,7 +67,8 @@ def test_every_event_the_python_writers_spell_out_is_in_the_format():
 
 
 def test_every_event_in_the_format_is_written_or_made_by_the_normalizer():
-    made_by_normalizer = {"request_received", "response_sent", "queued", "worker_picked_up", "request_done"}
+    made_by_normalizer = {"request_received", "response_sent", "queued", "worker_picked_up", "request_done",
+                          "app_log", "nginx_error"}
     container = REPO / "wsgilab" / "container"
     written = set()
     for path in container.glob("*.py"):

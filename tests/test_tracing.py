@@ -11,8 +11,10 @@ import threading
 import time
 import uuid
 
+import pytest
+
 from lab_http import get, request
-from lab_stacks import REPO, hop_log_lines
+from lab_stacks import REPO, app_server_log_lines, hop_log_lines
 
 from wsgilab import trace_format
 from wsgilab.hoptrace import records as hoplog
@@ -85,7 +87,8 @@ NGINX_PRECISION_US = 1000
 def _raw_stamps(stack, request_id):
     """Each hop's own stamps for one request, from the records as written: no normalizer, no sorting."""
     for _ in range(20):
-        found = {r["hop"]: r for r in hoplog.scan(hop_log_lines(stack.stack), request_id).records}
+        found = {r["hop"]: r for r in hoplog.scan(hop_log_lines(stack.stack), request_id).records
+                 if r["event"] == "request"}
         if {"nginx", "wsgi", stack.server} <= set(found):
             break
         time.sleep(0.25)
@@ -288,6 +291,43 @@ def _assert_every_record_line_parses(lines):
             assert "hop" in record or "request_id" in record, line
             if "hop" in record:
                 assert trace_format.problems(record) == [], line
+
+
+def test_every_line_an_app_server_writes_is_a_json_record(stack):
+    """Not only request lines: start-up, errors, a reload, what the app prints. nginx's error log is the exception."""
+    run = uuid.uuid4().hex[:8]
+    for app in ("django", "flask", "raw"):
+        reply = get(stack.port, f"/{app}/error", headers={"X-Request-ID": f"errlog-{run}-{app}"})
+        assert reply.status == 500  # a traceback in the app's log
+    stack.stack.signal_server("raw", "HUP")  # a reload: uWSGI re-executes itself, gunicorn starts new workers
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if get(stack.port, "/raw/", timeout=5).status == 200:
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "/raw/ did not answer 200 within 30 s of a reload"
+        time.sleep(0.3)
+    time.sleep(1)  # the reload's last lines
+    records = []
+    lines = app_server_log_lines(stack.stack)
+    for n, line in enumerate(lines):
+        try:
+            record = json.loads(line)  # strict: a control character or a bare word fails here
+        except ValueError:
+            pytest.fail(f"not JSON: {line!r}, after {lines[max(0, n - 3):n]}")
+        assert isinstance(record, dict), line
+        assert trace_format.problems(record) == [], line
+        records.append(record)
+    kinds = {trace_format.kind_of(record) for record in records}
+    log_kind = "uwsgi-log" if stack.server == "uwsgi" else "gunicorn-log"
+    assert {"launch-log", log_kind, "wsgi", stack.server} <= kinds
+    # Each app's traceback is a log record of the request it was logged in:
+    # Django's and Flask's through logging, the raw app's through wsgi.errors.
+    for app in ("django", "flask", "raw"):
+        logged = [r for r in records if r["event"] == "log" and r.get("request_id") == f"errlog-{run}-{app}"]
+        assert any("Traceback" in r["message"] + r.get("traceback", "") for r in logged), (app, logged)
 
 
 def test_fifty_concurrent_requests_each_keep_exactly_their_own_events(stack, app):

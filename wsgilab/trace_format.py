@@ -62,6 +62,18 @@ RECORDS = {
     "uwsgi": RecordKind(
         "uwsgi", "request", "log-format in uwsgi.ini; ts_us is when the worker started on it",
         COMMON + ("worker", "core", "duration_us", "status", "bytes", "request_bytes", "vars", "packet_bytes")),
+    "uwsgi-log": RecordKind(
+        "uwsgi", "log", "uWSGI's log master, with the log-encoder in uwsgi.ini (and wsgilab.container.log_lines "
+        "for the lines before it starts): banner, workers, errors, what the app prints; pid is the master's",
+        ("hop", "event", "service", "server", "pid", "ts_us", "message")),
+    "app-log": RecordKind(
+        "app", "log", "wsgilab.container.log_lines.AppLogFormatter: what the app and its libraries log through "
+        "Python's logging (a 500's report and traceback), with the id of the request it was logged in",
+        ("hop", "event", "service", "server", "pid", "ts_us", "level", "logger", "message"),
+        optional=("request_id", "traceback")),
+    "launch-log": RecordKind(
+        "launch", "log", "wsgilab.container.launch: which app on which server, or why it cannot start",
+        ("hop", "event", "service", "server", "pid", "ts_us", "level", "message")),
     "wsgi": RecordKind(
         "wsgi", "request", "wsgilab.container.wsgi_trace.HopTrace, with the framework's and the view's events",
         COMMON + ("events",), optional=("queue_us", "status", "input_bytes")),
@@ -98,12 +110,17 @@ EVENTS = (
     Event("view_returned", "view", "the view function returned", ("view",)),
     Event("view_raised", "view", "the view function raised", ("view", "error")),
     Event("exception", "django", "Django's process_exception saw the view's exception", ("error",)),
+    Event("app_log", "app", "the app (or a library in it) logged a message while serving the request (an app-log "
+          "record with its request_id)", ("level", "logger", "message", "traceback")),
     Event("after_request", "flask", "Flask's after_request hooks run", ("status",)),
     Event("middleware_out", "django", "the response leaves Django's middleware stack", ("status",)),
     Event("start_response", "wsgi", "the app called start_response(status, headers, exc_info)",
           ("status", "headers", "exc_info")),
     Event("teardown_request", "flask", "Flask's teardown_request hooks run", ("error",)),
     Event("first_chunk", "wsgi", "the app's iterable gave its first body chunk", ("bytes",)),
+    Event("nginx_error", "nginx", "nginx's error log says what went wrong with the request (a 502's \"upstream "
+          "prematurely closed connection\"); read off the line with the request's connection number. Its time is "
+          "the response's: the line has whole seconds only", ("level", "message", "upstream", "logged_at")),
     Event("response_sent", "nginx", "nginx sent the response (its record's ts_us)",
           ("status", "bytes_sent", "upstream", "upstream_protocol", "upstream_connect_time",
            "upstream_header_time", "upstream_response_time", "request_time_us")),

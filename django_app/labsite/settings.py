@@ -88,11 +88,16 @@ SECURE_REFERRER_POLICY = "same-origin"
 
 # --- Logging ---------------------------------------------------------------
 
-# Errors (such as /error's exception) go to stderr, where `docker compose logs`
-# collects them; the client only ever sees a plain 500 page.
+# Errors (such as /error's exception, with its traceback) go to the root
+# logger, and the process that hosts the app decides how they are written:
+# under wsgi-lab's servers, as JSON lines on the container's output
+# (wsgilab.container.log_lines), where `docker compose logs` collects them;
+# under `manage.py runserver`, as plain text on stderr. The client only ever
+# sees a plain 500 page.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
-    "loggers": {"django": {"handlers": ["stderr"], "level": "WARNING"}},
+    # No handlers of Django's own (this replaces its console and mail_admins
+    # ones): every record goes up to the root logger.
+    "loggers": {"django": {"handlers": [], "level": "WARNING", "propagate": True}},
 }

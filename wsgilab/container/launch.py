@@ -24,12 +24,13 @@ Environment (all optional but ``WSGI_APP`` and ``SCRIPT_NAME``):
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
-import shutil
 import sys
 from collections.abc import Mapping
 
+from wsgilab.container.log_lines import log_record
 from wsgilab.settings import SETTINGS, SettingError, check_value
 
 #: The port each server listens on unless WSGI_BIND says otherwise. 3031 is
@@ -107,17 +108,45 @@ def server_command(env: Mapping[str, str]) -> list[str]:
         argv = [sys.executable, "-m", "gunicorn", "--config", config]
     else:
         config = os.path.join(config_dir, "uwsgi.ini")
-        # pyuwsgi installs `uwsgi` beside this interpreter.
-        here = os.path.join(os.path.dirname(sys.executable), "uwsgi")
-        binary = here if os.access(here, os.X_OK) else shutil.which("uwsgi")
-        if binary is None:
-            raise LaunchError("WSGI_SERVER=uwsgi but no uwsgi command is installed (pip install pyuwsgi)")
+        if importlib.util.find_spec("pyuwsgi") is None:
+            raise LaunchError("WSGI_SERVER=uwsgi but uWSGI is not installed for this Python (pip install pyuwsgi)")
         # uWSGI reads `listen` while it parses the file, before it expands
         # $(VARIABLES) there, so this one setting comes on the command line.
-        argv = [binary, "--ini", config, "--listen", env["WSGI_BACKLOG"]]
+        argv = [sys.executable, "-m", "wsgilab.container.uwsgi_main", "--ini", config, "--listen", env["WSGI_BACKLOG"]]
     if not os.path.isfile(config):
         raise LaunchError(f"no {os.path.basename(config)} in WSGI_CONFIG_DIR={config_dir!r}")
     return argv
+
+
+def say(env: Mapping[str, str], message: str, level: str = "info") -> None:
+    """Write the launcher's own message as a JSON log line (wsgilab.trace_format: launch-log)."""
+    sys.stderr.write(log_record("launch", env.get("SCRIPT_NAME", "").strip("/"), env.get("WSGI_SERVER", ""),
+                                message, level=level))
+    sys.stderr.flush()
+
+
+def keep_stdout_for_traces(env: dict[str, str]) -> None:
+    """Give the JSON lines written from Python (traces, the app's log) a copy of stdout of their own.
+
+    In the workers ``sys.stdout`` and ``sys.stderr`` log what is printed
+    (wsgilab.container.log_lines), and uWSGI's log master takes over file
+    descriptors 1 and 2 to encode its messages; lines that are JSON already
+    go around both, through WSGILAB_TRACE_FD (kept across uWSGI's reloads by
+    its `safe-fd`).
+    """
+    trace_fd = os.dup(1)
+    os.set_inheritable(trace_fd, True)
+    env["WSGILAB_TRACE_FD"] = str(trace_fd)
+
+
+def prepare_uwsgi_logging(env: dict[str, str]) -> None:
+    """Tell uWSGI's JSON log encoder (uwsgi.ini, "Logging") the PID it writes as.
+
+    The lines uWSGI prints before its log master starts go through a relay
+    (wsgilab.container.uwsgi_main).
+    """
+    # uWSGI's log master writes its messages; it is this process, once exec'd.
+    env["WSGILAB_MASTER_PID"] = str(os.getpid())
 
 
 def main() -> None:
@@ -126,14 +155,13 @@ def main() -> None:
         env = server_environment(os.environ)
         argv = server_command(env)
     except LaunchError as error:
-        print(f"wsgilab.container.launch: {error}", file=sys.stderr)
+        say(os.environ, str(error), level="error")
         sys.exit(2)
-    print(
-        f"wsgilab.container.launch: {env['WSGI_APP']} at {env['SCRIPT_NAME']} on {env['WSGI_SERVER']}, "
-        f"{env['WSGI_BIND']}, {env['WSGI_WORKERS']} workers x {env['WSGI_THREADS']} threads",
-        file=sys.stderr,
-        flush=True,
-    )
+    say(env, f"{env['WSGI_APP']} at {env['SCRIPT_NAME']} on {env['WSGI_SERVER']}, {env['WSGI_BIND']}, "
+             f"{env['WSGI_WORKERS']} workers x {env['WSGI_THREADS']} threads")
+    keep_stdout_for_traces(env)
+    if env["WSGI_SERVER"] == "uwsgi":
+        prepare_uwsgi_logging(env)
     os.execve(argv[0], argv, env)
 
 

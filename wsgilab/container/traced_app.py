@@ -2,8 +2,10 @@
 
 ``wsgilab.container.launch`` points gunicorn (``wsgi_app``) and uWSGI
 (``mount``) here, so every app gets the same tracing without a line of it in
-the app's own folder. Two middlewares, Werkzeug-style, innermost first:
+the app's own folder. Middlewares, Werkzeug-style, innermost first:
 
+- ``WsgiErrorsToLog`` makes what the app writes to ``wsgi.errors`` a JSON log
+  record, with its request's id (tracing on or off);
 - ``HopTrace`` records the request's WSGI events and writes its trace line;
 - ``ServerTiming`` adds the ``Server-Timing`` header from that trace.
 
@@ -11,22 +13,36 @@ Under uWSGI one more goes outside them, tracing on or off: ``ExcInfoGuard``,
 so an app's error response with ``exc_info`` goes out whole despite uWSGI
 2.0's bug (see its module). ``WSGILAB_TRACING=off`` serves the app without
 the two tracing middlewares (the benchmark's "tracing off" side).
+
+Trace lines, and what the app logs through Python's ``logging`` (as JSON,
+``log_lines.install_app_logging``), go to stdout, one write each; under
+uWSGI, whose log master takes over stdout and stderr to encode its own
+messages as JSON, and wherever ``sys.stdout`` logs what is printed, they go
+to the file descriptor the launcher kept for them (``WSGILAB_TRACE_FD``),
+which is the container's stdout all the same.
 """
 
 import importlib
 import os
 
 from wsgilab.container.exc_info_guard import ExcInfoGuard
+from wsgilab.container.log_lines import WsgiErrorsToLog, install_app_logging, log_what_is_printed, trace_stream
 from wsgilab.container.server_timing import ServerTiming
 from wsgilab.container.wsgi_trace import HopTrace
+
+_service = os.environ["SCRIPT_NAME"].strip("/")
+_out = trace_stream()
+# Before the app is imported, so what it logs while it loads is JSON too.
+install_app_logging(_out, _service, os.environ["WSGI_SERVER"])
+log_what_is_printed()
 
 _module_name, _, _callable_name = os.environ["WSGI_APP"].partition(":")
 _app = getattr(importlib.import_module(_module_name), _callable_name)
 
 if os.environ.get("WSGILAB_TRACING", "on").lower() in {"off", "0", "false", "no"}:
-    application = _app
+    application = WsgiErrorsToLog(_app)
 else:
-    application = ServerTiming(
-        HopTrace(_app, service=os.environ["SCRIPT_NAME"].strip("/"), server=os.environ["WSGI_SERVER"]))
+    application = ServerTiming(HopTrace(WsgiErrorsToLog(_app), service=_service, server=os.environ["WSGI_SERVER"],
+                                        out=_out))
 if os.environ["WSGI_SERVER"] == "uwsgi":
     application = ExcInfoGuard(application)

@@ -12,8 +12,10 @@ one list of events in time order.
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,12 +25,73 @@ from wsgilab.trace_format import CAUSAL_RANK, EVENTS_BY_NAME
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+#: One line of nginx's error log about a connection: "2026/11/26 08:00:00 [error] 29#29: *123 text".
+_NGINX_ERROR = re.compile(r"(?P<time>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[(?P<level>[a-z]+)\] "
+                          r"(?P<pid>\d+)#\d+: \*(?P<connection>\d+) (?P<text>.*)$")
+#: The context nginx appends to an error: `, client: 172.18.0.1, server: x, request: "GET / HTTP/1.1", ...`.
+_NGINX_CONTEXT = re.compile(r'(\w+): "((?:[^"\\]|\\.)*)"')
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 @dataclass
 class LogScan:
     """What reading a log stream found: hop records, and how many lines were not."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
+    #: nginx's error lines about a connection, read by ``parse_nginx_error``, before they are matched to requests.
+    nginx_errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def parse_nginx_error(line: str) -> dict[str, Any] | None:
+    """The error nginx logged about one connection, as a record (hop nginx, event error), or None.
+
+    nginx's error log is not JSON and cannot be made so; its lines carry the
+    connection number (``*N``) that the access record carries as
+    ``connection``, and the request line. Control characters (a client's
+    header can be quoted in the message) are shown as ``\\xNN``. nginx writes
+    local time, to the second; the stacks run it in UTC.
+    """
+    line = _ANSI.sub("", line)
+    match = _NGINX_ERROR.match(line.split(" | ", 1)[1] if " | " in line[:80] else line)
+    if match is None:
+        return None
+    message, _, context = match["text"].partition(", client: ")
+    found = dict(_NGINX_CONTEXT.findall(context))
+    record = {"hop": "nginx", "event": "error", "pid": int(match["pid"]), "connection": int(match["connection"]),
+              "ts_us": calendar.timegm(time.strptime(match["time"], "%Y/%m/%d %H:%M:%S")) * 1_000_000,
+              "logged_at": match["time"], "level": match["level"],
+              "message": _CONTROL.sub(lambda c: f"\\x{ord(c[0]):02x}", message)}
+    for name in ("request", "upstream"):
+        if name in found:
+            record[name] = _CONTROL.sub(lambda c: f"\\x{ord(c[0]):02x}", found[name])
+    return record
+
+
+def _attach_nginx_errors(found: LogScan) -> None:
+    """Give each nginx error line the request_id of the request it was about, as a record of that request.
+
+    The match: the same nginx worker (pid) and connection number, a time
+    within the request's (to the error line's whole second), and the same
+    URI where the line names the request.
+    """
+    if not found.nginx_errors:
+        return
+    requests = [r for r in found.records if r.get("hop") == "nginx" and r.get("event") == "request"
+                and isinstance(r.get("connection"), int)]
+    for error in found.nginx_errors:
+        for record in requests:
+            if record.get("connection") != error["connection"] or record.get("pid") != error["pid"]:
+                continue
+            started = record["ts_us"] - (_seconds_to_us(record.get("request_time")) or 0)
+            if not (error["ts_us"] <= record["ts_us"] and error["ts_us"] + 1_000_000 > started):
+                continue
+            parts = error.get("request", "").split(" ")
+            if len(parts) >= 2 and parts[1] != record.get("uri"):
+                continue
+            found.records.append({**error, "request_id": record.get("request_id"),
+                                  "service": record.get("service"), "server": record.get("server")})
+            break
 
 
 def parse_line(line: str) -> dict[str, Any] | None:
@@ -50,6 +113,9 @@ def scan(lines: Iterable[str], request_id: str | None = None) -> LogScan:
     """Read hop records from ``lines``, keeping only ``request_id``'s when one is given."""
     found = LogScan()
     for line in lines:
+        if ": *" in line and "] " in line and (error := parse_nginx_error(line)) is not None:
+            found.nginx_errors.append(error)
+            continue
         if request_id is not None and request_id not in line:
             continue  # cheap filter before any parsing: most lines are other requests
         record = parse_line(line)
@@ -57,6 +123,7 @@ def scan(lines: Iterable[str], request_id: str | None = None) -> LogScan:
             found.skipped += 1
         elif request_id is None or record.get("request_id") == request_id:
             found.records.append(record)
+    _attach_nginx_errors(found)
     return found
 
 
@@ -116,8 +183,13 @@ def events_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for record in records:
         base = {"hop": record["hop"], "service": record.get("service"), "server": record.get("server"),
                 "pid": record.get("pid")}
-        if record["hop"] == "nginx":
+        if record["hop"] == "nginx" and record.get("event") == "error":
+            events.append({**base, "event": "nginx_error", "ts_us": record["ts_us"],
+                           **_fields(record, "nginx_error")})
+        elif record["hop"] == "nginx":
             events += _nginx_events(record, base)
+        elif record["hop"] == "app" and record.get("event") == "log":
+            events.append({**base, "event": "app_log", "ts_us": record["ts_us"], **_fields(record, "app_log")})
         elif record["hop"] == "uwsgi" and isinstance(record.get("duration_us"), int):
             events += _uwsgi_events(record, base)
         elif isinstance(record.get("events"), list):
@@ -125,6 +197,7 @@ def events_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             events.append({**base, **{k: v for k, v in record.items() if k not in base}})
     _align_nginx_to_its_precision(events)
+    _place_nginx_errors(events)
     events.sort(key=lambda e: (e["ts_us"], CAUSAL_RANK.get(e["event"], len(CAUSAL_RANK))))
     return events
 
@@ -138,6 +211,15 @@ def queue_us_of(records: list[dict[str, Any]]) -> int | None:
     """How long the request waited for a worker (the ``queued`` event), in µs; None if nothing measured it."""
     queued = find_event(events_of(records), "queued")
     return None if queued is None else queued["queue_us"]
+
+
+def _place_nginx_errors(events: list[dict[str, Any]]) -> None:
+    """Show nginx's errors at the response they ended in: their own time has whole seconds only."""
+    sent = find_event(events, "response_sent")
+    if sent is not None:
+        for event in events:
+            if event["event"] == "nginx_error":
+                event["ts_us"] = sent["ts_us"]
 
 
 def _align_nginx_to_its_precision(events: list[dict[str, Any]]) -> None:

@@ -91,6 +91,8 @@ def collect(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], lis
     """Every segment duration in ``records``, keyed by (service, server, segment)."""
     samples: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for record in records:
+        if record.get("event") != "request":
+            continue  # a server's or the app's log message: no segment
         service, server, segments = segments_of(record)
         for name, ms in segments.items():
             samples[service, server, name].append(ms)

@@ -68,6 +68,10 @@ _WORDED = {
                                            if e.get("input_bytes") else ""),
     "request_done": lambda e: (f"request done: {e.get('status')}, {e.get('bytes')} bytes, "
                                f"{e.get('duration_us', 0) / 1000:.1f} ms in the worker"),
+    "nginx_error": lambda e: f"nginx error log [{e.get('level')}]: {e.get('message')}" + (
+        f" (upstream {e['upstream']})" if e.get("upstream") else ""),
+    "app_log": lambda e: f"{e.get('logger')} logged [{e.get('level')}]: "
+                         f"{str(e.get('message', '')).splitlines()[0] if e.get('message') else ''}",
     "teardown_request": lambda e: "teardown_request hooks" + (f" after {e['error']}" if e.get("error") else ""),
 }
 

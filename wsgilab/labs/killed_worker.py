@@ -6,6 +6,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from wsgilab.hoptrace.records import events_of, find_event
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, hops_of, nginx_record, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -75,6 +76,12 @@ def run(target: Target, report: Report) -> None:
             f"(upstream_status {nginx.get('upstream_status') or '-'}); logged by {', '.join(sorted(hops_of(records)))}",
             bool(killed) and reply.status == 502 and elapsed < SLOW_MS / 1000 and tries == ["502"]
             and "wsgi" not in hops_of(records), [request_id])
+        said = find_event(events_of(records), "nginx_error") or {}
+        report.check(
+            f"the 502's trace (hoptrace show {request_id})",
+            "nginx's error line attached at the nginx hop: the worker closed the connection without a response",
+            f"nginx_error: {said.get('message', 'none attached')}",
+            "prematurely closed" in str(said.get("message", "")), [request_id])
         started = time.monotonic()
         reply = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host, timeout=30)
         report.check(f"/{app}/ on {server}, the next request", "200, once the master has started a new worker",

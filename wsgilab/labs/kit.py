@@ -133,7 +133,7 @@ def has_control(target: Target, report: Report) -> bool:
 
 def nginx_record(records: list[dict[str, Any]]) -> dict[str, Any]:
     """nginx's access-log record among a request's records ({} if nginx logged none)."""
-    return next((r for r in records if r.get("hop") == "nginx"), {})
+    return next((r for r in records if r.get("hop") == "nginx" and r.get("event") == "request"), {})
 
 
 def hops_of(records: list[dict[str, Any]]) -> set[str]:
