@@ -19,16 +19,20 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-ARG APP
-# Dependencies first: this layer is reused until a requirements file changes.
-COPY requirements/ /src/requirements/
-COPY ${APP}/requirements.txt /src/${APP}/requirements.txt
-RUN pip install --requirement /src/${APP}/requirements.txt
-
-# The shared package, installed (not copied into the app).
+# Layers the three app images share, so a build makes them once: the two
+# servers, then wsgi-lab's package (installed, not copied into the app).
+# Nothing above `ARG APP` depends on which app this is.
+COPY requirements/servers.txt /src/requirements/servers.txt
+RUN pip install --requirement /src/requirements/servers.txt
 COPY pyproject.toml /src/wsgilab-pkg/
 COPY wsgilab/ /src/wsgilab-pkg/wsgilab/
-RUN pip install --no-deps /src/wsgilab-pkg && rm -rf /src
+RUN pip install --no-deps /src/wsgilab-pkg
+
+ARG APP
+# The app's own dependencies (Django, Flask, none); its file starts with
+# `-r ../requirements/servers.txt`, already installed above.
+COPY ${APP}/requirements.txt /src/${APP}/requirements.txt
+RUN pip install --requirement /src/${APP}/requirements.txt && rm -rf /src
 
 COPY gunicorn.conf.py uwsgi.ini /etc/wsgi-lab/
 COPY ${APP}/ /app/

@@ -26,7 +26,7 @@ import lab_http
 from wsgilab import settings
 from wsgilab.container import healthcheck
 from wsgilab.container.workers import kill_workers_of
-from wsgilab.hoptrace.sources import compose_command
+from wsgilab.hoptrace.sources import compose_command, project_log_lines
 from wsgilab.labs.control import APP_SERVICES, STOP_GRACE_S, AppState, ComposeControl, Stopped, check_settings
 from wsgilab.container.launch import server_environment
 
@@ -390,7 +390,7 @@ def hop_log_lines(stack: NativeStack | ComposeStack) -> list[str]:
     if isinstance(stack, NativeStack):
         return [line for path in sorted(stack.workdir.glob("*.log"))
                 for line in path.read_text(errors="replace").splitlines()]
-    return stack.run("logs", "--no-color").splitlines()
+    return project_log_lines(stack.project)
 
 
 def app_server_log_lines(stack: NativeStack | ComposeStack) -> list[str]:
@@ -398,6 +398,4 @@ def app_server_log_lines(stack: NativeStack | ComposeStack) -> list[str]:
     if isinstance(stack, NativeStack):
         return [line for path in sorted(stack.workdir.glob("*.log")) if not path.name.startswith("nginx")
                 for line in path.read_text(errors="replace").splitlines()]
-    # docker compose logs puts "<container> | " before each line.
-    return [line.split("| ", 1)[1] for line in stack.run("logs", "--no-color", *APP_SERVICES).splitlines()
-            if "| " in line]
+    return project_log_lines(stack.project, APP_SERVICES)

@@ -6,6 +6,9 @@ Runs on each tier. Only the swapped app changes; the others keep their server.
 from lab_http import get
 from lab_stacks import APPS
 
+OTHER = {"gunicorn": "uwsgi", "uwsgi": "gunicorn"}
+PROTOCOL = {"gunicorn": "http", "uwsgi": "uwsgi"}
+
 
 def _answered_by(stack, app):
     reply = get(stack.port, f"/{app}/")
@@ -13,15 +16,16 @@ def _answered_by(stack, app):
 
 
 def test_swapping_one_app_to_the_other_server_changes_who_answers(tier_stack):
-    before = {app: "gunicorn" for app in APPS}
+    # From whatever servers the last test left (one swap there, one back:
+    # each recreates only django's container and nginx's).
+    before = tier_stack.servers or {app: "gunicorn" for app in APPS}
     tier_stack.use(before)
-    assert _answered_by(tier_stack, "django") == ("gunicorn", "http")
+    swapped = OTHER[before["django"]]
 
-    after = {**before, "django": "uwsgi"}
-    tier_stack.use(after)
-    assert _answered_by(tier_stack, "django") == ("uwsgi", "uwsgi")
-    assert _answered_by(tier_stack, "flask") == ("gunicorn", "http")
-    assert _answered_by(tier_stack, "raw") == ("gunicorn", "http")
+    tier_stack.use({**before, "django": swapped})
+    assert _answered_by(tier_stack, "django") == (swapped, PROTOCOL[swapped])
+    for app in ("flask", "raw"):
+        assert _answered_by(tier_stack, app) == (before[app], PROTOCOL[before[app]])
 
     tier_stack.use(before)
-    assert _answered_by(tier_stack, "django") == ("gunicorn", "http")
+    assert _answered_by(tier_stack, "django") == (before["django"], PROTOCOL[before["django"]])

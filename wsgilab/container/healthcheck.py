@@ -7,12 +7,17 @@ printing why, which ``docker inspect`` shows under State.Health.
 
 It checks the whole app path (server, worker, framework, view), not just an
 open port: a worker that cannot import the app is unhealthy.
+
+Docker runs it every two seconds (docker-compose.yml), so it stays cheap:
+one HTTP/1.0 request on a plain socket rather than http.client, and no
+import it does not need (about 25 ms of CPU in all, most of it Python's
+own start).
 """
 
 from __future__ import annotations
 
-import http.client
 import os
+import socket
 import sys
 
 from wsgilab.container import uwsgi_protocol
@@ -35,12 +40,15 @@ def check(env: dict[str, str], timeout: float = 5.0) -> int:
     if env["WSGI_SERVER"] == "uwsgi":
         raw = uwsgi_protocol.request(address, "GET", path, timeout=timeout)
         return _status_of_raw_response(raw)
-    conn = http.client.HTTPConnection(*address, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Host": "localhost"})
-        return conn.getresponse().status
-    finally:
-        conn.close()
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode("latin-1"))
+        raw = b""
+        while b"\r\n" not in raw and len(raw) < 8192:
+            chunk = sock.recv(8192)
+            if not chunk:
+                break
+            raw += chunk
+    return _status_of_raw_response(raw)
 
 
 def main() -> None:

@@ -30,7 +30,6 @@ import re
 import sys
 from collections.abc import Mapping
 
-from wsgilab.container.log_lines import log_record
 from wsgilab.settings import SETTINGS, SettingError, check_value
 
 #: The port each server listens on unless WSGI_BIND says otherwise. 3031 is
@@ -120,6 +119,8 @@ def server_command(env: Mapping[str, str]) -> list[str]:
 
 def say(env: Mapping[str, str], message: str, level: str = "info") -> None:
     """Write the launcher's own message as a JSON log line (wsgilab.trace_format: launch-log)."""
+    from wsgilab.container.log_lines import log_record  # not at the top: the healthcheck imports this module
+
     sys.stderr.write(log_record("launch", env.get("SCRIPT_NAME", "").strip("/"), env.get("WSGI_SERVER", ""),
                                 message, level=level))
     sys.stderr.flush()

@@ -1,4 +1,4 @@
-"""Where hoptrace's log lines come from: files, stdin, or ``docker compose logs``.
+"""Where hoptrace's log lines come from: files, stdin, ``docker compose logs``, or ``docker logs``.
 
 With neither files nor a pipe (stdin a terminal), or with ``--compose``,
 hoptrace runs ``docker compose logs`` itself in the current directory's
@@ -51,3 +51,37 @@ def compose_container_ids() -> list[str]:
     """The IDs of the current compose project's containers ([] when it has none, or compose fails)."""
     done = subprocess.run([*compose_command(), "ps", "-q"], capture_output=True, text=True)
     return done.stdout.split() if done.returncode == 0 else []
+
+
+def project_log_lines(project: str, services: tuple[str, ...] = ()) -> list[str]:
+    """Every line the containers of compose project ``project`` wrote (of ``services`` only, if given).
+
+    Read with ``docker logs``, one container at a time, as they were
+    written, without compose's "name | " prefix. The labs read the logs
+    after almost every request; a ``docker logs`` answers in milliseconds
+    where each compose command starts a program of its own (0.4 s for
+    docker-compose v1). Containers that were removed take their logs with
+    them, as under ``docker compose logs``.
+    """
+    listed = subprocess.run(["docker", "ps", "--all", "--no-trunc", "--filter",
+                             f"label=com.docker.compose.project={project}",
+                             "--format", '{{.ID}} {{.Label "com.docker.compose.service"}}'],
+                            capture_output=True, text=True)
+    lines: list[str] = []
+    for row in listed.stdout.splitlines():
+        container, _, service = row.partition(" ")
+        if services and service not in services:
+            continue
+        done = subprocess.run(["docker", "logs", container], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lines += done.stdout.decode("utf-8", "replace").splitlines()
+    return lines
+
+
+def compose_project_name() -> str | None:
+    """The name of the current directory's compose project, read off its containers (None if it has none)."""
+    ids = compose_container_ids()
+    if not ids:
+        return None
+    done = subprocess.run(["docker", "inspect", "--format", '{{index .Config.Labels "com.docker.compose.project"}}',
+                           ids[0]], capture_output=True, text=True)
+    return done.stdout.strip() or None

@@ -19,7 +19,8 @@ import sys
 from typing import Any
 
 from wsgilab.hoptrace.records import events_of, scan
-from wsgilab.hoptrace.sources import compose_command, compose_container_ids, compose_logs
+from wsgilab.hoptrace.sources import (compose_command, compose_container_ids, compose_logs, compose_project_name,
+                                      project_log_lines)
 from wsgilab.hoptrace.waterfall import render_waterfall
 from wsgilab.labs import LABS, run
 from wsgilab.labs.control import ComposeControl, ControlError
@@ -62,8 +63,11 @@ def main(argv: list[str]) -> int:
     except FileNotFoundError as error:
         print(f"hoptrace lab: {error}; the labs run against the docker compose stack", file=sys.stderr)
         return 2
-    target = Target(port=args.port, log_lines=lambda: list(compose_logs()), container_ids=compose_container_ids,
-                    control=control)
+    # The labs read the logs after almost every request: through docker logs
+    # when the project's name is known (fast), else through compose.
+    project = compose_project_name()
+    target = Target(port=args.port, control=control, container_ids=compose_container_ids,
+                    log_lines=(lambda: project_log_lines(project)) if project else (lambda: list(compose_logs())))
     reports = []
     for name in LABS if args.name == "all" else [args.name]:
         try:

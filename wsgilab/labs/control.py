@@ -146,7 +146,7 @@ class ComposeControl:
         """Recreate the containers whose settings changed; do not wait for them.
 
         Each service is named, with ``--no-deps``: asked to bring up nginx,
-        compose would first wait for the apps' healthchecks (10 s apart).
+        compose would first wait for the apps' healthchecks to pass.
         The caller waits instead, until each app answers through nginx, which
         looks a recreated container's new address up by itself.
         """

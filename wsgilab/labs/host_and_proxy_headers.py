@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 from wsgilab.labs.around_nginx import app_network, app_server, host_route, neighbour_connects, services
@@ -76,19 +77,34 @@ def run(target: Target, report: Report) -> None:
             environ = {}
         seen = {key: environ.get(key) for key in ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
                                                   "HTTP_X_FORWARDED_HOST", "wsgi.url_scheme", "REMOTE_ADDR")}
+        # REMOTE_ADDR: uWSGI gets the client's address from nginx (uwsgi_param
+        # REMOTE_ADDR $remote_addr), the same as X-Forwarded-For; gunicorn's
+        # is the peer of its socket, nginx, whatever headers say.
+        client = seen["HTTP_X_FORWARDED_FOR"]
+        remote_as_told = _is_address(seen["REMOTE_ADDR"]) and seen["REMOTE_ADDR"] != "6.6.6.6" and (
+            seen["REMOTE_ADDR"] == client if server == "uwsgi" else True)
         report.check(
             f"/{app}/environ on {server}: X-Forwarded-For 6.6.6.6, -Proto https, -Host evil.example",
-            "nginx's own values in the environ: the client's address, http, localhost",
+            "nginx's own values in the environ: the client's address, http, localhost; REMOTE_ADDR "
+            + ("the client's address, as nginx passed it" if server == "uwsgi" else "nginx's, the socket's peer"),
             ", ".join(f"{key}={value}" for key, value in seen.items()),
-            reply.status == 200 and seen["HTTP_X_FORWARDED_FOR"] not in (None, "6.6.6.6")
-            and "6.6.6.6" not in str(seen["HTTP_X_FORWARDED_FOR"])
+            reply.status == 200 and _is_address(client) and client != "6.6.6.6" and "6.6.6.6" not in str(client)
             and seen["HTTP_X_FORWARDED_PROTO"] == "http" and seen["HTTP_X_FORWARDED_HOST"] == "localhost"
-            and seen["wsgi.url_scheme"] == "http",
+            and seen["wsgi.url_scheme"] == "http" and remote_as_told,
             [reply.header("X-Request-ID") or ""],
         )
 
     if target.container_ids is not None and target.container_ids():
         _check_no_way_around_nginx(target, report)
+
+
+def _is_address(value: object) -> bool:
+    """Whether ``value`` is one IP address (not a list, not a name)."""
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def _check_no_way_around_nginx(target: Target, report: Report) -> None:

@@ -48,6 +48,10 @@ OUTCOMES = (
 SLOW_MS = 5000
 #: How long the lab lets nginx hand the POST to a worker before it kills.
 SETTLE_S = 1.0
+#: "At once": the 502 comes within this long of the kill. nginx sees the
+#: connection close the moment the kernel ends the worker; the rest is the
+#: reply's way back and `docker exec` returning.
+AT_ONCE_S = 1.0
 
 
 def run(target: Target, report: Report) -> None:
@@ -63,18 +67,23 @@ def run(target: Target, report: Report) -> None:
             pending = pool.submit(exchange, target.port, data, target.host, SLOW_MS / 1000 + 10)
             time.sleep(SETTLE_S)
             killed = target.control.kill_workers(app)
+            killed_at = time.monotonic()
             reply = pending.result()
             elapsed = time.monotonic() - started
+            after_kill = time.monotonic() - killed_at
         records = target.records(request_id, {"nginx"})
         nginx = nginx_record(records)
         tries = [s.strip() for s in str(nginx.get("upstream_status") or "").split(",") if s.strip()]
         report.check(
             f"POST /{app}/slow?ms={SLOW_MS} on {server}; after {SETTLE_S:.0f} s, kill -9 its "
             f"{len(killed)} worker(s)",
-            "502 at once (not after the view's 5 s), from one try: nginx does not send the POST again",
-            f"{reply.status} after {elapsed:.1f} s; nginx tried the app {len(tries)} time(s) "
+            f"502 at once (within {AT_ONCE_S:.0f} s of the kill, not after the view's 5 s), from one try: "
+            "nginx does not send the POST again",
+            f"{reply.status} after {elapsed:.1f} s ({after_kill:.2f} s after the kill); "
+            f"nginx tried the app {len(tries)} time(s) "
             f"(upstream_status {nginx.get('upstream_status') or '-'}); logged by {', '.join(sorted(hops_of(records)))}",
-            bool(killed) and reply.status == 502 and elapsed < SLOW_MS / 1000 and tries == ["502"]
+            bool(killed) and reply.status == 502 and after_kill < AT_ONCE_S and elapsed < SLOW_MS / 1000
+            and tries == ["502"]
             and "wsgi" not in hops_of(records), [request_id])
         said = find_event(events_of(records), "nginx_error") or {}
         report.check(

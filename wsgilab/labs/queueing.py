@@ -102,9 +102,10 @@ def _burst_and_check(target: Target, report: Report, threads: int) -> None:
         shown = ", ".join(f"{q:.0f}" for q in known)
         if threads == 1:
             longest = (rounds - 1) * SLOW_MS
+            # Under half a round more: a whole extra round would mean a worker was missing.
             expected = (f"all 200; served in {rounds} rounds, so the longest wait is about {longest} ms "
-                        f"(at least {0.75 * longest:.0f})")
-            waited_as_told = bool(known) and known[-1] >= 0.75 * longest
+                        f"(between {0.75 * longest:.0f} and {longest + SLOW_MS / 2:.0f})")
+            waited_as_told = bool(known) and 0.75 * longest <= known[-1] < longest + SLOW_MS / 2
         else:
             expected = (f"all 200; {WORKERS * threads} slots for {REQUESTS} requests, so most wait under "
                         f"{SLOW_MS // 2} ms and none more than one round (gunicorn's gthread may hold one back)")

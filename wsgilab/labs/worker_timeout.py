@@ -64,6 +64,11 @@ OUTCOMES = (
 #: between LIMIT_S - 1 and LIMIT_S + 1 seconds into the request.
 LIMIT_S = 2
 SLOW_MS = 5000
+#: When the limit fires, in seconds into the request, on each server: gunicorn's
+#: arbiter looks at its workers about once a second, so after LIMIT_S and
+#: within a second more; harakiri's whole seconds put it within a second
+#: either side. One more second for a loaded machine.
+FIRES_WITHIN_S = {"gunicorn": (LIMIT_S, LIMIT_S + 2), "uwsgi": (LIMIT_S - 1, LIMIT_S + 2)}
 #: What the client gets when the worker is over its limit, on each server.
 OVER_LIMIT_STATUS = {"gunicorn": 500, "uwsgi": 502}
 #: What each server writes when it kills a worker over its limit.
@@ -104,22 +109,23 @@ def _over_the_worker_limit(target: Target, report: Report) -> None:
         server = servers[app]
         request_id = reply.header("X-Request-ID") or ""
         status = OVER_LIMIT_STATUS[server]
+        earliest, latest = FIRES_WITHIN_S[server]
         records = target.records(request_id, {"nginx", "wsgi"} if server == "gunicorn" else {"nginx"})
         nginx = nginx_record(records)
         raised = [str(e.get("error")) for e in events_of(records) if e["event"] == "app_raised"]
         if server == "gunicorn":
-            expected = (f"500 after about {LIMIT_S} s, written by the worker on its way out; "
+            expected = (f"500 after {earliest} to {latest} s, written by the worker on its way out; "
                         "the trace shows SystemExit raised in the view")
             died_as_told = nginx.get("upstream_status") == "500" and any(
                 "SystemExit" in error for error in raised)
         else:
-            expected = f"502 from nginx after about {LIMIT_S} s: the worker was killed and logged nothing"
+            expected = f"502 from nginx after {earliest} to {latest} s: the worker was killed and logged nothing"
             died_as_told = nginx.get("upstream_status") == "502" and "wsgi" not in hops_of(records)
         report.check(
             f"/{app}/slow?ms={SLOW_MS} on {server} with WSGI_TIMEOUT={LIMIT_S}", expected,
             f"{reply.status} after {elapsed:.1f} s; nginx's upstream_status {nginx.get('upstream_status') or '-'}; "
             f"the app raised {', '.join(raised) or 'nothing it logged'}",
-            reply.status == status and LIMIT_S - 1 <= elapsed < SLOW_MS / 1000 and died_as_told, [request_id])
+            reply.status == status and earliest <= elapsed < latest and died_as_told, [request_id])
     for server in sorted(set(servers.values())):
         # Log lines can reach `docker compose logs` a moment after the reply.
         deadline = time.monotonic() + 5
@@ -145,8 +151,9 @@ def _over_the_nginx_limit(target: Target, report: Report) -> None:
         app_status = next((r.get("status") for r in records if r.get("hop") == "wsgi"), None)
         report.check(
             f"/{app}/slow?ms={SLOW_MS} on {server} with NGINX_READ_TIMEOUT={LIMIT_S}",
-            f"504 from nginx after about {LIMIT_S} s; the worker still finishes the view with a 200 nobody reads",
+            f"504 from nginx after {LIMIT_S} s (within half a second more); the worker still finishes the view "
+            "with a 200 nobody reads",
             f"{reply.status} after {elapsed:.1f} s; the app's own status {app_status or '-'}, "
             f"logged by {', '.join(sorted(hops_of(records)))}",
-            reply.status == 504 and LIMIT_S - 0.5 <= elapsed < SLOW_MS / 1000
+            reply.status == 504 and LIMIT_S - 0.1 <= elapsed < LIMIT_S + 0.5
             and nginx.get("status") == 504 and app_status == 200, [request_id])
