@@ -60,12 +60,16 @@ def parse_nginx_error(line: str) -> dict[str, Any] | None:
     found = dict(_NGINX_CONTEXT.findall(context))
     record = {"hop": "nginx", "event": "error", "pid": int(match["pid"]), "connection": int(match["connection"]),
               "ts_us": calendar.timegm(time.strptime(match["time"], "%Y/%m/%d %H:%M:%S")) * 1_000_000,
-              "logged_at": match["time"], "level": match["level"],
-              "message": _CONTROL.sub(lambda c: f"\\x{ord(c[0]):02x}", message)}
+              "logged_at": match["time"], "level": match["level"], "message": _shown(message)}
     for name in ("request", "upstream"):
         if name in found:
-            record[name] = _CONTROL.sub(lambda c: f"\\x{ord(c[0]):02x}", found[name])
+            record[name] = _shown(found[name])
     return record
+
+
+def _shown(text: str) -> str:
+    """``text`` with each control character written as ``\\xNN``."""
+    return _CONTROL.sub(lambda c: f"\\x{ord(c[0]):02x}", text)
 
 
 def _attach_nginx_errors(found: LogScan) -> None:
@@ -77,12 +81,14 @@ def _attach_nginx_errors(found: LogScan) -> None:
     """
     if not found.nginx_errors:
         return
-    requests = [r for r in found.records if r.get("hop") == "nginx" and r.get("event") == "request"
-                and isinstance(r.get("connection"), int)]
+    # Indexed by nginx worker and connection: a whole log can hold many of both.
+    requests: dict[tuple[Any, int], list[dict[str, Any]]] = {}
+    for record in found.records:
+        is_request = record.get("hop") == "nginx" and record.get("event") == "request"
+        if is_request and isinstance(record.get("connection"), int):
+            requests.setdefault((record.get("pid"), record["connection"]), []).append(record)
     for error in found.nginx_errors:
-        for record in requests:
-            if record.get("connection") != error["connection"] or record.get("pid") != error["pid"]:
-                continue
+        for record in requests.get((error["pid"], error["connection"]), []):
             started = record["ts_us"] - (_seconds_to_us(record.get("request_time")) or 0)
             if not (error["ts_us"] <= record["ts_us"] and error["ts_us"] + 1_000_000 > started):
                 continue
