@@ -52,7 +52,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wsgilab.hoptrace.sources import compose_project_name  # noqa: E402
+from sustained_load import nginx_sockstat  # noqa: E402  (beside this file)
+from wsgilab.hoptrace.sources import compose_command, compose_project_name  # noqa: E402
 
 PATHS = ("/django/", "/flask/", "/raw/")
 #: At most this many connections at once; a request that would need more counts as a client error.
@@ -210,18 +211,6 @@ def container_memory(project: str) -> dict[str, float]:
     return found
 
 
-def nginx_time_wait(project: str) -> int | None:
-    """Sockets in TIME_WAIT in nginx's network namespace."""
-    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
-                          "--filter", "label=com.docker.compose.service=nginx"], capture_output=True, text=True)
-    if not ids.stdout.split():
-        return None
-    text = subprocess.run(["docker", "exec", ids.stdout.split()[0], "cat", "/proc/net/sockstat"],
-                          capture_output=True, text=True).stdout
-    match = re.search(r"TCP:.* tw (\d+)", text)
-    return int(match.group(1)) if match else None
-
-
 def follow_logs(project: str, into: Path) -> list[subprocess.Popen]:
     """Start copying every container's new lines to ``into`` (one file each), as Docker takes them."""
     ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}"],
@@ -275,8 +264,9 @@ def main() -> int:
     rows = []
 
     async def each_minute(n: int, minute: Minute) -> None:
-        memory, time_wait = await asyncio.gather(asyncio.to_thread(container_memory, project),
-                                                 asyncio.to_thread(nginx_time_wait, project))
+        memory, sockstat = await asyncio.gather(asyncio.to_thread(container_memory, project),
+                                                asyncio.to_thread(nginx_sockstat, compose_command()))
+        time_wait = sockstat.get("tw")
         row = {"minute": n, "answered": len(minute.latencies_ms), "rate": len(minute.latencies_ms) / 60,
                "p50_ms": percentile(minute.latencies_ms, 50), "p99_ms": percentile(minute.latencies_ms, 99),
                "max_ms": max(minute.latencies_ms, default=float("nan")),

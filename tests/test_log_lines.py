@@ -14,6 +14,12 @@ def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
 
 
+def _records_on_stdout(done: subprocess.CompletedProcess) -> list[dict]:
+    """The JSON records a child wrote to stdout; it must have written nothing to stderr."""
+    assert done.stderr == ""
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
 def test_the_relay_wraps_free_text_and_passes_json_lines_as_they_are():
     done = _run(
         "import os, sys\n"
@@ -44,8 +50,7 @@ def test_print_logging_warnings_and_an_uncaught_exception_become_app_log_records
         "warnings.warn('old API')\n"
         "logging.getLogger('django.request').error('Internal Server Error: /x')\n"
         "raise KeyError('boom')\n")
-    assert done.stderr == ""
-    records = [json.loads(line) for line in done.stdout.splitlines()]
+    records = _records_on_stdout(done)
     assert all(trace_format.kind_of(r) == "app-log" and trace_format.problems(r) == [] for r in records)
     assert [(r["logger"], r["level"], r["message"]) for r in records][:5] == [
         ("sys.stdout", "info", "hello from a view"), ("sys.stdout", "info", "half a line"),
@@ -71,8 +76,7 @@ def test_what_the_app_writes_to_wsgi_errors_is_logged_with_its_request_id():
         "body = traced({'HTTP_X_REQUEST_ID': 'errors-0123456789', 'REQUEST_METHOD': 'GET',"
         " 'wsgi.errors': sys.stderr}, lambda *a: None)\n"
         "list(body); body.close()\n")
-    assert done.stderr == ""
-    records = [json.loads(line) for line in done.stdout.splitlines()]
+    records = _records_on_stdout(done)
     assert [(r["logger"], r["message"], r["request_id"]) for r in records] == [
         ("wsgi.errors", "Traceback (most recent call last):\n  boom", "errors-0123456789"),
         ("wsgi.errors", "no newline, then flush", "errors-0123456789")]
