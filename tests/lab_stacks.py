@@ -27,7 +27,8 @@ from wsgilab import settings
 from wsgilab.container import healthcheck
 from wsgilab.container.workers import kill_workers_of
 from wsgilab.hoptrace.sources import compose_command, project_log_lines
-from wsgilab.labs.control import APP_SERVICES, STOP_GRACE_S, AppState, ComposeControl, Stopped, check_settings
+from wsgilab.labs.control import (APP_SERVICES, STOP_GRACE_S, AppState, ComposeControl, Stopped, check_settings,
+                                  parse_nginx_version)
 from wsgilab.container.launch import server_environment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -216,6 +217,11 @@ class NativeStack:
         assert self.servers is not None, "use() the stack first"
         return self.processes[f"{app}-{self.servers[app]}"]
 
+    def nginx_version(self) -> tuple[int, ...]:
+        """The host nginx's version (Debian bookworm's is 1.22, the image's newer)."""
+        done = subprocess.run([self.nginx, "-v"], capture_output=True, text=True, timeout=30)
+        return parse_nginx_version(done.stderr + done.stdout)
+
     def signal_server(self, app: str, name: str) -> None:
         """Send signal ``name`` ("HUP") to the master of the server ``app`` runs on now."""
         self._server_of(app).send_signal(getattr(signal, f"SIG{name}"))
@@ -352,6 +358,9 @@ class ComposeStack:
     def kill_workers(self, app: str) -> list[int]:
         """SIGKILL every worker of ``app``'s server, from inside its container."""
         return self.control().kill_workers(app)
+
+    def nginx_version(self) -> tuple[int, ...]:
+        return self.control().nginx_version()
 
     def signal_server(self, app: str, name: str) -> None:
         self.control().signal_server(app, name)

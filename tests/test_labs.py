@@ -20,9 +20,11 @@ def _run(stack, name):
     return report
 
 
-def test_forged_request_ids_are_replaced_at_every_hop_and_no_line_breaks(stack):
+def test_forged_request_ids_and_trace_contexts_are_replaced_at_every_hop_and_no_line_breaks(stack):
     report = _run(stack, "forged-id")
-    assert len(report.checks) == 3 * 3 + 2  # three forgeries per app, then the whole log twice
+    # per app: three forged ids, six forged traceparents, one joined trace; then the whole log twice
+    assert len(report.checks) == 3 * (3 + 6 + 1) + 2
+    assert sum("a well-formed traceparent" in c.what for c in report.checks) == 3
 
 
 def test_oversized_input_is_refused_at_nginx_and_what_nginx_accepts_reaches_the_app(stack):

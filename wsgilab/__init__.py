@@ -8,6 +8,10 @@
   sources, the normalizer, the waterfall, follow, stats, the command line;
 - ``wsgilab.labs``: the failure labs (``hoptrace lab``) and how they drive a stack.
 
+Two modules are the contracts both sides share: ``trace_format`` (every
+record and event) and ``trace_context`` (W3C ``traceparent``, as nginx and
+HopTrace read it); ``settings`` is the table of settings.
+
 The package is installed into every app image (and into the test venv),
 never copied into an app's folder. The container side never imports the
 other two.

@@ -46,22 +46,28 @@ class RecordKind:
 
 #: The fields every request record carries, whichever hop wrote it.
 COMMON = ("hop", "event", "request_id", "service", "server", "pid", "ts_us")
+#: A span of the request's W3C trace (wsgilab.trace_context): 32 hex, 16 hex,
+#: 16 hex or "" (a span with no parent: a trace that started at this hop).
+#: nginx and HopTrace always write them; the servers' lines carry the worker
+#: span HopTrace opened, so they lack them when tracing is off.
+SPAN = ("trace_id", "span_id", "parent_span_id")
 
 RECORDS = {
     "nginx": RecordKind(
         "nginx", "request", "log_format lab_json in nginx/nginx.conf; ts_us is when the response was sent",
-        COMMON + ("client", "connection", "connection_requests", "method", "uri", "status", "bytes_sent",
+        COMMON + SPAN + ("upstream_span_id", "client", "connection", "connection_requests", "method", "uri", "status", "bytes_sent",
                   "request_time", "upstream", "upstream_protocol", "upstream_connect_time",
                   "upstream_header_time", "upstream_response_time", "upstream_status")),
     "gunicorn": RecordKind(
         "gunicorn", "request", "wsgilab.container.gunicorn_trace (JsonLogger, post_request hook)",
-        COMMON + ("worker_class", "worker_requests", "method", "path", "status", "events")),
+        COMMON + ("worker_class", "worker_requests", "method", "path", "status", "events"), optional=SPAN),
     "gunicorn-log": RecordKind(
         "gunicorn", "log", "wsgilab.container.gunicorn_trace.JsonErrorFormatter: boot, workers, errors",
         ("hop", "event", "service", "server", "pid", "ts_us", "level", "message"), optional=("traceback",)),
     "uwsgi": RecordKind(
         "uwsgi", "request", "log-format in uwsgi.ini; ts_us is when the worker started on it",
-        COMMON + ("worker", "core", "duration_us", "status", "bytes", "request_bytes", "vars", "packet_bytes")),
+        COMMON + ("worker", "core", "duration_us", "status", "bytes", "request_bytes", "vars", "packet_bytes"),
+        optional=SPAN),
     "uwsgi-log": RecordKind(
         "uwsgi", "log", "uWSGI's log master, with the log-encoder in uwsgi.ini (and wsgilab.container.log_lines "
         "for the lines before it starts): banner, workers, errors, what the app prints; pid is the master's",
@@ -76,7 +82,7 @@ RECORDS = {
         ("hop", "event", "service", "server", "pid", "ts_us", "level", "message")),
     "wsgi": RecordKind(
         "wsgi", "request", "wsgilab.container.wsgi_trace.HopTrace, with the framework's and the view's events",
-        COMMON + ("events",), optional=("queue_us", "status", "input_bytes")),
+        COMMON + SPAN + ("events",), optional=("queue_us", "status", "input_bytes")),
 }
 
 

@@ -9,6 +9,8 @@
 - ``traced_app``: the WSGI entry point both servers load: the app wrapped in
   ``wsgi_trace.HopTrace`` (the WSGI protocol's events) and
   ``server_timing.ServerTiming`` (the ``Server-Timing`` header);
+  ``nginx_headers`` checks what nginx sends it (the request id, when it
+  handed the request on);
 - ``django_trace``, ``flask_trace``: the framework's and the view's events;
 - ``labkit``: what the Django and Flask endpoints compute alike;
   ``unimportable_app``: an app that fails to import, for the import-failure lab.

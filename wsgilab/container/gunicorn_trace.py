@@ -30,7 +30,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from wsgilab.container.wsgi_trace import now_us, request_id_of
+from wsgilab.container.nginx_headers import now_us, request_id_of
 
 
 def _json_line(record: dict[str, Any]) -> str:
@@ -76,14 +76,18 @@ class JsonLogger(Logger):
             events.append({"event": "response_written", "ts_us": req.wsgilab_written_us,
                            "status": req.wsgilab_status, "bytes": req.wsgilab_bytes})
         events.append({"event": "post_request", "ts_us": now_us()})
-        self.access_log.info(_json_line({
+        line = {
             "hop": "gunicorn", "event": "request", "service": _service(), "server": "gunicorn",
             "request_id": request_id_of(environ or {}), "pid": os.getpid(),
             "ts_us": req.wsgilab_picked_up_us,
             "worker_class": type(worker).__name__, "worker_requests": getattr(worker, "nr", None),
             "method": req.method, "path": req.path, "status": getattr(req, "wsgilab_status", None),
             "events": events,
-        }))
+        }
+        trace = (environ or {}).get("wsgilab.trace")
+        if trace is not None:  # the worker's span, which HopTrace opened (none with tracing off)
+            line.update(trace_id=trace.trace_id, span_id=trace.server_span_id, parent_span_id=trace.server_parent_id)
+        self.access_log.info(_json_line(line))
 
 
 def _service() -> str:

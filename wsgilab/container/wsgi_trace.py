@@ -17,6 +17,9 @@ integer microseconds, so they line up with nginx's log across containers.
 The request id comes from nginx's ``X-Request-ID`` header, checked again here
 against the same pattern nginx uses; the start stamp from ``X-Request-Start``
 gives the time the request waited before a worker picked it up ("queue").
+The W3C ``traceparent`` nginx sends places the request in its trace, where
+HopTrace opens the server's worker span and, inside it, the WSGI call's
+(``wsgilab.trace_context``; docs/trace-format.md).
 
 The layers above WSGI add their own events to the same line: ``mark()``
 records one for the request this thread is serving (Django's middleware and
@@ -24,8 +27,11 @@ Flask's request hooks call it), and ``traced_view`` wraps a view so its call
 and return are recorded. With no request being traced both are no-ops, so the
 apps run unchanged with ``WSGILAB_TRACING=off``.
 
-Under uWSGI the request id is also handed to uWSGI as the ``wsgilab_request_id``
-logvar, so uWSGI's own request log line (uwsgi.ini ``log-format``) carries it.
+Under uWSGI the request id and the worker span's ids are also handed to
+uWSGI as logvars (``wsgilab_request_id``, ``wsgilab_trace``), so uWSGI's own
+request log line (uwsgi.ini ``log-format``) carries them; gunicorn's line
+reads them from the trace, which HopTrace leaves in the environ as
+``wsgilab.trace``.
 That, and the trace line itself, are all it adds: the ``Server-Timing`` header
 is ``wsgilab.container.server_timing``'s, composed around this in the entry
 point (``traced_app``).
@@ -36,13 +42,15 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from json.encoder import encode_basestring_ascii as _json_string
 from time import time_ns
 from typing import IO, Any
+
+from wsgilab.container.nginx_headers import queue_start_us, request_id_of
+from wsgilab.trace_context import new_span_ids, span_fields, trace_of
 
 try:  # only importable inside a uWSGI worker
     import uwsgi as _uwsgi
@@ -52,31 +60,6 @@ except ImportError:
 #: How much of PATH_INFO a trace line keeps, so that a line stays one write
 #: of under 4 KiB, which a pipe delivers whole even when workers write at once.
 MAX_PATH_LOGGED = 512
-
-#: What nginx accepts as a client-supplied request id; anything else it replaces.
-REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
-
-
-def now_us() -> int:
-    """Wall-clock time in integer microseconds."""
-    return time_ns() // 1000
-
-
-def request_id_of(environ: dict[str, Any]) -> str:
-    """The request id nginx assigned, or "-" if it is missing or malformed."""
-    value = environ.get("HTTP_X_REQUEST_ID", "")
-    return value if REQUEST_ID.fullmatch(value) else "-"
-
-
-def queue_start_us(environ: dict[str, Any]) -> int | None:
-    """When nginx handed the request on (``X-Request-Start: t=<seconds.millis>``), in µs."""
-    raw = environ.get("HTTP_X_REQUEST_START", "")
-    seconds, dot, millis = raw[2:].partition(".")
-    if (raw[:2] == "t=" and dot and len(millis) == 3 and 0 < len(seconds) <= 12
-            and seconds.isascii() and seconds.isdigit() and millis.isascii() and millis.isdigit()):
-        return int(seconds) * 1_000_000 + int(millis) * 1000
-    return None
-
 
 def _json_value(value: Any) -> str:
     """One value as JSON. Strings go through the C escaper: client text cannot break the line."""
@@ -101,12 +84,17 @@ class RequestTrace:
     Event names and field names are the code's own identifiers.
     """
 
-    __slots__ = ("out", "request_id", "service", "server", "started", "parts", "tail", "input_bytes",
-                 "chunks", "body_bytes", "queue_us", "written", "view_started", "view_ended")
+    __slots__ = ("out", "request_id", "trace_id", "server_parent_id", "server_span_id", "span_id", "service",
+                 "server", "started", "parts", "tail", "input_bytes", "chunks", "body_bytes", "queue_us", "written",
+                 "view_started", "view_ended")
 
     def __init__(self, environ: dict[str, Any], service: str, server: str, out: IO[str]) -> None:
         self.out = out
         self.request_id = request_id_of(environ)
+        # The trace, and nginx's upstream span: the parent of the server's worker span, whose
+        # child is the WSGI call's span (this record's own).
+        self.trace_id, self.server_parent_id = trace_of(environ.get("HTTP_TRACEPARENT"), self.request_id)
+        self.server_span_id, self.span_id = new_span_ids()
         self.service, self.server = service, server
         self.started = time_ns() // 1000
         #: The events so far, each already a JSON object.
@@ -129,8 +117,9 @@ class RequestTrace:
 
     def line(self) -> str:
         """The trace as one line of JSON (the format hoptrace reads)."""
-        # request_id matched REQUEST_ID (or is "-"): no character in it needs escaping.
-        return (f'{{"request_id":"{self.request_id}","hop":"wsgi","event":"request",'
+        # request_id matched nginx_headers.REQUEST_ID (or is "-"): no character in it needs escaping.
+        return (f'{{"request_id":"{self.request_id}"{span_fields(self.trace_id, self.span_id, self.server_span_id)},'
+                f'"hop":"wsgi","event":"request",'
                 f'"service":{_json_string(self.service)},"server":{_json_string(self.server)},'
                 f'"pid":{os.getpid()},"ts_us":{self.started},"events":[{",".join(self.parts)}]{self.tail}}}\n')
 
@@ -266,6 +255,8 @@ class HopTrace:
         _current.set(trace)
         if _uwsgi is not None:
             _uwsgi.set_logvar("wsgilab_request_id", trace.request_id)
+            _uwsgi.set_logvar("wsgilab_trace", span_fields(trace.trace_id, trace.server_span_id,
+                                                           trace.server_parent_id))
         started = trace.started
         trace.parts.append(
             f'{{"event":"app_called","ts_us":{started},'
@@ -279,6 +270,7 @@ class HopTrace:
             trace.tail += f',"queue_us":{trace.queue_us}'
         if "wsgi.input" in environ:
             environ["wsgi.input"] = _TracedInput(environ["wsgi.input"], trace)
+        environ["wsgilab.trace"] = trace  # for the server's own line (gunicorn_trace)
 
         def traced_start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
             ts = time_ns() // 1000

@@ -2,8 +2,11 @@
 
     docker compose logs | hoptrace show 3f9c...   # one request's waterfall (or: hoptrace show 3f9c...)
     hoptrace show 3f9c... --json                  # {"request_id", "events": [...]}: a stable contract
+                                                  # (a trace id several requests share: {"trace_id", "requests"})
     hoptrace follow                               # live: each request's path as it completes
     hoptrace stats                                # per-hop latency percentiles over the logs read
+    hoptrace export 3f9c... --format otlp         # the trace as OTLP/JSON (or chrome: Perfetto opens it)
+    hoptrace export --otlp-endpoint URL           # every request in the logs, pushed to an OTLP receiver
     hoptrace lab list                             # failure labs: trigger one, see which hop acts, and why
 
 Each command reads the log files named after it, or stdin, or, with neither
@@ -22,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from wsgilab.hoptrace.follow import follow
-from wsgilab.hoptrace.records import events_of, parse_line, scan
+from wsgilab.hoptrace.records import by_request, events_of, parse_line, scan
 from wsgilab.hoptrace.sources import input_lines
 from wsgilab.hoptrace.stats import collect, render_table, summarise
 from wsgilab.hoptrace.waterfall import render_waterfall
@@ -32,7 +35,21 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"hoptrace {command}")
     if command == "show":
         parser.description = "Print one request's path, hop by hop, in time order."
-        parser.add_argument("request_id", help="the X-Request-ID of the response")
+        parser.add_argument("request_id", help="the X-Request-ID of the response, or its trace id")
+    elif command == "export":
+        parser.description = ("Write requests' traces as OTLP/JSON or Chrome trace-event JSON, or push them to an "
+                              "OTLP/HTTP receiver.")
+        parser.add_argument("--id", dest="request_id", metavar="ID",
+                            help="one request (its X-Request-ID) or trace (its trace id); default: every request")
+        parser.add_argument("--format", choices=("otlp", "chrome"), default="otlp",
+                            help="otlp: OpenTelemetry's OTLP/JSON (default); chrome: trace events for "
+                                 "ui.perfetto.dev or chrome://tracing")
+        parser.add_argument("--follow", action="store_true",
+                            help="keep reading (`docker compose logs -f`) and write one JSON line per request "
+                                 "as it completes")
+        parser.add_argument("--otlp-endpoint", metavar="URL",
+                            help="POST the spans to this OTLP/HTTP receiver (e.g. http://127.0.0.1:4318/v1/traces) "
+                                 "instead of printing them")
     elif command == "follow":
         parser.description = "Print each request's path as it completes (live with `docker compose logs -f`)."
         parser.add_argument("--settle", type=float, default=0.5, metavar="SECONDS",
@@ -41,16 +58,18 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
     else:
         parser.description = "Print per-hop latency percentiles (ms) over the records read."
     parser.add_argument("files", nargs="*", help="log files (default: stdin, or `docker compose logs`)")
-    as_json = {"show": 'print {"request_id", "events": [...]}',
+    as_json = {"show": 'print {"request_id", "events": [...]} (for a trace of several requests: '
+                       '{"trace_id", "requests": [{"request_id", "events"}, ...]})',
                "follow": 'print one {"request_id", "events": [...]} line per request',
-               "stats": 'print {"records", "skipped", "segments": [...]}'}[command]
-    parser.add_argument("--json", action="store_true", help=as_json)
+               "stats": 'print {"records", "skipped", "segments": [...]}'}.get(command)
+    if as_json:
+        parser.add_argument("--json", action="store_true", help=as_json)
     parser.add_argument("--compose", action="store_true",
                         help="read `docker compose logs` even though stdin is not a terminal (scripts, CI)")
     return parser
 
 
-COMMANDS = ("show", "follow", "stats", "lab")
+COMMANDS = ("show", "follow", "stats", "export", "lab")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,13 +91,28 @@ def main(argv: list[str] | None = None) -> int:
 
     if command == "show":
         found = scan(input_lines(args.files, sys.stdin, compose=args.compose), args.request_id)
-        events = events_of(found.records)
-        if args.json:
-            print(json.dumps({"request_id": args.request_id, "events": events}, indent=2))
+        requests = by_request(found.records)
+        if len(requests) > 1:  # a trace id that several requests share: each request in turn
+            shown = [{"request_id": request_id, "events": events_of(records)} for request_id, records in
+                     requests.items()]
+            if args.json:
+                print(json.dumps({"trace_id": args.request_id, "requests": shown}, indent=2))
+            else:
+                print("\n\n".join(render_waterfall(one["request_id"], one["events"]) for one in shown))
         else:
-            print(render_waterfall(args.request_id, events))
+            request_id, records = next(iter(requests.items()), (args.request_id, []))
+            events = events_of(records)
+            if args.json:
+                print(json.dumps({"request_id": request_id, "events": events}, indent=2))
+            else:
+                print(render_waterfall(request_id, events))
         _report_skipped(found.skipped, "that mention the id but hold no hop record")
-        return 0 if events else 1
+        return 0 if requests else 1
+
+    if command == "export":
+        from wsgilab.hoptrace.export_cli import export  # only when asked for
+
+        return export(args)
 
     if command == "follow":
         def emit(request_id: str, records: list[dict[str, Any]]) -> None:

@@ -16,8 +16,9 @@ class Follower:
 
     A request's hops each write their line when they are done with it, within
     moments of each other, so a request is complete once ``settle_s`` has
-    passed with no new record for it and nginx's record is among them (nginx
-    writes last, after the response is sent). A request nginx never logs (a
+    passed with no new record for it and the records that come last are among
+    them: nginx's (after the response is sent) and, for a request an app
+    served, its server's (after the body's close()). A request nginx never logs (a
     healthcheck that went straight to the app) goes after ``4 * settle_s``.
     """
 
@@ -44,11 +45,22 @@ class Follower:
         ready = []
         for request_id, (last_seen, records) in list(self.pending.items()):
             quiet = now - last_seen
-            has_nginx = any(r.get("hop") == "nginx" for r in records)
-            if everything or (quiet >= self.settle_s and has_nginx) or quiet >= 4 * self.settle_s:
+            if everything or (quiet >= self.settle_s and _all_in(records)) or quiet >= 4 * self.settle_s:
                 ready.append((request_id, records))
                 del self.pending[request_id]
         return ready
+
+
+def _all_in(records: list[dict[str, Any]]) -> bool:
+    """Whether the hops that write last are in: nginx's record and, once the app's is, its server's.
+
+    The server writes its line after the body's close() (gunicorn's
+    post_request, uWSGI's request line), so on a busy machine it can come a
+    moment after nginx's.
+    """
+    hops = {r.get("hop") for r in records}
+    servers = {r.get("server") for r in records if r.get("hop") == "wsgi"}
+    return "nginx" in hops and servers <= hops
 
 
 def follow(lines: Iterable[str], settle_s: float, emit: Callable[[str, list[dict[str, Any]]], None]) -> int:

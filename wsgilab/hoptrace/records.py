@@ -116,8 +116,14 @@ def parse_line(line: str) -> dict[str, Any] | None:
 
 
 def scan(lines: Iterable[str], request_id: str | None = None) -> LogScan:
-    """Read hop records from ``lines``, keeping only ``request_id``'s when one is given."""
+    """Read hop records from ``lines``, keeping only ``request_id``'s when one is given.
+
+    The id may also be a trace id: then every request of that trace is kept
+    (with no X-Request-ID from the client, a request's id and its trace id
+    are the same; a trace a caller started may hold many requests).
+    """
     found = LogScan()
+    traced: set[Any] = set()
     for line in lines:
         if ": *" in line and "] " in line and (error := parse_nginx_error(line)) is not None:
             found.nginx_errors.append(error)
@@ -129,8 +135,23 @@ def scan(lines: Iterable[str], request_id: str | None = None) -> LogScan:
             found.skipped += 1
         elif request_id is None or record.get("request_id") == request_id:
             found.records.append(record)
+        elif record.get("trace_id") == request_id:
+            found.records.append(record)
+            traced.add(record.get("request_id"))
+    if traced:  # a trace's requests: their records that carry no trace id too (nginx's errors, app logs)
+        found.records = [r for r in found.records if r.get("request_id") in traced or r.get("trace_id") == request_id]
     _attach_nginx_errors(found)
     return found
+
+
+def by_request(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """``records`` grouped by request id, in the order each request first appears."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        request_id = record.get("request_id")
+        if isinstance(request_id, str) and request_id != "-":
+            grouped.setdefault(request_id, []).append(record)
+    return grouped
 
 
 def _seconds_to_us(value: Any) -> int | None:

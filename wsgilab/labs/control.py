@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Mapping
@@ -99,6 +100,17 @@ class StackControl(Protocol):
 
     def app_state(self, app: str) -> AppState:
         """Whether ``app``'s server runs, how it last exited, its restarts, its health, its last log lines."""
+
+    def nginx_version(self) -> tuple[int, ...]:
+        """The version of the nginx in front, e.g. (1, 26, 3): some behaviour a lab shows changed with it."""
+
+
+def parse_nginx_version(said: str) -> tuple[int, ...]:
+    """The version in what ``nginx -v`` says ("nginx version: nginx/1.26.3"); ControlError if there is none."""
+    match = re.search(r"nginx/(\d+(?:\.\d+)*)", said)
+    if match is None:
+        raise ControlError(f"`nginx -v` said no version: {said.strip()[:200]!r}")
+    return tuple(int(part) for part in match.group(1).split("."))
 
 
 def check_settings(settings: Mapping[str, str]) -> None:
@@ -218,6 +230,12 @@ class ComposeControl:
         return AppState(running=state["State"]["Running"], exit_code=state["State"]["ExitCode"],
                         restarts=state["RestartCount"],
                         health=(state["State"].get("Health") or {}).get("Status", "none"), log=log)
+
+    def nginx_version(self) -> tuple[int, ...]:
+        """The nginx container's version (``nginx -v`` inside it)."""
+        done = subprocess.run(["docker", "exec", self.container("nginx"), "nginx", "-v"], capture_output=True,
+                              text=True, timeout=30)
+        return parse_nginx_version(done.stderr + done.stdout)
 
     def kill_workers(self, app: str) -> list[int]:
         """SIGKILL every worker of ``app``'s server, from inside its container."""

@@ -8,7 +8,8 @@ import re
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, hops_of, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
-TITLE = "Forged request ids: nginx replaces them, and every log line still parses"
+TITLE = ("Forged request ids and trace contexts: nginx replaces them, a well-formed traceparent is joined, "
+         "and every log line still parses")
 
 EXPLANATION = """
 The hop that acts is nginx. Its `map $http_x_request_id $lab_request_id`
@@ -23,6 +24,16 @@ Behind nginx, wsgilab.container.wsgi_trace checks the id against the same patter
 and each hop escapes what it logs (nginx `escape=json`, gunicorn through
 json.dumps) or leaves client text out (uWSGI's log-format), so quotes,
 backslashes and escape bytes cannot end a line or forge a field.
+
+A W3C `traceparent` gets the same treatment from nginx's `map
+$http_traceparent` maps: one that is well formed (version 00, lowercase
+hex, no all-zero id, one header) is joined, so the request's trace id is
+the caller's and nginx's span is the child of the caller's; anything else
+is dropped and the request starts a trace of its own, named by nginx's
+request id. Either way every hop logs the same trace id, each hop's span
+names the one before it as its parent (nginx's exchange with the app
+server, the server's worker span, the WSGI call), and nginx says which
+trace in the response's `traceresponse` header.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
@@ -36,6 +47,14 @@ OUTCOMES = (
                  "`json.dumps`",
         uwsgi="the same; uWSGI `log-format` holds no client text",
     ),
+    Outcome(
+        failure="a malformed `traceparent`: upper case, all zeros, 8 KB, two headers, another version",
+        client_sees="200, in a trace of its own: `traceresponse` names nginx's request id as the trace",
+        statuses=("200",),
+        hop="nginx",
+        gunicorn="nginx `map $http_traceparent`; HopTrace checks it again (`wsgilab.trace_context`)",
+        uwsgi="the same",
+    ),
 )
 
 
@@ -48,6 +67,26 @@ BARE_LF = '"\n{"hop":"nginx","request_id":"forged-after-lf"}'
 NGINX_ID = re.compile(r"[0-9a-f]{32}")
 #: What must appear in no log line afterwards.
 NEEDLES = ("forged-eight-kb", "forged-after-lf", "forged-underscore", "\x1b[2J")
+
+#: A caller's trace (the spec's own example ids), and forgeries nginx must not join, each with ids of its own
+#: that must then appear in no log line.
+CALLER_TRACE, CALLER_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+CALLER = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+FIRST_OF_TWO = f"00-{'d4' * 16}-{'d4' * 8}-01"
+FORGED_TRACEPARENTS = {
+    "upper-case hex": [("traceparent", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01")],
+    "an all-zero trace id": [("traceparent", f"00-{'0' * 32}-{'a1' * 8}-01")],
+    "an all-zero parent id": [("traceparent", f"00-{'b2' * 16}-{'0' * 16}-01")],
+    "8 KB after a valid one": [("traceparent", f"00-{'c3' * 16}-{'c3' * 8}-01-" + "f0" * 4000)],
+    "two traceparent headers": [("traceparent", FIRST_OF_TWO), ("traceparent", f"00-{'e5' * 16}-{'e5' * 8}-01")],
+    "version ff, with a tracestate": [("traceparent", f"ff-{'a6' * 16}-{'a6' * 8}-01"),
+                                      ("tracestate", "forged-eight-kb=1")],
+}
+NEEDLES += ("4BF92F3577B34DA6A3CE929D0E0E4736", "a1" * 8, "b2" * 16, "c3" * 16,
+            "f0" * 16, "e5" * 8, "a6" * 8)
+#: nginx joins a repeated header's values (", ") in $http_traceparent from 1.23 on, so two
+#: traceparents fail its pattern; an older nginx (Debian bookworm's 1.22) reads only the first.
+JOINS_REPEATED_HEADERS = (1, 23)
 
 
 def run(target: Target, report: Report) -> None:
@@ -70,6 +109,13 @@ def run(target: Target, report: Report) -> None:
                 and hops_of(records) >= {"nginx", "wsgi", server},
                 [given],
             )
+        for what, headers in FORGED_TRACEPARENTS.items():
+            if what == "two traceparent headers" and _nginx_version(target) < JOINS_REPEATED_HEADERS:
+                _joined_trace(target, report, app, server, headers, f"two traceparent headers, on nginx "
+                              f"{'.'.join(map(str, _nginx_version(target)))}, which reads only the first")
+            else:
+                _forged_traceparent(target, report, app, server, what, headers)
+        _joined_trace(target, report, app, server)
     lines = target.log_lines()
     leaked = [needle for needle in NEEDLES if any(needle in line for line in lines)]
     report.check("every hop's log, for the forged text", "no trace of it",
@@ -84,3 +130,68 @@ def run(target: Target, report: Report) -> None:
                 broken.append(line[:120])
     report.check("every hop's log, line by line", "each JSON line parses",
                  f"{len(broken)} broken: {broken[:2]}" if broken else "all parse", not broken)
+
+
+def _trace_ids(records: list[dict]) -> dict[str, str]:
+    """Each hop's trace id (hop -> trace_id), as its record says."""
+    return {r["hop"]: r.get("trace_id", "none") for r in records if r.get("event") == "request"}
+
+
+def _chain(records: list[dict]) -> list[str]:
+    """What is wrong with the parent links nginx -> its exchange -> the worker -> the WSGI call ([] if none)."""
+    by_hop = {r["hop"]: r for r in records if r.get("event") == "request"}
+    nginx, wsgi = by_hop.get("nginx", {}), by_hop.get("wsgi", {})
+    worker = next((r for hop, r in by_hop.items() if hop in ("gunicorn", "uwsgi")), {})
+    wrong = []
+    if not nginx.get("upstream_span_id") or worker.get("parent_span_id") != nginx.get("upstream_span_id"):
+        wrong.append("the worker's parent is not nginx's exchange")
+    if not worker.get("span_id") or wsgi.get("parent_span_id") != worker.get("span_id"):
+        wrong.append("the WSGI call's parent is not the worker's span")
+    return wrong
+
+
+def _forged_traceparent(target: Target, report: Report, app: str, server: str, what: str,
+                        headers: list[tuple[str, str]]) -> None:
+    reply = exchange(target.port, request_bytes("GET", f"/{app}/", headers), host=target.host)
+    given = reply.header("X-Request-ID") or ""
+    answer = reply.header("traceresponse") or ""
+    records = target.records(given, {"nginx", "wsgi", server}) if NGINX_ID.fullmatch(given) else []
+    traces = _trace_ids(records)
+    nginx = next((r for r in records if r.get("hop") == "nginx" and r.get("event") == "request"), {})
+    report.check(
+        f"/{app}/ on {server}: traceparent with {what}",
+        "200; not joined: a trace of its own named by nginx's request id, at every hop and in traceresponse, "
+        "with no parent at nginx, and each hop's span the child of the one before",
+        f"{reply.status}, traceresponse {answer[:60] or 'none'}, trace ids {traces}, nginx's parent "
+        f"{nginx.get('parent_span_id', 'none')!r}" + "".join(f"; {w}" for w in _chain(records)),
+        reply.status == 200 and answer.startswith(f"00-{given}-") and set(traces.values()) == {given}
+        and set(traces) >= {"nginx", "wsgi", server} and nginx.get("parent_span_id") == "" and not _chain(records),
+        [given])
+
+
+def _nginx_version(target: Target) -> tuple[int, ...]:
+    """nginx's version, when the lab can ask the stack; else the version the stack's image ships (1.26)."""
+    asked = getattr(target.control, "nginx_version", None)
+    return asked() if asked is not None else (1, 26)
+
+
+def _joined_trace(target: Target, report: Report, app: str, server: str,
+                  headers: list[tuple[str, str]] | None = None, what: str = "a well-formed traceparent") -> None:
+    headers = headers or [("traceparent", CALLER)]
+    caller_trace, caller_span = headers[0][1].split("-")[1:3]
+    reply = exchange(target.port, request_bytes("GET", f"/{app}/", headers), host=target.host)
+    given = reply.header("X-Request-ID") or ""
+    answer = reply.header("traceresponse") or ""
+    records = target.records(given, {"nginx", "wsgi", server}) if NGINX_ID.fullmatch(given) else []
+    traces = _trace_ids(records)
+    nginx = next((r for r in records if r.get("hop") == "nginx" and r.get("event") == "request"), {})
+    report.check(
+        f"/{app}/ on {server}: {what} from the caller",
+        "200, joined: the caller's trace id at every hop and in traceresponse, the caller's span as nginx's "
+        "parent, each hop's span the child of the one before; the request id stays nginx's own",
+        f"{reply.status}, id {given}, traceresponse {answer[:60] or 'none'}, trace ids {traces}, nginx's parent "
+        f"{nginx.get('parent_span_id', 'none')!r}" + "".join(f"; {w}" for w in _chain(records)),
+        reply.status == 200 and answer.startswith(f"00-{caller_trace}-") and given != caller_trace
+        and set(traces.values()) == {caller_trace} and set(traces) >= {"nginx", "wsgi", server}
+        and nginx.get("parent_span_id") == caller_span and not _chain(records),
+        [given])

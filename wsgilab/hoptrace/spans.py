@@ -1,0 +1,199 @@
+"""One request's hop records as the spans of its W3C trace: the tree the exports draw.
+
+Each hop's record names its span (``trace_id``, ``span_id``,
+``parent_span_id``; docs/trace-format.md), and the spans it holds inside
+are made here, with ids derived from the record's own:
+
+    nginx request                      nginx record, span_id (parent: the caller's, if any)
+      nginx -> app server              nginx record, upstream_span_id
+        queue                          wsgi record's queue_us: handed on .. the app called
+        worker                         gunicorn / uwsgi record, span_id
+          WSGI call                    wsgi record, span_id: app called .. close()
+            framework                  Django middleware in..out, Flask before..after_request
+              view                     the view called .. returned or raised
+
+A derived id is a hash of its record's span id and its kind, so it is the
+same on every export, and as unlikely as a random id to meet another.
+The events a span holds (``start_response``, ``first_chunk``, ``close``,
+nginx's error line, what the app logged) are the normalizer's, from
+``wsgilab.hoptrace.records.events_of``: the spans never read the logs
+another way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsgilab.hoptrace.records import events_of
+from wsgilab.trace_format import SERVER_HOPS
+
+#: The events that mark a framework's span, start and end (the first end found).
+_FRAMEWORK = {"django": ("middleware_in", ("middleware_out",)),
+              "flask": ("before_request", ("after_request", "teardown_request"))}
+
+#: Events shown inside a span rather than as spans of their own, by the hop they come from.
+_SPAN_EVENTS = {"nginx": ("nginx_error",), "wsgi": ("input_first_read", "start_response", "first_chunk",
+                                                    "last_chunk", "app_raised", "close"),
+                "app": ("app_log",)}
+
+
+@dataclass
+class Span:
+    """One span: what it covers, where it sits in the tree, and what happened inside it."""
+
+    name: str
+    hop: str
+    kind: str  # "server", "client" or "internal", as OpenTelemetry's SpanKind
+    trace_id: str
+    span_id: str
+    parent_id: str
+    start_us: int
+    end_us: int
+    service: str
+    server: str
+    request_id: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    error: bool = False
+
+
+def derived_id(span_id: str, kind: str) -> str:
+    """The id of the ``kind`` span inside the span ``span_id``: 8 bytes of a hash of the two."""
+    return hashlib.blake2b(f"{span_id}/{kind}".encode(), digest_size=8).hexdigest()
+
+
+def _seconds_us(value: Any) -> int | None:
+    try:
+        return round(float(value) * 1_000_000)
+    except (TypeError, ValueError):
+        return None  # "-": no figure
+
+
+def _first(events: list[dict[str, Any]], *names: str) -> dict[str, Any] | None:
+    return next((e for e in events if e["event"] in names), None)
+
+
+def _event_fields(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k not in ("hop", "event", "ts_us", "service", "server", "pid")}
+
+
+def _nginx_spans(record: dict[str, Any], events: list[dict[str, Any]], request_id: str) -> list[Span]:
+    received = _first(events, "request_received") or {}
+    start = received.get("ts_us", record["ts_us"])
+    method, uri = record.get("method") or "", record.get("uri") or ""
+    status = record.get("status")
+    request = Span(
+        name=f"{method} {uri.split('?', 1)[0]}".strip() or "unparsed request", hop="nginx", kind="server",
+        trace_id=record["trace_id"], span_id=record["span_id"], parent_id=record.get("parent_span_id") or "",
+        start_us=start, end_us=record["ts_us"], service="nginx", server="nginx", request_id=request_id,
+        attributes={"http.request.method": method, "url.path": uri.split("?", 1)[0],
+                    "url.query": uri.partition("?")[2], "http.response.status_code": status,
+                    "client.address": record.get("client"), "network.protocol.name": "http",
+                    "wsgilab.request_id": request_id, "wsgilab.connection": record.get("connection")},
+        events=[e for e in events if e["event"] in _SPAN_EVENTS["nginx"]],
+        error=isinstance(status, int) and status >= 500)
+    spans = [request]
+    took = _seconds_us(str(record.get("upstream_response_time", "")).split(",")[-1].strip())
+    if record.get("upstream_protocol") and record.get("upstream_span_id"):
+        upstream_status = str(record.get("upstream_status", "")).split(",")[-1].strip()
+        spans.append(Span(
+            name=f"{method} to the app server", hop="nginx", kind="client", trace_id=record["trace_id"],
+            span_id=record["upstream_span_id"], parent_id=record["span_id"],
+            start_us=record["ts_us"] - (took or 0), end_us=record["ts_us"], service="nginx", server="nginx",
+            request_id=request_id,
+            attributes={"http.request.method": method, "server.address": record.get("upstream"),
+                        "network.protocol.name": record.get("upstream_protocol"),
+                        "http.response.status_code": int(upstream_status) if upstream_status.isdigit() else None,
+                        "wsgilab.upstream_connect_time": record.get("upstream_connect_time"),
+                        "wsgilab.upstream_header_time": record.get("upstream_header_time")},
+            error=not upstream_status.isdigit() or int(upstream_status) >= 500))
+    return spans
+
+
+def _server_span(record: dict[str, Any], events: list[dict[str, Any]], request_id: str) -> Span:
+    picked = _first(events, "worker_picked_up") or {"ts_us": record["ts_us"]}
+    done = _first(events, "post_request", "request_done") or picked
+    status = record.get("status")
+    attributes = {"wsgilab.worker_pid": record.get("pid"), "http.response.status_code": status}
+    for name in ("worker_class", "worker_requests", "worker", "core"):
+        if name in record:
+            attributes[f"wsgilab.{name}"] = record[name]
+    return Span(
+        name=f"{record['hop']} worker", hop=record["hop"], kind="internal", trace_id=record["trace_id"],
+        span_id=record["span_id"], parent_id=record.get("parent_span_id") or "", start_us=picked["ts_us"],
+        end_us=done["ts_us"], service=record.get("service") or "-", server=record["hop"], request_id=request_id,
+        attributes=attributes, events=[e for e in events if e["event"] == "response_written"],
+        error=isinstance(status, int) and status >= 500)
+
+
+def _wsgi_spans(record: dict[str, Any], events: list[dict[str, Any]], request_id: str,
+                worker_parent: str) -> list[Span]:
+    called = _first(events, "app_called") or {"ts_us": record["ts_us"]}
+    ended = _first(events, "close", "app_raised") or called
+    status = record.get("status")
+    common = {"trace_id": record["trace_id"], "service": record.get("service") or "-",
+              "server": record.get("server") or "-", "request_id": request_id}
+    spans = []
+    if isinstance(record.get("queue_us"), int):
+        spans.append(Span(name="queue: waiting for a worker", hop="queue", kind="internal",
+                          span_id=derived_id(record["span_id"], "queue"), parent_id=worker_parent,
+                          start_us=called["ts_us"] - record["queue_us"], end_us=called["ts_us"],
+                          attributes={"wsgilab.queue_us": record["queue_us"]}, **common))
+    wsgi = Span(name="WSGI app(environ, start_response)", hop="wsgi", kind="internal", span_id=record["span_id"],
+                parent_id=record.get("parent_span_id") or "", start_us=called["ts_us"], end_us=ended["ts_us"],
+                attributes={"http.request.method": called.get("method"), "wsgilab.script_name":
+                            called.get("script_name"), "wsgilab.path_info": called.get("path_info"),
+                            "wsgilab.environ_keys": called.get("environ_keys"),
+                            "http.response.status_code": status},
+                events=[e for e in events if e["event"] in _SPAN_EVENTS["wsgi"] + _SPAN_EVENTS["app"]],
+                error=(isinstance(status, int) and status >= 500) or _first(events, "app_raised") is not None,
+                **common)
+    spans.append(wsgi)
+    parent = wsgi.span_id
+    framework = _FRAMEWORK.get(record.get("service") or "")
+    if framework:
+        start, ends = _first(events, framework[0]), _first(events, *framework[1])
+        if start is not None:
+            inside = [e for e in events if e["hop"] == record["service"] and e["event"] not in (framework[0],)]
+            spans.append(Span(name=f"{record['service']} request handling", hop=record["service"], kind="internal",
+                              span_id=derived_id(record["span_id"], "framework"), parent_id=parent,
+                              start_us=start["ts_us"], end_us=(ends or ended)["ts_us"],
+                              events=[e for e in inside if ends is None or e is not ends], **common))
+            parent = spans[-1].span_id
+    called_view = _first(events, "view_called")
+    if called_view is not None:
+        finished = _first(events, "view_returned", "view_raised") or ended
+        spans.append(Span(name=f"view {called_view.get('view')}", hop="view", kind="internal",
+                          span_id=derived_id(record["span_id"], "view"), parent_id=parent,
+                          start_us=called_view["ts_us"], end_us=finished["ts_us"],
+                          attributes={"code.function": called_view.get("view")},
+                          error=finished.get("event") == "view_raised",
+                          events=[finished] if finished.get("event") == "view_raised" else [], **common))
+    return spans
+
+
+def spans_of(records: list[dict[str, Any]]) -> list[Span]:
+    """The spans of one request's records, parents before children. Records without ids are left out."""
+    request_id = next((r["request_id"] for r in records if isinstance(r.get("request_id"), str)), "-")
+    spans: list[Span] = []
+    for record in records:
+        if record.get("event") != "request" or not record.get("trace_id") or not record.get("span_id"):
+            continue
+        # Each record's events, through the one normalizer; errors and app logs go with the record they explain.
+        companions = [r for r in records if r.get("event") in ("error", "log")
+                      and r.get("hop") == ("nginx" if record["hop"] == "nginx" else "app")]
+        events = events_of([record, *(companions if record["hop"] in ("nginx", "wsgi") else [])])
+        if record["hop"] == "nginx":
+            spans += _nginx_spans(record, events, request_id)
+        elif record["hop"] in SERVER_HOPS:
+            spans.append(_server_span(record, events, request_id))
+        elif record["hop"] == "wsgi":
+            worker = next((r for r in records if r.get("hop") in SERVER_HOPS and r.get("span_id")
+                           == record.get("parent_span_id")), None)
+            spans += _wsgi_spans(record, events, request_id,
+                                 (worker or {}).get("parent_span_id") or record.get("parent_span_id") or "")
+    for span in spans:
+        span.events = [{"name": e["event"], "ts_us": e["ts_us"], **_event_fields(e)} for e in span.events]
+    return spans

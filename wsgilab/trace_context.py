@@ -1,0 +1,84 @@
+"""W3C Trace Context: the ``traceparent`` header, read and written the one way this stack does.
+
+A ``traceparent`` is ``00-<trace-id>-<parent-id>-<flags>``: 32 and 16
+lowercase hex digits and 2 of flags (https://www.w3.org/TR/trace-context/).
+nginx checks a caller's header with the same rule (the ``map``s in
+nginx/nginx.conf) and sends its own on; HopTrace checks it again here, like
+the request id, because an app server can be reached around nginx.
+
+Span ids come from ``os.urandom``: uWSGI forks its workers in C, so the
+``random`` module's state would be the same in every worker (Python reseeds
+it only after ``os.fork``), and two workers would hand out the same ids.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import NamedTuple
+
+#: Version 00 exactly as the spec writes it: lowercase hex only.
+TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+#: A trace id, span id or request id that is a trace id (nginx's $request_id is one).
+TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
+class TraceParent(NamedTuple):
+    """A well-formed traceparent: the trace it names, the caller's span, its flags."""
+
+    trace_id: str
+    parent_id: str
+    flags: str
+
+
+def parse_traceparent(value: str | None) -> TraceParent | None:
+    """The parts of ``value`` if it is a well-formed version-00 traceparent, else None.
+
+    Not well formed: another version, upper case, a wrong length, extra text
+    (two headers joined with ", "), an all-zero trace id or parent id.
+    """
+    if not value:
+        return None
+    match = TRACEPARENT.fullmatch(value)
+    if match is None or match.group(1) == _ZERO_TRACE or match.group(2) == _ZERO_SPAN:
+        return None
+    return TraceParent(*match.groups())
+
+
+def trace_of(traceparent: str | None, request_id: str) -> tuple[str, str]:
+    """(trace id, parent span id) for a request that came with ``traceparent`` (as the app side sees it).
+
+    A well-formed one is continued. Without one (the request came around
+    nginx) a trace starts here, named by the request id if that is a trace
+    id, and has no parent ("").
+    """
+    caller = parse_traceparent(traceparent)
+    if caller is not None:
+        return caller.trace_id, caller.parent_id
+    return (request_id if TRACE_ID.fullmatch(request_id) else new_trace_id()), ""
+
+
+def span_fields(trace_id: str, span_id: str, parent_id: str) -> str:
+    """A span's ids as JSON fields to paste into a record: ``,"trace_id":..,"span_id":..,"parent_span_id":..``.
+
+    Every id is hex (checked or made here), so nothing needs escaping.
+    """
+    return f',"trace_id":"{trace_id}","span_id":"{span_id}","parent_span_id":"{parent_id}"'
+
+
+def format_traceparent(trace_id: str, span_id: str, flags: str = "01") -> str:
+    """A traceparent naming ``span_id`` of ``trace_id`` as the parent."""
+    return f"00-{trace_id}-{span_id}-{flags}"
+
+
+def new_span_ids() -> tuple[str, str]:
+    """Two fresh random span ids (16 hex digits each), from one read of the OS's random source."""
+    value = os.urandom(16).hex()
+    return value[:16], value[16:]
+
+
+def new_trace_id() -> str:
+    """A fresh random trace id (32 hex digits)."""
+    return os.urandom(16).hex()
