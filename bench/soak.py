@@ -18,9 +18,14 @@
    way.) Each request goes on an idle keep-alive connection to nginx, or a
    new one when none is idle.
 3. Every minute: requests answered, p50 and p99 latency, statuses other
-   than 200, socket errors, each container's memory (``docker stats``) and
-   nginx's sockets in TIME_WAIT.
-4. At the end: every line the containers wrote during the run parses as JSON
+   than 200, socket errors, each container's memory (``docker stats``),
+   nginx's sockets in TIME_WAIT, and the CPU time the client itself used
+   (it shares the machine with the stack).
+4. At the end, for each minute: every segment's p99 as ``hoptrace stats``
+   reads it from the hops' records (nginx, upstream, queue, worker, app,
+   framework, view), beside the client's p99: which hop a slow minute's
+   time went to, or whether it was the client's own.
+5. At the end: every line the containers wrote during the run parses as JSON
    (nginx's error log excepted: it cannot be JSON), and ``hoptrace stats``
    reads the whole run. The lines are taken as they are written
    (``docker logs --follow``), because Docker keeps only so much: a daemon
@@ -46,14 +51,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sustained_load import nginx_sockstat  # noqa: E402  (beside this file)
+from wsgilab.hoptrace.records import parse_line  # noqa: E402
 from wsgilab.hoptrace.sources import compose_command, compose_project_name  # noqa: E402
+from wsgilab.hoptrace.stats import SEGMENTS, segments_of  # noqa: E402
 
 PATHS = ("/django/", "/flask/", "/raw/")
 #: At most this many connections at once; a request that would need more counts as a client error.
@@ -240,6 +247,28 @@ def log_check(lines: list[str]) -> dict[str, int]:
     return dict(counts)
 
 
+def segments_by_minute(into: Path, started_us: int, minutes: int) -> list[dict[str, float]]:
+    """For each minute of the soak, each segment's p99 in ms over all apps (``hoptrace``'s segments).
+
+    This is what says where a slow minute's time went: nginx's own time
+    (``nginx``, from the request read to the response sent) against the
+    client's latency tells the client's share; ``upstream``, ``queue``,
+    ``worker`` and ``view`` tell which hop behind nginx grew.
+    """
+    per_minute: list[dict[str, list[float]]] = [defaultdict(list) for _ in range(minutes)]
+    for line in run_lines(into):
+        record = parse_line(line)
+        if not record or record.get("event") != "request" or not isinstance(record.get("ts_us"), int):
+            continue
+        minute = (record["ts_us"] - started_us) // 60_000_000
+        if 0 <= minute < minutes:
+            for name, ms in segments_of(record)[2].items():
+                per_minute[minute][name].append(ms)
+    return [{name: round(percentile(values, 99), 1) for name, values in sorted(
+        samples.items(), key=lambda item: SEGMENTS.index(item[0]) if item[0] in SEGMENTS else 99)}
+        for samples in per_minute]
+
+
 def hoptrace_stats(into: Path) -> dict:
     """``hoptrace stats --json`` over the run's logs, the files the followers wrote."""
     done = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "stats", "--json", *sorted(map(str, into.glob(
@@ -262,8 +291,11 @@ def main() -> int:
         raise SystemExit("soak: no compose project runs here; start the stack (docker compose up -d)")
 
     rows = []
+    client_cpu = [time.process_time()]
 
     async def each_minute(n: int, minute: Minute) -> None:
+        # The client shares the machine: its own CPU per minute says how much of it the load took.
+        client_cpu.append(time.process_time())
         memory, sockstat = await asyncio.gather(asyncio.to_thread(container_memory, project),
                                                 asyncio.to_thread(nginx_sockstat, compose_command()))
         time_wait = sockstat.get("tw")
@@ -271,12 +303,13 @@ def main() -> int:
                "p50_ms": percentile(minute.latencies_ms, 50), "p99_ms": percentile(minute.latencies_ms, 99),
                "max_ms": max(minute.latencies_ms, default=float("nan")),
                "not_200": sum(c for s, c in minute.statuses.items() if s != 200), "errors": dict(minute.errors),
-               "memory_mib": memory, "nginx_time_wait": time_wait}
+               "memory_mib": memory, "nginx_time_wait": time_wait,
+               "client_cpu_s": round(client_cpu[-1] - client_cpu[-2], 1)}
         rows.append(row)
         rows.sort(key=lambda r: r["minute"])
         print(f"soak: minute {n:2}: {row['rate']:7.1f} req/s, p50 {row['p50_ms']:6.1f} ms, p99 "
               f"{row['p99_ms']:7.1f} ms, max {row['max_ms']:7.1f} ms, not 200: {row['not_200']}, errors: "
-              f"{sum(minute.errors.values())}, TIME_WAIT {time_wait}, memory "
+              f"{sum(minute.errors.values())}, TIME_WAIT {time_wait}, client CPU {row['client_cpu_s']} s, memory "
               + ", ".join(f"{name.split('_')[-2] if '_' in name else name} {mib:.0f}"
                           for name, mib in sorted(memory.items())) + " MiB", file=sys.stderr, flush=True)
 
@@ -293,6 +326,7 @@ def main() -> int:
                 time.sleep(5)
             rate = args.rate or measured * args.share
             print(f"soak: {rate:.0f} req/s for {args.minutes} min over {', '.join(PATHS)}", file=sys.stderr)
+            started_us = time.time_ns() // 1000
             asyncio.run(soak(args.port, rate, args.minutes, each_minute))
             time.sleep(2)  # the last lines
         finally:
@@ -301,6 +335,10 @@ def main() -> int:
                 follower.wait()
         logs = log_check(run_lines(into))
         stats = hoptrace_stats(into)
+        for row, segments in zip(rows, segments_by_minute(into, started_us, args.minutes)):
+            row["segment_p99_ms"] = segments
+            print(f"soak: minute {row['minute']:2}: client p99 {row['p99_ms']:7.1f} ms; hops' p99: "
+                  + ", ".join(f"{name} {ms:.1f}" for name, ms in segments.items()), file=sys.stderr)
     first, last = rows[0], rows[-1]
     # p99 per minute is noisy on a shared machine; compare the halves' medians.
     half = max(1, len(rows) // 2)
