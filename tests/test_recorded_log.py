@@ -2,8 +2,8 @@
 
 ``tests/data/recorded.log`` is what every hop wrote for a fixed set of
 requests (each app, both servers, a body, a stream, errors, a 404), and
-``recorded.expected.json`` is what ``hoptrace show --json``, ``show`` and
-``stats --json`` made of it then (scripts/record-trace-fixture). The JSON
+``recorded.expected.json`` is what ``hoptrace show --json``, ``show``,
+``export`` and ``stats --json`` made of it then (scripts/record-trace-fixture). The JSON
 output is a stable contract; this holds the reading side to it through any
 restructuring. No stack is needed.
 """
@@ -14,6 +14,7 @@ import sys
 
 import pytest
 from lab_stacks import REPO
+from test_trace_context import _decoded, _tree_problems
 
 LOG = REPO / "tests" / "data" / "recorded.log"
 EXPECTED = json.loads(LOG.with_suffix(".expected.json").read_text())
@@ -43,3 +44,18 @@ def test_show_draws_the_recorded_request_as_it_did(request_id):
 
 def test_stats_json_over_the_recorded_log_is_as_it_was():
     assert json.loads(_hoptrace("stats", "--json", str(LOG))) == EXPECTED["stats"]
+
+
+@pytest.mark.parametrize("request_id", sorted(EXPECTED["export"]))
+def test_export_writes_the_recorded_request_as_it_did_and_the_protocol_definitions_accept_it(request_id):
+    exported = json.loads(_hoptrace("export", "--id", request_id, str(LOG)))
+    assert exported == EXPECTED["export"][request_id]
+    # No caller sent a traceparent: one tree, rooted at nginx's span, with no parent.
+    assert _tree_problems(_decoded(exported), b"") == []
+
+
+def test_the_recorded_errors_are_span_events_in_the_export():
+    events = {event["name"] for document in EXPECTED["export"].values() for resource in document["resourceSpans"]
+              for scope in resource["scopeSpans"] for span in scope["spans"] for event in span["events"]}
+    # the app's traceback of a 500 (app_log), nginx's error line (a body spooled to disk), the WSGI moments
+    assert {"app_log", "nginx_error", "start_response", "first_chunk", "close"} <= events

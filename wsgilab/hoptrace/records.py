@@ -118,12 +118,14 @@ def parse_line(line: str) -> dict[str, Any] | None:
 def scan(lines: Iterable[str], request_id: str | None = None) -> LogScan:
     """Read hop records from ``lines``, keeping only ``request_id``'s when one is given.
 
-    The id may also be a trace id: then every request of that trace is kept
-    (with no X-Request-ID from the client, a request's id and its trace id
-    are the same; a trace a caller started may hold many requests).
+    The id may also be a trace id: then the records of every request in
+    that trace are kept (with no X-Request-ID from the client, a request's id
+    and its trace id are the same; a trace a caller started may hold many
+    requests). nginx's error lines join their requests either way; an app's
+    log record carries only its request's id, so it shows under a trace id
+    only where the two are the same.
     """
     found = LogScan()
-    traced: set[Any] = set()
     for line in lines:
         if ": *" in line and "] " in line and (error := parse_nginx_error(line)) is not None:
             found.nginx_errors.append(error)
@@ -133,13 +135,8 @@ def scan(lines: Iterable[str], request_id: str | None = None) -> LogScan:
         record = parse_line(line)
         if record is None:
             found.skipped += 1
-        elif request_id is None or record.get("request_id") == request_id:
+        elif request_id is None or request_id in (record.get("request_id"), record.get("trace_id")):
             found.records.append(record)
-        elif record.get("trace_id") == request_id:
-            found.records.append(record)
-            traced.add(record.get("request_id"))
-    if traced:  # a trace's requests: their records that carry no trace id too (nginx's errors, app logs)
-        found.records = [r for r in found.records if r.get("request_id") in traced or r.get("trace_id") == request_id]
     _attach_nginx_errors(found)
     return found
 

@@ -175,25 +175,25 @@ def _wsgi_spans(record: dict[str, Any], events: list[dict[str, Any]], request_id
 
 
 def spans_of(records: list[dict[str, Any]]) -> list[Span]:
-    """The spans of one request's records, parents before children. Records without ids are left out."""
+    """The spans of one request's records. Records without ids (tracing off) make none."""
     request_id = next((r["request_id"] for r in records if isinstance(r.get("request_id"), str)), "-")
+    # What explains a record goes with it: nginx's error lines with nginx's, what the app logged with the WSGI call.
+    nginx_errors = [r for r in records if r.get("hop") == "nginx" and r.get("event") == "error"]
+    app_logs = [r for r in records if r.get("hop") == "app" and r.get("event") == "log"]
     spans: list[Span] = []
     for record in records:
         if record.get("event") != "request" or not record.get("trace_id") or not record.get("span_id"):
             continue
-        # Each record's events, through the one normalizer; errors and app logs go with the record they explain.
-        companions = [r for r in records if r.get("event") in ("error", "log")
-                      and r.get("hop") == ("nginx" if record["hop"] == "nginx" else "app")]
-        events = events_of([record, *(companions if record["hop"] in ("nginx", "wsgi") else [])])
         if record["hop"] == "nginx":
-            spans += _nginx_spans(record, events, request_id)
+            spans += _nginx_spans(record, events_of([record, *nginx_errors]), request_id)
         elif record["hop"] in SERVER_HOPS:
-            spans.append(_server_span(record, events, request_id))
+            spans.append(_server_span(record, events_of([record]), request_id))
         elif record["hop"] == "wsgi":
-            worker = next((r for r in records if r.get("hop") in SERVER_HOPS and r.get("span_id")
-                           == record.get("parent_span_id")), None)
-            spans += _wsgi_spans(record, events, request_id,
-                                 (worker or {}).get("parent_span_id") or record.get("parent_span_id") or "")
+            # The queue hangs under nginx's exchange, as the worker's span does.
+            worker = next((r for r in records if r.get("hop") in SERVER_HOPS
+                           and r.get("span_id") == record.get("parent_span_id")), {})
+            spans += _wsgi_spans(record, events_of([record, *app_logs]), request_id,
+                                 worker.get("parent_span_id") or record.get("parent_span_id") or "")
     for span in spans:
         span.events = [{"name": e["event"], "ts_us": e["ts_us"], **_event_fields(e)} for e in span.events]
     return spans
