@@ -312,7 +312,7 @@ def test_export_pushes_to_an_otlp_receiver_retrying_when_it_fails_and_saying_whe
     assert done.returncode == 1 and "not delivered" in done.stderr and "cannot reach it" in done.stderr
 
 
-def test_the_server_record_carries_the_worker_span_only_when_tracing_is_on(stack, app):
+def test_the_server_record_names_the_worker_span_hoptrace_opened(stack, app):
     reply = get(stack.port, f"/{app}/")
     records = {r["hop"]: r for r in _records(stack, reply.header("X-Request-ID")) if r.get("event") == "request"}
     server = records[stack.server]

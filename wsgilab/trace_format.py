@@ -49,7 +49,8 @@ COMMON = ("hop", "event", "request_id", "service", "server", "pid", "ts_us")
 #: A span of the request's W3C trace (wsgilab.trace_context): 32 hex, 16 hex,
 #: 16 hex or "" (a span with no parent: a trace that started at this hop).
 #: nginx and HopTrace always write them; the servers' lines carry the worker
-#: span HopTrace opened, so they lack them when tracing is off.
+#: span HopTrace opened, so with tracing off gunicorn's lacks them and
+#: uWSGI's has "-" in each (it writes an unset logvar so).
 SPAN = ("trace_id", "span_id", "parent_span_id")
 
 RECORDS = {
@@ -66,8 +67,8 @@ RECORDS = {
         ("hop", "event", "service", "server", "pid", "ts_us", "level", "message"), optional=("traceback",)),
     "uwsgi": RecordKind(
         "uwsgi", "request", "log-format in uwsgi.ini; ts_us is when the worker started on it",
-        COMMON + ("worker", "core", "duration_us", "status", "bytes", "request_bytes", "vars", "packet_bytes"),
-        optional=SPAN),
+        COMMON + SPAN + ("worker", "core", "duration_us", "status", "bytes", "request_bytes", "vars",
+                         "packet_bytes")),
     "uwsgi-log": RecordKind(
         "uwsgi", "log", "uWSGI's log master, with the log-encoder in uwsgi.ini (and wsgilab.container.log_lines "
         "for the lines before it starts): banner, workers, errors, what the app prints; pid is the master's",

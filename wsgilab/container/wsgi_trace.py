@@ -28,7 +28,7 @@ and return are recorded. With no request being traced both are no-ops, so the
 apps run unchanged with ``WSGILAB_TRACING=off``.
 
 Under uWSGI the request id and the worker span's ids are also handed to
-uWSGI as logvars (``wsgilab_request_id``, ``wsgilab_trace``), so uWSGI's own
+uWSGI as logvars (``wsgilab_request_id``, ``wsgilab_trace_id``, ...), so uWSGI's own
 request log line (uwsgi.ini ``log-format``) carries them; gunicorn's line
 reads them from the trace, which HopTrace leaves in the environ as
 ``wsgilab.trace``.
@@ -255,8 +255,9 @@ class HopTrace:
         _current.set(trace)
         if _uwsgi is not None:
             _uwsgi.set_logvar("wsgilab_request_id", trace.request_id)
-            _uwsgi.set_logvar("wsgilab_trace", span_fields(trace.trace_id, trace.server_span_id,
-                                                           trace.server_parent_id))
+            _uwsgi.set_logvar("wsgilab_trace_id", trace.trace_id)
+            _uwsgi.set_logvar("wsgilab_span_id", trace.server_span_id)
+            _uwsgi.set_logvar("wsgilab_parent_span_id", trace.server_parent_id)
         started = trace.started
         trace.parts.append(
             f'{{"event":"app_called","ts_us":{started},'

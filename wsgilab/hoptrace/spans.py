@@ -182,8 +182,8 @@ def spans_of(records: list[dict[str, Any]]) -> list[Span]:
     app_logs = [r for r in records if r.get("hop") == "app" and r.get("event") == "log"]
     spans: list[Span] = []
     for record in records:
-        if record.get("event") != "request" or not record.get("trace_id") or not record.get("span_id"):
-            continue
+        if record.get("event") != "request" or len(str(record.get("span_id"))) != 16:
+            continue  # no span: tracing was off (uWSGI writes "-"), or not a request's record
         if record["hop"] == "nginx":
             spans += _nginx_spans(record, events_of([record, *nginx_errors]), request_id)
         elif record["hop"] in SERVER_HOPS:
