@@ -1,22 +1,28 @@
 #!/usr/bin/env python3
-"""What tracing costs: requests per second with tracing on and off, in the same run.
+"""What tracing costs: requests per second with no tracing, HopTrace and the OpenTelemetry SDK, in one run.
 
-    .venv/bin/python bench/tracing_overhead.py             # all 6 app x server combinations
+    .venv/bin/pip install -r requirements/bench-otel.txt   # the OpenTelemetry side's SDK, once
+    .venv/bin/python bench/tracing_overhead.py             # all 6 app x server combinations, all 3 sides
+    .venv/bin/python bench/tracing_overhead.py --sides off,on   # no tracing and HopTrace only (no SDK needed)
     .venv/bin/python bench/tracing_overhead.py --seconds 5 --rounds 5 --out bench/results.md
     .venv/bin/python bench/tracing_overhead.py --path "slow?ms=2"   # a view that waits, like one on a database
 
-It starts two native stacks side by side (the ones the tests use: nginx,
+It starts native stacks side by side (the ones the tests use: nginx,
 gunicorn and uWSGI as local processes), identical but for
 ``WSGILAB_TRACING``: "on" wraps each app in HopTrace and records the
 framework and view events; "off" serves the bare app (the framework hooks
-and view wrappers find no trace and do nothing). In both, nginx and the app
-server write their own JSON line per request, as any deployment logs its
-access lines.
+and view wrappers find no trace and do nothing); "otel" serves it with
+OpenTelemetry's own instrumentation and SDK, exporting OTLP/HTTP to a
+receiver in this process that drops what it gets
+(``wsgilab/container/otel_peer.py``; ``pip install -r
+requirements/bench-otel.txt`` first). In all, nginx and the app server write
+their own JSON line per request, as any deployment logs its access lines.
 
 For each combination it loads the "/" endpoint (or --path) through nginx with ApacheBench
 (``ab``, Debian package apache2-utils; keep-alive, fixed concurrency, fixed
-time), alternating on and off for several rounds so drift on the machine hits
-both sides alike, and reports the median of each side and their ratio, and
+time), rotating the sides' order each round so drift on the machine hits every
+side alike, and reports the median of each side and its cost against no
+tracing, and
 the CPU time the app server's processes spent per request (from /proc), which
 says what tracing costs a worker whatever else shares the machine.
 The load stays on loopback and stops after --seconds per round.
@@ -25,12 +31,15 @@ The load stays on loopback and stops after --seconds per round.
 from __future__ import annotations
 
 import argparse
+import http.server
+import importlib.util
 import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -76,20 +85,56 @@ def measure(port: int, path: str, seconds: float, concurrency: int, server_pid: 
     return rate, cpu_used / completed * 1e6
 
 
+class _SpanSink(http.server.BaseHTTPRequestHandler):
+    """The OpenTelemetry side's OTLP/HTTP receiver: takes each batch of spans, counts it, and drops it."""
+
+    batches = 0
+    received_bytes = 0
+
+    def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+        _SpanSink.received_bytes += len(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        _SpanSink.batches += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+#: Each side: what it sets in the app servers' environment.
+SIDES = {"off": {"WSGILAB_TRACING": "off"}, "on": {}, "otel": {"WSGILAB_TRACING": "otel"}}
+NAMES = {"off": "no tracing", "on": "HopTrace", "otel": "OpenTelemetry SDK"}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measured run (default 3)")
-    parser.add_argument("--rounds", type=int, default=3, help="on/off pairs per combination (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every side per combination (default 3)")
     parser.add_argument("--concurrency", type=int, default=4, help="ab's concurrent connections (default 4)")
     parser.add_argument("--path", default="/", help="the endpoint under each app to load (default /)")
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) to this file")
     parser.add_argument("--only", choices=APPS, action="append", help="measure only this app (repeatable)")
     parser.add_argument("--server", choices=SERVERS, action="append", help="measure only this server (repeatable)")
+    parser.add_argument("--sides", default="off,on,otel",
+                        help="which sides, of off (no tracing), on (HopTrace), otel (the OpenTelemetry SDK); "
+                             "default all three")
     args = parser.parse_args()
+    sides = [side.strip() for side in args.sides.split(",")]
     if shutil.which("ab") is None:
         parser.error("needs ApacheBench: apt-get install apache2-utils")
+    if set(sides) - set(SIDES) or "off" not in sides:
+        parser.error(f"--sides: off and any of on, otel (got {args.sides})")
+    if "otel" in sides and importlib.util.find_spec("opentelemetry.sdk") is None:
+        parser.error("the otel side needs the OpenTelemetry SDK: .venv/bin/pip install -r requirements/bench-otel.txt "
+                     "(or --sides off,on)")
 
-    stacks = {"on": NativeStack(), "off": NativeStack(app_env={"WSGILAB_TRACING": "off"})}
+    sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SpanSink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{sink.server_address[1]}/v1/traces"
+    stacks = {side: NativeStack(app_env={**SIDES[side], "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint})
+              for side in sides}
     results = []
     try:
         for stack in stacks.values():
@@ -102,32 +147,42 @@ def main() -> int:
                 pids = {side: stack.processes[f"{app}-{server}"].pid for side, stack in stacks.items()}
                 for side, stack in stacks.items():  # warm up: imports, connections, caches
                     measure(stack.port, path, 1, args.concurrency, pids[side])
-                rates: dict[str, list[float]] = {"on": [], "off": []}
-                cpu: dict[str, list[float]] = {"on": [], "off": []}
+                rates: dict[str, list[float]] = {side: [] for side in sides}
+                cpu: dict[str, list[float]] = {side: [] for side in sides}
                 for round_ in range(args.rounds):
-                    order = ("on", "off") if round_ % 2 == 0 else ("off", "on")
-                    for side in order:
+                    # Each round in another order, so drift on the machine hits every side alike.
+                    for side in sides[round_ % len(sides):] + sides[:round_ % len(sides)]:
                         rate, cpu_us = measure(stacks[side].port, path, args.seconds, args.concurrency, pids[side])
                         rates[side].append(rate)
                         cpu[side].append(cpu_us)
-                on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
-                cpu_on, cpu_off = statistics.median(cpu["on"]), statistics.median(cpu["off"])
-                results.append((app, server, on, off, cpu_on, cpu_off))
-                print(f"{app:<7} {server:<9} on {on:8.0f} req/s   off {off:8.0f} req/s   "
-                      f"cost {100 * (1 - on / off):5.1f}%   server CPU/request {cpu_on:.0f} vs {cpu_off:.0f} µs  "
-                      f"(req/s on {rates['on']}, off {rates['off']})", file=sys.stderr, flush=True)
+                row = {"app": app, "server": server, **{f"{side}_rps": statistics.median(rates[side]) for side in sides},
+                       **{f"{side}_cpu_us": statistics.median(cpu[side]) for side in sides}}
+                results.append(row)
+                print(f"{app:<7} {server:<9} " + "   ".join(
+                    f"{side} {row[f'{side}_rps']:6.0f} req/s {row[f'{side}_cpu_us']:5.0f} µs" for side in sides)
+                    + f"  (req/s {rates})", file=sys.stderr, flush=True)
     finally:
         for stack in stacks.values():
             stack.stop()
+        sink.shutdown()
 
-    lines = ["| app | server | tracing on (req/s) | tracing off (req/s) | cost | budget "
-             "| server CPU per request, on / off |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for app, server, on, off, cpu_on, cpu_off in results:
-        cost = 1 - on / off
-        verdict = "" if cost <= BUDGET[app] else " (over)"
-        lines.append(f"| {app} | {server} | {on:.0f} | {off:.0f} | {100 * cost:.1f}%{verdict} | "
-                     f"{100 * BUDGET[app]:.0f}% | {cpu_on:.0f} / {cpu_off:.0f} µs |")
+    if "otel" in sides:  # the SDK exported what it made, so its cost is the whole cost
+        print(f"the OpenTelemetry side exported {_SpanSink.batches} batches, {_SpanSink.received_bytes} bytes of "
+              "OTLP", file=sys.stderr)
+        if not _SpanSink.batches:
+            raise SystemExit("the OpenTelemetry side exported nothing: its figures would not be its cost")
+    traced = [side for side in sides if side != "off"]
+    lines = ["| app | server | no tracing (req/s) | " + " | ".join(f"{NAMES[side]} (req/s, cost)" for side in traced)
+             + " | worker CPU per request: " + " / ".join(NAMES[side] for side in sides) + " |",
+             "|---|---|---:|" + "---:|" * len(traced) + "---:|"]
+    for row in results:
+        cells = []
+        for side in traced:
+            cost = 1 - row[f"{side}_rps"] / row["off_rps"]
+            over = " (over)" if side == "on" and cost > BUDGET[row["app"]] else ""
+            cells.append(f"{row[f'{side}_rps']:.0f}, {100 * cost:.1f}%{over}")
+        lines.append(f"| {row['app']} | {row['server']} | {row['off_rps']:.0f} | " + " | ".join(cells) + " | "
+                     + " / ".join(f"{row[f'{side}_cpu_us']:.0f}" for side in sides) + " µs |")
     table = "\n".join(lines)
     print(table)
     if args.out:

@@ -12,7 +12,9 @@ the app's own folder. Middlewares, Werkzeug-style, innermost first:
 Under uWSGI one more goes outside them, tracing on or off: ``ExcInfoGuard``,
 so an app's error response with ``exc_info`` goes out whole despite uWSGI
 2.0's bug (see its module). ``WSGILAB_TRACING=off`` serves the app without
-the two tracing middlewares (the benchmark's "tracing off" side).
+the two tracing middlewares (the benchmark's "tracing off" side), and
+``WSGILAB_TRACING=otel`` with OpenTelemetry's instrumentation instead
+(``otel_peer``, the benchmark's third side).
 
 Trace lines, and what the app logs through Python's ``logging`` (as JSON,
 ``log_lines.install_app_logging``), go to stdout, one write each; under
@@ -36,11 +38,19 @@ _out = trace_stream()
 install_app_logging(_out, _service, os.environ["WSGI_SERVER"])
 log_what_is_printed()
 
+_tracing = os.environ.get("WSGILAB_TRACING", "on").lower()
+if _tracing == "otel":  # the benchmark's third side; it patches the framework before the app loads
+    from wsgilab.container import otel_peer
+
+    otel_peer.instrument(_service)
+
 _module_name, _, _callable_name = os.environ["WSGI_APP"].partition(":")
 _app = getattr(importlib.import_module(_module_name), _callable_name)
 
-if os.environ.get("WSGILAB_TRACING", "on").lower() in {"off", "0", "false", "no"}:
+if _tracing in {"off", "0", "false", "no"}:
     application = WsgiErrorsToLog(_app)
+elif _tracing == "otel":
+    application = otel_peer.wrap(WsgiErrorsToLog(_app), _service)
 else:
     application = ServerTiming(HopTrace(WsgiErrorsToLog(_app), service=_service, server=os.environ["WSGI_SERVER"],
                                         out=_out))
