@@ -12,13 +12,17 @@ and then answers on ``port`` through nginx.
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lab_http
@@ -408,3 +412,39 @@ def app_server_log_lines(stack: NativeStack | ComposeStack) -> list[str]:
         return [line for path in sorted(stack.workdir.glob("*.log")) if not path.name.startswith("nginx")
                 for line in path.read_text(errors="replace").splitlines()]
     return project_log_lines(stack.project, APP_SERVICES)
+
+
+@contextmanager
+def hoptrace_following(stack, *args: str) -> Iterator[Callable[[Callable[[str], bool], float], str | None]]:
+    """Run ``hoptrace ARGS`` on ``stack``'s log lines as they are written; yield a function that waits for output.
+
+    The function takes a test of a printed line and a timeout, and returns
+    the first line that passes (None if none came in time). The log source
+    gets 1.5 s to start reading first, so a request made in the body is seen;
+    both processes are ended, by their own handles, on the way out.
+    """
+    source = subprocess.Popen(stack.follow_logs_command(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO)
+    reader = subprocess.Popen([sys.executable, "-m", "wsgilab.hoptrace", *args], stdin=source.stdout,
+                              stdout=subprocess.PIPE, text=True)
+    source.stdout.close()  # the reader holds the pipe now
+    printed: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [printed.put(line) for line in reader.stdout], daemon=True).start()
+
+    def first(accept: Callable[[str], bool], timeout_s: float = 20.0) -> str | None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = printed.get(timeout=1)
+            except queue.Empty:
+                continue
+            if accept(line):
+                return line
+        return None
+
+    try:
+        time.sleep(1.5)
+        yield first
+    finally:
+        for process in (source, reader):
+            process.terminate()
+            process.wait(10)

@@ -8,7 +8,6 @@ import base64
 import copy
 import http.server
 import json
-import queue
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ import time
 from google.protobuf import json_format
 from lab_http import get
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from lab_stacks import REPO, hop_log_lines
+from lab_stacks import hop_log_lines, hoptrace_following
 from test_tracing import SERVER_DONE
 
 from wsgilab.hoptrace import records as hoplog
@@ -332,30 +331,11 @@ def test_the_server_record_names_the_worker_span_hoptrace_opened(stack, app):
 
 def test_export_follow_writes_each_request_as_it_completes(stack):
     app = "raw"  # once per phase: following is the same for every app
-    source = subprocess.Popen(stack.stack.follow_logs_command(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              cwd=REPO)
-    exporter = subprocess.Popen([sys.executable, "-m", "wsgilab.hoptrace", "export", "--follow", "--format", "otlp"],
-                                stdin=source.stdout, stdout=subprocess.PIPE, text=True)
-    source.stdout.close()  # the exporter holds the pipe now
-    seen = queue.Queue()
-    threading.Thread(target=lambda: [seen.put(line) for line in exporter.stdout], daemon=True).start()
-    try:
-        time.sleep(1.5)  # let the log source start reading before the request is made
+    with hoptrace_following(stack.stack, "export", "--follow", "--format", "otlp") as first:
         request_id = get(stack.port, f"/{app}/", headers={"traceparent": CALLER}).header("X-Request-ID")
-        deadline, printed = time.monotonic() + 20, None
-        while printed is None and time.monotonic() < deadline:
-            try:
-                request = _decoded(json.loads(seen.get(timeout=1)))
-            except queue.Empty:
-                continue
-            names = _spans(request)
-            if any(_attributes(span).get("wsgilab.request_id") == {"stringValue": request_id}
-                   for _, span in names.values()):
-                printed = request
-        assert printed is not None, "hoptrace export --follow never wrote the request"
-        assert _tree_problems(printed, bytes.fromhex(CALLER_SPAN)) == []
-        assert {f"GET /{app}/", f"{stack.server} worker", "WSGI app(environ, start_response)"} <= set(_spans(printed))
-    finally:
-        for process in (source, exporter):  # only what this test started, by its own handle
-            process.terminate()
-            process.wait(10)
+        line = first(lambda printed: any(_attributes(span).get("wsgilab.request_id") == {"stringValue": request_id}
+                                         for _, span in _spans(_decoded(json.loads(printed))).values()))
+    assert line is not None, "hoptrace export --follow never wrote the request"
+    printed = _decoded(json.loads(line))
+    assert _tree_problems(printed, bytes.fromhex(CALLER_SPAN)) == []
+    assert {f"GET /{app}/", f"{stack.server} worker", "WSGI app(environ, start_response)"} <= set(_spans(printed))

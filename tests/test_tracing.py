@@ -4,7 +4,6 @@ Runs in every phase (both tiers, all apps on gunicorn then on uWSGI) for each ap
 """
 
 import json
-import queue
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ import uuid
 import pytest
 
 from lab_http import get, request
-from lab_stacks import REPO, app_server_log_lines, hop_log_lines
+from lab_stacks import app_server_log_lines, hop_log_lines, hoptrace_following
 
 from wsgilab import trace_format
 from wsgilab.hoptrace import records as hoplog
@@ -388,36 +387,17 @@ def test_hoptrace_show_prints_a_waterfall_and_a_json_contract(stack, app, tmp_pa
 
 def test_hoptrace_follow_prints_each_request_live_as_it_completes(stack, app):
     request_id = "follow-" + uuid.uuid4().hex
-    source = subprocess.Popen(stack.stack.follow_logs_command(), stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, cwd=REPO)
-    follower = subprocess.Popen([sys.executable, "-m", "wsgilab.hoptrace", "follow", "--json", "--settle", "0.3"],
-                                stdin=source.stdout, stdout=subprocess.PIPE, text=True)
-    source.stdout.close()  # the follower holds the pipe now
-    seen = queue.Queue()
-    threading.Thread(target=lambda: [seen.put(line) for line in follower.stdout], daemon=True).start()
-    try:
-        time.sleep(1.5)  # let the log source start reading before the request is made
+    with hoptrace_following(stack.stack, "follow", "--json", "--settle", "0.3") as first:
         get(stack.port, f"/{app}/", headers={"X-Request-ID": request_id})
-        deadline = time.monotonic() + 20
-        printed = None
-        while printed is None and time.monotonic() < deadline:
-            try:
-                line = seen.get(timeout=1)
-            except queue.Empty:
-                continue
-            if json.loads(line)["request_id"] == request_id:
-                printed = json.loads(line)
-        assert printed is not None, "hoptrace follow never printed the request"
-        names = [e["event"] for e in printed["events"]]
-        assert set(names) >= {"request_received", "app_called", "close", "response_sent", SERVER_DONE[stack.server]}
-        # In causal order, and the same events `show --json` gives for the same request.
-        assert _in_order(names, CAUSAL_ORDER) and _in_order(names, APP_ORDER), names
-        assert [e["ts_us"] for e in printed["events"]] == sorted(e["ts_us"] for e in printed["events"])
-        assert printed["events"] == _trace(stack, request_id)
-    finally:
-        for process in (source, follower):  # only what this test started, by its own handle
-            process.terminate()
-            process.wait(10)
+        line = first(lambda printed: json.loads(printed)["request_id"] == request_id)
+    assert line is not None, "hoptrace follow never printed the request"
+    printed = json.loads(line)
+    names = [e["event"] for e in printed["events"]]
+    assert set(names) >= {"request_received", "app_called", "close", "response_sent", SERVER_DONE[stack.server]}
+    # In causal order, and the same events `show --json` gives for the same request.
+    assert _in_order(names, CAUSAL_ORDER) and _in_order(names, APP_ORDER), names
+    assert [e["ts_us"] for e in printed["events"]] == sorted(e["ts_us"] for e in printed["events"])
+    assert printed["events"] == _trace(stack, request_id)
 
 
 def test_hoptrace_stats_finds_the_time_in_the_view(stack, app, tmp_path):

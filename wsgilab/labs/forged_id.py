@@ -111,11 +111,13 @@ def run(target: Target, report: Report) -> None:
             )
         for what, headers in FORGED_TRACEPARENTS.items():
             if what == "two traceparent headers" and _nginx_version(target) < JOINS_REPEATED_HEADERS:
-                _joined_trace(target, report, app, server, headers, f"two traceparent headers, on nginx "
-                              f"{'.'.join(map(str, _nginx_version(target)))}, which reads only the first")
+                version = ".".join(map(str, _nginx_version(target)))
+                _traceparent_check(target, report, app, server, f"two traceparent headers from the caller, on "
+                                   f"nginx {version}, which reads only the first", headers, _ids(FIRST_OF_TWO))
             else:
-                _forged_traceparent(target, report, app, server, what, headers)
-        _joined_trace(target, report, app, server)
+                _traceparent_check(target, report, app, server, f"traceparent with {what}", headers, None)
+        _traceparent_check(target, report, app, server, "a well-formed traceparent from the caller",
+                           [("traceparent", CALLER)], (CALLER_TRACE, CALLER_SPAN))
     lines = target.log_lines()
     leaked = [needle for needle in NEEDLES if any(needle in line for line in lines)]
     report.check("every hop's log, for the forged text", "no trace of it",
@@ -150,23 +152,10 @@ def _chain(records: list[dict]) -> list[str]:
     return wrong
 
 
-def _forged_traceparent(target: Target, report: Report, app: str, server: str, what: str,
-                        headers: list[tuple[str, str]]) -> None:
-    reply = exchange(target.port, request_bytes("GET", f"/{app}/", headers), host=target.host)
-    given = reply.header("X-Request-ID") or ""
-    answer = reply.header("traceresponse") or ""
-    records = target.records(given, {"nginx", "wsgi", server}) if NGINX_ID.fullmatch(given) else []
-    traces = _trace_ids(records)
-    nginx = next((r for r in records if r.get("hop") == "nginx" and r.get("event") == "request"), {})
-    report.check(
-        f"/{app}/ on {server}: traceparent with {what}",
-        "200; not joined: a trace of its own named by nginx's request id, at every hop and in traceresponse, "
-        "with no parent at nginx, and each hop's span the child of the one before",
-        f"{reply.status}, traceresponse {answer[:60] or 'none'}, trace ids {traces}, nginx's parent "
-        f"{nginx.get('parent_span_id', 'none')!r}" + "".join(f"; {w}" for w in _chain(records)),
-        reply.status == 200 and answer.startswith(f"00-{given}-") and set(traces.values()) == {given}
-        and set(traces) >= {"nginx", "wsgi", server} and nginx.get("parent_span_id") == "" and not _chain(records),
-        [given])
+def _ids(traceparent: str) -> tuple[str, str]:
+    """The trace id and the parent span id of a well-formed traceparent."""
+    _, trace, parent, _ = traceparent.split("-")
+    return trace, parent
 
 
 def _nginx_version(target: Target) -> tuple[int, ...]:
@@ -175,23 +164,25 @@ def _nginx_version(target: Target) -> tuple[int, ...]:
     return asked() if asked is not None else (1, 26)
 
 
-def _joined_trace(target: Target, report: Report, app: str, server: str,
-                  headers: list[tuple[str, str]] | None = None, what: str = "a well-formed traceparent") -> None:
-    headers = headers or [("traceparent", CALLER)]
-    caller_trace, caller_span = headers[0][1].split("-")[1:3]
+def _traceparent_check(target: Target, report: Report, app: str, server: str, what: str,
+                       headers: list[tuple[str, str]], caller: tuple[str, str] | None) -> None:
+    """Send ``headers``; the request must join ``caller`` (its trace id and span id), or with None start a trace."""
     reply = exchange(target.port, request_bytes("GET", f"/{app}/", headers), host=target.host)
     given = reply.header("X-Request-ID") or ""
     answer = reply.header("traceresponse") or ""
     records = target.records(given, {"nginx", "wsgi", server}) if NGINX_ID.fullmatch(given) else []
     traces = _trace_ids(records)
     nginx = next((r for r in records if r.get("hop") == "nginx" and r.get("event") == "request"), {})
+    trace, parent = caller or (given, "")
     report.check(
-        f"/{app}/ on {server}: {what} from the caller",
-        "200, joined: the caller's trace id at every hop and in traceresponse, the caller's span as nginx's "
-        "parent, each hop's span the child of the one before; the request id stays nginx's own",
+        f"/{app}/ on {server}: {what}",
+        ("200, joined: the caller's trace id at every hop and in traceresponse, the caller's span as nginx's "
+         "parent, each hop's span the child of the one before; the request id stays nginx's own") if caller else
+        ("200; not joined: a trace of its own named by nginx's request id, at every hop and in traceresponse, "
+         "with no parent at nginx, and each hop's span the child of the one before"),
         f"{reply.status}, id {given}, traceresponse {answer[:60] or 'none'}, trace ids {traces}, nginx's parent "
         f"{nginx.get('parent_span_id', 'none')!r}" + "".join(f"; {w}" for w in _chain(records)),
-        reply.status == 200 and answer.startswith(f"00-{caller_trace}-") and given != caller_trace
-        and set(traces.values()) == {caller_trace} and set(traces) >= {"nginx", "wsgi", server}
-        and nginx.get("parent_span_id") == caller_span and not _chain(records),
+        reply.status == 200 and answer.startswith(f"00-{trace}-") and set(traces.values()) == {trace}
+        and set(traces) >= {"nginx", "wsgi", server} and nginx.get("parent_span_id") == parent
+        and not _chain(records) and (caller is None or given != trace),
         [given])
