@@ -5,7 +5,7 @@
                                                   # (a trace id several requests share: {"trace_id", "requests"})
     hoptrace follow                               # live: each request's path as it completes
     hoptrace stats                                # per-hop latency percentiles over the logs read
-    hoptrace export 3f9c... --format otlp         # the trace as OTLP/JSON (or chrome: Perfetto opens it)
+    hoptrace export --id 3f9c...                  # the trace as OTLP/JSON (--format chrome: Perfetto opens it)
     hoptrace export --otlp-endpoint URL           # every request in the logs, pushed to an OTLP receiver
     hoptrace lab list                             # failure labs: trigger one, see which hop acts, and why
 
