@@ -91,23 +91,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if command == "show":
         found = scan(input_lines(args.files, sys.stdin, compose=args.compose), args.request_id)
-        requests = by_request(found.records)
-        if len(requests) > 1:  # a trace id that several requests share: each request in turn
-            shown = [{"request_id": request_id, "events": events_of(records)} for request_id, records in
-                     requests.items()]
-            if args.json:
-                print(json.dumps({"trace_id": args.request_id, "requests": shown}, indent=2))
-            else:
-                print("\n\n".join(render_waterfall(one["request_id"], one["events"]) for one in shown))
+        shown = [{"request_id": request_id, "events": events_of(records)}
+                 for request_id, records in by_request(found.records).items()]
+        if args.json:  # a trace id that several requests share: each of them
+            print(json.dumps({"trace_id": args.request_id, "requests": shown} if len(shown) > 1 else
+                             shown[0] if shown else {"request_id": args.request_id, "events": []}, indent=2))
         else:
-            request_id, records = next(iter(requests.items()), (args.request_id, []))
-            events = events_of(records)
-            if args.json:
-                print(json.dumps({"request_id": request_id, "events": events}, indent=2))
-            else:
-                print(render_waterfall(request_id, events))
+            print("\n\n".join(render_waterfall(one["request_id"], one["events"]) for one in shown)
+                  or render_waterfall(args.request_id, []))
         _report_skipped(found.skipped, "that mention the id but hold no hop record")
-        return 0 if requests else 1
+        return 0 if shown else 1
 
     if command == "export":
         from wsgilab.hoptrace.export_cli import export  # only when asked for

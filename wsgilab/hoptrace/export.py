@@ -23,13 +23,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from wsgilab.hoptrace.spans import Span
+from wsgilab.trace_format import HOPS
 
 #: OpenTelemetry's SpanKind numbers (opentelemetry-proto trace.proto).
 _KIND = {"internal": 1, "server": 2, "client": 3}
 #: Status codes: unset, and error (a 5xx, an exception).
 _STATUS_UNSET, _STATUS_ERROR = 0, 2
-#: The tracks of the Chrome export, in the order a request meets them.
-_TRACKS = ("nginx", "queue", "gunicorn", "uwsgi", "wsgi", "django", "flask", "view")
+#: The tracks of the Chrome export: the waterfall's hops, in the order a request meets them.
+_TRACKS = HOPS
 SCOPE = {"name": "wsgilab.hoptrace", "version": "1"}
 
 

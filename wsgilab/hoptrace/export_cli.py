@@ -79,8 +79,7 @@ def export(args: argparse.Namespace) -> int:
     """Run ``hoptrace export`` with parsed arguments; the exit status."""
     pusher = Pusher(args.otlp_endpoint) if args.otlp_endpoint else None
     if args.follow:
-        batch: list[Span] = []
-        pending = [0]
+        batch: list[list[Span]] = []  # each request's spans, until BATCH_REQUESTS of them go in one POST
 
         def emit(request_id: str, records: list[dict[str, Any]]) -> None:
             if args.request_id and args.request_id not in (request_id, *(r.get("trace_id") for r in records)):
@@ -89,19 +88,17 @@ def export(args: argparse.Namespace) -> int:
             if pusher is None:
                 print(json.dumps(_document(spans, args.format), separators=(",", ":")), flush=True)
                 return
-            batch.extend(spans)
-            pending[0] += 1
-            if pending[0] >= BATCH_REQUESTS:
-                pusher.push(batch)
+            batch.append(spans)
+            if len(batch) >= BATCH_REQUESTS:
+                pusher.push([span for request in batch for span in request])
                 batch.clear()
-                pending[0] = 0
 
         try:
             follow(input_lines(args.files, sys.stdin, follow=True, compose=args.compose), 0.5, emit)
         except KeyboardInterrupt:
             pass
         if pusher is not None:
-            pusher.push(batch)
+            pusher.push([span for request in batch for span in request])
     else:
         found = scan(input_lines(args.files, sys.stdin, compose=args.compose), args.request_id)
         requests = list(by_request(found.records).values())

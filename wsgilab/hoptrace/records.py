@@ -89,7 +89,7 @@ def _attach_nginx_errors(found: LogScan) -> None:
             requests.setdefault((record.get("pid"), record["connection"]), []).append(record)
     for error in found.nginx_errors:
         for record in requests.get((error["pid"], error["connection"]), []):
-            started = record["ts_us"] - (_seconds_to_us(record.get("request_time")) or 0)
+            started = record["ts_us"] - (seconds_to_us(record.get("request_time")) or 0)
             if not (error["ts_us"] <= record["ts_us"] and error["ts_us"] + 1_000_000 > started):
                 continue
             parts = error.get("request", "").split(" ")
@@ -151,7 +151,8 @@ def by_request(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, An
     return grouped
 
 
-def _seconds_to_us(value: Any) -> int | None:
+def seconds_to_us(value: Any) -> int | None:
+    """nginx's seconds ("0.012") as integer µs; None where it wrote "-" (no figure)."""
     try:
         return round(float(value) * 1_000_000)
     except (TypeError, ValueError):
@@ -166,7 +167,7 @@ def _fields(record: dict[str, Any], event: str, leave_out: tuple[str, ...] = ())
 
 def _nginx_events(record: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
     # nginx writes once, when the response has gone: the request came request_time before.
-    took = _seconds_to_us(record.get("request_time")) or 0
+    took = seconds_to_us(record.get("request_time")) or 0
     return [{**base, "event": "request_received", "ts_us": record["ts_us"] - took,
              **_fields(record, "request_received")},
             {**base, "event": "response_sent", "ts_us": record["ts_us"], "request_time_us": took,

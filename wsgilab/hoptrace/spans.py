@@ -26,8 +26,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from wsgilab.hoptrace.records import events_of
-from wsgilab.trace_format import SERVER_HOPS
+from wsgilab.hoptrace.records import events_of, find_event, seconds_to_us
+from wsgilab.trace_format import EVENT_BASE, SERVER_HOPS
 
 #: The events that mark a framework's span, start and end (the first end found).
 _FRAMEWORK = {"django": ("middleware_in", ("middleware_out",)),
@@ -64,23 +64,13 @@ def derived_id(span_id: str, kind: str) -> str:
     return hashlib.blake2b(f"{span_id}/{kind}".encode(), digest_size=8).hexdigest()
 
 
-def _seconds_us(value: Any) -> int | None:
-    try:
-        return round(float(value) * 1_000_000)
-    except (TypeError, ValueError):
-        return None  # "-": no figure
-
-
-def _first(events: list[dict[str, Any]], *names: str) -> dict[str, Any] | None:
-    return next((e for e in events if e["event"] in names), None)
-
-
 def _event_fields(event: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in event.items() if k not in ("hop", "event", "ts_us", "service", "server", "pid")}
+    """An event's own fields, without those every event takes from its record."""
+    return {k: v for k, v in event.items() if k not in EVENT_BASE}
 
 
 def _nginx_spans(record: dict[str, Any], events: list[dict[str, Any]], request_id: str) -> list[Span]:
-    received = _first(events, "request_received") or {}
+    received = find_event(events, "request_received") or {}
     start = received.get("ts_us", record["ts_us"])
     method, uri = record.get("method") or "", record.get("uri") or ""
     status = record.get("status")
@@ -95,7 +85,7 @@ def _nginx_spans(record: dict[str, Any], events: list[dict[str, Any]], request_i
         events=[e for e in events if e["event"] in _SPAN_EVENTS["nginx"]],
         error=isinstance(status, int) and status >= 500)
     spans = [request]
-    took = _seconds_us(str(record.get("upstream_response_time", "")).split(",")[-1].strip())
+    took = seconds_to_us(str(record.get("upstream_response_time", "")).split(",")[-1].strip())
     if record.get("upstream_protocol") and record.get("upstream_span_id"):
         upstream_status = str(record.get("upstream_status", "")).split(",")[-1].strip()
         spans.append(Span(
@@ -113,8 +103,8 @@ def _nginx_spans(record: dict[str, Any], events: list[dict[str, Any]], request_i
 
 
 def _server_span(record: dict[str, Any], events: list[dict[str, Any]], request_id: str) -> Span:
-    picked = _first(events, "worker_picked_up") or {"ts_us": record["ts_us"]}
-    done = _first(events, "post_request", "request_done") or picked
+    picked = find_event(events, "worker_picked_up") or {"ts_us": record["ts_us"]}
+    done = find_event(events, "post_request", "request_done") or picked
     status = record.get("status")
     attributes = {"wsgilab.worker_pid": record.get("pid"), "http.response.status_code": status}
     for name in ("worker_class", "worker_requests", "worker", "core"):
@@ -130,8 +120,8 @@ def _server_span(record: dict[str, Any], events: list[dict[str, Any]], request_i
 
 def _wsgi_spans(record: dict[str, Any], events: list[dict[str, Any]], request_id: str,
                 worker_parent: str) -> list[Span]:
-    called = _first(events, "app_called") or {"ts_us": record["ts_us"]}
-    ended = _first(events, "close", "app_raised") or called
+    called = find_event(events, "app_called") or {"ts_us": record["ts_us"]}
+    ended = find_event(events, "close", "app_raised") or called
     status = record.get("status")
     common = {"trace_id": record["trace_id"], "service": record.get("service") or "-",
               "server": record.get("server") or "-", "request_id": request_id}
@@ -148,13 +138,13 @@ def _wsgi_spans(record: dict[str, Any], events: list[dict[str, Any]], request_id
                             "wsgilab.environ_keys": called.get("environ_keys"),
                             "http.response.status_code": status},
                 events=[e for e in events if e["event"] in _SPAN_EVENTS["wsgi"] + _SPAN_EVENTS["app"]],
-                error=(isinstance(status, int) and status >= 500) or _first(events, "app_raised") is not None,
+                error=(isinstance(status, int) and status >= 500) or find_event(events, "app_raised") is not None,
                 **common)
     spans.append(wsgi)
     parent = wsgi.span_id
     framework = _FRAMEWORK.get(record.get("service") or "")
     if framework:
-        start, ends = _first(events, framework[0]), _first(events, *framework[1])
+        start, ends = find_event(events, framework[0]), find_event(events, *framework[1])
         if start is not None:
             inside = [e for e in events if e["hop"] == record["service"] and e["event"] not in (framework[0],)]
             spans.append(Span(name=f"{record['service']} request handling", hop=record["service"], kind="internal",
@@ -162,9 +152,9 @@ def _wsgi_spans(record: dict[str, Any], events: list[dict[str, Any]], request_id
                               start_us=start["ts_us"], end_us=(ends or ended)["ts_us"],
                               events=[e for e in inside if ends is None or e is not ends], **common))
             parent = spans[-1].span_id
-    called_view = _first(events, "view_called")
+    called_view = find_event(events, "view_called")
     if called_view is not None:
-        finished = _first(events, "view_returned", "view_raised") or ended
+        finished = find_event(events, "view_returned", "view_raised") or ended
         spans.append(Span(name=f"view {called_view.get('view')}", hop="view", kind="internal",
                           span_id=derived_id(record["span_id"], "view"), parent_id=parent,
                           start_us=called_view["ts_us"], end_us=finished["ts_us"],
