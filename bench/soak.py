@@ -16,7 +16,8 @@
    waits for answers before it sends more, and so measures less load exactly
    when the stack is slow: "coordinated omission". wrk2 fixes it the same
    way.) Each request goes on an idle keep-alive connection to nginx, or a
-   new one when none is idle.
+   new one when none is idle. Both loops are bench/open_loop.py's; this
+   file watches the stack while they run.
 3. Every minute: requests answered, p50 and p99 latency, statuses other
    than 200, socket errors, each container's memory (``docker stats``),
    nginx's sockets in TIME_WAIT, and the CPU time the client itself used
@@ -52,155 +53,19 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sustained_load import nginx_sockstat  # noqa: E402  (beside this file)
+from open_loop import PATHS, Minute, capacity, percentile, soak  # noqa: E402  (beside this file)
+from sustained_load import nginx_sockstat  # noqa: E402
 from wsgilab.hoptrace.records import parse_line  # noqa: E402
 from wsgilab.hoptrace.sources import compose_command, compose_project_name  # noqa: E402
 from wsgilab.hoptrace.stats import SEGMENTS, segments_of  # noqa: E402
 
-PATHS = ("/django/", "/flask/", "/raw/")
-#: At most this many connections at once; a request that would need more counts as a client error.
-MAX_CONNECTIONS = 512
 _NGINX_ERROR_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[[a-z]+\] ")
 _MEMORY = re.compile(r"([\d.]+)\s*([KMG]i?B)")
 _UNITS = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "KB": 1e3, "MB": 1e6, "GB": 1e9}
-
-
-class Pool:
-    """Keep-alive connections to nginx: an idle one for each request, or a new one."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self.open = 0
-
-    async def get(self, fresh: bool = False) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.idle and not fresh:
-            return self.idle.pop()
-        if self.open >= MAX_CONNECTIONS:
-            raise ConnectionError(f"more than {MAX_CONNECTIONS} requests in flight")
-        self.open += 1
-        try:
-            return await asyncio.open_connection("127.0.0.1", self.port)
-        except OSError:
-            self.open -= 1
-            raise
-
-    def put(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
-        self.idle.append(connection)
-
-    def drop(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> None:
-        self.open -= 1
-        if connection is not None:
-            connection[1].close()
-
-
-async def fetch(pool: Pool, path: str) -> int:
-    """One GET on a pooled connection; its status. The connection goes back if nginx keeps it open.
-
-    An idle connection nginx closed meanwhile (its keepalive_timeout) fails
-    before any byte of an answer: the GET goes again on a new connection,
-    as browsers and HTTP libraries do.
-    """
-    reused = bool(pool.idle)
-    connection = await pool.get()
-    reader, writer = connection
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionResetError) as error:
-            if not reused or getattr(error, "partial", b""):
-                raise
-            pool.drop(connection)
-            connection = await pool.get(fresh=True)
-            reader, writer = connection
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
-            head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.IGNORECASE)
-        if length is None:
-            raise ConnectionError("a response without Content-Length")
-        await reader.readexactly(int(length.group(1)))
-    except BaseException:
-        pool.drop(connection)
-        raise
-    if re.search(rb"\r\nconnection:\s*close", head, re.IGNORECASE):
-        pool.drop(connection)
-    else:
-        pool.put(connection)
-    return status
-
-
-async def capacity(port: int, seconds: float, connections: int) -> float:
-    """Requests per second of a closed loop over the three apps."""
-    pool = Pool(port)
-    done = 0
-    until = time.monotonic() + seconds
-
-    async def client(n: int) -> None:
-        nonlocal done
-        while time.monotonic() < until:
-            await fetch(pool, PATHS[(n + done) % len(PATHS)])
-            done += 1
-
-    started = time.monotonic()
-    await asyncio.gather(*(client(n) for n in range(connections)))
-    return done / (time.monotonic() - started)
-
-
-@dataclass
-class Minute:
-    """What one minute of the soak saw."""
-
-    latencies_ms: list[float] = field(default_factory=list)
-    statuses: Counter = field(default_factory=Counter)
-    errors: Counter = field(default_factory=Counter)
-
-
-async def soak(port: int, rate: float, minutes: int, each_minute) -> list[Minute]:
-    """The open loop: request n is scheduled at n / rate seconds; its latency counts from then."""
-    loop = asyncio.get_running_loop()
-    pool = Pool(port)
-    result = [Minute() for _ in range(minutes)]
-    start = loop.time()
-    tasks = set()
-
-    async def one(n: int, scheduled: float) -> None:
-        minute = result[min(int((scheduled - start) // 60), minutes - 1)]
-        try:
-            minute.statuses[await fetch(pool, PATHS[n % len(PATHS)])] += 1
-        except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as error:
-            minute.errors[type(error).__name__] += 1
-        minute.latencies_ms.append((loop.time() - scheduled) * 1000)
-
-    total = int(rate * 60 * minutes)
-    next_minute = 1
-    reports = []
-    for n in range(total):
-        scheduled = start + n / rate
-        if scheduled >= start + 60 * next_minute:
-            # Beside the load, never in its way: the schedule must not wait on docker stats.
-            reports.append(asyncio.create_task(each_minute(next_minute, result[next_minute - 1])))
-            next_minute += 1
-        delay = scheduled - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(n, scheduled))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    await asyncio.gather(*tasks, *reports)
-    await each_minute(minutes, result[-1])
-    return result
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
 
 
 def container_memory(project: str) -> dict[str, float]:
@@ -247,7 +112,7 @@ def log_check(lines: list[str]) -> dict[str, int]:
     return dict(counts)
 
 
-def segments_by_minute(into: Path, started_us: int, minutes: int) -> list[dict[str, float]]:
+def segments_by_minute(lines: list[str], started_us: int, minutes: int) -> list[dict[str, float]]:
     """For each minute of the soak, each segment's p99 in ms over all apps (``hoptrace``'s segments).
 
     This is what says where a slow minute's time went: nginx's own time
@@ -256,7 +121,7 @@ def segments_by_minute(into: Path, started_us: int, minutes: int) -> list[dict[s
     ``worker`` and ``view`` tell which hop behind nginx grew.
     """
     per_minute: list[dict[str, list[float]]] = [defaultdict(list) for _ in range(minutes)]
-    for line in run_lines(into):
+    for line in lines:
         record = parse_line(line)
         if not record or record.get("event") != "request" or not isinstance(record.get("ts_us"), int):
             continue
@@ -333,9 +198,10 @@ def main() -> int:
             for follower in followers:
                 follower.terminate()
                 follower.wait()
-        logs = log_check(run_lines(into))
+        lines = run_lines(into)  # read once, for both checks below
+        logs = log_check(lines)
         stats = hoptrace_stats(into)
-        for row, segments in zip(rows, segments_by_minute(into, started_us, args.minutes)):
+        for row, segments in zip(rows, segments_by_minute(lines, started_us, args.minutes)):
             row["segment_p99_ms"] = segments
             print(f"soak: minute {row['minute']:2}: client p99 {row['p99_ms']:7.1f} ms; hops' p99: "
                   + ", ".join(f"{name} {ms:.1f}" for name, ms in segments.items()), file=sys.stderr)
