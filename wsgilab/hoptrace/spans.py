@@ -184,6 +184,22 @@ def spans_of(records: list[dict[str, Any]]) -> list[Span]:
                            and r.get("span_id") == record.get("parent_span_id")), {})
             spans += _wsgi_spans(record, events_of([record, *app_logs]), request_id,
                                  worker.get("parent_span_id") or record.get("parent_span_id") or "")
+    _start_exchange_at_hand_on(spans)
     for span in spans:
         span.events = [{"name": e["event"], "ts_us": e["ts_us"], **_event_fields(e)} for e in span.events]
     return spans
+
+
+def _start_exchange_at_hand_on(spans: list[Span]) -> None:
+    """Start nginx's exchange no later than the moment nginx stamped handing the request on.
+
+    nginx's log gives the exchange only as its end minus
+    ``upstream_response_time``, both read off nginx's cached millisecond
+    clock, which lags under load. The same nginx put the hand-on time in
+    ``X-Request-Start``, which the app side recorded (the queue span's
+    start): the exchange cannot have begun after it.
+    """
+    queue = next((span for span in spans if span.hop == "queue"), None)
+    for span in spans:
+        if queue is not None and span.span_id == queue.parent_id and span.start_us > queue.start_us:
+            span.start_us = queue.start_us
