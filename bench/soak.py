@@ -60,7 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from open_loop import PATHS, Minute, capacity, percentile, soak  # noqa: E402  (beside this file)
 from sustained_load import nginx_sockstat  # noqa: E402
 from wsgilab.hoptrace.records import parse_line  # noqa: E402
-from wsgilab.hoptrace.sources import compose_command, compose_project_name  # noqa: E402
+from wsgilab.hoptrace.compose_tool import compose_command  # noqa: E402
+from wsgilab.hoptrace.sources import compose_project_name  # noqa: E402
 from wsgilab.hoptrace.stats import SEGMENTS, segments_of  # noqa: E402
 
 _NGINX_ERROR_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[[a-z]+\] ")

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wsgilab.hoptrace.sources import compose_command  # noqa: E402
+from wsgilab.hoptrace.compose_tool import compose_command  # noqa: E402
 
 
 def nginx_sockstat(compose: list[str]) -> dict[str, int]:

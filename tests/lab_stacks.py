@@ -30,7 +30,8 @@ import lab_http
 from wsgilab import settings
 from wsgilab.container import healthcheck
 from wsgilab.container.workers import kill_workers_of
-from wsgilab.hoptrace.sources import compose_command, project_log_lines
+from wsgilab.hoptrace.compose_tool import compose_command
+from wsgilab.hoptrace.sources import project_log_lines
 from wsgilab.labs.control import (APP_SERVICES, STOP_GRACE_S, AppState, ComposeControl, Stopped, check_settings,
                                   parse_nginx_version)
 from wsgilab.container.launch import server_environment
@@ -287,12 +288,13 @@ class NativeStack:
 class ComposeStack:
     """The stack as users run it: docker compose, on the Docker engine."""
 
-    def __init__(self) -> None:
+    def __init__(self, compose: list[str] | None = None, name: str = "") -> None:
+        """A test project driven by ``compose`` (default: the tool ``compose_command()`` picks, v2 first)."""
         try:
-            self.compose = compose_command()
+            self.compose = compose or compose_command()
         except FileNotFoundError as error:
             raise StackError(str(error)) from None
-        self.project = f"wsgilab-test-{os.getpid()}"
+        self.project = f"wsgilab-test-{os.getpid()}{name}"
         self.port = free_port()
         self.servers: dict[str, str] | None = None
         #: What a lab changed (wsgilab.labs.control.SETTINGS), on top of the defaults.

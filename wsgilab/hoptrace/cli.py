@@ -24,6 +24,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from wsgilab.hoptrace.compose_tool import ComposeToolError
 from wsgilab.hoptrace.follow import follow
 from wsgilab.hoptrace.records import by_request, events_of, parse_line, scan
 from wsgilab.hoptrace.sources import input_lines
@@ -66,6 +67,9 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--json", action="store_true", help=as_json)
     parser.add_argument("--compose", action="store_true",
                         help="read `docker compose logs` even though stdin is not a terminal (scripts, CI)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="say on stderr what is read: which files, stdin, or which compose tool and version "
+                             "(WSGILAB_COMPOSE picks `docker compose` or `docker-compose` by hand)")
     return parser
 
 
@@ -88,9 +92,23 @@ def main(argv: list[str] | None = None) -> int:
         return lab_main(argv[1:])
     # Intermixed: `show ID --json FILE` and `show --json ID FILE` both work.
     args = _command_parser(command).parse_intermixed_args(argv[1:])
+    try:
+        return _run(command, args)
+    except ComposeToolError as error:
+        print(f"hoptrace: {error}", file=sys.stderr)
+        return 2
+
+
+def _lines(args: argparse.Namespace, follow: bool = False) -> Iterator[str]:
+    """The lines the command reads (see ``input_lines``)."""
+    return input_lines(args.files, sys.stdin, follow=follow, compose=args.compose, verbose=args.verbose)
+
+
+def _run(command: str, args: argparse.Namespace) -> int:
+    """Run ``show``, ``export``, ``follow`` or ``stats`` with its parsed arguments; the exit status."""
 
     if command == "show":
-        found = scan(input_lines(args.files, sys.stdin, compose=args.compose), args.request_id)
+        found = scan(_lines(args), args.request_id)
         shown = [{"request_id": request_id, "events": events_of(records)}
                  for request_id, records in by_request(found.records).items()]
         if args.json:  # a trace id that several requests share: each of them
@@ -116,14 +134,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(render_waterfall(request_id, events) + "\n", flush=True)
 
         try:
-            skipped = follow(input_lines(args.files, sys.stdin, follow=True, compose=args.compose), args.settle, emit)
+            skipped = follow(_lines(args, follow=True), args.settle, emit)
         except KeyboardInterrupt:
             return 0
         _report_skipped(skipped, "that hold no hop record")
         return 0
 
     counts = {"records": 0, "skipped": 0}
-    rows = summarise(collect(_counted_records(input_lines(args.files, sys.stdin, compose=args.compose), counts)))
+    rows = summarise(collect(_counted_records(_lines(args), counts)))
     if args.json:
         print(json.dumps({**counts, "segments": rows}, indent=2))
     else:

@@ -94,13 +94,13 @@ def export(args: argparse.Namespace) -> int:
                 batch.clear()
 
         try:
-            follow(input_lines(args.files, sys.stdin, follow=True, compose=args.compose), 0.5, emit)
+            follow(input_lines(args.files, sys.stdin, follow=True, compose=args.compose, verbose=args.verbose), 0.5, emit)
         except KeyboardInterrupt:
             pass
         if pusher is not None:
             pusher.push([span for request in batch for span in request])
     else:
-        found = scan(input_lines(args.files, sys.stdin, compose=args.compose), args.request_id)
+        found = scan(input_lines(args.files, sys.stdin, compose=args.compose, verbose=args.verbose), args.request_id)
         requests = list(by_request(found.records).values())
         if not requests:
             print(f"hoptrace export: no request {'with id ' + args.request_id + ' ' if args.request_id else ''}"

@@ -2,29 +2,19 @@
 
 With neither files nor a pipe (stdin a terminal), or with ``--compose``,
 hoptrace runs ``docker compose logs`` itself in the current directory's
-compose project (``--follow`` for ``hoptrace follow``). The compose tool is
-picked once, here, for hoptrace, the labs and the test stacks alike.
+compose project (``--follow`` for ``hoptrace follow``), with the compose tool
+``wsgilab.hoptrace.compose_tool`` picks for hoptrace, the labs and the test
+stacks alike.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from typing import TextIO
 
-
-def compose_command() -> list[str]:
-    """``docker compose`` where the plugin is installed, else the older ``docker-compose``.
-
-    Raises FileNotFoundError when neither is installed.
-    """
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
-                                                 capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    raise FileNotFoundError("neither `docker compose` nor `docker-compose` is installed")
+from wsgilab.hoptrace.compose_tool import compose_command, describe
 
 
 def compose_logs(*options: str) -> Iterator[str]:
@@ -35,15 +25,28 @@ def compose_logs(*options: str) -> Iterator[str]:
         yield from process.stdout
 
 
-def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: bool = False) -> Iterator[str]:
-    """The lines to read: the files in turn, else stdin, else ``docker compose logs``."""
+def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: bool = False,
+                verbose: bool = False) -> Iterator[str]:
+    """The lines to read: the files in turn, else stdin, else ``docker compose logs``.
+
+    With ``verbose``, say on stderr which it is (and which compose tool, at which version).
+    """
+    def say(what: str) -> None:
+        if verbose:
+            print(f"hoptrace: reading {what}", file=sys.stderr, flush=True)
+
     if files:
         for name in files:
+            say(name)
             with open(name, errors="replace") as handle:
                 yield from handle
     elif compose or stdin.isatty():
-        yield from compose_logs("--follow", "--tail", "0") if follow else compose_logs()
+        options = ("--follow", "--tail", "0") if follow else ()
+        say(f"the logs of the current directory's compose project, with {describe(compose_command())} "
+            f"(`{' '.join([*compose_command(), 'logs', '--no-color', *options])}`)")
+        yield from compose_logs(*options)
     else:
+        say("stdin")
         yield from stdin
 
 

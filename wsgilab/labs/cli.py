@@ -19,8 +19,8 @@ import sys
 from typing import Any
 
 from wsgilab.hoptrace.records import events_of, scan
-from wsgilab.hoptrace.sources import (compose_command, compose_container_ids, compose_logs, compose_project_name,
-                                      project_log_lines)
+from wsgilab.hoptrace.compose_tool import compose_command, describe
+from wsgilab.hoptrace.sources import compose_container_ids, compose_logs, compose_project_name, project_log_lines
 from wsgilab.hoptrace.waterfall import render_waterfall
 from wsgilab.labs import LABS, run
 from wsgilab.labs.control import ComposeControl, ControlError
@@ -59,7 +59,8 @@ def main(argv: list[str]) -> int:
         print("\n".join(explain(name) for name in (LABS if args.name == "all" else [args.name])), end="")
         return 0
     try:
-        control = ComposeControl(compose_command())
+        compose = compose_command()
+        control = ComposeControl(compose)
     except FileNotFoundError as error:
         print(f"hoptrace lab: {error}; the labs run against the docker compose stack", file=sys.stderr)
         return 2
@@ -68,6 +69,9 @@ def main(argv: list[str]) -> int:
     project = compose_project_name()
     target = Target(port=args.port, control=control, container_ids=compose_container_ids,
                     log_lines=(lambda: project_log_lines(project)) if project else (lambda: list(compose_logs())))
+    # On stderr: the reports on stdout are what docs/labs/runs/ records.
+    print(f"hoptrace lab: compose project {project or '(none running)'}, driven with {describe(compose)}; "
+          f"nginx on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
     reports = []
     for name in LABS if args.name == "all" else [args.name]:
         try:
