@@ -2,16 +2,22 @@
 
 ``--tier native`` runs nginx, gunicorn and uWSGI as local processes;
 ``--tier compose`` runs the real stack with docker compose; the default runs
-both. A test that takes the ``stack`` fixture runs in every *phase*: each tier
+both (side by side under pytest-xdist, one worker per tier). A test that takes the ``stack`` fixture runs in every *phase*: each tier
 with every app on gunicorn, then every app on uWSGI.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pytest
 from lab_stacks import APPS, SERVERS, ComposeStack, NativeStack
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # without pytest-xdist the tiers run one after the other
+    LoadScopeScheduling = None
 
 TIERS = ("native", "compose")
 
@@ -47,6 +53,35 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("tier", tiers, scope="session")
     if "app" in metafunc.fixturenames:
         metafunc.parametrize("app", APPS)
+
+
+#: The tier in a test's id ("...[compose-uwsgi-raw]", "...[native]"): how pytest-xdist's controller,
+#: which sees only ids, tells a test's tier. tests/test_tier_scheduling.py checks it against each test's own.
+_TIER_IN_ID = re.compile(r"\[(native|compose)(?=[-\]])(?!-only\])")
+
+
+def tier_in_id(nodeid: str) -> str | None:
+    """The tier a test's id names, or None for a test that needs no stack."""
+    match = _TIER_IN_ID.search(nodeid)
+    return match.group(1) if match else None
+
+
+if LoadScopeScheduling is not None:
+    class TierScheduling(LoadScopeScheduling):
+        """Every test of a tier in one unit of work, so one worker runs them all with that tier's one stack.
+
+        scripts/test runs ``-n 2 --dist loadscope``: the two tiers then run
+        side by side (most of a tier's time is labs waiting on purpose), and
+        the tests that need no stack go to whichever worker is free.
+        (pytest-xdist's own ``loadgroup`` reads a suffix on ``item.nodeid``,
+        which pytest 9 no longer lets a plugin change.)
+        """
+
+        def _split_scope(self, nodeid: str) -> str:
+            return tier_in_id(nodeid) or nodeid
+
+    def pytest_xdist_make_scheduler(config, log):
+        return TierScheduling(config, log) if config.getoption("dist") == "loadscope" else None
 
 
 def _running(stack):
