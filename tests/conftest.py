@@ -80,8 +80,18 @@ if LoadScopeScheduling is not None:
         def _split_scope(self, nodeid: str) -> str:
             return tier_in_id(nodeid) or nodeid
 
+
+class _TierSchedulerPlugin:
+    """Hands pytest-xdist the scheduler above; registered only where xdist runs (it alone knows the hook)."""
+
+    @staticmethod
     def pytest_xdist_make_scheduler(config, log):
         return TierScheduling(config, log) if config.getoption("dist") == "loadscope" else None
+
+
+def pytest_configure(config):
+    if LoadScopeScheduling is not None and config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_TierSchedulerPlugin(), "wsgilab-tier-scheduler")
 
 
 def _running(stack):

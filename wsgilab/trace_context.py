@@ -39,12 +39,19 @@ def parse_traceparent(value: str | None) -> TraceParent | None:
     Not well formed: another version, upper case, a wrong length, extra text
     (two headers joined with ", "), an all-zero trace id or parent id.
     """
+    parts = _checked_parts(value)
+    return None if parts is None else TraceParent(*parts)
+
+
+def _checked_parts(value: str | None) -> tuple[str, str, str] | None:
+    """(trace id, parent id, flags) of a well-formed traceparent, else None: the check, once, for both callers."""
     if not value:
         return None
     match = TRACEPARENT.fullmatch(value)
-    if match is None or match.group(1) == _ZERO_TRACE or match.group(2) == _ZERO_SPAN:
+    if match is None:
         return None
-    return TraceParent(*match.groups())
+    parts = match.groups()
+    return None if parts[0] == _ZERO_TRACE or parts[1] == _ZERO_SPAN else parts
 
 
 def trace_of(traceparent: str | None, request_id: str) -> tuple[str, str]:
@@ -54,9 +61,10 @@ def trace_of(traceparent: str | None, request_id: str) -> tuple[str, str]:
     nginx) a trace starts here, named by the request id if that is a trace
     id, and has no parent ("").
     """
-    caller = parse_traceparent(traceparent)
+    # Every traced request comes here: the tuple, not a TraceParent, is all it needs.
+    caller = _checked_parts(traceparent)
     if caller is not None:
-        return caller.trace_id, caller.parent_id
+        return caller[0], caller[1]
     return (request_id if TRACE_ID.fullmatch(request_id) else new_trace_id()), ""
 
 

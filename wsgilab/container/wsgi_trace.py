@@ -84,18 +84,19 @@ class RequestTrace:
     Event names and field names are the code's own identifiers.
     """
 
-    __slots__ = ("out", "request_id", "trace_id", "server_parent_id", "server_span_id", "span_id", "service",
-                 "server", "started", "parts", "tail", "input_bytes", "chunks", "body_bytes", "queue_us", "written",
+    __slots__ = ("out", "request_id", "trace_id", "server_parent_id", "server_span_id", "span_id", "identity",
+                 "started", "parts", "tail", "input_bytes", "chunks", "body_bytes", "queue_us", "written",
                  "view_started", "view_ended")
 
-    def __init__(self, environ: dict[str, Any], service: str, server: str, out: IO[str]) -> None:
+    def __init__(self, environ: dict[str, Any], identity: str, out: IO[str]) -> None:
         self.out = out
+        #: ``"service":..,"server":..`` as JSON, made once per worker by HopTrace.
+        self.identity = identity
         self.request_id = request_id_of(environ)
         # The trace, and nginx's upstream span: the parent of the server's worker span, whose
         # child is the WSGI call's span (this record's own).
         self.trace_id, self.server_parent_id = trace_of(environ.get("HTTP_TRACEPARENT"), self.request_id)
         self.server_span_id, self.span_id = new_span_ids()
-        self.service, self.server = service, server
         self.started = time_ns() // 1000
         #: The events so far, each already a JSON object.
         self.parts: list[str] = []
@@ -119,8 +120,8 @@ class RequestTrace:
         """The trace as one line of JSON (the format hoptrace reads)."""
         # request_id matched nginx_headers.REQUEST_ID (or is "-"): no character in it needs escaping.
         return (f'{{"request_id":"{self.request_id}"{span_fields(self.trace_id, self.span_id, self.server_span_id)},'
-                f'"hop":"wsgi","event":"request",'
-                f'"service":{_json_string(self.service)},"server":{_json_string(self.server)},'
+                f'"hop":"wsgi","event":"request",{self.identity},'
+                # getpid per line: uWSGI forks its workers in C, where no Python hook could refresh a cached pid.
                 f'"pid":{os.getpid()},"ts_us":{self.started},"events":[{",".join(self.parts)}]{self.tail}}}\n')
 
     def write(self) -> None:
@@ -180,6 +181,14 @@ def traced_view(view: Callable) -> Callable:
 
     wrapper.wsgilab_traced = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def _may_have_body(environ: dict[str, Any]) -> bool:
+    """Whether the request can carry a body (a Content-Length other than 0, or a Transfer-Encoding).
+
+    Without one every read returns nothing, and the wrapper would record nothing: most requests skip its cost.
+    """
+    return environ.get("CONTENT_LENGTH", "") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ
 
 
 class _TracedInput:
@@ -248,10 +257,11 @@ class HopTrace:
         self.app = app
         self.service = service
         self.server = server
+        self.identity = f'"service":{_json_string(service)},"server":{_json_string(server)}'
         self.out = out or sys.stdout
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        trace = RequestTrace(environ, self.service, self.server, self.out)
+        trace = RequestTrace(environ, self.identity, self.out)
         _current.set(trace)
         if _uwsgi is not None:
             _uwsgi.set_logvar("wsgilab_request_id", trace.request_id)
@@ -269,7 +279,7 @@ class HopTrace:
         if queued_since is not None:
             trace.queue_us = max(0, started - queued_since)
             trace.tail += f',"queue_us":{trace.queue_us}'
-        if "wsgi.input" in environ:
+        if "wsgi.input" in environ and _may_have_body(environ):
             environ["wsgi.input"] = _TracedInput(environ["wsgi.input"], trace)
         environ["wsgilab.trace"] = trace  # for the server's own line (gunicorn_trace)
 
