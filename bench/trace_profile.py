@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Where HopTrace's cost per request goes: one worker's request loop, in process, timed and profiled.
+
+    .venv/bin/python bench/trace_profile.py                      # all three apps, 20 000 requests a side
+    .venv/bin/python bench/trace_profile.py --app raw --profile  # and cProfile's breakdown of the traced side
+    .venv/bin/python bench/trace_profile.py --instructions       # instructions per request (valgrind), repeatable
+
+``bench/tracing_overhead.py`` measures what tracing costs through nginx and a
+real server, where a request's few tens of microseconds of tracing sit in
+hundreds of microseconds of everything else, and the machine's noise is as
+large as the difference. This measures the difference alone: it builds the
+app as ``wsgilab.container.traced_app`` does and calls it as a server's
+worker does (an environ with nginx's headers, ``start_response``, the body
+iterated, ``close()``), N times per side, in one process, sides alternating
+in rounds:
+
+- **off**: what ``WSGILAB_TRACING=off`` serves (``WsgiErrorsToLog(app)``);
+- **on**: ``ServerTiming(HopTrace(WsgiErrorsToLog(app)))``, the default;
+- **floor**: off, plus one ready-made trace line of the same length written
+  and flushed per request: what one JSON line per request costs, the least
+  any tracing that writes a line per request can cost.
+
+Trace lines go to a pipe that another process drains, as a container's
+stdout is a pipe to Docker's log reader. With ``--profile``, cProfile runs over the "on"
+side and prints the functions of wsgilab by their own time per request (a
+profiler adds its own cost to every call, so read it as shares, not as
+microseconds). The server's own work (parsing, gunicorn's access line,
+uWSGI's logvars) is not in it: the worker CPU figures of tracing_overhead.py
+include it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+APP_DIRS = {"django": "django_app", "flask": "flask_app", "raw": "raw_wsgi_app"}
+CALLABLES = {"django": "labsite.wsgi:application", "flask": "wsgi:app", "raw": "raw_app:application"}
+
+
+def _drained_pipe() -> io.TextIOWrapper:
+    """A text stream into a pipe that another process (``cat`` into /dev/null) reads, as Docker's log reader does."""
+    reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    return io.TextIOWrapper(reader.stdin, encoding="utf-8", line_buffering=False)
+
+
+def _load(app: str):
+    """The app's WSGI callable, imported as the server would (its folder on sys.path, its environment set)."""
+    os.environ.update({"SCRIPT_NAME": f"/{app}", "WSGI_SERVER": "gunicorn", "DJANGO_SECRET_KEY": "bench-" * 8,
+                       "DJANGO_ALLOWED_HOSTS": "localhost"})
+    sys.path.insert(0, str(REPO / APP_DIRS[app]))
+    module_name, _, name = CALLABLES[app].partition(":")
+    return getattr(__import__(module_name, fromlist=[name]), name)
+
+
+def _environ(app: str, n: int) -> dict:
+    """An environ as a server builds it from nginx's request (nginx_headers: X-Request-ID, X-Request-Start)."""
+    return {
+        "REQUEST_METHOD": "GET", "SCRIPT_NAME": f"/{app}", "PATH_INFO": "/", "QUERY_STRING": "",
+        "SERVER_NAME": "localhost", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.0", "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "localhost", "HTTP_X_REQUEST_ID": f"{n:032x}",
+        "HTTP_X_REQUEST_START": f"t={time.time_ns() // 1_000_000 / 1000:.3f}",  # nginx: t=${msec}
+        "HTTP_TRACEPARENT": f"00-{n:032x}-{n + 1:016x}-01", "HTTP_X_FORWARDED_FOR": "127.0.0.1",
+        "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
+    }
+
+
+def _start_response(status, headers, exc_info=None):
+    return None
+
+
+def _serve(application, app: str, requests: int, first: int, line: str | None = None, out=None) -> float:
+    """Serve ``requests`` requests as a worker does; seconds per request.
+
+    Each environ is built just before its call, as a server builds it from
+    the request it read (built all ahead, they would be cold in the CPU's
+    caches, and the side that reads more of them would pay for it).
+    """
+    started = time.perf_counter()
+    for n in range(first, first + requests):
+        environ = _environ(app, n)
+        body = application(environ, _start_response)
+        for _ in body:
+            pass
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+        if line is not None:
+            out.write(line)
+            out.flush()
+    return (time.perf_counter() - started) / requests
+
+
+#: Pieces of HopTrace's work that --pieces replaces, one at a time, by a constant or nothing, to count what each
+#: costs (the trace is then wrong: this is a measurement, never a setting).
+PIECES = {
+    "request id check": ("request_id_of", lambda environ: "0" * 32),
+    "traceparent check": ("trace_of", lambda traceparent, request_id: ("1" * 32, "2" * 16)),
+    "span ids (os.urandom)": ("new_span_ids", lambda: ("3" * 16, "4" * 16)),
+    "X-Request-Start parse": ("queue_start_us", lambda environ: 1_764_000_000_123_000),
+    "the line built and written": ("RequestTrace.write", lambda self: None),
+}
+
+
+def _without(piece: str) -> None:
+    """Replace one piece of HopTrace (a name in ``PIECES``) for this process."""
+    from wsgilab.container import wsgi_trace
+
+    target, stand_in = PIECES[piece]
+    owner, _, name = target.rpartition(".")
+    setattr(getattr(wsgi_trace, owner) if owner else wsgi_trace, name, stand_in)
+
+
+def sides(app: str, out) -> dict:
+    """The three ways to serve ``app``: off, on, and off plus the floor's line."""
+    from wsgilab.container.log_lines import WsgiErrorsToLog
+    from wsgilab.container.server_timing import ServerTiming
+    from wsgilab.container.wsgi_trace import HopTrace
+
+    bare = _load(app)
+    return {"off": WsgiErrorsToLog(bare),
+            "on": ServerTiming(HopTrace(WsgiErrorsToLog(bare), service=app, server="gunicorn", out=out))}
+
+
+def trace_line_of(application, app: str) -> str:
+    """One real trace line of ``app``, to write as the floor's."""
+    captured = io.StringIO()
+    traced = application.app  # HopTrace inside ServerTiming
+    original, traced.out = traced.out, captured
+    try:
+        _serve(application, app, 1, 1 << 60)
+    finally:
+        traced.out = original
+    return captured.getvalue()
+
+
+def measure(app: str, requests: int, rounds: int, out, batch: int = 200) -> dict[str, float]:
+    """Median over ``rounds`` of each side's µs per request.
+
+    Within a round the sides take turns every ``batch`` requests, in a
+    rotating order, so that what drifts over seconds (the garbage collector's
+    generations, Django's caches, the other core's load) lands on all three
+    alike; a side's round figure is its total time over its requests.
+    """
+    served = sides(app, out)
+    line = trace_line_of(served["on"], app)
+    _serve(served["off"], app, 500, 0)  # warm up imports, caches and Django's first-request setup
+    _serve(served["on"], app, 500, 0)
+    names = ["off", "on", "floor"]
+    per_round: dict[str, list[float]] = {side: [] for side in names}
+    for round_ in range(rounds):
+        spent = dict.fromkeys(names, 0.0)
+        for turn in range(requests // batch):
+            for side in names[turn % 3:] + names[:turn % 3]:
+                first = (round_ * requests + turn * batch) * 3
+                if side == "floor":
+                    spent[side] += _serve(served["off"], app, batch, first, line, out) * batch
+                else:
+                    spent[side] += _serve(served[side], app, batch, first) * batch
+        for side in names:
+            per_round[side].append(spent[side] / (requests // batch * batch))
+    result = {side: statistics.median(values) * 1e6 for side, values in per_round.items()}
+    result["line_bytes"] = len(line)
+    return result
+
+
+def profile(app: str, requests: int, out, top: int) -> str:
+    """cProfile over the traced side: wsgilab's functions by own time, per request."""
+    served = sides(app, out)
+    _serve(served["on"], app, 500, 0)
+    profiler = cProfile.Profile()
+    profiler.runcall(_serve, served["on"], app, requests, 0)
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (filename, line, name), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        where = filename.replace(str(REPO) + "/", "")
+        if "wsgilab" in where or name.startswith(("<built-in method posix", "<built-in method time", "<method 'write'",
+                                                  "<method 'flush'", "<built-in method _json")):
+            rows.append((own / requests * 1e6, calls / requests, cumulative / requests * 1e6, f"{where}:{line}({name})"))
+    rows.sort(reverse=True)
+    lines = [f"{'own µs/req':>10} {'calls/req':>9} {'cum µs/req':>10}  function (cProfile, {requests} requests)"]
+    lines += [f"{own:10.2f} {calls:9.1f} {cum:10.2f}  {where}" for own, calls, cum, where in rows[:top]]
+    return "\n".join(lines)
+
+
+def instructions_per_request(app: str, side: str, few: int = 200, many: int = 1200, without: str = "") -> int:
+    """Instructions one request of ``side`` costs, from callgrind's totals for two run lengths.
+
+    The difference of a run of ``many`` requests and one of ``few`` leaves out
+    everything both runs do once (starting Python, importing the app, the warm-up).
+    """
+    def total(requests: int) -> int:
+        done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                               __file__, "--app", app, "--serve-only", side, "--requests", str(requests),
+                               *(["--without", without] if without else [])],
+                              capture_output=True, text=True, check=True)
+        return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
+
+    return (total(many) - total(few)) // (many - few)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--app", choices=sorted(APP_DIRS), action="append",
+                        help="the app to serve (repeatable; default: all three, each in a process of its own)")
+    parser.add_argument("--requests", type=int, default=20000, help="requests per side per round (default 20000)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is reported (default 5)")
+    parser.add_argument("--profile", action="store_true", help="also print cProfile's breakdown of the traced side")
+    parser.add_argument("--top", type=int, default=25, help="rows of the breakdown (default 25)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per request instead of timing (valgrind's callgrind: the same "
+                             "count every run, whatever else the machine does; apt-get install valgrind)")
+    parser.add_argument("--row-only", action="store_true", help=argparse.SUPPRESS)  # one app's row, for the loop
+    parser.add_argument("--pieces", action="store_true",
+                        help="with --instructions: also what each piece of HopTrace's work costs, by counting "
+                             "the traced side with that piece replaced by a constant")
+    parser.add_argument("--serve-only", choices=("off", "on"), help=argparse.SUPPRESS)  # what callgrind runs
+    parser.add_argument("--without", choices=sorted(PIECES), help=argparse.SUPPRESS)  # with --serve-only
+    args = parser.parse_args()
+    apps = args.app or sorted(APP_DIRS)
+    if args.serve_only:
+        if args.without:
+            _without(args.without)
+        served = sides(apps[0], _drained_pipe())
+        _serve(served[args.serve_only], apps[0], args.requests, 0)
+        return 0
+    if args.instructions:
+        print("| app | off instructions/req | on instructions/req | tracing instructions/req |\n|---|---:|---:|---:|")
+        for app in apps:
+            off, on = (instructions_per_request(app, side) for side in ("off", "on"))
+            print(f"| {app} | {off:,} | {on:,} | {on - off:,} ({(on - off) / off:.0%} of off) |", flush=True)
+            if args.pieces:
+                print(f"\n| {app}: piece of HopTrace | instructions/req |\n|---|---:|")
+                for piece in PIECES:
+                    print(f"| {piece} | {on - instructions_per_request(app, 'on', without=piece):,} |", flush=True)
+        return 0
+    if not args.row_only:
+        print("| app | off µs/req | on µs/req | tracing µs/req | floor µs/req (off + one line) | line bytes | "
+              "tracing over the floor |\n|---|---:|---:|---:|---:|---:|---:|", flush=True)
+    if len(apps) > 1:  # each app in a fresh process: the frameworks do not share one well
+        for app in apps:
+            extra = ["--profile", "--top", str(args.top)] if args.profile else []
+            subprocess.run([sys.executable, __file__, "--app", app, "--requests", str(args.requests),
+                            "--rounds", str(args.rounds), "--row-only", *extra], check=True)
+        return 0
+    out = _drained_pipe()
+    figures = measure(apps[0], args.requests, args.rounds, out)
+    tracing, floor = figures["on"] - figures["off"], figures["floor"] - figures["off"]
+    print(f"| {apps[0]} | {figures['off']:.1f} | {figures['on']:.1f} | {tracing:.1f} | {figures['floor']:.1f} "
+          f"({floor:+.1f}) | {figures['line_bytes']} | {tracing - floor:.1f} µs ({tracing / floor:.1f} x) |",
+          flush=True)
+    if args.profile:
+        print("\n" + profile(apps[0], args.requests, out, args.top) + "\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
