@@ -73,8 +73,8 @@ if LoadScopeScheduling is not None:
         scripts/test runs ``-n 2 --dist loadscope``: the two tiers then run
         side by side (most of a tier's time is labs waiting on purpose), and
         the tests that need no stack go to whichever worker is free.
-        (pytest-xdist's own ``loadgroup`` reads a suffix on ``item.nodeid``,
-        which pytest 9 no longer lets a plugin change.)
+        (pytest-xdist's own ``loadgroup`` marks a suffix on ``item.nodeid``,
+        which pytest 9.2 no longer reads: pytest-dev/pytest-xdist#1386.)
         """
 
         def _split_scope(self, nodeid: str) -> str:
