@@ -146,3 +146,14 @@ def test_hoptrace_says_plainly_when_wsgilab_compose_names_no_tool():
     assert done.returncode == 2
     assert done.stderr.strip() == ("hoptrace: WSGILAB_COMPOSE must be 'docker compose' or 'docker-compose', "
                                    "not 'podman-compose'")
+
+
+@needs_v2
+def test_hoptrace_lab_says_which_compose_tool_drives_the_stack(tmp_path):
+    # Run where no compose project is (the lab then cannot reach nginx): the header comes first, on stderr.
+    done = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "lab", "forged-id", "--port", "1"],
+                          cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != compose_tool.ENV},
+                          capture_output=True, text=True, timeout=120)
+    first = done.stderr.splitlines()[0]
+    assert first.startswith("hoptrace lab: compose project (none running), driven with docker compose 2."), first
+    assert done.returncode == 2 and done.stdout == ""
