@@ -27,7 +27,7 @@ from typing import Any
 from wsgilab.hoptrace.compose_tool import ComposeToolError
 from wsgilab.hoptrace.follow import follow
 from wsgilab.hoptrace.records import by_request, events_of, parse_line, scan
-from wsgilab.hoptrace.sources import input_lines
+from wsgilab.hoptrace.sources import command_lines
 from wsgilab.hoptrace.stats import collect, render_table, summarise
 from wsgilab.hoptrace.waterfall import render_waterfall
 
@@ -99,16 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _lines(args: argparse.Namespace, follow: bool = False) -> Iterator[str]:
-    """The lines the command reads (see ``input_lines``)."""
-    return input_lines(args.files, sys.stdin, follow=follow, compose=args.compose, verbose=args.verbose)
-
-
 def _run(command: str, args: argparse.Namespace) -> int:
     """Run ``show``, ``export``, ``follow`` or ``stats`` with its parsed arguments; the exit status."""
 
     if command == "show":
-        found = scan(_lines(args), args.request_id)
+        found = scan(command_lines(args), args.request_id)
         shown = [{"request_id": request_id, "events": events_of(records)}
                  for request_id, records in by_request(found.records).items()]
         if args.json:  # a trace id that several requests share: each of them
@@ -134,14 +129,14 @@ def _run(command: str, args: argparse.Namespace) -> int:
                 print(render_waterfall(request_id, events) + "\n", flush=True)
 
         try:
-            skipped = follow(_lines(args, follow=True), args.settle, emit)
+            skipped = follow(command_lines(args, follow=True), args.settle, emit)
         except KeyboardInterrupt:
             return 0
         _report_skipped(skipped, "that hold no hop record")
         return 0
 
     counts = {"records": 0, "skipped": 0}
-    rows = summarise(collect(_counted_records(_lines(args), counts)))
+    rows = summarise(collect(_counted_records(command_lines(args), counts)))
     if args.json:
         print(json.dumps({**counts, "segments": rows}, indent=2))
     else:

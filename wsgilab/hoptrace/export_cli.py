@@ -26,7 +26,7 @@ from typing import Any
 from wsgilab.hoptrace.export import to_chrome, to_otlp
 from wsgilab.hoptrace.follow import follow
 from wsgilab.hoptrace.records import by_request, scan
-from wsgilab.hoptrace.sources import input_lines
+from wsgilab.hoptrace.sources import command_lines
 from wsgilab.hoptrace.spans import Span, spans_of
 
 #: Requests per POST to an OTLP receiver.
@@ -94,13 +94,13 @@ def export(args: argparse.Namespace) -> int:
                 batch.clear()
 
         try:
-            follow(input_lines(args.files, sys.stdin, follow=True, compose=args.compose, verbose=args.verbose), 0.5, emit)
+            follow(command_lines(args, follow=True), 0.5, emit)
         except KeyboardInterrupt:
             pass
         if pusher is not None:
             pusher.push([span for request in batch for span in request])
     else:
-        found = scan(input_lines(args.files, sys.stdin, compose=args.compose, verbose=args.verbose), args.request_id)
+        found = scan(command_lines(args), args.request_id)
         requests = list(by_request(found.records).values())
         if not requests:
             print(f"hoptrace export: no request {'with id ' + args.request_id + ' ' if args.request_id else ''}"

@@ -9,6 +9,7 @@ stacks alike.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -42,12 +43,19 @@ def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: 
                 yield from handle
     elif compose or stdin.isatty():
         options = ("--follow", "--tail", "0") if follow else ()
-        say(f"the logs of the current directory's compose project, with {describe(compose_command())} "
-            f"(`{' '.join([*compose_command(), 'logs', '--no-color', *options])}`)")
+        if verbose:
+            command = compose_command()
+            say(f"the logs of the current directory's compose project, with {describe(command)} "
+                f"(`{' '.join([*command, 'logs', '--no-color', *options])}`)")
         yield from compose_logs(*options)
     else:
         say("stdin")
         yield from stdin
+
+
+def command_lines(args: argparse.Namespace, follow: bool = False) -> Iterator[str]:
+    """The lines a hoptrace command reads, by its arguments (``files``, ``--compose``, ``--verbose``)."""
+    return input_lines(args.files, sys.stdin, follow=follow, compose=args.compose, verbose=args.verbose)
 
 
 def compose_container_ids() -> list[str]:
