@@ -103,6 +103,8 @@ MAX_GAP_S = 6.0
 #: must be 200, or the app was not serving before the change. (Not a share of
 #: the whole load: how long new workers take to load depends on the machine.)
 SERVED_SHARE = 1 / 3
+#: So: the 200s the second before a reload or restart must hold.
+LEAST_BEFORE = int(CLIENTS * 1.0 / (LOAD_MS / 1000) * SERVED_SHARE)
 
 
 def _reload_under_load(target: Target, report: Report, servers: dict[str, str]) -> None:
@@ -117,7 +119,6 @@ def _reload_under_load(target: Target, report: Report, servers: dict[str, str]) 
     # Served in the second before the reload, and by every client at the end: the app served on both
     # sides of it. How many in all depends on how long the new workers take to load (seconds for Django
     # under uWSGI, longer on a busy machine), so the total is shown, not bounded.
-    least_before = int(CLIENTS * 1.0 / (LOAD_MS / 1000) * SERVED_SHARE)
     for app, per_client in sent.items():
         requests = sorted(sum(per_client, []))
         statuses = Counter(status for _, status, _, _ in requests)
@@ -126,11 +127,11 @@ def _reload_under_load(target: Target, report: Report, servers: dict[str, str]) 
         report.check(
             f"/{app}/ on {servers[app]}: SIGHUP to the server 1 s into {LOAD_S:.0f} s of load "
             f"({CLIENTS} clients, /slow?ms={LOAD_MS} back to back)",
-            f"every request 200, at least {least_before} in the second before the reload and each client's "
+            f"every request 200, at least {LEAST_BEFORE} in the second before the reload and each client's "
             "last one after it: the socket stayed open while the workers were replaced",
             (", ".join(f"{count} x {status}" for status, count in sorted(statuses.items(), key=str))
              + f"; {before} x 200 before the reload; last requests: {', '.join(str(status) for status in last)}"),
-            set(statuses) == {200} and before >= least_before and len(last) == CLIENTS
+            set(statuses) == {200} and before >= LEAST_BEFORE and len(last) == CLIENTS
             and all(status == 200 for status in last),
             [request_id for _, status, _, request_id in requests if status != 200][:1])
 
@@ -171,14 +172,13 @@ def _restart_under_load(target: Target, report: Report, servers: dict[str, str])
         gap = (failed[-1][0] - failed[0][0]) if failed else 0.0
         # Served before the restart (1 s of load) and after it: both sides of the gap.
         before = sum(1 for at, status, _, _ in requests if status == 200 and (not failed or at < failed[0][0]))
-        least_before = int(CLIENTS * 1.0 / (LOAD_MS / 1000) * SERVED_SHARE)
         last = requests[-CLIENTS:]
         # Not a 502: show its trace first, to tell which hop answered.
         odd = [request_id for _, status, _, request_id in requests if status not in (200, 502)]
         report.check(
             f"/{app}/ on {servers[app]}: `restart` its server 1 s into {RESTART_LOAD_S:.0f} s of load "
             f"({CLIENTS} clients, /slow?ms={LOAD_MS})",
-            f"200 (at least {least_before} in the second before it) but in the gap the restart leaves, at most "
+            f"200 (at least {LEAST_BEFORE} in the second before it) but in the gap the restart leaves, at most "
             f"{MAX_GAP_S:.0f} s, where nginx answers 502 at once (under {FAIL_FAST_S:.0f} s; any other status "
             "fails, with its trace shown); 200 again after it, nginx untouched",
             (", ".join(f"{count} x {status}" for status, count in sorted(statuses.items(), key=str))
@@ -186,7 +186,7 @@ def _restart_under_load(target: Target, report: Report, servers: dict[str, str])
              f"slowest {max((took for _, took in failed), default=0):.2f} s; "
              f"last requests: {', '.join(str(status) for _, status, _, _ in last)}"),
             set(statuses) <= {200, 502} and all(took < FAIL_FAST_S for _, took in failed)
-            and gap <= MAX_GAP_S and before >= least_before
+            and gap <= MAX_GAP_S and before >= LEAST_BEFORE
             and all(status == 200 for _, status, _, _ in last),
             odd[:1])
 
