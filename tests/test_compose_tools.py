@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import subprocess
 import sys
 import threading
@@ -31,13 +30,10 @@ ONLY_TIERS = ("compose",)
 V1, V2 = list(compose_tool.V1), list(compose_tool.V2)
 
 
-def _runs(tool: list[str]) -> bool:
-    return shutil.which(tool[0]) is not None and subprocess.run(
-        [*tool, "version"], capture_output=True).returncode == 0
-
-
-needs_v1 = pytest.mark.skipif(not _runs(V1), reason="docker-compose (v1) is not installed here")
-needs_v2 = pytest.mark.skipif(not _runs(V2), reason="docker compose (v2) is not installed here (scripts/compose-v2)")
+needs_v1 = pytest.mark.skipif(compose_tool.version(compose_tool.V1) is None,
+                              reason="docker-compose (v1) is not installed here")
+needs_v2 = pytest.mark.skipif(compose_tool.version(compose_tool.V2) is None,
+                              reason="docker compose (v2) is not installed here (scripts/compose-v2)")
 
 
 def _config_errors(tool: list[str], compose_file) -> str:

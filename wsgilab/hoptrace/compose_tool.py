@@ -33,7 +33,7 @@ class ComposeToolError(FileNotFoundError):
 
 
 @functools.cache
-def _version(tool: tuple[str, ...]) -> str | None:
+def version(tool: tuple[str, ...]) -> str | None:
     """What ``TOOL version --short`` says ("2.26.1", "1.29.2"), or None if the tool does not run."""
     if not shutil.which(tool[0]):
         return None
@@ -55,11 +55,11 @@ def compose_command() -> list[str]:
         tool = _BY_NAME.get(" ".join(chosen.split()))
         if tool is None:
             raise ComposeToolError(f"{ENV} must be {' or '.join(repr(name) for name in _BY_NAME)}, not {chosen!r}")
-        if _version(tool) is None:
+        if version(tool) is None:
             raise ComposeToolError(f"{ENV}={chosen!r}, but `{' '.join(tool)} version` does not run here")
         return list(tool)
     for tool in (V2, V1):
-        if _version(tool) is not None:
+        if version(tool) is not None:
             return list(tool)
     raise ComposeToolError("neither `docker compose` (v2) nor `docker-compose` (v1) is installed "
                            "(scripts/compose-v2 installs v2 from Debian's packages)")
@@ -67,4 +67,4 @@ def compose_command() -> list[str]:
 
 def describe(command: list[str]) -> str:
     """The tool and its version, for a header or ``--verbose``: "docker compose 2.26.1"."""
-    return f"{' '.join(command)} {_version(tuple(command)) or '(version unknown)'}"
+    return f"{' '.join(command)} {version(tuple(command)) or '(version unknown)'}"
