@@ -56,28 +56,30 @@ async def fetch(pool: Pool, path: str) -> int:
     before any byte of an answer: the GET goes again on a new connection,
     as browsers and HTTP libraries do.
     """
+    request = f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
     reused = bool(pool.idle)
-    connection = await pool.get()
-    reader, writer = connection
+    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = await pool.get()
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionResetError) as error:
-            if not reused or getattr(error, "partial", b""):
-                raise
-            pool.drop(connection)
-            connection = await pool.get(fresh=True)
+        for retry in (False, True):
             reader, writer = connection
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
-            head = await reader.readuntil(b"\r\n\r\n")
+            writer.write(request)
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                break
+            except (asyncio.IncompleteReadError, ConnectionResetError) as error:
+                if retry or not reused or getattr(error, "partial", b""):
+                    raise
+                pool.drop(connection)
+                connection = None  # counted out already: a failed get() below must not count it again
+                connection = await pool.get(fresh=True)
         status = int(head.split(b" ", 2)[1])
         length = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.IGNORECASE)
         if length is None:
             raise ConnectionError("a response without Content-Length")
         await reader.readexactly(int(length.group(1)))
     except BaseException:
-        pool.drop(connection)
+        if connection is not None:
+            pool.drop(connection)
         raise
     if re.search(rb"\r\nconnection:\s*close", head, re.IGNORECASE):
         pool.drop(connection)
