@@ -118,7 +118,10 @@ logger_class = "wsgilab.container.gunicorn_trace.JsonLogger"
 # pre_request stamps the moment a worker picked the request up (the end of
 # its time in the queue); post_request, after the body's close(), writes the
 # request's line. Twin: uWSGI's `log-format` fields tmicros and micros.
-from wsgilab.container.gunicorn_trace import post_request, pre_request  # noqa: E402,F401
+# post_worker_init makes each worker also write a line for a request it
+# answers itself, without the app (a 400, a path outside SCRIPT_NAME, an
+# app that raised): gunicorn's own warning names no request.
+from wsgilab.container.gunicorn_trace import post_request, post_worker_init, pre_request  # noqa: E402,F401
 
 # What Python itself writes in gunicorn's processes, outside gunicorn's
 # logger: an uncaught exception's traceback (the master dies that way when

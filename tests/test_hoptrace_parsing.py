@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from lab_stacks import REPO
 
 from wsgilab.hoptrace import records as hoplog
 from wsgilab.hoptrace.waterfall import render_waterfall
@@ -132,6 +133,27 @@ def test_the_heading_tells_a_request_no_app_logged_from_one_nginx_answered_alone
     alone.update(upstream="", upstream_protocol="")
     refused = hoplog.events_of(hoplog.scan([json.dumps(alone)], "req-alone000").records)
     assert "answered by nginx alone" in render_waterfall("req-alone000", refused)
+
+
+def test_a_request_sent_to_the_wrong_app_names_the_app_that_answered_and_why():
+    from wsgilab.hoptrace.spans import spans_of
+    from wsgilab.hoptrace.waterfall import render_waterfall
+
+    # What Django's gunicorn wrote for a /flask/ path (tests/data/recorded.log), behind the nginx record of a
+    # request that nginx sent there: a stale address, after Docker gave Flask's old one to Django.
+    rid = "fixture-gunicorn-flask-at-django"
+    served = [line for line in (REPO / "tests" / "data" / "recorded.log").open() if f'"request_id":"{rid}"' in line]
+    answered_at = max(json.loads(line)["ts_us"] for line in served)
+    nginx = json.loads(_nginx(rid, answered_at + 1000, status=500))
+    nginx.update(uri="/flask/slow", upstream="172.24.0.3:8000", trace_id="ab" * 16, span_id="cd" * 8,
+                 upstream_span_id="ef" * 8, parent_span_id="")
+    found = hoplog.scan([json.dumps(nginx), *served], rid).records
+    drawn = render_waterfall(rid, hoplog.events_of(found))
+    assert drawn.splitlines()[0].endswith("GET /flask/slow  500  10.0 ms  django on gunicorn, which did not call the app")
+    assert "gunicorn answered 500 itself: ConfigurationProblem: Configuration problem: Request path '/flask/' " \
+           "does not start with SCRIPT_NAME '/django'" in drawn
+    exchange = next(span for span in spans_of(found) if span.kind == "client")
+    assert [(event["name"], event["status"]) for event in exchange.events] == [("answered_itself", 500)]
 
 
 def test_a_lab_report_shows_each_request_trace_once_even_when_two_checks_name_it():

@@ -46,12 +46,30 @@ def test_stats_json_over_the_recorded_log_is_as_it_was():
     assert json.loads(_hoptrace("stats", "--json", str(LOG))) == EXPECTED["stats"]
 
 
-@pytest.mark.parametrize("request_id", sorted(EXPECTED["export"]))
+#: The one request the fixture sends around nginx, to Django's gunicorn with a
+#: /flask/ path (scripts/record-trace-fixture's WRONG_APP).
+AROUND_NGINX = "fixture-gunicorn-flask-at-django"
+
+
+@pytest.mark.parametrize("request_id", sorted(set(EXPECTED["export"]) - {AROUND_NGINX}))
 def test_export_writes_the_recorded_request_as_it_did_and_the_protocol_definitions_accept_it(request_id):
     exported = json.loads(_hoptrace("export", "--id", request_id, str(LOG)))
     assert exported == EXPECTED["export"][request_id]
     # No caller sent a traceparent: one tree, rooted at nginx's span, with no parent.
     assert _tree_problems(_decoded(exported), b"") == []
+
+
+def test_a_request_gunicorn_answered_itself_shows_why_and_exports_no_span():
+    events = EXPECTED["show"][AROUND_NGINX]["events"]
+    answered = [e for e in events if e["event"] == "answered_itself"]
+    assert [(e["service"], e["status"]) for e in answered] == [("django", 500)]
+    assert "'/flask/' does not start with SCRIPT_NAME '/django'" in answered[0]["error"]
+    assert not any(e["hop"] == "wsgi" for e in events)  # the app was never called
+    # No nginx span, and gunicorn opened none (HopTrace never ran): nothing to export.
+    exported = json.loads(_hoptrace("export", "--id", AROUND_NGINX, str(LOG)))
+    assert exported == EXPECTED["export"][AROUND_NGINX]
+    assert [span for resource in exported["resourceSpans"] for scope in resource["scopeSpans"]
+            for span in scope["spans"]] == []
 
 
 def test_the_recorded_errors_are_span_events_in_the_export():

@@ -48,6 +48,7 @@ def _written_event_names(source: str) -> set[tuple[str, str]]:
     found |= {("wsgi", name) for name in re.findall(r'\.event\("([a-z_]+)"', source)}
     found |= set(re.findall(r'mark\("([a-z]+)", "([a-z_]+)"', source))
     found |= {("gunicorn", name) for name in re.findall(r'\{"event": "([a-z_]+)"', source)}
+    found |= set(re.findall(r'"hop": "([a-z]+)", "event": "([a-z_]+)"', source))
     return found
 
 

@@ -13,10 +13,11 @@ import uuid
 import pytest
 
 from lab_http import get, request
-from lab_stacks import app_server_log_lines, hop_log_lines, hoptrace_following
+from lab_stacks import NativeStack, app_server_log_lines, hop_log_lines, hoptrace_following
 
 from wsgilab import trace_format
 from wsgilab.hoptrace import records as hoplog
+from wsgilab.labs.around_nginx import on_app_network, services
 from wsgilab.labs.rawhttp import exchange
 
 #: What must happen before what. nginx finishes once it has the app's headers
@@ -173,6 +174,40 @@ def test_error_shows_the_failure_in_the_app_and_500_at_nginx(stack, app):
         assert names.index("view_raised") < names.index(after) < names.index("start_response")
     server_done = next(e for e in events if e["event"] in ("response_written", "request_done"))
     assert server_done["status"] == 500
+
+
+def _send_to_djangos_gunicorn(stack, path, request_id):
+    """GET ``path`` straight to Django's gunicorn, around nginx (as a stale address in nginx would); the status."""
+    if isinstance(stack.stack, NativeStack):
+        return request(stack.stack.backend_ports["django", "gunicorn"], "GET", path,
+                       headers={"X-Request-ID": request_id}).status
+    django = services(stack.stack.container_ids())["django"]
+    said = on_app_network(django, "python", "-c", (
+        "import http.client; c = http.client.HTTPConnection('django', 8000, timeout=10); "
+        f"c.request('GET', {path!r}, headers={{'X-Request-ID': {request_id!r}}}); print(c.getresponse().status)"))
+    return int(said.splitlines()[-1]) if said.splitlines()[-1:] and said.splitlines()[-1].isdigit() else said
+
+
+def test_gunicorn_answers_another_apps_path_itself_and_its_trace_says_which_app_and_why(stack):
+    # Before each app had a network of its own, a restart could hand Flask's
+    # old address to Django while nginx still held it (docs/findings.md): a
+    # /flask/ request then reached Django's gunicorn, which answers a path
+    # outside its SCRIPT_NAME with a 500 of its own, never calling the app.
+    if stack.server != "gunicorn":
+        pytest.skip("gunicorn's own answer; uWSGI hands such a path to the app it has (a 404 from the app)")
+    request_id = "wrong-app-" + uuid.uuid4().hex
+    assert _send_to_djangos_gunicorn(stack, "/flask/slow?ms=1", request_id) == 500
+    for _ in range(20):
+        events = hoplog.events_of(hoplog.scan(hop_log_lines(stack.stack), request_id).records)
+        if "answered_itself" in {e["event"] for e in events}:
+            break
+        time.sleep(0.25)
+    answered = [e for e in events if e["event"] == "answered_itself"]
+    assert [(e["service"], e["server"], e["status"]) for e in answered] == [("django", "gunicorn", 500)], events
+    assert "Request path '/flask/slow' does not start with SCRIPT_NAME '/django'" in answered[0]["error"]
+    assert {e["hop"] for e in events} == {"gunicorn"}  # never the app: no WSGI call, no framework
+    # gunicorn's request line carries the id too, read off the headers: it built no environ.
+    assert [e["event"] for e in events] == ["worker_picked_up", "post_request", "answered_itself"]
 
 
 #: Error responses each app sends: (method, path, status). Django refuses a

@@ -62,6 +62,9 @@ RECORDS = {
     "gunicorn": RecordKind(
         "gunicorn", "request", "wsgilab.container.gunicorn_trace (JsonLogger, post_request hook)",
         COMMON + ("worker_class", "worker_requests", "method", "path", "status", "events"), optional=SPAN),
+    "gunicorn-answer": RecordKind(
+        "gunicorn", "answered_itself", "wsgilab.container.gunicorn_trace (post_worker_init wraps handle_error)",
+        COMMON + ("status", "error")),
     "gunicorn-log": RecordKind(
         "gunicorn", "log", "wsgilab.container.gunicorn_trace.JsonErrorFormatter: boot, workers, errors",
         ("hop", "event", "service", "server", "pid", "ts_us", "level", "message"), optional=("traceback",)),
@@ -133,6 +136,9 @@ EVENTS = (
            "upstream_header_time", "upstream_response_time", "request_time_us")),
     Event("last_chunk", "wsgi", "the app's iterable was exhausted", ("chunks", "bytes")),
     Event("response_written", "gunicorn", "gunicorn wrote the response to nginx", ("status", "bytes")),
+    Event("answered_itself", "gunicorn", "gunicorn answered the request itself, for the error it names: one it "
+          "could not hand to the app (400; 500 for a path outside SCRIPT_NAME), or an app that raised before "
+          "its response began (500)", ("status", "error")),
     Event("app_raised", "wsgi", "the app raised instead of returning an iterable", ("error",)),
     Event("close", "wsgi", "the server called the iterable's close()", ("input_bytes",)),
     Event("post_request", "gunicorn", "gunicorn's post_request hook: done with the request"),

@@ -17,6 +17,15 @@ gunicorn's own ``access_log_format`` pastes header values in unescaped, so
 the line is built with ``json.dumps`` instead: nothing a client sends can end
 it early or forge a field. Error log lines (boot messages, worker timeouts,
 "Invalid request" with the client's bytes in it) become JSON the same way.
+
+Some requests gunicorn answers itself, without the app: one it cannot turn
+into an environ (400; 500 for a path outside SCRIPT_NAME, which is what a
+request sent to the wrong app gets), or one whose app raised before its
+response began (500). gunicorn has no hook for those, and its own warning
+names no request, so ``post_worker_init`` wraps the worker's
+``handle_error``: after gunicorn has answered, it writes an
+``answered_itself`` line with the request's id, the status and the error,
+and the trace says who answered and why.
 """
 
 from __future__ import annotations
@@ -64,8 +73,19 @@ class JsonLogger(Logger):
         # Called once the response is written, before the body's close().
         # Only stamp here; post_request writes the request's one line.
         req.wsgilab_written_us = now_us()
-        req.wsgilab_status = getattr(resp, "status_code", None)
+        req.wsgilab_status = _status_of(resp)
         req.wsgilab_bytes = getattr(resp, "sent", None)
+
+    def answered_itself(self, req: Any, error: BaseException) -> None:
+        """Write the line that says gunicorn answered ``req`` itself, because of ``error``."""
+        if not self.access_log_enabled:
+            return
+        line = {
+            "hop": "gunicorn", "event": "answered_itself", "service": _service(), "server": "gunicorn",
+            "request_id": request_id_in_headers(req), "pid": os.getpid(), "ts_us": now_us(),
+            "status": getattr(req, "wsgilab_status", None), "error": f"{type(error).__name__}: {error}",
+        }
+        self.access_log.info(_json_line(line))
 
     def request_line(self, worker: Any, req: Any, environ: dict) -> None:
         """Write the request's gunicorn line to the access log."""
@@ -78,7 +98,8 @@ class JsonLogger(Logger):
         events.append({"event": "post_request", "ts_us": now_us()})
         line = {
             "hop": "gunicorn", "event": "request", "service": _service(), "server": "gunicorn",
-            "request_id": request_id_of(environ or {}), "pid": os.getpid(),
+            # No environ: gunicorn refused the request before it built one.
+            "request_id": request_id_of(environ) if environ else request_id_in_headers(req), "pid": os.getpid(),
             "ts_us": req.wsgilab_picked_up_us,
             "worker_class": type(worker).__name__, "worker_requests": getattr(worker, "nr", None),
             "method": req.method, "path": req.path, "status": getattr(req, "wsgilab_status", None),
@@ -88,6 +109,26 @@ class JsonLogger(Logger):
         if trace is not None:  # the worker's span, which HopTrace opened (none with tracing off)
             line.update(trace_id=trace.trace_id, span_id=trace.server_span_id, parent_span_id=trace.server_parent_id)
         self.access_log.info(_json_line(line))
+
+
+def _status_of(resp: Any) -> int | None:
+    # A response the app started has status_code; one gunicorn makes in
+    # handle_error has only its status line ("500 Bad Request").
+    code = getattr(resp, "status_code", None)
+    if code is None and isinstance(getattr(resp, "status", None), str):
+        head = resp.status.split(" ", 1)[0]
+        code = int(head) if head.isdigit() else None
+    return code
+
+
+def request_id_in_headers(req: Any) -> str:
+    """nginx's request id as the request's headers carry it ("-" if missing or malformed).
+
+    For a request gunicorn answered before it built the environ, where
+    ``request_id_of`` has nothing to read.
+    """
+    value = next((value for name, value in req.headers if name == "X-REQUEST-ID"), "")
+    return request_id_of({"HTTP_X_REQUEST_ID": value})
 
 
 def _service() -> str:
@@ -103,3 +144,15 @@ def post_request(worker: Any, req: Any, environ: dict, resp: Any) -> None:
     """gunicorn hook: the request is done (response written, body closed)."""
     if isinstance(worker.log, JsonLogger) and hasattr(req, "wsgilab_picked_up_us"):
         worker.log.request_line(worker, req, environ)
+
+
+def post_worker_init(worker: Any) -> None:
+    """gunicorn hook: a worker is ready. Its ``handle_error`` now also writes an ``answered_itself`` line."""
+    answer = worker.handle_error
+
+    def handle_error(req: Any, client: Any, addr: Any, error: BaseException) -> None:
+        answer(req, client, addr, error)
+        if req is not None and isinstance(worker.log, JsonLogger):
+            worker.log.answered_itself(req, error)
+
+    worker.handle_error = handle_error

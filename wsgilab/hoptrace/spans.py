@@ -34,7 +34,7 @@ _FRAMEWORK = {"django": ("middleware_in", ("middleware_out",)),
               "flask": ("before_request", ("after_request", "teardown_request"))}
 
 #: Events shown inside a span rather than as spans of their own, by the hop they come from.
-_SPAN_EVENTS = {"nginx": ("nginx_error",), "wsgi": ("input_first_read", "start_response", "first_chunk",
+_SPAN_EVENTS = {"nginx": ("nginx_error",), "upstream": ("answered_itself",), "wsgi": ("input_first_read", "start_response", "first_chunk",
                                                     "last_chunk", "app_raised", "close"),
                 "app": ("app_log",)}
 
@@ -98,6 +98,7 @@ def _nginx_spans(record: dict[str, Any], events: list[dict[str, Any]], request_i
                         "http.response.status_code": int(upstream_status) if upstream_status.isdigit() else None,
                         "wsgilab.upstream_connect_time": record.get("upstream_connect_time"),
                         "wsgilab.upstream_header_time": record.get("upstream_header_time")},
+            events=[e for e in events if e["event"] in _SPAN_EVENTS["upstream"]],
             error=not upstream_status.isdigit() or int(upstream_status) >= 500))
     return spans
 
@@ -170,12 +171,14 @@ def spans_of(records: list[dict[str, Any]]) -> list[Span]:
     # What explains a record goes with it: nginx's error lines with nginx's, what the app logged with the WSGI call.
     nginx_errors = [r for r in records if r.get("hop") == "nginx" and r.get("event") == "error"]
     app_logs = [r for r in records if r.get("hop") == "app" and r.get("event") == "log"]
+    # A response the server made itself (gunicorn's answered_itself) is what the exchange got back.
+    answers = [r for r in records if r.get("hop") in SERVER_HOPS and r.get("event") == "answered_itself"]
     spans: list[Span] = []
     for record in records:
         if record.get("event") != "request" or len(str(record.get("span_id"))) != 16:
             continue  # no span: tracing was off (uWSGI writes "-"), or not a request's record
         if record["hop"] == "nginx":
-            spans += _nginx_spans(record, events_of([record, *nginx_errors]), request_id)
+            spans += _nginx_spans(record, events_of([record, *nginx_errors, *answers]), request_id)
         elif record["hop"] in SERVER_HOPS:
             spans.append(_server_span(record, events_of([record]), request_id))
         elif record["hop"] == "wsgi":

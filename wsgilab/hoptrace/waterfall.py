@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from wsgilab.trace_format import SERVER_HOPS
+
 
 class _Fields(dict):
     """An event's fields for str.format_map: a field the event lacks shows as "?"."""
@@ -35,6 +37,7 @@ _PHRASES = {
     "first_chunk": "first body chunk, {bytes} bytes",
     "last_chunk": "last body chunk: {chunks} chunks, {bytes} bytes",
     "response_written": "response written: {status}, {bytes} body bytes",
+    "answered_itself": "answered {status} itself: {error}",
     "app_raised": "the app raised {error}",
     "post_request": "post_request hook: done with the request",
 }
@@ -92,11 +95,20 @@ def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
     total = (events[-1]["ts_us"] - start) / 1000
     nginx = next((e for e in events if e["event"] == "request_received"), {})
     app = next((e for e in events if e["hop"] == "wsgi"), {})
-    status = next((e.get("status") for e in reversed(events) if e["event"] == "response_sent"), "?")
-    request = f"{nginx.get('method', '?')} {nginx.get('uri', '?')}" if nginx.get("method") else "(unparsed request)"
+    status = next((e.get("status") for e in reversed(events) if e["event"] in ("response_sent", "answered_itself")),
+                  "?")
+    if nginx.get("method"):
+        request = f"{nginx['method']} {nginx.get('uri', '?')}"
+    else:  # nginx could not parse it, or it came around nginx
+        request = "(unparsed request)" if nginx else "(no nginx record)"
     sent = next((e for e in reversed(events) if e["event"] == "response_sent"), {})
+    server = next((e for e in events if e["hop"] in SERVER_HOPS), {})
     if app:
         served = f"{app['service']} on {app['server']}"
+    elif server:
+        # The server took it up but never called the app: it answered itself
+        # (gunicorn: a request it could not turn into an environ).
+        served = f"{server['service']} on {server['server']}, which did not call the app"
     elif sent.get("upstream_protocol"):
         # nginx handed it on, and no app hop wrote a line: the worker died or
         # nginx stopped waiting first.

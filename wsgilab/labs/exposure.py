@@ -25,6 +25,12 @@ This one is about the containers, so it needs the compose stack.
   table; it never sends to an address that would leave the machine). And no
   other app is on it. Only nginx can reach a server, which is what lets
   gunicorn trust X-Forwarded-* (`FORWARDED_ALLOW_IPS`) there.
+- One network per app also keeps a request off the wrong app. Docker gives
+  a stopped container's address to the next container that starts on its
+  network, and nginx keeps a name's address up to 1 s: on one shared
+  network, restarting two apps at once could send a /flask/ request to
+  Django's server, which answers 500 (a path outside its SCRIPT_NAME).
+  docs/findings.md has the run that saw it.
 - uWSGI still must not obey whatever reaches its socket: uwsgi.ini's
   `route-if-not` guard answers 403 to a packet carrying uWSGI's magic
   variables (UWSGI_FILE=exec://... would run a shell command). The lab sends
