@@ -45,6 +45,9 @@ def check_value(kind: str, name: str, value: str) -> str:
     elif kind == "port":
         if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
             raise SettingError(f"{name} must be a TCP port, 1 to 65535, not {value!r}")
+    elif kind == "gid":
+        if not (value.isascii() and value.isdigit()) or int(value) >= 2**31:
+            raise SettingError(f"{name} must be a group id, a whole number from 0, not {value!r}")
     elif kind == "tw_reuse":
         if value not in ("0", "1", "2"):
             raise SettingError(f"{name} must be 0, 1 or 2 (net.ipv4.tcp_tw_reuse), not {value!r}")
@@ -61,7 +64,7 @@ class Setting:
     name: str
     #: The default as compose and the launcher apply it; "" where it is worked out at start (``default_text``).
     default: str
-    #: How a value is checked: count, seconds, server, wsgi_app, port, host_names, tw_reuse, or text (anything).
+    #: How a value is checked: count, seconds, server, wsgi_app, port, gid, host_names, tw_reuse, or text (anything).
     kind: str
     #: What it does to a request, for the docs.
     does: str
@@ -138,6 +141,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             nginx="sysctls: net.ipv4.tcp_tw_reuse"),
     Setting("DJANGO_SECRET_KEY", "", "text", "Django's secret key; empty means an insecure development key, "
             "with a warning on every start", "app", default_text="a development key, with a warning"),
+    Setting("WSGILAB_JAEGER_PORT", "16686", "port", "with `--profile otel` only: the host port Jaeger's UI is "
+            "published on, on 127.0.0.1 only", "compose"),
+    Setting("DOCKER_GID", "0", "gid", "with `--profile otel` only: the group that owns the Docker socket on the "
+            "host (`stat -c %g /var/run/docker.sock`), which the exporter joins to read the stack's logs through "
+            "Docker's API; 0 fits where the socket belongs to root's group", "compose"),
     Setting("PYTHON_IMAGE", "python:3.13-slim", "text", "the base image of the three app images", "compose"),
     Setting("NGINX_IMAGE", "nginx:stable", "text", "the base image of the nginx image", "compose"),
 ]}

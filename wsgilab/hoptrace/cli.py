@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from wsgilab.hoptrace.compose_tool import ComposeToolError
+from wsgilab.hoptrace.docker_api import DockerApiError
 from wsgilab.hoptrace.follow import follow
 from wsgilab.hoptrace.records import by_request, events_of, parse_line, scan
 from wsgilab.hoptrace.sources import command_lines
@@ -67,6 +68,10 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--json", action="store_true", help=as_json)
     parser.add_argument("--compose", action="store_true",
                         help="read `docker compose logs` even though stdin is not a terminal (scripts, CI)")
+    parser.add_argument("--docker-api", action="store_true",
+                        help="read the logs of the compose project hoptrace's own container is in, through the "
+                             "Docker Engine API (hoptrace in a container, with the engine's socket mounted: "
+                             "the `otel` profile)")
     parser.add_argument("--verbose", action="store_true",
                         help="say on stderr what is read: which files, stdin, or which compose tool and version "
                              "(WSGILAB_COMPOSE picks `docker compose` or `docker-compose` by hand)")
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _command_parser(command).parse_intermixed_args(argv[1:])
     try:
         return _run(command, args)
-    except ComposeToolError as error:
+    except (ComposeToolError, DockerApiError) as error:
         print(f"hoptrace: {error}", file=sys.stderr)
         return 2
 

@@ -6,7 +6,8 @@
     hoptrace export --otlp-endpoint http://127.0.0.1:4318/v1/traces
 
 Pushing: the spans go to the receiver in batches (``BATCH_REQUESTS``
-requests a POST, OTLP/JSON, ``Content-Type: application/json``), each batch
+requests a POST, OTLP/JSON, ``Content-Type: application/json``; with
+``--follow``, also whatever has waited ``PUSH_WITHIN_S``), each batch
 retried with a growing pause when the receiver is down or answers 429 or
 5xx, as the OTLP/HTTP spec asks. A batch that still fails after the last
 try is reported on stderr with how many spans it held, the command goes on
@@ -31,6 +32,9 @@ from wsgilab.hoptrace.spans import Span, spans_of
 
 #: Requests per POST to an OTLP receiver.
 BATCH_REQUESTS = 100
+#: With --follow, the longest a request waits for its batch to fill: a live
+#: view (Jaeger's) shows a request a second after it completes, not after 99 more.
+PUSH_WITHIN_S = 1.0
 #: Pauses between tries of one batch, in seconds: 4 tries in all.
 RETRY_PAUSES_S = (0.5, 1.0, 2.0)
 #: How long one POST may take.
@@ -80,6 +84,7 @@ def export(args: argparse.Namespace) -> int:
     pusher = Pusher(args.otlp_endpoint) if args.otlp_endpoint else None
     if args.follow:
         batch: list[list[Span]] = []  # each request's spans, until BATCH_REQUESTS of them go in one POST
+        batch_opened = [0.0]  # when the batch's first request came
 
         def emit(request_id: str, records: list[dict[str, Any]]) -> None:
             if args.request_id and args.request_id not in (request_id, *(r.get("trace_id") for r in records)):
@@ -88,13 +93,22 @@ def export(args: argparse.Namespace) -> int:
             if pusher is None:
                 print(json.dumps(_document(spans, args.format), separators=(",", ":")), flush=True)
                 return
+            if not batch:
+                batch_opened[0] = time.monotonic()
             batch.append(spans)
             if len(batch) >= BATCH_REQUESTS:
-                pusher.push([span for request in batch for span in request])
-                batch.clear()
+                push_batch()
+
+        def push_batch() -> None:
+            pusher.push([span for request in batch for span in request])
+            batch.clear()
+
+        def tick(now: float) -> None:
+            if batch and now - batch_opened[0] >= PUSH_WITHIN_S:
+                push_batch()
 
         try:
-            follow(command_lines(args, follow=True), 0.5, emit)
+            follow(command_lines(args, follow=True), 0.5, emit, tick if pusher is not None else None)
         except KeyboardInterrupt:
             pass
         if pusher is not None:

@@ -63,18 +63,25 @@ def _all_in(records: list[dict[str, Any]]) -> bool:
     return "nginx" in hops and servers <= hops
 
 
-def follow(lines: Iterable[str], settle_s: float, emit: Callable[[str, list[dict[str, Any]]], None]) -> int:
+def follow(lines: Iterable[str], settle_s: float, emit: Callable[[str, list[dict[str, Any]]], None],
+           tick: Callable[[float], None] | None = None) -> int:
     """Feed ``lines`` to a Follower as they arrive, emitting each request once complete.
 
     The lines are read on a thread so that a quiet input does not keep
-    finished requests waiting. Returns how many lines held no hop record.
+    finished requests waiting; if reading fails, the error is raised here
+    once what was read has been emitted. ``tick``, if given, is called with the
+    monotonic time at least every ``settle_s / 4`` (what is due by time, not
+    by input). Returns how many lines held no hop record.
     """
     arrived: queue.Queue[str | None] = queue.Queue(maxsize=10_000)
+    failed: list[Exception] = []  # why the input ended, if it broke: raised here, not lost with the thread
 
     def read() -> None:
         try:
             for line in lines:
                 arrived.put(line)
+        except Exception as error:  # noqa: BLE001 (re-raised below, in the caller's thread)
+            failed.append(error)
         finally:
             arrived.put(None)
 
@@ -92,6 +99,10 @@ def follow(lines: Iterable[str], settle_s: float, emit: Callable[[str, list[dict
             follower.feed(line, now)
         for request_id, records in follower.due(now):
             emit(request_id, records)
+        if tick is not None:
+            tick(now)
     for request_id, records in follower.due(time.monotonic(), everything=True):
         emit(request_id, records)
+    if failed:
+        raise failed[0]
     return follower.skipped

@@ -1,10 +1,11 @@
-"""Where hoptrace's log lines come from: files, stdin, ``docker compose logs``, or ``docker logs``.
+"""Where hoptrace's log lines come from: files, stdin, ``docker compose logs``, ``docker logs``, or Docker's API.
 
 With neither files nor a pipe (stdin a terminal), or with ``--compose``,
 hoptrace runs ``docker compose logs`` itself in the current directory's
 compose project (``--follow`` for ``hoptrace follow``), with the compose tool
 ``wsgilab.hoptrace.compose_tool`` picks for hoptrace, the labs and the test
-stacks alike.
+stacks alike. With ``--docker-api`` (hoptrace in a container, which has no
+docker CLI) it asks the engine itself (``wsgilab.hoptrace.docker_api``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from typing import TextIO
 
+from wsgilab.hoptrace import docker_api as docker_api_source
 from wsgilab.hoptrace.compose_tool import compose_command, describe
 
 
@@ -27,8 +29,8 @@ def compose_logs(*options: str) -> Iterator[str]:
 
 
 def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: bool = False,
-                verbose: bool = False) -> Iterator[str]:
-    """The lines to read: the files in turn, else stdin, else ``docker compose logs``.
+                verbose: bool = False, docker_api: bool = False) -> Iterator[str]:
+    """The lines to read: the files in turn, else Docker's API if asked, else stdin, else ``docker compose logs``.
 
     With ``verbose``, say on stderr which it is (and which compose tool, at which version).
     """
@@ -41,6 +43,12 @@ def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: 
             say(name)
             with open(name, errors="replace") as handle:
                 yield from handle
+    elif docker_api:
+        project = docker_api_source.own_project()
+        say(f"the logs of compose project {project} through the Docker Engine API at "
+            f"{docker_api_source.socket_path()}")
+        yield from docker_api_source.project_lines(project, follow=follow,
+                                                   leave_out=(docker_api_source.own_container_id(),))
     elif compose or stdin.isatty():
         options = ("--follow", "--tail", "0") if follow else ()
         if verbose:
@@ -55,7 +63,8 @@ def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: 
 
 def command_lines(args: argparse.Namespace, follow: bool = False) -> Iterator[str]:
     """The lines a hoptrace command reads, by its arguments (``files``, ``--compose``, ``--verbose``)."""
-    return input_lines(args.files, sys.stdin, follow=follow, compose=args.compose, verbose=args.verbose)
+    return input_lines(args.files, sys.stdin, follow=follow, compose=args.compose, verbose=args.verbose,
+                       docker_api=args.docker_api)
 
 
 def compose_container_ids() -> list[str]:

@@ -1,0 +1,193 @@
+"""The `otel` compose profile: hoptrace inside the stack pushes every request's trace to Jaeger.
+
+Compose tier only. The profile stays out of the default `up`, and only its
+exporter gets Docker's socket. The exporter is the profile's own service, as
+docker-compose.yml defines it (its command, the socket, DOCKER_GID, the otel
+network). No registry can be reached where CI runs, so Jaeger's image is
+usually missing: then a small OTLP/HTTP receiver of our own takes Jaeger's
+name on the otel network, and what it receives is decoded with
+OpenTelemetry's protocol definitions. The Jaeger part runs where its image is.
+"""
+
+import copy
+import json
+import os
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from lab_http import get
+from lab_stacks import APPS, REPO, wait_until_served
+from test_trace_context import _decoded, _spans, _tree_problems
+
+from wsgilab.hoptrace.compose_tool import compose_command
+
+ONLY_TIERS = ("compose",)
+
+JAEGER_IMAGE = "jaegertracing/jaeger:2.13.0"
+SOCKET = "/var/run/docker.sock"
+
+#: An OTLP/HTTP receiver in a few lines: prints each POST's body as one line, answers 200.
+RECEIVER = """
+import http.server, sys
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        print(self.path, self.headers["Content-Type"], body.decode(), flush=True)
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"{}")
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 4318), Receiver).serve_forever()
+"""
+
+
+def _config(*profile):
+    done = subprocess.run([*compose_command(), *profile, "config", "--format", "json"], cwd=REPO,
+                          capture_output=True, text=True)
+    if done.returncode != 0 and "format" in done.stderr:
+        pytest.skip("this compose tool has no `config --format json` (docker-compose v1)")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["services"]
+
+
+def test_the_otel_profile_stays_out_of_the_default_up_and_only_its_exporter_gets_the_docker_socket():
+    assert sorted(_config()) == ["django", "flask", "nginx", "raw"]
+    services = _config("--profile", "otel")
+    assert sorted(services) == ["django", "flask", "jaeger", "nginx", "otel-export", "raw"]
+    with_socket = sorted(name for name, service in services.items()
+                         if any(volume.get("source") == SOCKET for volume in service.get("volumes", [])))
+    assert with_socket == ["otel-export"]
+    exporter = services["otel-export"]
+    assert "user" not in exporter  # the image's own non-root user, plus the socket's group only
+    assert exporter["group_add"] == ["0"] and exporter["networks"] == {"otel": None}
+    assert exporter["command"][-2:] == ["--otlp-endpoint", "http://jaeger:4318/v1/traces"]
+    assert "--docker-api" in exporter["command"] and "ports" not in exporter
+    assert [(port["host_ip"], port["target"]) for port in services["jaeger"]["ports"]] == [("127.0.0.1", 16686)]
+
+
+class _Profile:
+    """The otel profile's services in the test project, with the socket's real group; removed by ``close``."""
+
+    def __init__(self, stack, docker_gid):
+        self.stack = stack
+        self.env = {**stack.environment(stack.servers), "DOCKER_GID": str(docker_gid)}
+        self.network = f"{stack.project}_otel"
+        self.receiver = f"{stack.project}-otlp-receiver"
+
+    def compose(self, *args, check=True):
+        done = subprocess.run([*self.stack.compose, "--project-name", self.stack.project, "--profile", "otel",
+                               *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=300)
+        assert not check or done.returncode == 0, done.stderr
+        return done
+
+    def close(self):
+        subprocess.run(["docker", "rm", "-f", self.receiver], capture_output=True)
+        self.compose("rm", "--stop", "--force", "otel-export", "jaeger", check=False)
+        subprocess.run(["docker", "network", "rm", self.network], capture_output=True)
+
+
+@pytest.fixture
+def profile(tier_stack):
+    tier_stack.use(tier_stack.servers or {app: "gunicorn" for app in APPS})
+    started = _Profile(tier_stack, os.stat(SOCKET).st_gid)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def _only_trace(document, trace_id):
+    """The part of an OTLP/JSON document that is one trace's spans (a batch may hold several)."""
+    kept = copy.deepcopy(document)
+    for resource in kept["resourceSpans"]:
+        for scope in resource["scopeSpans"]:
+            scope["spans"] = [span for span in scope["spans"] if span["traceId"] == trace_id]
+        resource["scopeSpans"] = [scope for scope in resource["scopeSpans"] if scope["spans"]]
+    kept["resourceSpans"] = [resource for resource in kept["resourceSpans"] if resource["scopeSpans"]]
+    return kept
+
+
+def _received(receiver):
+    """(path, content type, OTLP/JSON document) of each POST the receiver has printed."""
+    out = subprocess.run(["docker", "logs", receiver], capture_output=True, text=True).stdout
+    return [(path, kind, json.loads(body)) for path, kind, body in
+            (line.split(" ", 2) for line in out.splitlines() if line.startswith("/"))]
+
+
+def _wait_for_traces(profile, trace_ids, seconds=20.0):
+    """The POSTs received once every one of ``trace_ids`` has come (or ``seconds`` passed)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        posts = _received(profile.receiver)
+        pushed = {span["traceId"] for _, _, document in posts for resource in document["resourceSpans"]
+                  for scope in resource["scopeSpans"] for span in scope["spans"]}
+        if set(trace_ids) <= pushed or time.monotonic() > deadline:
+            return posts
+        time.sleep(0.5)
+
+
+def _check_pushed(posts, app, trace_id):
+    parts = [_only_trace(document, trace_id) for _, _, document in posts]
+    whole = {"resourceSpans": [resource for part in parts for resource in part["resourceSpans"]]}
+    assert whole["resourceSpans"], f"/{app}/'s trace {trace_id} never reached the receiver"
+    request = _decoded(whole)
+    assert {f"GET /{app}/", "WSGI app(environ, start_response)"} <= set(_spans(request)), app
+    assert _tree_problems(request, b"") == [], app
+
+
+def test_the_exporter_in_the_stack_pushes_every_request_to_the_otlp_endpoint_within_seconds(profile):
+    # Starting otel-export alone (no Jaeger) makes the otel network; the receiver then takes Jaeger's name on it.
+    profile.compose("up", "-d", "--no-deps", "otel-export")
+    subprocess.run(["docker", "run", "-d", "--name", profile.receiver, "--network", profile.network,
+                    "--network-alias", "jaeger", "wsgi-lab/raw:local", "python", "-c", RECEIVER],
+                   check=True, capture_output=True)
+    time.sleep(1.0)  # the exporter follows the logs from the moment it started, the receiver listens
+    traces = {app: get(profile.stack.port, f"/{app}/").header("X-Request-ID") for app in APPS}
+    posts = _wait_for_traces(profile, traces.values())
+    assert posts, profile.compose("logs", "otel-export").stdout[-2000:]
+    assert {(path, kind) for path, kind, _ in posts} == {("/v1/traces", "application/json")}
+    for app, trace_id in traces.items():
+        _check_pushed(posts, app, trace_id)
+    # A restarted app is followed again, from its first new line.
+    profile.stack.run("restart", "raw")
+    profile.stack.use(profile.stack.servers)
+    wait_until_served(profile.stack.port, {"raw": profile.stack.servers["raw"]})
+    after = get(profile.stack.port, "/raw/").header("X-Request-ID")
+    _check_pushed(_wait_for_traces(profile, [after]), "raw", after)
+
+
+def test_hoptrace_runs_in_the_exporters_image_without_python_on_the_host(profile):
+    request_id = get(profile.stack.port, "/flask/").header("X-Request-ID")
+    time.sleep(1.0)  # every hop has written its line
+    done = profile.compose("run", "--rm", "--no-deps", "-T", "otel-export",
+                           "python", "-m", "wsgilab.hoptrace", "show", request_id, "--docker-api")
+    assert done.stdout.startswith(f"{request_id}  GET /flask/  200"), done.stdout + done.stderr
+    assert "view" in done.stdout and "nginx" in done.stdout
+
+
+def test_the_exporter_says_how_to_fix_a_docker_socket_it_may_not_open(profile):
+    profile.env["DOCKER_GID"] = str(os.stat(SOCKET).st_gid + 1)  # a group, not the socket's
+    done = profile.compose("run", "--rm", "--no-deps", "-T", "otel-export", check=False)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "permission denied" in done.stderr and "set DOCKER_GID" in done.stderr, done.stderr
+
+
+def test_jaeger_shows_a_request_the_stack_served(profile):
+    if subprocess.run(["docker", "image", "inspect", JAEGER_IMAGE], capture_output=True).returncode != 0:
+        pytest.skip(f"no {JAEGER_IMAGE} image here, and no registry to pull it from: the exporter's push is "
+                    "tested against an OTLP receiver of our own instead")
+    port = int(profile.env.get("WSGILAB_JAEGER_PORT", "16686"))
+    profile.compose("up", "-d", "jaeger", "otel-export")
+    time.sleep(2.0)
+    trace_id = get(profile.stack.port, "/django/").header("X-Request-ID")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/traces/{trace_id}", timeout=5) as reply:
+                spans = json.load(reply)["data"][0]["spans"]
+                break
+        except (OSError, KeyError, IndexError):
+            assert time.monotonic() < deadline, f"Jaeger never showed trace {trace_id}"
+            time.sleep(1.0)
+    assert "GET /django/" in {span["operationName"] for span in spans}

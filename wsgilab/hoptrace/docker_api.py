@@ -1,0 +1,220 @@
+"""The compose project's logs through the Docker Engine API, for a hoptrace that runs in a container.
+
+A container of the app image has no docker CLI, so ``hoptrace --docker-api``
+(the ``otel`` compose profile's exporter) asks the engine itself: HTTP over
+its unix socket (``DOCKER_HOST=unix://...``, else ``/var/run/docker.sock``),
+three calls of the Engine API:
+
+- ``GET /containers/{own id}/json``: the compose project this container is
+  part of (its ``com.docker.compose.project`` label; a container's host
+  name is its short id);
+- ``GET /containers/json?all=1&filters=...``: that project's containers;
+- ``GET /containers/{id}/logs?stdout=1&stderr=1``: one container's lines, as
+  ``docker logs`` prints them. Without a TTY the engine frames the stream:
+  an 8-byte header (stream: 1 stdout, 2 stderr; then the payload's length,
+  big-endian, in bytes 4 to 7) before each piece of output.
+
+Paths carry no API version: the engine answers in its own, and the fields
+read here have not changed since API 1.24.
+
+Whoever reaches that socket controls the engine, and so the host: keep it
+out of every container but the one that needs it (docs/tracing.md says what
+the ``otel`` profile grants, and why the default ``up`` does not).
+"""
+
+from __future__ import annotations
+
+import calendar
+import http.client
+import json
+import os
+import queue
+import socket
+import struct
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+#: How often a follower looks for containers that were (re)created since.
+RELIST_S = 2.0
+
+
+class DockerApiError(RuntimeError):
+    """The engine cannot be reached, or refused; the message says what to do."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        #: The engine's HTTP status, when it answered.
+        self.status = status
+
+
+def socket_path() -> str:
+    """The engine's unix socket: ``DOCKER_HOST`` when it names one, else the default."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        return host[len("unix://"):]
+    if host:
+        raise DockerApiError(f"DOCKER_HOST={host!r}: hoptrace reads the engine over a unix socket only")
+    return "/var/run/docker.sock"
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float | None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def _open(path: str, timeout: float | None = 10.0) -> http.client.HTTPResponse:
+    where = socket_path()
+    connection = _UnixConnection(where, timeout)
+    try:
+        connection.request("GET", path)
+        reply = connection.getresponse()
+    except PermissionError:
+        raise DockerApiError(
+            f"cannot open {where}: permission denied. Its group must be one of this process's: set DOCKER_GID "
+            f"to it (`stat -c %g {where}` on the host)") from None
+    except FileNotFoundError:
+        raise DockerApiError(f"no Docker socket at {where}: mount it (-v {where}:{where})") from None
+    except OSError as error:
+        raise DockerApiError(f"cannot talk to the Docker engine at {where}: {error}") from None
+    if reply.status != 200:
+        said = reply.read(500).decode("utf-8", "replace").strip()
+        raise DockerApiError(f"the Docker engine answered GET {path.split('?')[0]} with {reply.status}: {said}",
+                             reply.status)
+    return reply
+
+
+def _json(path: str) -> Any:
+    return json.loads(_open(path).read())
+
+
+def own_project() -> str:
+    """The compose project of the container this process runs in; DockerApiError outside one."""
+    me = socket.gethostname()
+    try:
+        labels = _json(f"/containers/{urllib.parse.quote(me)}/json")["Config"]["Labels"] or {}
+    except DockerApiError as error:
+        if error.status != 404:
+            raise
+        raise DockerApiError(f"{error}: --docker-api reads the project of the container hoptrace runs in, "
+                             "and this is none (on the host, hoptrace reads `docker compose logs`)") from None
+    project = labels.get("com.docker.compose.project")
+    if not project:
+        raise DockerApiError(f"container {me!r} is not part of a compose project")
+    return project
+
+
+def project_containers(project: str) -> list[tuple[str, str, str]]:
+    """(id, service, state) of each container of compose project ``project``, oldest first."""
+    filters = json.dumps({"label": [f"com.docker.compose.project={project}"]})
+    listed = _json(f"/containers/json?all=1&filters={urllib.parse.quote(filters)}")
+    listed.sort(key=lambda container: container.get("Created", 0))
+    return [(c["Id"], (c.get("Labels") or {}).get("com.docker.compose.service", ""), c.get("State", ""))
+            for c in listed]
+
+
+def _frames(reply: http.client.HTTPResponse) -> Iterator[bytes]:
+    """The payloads of a framed log stream, as they come."""
+    while True:
+        header = reply.read(8)
+        if len(header) < 8:
+            return
+        (size,) = struct.unpack(">I", header[4:])
+        payload = reply.read(size)
+        if not payload:
+            return
+        yield payload
+
+
+def _stamped_lines(reply: http.client.HTTPResponse) -> Iterator[tuple[str, str]]:
+    """(the engine's timestamp, the line) for each line of a framed log stream asked for with timestamps."""
+    pending = b""  # a line whose end has not come yet (payloads need not end at a line's end)
+    for payload in _frames(reply):
+        pending += payload
+        *whole, pending = pending.split(b"\n")
+        for line in whole:
+            stamp, _, text = line.decode("utf-8", "replace").partition(" ")
+            yield stamp, text + "\n"
+    if pending:
+        stamp, _, text = pending.decode("utf-8", "replace").partition(" ")
+        yield stamp, text + "\n"
+
+
+def _just_after(stamp: str) -> str:
+    """The engine's RFC 3339 timestamp ("2026-11-26T17:45:01.123456789Z") plus 1 ns, as ``since`` takes it."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    nanoseconds = int(fraction.ljust(9, "0")[:9] or 0) + 1
+    return f"{seconds + nanoseconds // 10**9}.{nanoseconds % 10**9:09d}"
+
+
+def container_lines(container: str, follow: bool = False, since: str = "",
+                    stamps: list[str] | None = None) -> Iterator[str]:
+    """The lines ``container`` wrote (stdout and stderr, as written); with ``follow``, then each new one.
+
+    ``since``: only lines written after that moment (``_just_after``'s form).
+    ``stamps``: if given, its one item is kept at the last line's timestamp.
+    """
+    query = f"stdout=1&stderr=1&timestamps=1&follow={int(follow)}" + (f"&since={since}" if since else "")
+    reply = _open(f"/containers/{container}/logs?{query}", timeout=None if follow else 30.0)
+    for stamp, line in _stamped_lines(reply):
+        if stamps is not None:
+            stamps[:] = [stamp]
+        yield line
+
+
+def project_lines(project: str, follow: bool = False, leave_out: tuple[str, ...] = ()) -> Iterator[str]:
+    """Every line the containers of ``project`` wrote, one container after another.
+
+    With ``follow``, the lines written from now on instead, as they come, from
+    every running container of the project: those that start later or
+    restart too (looked for every RELIST_S seconds, and read from the first
+    line not yet read). ``leave_out``: container ids not to read (the reader's own).
+    """
+    if not follow:
+        for container, _, _ in project_containers(project):
+            if container not in leave_out:
+                yield from container_lines(container)
+        return
+    lines: queue.Queue[str] = queue.Queue()
+    followed: set[str] = set(leave_out)
+    from_now = f"{time.time():.9f}"
+    last_stamp: dict[str, list[str]] = {}  # per container, the timestamp of the last line read
+
+    def pump(container: str) -> None:
+        stamps = last_stamp.setdefault(container, [])
+        try:
+            for line in container_lines(container, follow=True,
+                                        since=_just_after(stamps[0]) if stamps else from_now, stamps=stamps):
+                lines.put(line)
+        except (DockerApiError, OSError, http.client.HTTPException):
+            pass  # the container went away
+        followed.discard(container)  # its stream ended (it stopped): the next look finds it if it runs again
+
+    def look() -> None:
+        for container, _, state in project_containers(project):
+            if state == "running" and container not in followed:
+                followed.add(container)
+                threading.Thread(target=pump, args=(container,), daemon=True).start()
+
+    look()
+    next_look = time.monotonic() + RELIST_S
+    while True:
+        try:
+            yield lines.get(timeout=max(0.0, next_look - time.monotonic()))
+        except queue.Empty:
+            look()
+            next_look = time.monotonic() + RELIST_S
+
+
+def own_container_id() -> str:
+    """The full id of the container this process runs in."""
+    return _json(f"/containers/{urllib.parse.quote(socket.gethostname())}/json")["Id"]
