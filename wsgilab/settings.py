@@ -143,7 +143,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "with a warning on every start", "app", default_text="a development key, with a warning"),
     Setting("WSGILAB_JAEGER_PORT", "16686", "port", "with `--profile otel` only: the host port Jaeger's UI is "
             "published on, on 127.0.0.1 only", "compose"),
-    Setting("DOCKER_GID", "0", "gid", "with `--profile otel` only: the group that owns the Docker socket on the "
+    Setting("WSGILAB_VIEWER_PORT", "8081", "port", "with `--profile viewer` only: the host port `hoptrace web` "
+            "is published on, on 127.0.0.1 only", "compose"),
+    Setting("DOCKER_GID", "0", "gid", "with `--profile otel` or `viewer` only: the group that owns the Docker socket on the "
             "host (`stat -c %g /var/run/docker.sock`), which the exporter joins to read the stack's logs through "
             "Docker's API; 0 fits where the socket belongs to root's group", "compose"),
     Setting("PYTHON_IMAGE", "python:3.13-slim", "text", "the base image of the three app images", "compose"),

@@ -7,6 +7,7 @@
     hoptrace stats                                # per-hop latency percentiles over the logs read
     hoptrace export --id 3f9c...                  # the trace as OTLP/JSON (--format chrome: Perfetto opens it)
     hoptrace export --otlp-endpoint URL           # every request in the logs, pushed to an OTLP receiver
+    hoptrace web                                  # every request's waterfall in the browser, live (:8081)
     hoptrace lab list                             # failure labs: trigger one, see which hop acts, and why
 
 Each command reads the log files named after it, or stdin, or, with neither
@@ -52,6 +53,13 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--otlp-endpoint", metavar="URL",
                             help="POST the spans to this OTLP/HTTP receiver (e.g. http://127.0.0.1:4318/v1/traces) "
                                  "instead of printing them")
+    elif command == "web":
+        parser.description = ("Serve a page with every request's waterfall, live, on 127.0.0.1:8081 (the logs "
+                              "so far, then each request as it completes).")
+        parser.add_argument("--port", type=int, default=8081, help="the port to serve on (default 8081)")
+        parser.add_argument("--host", default="127.0.0.1",
+                            help="the address to serve on (default 127.0.0.1; in a container, its own address)")
+        parser.add_argument("--settle", type=float, default=0.5, metavar="SECONDS", help=argparse.SUPPRESS)
     elif command == "follow":
         parser.description = "Print each request's path as it completes (live with `docker compose logs -f`)."
         parser.add_argument("--settle", type=float, default=0.5, metavar="SECONDS",
@@ -78,7 +86,7 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = ("show", "follow", "stats", "export", "lab")
+COMMANDS = ("show", "follow", "stats", "export", "web", "lab")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +132,16 @@ def _run(command: str, args: argparse.Namespace) -> int:
         from wsgilab.hoptrace.export_cli import export  # only when asked for
 
         return export(args)
+
+    if command == "web":
+        from wsgilab.hoptrace.web import serve  # only when asked for
+
+        print(f"hoptrace web: http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
+        try:
+            serve(command_lines(args, follow=True, history=True), args.host, args.port, args.settle)
+        except KeyboardInterrupt:
+            pass
+        return 0
 
     if command == "follow":
         def emit(request_id: str, records: list[dict[str, Any]]) -> None:

@@ -171,13 +171,15 @@ def container_lines(container: str, follow: bool = False, since: str = "",
         yield line
 
 
-def project_lines(project: str, follow: bool = False, leave_out: tuple[str, ...] = ()) -> Iterator[str]:
+def project_lines(project: str, follow: bool = False, leave_out: tuple[str, ...] = (),
+                  history: bool = False) -> Iterator[str]:
     """Every line the containers of ``project`` wrote, one container after another.
 
     With ``follow``, the lines written from now on instead, as they come, from
     every running container of the project: those that start later or
     restart too (looked for every RELIST_S seconds, and read from the first
-    line not yet read). ``leave_out``: container ids not to read (the reader's own).
+    line not yet read); with ``history`` too, each container's lines so far
+    first. ``leave_out``: container ids not to read (the reader's own).
     """
     if not follow:
         for container, _, _ in project_containers(project):
@@ -186,7 +188,7 @@ def project_lines(project: str, follow: bool = False, leave_out: tuple[str, ...]
         return
     lines: queue.Queue[str] = queue.Queue()
     followed: set[str] = set(leave_out)
-    from_now = f"{time.time():.9f}"
+    from_now = "" if history else f"{time.time():.9f}"
     last_stamp: dict[str, list[str]] = {}  # per container, the timestamp of the last line read
 
     def pump(container: str) -> None:

@@ -29,8 +29,11 @@ def compose_logs(*options: str) -> Iterator[str]:
 
 
 def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: bool = False,
-                verbose: bool = False, docker_api: bool = False) -> Iterator[str]:
+                verbose: bool = False, docker_api: bool = False, history: bool = False) -> Iterator[str]:
     """The lines to read: the files in turn, else Docker's API if asked, else stdin, else ``docker compose logs``.
+
+    ``follow`` reads the logs from now on as they are written; with ``history``
+    too, the lines written so far first.
 
     With ``verbose``, say on stderr which it is (and which compose tool, at which version).
     """
@@ -47,10 +50,10 @@ def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: 
         project = docker_api_source.own_project()
         say(f"the logs of compose project {project} through the Docker Engine API at "
             f"{docker_api_source.socket_path()}")
-        yield from docker_api_source.project_lines(project, follow=follow,
+        yield from docker_api_source.project_lines(project, follow=follow, history=history,
                                                    leave_out=(docker_api_source.own_container_id(),))
     elif compose or stdin.isatty():
-        options = ("--follow", "--tail", "0") if follow else ()
+        options = ("--follow",) if follow and history else ("--follow", "--tail", "0") if follow else ()
         if verbose:
             command = compose_command()
             say(f"the logs of the current directory's compose project, with {describe(command)} "
@@ -61,10 +64,10 @@ def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: 
         yield from stdin
 
 
-def command_lines(args: argparse.Namespace, follow: bool = False) -> Iterator[str]:
+def command_lines(args: argparse.Namespace, follow: bool = False, history: bool = False) -> Iterator[str]:
     """The lines a hoptrace command reads, by its arguments (``files``, ``--compose``, ``--verbose``)."""
     return input_lines(args.files, sys.stdin, follow=follow, compose=args.compose, verbose=args.verbose,
-                       docker_api=args.docker_api)
+                       docker_api=args.docker_api, history=history)
 
 
 def compose_container_ids() -> list[str]:

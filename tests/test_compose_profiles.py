@@ -1,7 +1,7 @@
-"""The `otel` compose profile: hoptrace inside the stack pushes every request's trace to Jaeger.
+"""The compose profiles: `otel` (hoptrace in the stack pushes every trace to Jaeger) and `viewer` (`hoptrace web`).
 
-Compose tier only. The profile stays out of the default `up`, and only its
-exporter gets Docker's socket. The exporter is the profile's own service, as
+Compose tier only. The profiles stay out of the default `up`, and only their
+hoptrace services get Docker's socket. The exporter is the profile's own service, as
 docker-compose.yml defines it (its command, the socket, DOCKER_GID, the otel
 network). No registry can be reached where CI runs, so Jaeger's image is
 usually missing: then a small OTLP/HTTP receiver of our own takes Jaeger's
@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 from lab_http import get
-from lab_stacks import APPS, REPO, wait_until_served
+from lab_stacks import APPS, REPO, free_port, wait_until_served
 from test_trace_context import _decoded, _spans, _tree_problems
 
 from wsgilab.hoptrace.compose_tool import compose_command
@@ -51,23 +51,26 @@ def _config(*profile):
     return json.loads(done.stdout)["services"]
 
 
-def test_the_otel_profile_stays_out_of_the_default_up_and_only_its_exporter_gets_the_docker_socket():
+def test_the_profiles_stay_out_of_the_default_up_and_only_their_hoptrace_services_get_the_docker_socket():
     assert sorted(_config()) == ["django", "flask", "nginx", "raw"]
-    services = _config("--profile", "otel")
-    assert sorted(services) == ["django", "flask", "jaeger", "nginx", "otel-export", "raw"]
+    services = _config("--profile", "otel", "--profile", "viewer")
+    assert sorted(services) == ["django", "flask", "jaeger", "nginx", "otel-export", "raw", "viewer"]
     with_socket = sorted(name for name, service in services.items()
                          if any(volume.get("source") == SOCKET for volume in service.get("volumes", [])))
-    assert with_socket == ["otel-export"]
+    assert with_socket == ["otel-export", "viewer"]
+    for name in with_socket:  # the image's own non-root user, plus the socket's group only
+        assert "user" not in services[name] and services[name]["group_add"] == ["0"], name
+        assert "--docker-api" in services[name]["command"], name
     exporter = services["otel-export"]
-    assert "user" not in exporter  # the image's own non-root user, plus the socket's group only
-    assert exporter["group_add"] == ["0"] and exporter["networks"] == {"otel": None}
+    assert exporter["networks"] == {"otel": None} and "ports" not in exporter
     assert exporter["command"][-2:] == ["--otlp-endpoint", "http://jaeger:4318/v1/traces"]
-    assert "--docker-api" in exporter["command"] and "ports" not in exporter
-    assert [(port["host_ip"], port["target"]) for port in services["jaeger"]["ports"]] == [("127.0.0.1", 16686)]
+    published = {name: [(port["host_ip"], port["target"]) for port in service.get("ports", [])]
+                 for name, service in services.items()}
+    assert published["jaeger"] == [("127.0.0.1", 16686)] and published["viewer"] == [("127.0.0.1", 8081)]
 
 
 class _Profile:
-    """The otel profile's services in the test project, with the socket's real group; removed by ``close``."""
+    """The profiles' services in the test project, with the socket's real group; removed by ``close``."""
 
     def __init__(self, stack, docker_gid):
         self.stack = stack
@@ -77,14 +80,16 @@ class _Profile:
 
     def compose(self, *args, check=True):
         done = subprocess.run([*self.stack.compose, "--project-name", self.stack.project, "--profile", "otel",
-                               *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=300)
+                               "--profile", "viewer", *args],
+                              cwd=REPO, env=self.env, capture_output=True, text=True, timeout=300)
         assert not check or done.returncode == 0, done.stderr
         return done
 
     def close(self):
         subprocess.run(["docker", "rm", "-f", self.receiver], capture_output=True)
-        self.compose("rm", "--stop", "--force", "otel-export", "jaeger", check=False)
-        subprocess.run(["docker", "network", "rm", self.network], capture_output=True)
+        self.compose("rm", "--stop", "--force", "otel-export", "jaeger", "viewer", check=False)
+        for network in (self.network, f"{self.stack.project}_viewer"):
+            subprocess.run(["docker", "network", "rm", network], capture_output=True)
 
 
 @pytest.fixture
@@ -191,3 +196,32 @@ def test_jaeger_shows_a_request_the_stack_served(profile):
             assert time.monotonic() < deadline, f"Jaeger never showed trace {trace_id}"
             time.sleep(1.0)
     assert "GET /django/" in {span["operationName"] for span in spans}
+
+
+def test_the_viewer_profile_serves_the_page_and_each_request_on_loopback(profile):
+    port = free_port()
+    profile.env["WSGILAB_VIEWER_PORT"] = str(port)
+    profile.compose("up", "-d", "--no-deps", "viewer")
+    page = _until_answers(f"http://127.0.0.1:{port}/")
+    assert b'<script src="/viewer.js"' in page
+    request_id = get(profile.stack.port, "/django/").header("X-Request-ID")
+    deadline = time.monotonic() + 20
+    while True:
+        listed = json.loads(_until_answers(f"http://127.0.0.1:{port}/api/requests"))
+        if request_id in [request["request_id"] for request in listed]:
+            break
+        assert time.monotonic() < deadline, f"{request_id} never showed in the viewer"
+        time.sleep(0.5)
+    detail = json.loads(_until_answers(f"http://127.0.0.1:{port}/api/requests/{request_id}"))
+    assert detail["heading"].startswith(f"{request_id}  GET /django/  200")
+
+
+def _until_answers(url, seconds=20.0):
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                return reply.read()
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.3)

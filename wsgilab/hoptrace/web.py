@@ -1,0 +1,243 @@
+"""``hoptrace web``: every request's waterfall in the browser, live.
+
+A small HTTP server (the standard library's; one page, three JSON calls and
+a stream) over the same reading of the logs as ``hoptrace show``:
+
+- ``/``: the page (``web_assets/``: HTML, CSS, JavaScript, all served from
+  here, nothing from a CDN);
+- ``/api/requests``: the requests read so far, newest first, one summary
+  each (method, path, status, duration, app, server);
+- ``/api/requests/ID``: one request as ``hoptrace show --json`` prints it,
+  plus each event's line of ``hoptrace show`` and the spans the bars are
+  drawn from (``hoptrace export``'s);
+- ``/api/export/ID?format=otlp|chrome``: ``hoptrace export --id ID``'s file;
+- ``/api/stats?id=...``: ``hoptrace stats --json`` over the requests named;
+- ``/api/stream``: server-sent events, one summary per request as it completes.
+
+The server binds 127.0.0.1 unless told otherwise (the compose profile binds
+its container's address, published on the host's loopback only). Every
+response forbids scripts from anywhere but the page's own file
+(Content-Security-Policy), and the page writes log text with
+``textContent`` only: a path or header a client chose is shown, never run.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import urllib.parse
+from collections import OrderedDict
+from collections.abc import Iterable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+
+from wsgilab.hoptrace.export import to_chrome, to_otlp
+from wsgilab.hoptrace.follow import follow
+from wsgilab.hoptrace.records import events_of
+from wsgilab.hoptrace.spans import spans_of
+from wsgilab.hoptrace.stats import collect, summarise
+from wsgilab.hoptrace.waterfall import describe, render_waterfall
+from wsgilab.trace_format import HOPS, SERVER_HOPS
+
+#: The requests kept in memory, newest last; older ones are let go.
+KEEP_REQUESTS = 5000
+#: The page's files, and their types.
+ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
+          "/viewer.js": ("viewer.js", "text/javascript; charset=utf-8"),
+          "/viewer.css": ("viewer.css", "text/css; charset=utf-8")}
+#: Sent with every response: scripts and styles from this server only, no framing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def summary(request_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """One line of the page's list: what ``hoptrace show``'s heading says, as fields."""
+    received = next((e for e in events if e["event"] == "request_received"), {})
+    sent = next((e for e in reversed(events) if e["event"] in ("response_sent", "answered_itself")), {})
+    served = next((e for e in events if e["hop"] == "wsgi"), None) or next(
+        (e for e in events if e["hop"] in SERVER_HOPS), {})
+    uri = str(received.get("uri") or "")
+    return {
+        "request_id": request_id,
+        "ts_us": events[0]["ts_us"] if events else 0,
+        "method": received.get("method") or "",
+        "uri": uri,
+        "path": uri.split("?", 1)[0],
+        "status": sent.get("status"),
+        "duration_ms": round((events[-1]["ts_us"] - events[0]["ts_us"]) / 1000, 3) if events else 0.0,
+        "app": served.get("service") or "",
+        "server": served.get("server") or "",
+        "heading": render_waterfall(request_id, events).splitlines()[0],
+    }
+
+
+class Store:
+    """The requests read so far (the newest KEEP_REQUESTS), and who is waiting to hear of new ones."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self.summaries: dict[str, dict[str, Any]] = {}
+        self.listeners: list[queue.Queue[dict[str, Any]]] = []
+
+    def add(self, request_id: str, records: list[dict[str, Any]]) -> None:
+        """Take one complete request (``follow``'s emit); a request seen again gets its new records too."""
+        with self.lock:
+            records = self.requests.pop(request_id, []) + records
+            self.requests[request_id] = records
+            shown = self.summaries[request_id] = summary(request_id, events_of(records))
+            while len(self.requests) > KEEP_REQUESTS:
+                gone, _ = self.requests.popitem(last=False)
+                self.summaries.pop(gone, None)
+            listeners = list(self.listeners)
+        for listener in listeners:
+            listener.put(shown)
+
+    def listen(self) -> queue.Queue[dict[str, Any]]:
+        listener: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1000)
+        with self.lock:
+            self.listeners.append(listener)
+        return listener
+
+    def forget(self, listener: queue.Queue[dict[str, Any]]) -> None:
+        with self.lock:
+            self.listeners.remove(listener)
+
+    def newest_first(self) -> list[dict[str, Any]]:
+        """The summaries by when each request came (the logs of several containers arrive in any order)."""
+        with self.lock:
+            return sorted(self.summaries.values(), key=lambda shown: shown["ts_us"], reverse=True)
+
+    def records(self, request_id: str) -> list[dict[str, Any]] | None:
+        with self.lock:
+            found = self.requests.get(request_id)
+            return list(found) if found is not None else None
+
+
+def request_detail(request_id: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """``hoptrace show --json`` of one request, each event's line of ``hoptrace show``, and its spans."""
+    events = events_of(records)
+    start = events[0]["ts_us"] if events else 0
+    lines = render_waterfall(request_id, events).splitlines()
+    return {
+        "request_id": request_id,
+        "events": events,
+        "heading": lines[0],
+        "rows": [{"offset_ms": (event["ts_us"] - start) / 1000, "hop": event["hop"], "event": event["event"],
+                  "text": describe(event)} for event in events],
+        # Outermost first: by start, then by the order a request meets the hops.
+        "spans": [{"name": span.name, "hop": span.hop, "start_ms": (span.start_us - start) / 1000,
+                   "end_ms": (span.end_us - start) / 1000, "error": span.error}
+                  for span in sorted(spans_of(records), key=lambda span: (
+                      span.start_us, HOPS.index(span.hop) if span.hop in HOPS else len(HOPS), -span.end_us))],
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    store: Store
+    server_version = "hoptrace-web"
+
+    def log_message(self, *args: Any) -> None:
+        pass  # the page's own requests are not the trace
+
+    def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for name, value in {**SECURITY_HEADERS, **(extra or {})}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, value: Any, status: int = 200) -> None:
+        self._send(status, json.dumps(value, separators=(",", ":")).encode(), "application/json")
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        url = urllib.parse.urlsplit(self.path)
+        if url.path in ASSETS:
+            name, content_type = ASSETS[url.path]
+            self._send(200, resources.files("wsgilab.hoptrace").joinpath("web_assets", name).read_bytes(),
+                       content_type)
+        elif url.path == "/api/requests":
+            self._json(self.store.newest_first())
+        elif url.path.startswith("/api/requests/"):
+            request_id = urllib.parse.unquote(url.path[len("/api/requests/"):])
+            records = self.store.records(request_id)
+            if records is None:
+                self._json({"error": "no such request in the logs read"}, HTTPStatus.NOT_FOUND)
+            else:
+                self._json(request_detail(request_id, records))
+        elif url.path.startswith("/api/export/"):
+            request_id = urllib.parse.unquote(url.path[len("/api/export/"):])
+            form = urllib.parse.parse_qs(url.query).get("format", ["otlp"])[0]
+            records = self.store.records(request_id)
+            if records is None or form not in ("otlp", "chrome"):
+                self._json({"error": "no such request in the logs read, or no such format"}, HTTPStatus.NOT_FOUND)
+            else:
+                spans = spans_of(records)
+                self._json(to_otlp(spans) if form == "otlp" else to_chrome(spans))
+        elif url.path == "/api/stats":
+            ids = urllib.parse.parse_qs(url.query).get("id", [])
+            records = [record for request_id in ids for record in (self.store.records(request_id) or [])]
+            self._json({"requests": len(ids), "segments": summarise(collect(records))})
+        elif url.path == "/api/stream":
+            self._stream()
+        else:
+            self._json({"error": "not found"}, HTTPStatus.NOT_FOUND)
+
+    def _stream(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-store")
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        self.end_headers()
+        listener = self.store.listen()
+        try:
+            self.wfile.write(b"retry: 1000\n\n")
+            self.wfile.flush()
+            while True:
+                try:
+                    shown = listener.get(timeout=15)
+                    self.wfile.write(b"data: " + json.dumps(shown, separators=(",", ":")).encode() + b"\n\n")
+                except queue.Empty:
+                    self.wfile.write(b": still here\n\n")  # a comment: keeps proxies from closing a quiet stream
+                self.wfile.flush()
+        except OSError:
+            pass  # the page went away
+        finally:
+            self.store.forget(listener)
+
+
+def serve(lines: Iterable[str], host: str, port: int, settle_s: float = 0.5) -> None:
+    """Read ``lines`` on a thread into a Store, and serve the page on ``host``:``port`` until interrupted."""
+    store = Store()
+    handler = type("Handler", (_Handler,), {"store": store})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    failed: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            follow(lines, settle_s, store.add)
+        except Exception as error:  # noqa: BLE001 (reported by the main thread)
+            failed.append(error)
+
+    threading.Thread(target=read, daemon=True, name="hoptrace-web-reader").start()
+    threading.Thread(target=server.serve_forever, daemon=True, name="hoptrace-web-server").start()
+    try:
+        while not failed:
+            time.sleep(0.2)
+        raise failed[0]
+    finally:
+        server.shutdown()
+        server.server_close()
