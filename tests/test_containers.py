@@ -12,10 +12,12 @@ import sys
 import time
 import uuid
 
-from lab_http import get
-from lab_stacks import REPO, hop_log_lines
+from lab_http import get, request
+from lab_stacks import APPS, REPO, hop_log_lines
 
 from wsgilab import labs
+from wsgilab.hoptrace import records as hoplog
+from wsgilab.hoptrace.waterfall import render_waterfall
 from wsgilab.labs import control
 from wsgilab.labs.around_nginx import services
 
@@ -91,3 +93,94 @@ def test_the_lab_control_reads_the_settings_the_stack_runs_with_off_its_containe
     assert {found[f"{app.upper()}_SERVER"] for app in ("django", "flask", "raw")} == {stack.server}
     assert found["WSGILAB_HTTP_PORT"] == str(stack.port)
     assert found["WSGI_WORKERS"] == "2"
+
+
+def test_scaled_replicas_share_the_load_and_each_trace_names_its_replica(tier_stack):
+    """`docker compose up --scale flask=3`: nginx spreads requests over the three, and the traces tell them apart."""
+    tier_stack.use(tier_stack.servers or {app: "gunicorn" for app in APPS})
+    try:
+        tier_stack.run("up", "-d", "--no-recreate", "--scale", "flask=3", "--wait", "flask")
+        listed = subprocess.run(["docker", "ps", "--filter", f"label=com.docker.compose.project={tier_stack.project}",
+                                 "--filter", "label=com.docker.compose.service=flask", "--format", "{{.ID}}"],
+                                capture_output=True, text=True, check=True).stdout.split()
+        hostnames = {json.loads(subprocess.run(["docker", "inspect", "--format", "{{json .Config.Hostname}}", cid],
+                                               capture_output=True, text=True, check=True).stdout)
+                     for cid in listed}
+        assert len(hostnames) == 3
+        ids = [get(tier_stack.port, "/flask/").header("X-Request-ID") for _ in range(30)]
+        time.sleep(1.0)  # every hop has written its line
+        lines = hop_log_lines(tier_stack)
+        served = {}
+        for request_id in ids:
+            events = hoplog.events_of(hoplog.scan(lines, request_id).records)
+            served[request_id] = {e.get("replica") for e in events if e["hop"] == "wsgi"}
+        assert all(len(replicas) == 1 for replicas in served.values()), served
+        seen = set().union(*served.values())
+        # nginx's resolver answers with the three addresses, in turn: 30 requests reach more than one.
+        assert seen <= hostnames and len(seen) >= 2, (seen, hostnames)
+        log = "\n".join(lines)
+        done = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "stats", "--by-replica", "--json"],
+                              input=log, capture_output=True, text=True, check=True)
+        rows = json.loads(done.stdout)["segments"]
+        assert {row["replica"] for row in rows if row["service"] == "flask" and row["segment"] == "app"} >= seen
+    finally:
+        tier_stack.run("up", "-d", "--no-recreate", "--scale", "flask=1", "flask")
+
+
+#: A stand-in for a replica whose server fails a request it was sent: it reads the request, prints
+#: its method and X-Request-ID, and closes the connection without an answer (nginx: "upstream
+#: prematurely closed connection").
+DROPS_EACH_REQUEST = """
+import re, socket
+listener = socket.create_server(("0.0.0.0", 8000), backlog=64)
+while True:
+    connection, _ = listener.accept()
+    head = b""
+    while b"\\r\\n\\r\\n" not in head and (piece := connection.recv(65536)):
+        head += piece
+    head = head.decode("latin-1")
+    found = re.search(r"^x-request-id: *(\\S+)", head, re.I | re.M)
+    print("received", head.split(" ", 1)[0], found.group(1) if found else "-", flush=True)
+    connection.close()
+"""
+
+
+def test_a_get_a_replica_fails_is_retried_on_another_and_a_post_it_was_sent_never_is(tier_stack):
+    """nginx's `proxy_next_upstream error timeout` (its default): a GET moves on, a POST that was sent does not."""
+    servers = {app: "gunicorn" for app in APPS}
+    tier_stack.use(servers)
+    odd = f"{tier_stack.project}-flask-failing"
+    tier_stack.run("run", "-d", "--no-deps", "--use-aliases", "--name", odd, "flask", "python", "-c",
+                   DROPS_EACH_REQUEST, servers=servers)
+    try:
+        time.sleep(1.0)  # it listens
+        gets = {reply.header("X-Request-ID"): reply for reply in (get(tier_stack.port, "/flask/") for _ in range(16))}
+        posts = {reply.header("X-Request-ID"): reply for reply in
+                 (request(tier_stack.port, "POST", "/flask/upload", body=b"x" * 100) for _ in range(16))}
+        time.sleep(1.0)  # every hop has written its line
+        # What it was sent through nginx (its own healthcheck's requests, from inside, carry no id).
+        received = [words for words in (line.split() for line in subprocess.run(
+                        ["docker", "logs", odd], capture_output=True, text=True).stdout.splitlines())
+                    if words[:1] == ["received"] and words[-1] != "-"]
+        lines = hop_log_lines(tier_stack)
+
+        def served_by_the_app(request_id):
+            return any(r["hop"] == "wsgi" for r in hoplog.scan(lines, request_id).records)
+
+        # Each request's first try goes to either address (nginx's resolver rotates them): about half
+        # of them meet the failing one.
+        got_gets = {request_id for _, method, request_id in received if method == "GET"}
+        got_posts = {request_id for _, method, request_id in received if method == "POST"}
+        assert got_gets and got_posts, received
+        # Every GET it failed went on to the working replica, which answered it.
+        assert {gets[request_id].status for request_id in got_gets} == {200}
+        assert all(served_by_the_app(request_id) for request_id in got_gets)
+        # Every POST it was sent ended there, a 502: it may have done its work, so nginx does not repeat it.
+        assert {posts[request_id].status for request_id in got_posts} == {502}
+        assert not any(served_by_the_app(request_id) for request_id in got_posts)
+        assert {request_id for request_id, reply in posts.items() if reply.status == 502} == got_posts
+        failed = sorted(got_posts)[0]
+        shown = render_waterfall(failed, hoplog.events_of(hoplog.scan(lines, failed).records))
+        assert "upstream prematurely closed connection" in shown, shown
+    finally:
+        subprocess.run(["docker", "rm", "-f", odd], capture_output=True)

@@ -34,7 +34,8 @@ def test_nginx_log_format_writes_the_fields_of_an_nginx_record():
 
 def test_uwsgi_log_format_writes_the_fields_of_a_uwsgi_record():
     line = next(line for line in (REPO / "uwsgi.ini").read_text().splitlines() if line.startswith("log-format"))
-    assert sorted(_format_keys(line)) == sorted(trace_format.RECORDS["uwsgi"].fields)
+    kind = trace_format.RECORDS["uwsgi"]
+    assert sorted(_format_keys(line)) == sorted(kind.fields + kind.optional)
 
 
 def test_uwsgi_log_encoder_writes_the_fields_of_a_uwsgi_log_record():

@@ -4,6 +4,7 @@ Runs in every phase (both tiers, all apps on gunicorn then on uWSGI) for each ap
 """
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ from lab_stacks import NativeStack, app_server_log_lines, hop_log_lines, hoptrac
 
 from wsgilab import trace_format
 from wsgilab.hoptrace import records as hoplog
+from wsgilab.hoptrace.waterfall import render_waterfall
 from wsgilab.labs.around_nginx import on_app_network, services
 from wsgilab.labs.rawhttp import exchange
 
@@ -117,6 +119,25 @@ def test_each_hop_wrote_its_stamps_in_causal_order(stack, app):
     assert at["last_chunk"] <= done, at
     if stack.server == "gunicorn":
         assert at["last_chunk"] <= at["server_response_written"] <= at["close"] <= done, at
+
+
+def _replica_of(stack, app):
+    """The name the app's replica gives itself: the container's host name (compose), the machine's (native)."""
+    if isinstance(stack.stack, NativeStack):
+        return socket.gethostname()
+    return services(stack.stack.container_ids())[app]["Config"]["Hostname"]
+
+
+def test_every_app_side_record_names_the_replica_that_wrote_it(stack, app):
+    reply = get(stack.port, f"/{app}/")
+    request_id = reply.header("X-Request-ID")
+    events = _trace(stack, request_id)
+    expected = _replica_of(stack, app)
+    named = {(e["hop"], e.get("replica")) for e in events if e["hop"] not in ("nginx", "queue")}
+    assert named and {replica for _, replica in named} == {expected}, named
+    assert {hop for hop, _ in named} >= {"wsgi", stack.server}
+    heading = render_waterfall(request_id, events).splitlines()[0]
+    assert heading.endswith(f"{app} on {stack.server}, replica {expected}"), heading
 
 
 def test_server_timing_header_carries_queue_app_and_view_segments(stack, app):

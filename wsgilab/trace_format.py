@@ -46,6 +46,10 @@ class RecordKind:
 
 #: The fields every request record carries, whichever hop wrote it.
 COMMON = ("hop", "event", "request_id", "service", "server", "pid", "ts_us")
+#: The app servers' and HopTrace's records also name the replica of the
+#: service that wrote them (``replica``: the container's host name, or
+#: WSGILAB_REPLICA): pids repeat across replicas. Records written before it
+#: existed lack it, so readers take it as optional.
 #: A span of the request's W3C trace (wsgilab.trace_context): 32 hex, 16 hex,
 #: 16 hex or "" (a span with no parent: a trace that started at this hop).
 #: nginx and HopTrace always write them; the servers' lines carry the worker
@@ -61,17 +65,18 @@ RECORDS = {
                   "upstream_header_time", "upstream_response_time", "upstream_status")),
     "gunicorn": RecordKind(
         "gunicorn", "request", "wsgilab.container.gunicorn_trace (JsonLogger, post_request hook)",
-        COMMON + ("worker_class", "worker_requests", "method", "path", "status", "events"), optional=SPAN),
+        COMMON + ("worker_class", "worker_requests", "method", "path", "status", "events"),
+        optional=SPAN + ("replica",)),
     "gunicorn-answer": RecordKind(
         "gunicorn", "answered_itself", "wsgilab.container.gunicorn_trace (post_worker_init wraps handle_error)",
-        COMMON + ("status", "error")),
+        COMMON + ("status", "error"), optional=("replica",)),
     "gunicorn-log": RecordKind(
         "gunicorn", "log", "wsgilab.container.gunicorn_trace.JsonErrorFormatter: boot, workers, errors",
         ("hop", "event", "service", "server", "pid", "ts_us", "level", "message"), optional=("traceback",)),
     "uwsgi": RecordKind(
         "uwsgi", "request", "log-format in uwsgi.ini; ts_us is when the worker started on it",
         COMMON + SPAN + ("worker", "core", "duration_us", "status", "bytes", "request_bytes", "vars",
-                         "packet_bytes")),
+                         "packet_bytes"), optional=("replica",)),
     "uwsgi-log": RecordKind(
         "uwsgi", "log", "uWSGI's log master, with the log-encoder in uwsgi.ini (and wsgilab.container.log_lines "
         "for the lines before it starts): banner, workers, errors, what the app prints; pid is the master's",
@@ -86,7 +91,7 @@ RECORDS = {
         ("hop", "event", "service", "server", "pid", "ts_us", "level", "message")),
     "wsgi": RecordKind(
         "wsgi", "request", "wsgilab.container.wsgi_trace.HopTrace, with the framework's and the view's events",
-        COMMON + SPAN + ("events",), optional=("queue_us", "status", "input_bytes")),
+        COMMON + SPAN + ("events",), optional=("queue_us", "status", "input_bytes", "replica")),
 }
 
 

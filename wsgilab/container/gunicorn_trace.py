@@ -82,6 +82,7 @@ class JsonLogger(Logger):
             return
         line = {
             "hop": "gunicorn", "event": "answered_itself", "service": _service(), "server": "gunicorn",
+            "replica": _replica(),
             "request_id": request_id_in_headers(req), "pid": os.getpid(), "ts_us": now_us(),
             "status": getattr(req, "wsgilab_status", None), "error": f"{type(error).__name__}: {error}",
         }
@@ -97,7 +98,7 @@ class JsonLogger(Logger):
                            "status": req.wsgilab_status, "bytes": req.wsgilab_bytes})
         events.append({"event": "post_request", "ts_us": now_us()})
         line = {
-            "hop": "gunicorn", "event": "request", "service": _service(), "server": "gunicorn",
+            "hop": "gunicorn", "event": "request", "service": _service(), "server": "gunicorn", "replica": _replica(),
             # No environ: gunicorn refused the request before it built one.
             "request_id": request_id_of(environ) if environ else request_id_in_headers(req), "pid": os.getpid(),
             "ts_us": req.wsgilab_picked_up_us,
@@ -129,6 +130,10 @@ def request_id_in_headers(req: Any) -> str:
     """
     value = next((value for name, value in req.headers if name == "X-REQUEST-ID"), "")
     return request_id_of({"HTTP_X_REQUEST_ID": value})
+
+
+def _replica() -> str:
+    return os.environ.get("WSGILAB_REPLICA", "") or "-"  # checked by the launcher
 
 
 def _service() -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import socket
 import sys
 from collections.abc import Mapping
 
@@ -59,6 +60,16 @@ def _setting(env: Mapping[str, str], name: str, default: str = "") -> str:
         raise LaunchError(str(error)) from None
 
 
+#: What a replica's name may hold: it goes into log lines as it is (uWSGI's log-format pastes it in).
+_REPLICA = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def replica_name(env: Mapping[str, str]) -> str:
+    """This replica's name: WSGILAB_REPLICA, else the host name; "-" if that is not a safe name."""
+    name = env.get("WSGILAB_REPLICA", "") or socket.gethostname()
+    return name if _REPLICA.match(name) else "-"
+
+
 def server_environment(env: Mapping[str, str]) -> dict[str, str]:
     """Return ``env`` completed with every setting the two config files read.
 
@@ -84,6 +95,10 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
         SCRIPT_NAME=script_name,
         # The service's name in the hops' log lines: "/django" -> "django".
         WSGILAB_SERVICE=script_name.strip("/"),
+        # Which replica of it this is, in the same lines: the container's host
+        # name (compose: its short id, as `docker ps` shows it; swarm: what the
+        # stack's `hostname:` template makes it), unless WSGILAB_REPLICA names it.
+        WSGILAB_REPLICA=replica_name(env),
         WSGI_BIND=env.get("WSGI_BIND", "") or f"0.0.0.0:{DEFAULT_PORTS[server]}",
         WSGI_WORKERS=_setting(env, "WSGI_WORKERS", str(2 * usable_cpus() + 1)),
         WSGI_THREADS=_setting(env, "WSGI_THREADS"),

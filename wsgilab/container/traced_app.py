@@ -53,6 +53,6 @@ elif _tracing == "otel":
     application = otel_peer.wrap(WsgiErrorsToLog(_app), _service)
 else:
     application = ServerTiming(HopTrace(WsgiErrorsToLog(_app), service=_service, server=os.environ["WSGI_SERVER"],
-                                        out=_out))
+                                        out=_out, replica=os.environ.get("WSGILAB_REPLICA", "-")))
 if os.environ["WSGI_SERVER"] == "uwsgi":
     application = ExcInfoGuard(application)

@@ -253,11 +253,11 @@ class _TracedBody:
 class HopTrace:
     """Wrap a WSGI app so each request it serves leaves one trace line on stdout."""
 
-    def __init__(self, app: Callable, service: str, server: str, out: IO[str] | None = None) -> None:
-        self.app = app
-        self.service = service
-        self.server = server
-        self.identity = f'"service":{_json_string(service)},"server":{_json_string(server)}'
+    def __init__(self, app: Callable, service: str, server: str, out: IO[str] | None = None,
+                 replica: str = "-") -> None:
+        self.app, self.service, self.server = app, service, server
+        self.identity = (f'"service":{_json_string(service)},"server":{_json_string(server)},'
+                         f'"replica":{_json_string(replica)}')
         self.out = out or sys.stdout
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:

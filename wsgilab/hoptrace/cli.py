@@ -67,6 +67,8 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
                                  "(default 0.5)")
     else:
         parser.description = "Print per-hop latency percentiles (ms) over the records read."
+        parser.add_argument("--by-replica", action="store_true",
+                            help="a row per replica of each app server (its `replica`: the container's host name)")
     parser.add_argument("files", nargs="*", help="log files (default: stdin, or `docker compose logs`)")
     as_json = {"show": 'print {"request_id", "events": [...]} (for a trace of several requests: '
                        '{"trace_id", "requests": [{"request_id", "events"}, ...]})',
@@ -159,7 +161,7 @@ def _run(command: str, args: argparse.Namespace) -> int:
         return 0
 
     counts = {"records": 0, "skipped": 0}
-    rows = summarise(collect(_counted_records(command_lines(args), counts)))
+    rows = summarise(collect(_counted_records(command_lines(args), counts), by_replica=args.by_replica))
     if args.json:
         print(json.dumps({**counts, "segments": rows}, indent=2))
     else:

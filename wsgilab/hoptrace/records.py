@@ -208,6 +208,8 @@ def events_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for record in records:
         base = {"hop": record["hop"], "service": record.get("service"), "server": record.get("server"),
                 "pid": record.get("pid")}
+        if "replica" in record:
+            base["replica"] = record["replica"]
         if record["hop"] == "nginx" and record.get("event") == "error":
             events.append({**base, "event": "nginx_error", "ts_us": record["ts_us"],
                            **_fields(record, "nginx_error")})

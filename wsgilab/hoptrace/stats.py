@@ -87,26 +87,34 @@ def percentile(ordered: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def collect(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], list[float]]:
-    """Every segment duration in ``records``, keyed by (service, server, segment)."""
-    samples: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+def collect(records: Iterable[dict[str, Any]], by_replica: bool = False) -> dict[tuple[str, ...], list[float]]:
+    """Every segment duration in ``records``, keyed by (service, server, segment).
+
+    With ``by_replica``, by (service, server, segment, replica): nginx's
+    records, written once for all replicas, have "-" there.
+    """
+    samples: dict[tuple[str, ...], list[float]] = defaultdict(list)
     for record in records:
         if record.get("event") != "request":
             continue  # a server's or the app's log message: no segment
         service, server, segments = segments_of(record)
+        key: tuple[str, ...] = (service, server)
         for name, ms in segments.items():
-            samples[service, server, name].append(ms)
+            samples[(*key, name, str(record.get("replica") or "-")) if by_replica else (*key, name)].append(ms)
     return samples
 
 
-def summarise(samples: dict[tuple[str, str, str], list[float]]) -> list[dict[str, Any]]:
-    """One row per (service, server, segment): count, p50/p90/p99 and max, in ms."""
+def summarise(samples: dict[tuple[str, ...], list[float]]) -> list[dict[str, Any]]:
+    """One row per (service, server, segment[, replica]): count, p50/p90/p99 and max, in ms."""
     rows = []
     order = {name: rank for rank, name in enumerate(SEGMENTS)}
-    for (service, server, segment), values in sorted(
-            samples.items(), key=lambda item: (item[0][0], order.get(item[0][2], 99), item[0][1])):
+    for key, values in sorted(samples.items(),
+                              key=lambda item: (item[0][0], order.get(item[0][2], 99), item[0][1], item[0][3:])):
+        service, server, segment = key[:3]
         values.sort()
         row = {"service": service, "server": server, "segment": segment, "count": len(values)}
+        if len(key) > 3:
+            row["replica"] = key[3]
         row.update({f"p{p}_ms": round(percentile(values, p), 3) for p in PERCENTILES})
         row["max_ms"] = round(values[-1], 3)
         rows.append(row)
@@ -117,10 +125,12 @@ def render_table(rows: list[dict[str, Any]]) -> str:
     """The rows as an aligned text table."""
     if not rows:
         return "no hop records found"
-    heading = f"{'service':<10} {'server':<9} {'segment':<10} {'count':>7}" + "".join(
-        f" {f'p{p} ms':>9}" for p in PERCENTILES) + f" {'max ms':>9}"
+    replicas = "replica" in rows[0]
+    heading = f"{'service':<10} {'server':<9} {'segment':<10}" + (f" {'replica':<14}" if replicas else "") + \
+        f" {'count':>7}" + "".join(f" {f'p{p} ms':>9}" for p in PERCENTILES) + f" {'max ms':>9}"
     lines = [heading]
     for row in rows:
-        lines.append(f"{row['service']:<10} {row['server']:<9} {row['segment']:<10} {row['count']:>7}" + "".join(
-            f" {row[f'p{p}_ms']:>9.2f}" for p in PERCENTILES) + f" {row['max_ms']:>9.2f}")
+        lines.append(f"{row['service']:<10} {row['server']:<9} {row['segment']:<10}"
+                     + (f" {row['replica']:<14}" if replicas else "") + f" {row['count']:>7}" + "".join(
+                         f" {row[f'p{p}_ms']:>9.2f}" for p in PERCENTILES) + f" {row['max_ms']:>9.2f}")
     return "\n".join(lines)

@@ -103,12 +103,14 @@ def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
         request = "(unparsed request)" if nginx else "(no nginx record)"
     sent = next((e for e in reversed(events) if e["event"] == "response_sent"), {})
     server = next((e for e in events if e["hop"] in SERVER_HOPS), {})
+    replica = (app or server).get("replica")
+    which = f", replica {replica}" if replica and replica != "-" else ""
     if app:
-        served = f"{app['service']} on {app['server']}"
+        served = f"{app['service']} on {app['server']}{which}"
     elif server:
         # The server took it up but never called the app: it answered itself
         # (gunicorn: a request it could not turn into an environ).
-        served = f"{server['service']} on {server['server']}, which did not call the app"
+        served = f"{server['service']} on {server['server']}{which}, which did not call the app"
     elif sent.get("upstream_protocol"):
         # nginx handed it on, and no app hop wrote a line: the worker died or
         # nginx stopped waiting first.

@@ -75,6 +75,7 @@ def summary(request_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
         "duration_ms": round((events[-1]["ts_us"] - events[0]["ts_us"]) / 1000, 3) if events else 0.0,
         "app": served.get("service") or "",
         "server": served.get("server") or "",
+        "replica": served.get("replica") or "",
         "heading": render_waterfall(request_id, events).splitlines()[0],
     }
 
