@@ -384,6 +384,18 @@ class ComposeStack:
     def app_state(self, app: str) -> AppState:
         return self.control().app_state(app)
 
+    def scale_app(self, app: str, replicas: int) -> None:
+        self.control().scale_app(app, replicas)
+
+    def replicas(self, app: str) -> list[str]:
+        return self.control().replicas(app)
+
+    def kill_replica(self, container: str) -> str:
+        return self.control().kill_replica(container)
+
+    def open_connections(self, container: str, port: int) -> int:
+        return self.control().open_connections(container, port)
+
     def control(self) -> ComposeControl:
         """What hoptrace lab uses on a user's stack, pointed at this test project."""
         control = ComposeControl(self.compose, self.project, env=self.environment(self.servers))

@@ -184,3 +184,12 @@ def test_a_get_a_replica_fails_is_retried_on_another_and_a_post_it_was_sent_neve
         assert "upstream prematurely closed connection" in shown, shown
     finally:
         subprocess.run(["docker", "rm", "-f", odd], capture_output=True)
+
+
+def test_replica_down_lab_keeps_gets_going_and_never_repeats_a_post_the_dead_replica_held(stack):
+    target = labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack.stack),
+                         container_ids=stack.stack.container_ids, control=stack.stack)
+    report = labs.run("replica-down", target)
+    assert report.ok, [f"{c.what}: expected {c.expected}; saw {c.seen}" for c in report.checks if not c.ok]
+    assert len(report.checks) == 2
+    assert len(stack.stack.replicas("flask")) == 1  # scaled back

@@ -34,6 +34,7 @@ LABS = {
     "slow-clients": "wsgilab.labs.slow_clients",
     "slow-readers": "wsgilab.labs.slow_readers",
     "import-failure": "wsgilab.labs.import_failure",
+    "replica-down": "wsgilab.labs.replica_down",
 }
 
 

@@ -221,6 +221,29 @@ class ComposeControl:
         """``docker compose restart`` one app: SIGTERM, up to 10 s to finish, then a new start."""
         self.run("restart", "-t", str(STOP_GRACE_S), app)
 
+    def scale_app(self, app: str, replicas: int) -> None:
+        """Run ``replicas`` containers of ``app`` (``up --scale``), leaving the running ones as they are."""
+        self.run("up", "-d", "--no-deps", "--no-recreate", "--scale", f"{app}={replicas}", app)
+
+    def replicas(self, app: str) -> list[str]:
+        """The ids of ``app``'s running containers."""
+        return self.run("ps", "-q", app).split()
+
+    def open_connections(self, container: str, port: int) -> int:
+        """How many TCP connections to ``port`` are established in ``container`` (its /proc/net/tcp)."""
+        table = subprocess.run(["docker", "exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6"],
+                               capture_output=True, text=True).stdout.splitlines()
+        # Each row: sl local_address rem_address st ...; addresses are HEX_IP:HEX_PORT, st 01 is ESTABLISHED.
+        return sum(1 for row in table if len(row.split()) > 3 and row.split()[1].endswith(f":{port:04X}")
+                   and row.split()[3] == "01")
+
+    def kill_replica(self, container: str) -> str:
+        """SIGKILL one replica's container at once (``docker kill``); its host name (its trace lines' replica)."""
+        name = subprocess.run(["docker", "inspect", "--format", "{{.Config.Hostname}}", container],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run(["docker", "kill", container], capture_output=True, check=True)
+        return name
+
     def app_state(self, app: str) -> AppState:
         """``app``'s container as Docker sees it (running, exit code, restarts, health) and its last log lines."""
         container = self.container(app)

@@ -1,0 +1,185 @@
+"""Lab: one of three replicas killed under load. GETs go on elsewhere; a POST it held is a 502, never repeated."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from wsgilab.container.launch import DEFAULT_PORTS
+from wsgilab.hoptrace.records import events_of
+from wsgilab.labs.kit import Outcome, Report, Target, has_control, nginx_record, served_by
+from wsgilab.labs.rawhttp import exchange, request_bytes
+from wsgilab.settings import SETTINGS
+
+TITLE = ("A replica killed under load (docker kill): GETs keep succeeding on the others; a POST it held "
+         "is a 502, never sent again")
+
+EXPLANATION = """
+This one needs the compose stack: it runs three replicas of one app
+(`docker compose up --scale flask=3`) and kills one with `docker kill`
+while clients keep sending requests.
+- nginx looks the app's name up per request (resolver.conf) and gets every
+  replica's address, in an order its resolver rotates, so the load is
+  spread over the three.
+- The killed replica's connections close mid-request. nginx's
+  `proxy_next_upstream error timeout` (its default; `uwsgi_next_upstream`
+  for uWSGI) then sends a GET to the next address: the client gets its 200
+  a moment later, and nginx's record lists both tries ("upstream": two
+  addresses, "upstream_status": "502, 200").
+- A POST the killed replica was sent is not sent again: the replica may
+  have acted on it before it died (charged the card), and nginx repeats a
+  non-idempotent request only if told `non_idempotent`. Its client gets
+  502. (A POST whose connection never opened was never sent, so nginx may
+  still pass that one on.)
+- For up to a second after the kill nginx may still hold the dead address
+  (`resolver ... valid=1s`): a request tried there waits for the connect
+  to fail, then goes on as above. After that, Docker's DNS no longer names
+  it, and the two left serve everything.
+- The same cache matters right after a scale-up: until nginx's answer lists
+  every replica, a request has fewer addresses to go on to, and a GET held
+  by a replica that dies with no other address in its answer is a 502. The
+  lab waits for the answer to list all three before it starts.
+"""
+
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="one of three replicas killed under load",
+        client_sees="200 for every GET (some after a retry on another replica); 502 for a POST the killed "
+                    "replica held, never sent to another",
+        statuses=("200", "502"),
+        hop="nginx",
+        gunicorn="`proxy_next_upstream error timeout` (the default): a GET goes on to the next address; a "
+                 "sent POST does not, without `non_idempotent`",
+        uwsgi="`uwsgi_next_upstream`, the same",
+    ),
+)
+
+#: The app whose replicas the lab runs, and how many.
+APP = "flask"
+REPLICAS = 3
+#: After the scale-up: long enough for the new replicas to start their servers, and for nginx's
+#: cached answer for the app's name (resolver.conf, `valid=1s`) to be one that lists all of them. A
+#: request nginx sends with an answer listing fewer has fewer addresses to go on to: a GET the killed
+#: replica held, and no other address in its answer, is a 502.
+SETTLE_S = 3.0
+#: The GET load: CLIENTS clients, each sending /slow?ms=LOAD_MS back to back for LOAD_S seconds.
+CLIENTS = 3
+LOAD_MS = 100
+LOAD_S = 6.0
+#: POSTs in flight at the kill, each /slow?ms=POST_MS. The lab kills a replica that holds one: it
+#: counts the open connections on each replica's server port (nginx's, one per request in flight).
+POSTS = 3
+POST_MS = 3000
+#: When the kill comes: the POSTs are under way, and the GET load on every replica.
+KILL_AFTER_S = 1.0
+#: The longest a GET may take: a try on the dead address (refused at once, or given up on at
+#: NGINX_CONNECT_TIMEOUT), then a wait for a worker a POST holds (POST_MS), with a second to spare.
+GET_LIMIT_S = int(SETTINGS["NGINX_CONNECT_TIMEOUT"].default) + POST_MS / 1000 + 1.0
+
+
+def _get_load(target: Target, until: float) -> list[tuple[int | str, float, str]]:
+    sent = []
+    while time.monotonic() < until:
+        started = time.monotonic()
+        try:
+            reply = exchange(target.port, request_bytes("GET", f"/{APP}/slow?ms={LOAD_MS}"), target.host, 30)
+            sent.append((reply.status, time.monotonic() - started, reply.header("X-Request-ID") or ""))
+        except OSError as error:
+            sent.append((type(error).__name__, time.monotonic() - started, ""))
+    return sent
+
+
+def _post(target: Target, request_id: str) -> int | str:
+    headers = [("X-Request-ID", request_id), ("Content-Type", "application/octet-stream")]
+    try:
+        return exchange(target.port, request_bytes("POST", f"/{APP}/slow?ms={POST_MS}", headers, body=b"x" * 64),
+                        target.host, 30).status
+    except OSError as error:
+        return type(error).__name__
+
+
+def run(target: Target, report: Report) -> None:
+    if not has_control(target, report):
+        return
+    if not hasattr(target.control, "scale_app"):
+        report.check("run replicas", "the compose stack: replicas are containers", "a stack without containers",
+                     False)
+        return
+    server = served_by(target, APP)
+    target.control.scale_app(APP, REPLICAS)
+    try:
+        target.wait_until_served(apps=(APP,))
+        time.sleep(SETTLE_S)
+        replicas = target.control.replicas(APP)
+        until = time.monotonic() + LOAD_S
+        post_ids = [f"replica-down-{uuid.uuid4().hex[:12]}-{n}" for n in range(POSTS)]
+        with ThreadPoolExecutor(CLIENTS + POSTS) as pool:
+            posts = {request_id: pool.submit(_post, target, request_id) for request_id in post_ids}
+            time.sleep(0.5)  # the POSTs are in: the replicas holding one are the ones with a connection open
+            holding = [c for c in replicas if target.control.open_connections(c, DEFAULT_PORTS[server]) > 0]
+            loads = [pool.submit(_get_load, target, until) for _ in range(CLIENTS)]
+            time.sleep(KILL_AFTER_S)
+            killed = target.control.kill_replica((holding or replicas)[0])
+            gets = [sent for load in loads for sent in load.result()]
+            post_status = {request_id: future.result() for request_id, future in posts.items()}
+        _check_gets(target, report, server, killed, gets)
+        _check_posts(target, report, server, killed, post_status)
+    finally:
+        target.control.scale_app(APP, 1)
+        target.wait_until_served(apps=(APP,))
+
+
+def _tries(target: Target, request_id: str) -> tuple[list[str], list[str], set[str], int]:
+    """nginx's upstream addresses and statuses for ``request_id``, the replicas whose app served it, and
+    how many of nginx's tries failed to connect (so never sent the request)."""
+    records = target.records(request_id, {"nginx"})
+    nginx = nginx_record(records)
+    events = events_of(records)
+    served = {str(e.get("replica")) for e in events if e["hop"] == "wsgi" and e["event"] == "close"}
+    unsent = sum(1 for e in events if e["event"] == "nginx_error" and e.get("level") == "error"
+                 and "while connecting to upstream" in str(e.get("message")))
+    return ([a.strip() for a in str(nginx.get("upstream", "")).split(",")],
+            [s.strip() for s in str(nginx.get("upstream_status", "")).split(",")], served, unsent)
+
+
+def _check_gets(target: Target, report: Report, server: str, killed: str, gets: list) -> None:
+    statuses = Counter(status for status, _, _ in gets)
+    slowest = max((took for _, took, _ in gets), default=0.0)
+    retried = []
+    for status, _, request_id in gets:
+        if status == 200 and request_id:
+            addresses, tried, _, _ = _tries(target, request_id)
+            if len(addresses) > 1:
+                retried.append((request_id, tried))
+    report.check(
+        f"/{APP}/ on {server}, {REPLICAS} replicas: replica {killed} killed {KILL_AFTER_S} s into {LOAD_S:.0f} s of "
+        f"GETs ({CLIENTS} clients, /slow?ms={LOAD_MS} back to back)",
+        f"every GET 200, none slower than {GET_LIMIT_S:.0f} s; those the killed replica held went on to another "
+        "(nginx's record: two tries, the first failed)",
+        (", ".join(f"{count} x {status}" for status, count in sorted(statuses.items(), key=str))
+         + f"; slowest {slowest:.2f} s; {len(retried)} retried ("
+         + ", ".join("/".join(tried) for _, tried in retried[:3]) + ")"),
+        set(statuses) == {200} and slowest < GET_LIMIT_S and bool(retried)
+        and all(tried[-1] == "200" and tried[0] != "200" for _, tried in retried),
+        # A GET that failed first (its trace says why), else a retried one.
+        [request_id for status, _, request_id in gets if status != 200][:1] + [request_id for request_id, _ in retried[:1]])
+
+
+def _check_posts(target: Target, report: Report, server: str, killed: str, post_status: dict) -> None:
+    outcomes = {request_id: (status, *_tries(target, request_id)) for request_id, status in post_status.items()}
+    failed = [request_id for request_id, (status, *_) in outcomes.items() if status != 200]
+    report.check(
+        f"/{APP}/ on {server}: {POSTS} POSTs of {POST_MS / 1000:.0f} s in flight when replica {killed} was killed",
+        "each POST the killed replica held: 502, sent to no other replica (no app served it; nginx moved on only "
+        "from tries whose connection failed, which never sent it); every other POST: 200, served once",
+        "; ".join(f"{status} (tries {'/'.join(tried)}, {unsent} not sent; served by "
+                  f"{', '.join(sorted(served)) or 'no replica'})"
+                  for status, _, tried, served, unsent in outcomes.values()),
+        bool(failed) and all(
+            unsent >= len(tried) - 1 and (
+                (status == 502 and not served) or (status == 200 and len(served) == 1 and killed not in served))
+            for status, _, tried, served, unsent in outcomes.values()),
+        failed[:1])
