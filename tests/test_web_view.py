@@ -80,6 +80,16 @@ def _text(element):
     return element.get_attribute("textContent")
 
 
+def _row_of(browser, request_id):
+    return browser.find_element("css selector", f'#requests tr[data-request-id="{request_id}"]')
+
+
+def _open(browser, request_id):
+    """Click the request's row, found afresh (the list is redrawn as requests come), and wait for its waterfall."""
+    _until(lambda: _row_of(browser, request_id).click() or True, f"no row to click for {request_id}")
+    _until(lambda: _text(browser.find_element("id", "heading")).startswith(request_id), "no waterfall")
+
+
 def _listed(browser):
     return [row.get_attribute("data-request-id")
             for row in browser.find_elements("css selector", "#requests tbody tr")]
@@ -96,8 +106,7 @@ def test_a_request_appears_live_and_its_waterfall_reads_as_hoptrace_show_does(pa
     request_id = "web-" + uuid.uuid4().hex
     assert get(stack.port, "/flask/slow?ms=5", headers={"X-Request-ID": request_id}).status == 200
     _until(lambda: request_id in _listed(browser), "the request never appeared without a reload")
-    browser.find_element("css selector", f'#requests tr[data-request-id="{request_id}"]').click()
-    _until(lambda: _text(browser.find_element("id", "heading")).startswith(request_id), "no waterfall")
+    _open(browser, request_id)
     shown = json.loads(_hoptrace_show(stack, request_id, "--json"))
     rows = browser.find_elements("css selector", "#rows tbody tr")
     assert [row.get_attribute("data-event") for row in rows] == [event["event"] for event in shown["events"]]
@@ -143,13 +152,35 @@ def test_hostile_log_text_is_shown_as_text_and_no_script_runs(page):
     request_id = reply.header("X-Request-ID")
     assert request_id and "<" not in request_id  # nginx replaced the forged id
     _until(lambda: request_id in _listed(browser), "the request never appeared")
-    row = browser.find_element("css selector", f'#requests tr[data-request-id="{request_id}"]')
-    assert _text(row.find_elements("css selector", "td")[2]) == path
-    row.click()
-    _until(lambda: _text(browser.find_element("id", "heading")).startswith(request_id), "no waterfall")
+    assert _until(lambda: _text(_row_of(browser, request_id).find_elements("css selector", "td")[2]), "no path") == path
+    _open(browser, request_id)
     assert f"GET {path}" in _text(browser.find_element("id", "heading"))
     time.sleep(0.5)  # an image's onerror would have fired by now
     assert browser.execute_script("return window.__pwned") is None
     assert browser.execute_script("return document.querySelectorAll('img').length") == 0
     assert browser.execute_script("return document.scripts.length") == 1  # the page's own viewer.js
     assert "<img" not in json.dumps(browser.execute_script("return document.title"))
+
+
+def test_the_page_works_from_the_keyboard_and_fits_a_phone_screen(page):
+    browser, stack = page
+    from selenium.webdriver.common.keys import Keys
+
+    request_id = "web-keys-" + uuid.uuid4().hex
+    get(stack.port, "/raw/", headers={"X-Request-ID": request_id})
+    _until(lambda: request_id in _listed(browser), "the request never appeared")
+    def press_enter_on_its_row():  # the list is redrawn as requests come: find the row afresh
+        row = _row_of(browser, request_id)
+        assert row.get_attribute("tabindex") == "0"  # reachable with Tab
+        row.send_keys(Keys.ENTER)
+        return True
+
+    _until(press_enter_on_its_row, "the row took no key")
+    _until(lambda: _text(browser.find_element("id", "heading")).startswith(request_id), "Enter opened no waterfall")
+    first = browser.find_elements("css selector", "#rows tbody tr")[0]
+    first.send_keys(Keys.ENTER)
+    assert json.loads(browser.find_element("id", "fields").text)["event"] == first.get_attribute("data-event")
+    # A phone's width: one column, nothing wider than the screen.
+    browser.set_window_size(390, 844)
+    _until(lambda: browser.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth"), "the page is wider than a phone")

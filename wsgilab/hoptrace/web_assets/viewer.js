@@ -57,7 +57,14 @@ function visible() {
 function renderList() {
   const body = $("requests").tBodies[0];
   const shown = visible();
+  // The rows are drawn anew: keep the keyboard's place on the row it was on.
+  const focused = document.activeElement && document.activeElement.dataset
+    ? document.activeElement.dataset.requestId : undefined;
   body.replaceChildren(...shown.slice(0, 500).map(requestRow));
+  if (focused) {
+    const again = [...body.rows].find((row) => row.dataset.requestId === focused);
+    if (again) again.focus();
+  }
   $("empty").hidden = state.requests.length > 0;
   renderHistogram(shown);
   scheduleStats(shown);
