@@ -87,38 +87,54 @@ def describe(event: dict[str, Any]) -> str:
     return _PHRASES.get(name, name).format_map(_Fields(event))
 
 
-def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
-    """The trace as text: a heading line, then one line per event with its offset in ms."""
+def final_answer(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The event that says how the request was answered: nginx's response, else a server's own answer ({} if none)."""
+    return next((e for e in reversed(events) if e["event"] in ("response_sent", "answered_itself")), {})
+
+
+def serving_event(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """An event of the app that served the request (its WSGI layer), else of its server ({} if neither logged it)."""
+    return next((e for e in events if e["hop"] == "wsgi"), None) or next(
+        (e for e in events if e["hop"] in SERVER_HOPS), {})
+
+
+def heading(request_id: str, events: list[dict[str, Any]]) -> str:
+    """The waterfall's first line: the request, its status, its time, and who served it."""
     if not events:
         return f"{request_id}: no events found"
-    start = events[0]["ts_us"]
-    total = (events[-1]["ts_us"] - start) / 1000
+    total = (events[-1]["ts_us"] - events[0]["ts_us"]) / 1000
     nginx = next((e for e in events if e["event"] == "request_received"), {})
-    app = next((e for e in events if e["hop"] == "wsgi"), {})
-    status = next((e.get("status") for e in reversed(events) if e["event"] in ("response_sent", "answered_itself")),
-                  "?")
+    answer = final_answer(events)
+    status = answer.get("status") if answer else "?"
     if nginx.get("method"):
         request = f"{nginx['method']} {nginx.get('uri', '?')}"
     else:  # nginx could not parse it, or it came around nginx
         request = "(unparsed request)" if nginx else "(no nginx record)"
     sent = next((e for e in reversed(events) if e["event"] == "response_sent"), {})
-    server = next((e for e in events if e["hop"] in SERVER_HOPS), {})
-    replica = (app or server).get("replica")
+    served_by = serving_event(events)
+    replica = served_by.get("replica")
     which = f", replica {replica}" if replica and replica != "-" else ""
-    if app:
-        served = f"{app['service']} on {app['server']}{which}"
-    elif server:
+    if served_by.get("hop") == "wsgi":
+        served = f"{served_by['service']} on {served_by['server']}{which}"
+    elif served_by:
         # The server took it up but never called the app: it answered itself
         # (gunicorn: a request it could not turn into an environ).
-        served = f"{server['service']} on {server['server']}{which}, which did not call the app"
+        served = f"{served_by['service']} on {served_by['server']}{which}, which did not call the app"
     elif sent.get("upstream_protocol"):
         # nginx handed it on, and no app hop wrote a line: the worker died or
         # nginx stopped waiting first.
         served = f"passed to {sent.get('upstream')} ({sent['upstream_protocol']}); no app hop logged it"
     else:
         served = "answered by nginx alone"
-    heading = f"{request_id}  {request}  {status}  {total:.1f} ms  {served}"
-    lines = [heading]
+    return f"{request_id}  {request}  {status}  {total:.1f} ms  {served}"
+
+
+def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
+    """The trace as text: a heading line, then one line per event with its offset in ms."""
+    if not events:
+        return heading(request_id, events)
+    start = events[0]["ts_us"]
+    lines = [heading(request_id, events)]
     for event in events:
         offset = (event["ts_us"] - start) / 1000
         lines.append(f"  +{offset:8.3f} ms  {event['hop']:<8} {describe(event)}")

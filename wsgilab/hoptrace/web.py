@@ -40,8 +40,8 @@ from wsgilab.hoptrace.follow import follow
 from wsgilab.hoptrace.records import events_of
 from wsgilab.hoptrace.spans import spans_of
 from wsgilab.hoptrace.stats import collect, summarise
-from wsgilab.hoptrace.waterfall import describe, render_waterfall
-from wsgilab.trace_format import HOPS, SERVER_HOPS
+from wsgilab.hoptrace.waterfall import describe, final_answer, heading, serving_event
+from wsgilab.trace_format import HOPS
 
 #: The requests kept in memory, newest last; older ones are let go.
 KEEP_REQUESTS = 5000
@@ -61,9 +61,8 @@ SECURITY_HEADERS = {
 def summary(request_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
     """One line of the page's list: what ``hoptrace show``'s heading says, as fields."""
     received = next((e for e in events if e["event"] == "request_received"), {})
-    sent = next((e for e in reversed(events) if e["event"] in ("response_sent", "answered_itself")), {})
-    served = next((e for e in events if e["hop"] == "wsgi"), None) or next(
-        (e for e in events if e["hop"] in SERVER_HOPS), {})
+    sent = final_answer(events)
+    served = serving_event(events)
     uri = str(received.get("uri") or "")
     return {
         "request_id": request_id,
@@ -76,7 +75,7 @@ def summary(request_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
         "app": served.get("service") or "",
         "server": served.get("server") or "",
         "replica": served.get("replica") or "",
-        "heading": render_waterfall(request_id, events).splitlines()[0],
+        "heading": heading(request_id, events),
     }
 
 
@@ -127,11 +126,10 @@ def request_detail(request_id: str, records: list[dict[str, Any]]) -> dict[str, 
     """``hoptrace show --json`` of one request, each event's line of ``hoptrace show``, and its spans."""
     events = events_of(records)
     start = events[0]["ts_us"] if events else 0
-    lines = render_waterfall(request_id, events).splitlines()
     return {
         "request_id": request_id,
         "events": events,
-        "heading": lines[0],
+        "heading": heading(request_id, events),
         "rows": [{"offset_ms": (event["ts_us"] - start) / 1000, "hop": event["hop"], "event": event["event"],
                   "text": describe(event)} for event in events],
         # Outermost first: by start, then by the order a request meets the hops.
