@@ -96,20 +96,20 @@ def _json(path: str) -> Any:
     return json.loads(_open(path).read())
 
 
-def own_project() -> str:
-    """The compose project of the container this process runs in; DockerApiError outside one."""
+def own_container() -> tuple[str, str]:
+    """(full id, compose project) of the container this process runs in; DockerApiError outside one."""
     me = socket.gethostname()
     try:
-        labels = _json(f"/containers/{urllib.parse.quote(me)}/json")["Config"]["Labels"] or {}
+        found = _json(f"/containers/{urllib.parse.quote(me)}/json")
     except DockerApiError as error:
         if error.status != 404:
             raise
         raise DockerApiError(f"{error}: --docker-api reads the project of the container hoptrace runs in, "
                              "and this is none (on the host, hoptrace reads `docker compose logs`)") from None
-    project = labels.get("com.docker.compose.project")
+    project = (found["Config"]["Labels"] or {}).get("com.docker.compose.project")
     if not project:
         raise DockerApiError(f"container {me!r} is not part of a compose project")
-    return project
+    return found["Id"], project
 
 
 def project_containers(project: str) -> list[tuple[str, str, str]]:
@@ -216,7 +216,3 @@ def project_lines(project: str, follow: bool = False, leave_out: tuple[str, ...]
             look()
             next_look = time.monotonic() + RELIST_S
 
-
-def own_container_id() -> str:
-    """The full id of the container this process runs in."""
-    return _json(f"/containers/{urllib.parse.quote(socket.gethostname())}/json")["Id"]

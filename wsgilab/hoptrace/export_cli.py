@@ -112,7 +112,7 @@ def export(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
         if pusher is not None:
-            pusher.push([span for request in batch for span in request])
+            push_batch()
     else:
         found = scan(command_lines(args), args.request_id)
         requests = list(by_request(found.records).values())

@@ -47,11 +47,10 @@ def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: 
             with open(name, errors="replace") as handle:
                 yield from handle
     elif docker_api:
-        project = docker_api_source.own_project()
+        me, project = docker_api_source.own_container()
         say(f"the logs of compose project {project} through the Docker Engine API at "
             f"{docker_api_source.socket_path()}")
-        yield from docker_api_source.project_lines(project, follow=follow, history=history,
-                                                   leave_out=(docker_api_source.own_container_id(),))
+        yield from docker_api_source.project_lines(project, follow=follow, history=history, leave_out=(me,))
     elif compose or stdin.isatty():
         options = ("--follow",) if follow and history else ("--follow", "--tail", "0") if follow else ()
         if verbose:

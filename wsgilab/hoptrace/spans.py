@@ -34,8 +34,8 @@ _FRAMEWORK = {"django": ("middleware_in", ("middleware_out",)),
               "flask": ("before_request", ("after_request", "teardown_request"))}
 
 #: Events shown inside a span rather than as spans of their own, by the hop they come from.
-_SPAN_EVENTS = {"nginx": ("nginx_error",), "upstream": ("answered_itself",), "wsgi": ("input_first_read", "start_response", "first_chunk",
-                                                    "last_chunk", "app_raised", "close"),
+_SPAN_EVENTS = {"nginx": ("nginx_error",), "upstream": ("answered_itself",),
+                "wsgi": ("input_first_read", "start_response", "first_chunk", "last_chunk", "app_raised", "close"),
                 "app": ("app_log",)}
 
 
