@@ -123,6 +123,29 @@ class Report:
         return done
 
 
+def requests_until(target: Target, path: str, until: float,
+                   failed_pause_s: float = 0.0) -> list[tuple[float, int | str, float, str]]:
+    """GETs of ``path`` back to back until ``until`` (monotonic), as one load client; a failed one waits
+    ``failed_pause_s`` before the next.
+
+    Each is (when sent, status or the error's name, seconds taken, nginx's request id or "").
+    """
+    sent = []
+    while time.monotonic() < until:
+        started = time.monotonic()
+        request_id = ""
+        try:
+            reply = exchange(target.port, request_bytes("GET", path), target.host, 30)
+            status: int | str = reply.status
+            request_id = reply.header("X-Request-ID") or ""
+        except OSError as error:
+            status = type(error).__name__
+        sent.append((started, status, time.monotonic() - started, request_id))
+        if status != 200:
+            time.sleep(failed_pause_s)
+    return sent
+
+
 def has_control(target: Target, report: Report) -> bool:
     """Whether the lab can change the stack; if not, say so as a failed check."""
     if target.control is None:

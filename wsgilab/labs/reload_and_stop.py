@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, served_by
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, requests_until, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = ("Reload, restart and stop: a reload under load fails nothing; a restart fails only its gap, "
@@ -110,7 +110,8 @@ LEAST_BEFORE = int(CLIENTS * 1.0 / (LOAD_MS / 1000) * SERVED_SHARE)
 def _reload_under_load(target: Target, report: Report, servers: dict[str, str]) -> None:
     until = time.monotonic() + LOAD_S
     with ThreadPoolExecutor(CLIENTS * len(APPS)) as pool:
-        clients = {app: [pool.submit(_timed_client, target, app, until) for _ in range(CLIENTS)] for app in APPS}
+        clients = {app: [pool.submit(requests_until, target, f"/{app}/slow?ms={LOAD_MS}", until, FAILED_PAUSE_S)
+                           for _ in range(CLIENTS)] for app in APPS}
         time.sleep(1.0)
         reloaded_at = time.monotonic()
         for app in APPS:
@@ -136,31 +137,11 @@ def _reload_under_load(target: Target, report: Report, servers: dict[str, str]) 
             [request_id for _, status, _, request_id in requests if status != 200][:1])
 
 
-def _timed_client(target: Target, app: str, until: float) -> list[tuple[float, int | str, float, str]]:
-    """Requests back to back until ``until`` (a failure waits FAILED_PAUSE_S).
-
-    Each is (when sent, status, seconds taken, nginx's request id or "").
-    """
-    sent = []
-    while time.monotonic() < until:
-        started = time.monotonic()
-        request_id = ""
-        try:
-            reply = exchange(target.port, request_bytes("GET", f"/{app}/slow?ms={LOAD_MS}"), target.host, 30)
-            status: int | str = reply.status
-            request_id = reply.header("X-Request-ID") or ""
-        except OSError as error:
-            status = type(error).__name__
-        sent.append((started, status, time.monotonic() - started, request_id))
-        if status != 200:
-            time.sleep(FAILED_PAUSE_S)
-    return sent
-
-
 def _restart_under_load(target: Target, report: Report, servers: dict[str, str]) -> None:
     until = time.monotonic() + RESTART_LOAD_S
     with ThreadPoolExecutor(CLIENTS * len(APPS) + len(APPS)) as pool:
-        clients = {app: [pool.submit(_timed_client, target, app, until) for _ in range(CLIENTS)] for app in APPS}
+        clients = {app: [pool.submit(requests_until, target, f"/{app}/slow?ms={LOAD_MS}", until, FAILED_PAUSE_S)
+                           for _ in range(CLIENTS)] for app in APPS}
         time.sleep(1.0)
         restarts = [pool.submit(target.control.restart_app, app) for app in APPS]
         for restart in restarts:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from wsgilab.container.launch import DEFAULT_PORTS
 from wsgilab.hoptrace.records import events_of
-from wsgilab.labs.kit import Outcome, Report, Target, has_control, nginx_record, served_by
+from wsgilab.labs.kit import Outcome, Report, Target, has_control, nginx_record, requests_until, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 from wsgilab.settings import SETTINGS
 
@@ -80,18 +80,6 @@ KILL_AFTER_S = 1.0
 GET_LIMIT_S = int(SETTINGS["NGINX_CONNECT_TIMEOUT"].default) + POST_MS / 1000 + 1.0
 
 
-def _get_load(target: Target, until: float) -> list[tuple[int | str, float, str]]:
-    sent = []
-    while time.monotonic() < until:
-        started = time.monotonic()
-        try:
-            reply = exchange(target.port, request_bytes("GET", f"/{APP}/slow?ms={LOAD_MS}"), target.host, 30)
-            sent.append((reply.status, time.monotonic() - started, reply.header("X-Request-ID") or ""))
-        except OSError as error:
-            sent.append((type(error).__name__, time.monotonic() - started, ""))
-    return sent
-
-
 def _post(target: Target, request_id: str) -> int | str:
     headers = [("X-Request-ID", request_id), ("Content-Type", "application/octet-stream")]
     try:
@@ -120,7 +108,7 @@ def run(target: Target, report: Report) -> None:
             posts = {request_id: pool.submit(_post, target, request_id) for request_id in post_ids}
             time.sleep(0.5)  # the POSTs are in: the replicas holding one are the ones with a connection open
             holding = [c for c in replicas if target.control.open_connections(c, DEFAULT_PORTS[server]) > 0]
-            loads = [pool.submit(_get_load, target, until) for _ in range(CLIENTS)]
+            loads = [pool.submit(requests_until, target, f"/{APP}/slow?ms={LOAD_MS}", until) for _ in range(CLIENTS)]
             time.sleep(KILL_AFTER_S)
             killed = target.control.kill_replica((holding or replicas)[0])
             gets = [sent for load in loads for sent in load.result()]
@@ -146,10 +134,10 @@ def _tries(target: Target, request_id: str) -> tuple[list[str], list[str], set[s
 
 
 def _check_gets(target: Target, report: Report, server: str, killed: str, gets: list) -> None:
-    statuses = Counter(status for status, _, _ in gets)
-    slowest = max((took for _, took, _ in gets), default=0.0)
+    statuses = Counter(status for _, status, _, _ in gets)
+    slowest = max((took for _, _, took, _ in gets), default=0.0)
     retried = []
-    for status, _, request_id in gets:
+    for _, status, _, request_id in gets:
         if status == 200 and request_id:
             addresses, tried, _, _ = _tries(target, request_id)
             if len(addresses) > 1:
@@ -165,7 +153,8 @@ def _check_gets(target: Target, report: Report, server: str, killed: str, gets: 
         set(statuses) == {200} and slowest < GET_LIMIT_S and bool(retried)
         and all(tried[-1] == "200" and tried[0] != "200" for _, tried in retried),
         # A GET that failed first (its trace says why), else a retried one.
-        [request_id for status, _, request_id in gets if status != 200][:1] + [request_id for request_id, _ in retried[:1]])
+        [request_id for _, status, _, request_id in gets if status != 200][:1]
+        + [request_id for request_id, _ in retried[:1]])
 
 
 def _check_posts(target: Target, report: Report, server: str, killed: str, post_status: dict) -> None:
