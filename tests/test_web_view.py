@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 from lab_http import get
-from lab_stacks import free_port, wait_until_served
+from lab_stacks import free_port, hop_log_lines, wait_until_served
 
 from wsgilab.labs.rawhttp import exchange
 
@@ -96,7 +96,7 @@ def _listed(browser):
 
 
 def _hoptrace_show(stack, request_id, *options):
-    logs = "\n".join(line for path in sorted(stack.workdir.glob("*.log")) for line in path.read_text().splitlines())
+    logs = "\n".join(hop_log_lines(stack))
     return subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "show", request_id, *options],
                           input=logs, capture_output=True, text=True, check=True).stdout
 
