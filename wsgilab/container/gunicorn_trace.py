@@ -30,6 +30,7 @@ and the trace says who answered and why.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -132,10 +133,13 @@ def request_id_in_headers(req: Any) -> str:
     return request_id_of({"HTTP_X_REQUEST_ID": value})
 
 
+# Read once per process, not per line: the launcher sets both before gunicorn starts.
+@functools.cache
 def _replica() -> str:
     return os.environ.get("WSGILAB_REPLICA", "") or "-"  # checked by the launcher
 
 
+@functools.cache
 def _service() -> str:
     return os.environ.get("SCRIPT_NAME", "").strip("/") or "-"
 
