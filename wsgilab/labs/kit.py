@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,11 +68,19 @@ class Target:
 
     def records(self, request_id: str, hops: set[str], wait_s: float = 5.0) -> list[dict[str, Any]]:
         """The log records of ``request_id``, once ``hops`` have all logged it (or ``wait_s`` passed)."""
+        return self.records_of([request_id], hops, wait_s)[request_id]
+
+    def records_of(self, request_ids: Iterable[str], hops: set[str],
+                   wait_s: float = 5.0) -> dict[str, list[dict[str, Any]]]:
+        """``records`` of many requests: the logs are read once per try, not once per request."""
+        wanted = list(dict.fromkeys(request_ids))
         deadline = time.monotonic() + wait_s
         while True:
-            found = scan(self.log_lines(), request_id).records
-            if {r["hop"] for r in found} >= hops or time.monotonic() > deadline:
-                self.found[request_id] = found
+            lines = self.log_lines()
+            found = {request_id: scan(lines, request_id).records for request_id in wanted}
+            if (all({r["hop"] for r in records} >= hops for records in found.values())
+                    or time.monotonic() > deadline):
+                self.found.update(found)
                 return found
             time.sleep(0.2)
 

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from wsgilab.container.launch import DEFAULT_PORTS
 from wsgilab.hoptrace.records import events_of
@@ -120,10 +121,9 @@ def run(target: Target, report: Report) -> None:
         target.wait_until_served(apps=(APP,))
 
 
-def _tries(target: Target, request_id: str) -> tuple[list[str], list[str], set[str], int]:
-    """nginx's upstream addresses and statuses for ``request_id``, the replicas whose app served it, and
-    how many of nginx's tries failed to connect (so never sent the request)."""
-    records = target.records(request_id, {"nginx"})
+def _tries(records: list[dict[str, Any]]) -> tuple[list[str], list[str], set[str], int]:
+    """From a request's records: nginx's upstream addresses and statuses, the replicas whose app served
+    it, and how many of nginx's tries failed to connect (so never sent the request)."""
     nginx = nginx_record(records)
     events = events_of(records)
     served = {str(e.get("replica")) for e in events if e["hop"] == "wsgi" and e["event"] == "close"}
@@ -137,11 +137,12 @@ def _check_gets(target: Target, report: Report, server: str, killed: str, gets: 
     statuses = Counter(status for _, status, _, _ in gets)
     slowest = max((took for _, _, took, _ in gets), default=0.0)
     retried = []
-    for _, status, _, request_id in gets:
-        if status == 200 and request_id:
-            addresses, tried, _, _ = _tries(target, request_id)
-            if len(addresses) > 1:
-                retried.append((request_id, tried))
+    found = target.records_of([request_id for _, status, _, request_id in gets if status == 200 and request_id],
+                              {"nginx"})
+    for request_id, records in found.items():
+        addresses, tried, _, _ = _tries(records)
+        if len(addresses) > 1:
+            retried.append((request_id, tried))
     report.check(
         f"/{APP}/ on {server}, {REPLICAS} replicas: replica {killed} killed {KILL_AFTER_S} s into {LOAD_S:.0f} s of "
         f"GETs ({CLIENTS} clients, /slow?ms={LOAD_MS} back to back)",
@@ -158,7 +159,8 @@ def _check_gets(target: Target, report: Report, server: str, killed: str, gets: 
 
 
 def _check_posts(target: Target, report: Report, server: str, killed: str, post_status: dict) -> None:
-    outcomes = {request_id: (status, *_tries(target, request_id)) for request_id, status in post_status.items()}
+    found = target.records_of(post_status, {"nginx"})
+    outcomes = {request_id: (status, *_tries(found[request_id])) for request_id, status in post_status.items()}
     failed = [request_id for request_id, (status, *_) in outcomes.items() if status != 200]
     report.check(
         f"/{APP}/ on {server}: {POSTS} POSTs of {POST_MS / 1000:.0f} s in flight when replica {killed} was killed",
