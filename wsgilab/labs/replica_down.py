@@ -70,10 +70,14 @@ SETTLE_S = 3.0
 CLIENTS = 3
 LOAD_MS = 100
 LOAD_S = 6.0
-#: POSTs in flight at the kill, each /slow?ms=POST_MS. The lab kills a replica that holds one: it
-#: counts the open connections on each replica's server port (nginx's, one per request in flight).
-POSTS = 3
+#: The replica killed is one that holds a slow GET (/slow?ms=HELD_GET_MS) and a POST (/slow?ms=POST_MS),
+#: both in flight: the lab sends the GET alone and sees which replica has a connection open on its
+#: server port (nginx's, one per request in flight); then POSTs, one at a time, until that replica's
+#: count goes up. nginx picks each request's replica, so POSTs land elsewhere first: at most MAX_POSTS
+#: (each lands there with a chance of 1 in 3; all 20 elsewhere: 3 in 10 000).
+HELD_GET_MS = 9000  # under the apps' 10 s cap on /slow
 POST_MS = 3000
+MAX_POSTS = 20
 #: When the kill comes: the POSTs are under way, and the GET load on every replica.
 KILL_AFTER_S = 1.0
 #: The longest a GET may take: a try on the dead address (refused at once, or given up on at
@@ -81,13 +85,27 @@ KILL_AFTER_S = 1.0
 GET_LIMIT_S = int(SETTINGS["NGINX_CONNECT_TIMEOUT"].default) + POST_MS / 1000 + 1.0
 
 
-def _post(target: Target, request_id: str) -> int | str:
+def _send(target: Target, method: str, path: str, request_id: str) -> int | str:
     headers = [("X-Request-ID", request_id), ("Content-Type", "application/octet-stream")]
     try:
-        return exchange(target.port, request_bytes("POST", f"/{APP}/slow?ms={POST_MS}", headers, body=b"x" * 64),
-                        target.host, 30).status
+        return exchange(target.port, request_bytes(method, path, headers, body=b"x" * 64 if method == "POST" else b""),
+                        target.host, 60).status
     except OSError as error:
         return type(error).__name__
+
+
+def _land(target: Target, pool: ThreadPoolExecutor, replica: str, port: int, method: str, path: str,
+          tag: str) -> dict[str, Any]:
+    """Send ``method path`` (each with an id of its own) until one is in flight on ``replica``: {id: future}."""
+    sent = {}
+    for n in range(MAX_POSTS):
+        before = target.control.open_connections(replica, port)
+        request_id = f"replica-down-{tag}-{n}"
+        sent[request_id] = pool.submit(_send, target, method, path, request_id)
+        time.sleep(0.2)  # nginx has connected
+        if target.control.open_connections(replica, port) > before:
+            break
+    return sent
 
 
 def run(target: Target, report: Report) -> None:
@@ -103,18 +121,22 @@ def run(target: Target, report: Report) -> None:
         target.wait_until_served(apps=(APP,))
         time.sleep(SETTLE_S)
         replicas = target.control.replicas(APP)
-        until = time.monotonic() + LOAD_S
-        post_ids = [f"replica-down-{uuid.uuid4().hex[:12]}-{n}" for n in range(POSTS)]
-        with ThreadPoolExecutor(CLIENTS + POSTS) as pool:
-            posts = {request_id: pool.submit(_post, target, request_id) for request_id in post_ids}
-            time.sleep(0.5)  # the POSTs are in: the replicas holding one are the ones with a connection open
-            holding = [c for c in replicas if target.control.open_connections(c, DEFAULT_PORTS[server]) > 0]
+        port = DEFAULT_PORTS[server]
+        tag = uuid.uuid4().hex[:12]
+        with ThreadPoolExecutor(CLIENTS + MAX_POSTS + 1) as pool:
+            held_id = f"replica-down-{tag}-get"
+            held = pool.submit(_send, target, "GET", f"/{APP}/slow?ms={HELD_GET_MS}", held_id)
+            time.sleep(0.5)  # the GET is in: the one replica with a connection open holds it
+            victim = next((c for c in replicas if target.control.open_connections(c, port) > 0), replicas[0])
+            posts = _land(target, pool, victim, port, "POST", f"/{APP}/slow?ms={POST_MS}", tag)
+            until = time.monotonic() + LOAD_S
             loads = [pool.submit(requests_until, target, f"/{APP}/slow?ms={LOAD_MS}", until) for _ in range(CLIENTS)]
             time.sleep(KILL_AFTER_S)
-            killed = target.control.kill_replica((holding or replicas)[0])
+            killed = target.control.kill_replica(victim)
             gets = [sent for load in loads for sent in load.result()]
             post_status = {request_id: future.result() for request_id, future in posts.items()}
-        _check_gets(target, report, server, killed, gets)
+            held_status = held.result()
+        _check_gets(target, report, server, killed, gets, (held_id, held_status))
         _check_posts(target, report, server, killed, post_status)
     finally:
         target.control.scale_app(APP, 1)
@@ -133,29 +155,30 @@ def _tries(records: list[dict[str, Any]]) -> tuple[list[str], list[str], set[str
             [s.strip() for s in str(nginx.get("upstream_status", "")).split(",")], served, unsent)
 
 
-def _check_gets(target: Target, report: Report, server: str, killed: str, gets: list) -> None:
+def _check_gets(target: Target, report: Report, server: str, killed: str, gets: list,
+                held: tuple[str, int | str]) -> None:
     statuses = Counter(status for _, status, _, _ in gets)
     slowest = max((took for _, _, took, _ in gets), default=0.0)
-    retried = []
-    found = target.records_of([request_id for _, status, _, request_id in gets if status == 200 and request_id],
-                              {"nginx"})
-    for request_id, records in found.items():
-        addresses, tried, _, _ = _tries(records)
-        if len(addresses) > 1:
-            retried.append((request_id, tried))
+    held_id, held_status = held
+    found = target.records_of([held_id, *(request_id for _, status, _, request_id in gets
+                                          if status == 200 and request_id)], {"nginx"})
+    tries = {request_id: _tries(records) for request_id, records in found.items()}
+    retried = [(request_id, tried) for request_id, (addresses, tried, _, _) in tries.items() if len(addresses) > 1]
+    _, held_tried, held_served, _ = tries[held_id]
     report.check(
-        f"/{APP}/ on {server}, {REPLICAS} replicas: replica {killed} killed {KILL_AFTER_S} s into {LOAD_S:.0f} s of "
-        f"GETs ({CLIENTS} clients, /slow?ms={LOAD_MS} back to back)",
-        f"every GET 200, none slower than {GET_LIMIT_S:.0f} s; those the killed replica held went on to another "
-        "(nginx's record: two tries, the first failed)",
+        f"/{APP}/ on {server}, {REPLICAS} replicas: replica {killed} killed while it held a {HELD_GET_MS / 1000:.0f} s "
+        f"GET, {KILL_AFTER_S} s into GETs from {CLIENTS} clients (/slow?ms={LOAD_MS} back to back, {LOAD_S:.0f} s)",
+        f"every GET 200, none of the clients' slower than {GET_LIMIT_S:.0f} s; the GET it held, and any other it "
+        "held, went on to another replica (nginx's record: two tries or more, the first failed)",
         (", ".join(f"{count} x {status}" for status, count in sorted(statuses.items(), key=str))
-         + f"; slowest {slowest:.2f} s; {len(retried)} retried ("
+         + f"; slowest {slowest:.2f} s; the held GET: {held_status} (tries {'/'.join(held_tried)}, served by "
+         + f"{', '.join(sorted(held_served)) or 'no replica'}); {len(retried)} retried in all ("
          + ", ".join("/".join(tried) for _, tried in retried[:3]) + ")"),
-        set(statuses) == {200} and slowest < GET_LIMIT_S and bool(retried)
+        set(statuses) == {200} and slowest < GET_LIMIT_S and held_status == 200
+        and held_id in dict(retried) and len(held_served) == 1 and killed not in held_served
         and all(tried[-1] == "200" and tried[0] != "200" for _, tried in retried),
-        # A GET that failed first (its trace says why), else a retried one.
-        [request_id for _, status, _, request_id in gets if status != 200][:1]
-        + [request_id for request_id, _ in retried[:1]])
+        # A GET that failed (its trace says why), else the held one.
+        [request_id for _, status, _, request_id in gets if status != 200][:1] + [held_id])
 
 
 def _check_posts(target: Target, report: Report, server: str, killed: str, post_status: dict) -> None:
@@ -163,7 +186,8 @@ def _check_posts(target: Target, report: Report, server: str, killed: str, post_
     outcomes = {request_id: (status, *_tries(found[request_id])) for request_id, status in post_status.items()}
     failed = [request_id for request_id, (status, *_) in outcomes.items() if status != 200]
     report.check(
-        f"/{APP}/ on {server}: {POSTS} POSTs of {POST_MS / 1000:.0f} s in flight when replica {killed} was killed",
+        f"/{APP}/ on {server}: {len(post_status)} POSTs of {POST_MS / 1000:.0f} s, the last in flight on replica "
+        f"{killed} when it was killed",
         "each POST the killed replica held: 502, sent to no other replica (no app served it; nginx moved on only "
         "from tries whose connection failed, which never sent it); every other POST: 200, served once",
         "; ".join(f"{status} (tries {'/'.join(tried)}, {unsent} not sent; served by "
