@@ -1,8 +1,10 @@
 """Fixtures that bring the stack up once per tier and point each test at it.
 
 ``--tier native`` runs nginx, gunicorn and uWSGI as local processes;
-``--tier compose`` runs the real stack with docker compose; the default runs
-both (side by side under pytest-xdist, one worker per tier). A test that takes the ``stack`` fixture runs in every *phase*: each tier
+``--tier compose`` runs the real stack with docker compose; ``--tier swarm``
+deploys it on a one-node Docker Swarm (scripts/swarm; tests/test_swarm.py
+only); the default runs all three (side by side under pytest-xdist, one
+worker per tier, the swarm after whichever finishes first). A test that takes the ``stack`` fixture runs in every *phase*: each tier
 with every app on gunicorn, then every app on uWSGI.
 """
 
@@ -13,24 +15,29 @@ from dataclasses import dataclass
 
 import pytest
 from lab_stacks import APPS, SERVERS, ComposeStack, NativeStack
+from swarm_stack import SwarmStack
 
 try:
     from xdist.scheduler import LoadScopeScheduling
 except ImportError:  # without pytest-xdist the tiers run one after the other
     LoadScopeScheduling = None
 
+#: The tiers every stack test runs on (each with every app on gunicorn, then on uWSGI).
 TIERS = ("native", "compose")
+#: Tiers only the modules that name them (ONLY_TIERS) run on.
+OWN_TIERS = ("swarm",)
 
 
 def pytest_addoption(parser):
-    parser.addoption("--tier", choices=(*TIERS, "both"), default="both",
-                     help="which stack to drive: native processes, docker compose, or both (default)")
+    parser.addoption("--tier", choices=(*TIERS, *OWN_TIERS, "both"), default="both",
+                     help="which stack to drive: native processes, docker compose, Docker Swarm, or all three "
+                          "('both', the default: the two every stack test runs on, and the swarm's own tests)")
 
 
 def selected_tiers(config) -> tuple[str, ...]:
     """The tiers this run drives, from --tier."""
     tier = config.getoption("--tier")
-    return TIERS if tier == "both" else (tier,)
+    return (*TIERS, *OWN_TIERS) if tier == "both" else (tier,)
 
 
 def pytest_generate_tests(metafunc):
@@ -57,7 +64,7 @@ def pytest_generate_tests(metafunc):
 
 #: The tier in a test's id ("...[compose-uwsgi-raw]", "...[native]"): how pytest-xdist's controller,
 #: which sees only ids, tells a test's tier. tests/test_tier_scheduling.py checks it against each test's own.
-_TIER_IN_ID = re.compile(r"\[(native|compose)(?=[-\]])(?!-only\])")
+_TIER_IN_ID = re.compile(r"\[(native|compose|swarm)(?=[-\]])(?!-only\])")
 
 
 def tier_in_id(nodeid: str) -> str | None:
@@ -114,6 +121,11 @@ def compose_stack():
 
 
 @pytest.fixture(scope="session")
+def swarm_stack():
+    yield from _running(SwarmStack())
+
+
+@pytest.fixture(scope="session")
 def phase(request):
     """(tier, server) of the current phase: every app runs on ``server``."""
     return request.param
@@ -154,7 +166,7 @@ def _tier_of(item) -> str:
     params = getattr(getattr(item, "callspec", None), "params", {})
     phase = params.get("phase")
     tier = phase[0] if isinstance(phase, tuple) else params.get("tier")
-    return tier if tier in TIERS else "no stack"
+    return tier if tier in (*TIERS, *OWN_TIERS) else "no stack"
 
 
 def pytest_runtest_logreport(report):

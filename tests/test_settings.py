@@ -20,6 +20,7 @@ from wsgilab.labs import control
 
 ENV_FILE = REPO / ".env"
 COMPOSE_FILE = REPO / "docker-compose.yml"
+SWARM_FILE = REPO / "scripts" / "swarm.yml"
 RENDER_CONFIG = REPO / "nginx" / "render-config"
 
 
@@ -49,8 +50,15 @@ def test_compose_file_defaults_are_the_tables():
 
 def test_compose_file_passes_every_setting_the_containers_read():
     text = COMPOSE_FILE.read_text()
-    read_by_containers = [s.name for s in settings.SETTINGS.values() if s.read_by != "compose"]
+    read_by_containers = [s.name for s in settings.SETTINGS.values() if s.read_by not in ("compose", "swarm")]
     assert [name for name in read_by_containers if f"${{{name}:-" not in text] == []
+
+
+def test_swarm_override_spells_every_swarm_setting_with_the_tables_default():
+    text = SWARM_FILE.read_text()
+    found = dict(re.findall(r"\$\{([A-Z_]+):-([^}]*)\}", text))
+    swarm = {s.name: s.default for s in settings.SETTINGS.values() if s.read_by == "swarm"}
+    assert found == swarm
 
 
 def test_render_config_defaults_are_the_tables():

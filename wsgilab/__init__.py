@@ -1,4 +1,4 @@
-"""wsgilab: the Python code of wsgi-lab, in three parts that follow a request and then its trace.
+"""wsgilab: the Python code of wsgi-lab, in parts that follow a request and then its trace.
 
 - ``wsgilab.container``: what runs inside the app containers: the launcher,
   the healthcheck, and the instrumentation every hop writes its log line
@@ -6,7 +6,8 @@
   hooks, the view wrapper);
 - ``wsgilab.hoptrace``: the host tool that reads those lines back: log
   sources, the normalizer, the waterfall, follow, stats, the command line;
-- ``wsgilab.labs``: the failure labs (``hoptrace lab``) and how they drive a stack.
+- ``wsgilab.labs``: the failure labs (``hoptrace lab``) and how they drive a stack;
+- ``wsgilab.swarm``: ``scripts/swarm``, the same stack on Docker Swarm.
 
 Two modules are the contracts both sides share: ``trace_format`` (every
 record and event) and ``trace_context`` (W3C ``traceparent``, as nginx and

@@ -51,6 +51,9 @@ def check_value(kind: str, name: str, value: str) -> str:
     elif kind == "tw_reuse":
         if value not in ("0", "1", "2"):
             raise SettingError(f"{name} must be 0, 1 or 2 (net.ipv4.tcp_tw_reuse), not {value!r}")
+    elif kind == "publish":
+        if value not in ("loopback", "all"):
+            raise SettingError(f"{name} must be loopback or all, not {value!r}")
     elif kind == "host_names":
         if not _HOST_NAMES.match(value):
             raise SettingError(f"{name} must be host names separated by spaces, not {value!r}")
@@ -64,11 +67,13 @@ class Setting:
     name: str
     #: The default as compose and the launcher apply it; "" where it is worked out at start (``default_text``).
     default: str
-    #: How a value is checked: count, seconds, server, wsgi_app, port, gid, host_names, tw_reuse, or text (anything).
+    #: How a value is checked: count, seconds, server, wsgi_app, port, gid, host_names, tw_reuse, publish, or
+    #: text (anything).
     kind: str
     #: What it does to a request, for the docs.
     does: str
-    #: Which containers read it: "app" (the app servers), "nginx", or "compose" (compose itself).
+    #: Which containers read it: "app" (the app servers), "nginx", "compose" (compose itself), or "swarm"
+    #: (scripts/swarm, through scripts/swarm.yml).
     read_by: str
     #: Its twins: the gunicorn settings, uWSGI options and nginx directives it becomes, ", "-separated.
     gunicorn: str = ""
@@ -106,6 +111,11 @@ def _per_app() -> list[Setting]:
             f"the callable the {app} app's server imports, module:name (`hoptrace lab import-failure` points "
             "one at code that cannot be imported); traced_app wraps it", "app", gunicorn="wsgi_app",
             uwsgi="mount", lab_may_change=True))
+    for app in APPS:
+        found.append(Setting(
+            f"{app.upper()}_REPLICAS", "2", "count", f"with scripts/swarm only: how many replicas of the {app} app "
+            "Docker Swarm runs; nginx spreads requests over them (`docker compose up --scale` does this on "
+            "compose)", "swarm"))
     return found
 
 
@@ -148,6 +158,15 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("DOCKER_GID", "0", "gid", "with `--profile otel` or `viewer` only: the group that owns the Docker socket on the "
             "host (`stat -c %g /var/run/docker.sock`), which the exporter joins to read the stack's logs through "
             "Docker's API; 0 fits where the socket belongs to root's group", "compose"),
+    Setting("WSGILAB_SWARM_PUBLISH", "loopback", "publish", "with scripts/swarm only: where nginx's port is "
+            "published on each node: `loopback` (127.0.0.1 only, through a docker_gwbridge network that "
+            "scripts/swarm creates before it starts a swarm) or `all` (every address of the node, for a load "
+            "balancer in front of several machines)", "swarm"),
+    Setting("WSGILAB_IMAGES", "wsgi-lab", "text", "where the stack's four images are named: "
+            "WSGILAB_IMAGES/django:WSGILAB_IMAGE_TAG and so on; a registry's path (`registry.example.com/you/"
+            "wsgi-lab`) to push them there for several machines (docs/swarm.md)", "compose"),
+    Setting("WSGILAB_IMAGE_TAG", "local", "text", "the tag of the stack's four images; a new one is a new "
+            "release, which Swarm rolls out replica by replica", "compose"),
     Setting("PYTHON_IMAGE", "python:3.13-slim", "text", "the base image of the three app images", "compose"),
     Setting("NGINX_IMAGE", "nginx:stable", "text", "the base image of the nginx image", "compose"),
 ]}

@@ -9,10 +9,12 @@
     hoptrace export --otlp-endpoint URL           # every request in the logs, pushed to an OTLP receiver
     hoptrace web                                  # every request's waterfall in the browser, live (:8081)
     hoptrace lab list                             # failure labs: trigger one, see which hop acts, and why
+    hoptrace --stack wsgilab follow               # the same commands on a Docker Swarm stack (scripts/swarm)
 
 Each command reads the log files named after it, or stdin, or, with neither
 (stdin a terminal) or with ``--compose``, runs ``docker compose logs`` itself
-(``--follow`` for ``follow``), in the current directory's compose project.
+(``--follow`` for ``follow``), in the current directory's compose project;
+``--stack NAME`` reads a swarm stack's ``docker service logs`` instead.
 Lines that hold no hop record are skipped and counted on stderr; nothing in
 the stream makes it stop.
 """
@@ -30,6 +32,7 @@ from wsgilab.hoptrace.docker_api import DockerApiError
 from wsgilab.hoptrace.follow import follow
 from wsgilab.hoptrace.records import by_request, events_of, parse_line, scan
 from wsgilab.hoptrace.sources import command_lines
+from wsgilab.hoptrace.stack_logs import StackError
 from wsgilab.hoptrace.stats import collect, render_table, summarise
 from wsgilab.hoptrace.waterfall import render_waterfall
 
@@ -82,6 +85,9 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
                         help="read the logs of the compose project hoptrace's own container is in, through the "
                              "Docker Engine API (hoptrace in a container, with the engine's socket mounted: "
                              "the `otel` profile)")
+    parser.add_argument("--stack", metavar="NAME",
+                        help="read the logs of Docker Swarm stack NAME (`docker service logs` of its services; "
+                             "scripts/swarm deploys `wsgilab`)")
     parser.add_argument("--verbose", action="store_true",
                         help="say on stderr what is read: which files, stdin, or which compose tool and version "
                              "(WSGILAB_COMPOSE picks `docker compose` or `docker-compose` by hand)")
@@ -94,6 +100,8 @@ COMMANDS = ("show", "follow", "stats", "export", "web", "lab")
 def main(argv: list[str] | None = None) -> int:
     """The hoptrace command line: ``hoptrace {show,follow,stats} ...``."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--stack"] and len(argv) > 2:  # `hoptrace --stack NAME show ID`: an option of the command
+        argv = [argv[2], *argv[:2], *argv[3:]]
     if not argv or argv[0] not in COMMANDS:
         top = argparse.ArgumentParser(prog="hoptrace", description=__doc__.split("\n\n")[0],
                                       formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _command_parser(command).parse_intermixed_args(argv[1:])
     try:
         return _run(command, args)
-    except (ComposeToolError, DockerApiError) as error:
+    except (ComposeToolError, DockerApiError, StackError) as error:
         print(f"hoptrace: {error}", file=sys.stderr)
         return 2
 

@@ -1,4 +1,5 @@
-"""Where hoptrace's log lines come from: files, stdin, ``docker compose logs``, ``docker logs``, or Docker's API.
+"""Where hoptrace's log lines come from: files, stdin, ``docker compose logs``, ``docker logs``, Docker's API,
+or a swarm stack's ``docker service logs``.
 
 With neither files nor a pipe (stdin a terminal), or with ``--compose``,
 hoptrace runs ``docker compose logs`` itself in the current directory's
@@ -6,6 +7,8 @@ compose project (``--follow`` for ``hoptrace follow``), with the compose tool
 ``wsgilab.hoptrace.compose_tool`` picks for hoptrace, the labs and the test
 stacks alike. With ``--docker-api`` (hoptrace in a container, which has no
 docker CLI) it asks the engine itself (``wsgilab.hoptrace.docker_api``).
+With ``--stack NAME`` it reads a Docker Swarm stack's services
+(``wsgilab.hoptrace.stack_logs``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import TextIO
 
 from wsgilab.hoptrace import docker_api as docker_api_source
 from wsgilab.hoptrace.compose_tool import compose_command, describe
+from wsgilab.hoptrace.stack_logs import stack_lines
 
 
 def compose_logs(*options: str) -> Iterator[str]:
@@ -29,8 +33,10 @@ def compose_logs(*options: str) -> Iterator[str]:
 
 
 def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: bool = False,
-                verbose: bool = False, docker_api: bool = False, history: bool = False) -> Iterator[str]:
-    """The lines to read: the files in turn, else Docker's API if asked, else stdin, else ``docker compose logs``.
+                verbose: bool = False, docker_api: bool = False, history: bool = False,
+                stack: str | None = None) -> Iterator[str]:
+    """The lines to read: the files in turn, else Docker's API or a swarm ``stack`` if asked, else stdin, else
+    ``docker compose logs``.
 
     ``follow`` reads the logs from now on as they are written; with ``history``
     too, the lines written so far first.
@@ -51,6 +57,9 @@ def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: 
         say(f"the logs of compose project {project} through the Docker Engine API at "
             f"{docker_api_source.socket_path()}")
         yield from docker_api_source.project_lines(project, follow=follow, history=history, leave_out=(me,))
+    elif stack:
+        say(f"the logs of swarm stack {stack} (`docker service logs` of each of its services)")
+        yield from stack_lines(stack, follow=follow, history=history)
     elif compose or stdin.isatty():
         options = ("--follow",) if follow and history else ("--follow", "--tail", "0") if follow else ()
         if verbose:
@@ -66,7 +75,7 @@ def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: 
 def command_lines(args: argparse.Namespace, follow: bool = False, history: bool = False) -> Iterator[str]:
     """The lines a hoptrace command reads, by its arguments (``files``, ``--compose``, ``--verbose``)."""
     return input_lines(args.files, sys.stdin, follow=follow, compose=args.compose, verbose=args.verbose,
-                       docker_api=args.docker_api, history=history)
+                       docker_api=args.docker_api, history=history, stack=getattr(args, "stack", None))
 
 
 def compose_container_ids() -> list[str]:

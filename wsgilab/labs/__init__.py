@@ -35,6 +35,7 @@ LABS = {
     "slow-readers": "wsgilab.labs.slow_readers",
     "import-failure": "wsgilab.labs.import_failure",
     "replica-down": "wsgilab.labs.replica_down",
+    "rolling-update": "wsgilab.labs.rolling_update",
 }
 
 

@@ -4,6 +4,7 @@
     hoptrace lab host-and-proxy-headers    # one lab, against the stack on :8080 (--port to change)
     hoptrace lab all --json                # every lab, as JSON
     hoptrace lab slow-readers --explain    # what a lab does and shows, without a stack
+    hoptrace lab rolling-update --stack wsgilab   # against the Docker Swarm stack scripts/swarm deploys
 
 A report lists each check (what was done, what should happen, what did),
 the traces of the requests the checks judged, and the lab's explanation.
@@ -24,7 +25,9 @@ from wsgilab.hoptrace.sources import compose_container_ids, compose_logs, compos
 from wsgilab.hoptrace.waterfall import render_waterfall
 from wsgilab.labs import LABS, run
 from wsgilab.labs.control import ComposeControl, ControlError
+from wsgilab.hoptrace.stack_logs import StackError, stack_lines
 from wsgilab.labs.kit import Report, Target
+from wsgilab.labs.swarm_control import SwarmControl
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,12 +37,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("name", choices=[*LABS, "all", "list"], help="which lab ('list' names them)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("WSGILAB_HTTP_PORT") or 8080),
                         help="nginx's published port (default: $WSGILAB_HTTP_PORT, else 8080)")
+    parser.add_argument("--stack", metavar="NAME",
+                        help="run against Docker Swarm stack NAME (scripts/swarm up deploys `wsgilab`), not the "
+                             "current directory's compose project; `all` then runs the labs a swarm stack can")
     parser.add_argument("--traces", type=int, default=3, metavar="N",
                         help="print the traces of the first N checks (default 3)")
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
     parser.add_argument("--explain", action="store_true",
                         help="print what the lab does and what it shows, without running it (no stack needed)")
     return parser
+
+
+def stacks_of(name: str) -> tuple[str, ...]:
+    """The kinds of stack a lab runs on: "compose" (the default), "swarm", or both."""
+    return getattr(importlib.import_module(LABS[name]), "STACKS", ("compose",))
 
 
 def explain(name: str) -> str:
@@ -58,25 +69,31 @@ def main(argv: list[str]) -> int:
     if args.explain:
         print("\n".join(explain(name) for name in (LABS if args.name == "all" else [args.name])), end="")
         return 0
-    try:
-        compose = compose_command()
-        control = ComposeControl(compose)
-    except FileNotFoundError as error:
-        print(f"hoptrace lab: {error}; the labs run against the docker compose stack", file=sys.stderr)
-        return 2
-    # The labs read the logs after almost every request: through docker logs
-    # when the project's name is known (fast), else through compose.
-    project = compose_project_name()
-    target = Target(port=args.port, control=control, container_ids=compose_container_ids,
-                    log_lines=(lambda: project_log_lines(project)) if project else (lambda: list(compose_logs())))
-    # On stderr: the reports on stdout are what docs/labs/runs/ records.
-    print(f"hoptrace lab: compose project {project or '(none running)'}, driven with {describe(compose)}; "
-          f"nginx on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
+    if args.stack:
+        target = Target(port=args.port, control=SwarmControl(args.stack),
+                        log_lines=lambda: list(stack_lines(args.stack)))
+        print(f"hoptrace lab: swarm stack {args.stack}; nginx on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
+    else:
+        try:
+            compose = compose_command()
+            control = ComposeControl(compose)
+        except FileNotFoundError as error:
+            print(f"hoptrace lab: {error}; the labs run against the docker compose stack", file=sys.stderr)
+            return 2
+        # The labs read the logs after almost every request: through docker logs
+        # when the project's name is known (fast), else through compose.
+        project = compose_project_name()
+        target = Target(port=args.port, control=control, container_ids=compose_container_ids,
+                        log_lines=(lambda: project_log_lines(project)) if project else (lambda: list(compose_logs())))
+        # On stderr: the reports on stdout are what docs/labs/runs/ records.
+        print(f"hoptrace lab: compose project {project or '(none running)'}, driven with {describe(compose)}; "
+              f"nginx on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
     reports = []
-    for name in LABS if args.name == "all" else [args.name]:
+    kind = "swarm" if args.stack else "compose"
+    for name in [n for n in LABS if kind in stacks_of(n)] if args.name == "all" else [args.name]:
         try:
             report = run(name, target)
-        except ControlError as error:
+        except (ControlError, StackError) as error:
             print(f"hoptrace lab {name}: could not change the stack: {error}", file=sys.stderr)
             return 2
         except OSError as error:

@@ -230,19 +230,12 @@ class ComposeControl:
         return self.run("ps", "-q", app).split()
 
     def open_connections(self, container: str, port: int) -> int:
-        """How many TCP connections to ``port`` are established in ``container`` (its /proc/net/tcp)."""
-        table = subprocess.run(["docker", "exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6"],
-                               capture_output=True, text=True).stdout.splitlines()
-        # Each row: sl local_address rem_address st ...; addresses are HEX_IP:HEX_PORT, st 01 is ESTABLISHED.
-        return sum(1 for row in table if len(row.split()) > 3 and row.split()[1].endswith(f":{port:04X}")
-                   and row.split()[3] == "01")
+        """How many TCP connections to ``port`` are established in ``container``."""
+        return open_connections(container, port)
 
     def kill_replica(self, container: str) -> str:
         """SIGKILL one replica's container at once (``docker kill``); its host name (its trace lines' replica)."""
-        name = subprocess.run(["docker", "inspect", "--format", "{{.Config.Hostname}}", container],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        subprocess.run(["docker", "kill", container], capture_output=True, check=True)
-        return name
+        return kill_container(container)
 
     def app_state(self, app: str) -> AppState:
         """``app``'s container as Docker sees it (running, exit code, restarts, health) and its last log lines."""
@@ -267,3 +260,20 @@ class ComposeControl:
         if done.returncode != 0:
             raise ControlError(f"killing {app}'s workers failed: {done.stderr.strip()}")
         return [int(pid) for pid in done.stdout.split()]
+
+
+def open_connections(container: str, port: int) -> int:
+    """How many TCP connections to ``port`` are established in ``container`` (its /proc/net/tcp)."""
+    table = subprocess.run(["docker", "exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6"],
+                           capture_output=True, text=True).stdout.splitlines()
+    # Each row: sl local_address rem_address st ...; addresses are HEX_IP:HEX_PORT, st 01 is ESTABLISHED.
+    return sum(1 for row in table if len(row.split()) > 3 and row.split()[1].endswith(f":{port:04X}")
+               and row.split()[3] == "01")
+
+
+def kill_container(container: str) -> str:
+    """SIGKILL a container at once (``docker kill``); its host name, which its trace lines name as the replica."""
+    name = subprocess.run(["docker", "inspect", "--format", "{{.Config.Hostname}}", container],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(["docker", "kill", container], capture_output=True, check=True)
+    return name

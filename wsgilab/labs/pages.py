@@ -66,8 +66,10 @@ def _without_why(report: str) -> str:
 def lab_page(name: str, runs: Path | None = None) -> str:
     """docs/labs/NAME.md: what the lab does, what each failure looks like, why, and a real run."""
     module = _module(name)
+    swarm_only = getattr(module, "STACKS", ("compose",)) == ("swarm",)
+    command = f"hoptrace lab {name} --stack wsgilab" if swarm_only else f"hoptrace lab {name}"
     lines = [f"# {module.TITLE}", "", GENERATED, "",
-             "```", f"hoptrace lab {name}              # run it against the stack on :8080",
+             "```", f"{command}{' ' * max(2, len(name) + 27 - len(command))}# run it against the stack on :8080",
              f"hoptrace lab {name} --explain    # only the explanation below, no stack needed", "```", "",
              "## What the client sees", ""]
     for outcome in module.OUTCOMES:
@@ -76,9 +78,11 @@ def lab_page(name: str, runs: Path | None = None) -> str:
     run = runs / f"{name}.txt" if runs else None
     if run is not None and run.exists():
         lines += ["## A real run", "",
-                  f"`hoptrace lab {name}` on the compose stack (Django on uWSGI, Flask and the raw app on "
-                  "gunicorn), as printed but for its `why:` part, which is the section above:", "",
-                  "```", f"$ hoptrace lab {name}", _without_why(run.read_text()).rstrip(), "```", ""]
+                  (f"`{command}` on the stack `FLASK_REPLICAS=3 scripts/swarm up` deploys (every app on "
+                   "gunicorn)" if swarm_only else
+                   f"`hoptrace lab {name}` on the compose stack (Django on uWSGI, Flask and the raw app on "
+                   "gunicorn)") + ", as printed but for its `why:` part, which is the section above:", "",
+                  "```", f"$ {command}", _without_why(run.read_text()).rstrip(), "```", ""]
     lines += ["[All labs, by what the client sees](README.md)"]
     return "\n".join(lines) + "\n"
 

@@ -14,13 +14,17 @@ from wsgilab.labs.kit import Outcome, Report, Target, has_control, nginx_record,
 from wsgilab.labs.rawhttp import exchange, request_bytes
 from wsgilab.settings import SETTINGS
 
+STACKS = ("compose", "swarm")
+
 TITLE = ("A replica killed under load (docker kill): GETs keep succeeding on the others; a POST it held "
          "is a 502, never sent again")
 
 EXPLANATION = """
-This one needs the compose stack: it runs three replicas of one app
-(`docker compose up --scale flask=3`) and kills one with `docker kill`
-while clients keep sending requests.
+This one needs containers: on the compose stack it runs three replicas of
+one app (`docker compose up --scale flask=3`), on the swarm stack
+(`hoptrace lab replica-down --stack wsgilab`) three tasks of its service
+(`docker service scale`), and kills one with `docker kill` while clients
+keep sending requests. (Swarm then starts a task in its place.)
 - nginx looks the app's name up per request (resolver.conf) and gets every
   replica's address, in an order its resolver rotates, so the load is
   spread over the three.
@@ -112,10 +116,12 @@ def run(target: Target, report: Report) -> None:
     if not has_control(target, report):
         return
     if not hasattr(target.control, "scale_app"):
-        report.check("run replicas", "the compose stack: replicas are containers", "a stack without containers",
+        report.check("run replicas", "the compose or swarm stack: replicas are containers",
+                     "a stack without containers",
                      False)
         return
     server = served_by(target, APP)
+    before = len(target.control.replicas(APP))
     target.control.scale_app(APP, REPLICAS)
     try:
         target.wait_until_served(apps=(APP,))
@@ -139,7 +145,7 @@ def run(target: Target, report: Report) -> None:
         _check_gets(target, report, server, killed, gets, (held_id, held_status))
         _check_posts(target, report, server, killed, post_status)
     finally:
-        target.control.scale_app(APP, 1)
+        target.control.scale_app(APP, before)
         target.wait_until_served(apps=(APP,))
 
 

@@ -1,0 +1,105 @@
+"""The stack on Docker Swarm: scripts/swarm deploys it, three replicas each serve and are named, updates lose nothing.
+
+One stack for the module (tests/swarm_stack.py), deployed on a one-node
+swarm that scripts/swarm starts when the engine is in none; the last test
+takes it down and checks that nothing is left. The tests run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import lab_http
+import pytest
+from lab_stacks import APPS
+
+from wsgilab import labs
+from wsgilab.hoptrace.records import by_request, scan
+from wsgilab.swarm import engine
+
+ONLY_TIERS = ("swarm",)
+
+
+@pytest.fixture
+def swarm(tier, request):
+    """The swarm stack, every app on gunicorn (deployed by the first test that asks)."""
+    stack = request.getfixturevalue("swarm_stack")
+    if stack.servers is None or set(stack.servers.values()) != {"gunicorn"}:
+        stack.use({app: "gunicorn" for app in APPS})
+    return stack
+
+
+def _listening(port: int) -> set[str]:
+    """The local addresses (hex, as /proc/net/tcp writes them) with a socket listening on ``port``."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in open(table).read().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A" and local.endswith(f":{port:04X}"):
+                found.add(local.rsplit(":", 1)[0])
+    return found
+
+
+def test_scripts_swarm_up_serves_every_app_through_nginx_published_on_loopback_only(swarm):
+    for app in APPS:
+        reply = lab_http.get(swarm.port, f"/{app}/")
+        assert (reply.status, reply.json()["server"]) == (200, "gunicorn"), app
+    # docker-proxy holds the published port: on 127.0.0.1 only, never on every address.
+    assert _listening(swarm.port) == {"0100007F"}
+    services = engine.stack_services(swarm.name)
+    assert {name.split("_", 1)[1]: replicas for name, replicas in services.items()} == \
+        {"django": "1/1", "flask": "3/3", "raw": "1/1", "nginx": "1/1"}
+
+
+def test_three_replicas_each_serve_and_every_trace_names_its_replica(swarm):
+    ids = [lab_http.get(swarm.port, "/flask/").header("X-Request-ID") for _ in range(30)]
+    records = by_request(scan(swarm.log_lines()).records)
+    served = Counter(next((r.get("replica") for r in records.get(request_id, []) if r.get("service") == "flask"
+                           and r.get("replica")), None) for request_id in ids)
+    assert set(served) == set(swarm.control.replica_names("flask"))
+    assert len(served) == 3
+    shown = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "--stack", swarm.name, "show", ids[0]],
+                           capture_output=True, text=True)
+    replica = next(r["replica"] for r in records[ids[0]] if r.get("service") == "flask" and r.get("replica"))
+    assert f"flask on gunicorn, replica {replica}" in shown.stdout.splitlines()[0]
+
+
+def test_hoptrace_stats_over_a_stack_splits_by_replica(swarm):
+    done = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "stats", "--stack", swarm.name, "--json",
+                           "--by-replica"], capture_output=True, text=True)
+    rows = json.loads(done.stdout)["segments"]
+    flask_workers = {row["replica"] for row in rows if row["service"] == "flask" and row["segment"] == "worker"}
+    assert flask_workers == set(swarm.control.replica_names("flask"))
+
+
+def test_a_rolling_update_under_load_fails_no_request_and_traces_move_to_the_new_replicas(swarm):
+    report = labs.run("rolling-update", swarm.target())
+    assert report.ok, "\n".join(f"{c.what}: {c.seen}" for c in report.checks)
+
+
+def test_a_killed_replica_keeps_gets_going_and_never_repeats_a_post_on_swarm(swarm):
+    report = labs.run("replica-down", swarm.target())
+    assert report.ok, "\n".join(f"{c.what}: {c.seen}" for c in report.checks)
+    assert swarm.control.desired_replicas("flask") == 3
+
+
+def test_a_redeploy_moves_every_app_to_uwsgi_and_nginx_follows(tier, swarm_stack):
+    swarm_stack.use({app: "uwsgi" for app in APPS})  # waits until nginx speaks uwsgi to each app's uWSGI
+    for app in APPS:
+        reply = lab_http.get(swarm_stack.port, f"/{app}/")
+        assert (reply.status, reply.header("X-Upstream-Protocol")) == (200, "uwsgi"), app
+
+
+def test_scripts_swarm_down_leaves_nothing_behind(tier, swarm_stack):
+    swarm_stack.stop()
+    label = f"label=com.docker.stack.namespace={swarm_stack.name}"
+    containers = subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True)
+    networks = subprocess.run(["docker", "network", "ls", "-q", "--filter", label], capture_output=True, text=True)
+    assert (containers.stdout.split(), networks.stdout.split()) == ([], [])
+    if swarm_stack.swarm_before == "inactive":  # the swarm scripts/swarm started, and its docker_gwbridge, are gone
+        assert (engine.swarm_state(), engine.gwbridge()) == ("inactive", None)
+    else:
+        assert engine.swarm_state() == swarm_stack.swarm_before
