@@ -153,3 +153,32 @@ async def soak(port: int, rate: float, minutes: int, each_minute) -> list[Minute
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+
+
+async def fixed_rate(port: int, path: str, rate: float, seconds: float) -> tuple[list[float], Counter]:
+    """An open loop on one path: request n at n / rate seconds, each latency from its schedule (ms); and
+    how each ended (a status, or an error's name)."""
+    loop = asyncio.get_running_loop()
+    pool = Pool(port)
+    latencies: list[float] = []
+    ended: Counter = Counter()
+    start = loop.time()
+    tasks = set()
+
+    async def one(scheduled: float) -> None:
+        try:
+            ended[await fetch(pool, path)] += 1
+        except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as error:
+            ended[type(error).__name__] += 1
+        latencies.append((loop.time() - scheduled) * 1000)
+
+    for n in range(int(rate * seconds)):
+        scheduled = start + n / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(scheduled))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    return latencies, ended

@@ -1,10 +1,12 @@
 """Fixtures that bring the stack up once per tier and point each test at it.
 
 ``--tier native`` runs nginx, gunicorn and uWSGI as local processes;
-``--tier compose`` runs the real stack with docker compose; ``--tier swarm``
-deploys it on a one-node Docker Swarm (scripts/swarm; tests/test_swarm.py
-only); the default runs all three (side by side under pytest-xdist, one
-worker per tier, the swarm after whichever finishes first). A test that takes the ``stack`` fixture runs in every *phase*: each tier
+``--tier compose`` runs the real stack with docker compose; the default runs
+both (side by side under pytest-xdist, one worker per tier). ``--tier swarm``
+deploys it on Docker Swarm (scripts/swarm; tests/test_swarm.py only), and
+never beside the compose tier: leaving the swarm it started cuts Docker's
+DNS for every other running container, the compose stack's included
+(docs/swarm.md). scripts/test runs it after the other two. A test that takes the ``stack`` fixture runs in every *phase*: each tier
 with every app on gunicorn, then every app on uWSGI.
 """
 
@@ -30,14 +32,14 @@ OWN_TIERS = ("swarm",)
 
 def pytest_addoption(parser):
     parser.addoption("--tier", choices=(*TIERS, *OWN_TIERS, "both"), default="both",
-                     help="which stack to drive: native processes, docker compose, Docker Swarm, or all three "
-                          "('both', the default: the two every stack test runs on, and the swarm's own tests)")
+                     help="which stack to drive: native processes, docker compose, both (default), or "
+                          "Docker Swarm (its own tests only, never beside compose)")
 
 
 def selected_tiers(config) -> tuple[str, ...]:
     """The tiers this run drives, from --tier."""
     tier = config.getoption("--tier")
-    return (*TIERS, *OWN_TIERS) if tier == "both" else (tier,)
+    return TIERS if tier == "both" else (tier,)
 
 
 def pytest_generate_tests(metafunc):
@@ -64,7 +66,7 @@ def pytest_generate_tests(metafunc):
 
 #: The tier in a test's id ("...[compose-uwsgi-raw]", "...[native]"): how pytest-xdist's controller,
 #: which sees only ids, tells a test's tier. tests/test_tier_scheduling.py checks it against each test's own.
-_TIER_IN_ID = re.compile(r"\[(native|compose|swarm)(?=[-\]])(?!-only\])")
+_TIER_IN_ID = re.compile(r"\[(native|compose|swarm)(?=[-\]])(?!(?:-(?:native|compose|swarm))*-only\b)")
 
 
 def tier_in_id(nodeid: str) -> str | None:

@@ -55,10 +55,12 @@ class SwarmStack:
             wait_until_served(self.port, servers)
             self.servers = dict(servers)
 
-    def stop(self) -> None:
-        if self.servers is not None:
-            self.swarm("down")
-            self.servers = None
+    def stop(self) -> str:
+        """``scripts/swarm down``; what it said (on stderr)."""
+        if self.servers is None:
+            return ""
+        self.servers = None
+        return self.swarm("down")
 
     def log_lines(self) -> list[str]:
         return list(stack_lines(self.name))

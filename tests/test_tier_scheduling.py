@@ -21,3 +21,6 @@ def test_an_id_without_a_tier_is_a_test_without_a_stack():
     assert tier_in_id("tests/test_docs.py::test_w[docs/compose-native.md]") is None
     # a tier's tests skipped because the run named the other tier need no stack
     assert tier_in_id("tests/test_containers.py::test_v[compose-only]") is None
+    # ... and the tests of both stack tiers skipped in a swarm run, whatever their other parameters
+    assert tier_in_id("tests/test_endpoints.py::test_u[native-compose-only-67108865]") is None
+    assert tier_in_id("tests/test_swarm.py::test_t[swarm]") == "swarm"

@@ -80,6 +80,8 @@ LOAD_S = 6.0
 #: count goes up. nginx picks each request's replica, so POSTs land elsewhere first: at most MAX_POSTS
 #: (each lands there with a chance of 1 in 3; all 20 elsewhere: 3 in 10 000).
 HELD_GET_MS = 9000  # under the apps' 10 s cap on /slow
+#: The POSTs stop landing after this, so the kill (KILL_AFTER_S later) comes while the GET is held.
+LAND_WITHIN_S = HELD_GET_MS / 1000 - 4.0
 POST_MS = 3000
 MAX_POSTS = 20
 #: When the kill comes: the POSTs are under way, and the GET load on every replica.
@@ -102,13 +104,18 @@ def _land(target: Target, pool: ThreadPoolExecutor, replica: str, port: int, met
           tag: str) -> dict[str, Any]:
     """Send ``method path`` (each with an id of its own) until one is in flight on ``replica``: {id: future}."""
     sent = {}
+    # One count per try (each is a `docker exec`, slow on a loaded machine), and no try past LAND_WITHIN_S:
+    # the held GET must still be in flight when the replica is killed.
+    before = target.control.open_connections(replica, port)
+    deadline = time.monotonic() + LAND_WITHIN_S
     for n in range(MAX_POSTS):
-        before = target.control.open_connections(replica, port)
         request_id = f"replica-down-{tag}-{n}"
         sent[request_id] = pool.submit(_send, target, method, path, request_id)
         time.sleep(0.2)  # nginx has connected
-        if target.control.open_connections(replica, port) > before:
+        now = target.control.open_connections(replica, port)
+        if now > before or time.monotonic() > deadline:
             break
+        before = now
     return sent
 
 

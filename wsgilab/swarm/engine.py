@@ -170,11 +170,35 @@ def remove(stack: str, deadline_s: float = 60) -> None:
         time.sleep(1)
 
 
+def containers_on_own_networks() -> list[str]:
+    """The names of running containers attached to a network of their own (not Docker's bridge, host or none)."""
+    ids = docker("ps", "-q").split()
+    if not ids:
+        return []
+    shown = docker("inspect", "--format", "{{.Name}} {{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}",
+                   *ids, check=False)
+    return [line.split()[0].lstrip("/") for line in shown.splitlines()
+            if set(line.split()[1:]) - {"bridge", "host", "none"}]
+
+
 def leave(say: Callable[[str], None]) -> None:
-    """Leave the swarm ``init`` started and remove its docker_gwbridge; a swarm that was there stays."""
+    """Leave the swarm ``init`` started and remove its docker_gwbridge; a swarm that was there stays.
+
+    Not while other containers run on networks of their own: on Docker 28,
+    leaving a swarm dropped the names Docker's DNS had for every such
+    container (a compose stack's nginx then answered 502, "flask could not
+    be resolved"), until each was recreated. The swarm then stays, and
+    ``say`` tells how to leave it later.
+    """
     if not created_here():
         if swarm_state() == "active":
             say("the swarm was there before scripts/swarm: left as it is")
+        return
+    others = containers_on_own_networks()
+    if others:
+        say(f"the one-node swarm stays: leaving it would cut Docker's DNS for {len(others)} running "
+            f"container(s) on their own networks ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
+            "run `scripts/swarm down` again once they are stopped")
         return
     say("leaving the one-node swarm scripts/swarm started")
     docker("swarm", "leave", "--force")
