@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""The benchmark matrix: which server and worker model, what nginx in front costs, what tracing costs.
+
+    apt-get install apache2-utils                       # ab, the saturating client
+    .venv/bin/pip install -r requirements/bench.txt     # matplotlib, for --plots
+    .venv/bin/python bench/matrix.py                    # the whole matrix, about 15 minutes, as a table
+    .venv/bin/python bench/matrix.py --json > matrix.json
+    .venv/bin/python bench/matrix.py --plots docs/img/matrix --markdown docs/performance-matrix.md
+    .venv/bin/python bench/matrix.py --apps raw --endpoints / --seconds 1   # a quick look
+    .venv/bin/python bench/matrix.py --from-json matrix.json --plots docs/img/matrix --markdown ...  # redraw
+
+The native stack (the one the tests use: nginx, gunicorn and uWSGI as local
+processes, the stack's own config files), once per worker model and tracing
+side: each app on gunicorn with sync workers and with gthread (threads), and
+on uWSGI with processes and with threads, the stack's default of 2 x CPUs + 1
+workers each. For each, on `/` (hello world), `/slow?ms=2` (a view that
+waits, as one on a database does) and a 1 MiB `/download`:
+
+- **saturation**: ApacheBench, keep-alive, a fixed concurrency, a fixed
+  time: throughput, and its latency percentiles (which at saturation are
+  mostly queueing);
+- **below saturation**: an open loop at half the saturated rate (capped:
+  the client is Python on the same machine), each request scheduled at its
+  time and its latency counted from then, whatever the stack does, so a
+  stall shows in every request scheduled during it (no coordinated
+  omission; bench/open_loop.py);
+- **CPU per request**, for the app server's processes and for nginx's
+  separately (from /proc), and **memory per worker** (RSS, after the run).
+
+Through nginx and, for gunicorn, directly to the server: gunicorn speaks
+HTTP itself; uWSGI here speaks only the uwsgi protocol (its own HTTP router
+would be another process in front), so it has no direct row. Load stays on
+loopback, bounded by --seconds per measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lab_stacks import APPS, NativeStack  # noqa: E402
+from open_loop import fixed_rate, percentile  # noqa: E402
+from tracing_overhead import process_tree_cpu_s  # noqa: E402
+
+#: Worker model -> (server, WSGI_THREADS).
+MODELS = {"gunicorn sync": ("gunicorn", "1"), "gunicorn gthread": ("gunicorn", "4"),
+          "uwsgi processes": ("uwsgi", "1"), "uwsgi threads": ("uwsgi", "4")}
+ENDPOINTS = {"/": "", "/slow?ms=2": "slow?ms=2", "/download 1 MiB": "download?bytes=1048576"}
+#: The stack's default workers per server (wsgilab.container.launch: 2 x CPUs + 1).
+WORKERS = str(2 * len(os.sched_getaffinity(0)) + 1)
+#: The open loop's rate: this share of the saturated rate, at most OPEN_LOOP_MAX (the client's own limit).
+OPEN_LOOP_SHARE = 0.5
+OPEN_LOOP_MAX = 800.0
+
+
+def ab(url: str, seconds: int, concurrency: int, requests: int = 10_000_000) -> dict:
+    """ApacheBench against ``url`` for whole ``seconds`` (ab takes no fraction) or ``requests``, whichever ends
+    first: requests per second, and the latency percentiles it prints (ms)."""
+    done = subprocess.run(["ab", "-q", "-k", "-c", str(concurrency), "-t", str(seconds), "-n", str(requests), url],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"ab {url} failed: {done.stderr.strip()[-500:]}")
+    failed = int(re.search(r"Failed requests:\s+(\d+)", done.stdout)[1])
+    non_2xx = re.search(r"Non-2xx responses:\s+(\d+)", done.stdout)
+    within = dict(re.findall(r"^\s+(\d+)%\s+(\d+)", done.stdout, re.MULTILINE))
+    return {"completed": int(re.search(r"Complete requests:\s+(\d+)", done.stdout)[1]),
+            "rps": float(re.search(r"Requests per second:\s+([\d.]+)", done.stdout)[1]),
+            "errors": failed + (int(non_2xx[1]) if non_2xx else 0),
+            "p50_ms": float(within.get("50", "nan")), "p90_ms": float(within.get("90", "nan")),
+            "p99_ms": float(within.get("99", "nan"))}
+
+
+def worker_rss_mib(server_pid: int) -> float:
+    """The mean resident memory of the server's worker processes (its children), in MiB."""
+    children = [int(pid) for pid in Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()]
+    sizes = []
+    for pid in children:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        found = re.search(r"VmRSS:\s+(\d+) kB", status)
+        if found:
+            sizes.append(int(found[1]) / 1024)
+    return sum(sizes) / len(sizes) if sizes else float("nan")
+
+
+def measure(port: int, path: str, server_pid: int, nginx_pid: int | None, seconds: float,
+            concurrency: int) -> dict:
+    """One cell of the matrix: saturated, then an open loop below it; CPU per request; memory per worker."""
+    url = f"http://127.0.0.1:{port}{path}"
+    ab(url, 5, concurrency, requests=300)  # warm: imports, first requests, connections
+    server_cpu, nginx_cpu = process_tree_cpu_s(server_pid), process_tree_cpu_s(nginx_pid) if nginx_pid else 0.0
+    saturated = ab(url, seconds, concurrency)
+    cpu = {"server_cpu_us": (process_tree_cpu_s(server_pid) - server_cpu) / saturated["completed"] * 1e6,
+           "nginx_cpu_us": ((process_tree_cpu_s(nginx_pid) - nginx_cpu) / saturated["completed"] * 1e6
+                            if nginx_pid else None)}
+    rate = min(saturated["rps"] * OPEN_LOOP_SHARE, OPEN_LOOP_MAX)
+    latencies, ended = asyncio.run(fixed_rate(port, path, rate, seconds))
+    return {**saturated, **cpu, "open_loop_rps": round(rate, 1),
+            "open_p50_ms": percentile(latencies, 50), "open_p90_ms": percentile(latencies, 90),
+            "open_p99_ms": percentile(latencies, 99),
+            "open_errors": sum(count for status, count in ended.items() if status != 200),
+            "rss_per_worker_mib": worker_rss_mib(server_pid)}
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for tracing in args.tracing:
+        for threads in sorted({MODELS[model][1] for model in args.models}):
+            stack = NativeStack(app_env={"WSGI_WORKERS": WORKERS, "WSGI_THREADS": threads,
+                                         "WSGILAB_TRACING": tracing})
+            try:
+                stack.start()
+                for model in [m for m in args.models if MODELS[m][1] == threads]:
+                    server = MODELS[model][0]
+                    stack.use({app: server for app in APPS})
+                    nginx_pid = stack.processes["nginx"].pid
+                    for app in args.apps:
+                        server_pid = stack.processes[f"{app}-{server}"].pid
+                        ways = [("nginx", stack.port, nginx_pid)]
+                        if server == "gunicorn" and not args.nginx_only:
+                            ways.append(("direct", stack.backend_ports[app, server], None))
+                        for endpoint in args.endpoints:
+                            for via, port, counted_nginx in ways:
+                                cell = measure(port, f"/{app}/{ENDPOINTS[endpoint]}", server_pid, counted_nginx,
+                                               args.seconds, args.concurrency)
+                                rows.append({"app": app, "model": model, "endpoint": endpoint, "via": via,
+                                             "tracing": tracing, **cell})
+                                print(_row(rows[-1]), file=sys.stderr, flush=True)
+            finally:
+                stack.stop()
+    return rows
+
+
+HEADING = (f"{'app':<7}{'model':<18}{'endpoint':<17}{'via':<7}{'tracing':<8}{'req/s':>8}{'p50':>7}{'p99':>7}"
+           f"{'rate':>7}{'p50':>7}{'p99':>7}{'server µs':>10}{'nginx µs':>9}{'MiB/wkr':>8}{'errors':>7}")
+
+
+def _row(row: dict) -> str:
+    nginx = f"{row['nginx_cpu_us']:.0f}" if row["nginx_cpu_us"] is not None else "-"
+    return (f"{row['app']:<7}{row['model']:<18}{row['endpoint']:<17}{row['via']:<7}{row['tracing']:<8}"
+            f"{row['rps']:>8.0f}{row['p50_ms']:>7.0f}{row['p99_ms']:>7.0f}{row['open_loop_rps']:>7.0f}"
+            f"{row['open_p50_ms']:>7.1f}{row['open_p99_ms']:>7.1f}{row['server_cpu_us']:>10.0f}{nginx:>9}"
+            f"{row['rss_per_worker_mib']:>8.1f}{row['errors'] + row['open_errors']:>7}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--apps", nargs="+", default=list(APPS), choices=APPS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--endpoints", nargs="+", default=list(ENDPOINTS), choices=ENDPOINTS)
+    parser.add_argument("--tracing", nargs="+", default=["off", "on"], choices=("off", "on"))
+    parser.add_argument("--seconds", type=int, default=2, help="per measurement (saturated, then open loop)")
+    parser.add_argument("--concurrency", type=int, default=16, help="ab's connections (default 16)")
+    parser.add_argument("--nginx-only", action="store_true", help="leave out the direct-to-gunicorn rows")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    parser.add_argument("--plots", metavar="DIR", help="write SVG plots there (needs requirements/bench.txt)")
+    parser.add_argument("--markdown", metavar="FILE", help="write the page with the table and the plots")
+    parser.add_argument("--from-json", metavar="FILE", help="measure nothing: the rows of an earlier --json run")
+    args = parser.parse_args()
+    if args.from_json:
+        rows = json.loads(Path(args.from_json).read_text())
+    else:
+        print("# " + HEADING.replace("µs", "us"), file=sys.stderr)
+        rows = run(args)
+    print(json.dumps(rows, indent=1) if args.json else "\n".join([HEADING, *map(_row, rows)]))
+    if args.plots or args.markdown:
+        from matrix_report import write_report  # matplotlib is loaded only when asked for
+
+        write_report(rows, args, Path(args.plots or "docs/img/matrix"), Path(args.markdown) if args.markdown else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""bench/matrix.py's plots (SVG, matplotlib) and its page (docs/performance-matrix.md), from its rows.
+
+Kept apart from the bench so the bench runs without matplotlib; the plots
+are drawn from the measured rows only, never by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("svg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+MODELS = ("gunicorn sync", "gunicorn gthread", "uwsgi processes", "uwsgi threads")
+
+
+def _cells(rows: list[dict], **match: str) -> list[dict]:
+    return [row for row in rows if all(row.get(key) == value for key, value in match.items())]
+
+
+def _value(rows: list[dict], field: str, **match: str) -> float:
+    found = _cells(rows, **match)
+    return found[0][field] if found else 0.0
+
+
+def _bars(ax, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str) -> None:
+    width = 0.8 / max(1, len(series))
+    for n, (name, values) in enumerate(series.items()):
+        ax.bar([g + n * width for g in range(len(groups))], values, width, label=name)
+    ax.set_xticks([g + width * (len(series) - 1) / 2 for g in range(len(groups))], groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+
+
+def plots(rows: list[dict], into: Path) -> dict[str, str]:
+    """Draw the four plots into ``into``; {file name: what it shows}."""
+    into.mkdir(parents=True, exist_ok=True)
+    apps = list(dict.fromkeys(row["app"] for row in rows))
+    endpoints = list(dict.fromkeys(row["endpoint"] for row in rows))
+    models = [m for m in MODELS if _cells(rows, model=m)]
+    drawn = {}
+
+    fig, axes = plt.subplots(1, len(endpoints), figsize=(4.2 * len(endpoints), 3.6), squeeze=False)
+    for ax, endpoint in zip(axes[0], endpoints):
+        _bars(ax, apps, {m: [_value(rows, "rps", app=a, model=m, endpoint=endpoint, via="nginx", tracing="off")
+                             for a in apps] for m in models}, "requests/s (saturated)", endpoint)
+    fig.tight_layout()
+    fig.savefig(into / "throughput.svg")
+    drawn["throughput.svg"] = "Throughput through nginx, saturated, tracing off, per worker model"
+
+    fig, axes = plt.subplots(1, len(endpoints), figsize=(4.2 * len(endpoints), 3.6), squeeze=False)
+    for ax, endpoint in zip(axes[0], endpoints):
+        _bars(ax, apps,
+              {m: [_value(rows, "open_p99_ms", app=a, model=m, endpoint=endpoint, via="nginx", tracing="off")
+                   for a in apps] for m in models}, "p99 ms, open loop at half the saturated rate", endpoint)
+        ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(into / "latency.svg")
+    drawn["latency.svg"] = "p99 latency below saturation (open loop, half the saturated rate), tracing off"
+
+    gunicorn = [m for m in models if m.startswith("gunicorn")]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    groups = [f"{a}\n{m.split()[1]}" for a in apps for m in gunicorn]
+    _bars(ax, groups, {via: [_value(rows, "rps", app=a, model=m, endpoint=endpoints[0], via=via, tracing="off")
+                             for a in apps for m in gunicorn] for via in ("direct", "nginx")},
+          "requests/s (saturated)", f"{endpoints[0]}: gunicorn alone, and behind nginx")
+    fig.tight_layout()
+    fig.savefig(into / "nginx-hop.svg")
+    drawn["nginx-hop.svg"] = "What the nginx hop costs: gunicorn alone against gunicorn behind nginx"
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    groups = [f"{a}\n{m.replace(' ', chr(10))}" for a in apps for m in models]
+    _bars(ax, groups, {side: [_value(rows, "server_cpu_us", app=a, model=m, endpoint=endpoints[0], via="nginx",
+                                     tracing=side) for a in apps for m in models] for side in ("off", "on")},
+          "app server CPU µs per request", f"{endpoints[0]}: tracing off and on")
+    ax.tick_params(axis="x", labelsize=6)
+    fig.tight_layout()
+    fig.savefig(into / "tracing.svg")
+    drawn["tracing.svg"] = "What tracing costs the app server, CPU per request, tracing off and on"
+    plt.close("all")
+    return drawn
+
+
+def _versions() -> str:
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1]
+    packages = ", ".join(f"{name} {metadata.version(name)}" for name in ("gunicorn", "pyuwsgi", "Django", "Flask"))
+    return (f"Python {platform.python_version()}, nginx {nginx}, {packages}; {os.cpu_count()} CPUs, "
+            f"{platform.machine()}, Linux {platform.release()}")
+
+
+def write_report(rows: list[dict], args: argparse.Namespace, into: Path, page: Path | None) -> None:
+    drawn = plots(rows, into)
+    if page is None:
+        return
+    # The command that measures (a page redrawn from saved rows, --from-json, names it all the same).
+    command = "bench/matrix.py " + " ".join(arg for arg in sys.argv[1:] if arg != "--from-json"
+                                            and not arg.endswith(".json"))
+    lines = ["# The benchmark matrix", "",
+             f"<!-- Written by `{command}`; the plots come from the same run. -->", "",
+             f"Measured {datetime.date.today()} on this project's machine ({_versions()}); the native stack, "
+             f"{args.seconds:g} s per measurement, ab with {args.concurrency} keep-alive connections. "
+             "What each column is: the docstring of bench/matrix.py.", "",
+             "```", f".venv/bin/python {command}", "```", ""]
+    for name, what in drawn.items():
+        lines += [f"![{what}]({os.path.relpath(into / name, page.parent)})", ""]
+    lines += ["| app | model | endpoint | via | tracing | req/s | p50 ms | p99 ms | open loop req/s | p50 ms | "
+              "p99 ms | server µs/req | nginx µs/req | MiB/worker | errors |",
+              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        nginx = f"{r['nginx_cpu_us']:.0f}" if r["nginx_cpu_us"] is not None else "-"
+        lines.append(f"| {r['app']} | {r['model']} | `{r['endpoint']}` | {r['via']} | {r['tracing']} | "
+                     f"{r['rps']:.0f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['open_loop_rps']:.0f} | "
+                     f"{r['open_p50_ms']:.1f} | {r['open_p99_ms']:.1f} | {r['server_cpu_us']:.0f} | {nginx} | "
+                     f"{r['rss_per_worker_mib']:.1f} | {r['errors'] + r['open_errors']} |")
+    page.write_text("\n".join(lines) + "\n")
