@@ -15,7 +15,7 @@ iterated, ``close()``), N times per side, in one process, sides alternating
 in rounds:
 
 - **off**: what ``WSGILAB_TRACING=off`` serves (``WsgiErrorsToLog(app)``);
-- **on**: ``ServerTiming(HopTrace(WsgiErrorsToLog(app)))``, the default;
+- **on**: ``HopTrace(WsgiErrorsToLog(app), response_header=server_timing_header)``, the default;
 - **floor**: off, plus one ready-made trace line of the same length written
   and flushed per request: what one JSON line per request costs, the least
   any tracing that writes a line per request can cost.
@@ -125,18 +125,19 @@ def _without(piece: str) -> None:
 def sides(app: str, out) -> dict:
     """The three ways to serve ``app``: off, on, and off plus the floor's line."""
     from wsgilab.container.log_lines import WsgiErrorsToLog
-    from wsgilab.container.server_timing import ServerTiming
+    from wsgilab.container.server_timing import server_timing_header
     from wsgilab.container.wsgi_trace import HopTrace
 
     bare = _load(app)
     return {"off": WsgiErrorsToLog(bare),
-            "on": ServerTiming(HopTrace(WsgiErrorsToLog(bare), service=app, server="gunicorn", out=out))}
+            "on": HopTrace(WsgiErrorsToLog(bare), service=app, server="gunicorn", out=out,
+                           response_header=server_timing_header)}
 
 
 def trace_line_of(application, app: str) -> str:
     """One real trace line of ``app``, to write as the floor's."""
     captured = io.StringIO()
-    traced = application.app  # HopTrace inside ServerTiming
+    traced = application
     original, traced.out = traced.out, captured
     try:
         _serve(application, app, 1, 1 << 60)

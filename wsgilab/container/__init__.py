@@ -8,7 +8,7 @@
   hop is its ``log-format`` in uwsgi.ini);
 - ``traced_app``: the WSGI entry point both servers load: the app wrapped in
   ``wsgi_trace.HopTrace`` (the WSGI protocol's events) and
-  ``server_timing.ServerTiming`` (the ``Server-Timing`` header);
+  ``server_timing`` (the ``Server-Timing`` header it adds);
   ``nginx_headers`` checks what nginx sends it (the request id, when it
   handed the request on);
 - ``django_trace``, ``flask_trace``: the framework's and the view's events;

@@ -1,7 +1,7 @@
 """ServerTiming: put the app-side segments of a traced request in the browser's network panel.
 
-    from wsgilab.container.server_timing import ServerTiming
-    application = ServerTiming(HopTrace(application, service="flask", server="gunicorn"))
+    from wsgilab.container.server_timing import server_timing_header
+    application = HopTrace(application, service="flask", server="gunicorn", response_header=server_timing_header)
 
 Browsers show a response's ``Server-Timing`` header beside their own
 timings (DevTools, Network, Timing). This middleware adds one to every
@@ -10,18 +10,17 @@ handed it on .. a worker called the app), ``app`` (the app called .. it
 called ``start_response``) and, where a view has returned by then, ``view``.
 The raw app has no view apart from itself, so it shows no ``view``.
 
-It changes the response, which HopTrace never does, so it is a middleware of
-its own: it goes outside HopTrace (it reads the trace HopTrace is keeping),
-and does nothing for a request that is not traced.
+It changes the response, which HopTrace does not do of itself: HopTrace adds
+the header only when handed this function (``response_header``), as the
+entry point (``traced_app``) does. It used to be a middleware of its own
+around HopTrace, which cost every request a second wrapper of
+``start_response`` and a look-up of the current trace; a hook inside
+HopTrace's one wrapper does the same for less (docs/performance.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from time import time_ns
-from typing import Any
-
-from wsgilab.container.wsgi_trace import RequestTrace, current_trace
+from wsgilab.container.wsgi_trace import RequestTrace
 
 
 def _ms(us: int) -> str:
@@ -39,17 +38,6 @@ def server_timing(trace: RequestTrace, now_us: int) -> str:
     return timing
 
 
-class ServerTiming:
-    """Wrap a HopTrace-wrapped app so each traced response carries a ``Server-Timing`` header."""
-
-    def __init__(self, app: Callable) -> None:
-        self.app = app
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        def timed_start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
-            trace = current_trace()
-            if trace is not None:
-                headers = [*headers, ("Server-Timing", server_timing(trace, time_ns() // 1000))]
-            return start_response(status, headers, exc_info)
-
-        return self.app(environ, timed_start_response)
+def server_timing_header(trace: RequestTrace, now_us: int) -> tuple[str, str]:
+    """The ``Server-Timing`` header of a traced response, as HopTrace's ``response_header`` hook asks for it."""
+    return ("Server-Timing", server_timing(trace, now_us))

@@ -6,8 +6,8 @@ the app's own folder. Middlewares, Werkzeug-style, innermost first:
 
 - ``WsgiErrorsToLog`` makes what the app writes to ``wsgi.errors`` a JSON log
   record, with its request's id (tracing on or off);
-- ``HopTrace`` records the request's WSGI events and writes its trace line;
-- ``ServerTiming`` adds the ``Server-Timing`` header from that trace.
+- ``HopTrace`` records the request's WSGI events and writes its trace line,
+  and adds the ``Server-Timing`` header from that trace (``server_timing``).
 
 Under uWSGI one more goes outside them, tracing on or off: ``ExcInfoGuard``,
 so an app's error response with ``exc_info`` goes out whole despite uWSGI
@@ -29,7 +29,7 @@ import os
 
 from wsgilab.container.exc_info_guard import ExcInfoGuard
 from wsgilab.container.log_lines import WsgiErrorsToLog, install_app_logging, log_what_is_printed, trace_stream
-from wsgilab.container.server_timing import ServerTiming
+from wsgilab.container.server_timing import server_timing_header
 from wsgilab.container.wsgi_trace import HopTrace
 
 _service = os.environ["SCRIPT_NAME"].strip("/")
@@ -52,7 +52,7 @@ if _tracing in {"off", "0", "false", "no"}:
 elif _tracing == "otel":
     application = otel_peer.wrap(WsgiErrorsToLog(_app), _service)
 else:
-    application = ServerTiming(HopTrace(WsgiErrorsToLog(_app), service=_service, server=os.environ["WSGI_SERVER"],
-                                        out=_out, replica=os.environ.get("WSGILAB_REPLICA", "-")))
+    application = HopTrace(WsgiErrorsToLog(_app), service=_service, server=os.environ["WSGI_SERVER"], out=_out,
+                           replica=os.environ.get("WSGILAB_REPLICA", "-"), response_header=server_timing_header)
 if os.environ["WSGI_SERVER"] == "uwsgi":
     application = ExcInfoGuard(application)

@@ -27,14 +27,12 @@ Flask's request hooks call it), and ``traced_view`` wraps a view so its call
 and return are recorded. With no request being traced both are no-ops, so the
 apps run unchanged with ``WSGILAB_TRACING=off``.
 
-Under uWSGI the request id and the worker span's ids are also handed to
-uWSGI as logvars (``wsgilab_request_id``, ``wsgilab_trace_id``, ...), so uWSGI's own
-request log line (uwsgi.ini ``log-format``) carries them; gunicorn's line
-reads them from the trace, which HopTrace leaves in the environ as
-``wsgilab.trace``.
-That, and the trace line itself, are all it adds: the ``Server-Timing`` header
-is ``wsgilab.container.server_timing``'s, composed around this in the entry
-point (``traced_app``).
+Under uWSGI the request id and the worker span's ids are also handed to uWSGI
+as logvars (``wsgilab_request_id``, ...), so uWSGI's own request log line
+(uwsgi.ini ``log-format``) carries them; gunicorn's line reads them from the
+trace, left in the environ as ``wsgilab.trace``. That and the trace line are
+all it adds, but for one response header it may be handed
+(``response_header``: ``server_timing``'s, from ``traced_app``).
 """
 
 from __future__ import annotations
@@ -57,8 +55,7 @@ try:  # only importable inside a uWSGI worker
 except ImportError:
     _uwsgi = None
 
-#: How much of PATH_INFO a trace line keeps, so that a line stays one write
-#: of under 4 KiB, which a pipe delivers whole even when workers write at once.
+#: How much of PATH_INFO a line keeps: one write under 4 KiB, which a pipe delivers whole even from many workers.
 MAX_PATH_LOGGED = 512
 
 def _json_value(value: Any) -> str:
@@ -93,8 +90,7 @@ class RequestTrace:
         #: ``"service":..,"server":..`` as JSON, made once per worker by HopTrace.
         self.identity = identity
         self.request_id = request_id_of(environ)
-        # The trace, and nginx's upstream span: the parent of the server's worker span, whose
-        # child is the WSGI call's span (this record's own).
+        # The trace, and nginx's span: the worker span's parent (the worker span is this record's parent).
         self.trace_id, self.server_parent_id = trace_of(environ.get("HTTP_TRACEPARENT"), self.request_id)
         self.server_span_id, self.span_id = new_span_ids()
         self.started = time_ns() // 1000
@@ -105,7 +101,7 @@ class RequestTrace:
         self.input_bytes = self.chunks = self.body_bytes = 0
         self.queue_us: int | None = None
         self.written = False
-        #: When the view was called and when it returned or raised (µs), for ServerTiming.
+        #: When the view was called and when it returned or raised (µs), for the Server-Timing header.
         self.view_started: int | None = None
         self.view_ended: int | None = None
 
@@ -253,9 +249,9 @@ class _TracedBody:
 class HopTrace:
     """Wrap a WSGI app so each request it serves leaves one trace line on stdout."""
 
-    def __init__(self, app: Callable, service: str, server: str, out: IO[str] | None = None,
-                 replica: str = "-") -> None:
-        self.app, self.service, self.server = app, service, server
+    def __init__(self, app: Callable, service: str, server: str, out: IO[str] | None = None, replica: str = "-",
+                 response_header: Callable[[RequestTrace, int], tuple[str, str]] | None = None) -> None:
+        self.app, self.service, self.server, self.response_header = app, service, server, response_header
         self.identity = (f'"service":{_json_string(service)},"server":{_json_string(server)},'
                          f'"replica":{_json_string(replica)}')
         self.out = out or sys.stdout
@@ -283,12 +279,16 @@ class HopTrace:
             environ["wsgi.input"] = _TracedInput(environ["wsgi.input"], trace)
         environ["wsgilab.trace"] = trace  # for the server's own line (gunicorn_trace)
 
+        response_header = self.response_header
+
         def traced_start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
             ts = time_ns() // 1000
             trace.parts.append(f'{{"event":"start_response","ts_us":{ts},"status":{_json_string(status)},'
                                f'"headers":{len(headers)},"exc_info":{"false" if exc_info is None else "true"}}}')
             code = status[:3]
             trace.tail += f',"status":{int(code) if code.isdigit() else "null"}'
+            if response_header is not None:
+                headers = [*headers, response_header(trace, ts)]
             return start_response(status, headers, exc_info)
 
         try:
