@@ -158,15 +158,28 @@ def _updating(stack: str) -> bool:
     return any(state in ("updating", "rollback_started") for state in states)
 
 
-def remove(stack: str, deadline_s: float = 60) -> None:
-    """``docker stack rm``, then wait until its containers and networks are gone (the rm returns before)."""
+def remove(stack: str, deadline_s: float = 180) -> None:
+    """``docker stack rm``, then wait until its containers are gone and remove the networks it left.
+
+    The rm returns before the tasks stop (each gets its stop grace period),
+    and it removes the stack's networks at once: a network whose tasks
+    still hold an endpoint is reported and left behind for good. So the
+    networks still there once the containers are gone are removed here.
+    """
     docker("stack", "rm", stack, check=False)
     label = f"label=com.docker.stack.namespace={stack}"
     deadline = time.monotonic() + deadline_s
-    while docker("ps", "-aq", "--filter", label).strip() or docker("network", "ls", "-q", "--filter", label).strip():
+    while True:
+        containers = docker("ps", "-a", "--format", "{{.Names}}", "--filter", label).split()
+        networks = [] if containers else docker("network", "ls", "--format", "{{.Name}}", "--filter", label).split()
+        if not containers and not networks:
+            return
+        if networks:
+            docker("network", "rm", *networks, check=False)
         if time.monotonic() > deadline:
-            raise SwarmError(f"stack {stack}'s containers or networks were still there {deadline_s:.0f} s "
-                             "after `docker stack rm`")
+            raise SwarmError(f"stack {stack} was not gone {deadline_s:.0f} s after `docker stack rm`: "
+                             f"{', '.join(containers or networks)} still there (remove by hand: "
+                             f"`docker {'rm -f' if containers else 'network rm'} NAME...`)")
         time.sleep(1)
 
 
