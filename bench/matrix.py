@@ -40,7 +40,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -49,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lab_stacks import APPS, NativeStack  # noqa: E402
 from open_loop import fixed_rate, percentile  # noqa: E402
-from tracing_overhead import process_tree_cpu_s  # noqa: E402
+from tracing_overhead import ab, process_tree_cpu_s  # noqa: E402
 
 #: Worker model -> (server, WSGI_THREADS).
 MODELS = {"gunicorn sync": ("gunicorn", "1"), "gunicorn gthread": ("gunicorn", "4"),
@@ -60,23 +59,6 @@ WORKERS = str(2 * len(os.sched_getaffinity(0)) + 1)
 #: The open loop's rate: this share of the saturated rate, at most OPEN_LOOP_MAX (the client's own limit).
 OPEN_LOOP_SHARE = 0.5
 OPEN_LOOP_MAX = 800.0
-
-
-def ab(url: str, seconds: int, concurrency: int, requests: int = 10_000_000) -> dict:
-    """ApacheBench against ``url`` for whole ``seconds`` (ab takes no fraction) or ``requests``, whichever ends
-    first: requests per second, and the latency percentiles it prints (ms)."""
-    done = subprocess.run(["ab", "-q", "-k", "-c", str(concurrency), "-t", str(seconds), "-n", str(requests), url],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"ab {url} failed: {done.stderr.strip()[-500:]}")
-    failed = int(re.search(r"Failed requests:\s+(\d+)", done.stdout)[1])
-    non_2xx = re.search(r"Non-2xx responses:\s+(\d+)", done.stdout)
-    within = dict(re.findall(r"^\s+(\d+)%\s+(\d+)", done.stdout, re.MULTILINE))
-    return {"completed": int(re.search(r"Complete requests:\s+(\d+)", done.stdout)[1]),
-            "rps": float(re.search(r"Requests per second:\s+([\d.]+)", done.stdout)[1]),
-            "errors": failed + (int(non_2xx[1]) if non_2xx else 0),
-            "p50_ms": float(within.get("50", "nan")), "p90_ms": float(within.get("90", "nan")),
-            "p99_ms": float(within.get("99", "nan"))}
 
 
 def worker_rss_mib(server_pid: int) -> float:

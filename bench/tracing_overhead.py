@@ -71,18 +71,31 @@ def process_tree_cpu_s(root: int) -> float:
     return sum(cpu.get(pid, 0.0) for pid in tree)
 
 
-def measure(port: int, path: str, seconds: float, concurrency: int, server_pid: int) -> tuple[float, float]:
+def ab(url: str, seconds: int, concurrency: int, requests: int = 10_000_000) -> dict:
+    """ApacheBench against ``url`` for whole ``seconds`` (ab takes no fraction) or ``requests``, whichever ends
+    first: requests per second, and the latency percentiles it prints (ms)."""
+    done = subprocess.run(["ab", "-q", "-k", "-c", str(concurrency), "-t", str(seconds), "-n", str(requests), url],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"ab {url} failed: {done.stderr.strip()[-500:]}")
+    failed = int(re.search(r"Failed requests:\s+(\d+)", done.stdout)[1])
+    non_2xx = re.search(r"Non-2xx responses:\s+(\d+)", done.stdout)
+    within = dict(re.findall(r"^\s+(\d+)%\s+(\d+)", done.stdout, re.MULTILINE))
+    return {"completed": int(re.search(r"Complete requests:\s+(\d+)", done.stdout)[1]),
+            "rps": float(re.search(r"Requests per second:\s+([\d.]+)", done.stdout)[1]),
+            "errors": failed + (int(non_2xx[1]) if non_2xx else 0),
+            "p50_ms": float(within.get("50", "nan")), "p90_ms": float(within.get("90", "nan")),
+            "p99_ms": float(within.get("99", "nan")), "output": done.stdout}
+
+
+def measure(port: int, path: str, seconds: int, concurrency: int, server_pid: int) -> tuple[float, float]:
     """Run ab against nginx for ``seconds``: (requests per second, app server CPU µs per request)."""
     cpu_before = process_tree_cpu_s(server_pid)
-    done = subprocess.run(["ab", "-q", "-k", "-c", str(concurrency), "-t", str(seconds), "-n", "10000000",
-                           f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True)
+    done = ab(f"http://127.0.0.1:{port}{path}", seconds, concurrency)
     cpu_used = process_tree_cpu_s(server_pid) - cpu_before
-    failed = re.search(r"Failed requests:\s+(\d+)", done.stdout)
-    if failed and int(failed[1]):
-        raise RuntimeError(f"ab saw {failed[1]} failed requests on {path}:\n{done.stdout}")
-    completed = int(re.search(r"Complete requests:\s+(\d+)", done.stdout)[1])
-    rate = float(re.search(r"Requests per second:\s+([\d.]+)", done.stdout)[1])
-    return rate, cpu_used / completed * 1e6
+    if done["errors"]:
+        raise RuntimeError(f"ab saw {done['errors']} failed or non-2xx requests on {path}:\n{done['output']}")
+    return done["rps"], cpu_used / done["completed"] * 1e6
 
 
 class _SpanSink(http.server.BaseHTTPRequestHandler):
@@ -110,7 +123,8 @@ NAMES = {"off": "no tracing", "on": "HopTrace", "otel": "OpenTelemetry SDK"}
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of each measured run (default 3)")
+    parser.add_argument("--seconds", type=int, default=3,
+                        help="length of each measured run, whole seconds as ab takes them (default 3)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every side per combination (default 3)")
     parser.add_argument("--concurrency", type=int, default=4, help="ab's concurrent connections (default 4)")
     parser.add_argument("--path", default="/", help="the endpoint under each app to load (default /)")

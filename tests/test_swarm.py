@@ -18,6 +18,7 @@ from lab_stacks import APPS
 
 from wsgilab import labs
 from wsgilab.hoptrace.records import by_request, scan
+from wsgilab.labs.kit import replica_of
 from wsgilab.swarm import engine
 
 ONLY_TIERS = ("swarm",)
@@ -27,8 +28,7 @@ ONLY_TIERS = ("swarm",)
 def swarm(tier, request):
     """The swarm stack, every app on gunicorn (deployed by the first test that asks)."""
     stack = request.getfixturevalue("swarm_stack")
-    if stack.servers is None or set(stack.servers.values()) != {"gunicorn"}:
-        stack.use({app: "gunicorn" for app in APPS})
+    stack.use({app: "gunicorn" for app in APPS})  # redeploys only where the servers differ
     return stack
 
 
@@ -57,13 +57,12 @@ def test_scripts_swarm_up_serves_every_app_through_nginx_published_on_loopback_o
 def test_three_replicas_each_serve_and_every_trace_names_its_replica(swarm):
     ids = [lab_http.get(swarm.port, "/flask/").header("X-Request-ID") for _ in range(30)]
     records = by_request(scan(swarm.log_lines()).records)
-    served = Counter(next((r.get("replica") for r in records.get(request_id, []) if r.get("service") == "flask"
-                           and r.get("replica")), None) for request_id in ids)
+    served = Counter(replica_of(records.get(request_id, []), "flask") for request_id in ids)
     assert set(served) == set(swarm.control.replica_names("flask"))
     assert len(served) == 3
     shown = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "--stack", swarm.name, "show", ids[0]],
                            capture_output=True, text=True)
-    replica = next(r["replica"] for r in records[ids[0]] if r.get("service") == "flask" and r.get("replica"))
+    replica = replica_of(records[ids[0]], "flask")
     assert f"flask on gunicorn, replica {replica}" in shown.stdout.splitlines()[0]
 
 

@@ -75,7 +75,7 @@ def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: 
 def command_lines(args: argparse.Namespace, follow: bool = False, history: bool = False) -> Iterator[str]:
     """The lines a hoptrace command reads, by its arguments (``files``, ``--compose``, ``--verbose``)."""
     return input_lines(args.files, sys.stdin, follow=follow, compose=args.compose, verbose=args.verbose,
-                       docker_api=args.docker_api, history=history, stack=getattr(args, "stack", None))
+                       docker_api=args.docker_api, history=history, stack=args.stack)
 
 
 def compose_container_ids() -> list[str]:

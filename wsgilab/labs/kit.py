@@ -167,6 +167,12 @@ def nginx_record(records: list[dict[str, Any]]) -> dict[str, Any]:
     return next((r for r in records if r.get("hop") == "nginx" and r.get("event") == "request"), {})
 
 
+def replica_of(records: list[dict[str, Any]], service: str) -> str:
+    """The replica of ``service`` that served a request, from its app-side records ("" if none names one)."""
+    return next((str(r["replica"]) for r in records if r.get("service") == service
+                 and r.get("replica") not in (None, "", "-")), "")
+
+
 def hops_of(records: list[dict[str, Any]]) -> set[str]:
     """Which hops logged these records."""
     return {str(record.get("hop")) for record in records}

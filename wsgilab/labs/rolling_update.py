@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from wsgilab.hoptrace.records import by_request, scan
-from wsgilab.labs.kit import Outcome, Report, Target, requests_until, served_by
+from wsgilab.labs.kit import Outcome, Report, Target, replica_of, requests_until, served_by
 
 TITLE = ("A rolling update under load (Docker Swarm, start-first): no request fails, and the traces show "
          "requests moving from the old replicas to the new")
@@ -59,12 +59,6 @@ LEAD_S = 2.0
 TAIL_S = 2.0
 
 
-def _replica_of(records: list[dict[str, Any]]) -> str:
-    """The replica of ``APP`` that served a request, from its app-side records ("" if none names one)."""
-    return next((str(r["replica"]) for r in records if r.get("service") == APP and r.get("replica")
-                 not in (None, "", "-")), "")
-
-
 def run(target: Target, report: Report) -> None:
     control = target.control
     if control is None or not hasattr(control, "update_app"):
@@ -90,7 +84,9 @@ def run(target: Target, report: Report) -> None:
     statuses = Counter(status for _, status, _, _ in sent)
     slowest = max((took_s for _, _, took_s, _ in sent), default=0.0)
     records = by_request(scan(target.log_lines()).records)
-    served = [(when, _replica_of(records.get(request_id, []))) for when, status, _, request_id in sent
+    replica_by_id = {request_id: replica_of(records.get(request_id, []), APP)
+                     for _, status, _, request_id in sent if status == 200 and request_id}
+    served = [(when, replica_by_id[request_id]) for when, status, _, request_id in sent
               if status == 200 and request_id]
     first = served[0][0] if served else 0.0
     span = {}
@@ -99,10 +95,10 @@ def run(target: Target, report: Report) -> None:
         span[replica] = (min(low, when), max(high, when), count + 1)
     early = {replica for when, replica in served if when < started}
     late = {replica for when, replica in served if when > started + took}
-    example_old = next((request_id for _, s, _, request_id in sent if s == 200
-                        and _replica_of(records.get(request_id, [])) in old), "")
-    example_new = next((request_id for _, s, _, request_id in reversed(sent) if s == 200
-                        and _replica_of(records.get(request_id, [])) in new), "")
+    example_old = next((request_id for _, s, _, request_id in sent if s == 200 and request_id
+                        and replica_by_id[request_id] in old), "")
+    example_new = next((request_id for _, s, _, request_id in reversed(sent) if s == 200 and request_id
+                        and replica_by_id[request_id] in new), "")
     report.check(
         f"/{APP}/ on {server}: `docker service update --force` of its {len(old)} replicas, start-first, under "
         f"GETs from {CLIENTS} clients back to back",

@@ -12,10 +12,21 @@ this node (``docker ps``): a lab's checks run where its stack's tasks run.
 
 from __future__ import annotations
 
-import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from wsgilab.labs.control import ControlError, kill_container, open_connections
+from wsgilab.swarm import engine
+
+
+@contextmanager
+def _as_control_error() -> Iterator[None]:
+    """What scripts/swarm's engine raises, raised as the labs' ControlError."""
+    try:
+        yield
+    except engine.SwarmError as error:
+        raise ControlError(str(error)) from None
 
 
 class SwarmControl:
@@ -27,11 +38,10 @@ class SwarmControl:
     def service(self, app: str) -> str:
         return f"{self.stack}_{app}"
 
-    def docker(self, *args: str, timeout: float = 120) -> str:
-        done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-        if done.returncode != 0:
-            raise ControlError(f"`docker {' '.join(args)}` failed: {done.stderr.strip()[-1500:]}")
-        return done.stdout
+    def docker(self, *args: str) -> str:
+        """``docker ARGS``'s output, through scripts/swarm's engine; ControlError when it fails."""
+        with _as_control_error():
+            return engine.docker(*args)
 
     def replicas(self, app: str) -> list[str]:
         """The ids of ``app``'s running containers on this node."""
@@ -60,8 +70,8 @@ class SwarmControl:
 
     def update_state(self, app: str) -> str:
         """Where ``app``'s last update is: updating, completed, paused, rollback_..., or "" if it had none."""
-        return self.docker("service", "inspect", "--format",
-                           "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}", self.service(app)).strip()
+        with _as_control_error():
+            return engine.update_states(self.service(app))[0]
 
     def update_app(self, app: str) -> None:
         """Start a rolling update of every replica of ``app`` (``docker service update --force``), as a
@@ -70,7 +80,7 @@ class SwarmControl:
 
     def wait_updated(self, app: str, deadline_s: float = 180) -> str:
         """Wait until ``app``'s update is no longer under way; how it ended (completed, rollback_completed...)."""
-        self._wait(lambda: self.update_state(app) not in ("updating", "rollback_started", ""),
+        self._wait(lambda: self.update_state(app) not in (*engine.UPDATING, ""),
                    f"{app}'s update to end", deadline_s)
         return self.update_state(app)
 

@@ -139,7 +139,7 @@ def wait_converged(stack: str, answers: Callable[[], bool], deadline_s: float = 
     while True:
         services = stack_services(stack)
         converged = services and all(_full(replicas) for replicas in services.values())
-        if converged and not _updating(stack) and answers():
+        if converged and not set(update_states(*services, check=False)) & set(UPDATING) and answers():
             return
         if time.monotonic() > deadline:
             raise SwarmError(f"stack {stack} did not come up within {deadline_s:.0f} s: {services}\n"
@@ -152,10 +152,16 @@ def _full(replicas: str) -> bool:
     return running == desired and running != "0"
 
 
-def _updating(stack: str) -> bool:
-    states = docker("service", "inspect", "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
-                    *stack_services(stack), check=False).split()
-    return any(state in ("updating", "rollback_started") for state in states)
+#: The update states of a service whose rolling update is still under way.
+UPDATING = ("updating", "rollback_started")
+
+
+def update_states(*services: str, check: bool = True) -> list[str]:
+    """Where each service's last update is (updating, completed, paused, rollback_..., "" if it had none)."""
+    # Each service's state ends with a "." so one that had no update still takes its place ("").
+    shown = docker("service", "inspect", "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}.",
+                   *services, check=check)
+    return [state.rstrip(".") for state in shown.split()]
 
 
 def remove(stack: str, deadline_s: float = 180) -> None:
