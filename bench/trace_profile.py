@@ -15,7 +15,10 @@ iterated, ``close()``), N times per side, in one process, sides alternating
 in rounds:
 
 - **off**: what ``WSGILAB_TRACING=off`` serves (``WsgiErrorsToLog(app)``);
-- **on**: ``HopTrace(WsgiErrorsToLog(app), response_header=server_timing_header)``, the default;
+- **on**: ``HopTrace(WsgiErrorsToLog(app), response_header=server_timing_header)``, the default, its
+  lines handed to a ``BatchedLineWriter`` as ``traced_app`` does (``--flush-ms``, default 50: a
+  few lines per write());
+- **on, each line at once**: the same, one write per line (``WSGILAB_TRACE_FLUSH_MS=0``);
 - **floor**: off, plus one ready-made trace line of the same length written
   and flushed per request: what one JSON line per request costs, the least
   any tracing that writes a line per request can cost.
@@ -51,7 +54,12 @@ CALLABLES = {"django": "labsite.wsgi:application", "flask": "wsgi:app", "raw": "
 def _drained_pipe() -> io.TextIOWrapper:
     """A text stream into a pipe that another process (``cat`` into /dev/null) reads, as Docker's log reader does."""
     reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    return io.TextIOWrapper(reader.stdin, encoding="utf-8", line_buffering=False)
+    stream = io.TextIOWrapper(reader.stdin, encoding="utf-8", line_buffering=False)
+    _KEPT.append(stream)  # open until exit, when the BatchedLineWriter writes what it holds
+    return stream
+
+
+_KEPT: list[io.TextIOWrapper] = []
 
 
 def _load(app: str):
@@ -122,28 +130,36 @@ def _without(piece: str) -> None:
     setattr(getattr(wsgi_trace, owner) if owner else wsgi_trace, name, stand_in)
 
 
+#: The flush delay of the "on" side's BatchedLineWriter (--flush-ms).
+FLUSH_MS = 50
+
+
 def sides(app: str, out) -> dict:
-    """The three ways to serve ``app``: off, on, and off plus the floor's line."""
+    """The ways to serve ``app``: off, on (lines batched), on with each line at once (and the floor: off + a line)."""
     from wsgilab.container.log_lines import WsgiErrorsToLog
     from wsgilab.container.server_timing import server_timing_header
+    from wsgilab.container.trace_writer import BatchedLineWriter
     from wsgilab.container.wsgi_trace import HopTrace
 
     bare = _load(app)
     return {"off": WsgiErrorsToLog(bare),
-            "on": HopTrace(WsgiErrorsToLog(bare), service=app, server="gunicorn", out=out,
-                           response_header=server_timing_header)}
+            "on": HopTrace(WsgiErrorsToLog(bare), service=app, server="gunicorn",
+                           write_line=BatchedLineWriter(out.fileno(), FLUSH_MS / 1000),
+                           response_header=server_timing_header),
+            "at once": HopTrace(WsgiErrorsToLog(bare), service=app, server="gunicorn", out=out,
+                                response_header=server_timing_header)}
 
 
 def trace_line_of(application, app: str) -> str:
     """One real trace line of ``app``, to write as the floor's."""
-    captured = io.StringIO()
+    captured: list[str] = []
     traced = application
-    original, traced.out = traced.out, captured
+    original, traced.write_line = traced.write_line, captured.append
     try:
         _serve(application, app, 1, 1 << 60)
     finally:
-        traced.out = original
-    return captured.getvalue()
+        traced.write_line = original
+    return captured[0]
 
 
 def measure(app: str, requests: int, rounds: int, out, batch: int = 200) -> dict[str, float]:
@@ -158,13 +174,14 @@ def measure(app: str, requests: int, rounds: int, out, batch: int = 200) -> dict
     line = trace_line_of(served["on"], app)
     _serve(served["off"], app, 500, 0)  # warm up imports, caches and Django's first-request setup
     _serve(served["on"], app, 500, 0)
-    names = ["off", "on", "floor"]
+    _serve(served["at once"], app, 500, 0)
+    names = ["off", "on", "at once", "floor"]
     per_round: dict[str, list[float]] = {side: [] for side in names}
     for round_ in range(rounds):
         spent = dict.fromkeys(names, 0.0)
         for turn in range(requests // batch):
-            for side in names[turn % 3:] + names[:turn % 3]:
-                first = (round_ * requests + turn * batch) * 3
+            for side in names[turn % len(names):] + names[:turn % len(names)]:
+                first = (round_ * requests + turn * batch) * len(names)
                 if side == "floor":
                     spent[side] += _serve(served["off"], app, batch, first, line, out) * batch
                 else:
@@ -212,6 +229,7 @@ def instructions_per_request(app: str, side: str, few: int = 200, many: int = 12
 
 
 def main() -> int:
+    global FLUSH_MS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--app", choices=sorted(APP_DIRS), action="append",
                         help="the app to serve (repeatable; default: all three, each in a process of its own)")
@@ -226,9 +244,13 @@ def main() -> int:
     parser.add_argument("--pieces", action="store_true",
                         help="with --instructions: also what each piece of HopTrace's work costs, by counting "
                              "the traced side with that piece replaced by a constant")
-    parser.add_argument("--serve-only", choices=("off", "on"), help=argparse.SUPPRESS)  # what callgrind runs
+    parser.add_argument("--flush-ms", type=int, default=FLUSH_MS,
+                        help=f"the on side's WSGILAB_TRACE_FLUSH_MS (default {FLUSH_MS}; 0 makes it the same as "
+                             "'at once')")
+    parser.add_argument("--serve-only", choices=("off", "on", "at once"), help=argparse.SUPPRESS)  # for callgrind
     parser.add_argument("--without", choices=sorted(PIECES), help=argparse.SUPPRESS)  # with --serve-only
     args = parser.parse_args()
+    FLUSH_MS = args.flush_ms
     apps = args.app or sorted(APP_DIRS)
     if args.serve_only:
         if args.without:
@@ -247,20 +269,23 @@ def main() -> int:
                     print(f"| {piece} | {on - instructions_per_request(app, 'on', without=piece):,} |", flush=True)
         return 0
     if not args.row_only:
-        print("| app | off µs/req | on µs/req | tracing µs/req | floor µs/req (off + one line) | line bytes | "
-              "tracing over the floor |\n|---|---:|---:|---:|---:|---:|---:|", flush=True)
+        print(f"| app | off µs/req | on µs/req (lines batched, {FLUSH_MS} ms) | tracing µs/req | on, each line at "
+              "once | tracing, each line at once | floor µs/req (off + one line) | line bytes | tracing over the "
+              "floor |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     if len(apps) > 1:  # each app in a fresh process: the frameworks do not share one well
         for app in apps:
             extra = ["--profile", "--top", str(args.top)] if args.profile else []
             subprocess.run([sys.executable, __file__, "--app", app, "--requests", str(args.requests),
-                            "--rounds", str(args.rounds), "--row-only", *extra], check=True)
+                            "--rounds", str(args.rounds), "--flush-ms", str(FLUSH_MS), "--row-only", *extra],
+                           check=True)
         return 0
     out = _drained_pipe()
     figures = measure(apps[0], args.requests, args.rounds, out)
     tracing, floor = figures["on"] - figures["off"], figures["floor"] - figures["off"]
-    print(f"| {apps[0]} | {figures['off']:.1f} | {figures['on']:.1f} | {tracing:.1f} | {figures['floor']:.1f} "
-          f"({floor:+.1f}) | {figures['line_bytes']} | {tracing - floor:.1f} µs ({tracing / floor:.1f} x) |",
-          flush=True)
+    at_once = figures["at once"] - figures["off"]
+    print(f"| {apps[0]} | {figures['off']:.1f} | {figures['on']:.1f} | {tracing:.1f} | {figures['at once']:.1f} | "
+          f"{at_once:.1f} | {figures['floor']:.1f} ({floor:+.1f}) | {figures['line_bytes']} | "
+          f"{tracing - floor:.1f} µs ({tracing / floor:.1f} x) |", flush=True)
     if args.profile:
         print("\n" + profile(apps[0], args.requests, out, args.top) + "\n", flush=True)
     return 0

@@ -48,6 +48,9 @@ def check_value(kind: str, name: str, value: str) -> str:
     elif kind == "gid":
         if not (value.isascii() and value.isdigit()) or int(value) >= 2**31:
             raise SettingError(f"{name} must be a group id, a whole number from 0, not {value!r}")
+    elif kind == "millis":
+        if not (value.isascii() and value.isdigit()) or int(value) > 10_000:
+            raise SettingError(f"{name} must be a whole number of milliseconds, 0 to 10000, not {value!r}")
     elif kind == "tw_reuse":
         if value not in ("0", "1", "2"):
             raise SettingError(f"{name} must be 0, 1 or 2 (net.ipv4.tcp_tw_reuse), not {value!r}")
@@ -67,8 +70,8 @@ class Setting:
     name: str
     #: The default as compose and the launcher apply it; "" where it is worked out at start (``default_text``).
     default: str
-    #: How a value is checked: count, seconds, server, wsgi_app, port, gid, host_names, tw_reuse, publish, or
-    #: text (anything).
+    #: How a value is checked: count, seconds, millis, server, wsgi_app, port, gid, host_names, tw_reuse,
+    #: publish, or text (anything).
     kind: str
     #: What it does to a request, for the docs.
     does: str
@@ -137,6 +140,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("WSGI_BACKLOG", "128", "count", "connections the kernel queues for an app server while every "
             "worker is busy; past it, connection attempts are dropped", "app", gunicorn="backlog",
             uwsgi="listen", lab_may_change=True),
+    Setting("WSGILAB_TRACE_FLUSH_MS", "50", "millis", "how long a worker may hold the trace lines of requests it "
+            "has finished before writing them, several in one write() (at most 4 KiB); 0 writes each line at once. "
+            "A worker killed with SIGKILL loses the lines it held: at most this long's worth "
+            "(wsgilab/container/trace_writer.py)", "app"),
     Setting("NGINX_CONNECT_TIMEOUT", "5", "seconds", "how long nginx tries to connect to an app server before "
             "it answers 504 (a full listen queue ends here)", "nginx",
             nginx="proxy_connect_timeout, uwsgi_connect_timeout", lab_may_change=True),

@@ -16,8 +16,10 @@ the two tracing middlewares (the benchmark's "tracing off" side), and
 ``WSGILAB_TRACING=otel`` with OpenTelemetry's instrumentation instead
 (``otel_peer``, the benchmark's third side).
 
-Trace lines, and what the app logs through Python's ``logging`` (as JSON,
-``log_lines.install_app_logging``), go to stdout, one write each; under
+Trace lines go to stdout a few at a time (``trace_writer``: a worker holds a
+finished request's line for up to ``WSGILAB_TRACE_FLUSH_MS``), what the app
+logs through Python's ``logging`` (as JSON, ``log_lines.install_app_logging``)
+one write each; under
 uWSGI, whose log master takes over stdout and stderr to encode its own
 messages as JSON, and wherever ``sys.stdout`` logs what is printed, they go
 to the file descriptor the launcher kept for them (``WSGILAB_TRACE_FD``),
@@ -30,7 +32,9 @@ import os
 from wsgilab.container.exc_info_guard import ExcInfoGuard
 from wsgilab.container.log_lines import WsgiErrorsToLog, install_app_logging, log_what_is_printed, trace_stream
 from wsgilab.container.server_timing import server_timing_header
+from wsgilab.container.trace_writer import BatchedLineWriter
 from wsgilab.container.wsgi_trace import HopTrace
+from wsgilab.settings import SETTINGS
 
 _service = os.environ["SCRIPT_NAME"].strip("/")
 _out = trace_stream()
@@ -52,7 +56,9 @@ if _tracing in {"off", "0", "false", "no"}:
 elif _tracing == "otel":
     application = otel_peer.wrap(WsgiErrorsToLog(_app), _service)
 else:
-    application = HopTrace(WsgiErrorsToLog(_app), service=_service, server=os.environ["WSGI_SERVER"], out=_out,
+    _flush_ms = int(SETTINGS["WSGILAB_TRACE_FLUSH_MS"].value(os.environ.get("WSGILAB_TRACE_FLUSH_MS")))
+    application = HopTrace(WsgiErrorsToLog(_app), service=_service, server=os.environ["WSGI_SERVER"],
+                           write_line=BatchedLineWriter(_out.fileno(), _flush_ms / 1000),
                            replica=os.environ.get("WSGILAB_REPLICA", "-"), response_header=server_timing_header)
 if os.environ["WSGI_SERVER"] == "uwsgi":
     application = ExcInfoGuard(application)

@@ -9,10 +9,10 @@ each other, and observes without changing behaviour: the call of the app
 ``start_response``, the first and last body chunk, and ``close()``. The trace
 *is* the protocol, event by event.
 
-Events are gathered in memory while the request runs and written as one JSON
-line on stdout when the server calls ``close()`` (or the app raises), so the
-request pays for one write, not one per event. Timestamps are wall-clock
-integer microseconds, so they line up with nginx's log across containers.
+Events are gathered in memory and made one JSON line when the server calls
+``close()`` (or the app raises), handed to ``write_line`` (the entry point's
+``trace_writer.BatchedLineWriter``; else written to stdout at once).
+Timestamps are wall-clock µs, so they line up with nginx's across containers.
 
 The request id comes from nginx's ``X-Request-ID`` header, checked again here
 against the same pattern nginx uses; the start stamp from ``X-Request-Start``
@@ -30,9 +30,8 @@ apps run unchanged with ``WSGILAB_TRACING=off``.
 Under uWSGI the request id and the worker span's ids are also handed to uWSGI
 as logvars (``wsgilab_request_id``, ...), so uWSGI's own request log line
 (uwsgi.ini ``log-format``) carries them; gunicorn's line reads them from the
-trace, left in the environ as ``wsgilab.trace``. That and the trace line are
-all it adds, but for one response header it may be handed
-(``response_header``: ``server_timing``'s, from ``traced_app``).
+trace, left in the environ as ``wsgilab.trace``. It adds nothing else but the
+one response header it may be handed (``response_header``: Server-Timing).
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ from time import time_ns
 from typing import IO, Any
 
 from wsgilab.container.nginx_headers import queue_start_us, request_id_of
+from wsgilab.container.trace_writer import written_at_once
 from wsgilab.trace_context import new_span_ids, span_fields, trace_of
 
 try:  # only importable inside a uWSGI worker
@@ -81,12 +81,12 @@ class RequestTrace:
     Event names and field names are the code's own identifiers.
     """
 
-    __slots__ = ("out", "request_id", "trace_id", "server_parent_id", "server_span_id", "span_id", "identity",
+    __slots__ = ("write_line", "request_id", "trace_id", "server_parent_id", "server_span_id", "span_id", "identity",
                  "started", "parts", "tail", "input_bytes", "chunks", "body_bytes", "queue_us", "written",
                  "view_started", "view_ended")
 
-    def __init__(self, environ: dict[str, Any], identity: str, out: IO[str]) -> None:
-        self.out = out
+    def __init__(self, environ: dict[str, Any], identity: str, write_line: Callable[[str], None]) -> None:
+        self.write_line = write_line
         #: ``"service":..,"server":..`` as JSON, made once per worker by HopTrace.
         self.identity = identity
         self.request_id = request_id_of(environ)
@@ -121,14 +121,13 @@ class RequestTrace:
                 f'"pid":{os.getpid()},"ts_us":{self.started},"events":[{",".join(self.parts)}]{self.tail}}}\n')
 
     def write(self) -> None:
-        """Write the trace as one JSON line (once)."""
+        """Hand the trace on as one JSON line (once)."""
         if self.written:
             return
         self.written = True
         if _current.get() is self:
             _current.set(None)
-        self.out.write(self.line())
-        self.out.flush()
+        self.write_line(self.line())
 
 
 #: The trace of the request this thread (or task) is serving, if any.
@@ -250,14 +249,15 @@ class HopTrace:
     """Wrap a WSGI app so each request it serves leaves one trace line on stdout."""
 
     def __init__(self, app: Callable, service: str, server: str, out: IO[str] | None = None, replica: str = "-",
-                 response_header: Callable[[RequestTrace, int], tuple[str, str]] | None = None) -> None:
+                 response_header: Callable[[RequestTrace, int], tuple[str, str]] | None = None,
+                 write_line: Callable[[str], None] | None = None) -> None:
         self.app, self.service, self.server, self.response_header = app, service, server, response_header
         self.identity = (f'"service":{_json_string(service)},"server":{_json_string(server)},'
                          f'"replica":{_json_string(replica)}')
-        self.out = out or sys.stdout
+        self.write_line = write_line or written_at_once(out or sys.stdout)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        trace = RequestTrace(environ, self.identity, self.out)
+        trace = RequestTrace(environ, self.identity, self.write_line)
         _current.set(trace)
         if _uwsgi is not None:
             _uwsgi.set_logvar("wsgilab_request_id", trace.request_id)

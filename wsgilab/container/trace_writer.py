@@ -1,0 +1,139 @@
+"""BatchedLineWriter: a worker's trace lines leave in a few write() calls, not one per request.
+
+    from wsgilab.container.trace_writer import BatchedLineWriter
+    write_line = BatchedLineWriter(fd=1, max_delay_s=0.05)
+    write_line('{"request_id": ...}\\n')
+
+A write() to the container's stdout is a system call and a wake-up of
+Docker's log reader: on the raw app it was the largest single piece of what
+tracing cost a request (docs/performance.md). Lines that finish close
+together go out together instead: a line waits until ``max_delay_s`` after
+the first one pending (a thread of the worker's own writes them then), or
+until the next one would take the batch past 4 KiB, and then the batch is
+one write(). Busy, a worker writes every few requests; idle, a line is
+written ``max_delay_s`` after its request ended.
+
+Nothing is lost when a worker ends the way servers end them: at a normal
+exit, a reload, a graceful stop, gunicorn's SIGABRT for a worker past its
+timeout and uWSGI's ``max-requests`` recycling, Python's ``atexit`` writes
+what is pending. **SIGKILL** (uWSGI's harakiri, the kernel's OOM killer, or
+``docker kill``) gives a process no last word: the lines of requests it
+finished in the last ``max_delay_s`` and had not written are lost with it,
+at most 4 KiB of them. A request cut off by the kill has no trace line
+either way; its nginx line (502) says what happened.
+
+Why 4 KiB: every worker of a container writes into the same pipe, and Linux
+keeps a write of at most ``PIPE_BUF`` (4096) bytes whole; a larger one may
+interleave with another worker's. A single line longer than that goes out
+alone, as before.
+
+Why a thread and not a timer signal: uWSGI's workers wait for the next
+request in C, where no Python signal handler runs until a request comes.
+``max_delay_s=0`` writes each line at once, with no thread
+(``WSGILAB_TRACE_FLUSH_MS=0``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import IO
+
+#: The most bytes one write() to a pipe keeps whole beside other writers' (Linux's PIPE_BUF).
+PIPE_BUF = 4096
+
+#: Taken only while a process adopts the writer (its first line after a fork), never around a write.
+_ADOPTING = threading.Lock()
+
+
+class BatchedLineWriter:
+    """Called with each finished line (str, ASCII, newline-terminated); writes them to ``fd`` in batches."""
+
+    def __init__(self, fd: int, max_delay_s: float) -> None:
+        self.fd, self.max_delay_s = fd, max_delay_s
+        #: The process this writer's lock, pending lines and thread belong to (0: none yet).
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._wake = threading.Event()
+        atexit.register(self.flush)
+
+    def __call__(self, line: str) -> None:
+        data = line.encode()
+        if self.max_delay_s <= 0 or len(data) > PIPE_BUF:
+            self.flush()
+            _write_all(self.fd, data)
+            return
+        if self._pid != os.getpid():
+            self._adopt()
+        with self._lock:
+            if self._size + len(data) > PIPE_BUF:
+                self._write_pending()
+            self._pending.append(data)
+            self._size += len(data)
+            first = len(self._pending) == 1
+        if first:
+            self._wake.set()
+
+    def flush(self) -> None:
+        """Write what is pending now (at exit; before a line that must go at once)."""
+        if self._pid != os.getpid():
+            return  # nothing pending here: the lines in memory are another process's, which writes its own
+        with self._lock:
+            self._write_pending()
+
+    def _adopt(self) -> None:
+        """Make the writer this process's: a fresh lock and batch, and a thread that writes it.
+
+        A worker is a fork of the master, which made the writer: servers fork
+        from C as well as from Python, so this is checked by pid on each line
+        rather than with ``os.register_at_fork``. A parent's pending lines in
+        the copy are dropped here: the parent writes them itself.
+        """
+        with _ADOPTING:
+            pid = os.getpid()
+            if self._pid == pid:
+                return
+            self._lock, self._pending, self._size, self._wake = threading.Lock(), [], 0, threading.Event()
+            threading.Thread(target=self._write_soon, args=(self._wake,), name="wsgilab-trace-writer",
+                             daemon=True).start()
+            self._pid = pid
+
+    def _write_soon(self, wake: threading.Event) -> None:
+        """The writer thread: ``max_delay_s`` after a batch's first line, write the batch."""
+        while True:
+            wake.wait()
+            time.sleep(self.max_delay_s)
+            with self._lock:
+                wake.clear()
+                try:
+                    self._write_pending()
+                except OSError as error:  # the log reader is gone; say so once per batch, where a person may see it
+                    print(f"wsgilab: trace lines not written: {error}", file=sys.stderr)
+
+    def _write_pending(self) -> None:
+        """One write() of the pending lines (the caller holds the lock)."""
+        if self._pending:
+            batch = b"".join(self._pending)
+            self._pending, self._size = [], 0
+            _write_all(self.fd, batch)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until all of ``data`` is out (a pipe takes at most PIPE_BUF whole; a signal may cut a write short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def written_at_once(out: IO[str]) -> Callable[[str], None]:
+    """Each line written to ``out`` and flushed: one write per line (HopTrace's default, and tests')."""
+    def write_line(line: str) -> None:
+        out.write(line)
+        out.flush()
+    return write_line
