@@ -27,11 +27,11 @@ def request_id_of(environ: dict[str, Any]) -> str:
     return value if REQUEST_ID.fullmatch(value) else "-"
 
 
+#: nginx's ``X-Request-Start``: ``t=${msec}``, seconds with three decimals (ASCII digits only).
+REQUEST_START = re.compile(r"t=([0-9]{1,12})\.([0-9]{3})")
+
+
 def queue_start_us(environ: dict[str, Any]) -> int | None:
     """When nginx handed the request on (``X-Request-Start: t=<seconds.millis>``), in µs."""
-    raw = environ.get("HTTP_X_REQUEST_START", "")
-    seconds, dot, millis = raw[2:].partition(".")
-    if (raw[:2] == "t=" and dot and len(millis) == 3 and 0 < len(seconds) <= 12
-            and seconds.isascii() and seconds.isdigit() and millis.isascii() and millis.isdigit()):
-        return int(seconds) * 1_000_000 + int(millis) * 1000
-    return None
+    found = REQUEST_START.fullmatch(environ.get("HTTP_X_REQUEST_START", ""))
+    return None if found is None else int(found[1]) * 1_000_000 + int(found[2]) * 1000
