@@ -19,6 +19,9 @@ in rounds:
   lines handed to a ``BatchedLineWriter`` as ``traced_app`` does (``--flush-ms``, default 50: a
   few lines per write());
 - **on, each line at once**: the same, one write per line (``WSGILAB_TRACE_FLUSH_MS=0``);
+- **wrapper**: off inside a middleware that wraps ``start_response`` and the
+  body as any WSGI-level tracer must, and records nothing: what observing
+  the protocol costs before a single event is kept;
 - **floor**: off, plus one ready-made trace line of the same length written
   and flushed per request: what one JSON line per request costs, the least
   any tracing that writes a line per request can cost.
@@ -121,6 +124,33 @@ PIECES = {
 }
 
 
+class PassThrough:
+    """A WSGI middleware that wraps ``start_response`` and the body as a tracer must, and records nothing."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        def wrapped_start_response(status, headers, exc_info=None):
+            return start_response(status, headers, exc_info)
+
+        return _PassThroughBody(self.app(environ, wrapped_start_response))
+
+
+class _PassThroughBody:
+    def __init__(self, body) -> None:
+        self.body = body
+
+    def __iter__(self):
+        for chunk in self.body:
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
+
+
 def _without(piece: str) -> None:
     """Replace one piece of HopTrace (a name in ``PIECES``) for this process."""
     from wsgilab.container import wsgi_trace
@@ -142,7 +172,7 @@ def sides(app: str, out) -> dict:
     from wsgilab.container.wsgi_trace import HopTrace
 
     bare = _load(app)
-    return {"off": WsgiErrorsToLog(bare),
+    return {"off": WsgiErrorsToLog(bare), "wrapper": PassThrough(WsgiErrorsToLog(bare)),
             "on": HopTrace(WsgiErrorsToLog(bare), service=app, server="gunicorn",
                            write_line=BatchedLineWriter(out.fileno(), FLUSH_MS / 1000),
                            response_header=server_timing_header),
@@ -175,7 +205,8 @@ def measure(app: str, requests: int, rounds: int, out, batch: int = 200) -> dict
     _serve(served["off"], app, 500, 0)  # warm up imports, caches and Django's first-request setup
     _serve(served["on"], app, 500, 0)
     _serve(served["at once"], app, 500, 0)
-    names = ["off", "on", "at once", "floor"]
+    _serve(served["wrapper"], app, 500, 0)
+    names = ["off", "on", "at once", "wrapper", "floor"]
     per_round: dict[str, list[float]] = {side: [] for side in names}
     for round_ in range(rounds):
         spent = dict.fromkeys(names, 0.0)
@@ -247,7 +278,8 @@ def main() -> int:
     parser.add_argument("--flush-ms", type=int, default=FLUSH_MS,
                         help=f"the on side's WSGILAB_TRACE_FLUSH_MS (default {FLUSH_MS}; 0 makes it the same as "
                              "'at once')")
-    parser.add_argument("--serve-only", choices=("off", "on", "at once"), help=argparse.SUPPRESS)  # for callgrind
+    parser.add_argument("--serve-only", choices=("off", "on", "at once", "wrapper"),
+                        help=argparse.SUPPRESS)  # for callgrind
     parser.add_argument("--without", choices=sorted(PIECES), help=argparse.SUPPRESS)  # with --serve-only
     args = parser.parse_args()
     FLUSH_MS = args.flush_ms
@@ -259,19 +291,21 @@ def main() -> int:
         _serve(served[args.serve_only], apps[0], args.requests, 0)
         return 0
     if args.instructions:
-        print("| app | off instructions/req | on instructions/req | tracing instructions/req |\n|---|---:|---:|---:|")
+        print("| app | off instructions/req | on instructions/req | tracing instructions/req | the wrapping alone |"
+              "\n|---|---:|---:|---:|---:|")
         for app in apps:
-            off, on = (instructions_per_request(app, side) for side in ("off", "on"))
-            print(f"| {app} | {off:,} | {on:,} | {on - off:,} ({(on - off) / off:.0%} of off) |", flush=True)
+            off, on, wrapper = (instructions_per_request(app, side) for side in ("off", "on", "wrapper"))
+            print(f"| {app} | {off:,} | {on:,} | {on - off:,} ({(on - off) / off:.0%} of off) | {wrapper - off:,} |",
+                  flush=True)
             if args.pieces:
                 print(f"\n| {app}: piece of HopTrace | instructions/req |\n|---|---:|")
                 for piece in PIECES:
                     print(f"| {piece} | {on - instructions_per_request(app, 'on', without=piece):,} |", flush=True)
         return 0
     if not args.row_only:
-        print(f"| app | off µs/req | on µs/req (lines batched, {FLUSH_MS} ms) | tracing µs/req | on, each line at "
-              "once | tracing, each line at once | floor µs/req (off + one line) | line bytes | tracing over the "
-              "floor |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+        print(f"| app | off µs/req | tracing µs/req (lines batched, {FLUSH_MS} ms) | tracing, each line at once | "
+              "the wrapping alone | one line written (the floor) | line bytes |\n|---|---:|---:|---:|---:|---:|---:|",
+              flush=True)
     if len(apps) > 1:  # each app in a fresh process: the frameworks do not share one well
         for app in apps:
             extra = ["--profile", "--top", str(args.top)] if args.profile else []
@@ -281,11 +315,9 @@ def main() -> int:
         return 0
     out = _drained_pipe()
     figures = measure(apps[0], args.requests, args.rounds, out)
-    tracing, floor = figures["on"] - figures["off"], figures["floor"] - figures["off"]
-    at_once = figures["at once"] - figures["off"]
-    print(f"| {apps[0]} | {figures['off']:.1f} | {figures['on']:.1f} | {tracing:.1f} | {figures['at once']:.1f} | "
-          f"{at_once:.1f} | {figures['floor']:.1f} ({floor:+.1f}) | {figures['line_bytes']} | "
-          f"{tracing - floor:.1f} µs ({tracing / floor:.1f} x) |", flush=True)
+    added = {side: figures[side] - figures["off"] for side in ("on", "at once", "wrapper", "floor")}
+    print(f"| {apps[0]} | {figures['off']:.1f} | {added['on']:+.1f} | {added['at once']:+.1f} | "
+          f"{added['wrapper']:+.1f} | {added['floor']:+.1f} | {figures['line_bytes']} |", flush=True)
     if args.profile:
         print("\n" + profile(apps[0], args.requests, out, args.top) + "\n", flush=True)
     return 0

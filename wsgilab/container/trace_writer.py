@@ -60,6 +60,8 @@ class BatchedLineWriter:
         self._lock = threading.Lock()
         self._pending: list[bytes] = []
         self._size = 0
+        #: Whether the writer thread has been woken for what is pending (set once per batch, not per line).
+        self._armed = False
         self._wake = threading.Event()
         atexit.register(self.flush)
 
@@ -76,8 +78,9 @@ class BatchedLineWriter:
                 self._write_pending()
             self._pending.append(data)
             self._size += len(data)
-            first = len(self._pending) == 1
-        if first:
+            wake = not self._armed
+            self._armed = True
+        if wake:
             self._wake.set()
 
     def flush(self) -> None:
@@ -100,17 +103,24 @@ class BatchedLineWriter:
             if self._pid == pid:
                 return
             self._lock, self._pending, self._size, self._wake = threading.Lock(), [], 0, threading.Event()
+            self._armed = False
             threading.Thread(target=self._write_soon, args=(self._wake,), name="wsgilab-trace-writer",
                              daemon=True).start()
             self._pid = pid
 
     def _write_soon(self, wake: threading.Event) -> None:
-        """The writer thread: ``max_delay_s`` after a batch's first line, write the batch."""
+        """The writer thread: ``max_delay_s`` after it is woken, write what is pending.
+
+        A busy worker's batches mostly fill to 4 KiB and go out from its
+        request thread first; this one then wakes once per ``max_delay_s``
+        for the rest, and a line pays for no signalling of its own.
+        """
         while True:
             wake.wait()
             time.sleep(self.max_delay_s)
             with self._lock:
                 wake.clear()
+                self._armed = False
                 try:
                     self._write_pending()
                 except OSError as error:  # the log reader is gone; say so once per batch, where a person may see it
