@@ -8,9 +8,13 @@
     .venv/bin/python bench/matrix.py --plots docs/img/matrix --markdown docs/performance-matrix.md
     .venv/bin/python bench/matrix.py --apps raw --endpoints / --seconds 1   # a quick look
     .venv/bin/python bench/matrix.py --from-json matrix.json --plots docs/img/matrix --markdown ...  # redraw
+    .venv/bin/python bench/matrix.py --stack compose --plots docs/img/matrix-compose \
+        --markdown docs/performance-matrix-compose.md        # the stack as users run it, about 20 minutes
 
 The native stack (the one the tests use: nginx, gunicorn and uWSGI as local
-processes, the stack's own config files), once per worker model and tracing
+processes, the stack's own config files) or, with ``--stack compose``, the
+compose stack as users run it (its images, its networks, Docker's log pipe),
+once per worker model and tracing
 side: each app on gunicorn with sync workers and with gthread (threads), and
 on uWSGI with processes and with threads, the stack's default of 2 x CPUs + 1
 workers each. For each, on `/` (hello world), `/slow?ms=2` (a view that
@@ -29,8 +33,11 @@ waits, as one on a database does) and a 1 MiB `/download`:
 
 Through nginx and, for gunicorn, directly to the server: gunicorn speaks
 HTTP itself; uWSGI here speaks only the uwsgi protocol (its own HTTP router
-would be another process in front), so it has no direct row. Load stays on
-loopback, bounded by --seconds per measurement.
+would be another process in front), so it has no direct row. On compose an
+app server has no address the host can reach (each app's network is shared
+with nginx alone), so the direct rows' clients run inside nginx's network
+namespace (``nsenter --net``, root), where nginx itself connects from. Load
+stays on this machine, bounded by --seconds per measurement.
 """
 
 from __future__ import annotations
@@ -40,15 +47,19 @@ import asyncio
 import json
 import os
 import re
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lab_stacks import APPS, NativeStack  # noqa: E402
+from lab_stacks import APPS, ComposeStack, NativeStack  # noqa: E402
 from open_loop import fixed_rate, percentile  # noqa: E402
 from tracing_overhead import ab, process_tree_cpu_s  # noqa: E402
+
+from wsgilab.labs.around_nginx import app_network, app_server, services  # noqa: E402
 
 #: Worker model -> (server, WSGI_THREADS).
 MODELS = {"gunicorn sync": ("gunicorn", "1"), "gunicorn gthread": ("gunicorn", "4"),
@@ -61,9 +72,30 @@ OPEN_LOOP_SHARE = 0.5
 OPEN_LOOP_MAX = 800.0
 
 
+@dataclass(frozen=True)
+class Way:
+    """How the client reaches what a row measures: nginx, or the app server itself ("direct")."""
+
+    via: str
+    host: str
+    port: int
+    #: Run the client in this process's network namespace (compose: nginx's, to reach a private network).
+    netns_pid: int | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def prefix(self) -> list[str]:
+        return ["nsenter", f"--net=/proc/{self.netns_pid}/ns/net", "--"] if self.netns_pid else []
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def worker_rss_mib(server_pid: int) -> float:
     """The mean resident memory of the server's worker processes (its children), in MiB."""
-    children = [int(pid) for pid in Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()]
+    children = _children(server_pid)
     sizes = []
     for pid in children:
         try:
@@ -76,18 +108,27 @@ def worker_rss_mib(server_pid: int) -> float:
     return sum(sizes) / len(sizes) if sizes else float("nan")
 
 
-def measure(port: int, path: str, server_pid: int, nginx_pid: int | None, seconds: float,
-            concurrency: int) -> dict:
+def open_loop(way: Way, path: str, rate: float, seconds: float) -> tuple[list[float], dict]:
+    """bench/open_loop.py's fixed rate, in this process or, in another network namespace, in a child."""
+    if not way.netns_pid:
+        return asyncio.run(fixed_rate(way.port, path, rate, seconds, way.host))
+    done = subprocess.run([*way.prefix(), sys.executable, str(Path(__file__).with_name("open_loop.py")), way.host,
+                           str(way.port), path, str(rate), str(seconds)], capture_output=True, text=True, check=True)
+    found = json.loads(done.stdout)
+    return found["latencies"], {int(k) if k.isdigit() else k: v for k, v in found["ended"].items()}
+
+
+def measure(way: Way, path: str, server_pid: int, nginx_pid: int | None, seconds: int, concurrency: int) -> dict:
     """One cell of the matrix: saturated, then an open loop below it; CPU per request; memory per worker."""
-    url = f"http://127.0.0.1:{port}{path}"
-    ab(url, 5, concurrency, requests=300)  # warm: imports, first requests, connections
+    url = way.url(path)
+    ab(url, 5, concurrency, requests=300, prefix=way.prefix())  # warm: imports, first requests, connections
     server_cpu, nginx_cpu = process_tree_cpu_s(server_pid), process_tree_cpu_s(nginx_pid) if nginx_pid else 0.0
-    saturated = ab(url, seconds, concurrency)
+    saturated = ab(url, seconds, concurrency, prefix=way.prefix())
     cpu = {"server_cpu_us": (process_tree_cpu_s(server_pid) - server_cpu) / saturated["completed"] * 1e6,
            "nginx_cpu_us": ((process_tree_cpu_s(nginx_pid) - nginx_cpu) / saturated["completed"] * 1e6
                             if nginx_pid else None)}
     rate = min(saturated["rps"] * OPEN_LOOP_SHARE, OPEN_LOOP_MAX)
-    latencies, ended = asyncio.run(fixed_rate(port, path, rate, seconds))
+    latencies, ended = open_loop(way, path, rate, seconds)
     return {**saturated, **cpu, "open_loop_rps": round(rate, 1),
             "open_p50_ms": percentile(latencies, 50), "open_p90_ms": percentile(latencies, 90),
             "open_p99_ms": percentile(latencies, 99),
@@ -95,29 +136,55 @@ def measure(port: int, path: str, server_pid: int, nginx_pid: int | None, second
             "rss_per_worker_mib": worker_rss_mib(server_pid)}
 
 
+def _stack(kind: str, settings: dict[str, str]) -> NativeStack | ComposeStack:
+    """A stack of ``kind`` whose app servers all run with ``settings``."""
+    if kind == "native":
+        return NativeStack(app_env=settings)
+    stack = ComposeStack(name="-matrix")
+    stack.settings = dict(settings)  # the environment compose gets (ComposeStack.environment)
+    return stack
+
+
+def _server_pid(pid: int) -> int:
+    """The app server's master among a container's processes (under compose's ``init: true``, docker-init's child)."""
+    while Path(f"/proc/{pid}/comm").read_text().strip() == "docker-init":
+        pid = _children(pid)[0]
+    return pid
+
+
+def _ways(stack: NativeStack | ComposeStack, app: str, server: str, nginx_only: bool) -> tuple[list[Way], int, int]:
+    """How to reach ``app`` (nginx, and gunicorn itself), its server's master pid, and nginx's pid."""
+    ways = [Way("nginx", "127.0.0.1", stack.port)]
+    if isinstance(stack, NativeStack):
+        if server == "gunicorn" and not nginx_only:
+            ways.append(Way("direct", "127.0.0.1", stack.backend_ports[app, server]))
+        return ways, stack.processes[f"{app}-{server}"].pid, stack.processes["nginx"].pid
+    found = services(stack.container_ids())
+    nginx_pid = _server_pid(found["nginx"]["State"]["Pid"])
+    if server == "gunicorn" and not nginx_only:
+        ways.append(Way("direct", app_network(found[app])[1], app_server(found[app])[1], netns_pid=nginx_pid))
+    return ways, _server_pid(found[app]["State"]["Pid"]), nginx_pid
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     rows = []
     for tracing in args.tracing:
         for threads in sorted({MODELS[model][1] for model in args.models}):
-            stack = NativeStack(app_env={"WSGI_WORKERS": WORKERS, "WSGI_THREADS": threads,
-                                         "WSGILAB_TRACING": tracing})
+            stack = _stack(args.stack, {"WSGI_WORKERS": WORKERS, "WSGI_THREADS": threads, "WSGILAB_TRACING": tracing})
             try:
                 stack.start()
                 for model in [m for m in args.models if MODELS[m][1] == threads]:
                     server = MODELS[model][0]
                     stack.use({app: server for app in APPS})
-                    nginx_pid = stack.processes["nginx"].pid
                     for app in args.apps:
-                        server_pid = stack.processes[f"{app}-{server}"].pid
-                        ways = [("nginx", stack.port, nginx_pid)]
-                        if server == "gunicorn" and not args.nginx_only:
-                            ways.append(("direct", stack.backend_ports[app, server], None))
+                        ways, server_pid, nginx_pid = _ways(stack, app, server, args.nginx_only)
                         for endpoint in args.endpoints:
-                            for via, port, counted_nginx in ways:
-                                cell = measure(port, f"/{app}/{ENDPOINTS[endpoint]}", server_pid, counted_nginx,
-                                               args.seconds, args.concurrency)
-                                rows.append({"app": app, "model": model, "endpoint": endpoint, "via": via,
-                                             "tracing": tracing, **cell})
+                            for way in ways:
+                                cell = measure(way, f"/{app}/{ENDPOINTS[endpoint]}", server_pid,
+                                               nginx_pid if way.via == "nginx" else None, args.seconds,
+                                               args.concurrency)
+                                rows.append({"stack": args.stack, "app": app, "model": model, "endpoint": endpoint,
+                                             "via": way.via, "tracing": tracing, **cell})
                                 print(_row(rows[-1]), file=sys.stderr, flush=True)
             finally:
                 stack.stop()
@@ -138,6 +205,9 @@ def _row(row: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", choices=("native", "compose"), default="native",
+                        help="the native processes (default), or the compose stack as users run it (root: the "
+                             "direct rows' client runs in nginx's network namespace)")
     parser.add_argument("--apps", nargs="+", default=list(APPS), choices=APPS)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--endpoints", nargs="+", default=list(ENDPOINTS), choices=ENDPOINTS)

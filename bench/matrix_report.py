@@ -91,11 +91,25 @@ def plots(rows: list[dict], into: Path) -> dict[str, str]:
     return drawn
 
 
-def _versions() -> str:
+PACKAGES = ("gunicorn", "pyuwsgi", "Django", "Flask")
+
+
+def _versions(stack: str) -> str:
+    """What ran: the host's nginx and this Python's packages (native), or the compose images' (compose)."""
+    if stack == "compose":
+        image = "wsgi-lab/{}:local"  # docker-compose.yml's names with the default WSGILAB_IMAGES and _TAG
+        nginx = subprocess.run(["docker", "run", "--rm", "--entrypoint", "nginx", image.format("nginx"), "-v"],
+                               capture_output=True, text=True).stderr.strip().split("/")[-1]
+        show = ("import platform; from importlib import metadata as m; print('Python', platform.python_version(), "
+                f"end=', '); print(', '.join(f'{{n}} {{m.version(n)}}' for n in {PACKAGES!r}))")
+        python = subprocess.run(["docker", "run", "--rm", "--entrypoint", "python", image.format("raw"), "-c", show],
+                                capture_output=True, text=True).stdout.strip()
+        return (f"the compose stack's images: {python}, nginx {nginx}; {os.cpu_count()} CPUs, "
+                f"{platform.machine()}, Linux {platform.release()}, Docker's bridge networks and json-file logs")
     nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1]
-    packages = ", ".join(f"{name} {metadata.version(name)}" for name in ("gunicorn", "pyuwsgi", "Django", "Flask"))
-    return (f"Python {platform.python_version()}, nginx {nginx}, {packages}; {os.cpu_count()} CPUs, "
-            f"{platform.machine()}, Linux {platform.release()}")
+    packages = ", ".join(f"{name} {metadata.version(name)}" for name in PACKAGES)
+    return (f"the native stack: Python {platform.python_version()}, nginx {nginx}, {packages}; {os.cpu_count()} "
+            f"CPUs, {platform.machine()}, Linux {platform.release()}")
 
 
 def write_report(rows: list[dict], args: argparse.Namespace, into: Path, page: Path | None) -> None:
@@ -107,7 +121,7 @@ def write_report(rows: list[dict], args: argparse.Namespace, into: Path, page: P
                                             and not arg.endswith(".json"))
     lines = ["# The benchmark matrix", "",
              f"<!-- Written by `{command}`; the plots come from the same run. -->", "",
-             f"Measured {datetime.date.today()} on this project's machine ({_versions()}); the native stack, "
+             f"Measured {datetime.date.today()} on this project's machine, {_versions(args.stack)}; "
              f"{args.seconds:g} s per measurement, ab with {args.concurrency} keep-alive connections. "
              "What each column is: the docstring of bench/matrix.py.", "",
              "```", f".venv/bin/python {command}", "```", ""]

@@ -4,7 +4,10 @@
 schedules request n at n / rate seconds whatever the stack does, and counts
 each one's latency from its schedule, as wrk2 does (no coordinated
 omission); a stall shows in the latency of every request scheduled during
-it. The load goes to 127.0.0.1 only.
+it. The load goes to 127.0.0.1, or to an address on a private network
+(bench/matrix.py runs it inside nginx's network namespace on compose:
+``python bench/open_loop.py HOST PORT PATH RATE SECONDS`` prints the
+latencies and statuses as JSON).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ MAX_CONNECTIONS = 512
 class Pool:
     """Keep-alive connections to nginx: an idle one for each request, or a new one."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.port, self.host = port, host
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.open = 0
 
@@ -35,7 +38,7 @@ class Pool:
             raise ConnectionError(f"more than {MAX_CONNECTIONS} requests in flight")
         self.open += 1
         try:
-            return await asyncio.open_connection("127.0.0.1", self.port)
+            return await asyncio.open_connection(self.host, self.port)
         except OSError:
             self.open -= 1
             raise
@@ -155,11 +158,12 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
 
 
-async def fixed_rate(port: int, path: str, rate: float, seconds: float) -> tuple[list[float], Counter]:
+async def fixed_rate(port: int, path: str, rate: float, seconds: float,
+                     host: str = "127.0.0.1") -> tuple[list[float], Counter]:
     """An open loop on one path: request n at n / rate seconds, each latency from its schedule (ms); and
     how each ended (a status, or an error's name)."""
     loop = asyncio.get_running_loop()
-    pool = Pool(port)
+    pool = Pool(port, host)
     latencies: list[float] = []
     ended: Counter = Counter()
     start = loop.time()
@@ -182,3 +186,12 @@ async def fixed_rate(port: int, path: str, rate: float, seconds: float) -> tuple
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)
     return latencies, ended
+
+
+if __name__ == "__main__":  # host port path rate seconds: one open loop, its result as JSON
+    import json
+    import sys
+
+    host, port, path, rate, seconds = sys.argv[1:6]
+    latencies, ended = asyncio.run(fixed_rate(int(port), path, float(rate), float(seconds), host))
+    print(json.dumps({"latencies": latencies, "ended": {str(key): count for key, count in ended.items()}}))

@@ -71,10 +71,12 @@ def process_tree_cpu_s(root: int) -> float:
     return sum(cpu.get(pid, 0.0) for pid in tree)
 
 
-def ab(url: str, seconds: int, concurrency: int, requests: int = 10_000_000) -> dict:
+def ab(url: str, seconds: int, concurrency: int, requests: int = 10_000_000, prefix: list[str] | None = None) -> dict:
     """ApacheBench against ``url`` for whole ``seconds`` (ab takes no fraction) or ``requests``, whichever ends
-    first: requests per second, and the latency percentiles it prints (ms)."""
-    done = subprocess.run(["ab", "-q", "-k", "-c", str(concurrency), "-t", str(seconds), "-n", str(requests), url],
+    first: requests per second, and the latency percentiles it prints (ms). ``prefix`` runs ab under another
+    command (bench/matrix.py: ``nsenter --net=...``, to reach a private network)."""
+    done = subprocess.run([*(prefix or []), "ab", "-q", "-k", "-c", str(concurrency), "-t", str(seconds), "-n",
+                           str(requests), url],
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"ab {url} failed: {done.stderr.strip()[-500:]}")

@@ -48,6 +48,9 @@ def check_value(kind: str, name: str, value: str) -> str:
     elif kind == "gid":
         if not (value.isascii() and value.isdigit()) or int(value) >= 2**31:
             raise SettingError(f"{name} must be a group id, a whole number from 0, not {value!r}")
+    elif kind == "tracing":
+        if value not in ("on", "off", "otel"):
+            raise SettingError(f"{name} must be on, off or otel, not {value!r}")
     elif kind == "millis":
         if not (value.isascii() and value.isdigit()) or int(value) > 10_000:
             raise SettingError(f"{name} must be a whole number of milliseconds, 0 to 10000, not {value!r}")
@@ -70,8 +73,8 @@ class Setting:
     name: str
     #: The default as compose and the launcher apply it; "" where it is worked out at start (``default_text``).
     default: str
-    #: How a value is checked: count, seconds, millis, server, wsgi_app, port, gid, host_names, tw_reuse,
-    #: publish, or text (anything).
+    #: How a value is checked: count, seconds, millis, tracing, server, wsgi_app, port, gid, host_names,
+    #: tw_reuse, publish, or text (anything).
     kind: str
     #: What it does to a request, for the docs.
     does: str
@@ -140,6 +143,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("WSGI_BACKLOG", "128", "count", "connections the kernel queues for an app server while every "
             "worker is busy; past it, connection attempts are dropped", "app", gunicorn="backlog",
             uwsgi="listen", lab_may_change=True),
+    Setting("WSGILAB_TRACING", "on", "tracing", "on: every request traced (HopTrace, the framework's events, the "
+            "view's); off: the app served bare, nginx and the server still logging their own line (what tracing "
+            "costs is measured against this: bench/); otel: OpenTelemetry's own instrumentation instead, for the "
+            "benchmark (its SDK is not in the images: requirements/bench-otel.txt)", "app"),
     Setting("WSGILAB_TRACE_FLUSH_MS", "50", "millis", "how long a worker may hold the trace lines of requests it "
             "has finished before writing them, several in one write() (at most 4 KiB); 0 writes each line at once. "
             "A worker killed with SIGKILL loses the lines it held: at most this long's worth "

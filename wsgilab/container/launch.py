@@ -104,6 +104,7 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
         WSGI_THREADS=_setting(env, "WSGI_THREADS"),
         WSGI_TIMEOUT=_setting(env, "WSGI_TIMEOUT"),
         WSGI_BACKLOG=_setting(env, "WSGI_BACKLOG"),
+        WSGILAB_TRACING=_setting(env, "WSGILAB_TRACING"),
         WSGILAB_TRACE_FLUSH_MS=_setting(env, "WSGILAB_TRACE_FLUSH_MS"),
         WSGI_CONFIG_DIR=env.get("WSGI_CONFIG_DIR", "") or "/etc/wsgi-lab",
         # This interpreter, as its virtualenv names it: uWSGI re-executes it on a reload.

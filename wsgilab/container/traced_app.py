@@ -42,7 +42,7 @@ _out = trace_stream()
 install_app_logging(_out, _service, os.environ["WSGI_SERVER"])
 log_what_is_printed()
 
-_tracing = os.environ.get("WSGILAB_TRACING", "on").lower()
+_tracing = SETTINGS["WSGILAB_TRACING"].value(os.environ.get("WSGILAB_TRACING"))
 if _tracing == "otel":  # the benchmark's third side; it patches the framework before the app loads
     from wsgilab.container import otel_peer
 
@@ -51,7 +51,7 @@ if _tracing == "otel":  # the benchmark's third side; it patches the framework b
 _module_name, _, _callable_name = os.environ["WSGI_APP"].partition(":")
 _app = getattr(importlib.import_module(_module_name), _callable_name)
 
-if _tracing in {"off", "0", "false", "no"}:
+if _tracing == "off":
     application = WsgiErrorsToLog(_app)
 elif _tracing == "otel":
     application = otel_peer.wrap(WsgiErrorsToLog(_app), _service)
