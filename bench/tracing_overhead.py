@@ -71,12 +71,14 @@ def process_tree_cpu_s(root: int) -> float:
     return sum(cpu.get(pid, 0.0) for pid in tree)
 
 
-def ab(url: str, seconds: int, concurrency: int, requests: int = 10_000_000, prefix: list[str] | None = None) -> dict:
+def ab(url: str, seconds: int, concurrency: int, requests: int = 10_000_000, prefix: list[str] | None = None,
+       host: str = "localhost") -> dict:
     """ApacheBench against ``url`` for whole ``seconds`` (ab takes no fraction) or ``requests``, whichever ends
     first: requests per second, and the latency percentiles it prints (ms). ``prefix`` runs ab under another
-    command (bench/matrix.py: ``nsenter --net=...``, to reach a private network)."""
+    command (bench/matrix.py: ``nsenter --net=...``, to reach a private network). The Host header is ``host``,
+    as nginx sends it on, whatever address the URL names: Django answers 400 to a host it does not serve."""
     done = subprocess.run([*(prefix or []), "ab", "-q", "-k", "-c", str(concurrency), "-t", str(seconds), "-n",
-                           str(requests), url],
+                           str(requests), "-H", f"Host: {host}", url],
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"ab {url} failed: {done.stderr.strip()[-500:]}")
