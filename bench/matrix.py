@@ -29,7 +29,9 @@ waits, as one on a database does) and a 1 MiB `/download`:
   stall shows in every request scheduled during it (no coordinated
   omission; bench/open_loop.py);
 - **CPU per request**, for the app server's processes and for nginx's
-  separately (from /proc), and **memory per worker** (RSS, after the run).
+  separately (from /proc), on compose also Docker's own (dockerd,
+  containerd, docker-proxy and the containers' shims: the published port's
+  proxy and the log pipe), and **memory per worker** (RSS, after the run).
 
 Through nginx and, for gunicorn, directly to the server: gunicorn speaks
 HTTP itself; uWSGI here speaks only the uwsgi protocol (its own HTTP router
@@ -118,15 +120,35 @@ def open_loop(way: Way, path: str, rate: float, seconds: float) -> tuple[list[fl
     return found["latencies"], {int(k) if k.isdigit() else k: v for k, v in found["ended"].items()}
 
 
-def measure(way: Way, path: str, server_pid: int, nginx_pid: int | None, seconds: int, concurrency: int) -> dict:
+def _own_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` itself has used, its children not counted."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def docker_cpu_s() -> float:
+    """CPU seconds Docker's own processes have used: dockerd with its children (containerd, and docker-proxy,
+    which carries a published port's connections) and each container's shim (which carries its output to
+    the log), the containers themselves not counted."""
+    comms = {int(entry.name): Path(entry.path, "comm").read_text().strip()
+             for entry in os.scandir("/proc") if entry.name.isdigit() and Path(entry.path, "comm").exists()}
+    total = sum(process_tree_cpu_s(pid) for pid, comm in comms.items() if comm == "dockerd")
+    return total + sum(_own_cpu_s(pid) for pid, comm in comms.items() if comm == "containerd-shim")
+
+
+def measure(way: Way, path: str, server_pid: int, nginx_pid: int | None, seconds: int, concurrency: int,
+            docker: bool = False) -> dict:
     """One cell of the matrix: saturated, then an open loop below it; CPU per request; memory per worker."""
     url = way.url(path)
     ab(url, 5, concurrency, requests=300, prefix=way.prefix())  # warm: imports, first requests, connections
     server_cpu, nginx_cpu = process_tree_cpu_s(server_pid), process_tree_cpu_s(nginx_pid) if nginx_pid else 0.0
+    docker_cpu = docker_cpu_s() if docker else 0.0
     saturated = ab(url, seconds, concurrency, prefix=way.prefix())
-    cpu = {"server_cpu_us": (process_tree_cpu_s(server_pid) - server_cpu) / saturated["completed"] * 1e6,
-           "nginx_cpu_us": ((process_tree_cpu_s(nginx_pid) - nginx_cpu) / saturated["completed"] * 1e6
-                            if nginx_pid else None)}
+    saturated.pop("output")
+    completed = saturated["completed"]
+    cpu = {"server_cpu_us": (process_tree_cpu_s(server_pid) - server_cpu) / completed * 1e6,
+           "nginx_cpu_us": (process_tree_cpu_s(nginx_pid) - nginx_cpu) / completed * 1e6 if nginx_pid else None,
+           "docker_cpu_us": (docker_cpu_s() - docker_cpu) / completed * 1e6 if docker else None}
     rate = min(saturated["rps"] * OPEN_LOOP_SHARE, OPEN_LOOP_MAX)
     latencies, ended = open_loop(way, path, rate, seconds)
     return {**saturated, **cpu, "open_loop_rps": round(rate, 1),
@@ -182,7 +204,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                             for way in ways:
                                 cell = measure(way, f"/{app}/{ENDPOINTS[endpoint]}", server_pid,
                                                nginx_pid if way.via == "nginx" else None, args.seconds,
-                                               args.concurrency)
+                                               args.concurrency, docker=args.stack == "compose")
                                 rows.append({"stack": args.stack, "app": app, "model": model, "endpoint": endpoint,
                                              "via": way.via, "tracing": tracing, **cell})
                                 print(_row(rows[-1]), file=sys.stderr, flush=True)
@@ -192,14 +214,15 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 HEADING = (f"{'app':<7}{'model':<18}{'endpoint':<17}{'via':<7}{'tracing':<8}{'req/s':>8}{'p50':>7}{'p99':>7}"
-           f"{'rate':>7}{'p50':>7}{'p99':>7}{'server µs':>10}{'nginx µs':>9}{'MiB/wkr':>8}{'errors':>7}")
+           f"{'rate':>7}{'p50':>7}{'p99':>7}{'server µs':>10}{'nginx µs':>9}{'docker µs':>10}{'MiB/wkr':>8}"
+           f"{'errors':>7}")
 
 
 def _row(row: dict) -> str:
-    nginx = f"{row['nginx_cpu_us']:.0f}" if row["nginx_cpu_us"] is not None else "-"
+    nginx, docker = (f"{row[key]:.0f}" if row.get(key) is not None else "-" for key in ("nginx_cpu_us", "docker_cpu_us"))
     return (f"{row['app']:<7}{row['model']:<18}{row['endpoint']:<17}{row['via']:<7}{row['tracing']:<8}"
             f"{row['rps']:>8.0f}{row['p50_ms']:>7.0f}{row['p99_ms']:>7.0f}{row['open_loop_rps']:>7.0f}"
-            f"{row['open_p50_ms']:>7.1f}{row['open_p99_ms']:>7.1f}{row['server_cpu_us']:>10.0f}{nginx:>9}"
+            f"{row['open_p50_ms']:>7.1f}{row['open_p99_ms']:>7.1f}{row['server_cpu_us']:>10.0f}{nginx:>9}{docker:>10}"
             f"{row['rss_per_worker_mib']:>8.1f}{row['errors'] + row['open_errors']:>7}")
 
 

@@ -128,12 +128,12 @@ def write_report(rows: list[dict], args: argparse.Namespace, into: Path, page: P
     for name, what in drawn.items():
         lines += [f"![{what}]({os.path.relpath(into / name, page.parent)})", ""]
     lines += ["| app | model | endpoint | via | tracing | req/s | p50 ms | p99 ms | open loop req/s | p50 ms | "
-              "p99 ms | server µs/req | nginx µs/req | MiB/worker | errors |",
-              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "p99 ms | server µs/req | nginx µs/req | Docker µs/req | MiB/worker | errors |",
+              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        nginx = f"{r['nginx_cpu_us']:.0f}" if r["nginx_cpu_us"] is not None else "-"
+        nginx, docker = (f"{r[key]:.0f}" if r.get(key) is not None else "-" for key in ("nginx_cpu_us", "docker_cpu_us"))
         lines.append(f"| {r['app']} | {r['model']} | `{r['endpoint']}` | {r['via']} | {r['tracing']} | "
                      f"{r['rps']:.0f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['open_loop_rps']:.0f} | "
-                     f"{r['open_p50_ms']:.1f} | {r['open_p99_ms']:.1f} | {r['server_cpu_us']:.0f} | {nginx} | "
+                     f"{r['open_p50_ms']:.1f} | {r['open_p99_ms']:.1f} | {r['server_cpu_us']:.0f} | {nginx} | {docker} | "
                      f"{r['rss_per_worker_mib']:.1f} | {r['errors'] + r['open_errors']} |")
     page.write_text("\n".join(lines) + "\n")
