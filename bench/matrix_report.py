@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -100,10 +101,16 @@ def _versions(stack: str) -> str:
         image = "wsgi-lab/{}:local"  # docker-compose.yml's names with the default WSGILAB_IMAGES and _TAG
         nginx = subprocess.run(["docker", "run", "--rm", "--entrypoint", "nginx", image.format("nginx"), "-v"],
                                capture_output=True, text=True).stderr.strip().split("/")[-1]
-        show = ("import platform; from importlib import metadata as m; print('Python', platform.python_version(), "
-                f"end=', '); print(', '.join(f'{{n}} {{m.version(n)}}' for n in {PACKAGES!r}))")
-        python = subprocess.run(["docker", "run", "--rm", "--entrypoint", "python", image.format("raw"), "-c", show],
-                                capture_output=True, text=True).stdout.strip()
+        show = ("import json, platform; from importlib import metadata as m; "
+                "found = {d.metadata['Name']: d.version for d in m.distributions()}; "
+                f"print(json.dumps({{'Python': platform.python_version(), "
+                f"**{{n: found[n] for n in {PACKAGES!r} if n in found}}}}))")
+        versions: dict[str, str] = {}
+        for app in ("raw", "django", "flask"):  # each app's image holds its own framework
+            done = subprocess.run(["docker", "run", "--rm", "--entrypoint", "python", image.format(app), "-c", show],
+                                  capture_output=True, text=True)
+            versions.update(json.loads(done.stdout or "{}"))
+        python = ", ".join(f"{name} {version}" for name, version in versions.items())
         return (f"the compose stack's images: {python}, nginx {nginx}; {os.cpu_count()} CPUs, "
                 f"{platform.machine()}, Linux {platform.release()}, Docker's bridge networks and json-file logs")
     nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1]
@@ -119,7 +126,8 @@ def write_report(rows: list[dict], args: argparse.Namespace, into: Path, page: P
     # The command that measures (a page redrawn from saved rows, --from-json, names it all the same).
     command = "bench/matrix.py " + " ".join(arg for arg in sys.argv[1:] if arg != "--from-json"
                                             and not arg.endswith(".json"))
-    lines = ["# The benchmark matrix", "",
+    title = "# The benchmark matrix" + (", on the compose stack" if args.stack == "compose" else "")
+    lines = [title, "",
              f"<!-- Written by `{command}`; the plots come from the same run. -->", "",
              f"Measured {datetime.date.today()} on this project's machine, {_versions(args.stack)}; "
              f"{args.seconds:g} s per measurement, ab with {args.concurrency} keep-alive connections. "
