@@ -12,8 +12,12 @@ from typing import Any
 from wsgilab.hoptrace.records import scan
 from wsgilab.labs.control import StackControl
 from wsgilab.labs.rawhttp import exchange, request_bytes
+from wsgilab.settings import SETTINGS
 
 APPS = ("django", "flask", "raw")
+#: How long to wait, once a request's awaited hops have logged it, for trace lines a worker still holds:
+#: four times the default WSGILAB_TRACE_FLUSH_MS (wsgilab/container/trace_writer.py).
+HELD_LINES_S = 4 * int(SETTINGS["WSGILAB_TRACE_FLUSH_MS"].default) / 1000
 
 
 @dataclass
@@ -75,11 +79,18 @@ class Target:
         """``records`` of many requests: the logs are read once per try, not once per request."""
         wanted = list(dict.fromkeys(request_ids))
         deadline = time.monotonic() + wait_s
+        settled = False
         while True:
             lines = self.log_lines()
             found = {request_id: scan(lines, request_id).records for request_id in wanted}
-            if (all({r["hop"] for r in records} >= hops for records in found.values())
-                    or time.monotonic() > deadline):
+            complete = all({r["hop"] for r in records} >= hops for records in found.values())
+            if complete and not settled:
+                # A worker holds a finished request's trace line up to WSGILAB_TRACE_FLUSH_MS: read once more
+                # after that, so the app side's records are in even when only nginx's were waited for.
+                settled = True
+                time.sleep(HELD_LINES_S)
+                continue
+            if complete or time.monotonic() > deadline:
                 self.found.update(found)
                 return found
             time.sleep(0.2)

@@ -173,8 +173,9 @@ def _check_gets(target: Target, report: Report, server: str, killed: str, gets: 
     statuses = Counter(status for _, status, _, _ in gets)
     slowest = max((took for _, _, took, _ in gets), default=0.0)
     held_id, held_status = held
+    # A GET answered 200 was served by an app: wait for its wsgi record too (a worker holds it briefly).
     found = target.records_of([held_id, *(request_id for _, status, _, request_id in gets
-                                          if status == 200 and request_id)], {"nginx"})
+                                          if status == 200 and request_id)], {"nginx", "wsgi"})
     tries = {request_id: _tries(records) for request_id, records in found.items()}
     retried = [(request_id, tried) for request_id, (addresses, tried, _, _) in tries.items() if len(addresses) > 1]
     _, held_tried, held_served, _ = tries[held_id]
