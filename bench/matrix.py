@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lab_stacks import APPS, ComposeStack, NativeStack  # noqa: E402
 from open_loop import fixed_rate, percentile  # noqa: E402
-from tracing_overhead import ab, process_tree_cpu_s  # noqa: E402
+from tracing_overhead import ab, process_cpu_s, process_tree_cpu_s  # noqa: E402
 
 from wsgilab.labs.around_nginx import app_network, app_server, services  # noqa: E402
 
@@ -120,12 +120,6 @@ def open_loop(way: Way, path: str, rate: float, seconds: float) -> tuple[list[fl
     return found["latencies"], {int(k) if k.isdigit() else k: v for k, v in found["ended"].items()}
 
 
-def _own_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` itself has used, its children not counted."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def docker_cpu_s() -> float:
     """CPU seconds Docker's own processes have used: dockerd with its children (containerd, and docker-proxy,
     which carries a published port's connections) and each container's shim (which carries its output to
@@ -133,7 +127,7 @@ def docker_cpu_s() -> float:
     comms = {int(entry.name): Path(entry.path, "comm").read_text().strip()
              for entry in os.scandir("/proc") if entry.name.isdigit() and Path(entry.path, "comm").exists()}
     total = sum(process_tree_cpu_s(pid) for pid, comm in comms.items() if comm == "dockerd")
-    return total + sum(_own_cpu_s(pid) for pid, comm in comms.items() if comm == "containerd-shim")
+    return total + sum(process_cpu_s(pid) for pid, comm in comms.items() if comm == "containerd-shim")
 
 
 def measure(way: Way, path: str, server_pid: int, nginx_pid: int | None, seconds: int, concurrency: int,

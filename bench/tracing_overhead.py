@@ -50,6 +50,17 @@ from lab_stacks import APPS, SERVERS, NativeStack  # noqa: E402
 BUDGET = {"django": 0.05, "flask": 0.05, "raw": 0.10}
 
 
+def _parent_and_cpu_s(pid: int | str) -> tuple[int, float]:
+    """From /proc/PID/stat: the parent's pid, and the CPU seconds (user + system) the process itself used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` itself, its children not counted."""
+    return _parent_and_cpu_s(pid)[1]
+
+
 def process_tree_cpu_s(root: int) -> float:
     """CPU seconds (user + system) used so far by process ``root`` and its descendants."""
     parents, cpu = {}, {}
@@ -57,11 +68,9 @@ def process_tree_cpu_s(root: int) -> float:
         if not entry.name.isdigit():
             continue
         try:
-            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)], cpu[int(entry.name)] = _parent_and_cpu_s(entry.name)
         except OSError:
             continue  # it exited meanwhile
-        parents[int(entry.name)] = int(fields[1])
-        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     tree, frontier = {root}, [root]
     while frontier:
         parent = frontier.pop()
