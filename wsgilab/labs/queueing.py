@@ -102,10 +102,12 @@ def _burst_and_check(target: Target, report: Report, threads: int) -> None:
         shown = ", ".join(f"{q:.0f}" for q in known)
         if threads == 1:
             longest = (rounds - 1) * SLOW_MS
-            # Under half a round more: a whole extra round would mean a worker was missing.
+            # Under one round more: a worker that starts late after the reconfigure (Django's import on a
+            # loaded machine) can add a few hundred ms, while a missing worker would add two rounds
+            # (REQUESTS on one worker: the last waits (REQUESTS - 1) x SLOW_MS).
             expected = (f"all 200; served in {rounds} rounds, so the longest wait is about {longest} ms "
-                        f"(between {0.75 * longest:.0f} and {longest + SLOW_MS / 2:.0f})")
-            waited_as_told = bool(known) and 0.75 * longest <= known[-1] < longest + SLOW_MS / 2
+                        f"(between {0.75 * longest:.0f} and {longest + SLOW_MS:.0f})")
+            waited_as_told = bool(known) and 0.75 * longest <= known[-1] < longest + SLOW_MS
         else:
             expected = (f"all 200; {WORKERS * threads} slots for {REQUESTS} requests, so most wait under "
                         f"{SLOW_MS // 2} ms and none more than one round (gunicorn's gthread may hold one back)")
