@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/trace_profile.py                      # all three apps, 20 000 requests a side
     .venv/bin/python bench/trace_profile.py --app raw --profile  # and cProfile's breakdown of the traced side
-    .venv/bin/python bench/trace_profile.py --instructions       # instructions per request (valgrind), repeatable
+    .venv/bin/python bench/trace_instructions.py                 # the same loop's instructions (callgrind)
 
 ``bench/tracing_overhead.py`` measures what tracing costs through nginx and a
 real server, where a request's few tens of microseconds of tracing sit in
@@ -42,7 +42,6 @@ import cProfile
 import io
 import os
 import pstats
-import re
 import statistics
 import subprocess
 import sys
@@ -118,7 +117,7 @@ def _serve(application, app: str, requests: int, first: int, line: str | None = 
 PIECES = {
     "request id check": ("request_id_of", lambda environ: "0" * 32),
     "traceparent check": ("trace_of", lambda traceparent, request_id: ("1" * 32, "2" * 16)),
-    "span ids (os.urandom)": ("new_span_ids", lambda: ("3" * 16, "4" * 16)),
+    "span ids": ("new_span_ids", lambda pid=0: ("3" * 16, "4" * 16)),
     "X-Request-Start parse": ("queue_start_us", lambda environ: 1_764_000_000_123_000),
     "the line built and written": ("RequestTrace.write", lambda self: None),
 }
@@ -243,22 +242,6 @@ def profile(app: str, requests: int, out, top: int) -> str:
     return "\n".join(lines)
 
 
-def instructions_per_request(app: str, side: str, few: int = 200, many: int = 1200, without: str = "") -> int:
-    """Instructions one request of ``side`` costs, from callgrind's totals for two run lengths.
-
-    The difference of a run of ``many`` requests and one of ``few`` leaves out
-    everything both runs do once (starting Python, importing the app, the warm-up).
-    """
-    def total(requests: int) -> int:
-        done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                               __file__, "--app", app, "--serve-only", side, "--requests", str(requests),
-                               *(["--without", without] if without else [])],
-                              capture_output=True, text=True, check=True)
-        return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
-
-    return (total(many) - total(few)) // (many - few)
-
-
 def main() -> int:
     global FLUSH_MS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -268,18 +251,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is reported (default 5)")
     parser.add_argument("--profile", action="store_true", help="also print cProfile's breakdown of the traced side")
     parser.add_argument("--top", type=int, default=25, help="rows of the breakdown (default 25)")
-    parser.add_argument("--instructions", action="store_true",
-                        help="count instructions per request instead of timing (valgrind's callgrind: the same "
-                             "count every run, whatever else the machine does; apt-get install valgrind)")
     parser.add_argument("--row-only", action="store_true", help=argparse.SUPPRESS)  # one app's row, for the loop
-    parser.add_argument("--pieces", action="store_true",
-                        help="with --instructions: also what each piece of HopTrace's work costs, by counting "
-                             "the traced side with that piece replaced by a constant")
     parser.add_argument("--flush-ms", type=int, default=FLUSH_MS,
                         help=f"the on side's WSGILAB_TRACE_FLUSH_MS (default {FLUSH_MS}; 0 makes it the same as "
                              "'at once')")
     parser.add_argument("--serve-only", choices=("off", "on", "at once", "wrapper"),
-                        help=argparse.SUPPRESS)  # for callgrind
+                        help=argparse.SUPPRESS)  # for callgrind (bench/trace_instructions.py)
     parser.add_argument("--without", choices=sorted(PIECES), help=argparse.SUPPRESS)  # with --serve-only
     args = parser.parse_args()
     FLUSH_MS = args.flush_ms
@@ -289,18 +266,6 @@ def main() -> int:
             _without(args.without)
         served = sides(apps[0], _drained_pipe())
         _serve(served[args.serve_only], apps[0], args.requests, 0)
-        return 0
-    if args.instructions:
-        print("| app | off instructions/req | on instructions/req | tracing instructions/req | the wrapping alone |"
-              "\n|---|---:|---:|---:|---:|")
-        for app in apps:
-            off, on, wrapper = (instructions_per_request(app, side) for side in ("off", "on", "wrapper"))
-            print(f"| {app} | {off:,} | {on:,} | {on - off:,} ({(on - off) / off:.0%} of off) | {wrapper - off:,} |",
-                  flush=True)
-            if args.pieces:
-                print(f"\n| {app}: piece of HopTrace | instructions/req |\n|---|---:|")
-                for piece in PIECES:
-                    print(f"| {piece} | {on - instructions_per_request(app, 'on', without=piece):,} |", flush=True)
         return 0
     if not args.row_only:
         print(f"| app | off µs/req | tracing µs/req (lines batched, {FLUSH_MS} ms) | tracing, each line at once | "

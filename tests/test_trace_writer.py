@@ -70,6 +70,42 @@ def test_a_line_waits_at_most_the_delay_even_with_no_line_after_it():
         process.wait()
 
 
+def test_a_request_thread_writes_the_held_lines_itself_once_they_pass_64_kib():
+    # The writer thread waits longer than the process lives, and os._exit skips atexit: the lines can only come
+    # from the thread that handed them over.
+    process = _run_writer("""
+        write_line = BatchedLineWriter(1, max_delay_s=60)
+        pad = "x" * 1000
+        for n in range(80):
+            write_line(f'{{"n": {n:4d}, "pad": "{pad}"}}\\n')
+        time.sleep(5)
+        os._exit(0)
+    """)
+    try:
+        lines = [process.stdout.readline() for _ in range(64)]
+        assert [json.loads(line)["n"] for line in lines] == list(range(64))
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_line_that_is_not_ascii_goes_alone_and_whole():
+    # Held lines would be lost at os._exit: the first line is written before the other, which goes at once.
+    process = _run_writer("""
+        write_line = BatchedLineWriter(1, max_delay_s=60)
+        write_line('{"n": 0}\\n')
+        write_line('{"city": "Zürich"}\\n')
+        time.sleep(5)
+        os._exit(0)
+    """)
+    try:
+        assert process.stdout.readline() == '{"n": 0}\n'
+        assert process.stdout.readline() == '{"city": "Zürich"}\n'
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_lines_held_at_a_normal_exit_are_written():
     process = _run_writer("""
         write_line = BatchedLineWriter(1, max_delay_s=60)

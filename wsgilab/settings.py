@@ -148,7 +148,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "costs is measured against this: bench/); otel: OpenTelemetry's own instrumentation instead, for the "
             "benchmark (its SDK is not in the images: requirements/bench-otel.txt)", "app"),
     Setting("WSGILAB_TRACE_FLUSH_MS", "50", "millis", "how long a worker may hold the trace lines of requests it "
-            "has finished before writing them, several in one write() (at most 4 KiB); 0 writes each line at once. "
+            "has finished before a thread of its own writes them, several in one write() (at most 4 KiB); 0 writes "
+            "each line at once. "
             "A worker killed with SIGKILL loses the lines it held: at most this long's worth "
             "(wsgilab/container/trace_writer.py)", "app"),
     Setting("NGINX_CONNECT_TIMEOUT", "5", "seconds", "how long nginx tries to connect to an app server before "

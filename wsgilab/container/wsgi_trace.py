@@ -82,17 +82,18 @@ class RequestTrace:
     """
 
     __slots__ = ("write_line", "request_id", "trace_id", "server_parent_id", "server_span_id", "span_id", "identity",
-                 "started", "parts", "tail", "input_bytes", "chunks", "body_bytes", "queue_us", "written",
+                 "pid", "started", "parts", "tail", "input_bytes", "chunks", "body_bytes", "queue_us", "written",
                  "view_started", "view_ended")
 
     def __init__(self, environ: dict[str, Any], identity: str, write_line: Callable[[str], None]) -> None:
-        self.write_line = write_line
-        #: ``"service":..,"server":..`` as JSON, made once per worker by HopTrace.
-        self.identity = identity
+        #: ``identity``: ``"service":..,"server":..`` as JSON, made once per worker by HopTrace.
+        self.write_line, self.identity = write_line, identity
         self.request_id = request_id_of(environ)
         # The trace, and nginx's span: the worker span's parent (the worker span is this record's parent).
         self.trace_id, self.server_parent_id = trace_of(environ.get("HTTP_TRACEPARENT"), self.request_id)
-        self.server_span_id, self.span_id = new_span_ids()
+        # getpid once per request (the ids, the line): uWSGI forks its workers in C, where no hook refreshes a cache.
+        self.pid = os.getpid()
+        self.server_span_id, self.span_id = new_span_ids(self.pid)
         self.started = time_ns() // 1000
         #: The events so far, each already a JSON object.
         self.parts: list[str] = []
@@ -117,8 +118,7 @@ class RequestTrace:
         # request_id matched nginx_headers.REQUEST_ID (or is "-"): no character in it needs escaping.
         return (f'{{"request_id":"{self.request_id}"{span_fields(self.trace_id, self.span_id, self.server_span_id)},'
                 f'"hop":"wsgi","event":"request",{self.identity},'
-                # getpid per line: uWSGI forks its workers in C, where no Python hook could refresh a cached pid.
-                f'"pid":{os.getpid()},"ts_us":{self.started},"events":[{",".join(self.parts)}]{self.tail}}}\n')
+                f'"pid":{self.pid},"ts_us":{self.started},"events":[{",".join(self.parts)}]{self.tail}}}\n')
 
     def write(self) -> None:
         """Hand the trace on as one JSON line (once)."""

@@ -16,6 +16,7 @@ import argparse
 import importlib
 import json
 import os
+import subprocess
 import sys
 from typing import Any
 
@@ -26,7 +27,7 @@ from wsgilab.hoptrace.waterfall import render_waterfall
 from wsgilab.labs import LABS, run
 from wsgilab.labs.control import ComposeControl, ControlError
 from wsgilab.hoptrace.stack_logs import StackError, stack_lines
-from wsgilab.labs.kit import Report, Target
+from wsgilab.labs.kit import DEFAULT_TRACE_FLUSH_MS, Report, Target
 from wsgilab.labs.swarm_control import SwarmControl
 
 
@@ -59,6 +60,14 @@ def explain(name: str) -> str:
     return f"== lab {name}: {module.TITLE}\n\n{module.EXPLANATION.strip()}\n"
 
 
+def _trace_flush_ms(control: ComposeControl) -> int:
+    """The running stack's WSGILAB_TRACE_FLUSH_MS (the default if it is not running: the labs then say so)."""
+    try:
+        return int(control.running_settings().get("WSGILAB_TRACE_FLUSH_MS") or DEFAULT_TRACE_FLUSH_MS)
+    except (ControlError, subprocess.CalledProcessError, ValueError):
+        return DEFAULT_TRACE_FLUSH_MS
+
+
 def main(argv: list[str]) -> int:
     """``hoptrace lab NAME``: run failure labs against the stack of the current compose project."""
     args = _parser().parse_args(argv)
@@ -84,7 +93,8 @@ def main(argv: list[str]) -> int:
         # when the project's name is known (fast), else through compose.
         project = compose_project_name()
         target = Target(port=args.port, control=control, container_ids=compose_container_ids,
-                        log_lines=(lambda: project_log_lines(project)) if project else (lambda: list(compose_logs())))
+                        log_lines=(lambda: project_log_lines(project)) if project else (lambda: list(compose_logs())),
+                        trace_flush_ms=_trace_flush_ms(control))
         # On stderr: the reports on stdout are what docs/labs/runs/ records.
         print(f"hoptrace lab: compose project {project or '(none running)'}, driven with {describe(compose)}; "
               f"nginx on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)

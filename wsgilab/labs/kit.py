@@ -15,9 +15,8 @@ from wsgilab.labs.rawhttp import exchange, request_bytes
 from wsgilab.settings import SETTINGS
 
 APPS = ("django", "flask", "raw")
-#: How long to wait, once a request's awaited hops have logged it, for trace lines a worker still holds:
-#: four times the default WSGILAB_TRACE_FLUSH_MS (wsgilab/container/trace_writer.py).
-HELD_LINES_S = 4 * int(SETTINGS["WSGILAB_TRACE_FLUSH_MS"].default) / 1000
+#: How long a stack's workers hold a finished request's trace line unless it says otherwise (trace_writer.py).
+DEFAULT_TRACE_FLUSH_MS = int(SETTINGS["WSGILAB_TRACE_FLUSH_MS"].default)
 
 
 @dataclass
@@ -35,6 +34,8 @@ class Target:
     #: The records each request id was judged on, kept as they were read: a lab
     #: that recreates containers takes their logs with them.
     found: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: The stack's WSGILAB_TRACE_FLUSH_MS: how long its workers may hold a finished request's trace line.
+    trace_flush_ms: int = DEFAULT_TRACE_FLUSH_MS
 
     @contextmanager
     def reconfigured(self, settings: dict[str, str], serving: tuple[str, ...] = APPS) -> Iterator[None]:
@@ -86,9 +87,9 @@ class Target:
             complete = all({r["hop"] for r in records} >= hops for records in found.values())
             if complete and not settled:
                 # A worker holds a finished request's trace line up to WSGILAB_TRACE_FLUSH_MS: read once more
-                # after that, so the app side's records are in even when only nginx's were waited for.
+                # after four times that, so the app side's records are in even when only nginx's were waited for.
                 settled = True
-                time.sleep(HELD_LINES_S)
+                time.sleep(4 * self.trace_flush_ms / 1000)
                 continue
             if complete or time.monotonic() > deadline:
                 self.found.update(found)
