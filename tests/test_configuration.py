@@ -130,6 +130,29 @@ def test_render_config_looks_the_apps_up_at_the_resolver_it_is_given(tmp_path, v
     assert "proxy_pass http://$lab_app_server;" in locations
 
 
+def test_render_config_keeps_a_pool_only_for_gunicorn_apps_and_only_when_asked(tmp_path):
+    # Asked: an upstream block per gunicorn app, its name fixed in proxy_pass; uWSGI's app as before.
+    assert _render(tmp_path, NGINX_UPSTREAM_KEEPALIVE="8", RAW_SERVER="uwsgi").returncode == 0
+    upstreams = (tmp_path / "apps.upstreams.conf").read_text()
+    locations = (tmp_path / "apps.locations.conf").read_text()
+    for app in ("django", "flask"):
+        assert f"upstream lab_{app}_pool {{\n    server {app}:8000;\n    keepalive 8;\n}}" in upstreams
+        assert f"proxy_pass http://lab_{app}_pool;" in locations
+    assert "lab_raw_pool" not in upstreams + locations and "uwsgi_pass $lab_app_server;" in locations
+    # Not asked (the default): no upstream block, every app looked up per request.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("NGINX_")}
+    subprocess.run([str(REPO / "nginx" / "render-config"), str(tmp_path)], env=env, capture_output=True, check=True)
+    assert (tmp_path / "apps.upstreams.conf").read_text() == ""
+    assert (tmp_path / "apps.locations.conf").read_text().count("proxy_pass http://$lab_app_server;") == 3
+
+
+@pytest.mark.parametrize("value", ["-1", "4x", "1025"])
+def test_render_config_refuses_a_pool_size_that_is_not_0_to_1024(tmp_path, value):
+    done = _render(tmp_path, NGINX_UPSTREAM_KEEPALIVE=value)
+    assert done.returncode == 64
+    assert "NGINX_UPSTREAM_KEEPALIVE must be" in done.stderr and f"'{value}'" in done.stderr
+
+
 @pytest.mark.parametrize(("env", "message"), [
     ({"NGINX_RESOLVER": "dns.example"}, "NGINX_RESOLVER must be an IP address, not 'dns.example'"),
     ({"RAW_UPSTREAM": "raw:8000; return 200"}, "RAW_UPSTREAM must be host:port, not 'raw:8000; return 200'"),

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,17 @@ def _run_writer(script: str, **popen) -> subprocess.Popen:
     """A Python process that imports BatchedLineWriter and runs ``script``, its stdout a pipe to this one."""
     code = "import os, sys, time\nfrom wsgilab.container.trace_writer import BatchedLineWriter\n" + textwrap.dedent(script)
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO, **popen)
+
+
+@contextmanager
+def _writer_running(script: str) -> Iterator[subprocess.Popen]:
+    """``_run_writer(script)``, killed when the block ends (the scripts sleep rather than exit)."""
+    process = _run_writer(script)
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_lines_go_out_whole_in_order_and_in_writes_of_at_most_4_kib(monkeypatch):
@@ -56,54 +69,42 @@ def test_lines_go_out_whole_in_order_and_in_writes_of_at_most_4_kib(monkeypatch)
 
 
 def test_a_line_waits_at_most_the_delay_even_with_no_line_after_it():
-    process = _run_writer("""
+    with _writer_running("""
         write_line = BatchedLineWriter(1, max_delay_s=0.3)
         write_line('{"n": 1}\\n')
         time.sleep(30)
-    """)
-    try:
+    """) as process:
         started = time.monotonic()
         assert process.stdout.readline() == '{"n": 1}\n'
         assert 0.2 < time.monotonic() - started < 5
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_a_request_thread_writes_the_held_lines_itself_once_they_pass_64_kib():
     # The writer thread waits longer than the process lives, and os._exit skips atexit: the lines can only come
     # from the thread that handed them over.
-    process = _run_writer("""
+    with _writer_running("""
         write_line = BatchedLineWriter(1, max_delay_s=60)
         pad = "x" * 1000
         for n in range(80):
             write_line(f'{{"n": {n:4d}, "pad": "{pad}"}}\\n')
         time.sleep(5)
         os._exit(0)
-    """)
-    try:
+    """) as process:
         lines = [process.stdout.readline() for _ in range(64)]
         assert [json.loads(line)["n"] for line in lines] == list(range(64))
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_a_line_that_is_not_ascii_goes_alone_and_whole():
     # Held lines would be lost at os._exit: the first line is written before the other, which goes at once.
-    process = _run_writer("""
+    with _writer_running("""
         write_line = BatchedLineWriter(1, max_delay_s=60)
         write_line('{"n": 0}\\n')
         write_line('{"city": "Zürich"}\\n')
         time.sleep(5)
         os._exit(0)
-    """)
-    try:
+    """) as process:
         assert process.stdout.readline() == '{"n": 0}\n'
         assert process.stdout.readline() == '{"city": "Zürich"}\n'
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_lines_held_at_a_normal_exit_are_written():

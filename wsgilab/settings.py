@@ -54,6 +54,9 @@ def check_value(kind: str, name: str, value: str) -> str:
     elif kind == "millis":
         if not (value.isascii() and value.isdigit()) or int(value) > 10_000:
             raise SettingError(f"{name} must be a whole number of milliseconds, 0 to 10000, not {value!r}")
+    elif kind == "pool":
+        if not (value.isascii() and value.isdigit()) or int(value) > 1024:
+            raise SettingError(f"{name} must be a whole number of connections, 0 to 1024, not {value!r}")
     elif kind == "tw_reuse":
         if value not in ("0", "1", "2"):
             raise SettingError(f"{name} must be 0, 1 or 2 (net.ipv4.tcp_tw_reuse), not {value!r}")
@@ -73,7 +76,7 @@ class Setting:
     name: str
     #: The default as compose and the launcher apply it; "" where it is worked out at start (``default_text``).
     default: str
-    #: How a value is checked: count, seconds, millis, tracing, server, wsgi_app, port, gid, host_names,
+    #: How a value is checked: count, seconds, millis, pool, tracing, server, wsgi_app, port, gid, host_names,
     #: tw_reuse, publish, or text (anything).
     kind: str
     #: What it does to a request, for the docs.
@@ -158,6 +161,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("NGINX_READ_TIMEOUT", "60", "seconds", "how long nginx waits for an app server to send more "
             "before it answers 504", "nginx", nginx="proxy_read_timeout, uwsgi_read_timeout",
             lab_may_change=True),
+    Setting("NGINX_UPSTREAM_KEEPALIVE", "0", "pool", "idle connections nginx keeps open to each app on gunicorn "
+            "for its next requests; 0 opens one per request and looks the app's address up each time, so a "
+            "recreated container is found and a stopped one is a 502 at once. Above 0 the address is looked up "
+            "once, when nginx starts: a recreated app is not found until nginx restarts. Pays only with gunicorn's "
+            "gthread worker (WSGI_THREADS above 1: a sync worker closes every connection); nginx keeps no "
+            "connection to uWSGI (its uwsgi module has no keep-alive)", "nginx",
+            nginx="upstream { keepalive }", lab_may_change=True),
     Setting("NGINX_TCP_TW_REUSE", "1", "tw_reuse", "whether nginx may reuse, for a new connection to an app "
             "server, a local port whose last connection is still in TIME_WAIT: nginx opens a connection per "
             "request and closes it first, so under load tens of thousands of its ports sit in TIME_WAIT for "

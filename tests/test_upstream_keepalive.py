@@ -1,0 +1,57 @@
+"""nginx keeps idle connections to a gunicorn app when NGINX_UPSTREAM_KEEPALIVE asks, and opens one per request by default.
+
+Native tier only: the connections are counted in the host's /proc/net/tcp,
+where nginx and gunicorn run. The compose stack renders the same config
+from the same setting (tests/test_configuration.py checks the rendering);
+docs/performance.md measures both ways on it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from lab_http import get
+from lab_stacks import APPS
+
+ONLY_TIERS = ("native",)
+
+#: What the pool keeps per nginx worker process; the native nginx runs two (nginx.conf).
+KEPT = 4
+
+
+def _established_at(port: int) -> int:
+    """TCP connections established to local ``port`` (the app server's end of each), from /proc/net/tcp{,6}."""
+    rows = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            rows += [line.split() for line in lines.readlines()[1:]]
+    # Each row: sl local_address rem_address st ...; addresses are HEX_IP:HEX_PORT, st 01 is ESTABLISHED.
+    return sum(1 for row in rows if row[1].endswith(f":{port:04X}") and row[3] == "01")
+
+
+def _load_then_count(stack, port: int) -> int:
+    """Twenty requests to the raw app, then the connections still open to its server once they are done."""
+    for _ in range(20):
+        assert get(stack.port, "/raw/").status == 200
+    deadline = time.monotonic() + 3
+    while True:  # without a pool, gunicorn closes its end right after nginx does
+        count = _established_at(port)
+        if count == 0 or time.monotonic() > deadline:
+            return count
+        time.sleep(0.1)
+
+
+def test_nginx_keeps_a_few_connections_to_gunicorn_with_a_pool_and_none_without(tier, tier_stack):
+    stack = tier_stack
+    stack.use({app: "gunicorn" for app in APPS})
+    port = stack.backend_ports["raw", "gunicorn"]
+    try:
+        # gthread (threads > 1): gunicorn's sync worker closes every connection after its response.
+        stack.reconfigure({"WSGI_THREADS": "2", "NGINX_UPSTREAM_KEEPALIVE": str(KEPT)})
+        pooled = _load_then_count(stack, port)
+        stack.reconfigure({"WSGI_THREADS": "2"})
+        per_request = _load_then_count(stack, port)
+    finally:
+        stack.reconfigure({})
+    assert 1 <= pooled <= 2 * KEPT, pooled
+    assert per_request == 0
