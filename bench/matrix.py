@@ -7,6 +7,7 @@
     .venv/bin/python bench/matrix.py --json > matrix.json
     .venv/bin/python bench/matrix.py --plots docs/img/matrix --markdown docs/performance-matrix.md
     .venv/bin/python bench/matrix.py --apps raw --endpoints / --seconds 1   # a quick look
+    .venv/bin/python bench/matrix.py --rounds 3 --markdown ...   # each cell three times: the medians, and the spread
     .venv/bin/python bench/matrix.py --from-json matrix.json --plots docs/img/matrix --markdown ...  # redraw
     .venv/bin/python bench/matrix.py --stack compose --plots docs/img/matrix-compose \
         --markdown docs/performance-matrix-compose.md        # the stack as users run it, about 20 minutes
@@ -49,6 +50,7 @@ import asyncio
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -152,6 +154,26 @@ def measure(way: Way, path: str, server_pid: int, nginx_pid: int | None, seconds
             "rss_per_worker_mib": worker_rss_mib(server_pid)}
 
 
+#: Figures of a cell that add up over its rounds; every other number is the rounds' median.
+SUMMED = ("completed", "errors", "open_errors")
+
+
+def measure_rounds(rounds: int, *args, **kwargs) -> dict:
+    """The cell measured ``rounds`` times back to back (``measure``): each figure the median of the rounds,
+    the counts summed, and every round's throughput kept (``rps_rounds``), so the page shows the spread."""
+    cells = [measure(*args, **kwargs) for _ in range(rounds)]
+    combined = {}
+    for key, first in cells[0].items():
+        values = [cell[key] for cell in cells]
+        if key in SUMMED:
+            combined[key] = sum(values)
+        elif isinstance(first, (int, float)) and not isinstance(first, bool) and None not in values:
+            combined[key] = statistics.median(values)
+        else:
+            combined[key] = first  # None: the column does not apply to this row
+    return {**combined, "rounds": rounds, "rps_rounds": [round(cell["rps"], 1) for cell in cells]}
+
+
 def _stack(kind: str, settings: dict[str, str]) -> NativeStack | ComposeStack:
     """A stack of ``kind`` whose app servers all run with ``settings``."""
     if kind == "native":
@@ -196,7 +218,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                         ways, server_pid, nginx_pid = _ways(stack, app, server, args.nginx_only)
                         for endpoint in args.endpoints:
                             for way in ways:
-                                cell = measure(way, f"/{app}/{ENDPOINTS[endpoint]}", server_pid,
+                                cell = measure_rounds(args.rounds, way, f"/{app}/{ENDPOINTS[endpoint]}", server_pid,
                                                nginx_pid if way.via == "nginx" else None, args.seconds,
                                                args.concurrency, docker=args.stack == "compose")
                                 rows.append({"stack": args.stack, "app": app, "model": model, "endpoint": endpoint,
@@ -231,6 +253,8 @@ def main() -> int:
     parser.add_argument("--tracing", nargs="+", default=["off", "on"], choices=("off", "on"))
     parser.add_argument("--seconds", type=int, default=2, help="per measurement (saturated, then open loop)")
     parser.add_argument("--concurrency", type=int, default=16, help="ab's connections (default 16)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure each cell this many times, back to back, and report the medians (default 1)")
     parser.add_argument("--nginx-only", action="store_true", help="leave out the direct-to-gunicorn rows")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     parser.add_argument("--plots", metavar="DIR", help="write SVG plots there (needs requirements/bench.txt)")

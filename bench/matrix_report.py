@@ -119,6 +119,12 @@ def _versions(stack: str) -> str:
             f"CPUs, {platform.machine()}, Linux {platform.release()}")
 
 
+def _rate(row: dict) -> str:
+    """A row's throughput, with its rounds' range where it was measured more than once."""
+    rounds = row.get("rps_rounds") or []
+    return f"{row['rps']:.0f}" + (f" ({min(rounds):.0f}..{max(rounds):.0f})" if len(rounds) > 1 else "")
+
+
 def write_report(rows: list[dict], args: argparse.Namespace, into: Path, page: Path | None) -> None:
     drawn = plots(rows, into)
     if page is None:
@@ -130,7 +136,9 @@ def write_report(rows: list[dict], args: argparse.Namespace, into: Path, page: P
     lines = [title, "",
              f"<!-- Written by `{command}`; the plots come from the same run. -->", "",
              f"Measured {datetime.date.today()} on this project's machine, {_versions(args.stack)}; "
-             f"{args.seconds:g} s per measurement, ab with {args.concurrency} keep-alive connections. "
+             f"{args.seconds:g} s per measurement, ab with {args.concurrency} keep-alive connections"
+             + (f", each cell the median of {args.rounds} rounds (the req/s column gives the spread)"
+                if getattr(args, "rounds", 1) > 1 else "") + ". "
              "What each column is: the docstring of bench/matrix.py.", "",
              "```", f".venv/bin/python {command}", "```", ""]
     for name, what in drawn.items():
@@ -141,7 +149,7 @@ def write_report(rows: list[dict], args: argparse.Namespace, into: Path, page: P
     for r in rows:
         nginx, docker = (f"{r[key]:.0f}" if r.get(key) is not None else "-" for key in ("nginx_cpu_us", "docker_cpu_us"))
         lines.append(f"| {r['app']} | {r['model']} | `{r['endpoint']}` | {r['via']} | {r['tracing']} | "
-                     f"{r['rps']:.0f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['open_loop_rps']:.0f} | "
+                     f"{_rate(r)} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['open_loop_rps']:.0f} | "
                      f"{r['open_p50_ms']:.1f} | {r['open_p99_ms']:.1f} | {r['server_cpu_us']:.0f} | {nginx} | {docker} | "
                      f"{r['rss_per_worker_mib']:.1f} | {r['errors'] + r['open_errors']} |")
     page.write_text("\n".join(lines) + "\n")
