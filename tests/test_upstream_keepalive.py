@@ -9,9 +9,12 @@ docs/performance.md measures both ways on it.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from lab_http import get
 from lab_stacks import APPS
+
+from wsgilab.labs.control import established_at
 
 ONLY_TIERS = ("native",)
 
@@ -20,13 +23,9 @@ KEPT = 4
 
 
 def _established_at(port: int) -> int:
-    """TCP connections established to local ``port`` (the app server's end of each), from /proc/net/tcp{,6}."""
-    rows = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as lines:
-            rows += [line.split() for line in lines.readlines()[1:]]
-    # Each row: sl local_address rem_address st ...; addresses are HEX_IP:HEX_PORT, st 01 is ESTABLISHED.
-    return sum(1 for row in rows if row[1].endswith(f":{port:04X}") and row[3] == "01")
+    """TCP connections established at local ``port`` (the app server's end of each), in the host's tables."""
+    return sum(established_at(Path(table).read_text().splitlines(), port)
+               for table in ("/proc/net/tcp", "/proc/net/tcp6"))
 
 
 def _load_then_count(stack, port: int) -> int:

@@ -266,9 +266,14 @@ def open_connections(container: str, port: int) -> int:
     """How many TCP connections to ``port`` are established in ``container`` (its /proc/net/tcp)."""
     table = subprocess.run(["docker", "exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6"],
                            capture_output=True, text=True).stdout.splitlines()
+    return established_at(table, port)
+
+
+def established_at(table: list[str], port: int) -> int:
+    """How many rows of a /proc/net/tcp (or tcp6) ``table`` are connections established at local ``port``."""
     # Each row: sl local_address rem_address st ...; addresses are HEX_IP:HEX_PORT, st 01 is ESTABLISHED.
-    return sum(1 for row in table if len(row.split()) > 3 and row.split()[1].endswith(f":{port:04X}")
-               and row.split()[3] == "01")
+    return sum(1 for row in map(str.split, table) if len(row) > 3 and row[1].endswith(f":{port:04X}")
+               and row[3] == "01")
 
 
 def kill_container(container: str) -> str:
