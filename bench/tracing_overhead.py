@@ -28,8 +28,8 @@ the CPU time the app server's processes spent per request (from /proc), which
 says what tracing costs a worker whatever else shares the machine. With
 ``--pin`` the app servers run on a CPU of their own and nginx and ab on the
 others: their CPU per request then moves least between runs (no migration
-between CPUs, no client on the server's caches); the throughput is then what
-the client's CPU allows, the same on both sides, and the table says so.
+between CPUs, no client on the server's caches); the throughput is then set
+by whichever of the two CPUs fills first, so the table gives it no verdict.
 The load stays on loopback and stops after --seconds per round.
 """
 
@@ -174,8 +174,8 @@ def main() -> int:
     parser.add_argument("--server", choices=SERVERS, action="append", help="measure only this server (repeatable)")
     parser.add_argument("--pin", action="store_true",
                         help="run the app servers on the last CPU and nginx and ab on the others: the servers' CPU "
-                             "per request then varies least between runs (throughput is then the client's, and "
-                             "says nothing about tracing)")
+                             "per request then varies least between runs (throughput is then set by whichever CPU "
+                             "fills first, and gets no verdict)")
     parser.add_argument("--sides", default="off,on,otel",
                         help="which sides, of off (no tracing), on (HopTrace), otel (the OpenTelemetry SDK); "
                              "default all three")
@@ -248,7 +248,7 @@ def main() -> int:
         cells = []
         for side in traced:
             cost = 1 - row[f"{side}_rps"] / row["off_rps"]
-            # Pinned, both sides run as fast as the client's CPU lets them: the throughput judges nothing.
+            # Pinned, throughput is set by whichever CPU fills first (the client's or the servers'): no verdict.
             over = " (over)" if side == "on" and cost > BUDGET[row["app"]] and not args.pin else ""
             cells.append(f"{row[f'{side}_rps']:.0f}, {100 * cost:.1f}%{over}")
         line = (f"| {row['app']} | {row['server']} | {row['off_rps']:.0f} | " + " | ".join(cells) + " | "

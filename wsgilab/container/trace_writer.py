@@ -10,10 +10,10 @@ tracing cost a request (docs/performance.md). So a worker's request thread
 only hands its finished line over (an append under a lock); a thread of the
 worker's own writes what has gathered ``max_delay_s`` after the first line
 of it, in write() calls of at most 4 KiB of whole lines, back to back. The
-request thread writes only if the thread falls behind by ``MAX_HELD`` bytes
-(it cannot get the GIL: a request computing in C that never lets it go). Busy, a
-worker writes a few times per ``max_delay_s``; idle, a line is written
-``max_delay_s`` after its request ended.
+request thread writes only if the thread falls behind by ``MAX_HELD``
+bytes (it cannot get the GIL: a request computing in C that never lets it
+go). Busy, a worker writes a few times per ``max_delay_s``; idle, a line
+is written ``max_delay_s`` after its request ended.
 
 Nothing is lost when a worker ends the way servers end them: at a normal
 exit, a reload, a graceful stop, gunicorn's SIGABRT for a worker past its
