@@ -119,6 +119,22 @@ def _land(target: Target, pool: ThreadPoolExecutor, replica: str, port: int, met
     return sent
 
 
+def _holder(target: Target, replicas: list[str], port: int, within_s: float = 3.0) -> str:
+    """The replica that holds the slow GET just sent: the one with a connection open in two looks in a row.
+
+    One look is not enough: a healthcheck's connection, or a GET that has not reached any replica yet on a
+    loaded machine, would name the wrong one (CI saw the GET served by another replica than the one killed).
+    """
+    deadline = time.monotonic() + within_s
+    seen: set[str] = set()
+    while True:
+        time.sleep(0.3)
+        now = {c for c in replicas if target.control.open_connections(c, port) > 0}
+        if len(now & seen) == 1 or time.monotonic() > deadline:
+            return next(iter(now & seen), next(iter(now), replicas[0]))
+        seen = now
+
+
 def run(target: Target, report: Report) -> None:
     if not has_control(target, report):
         return
@@ -139,8 +155,7 @@ def run(target: Target, report: Report) -> None:
         with ThreadPoolExecutor(CLIENTS + MAX_POSTS + 1) as pool:
             held_id = f"replica-down-{tag}-get"
             held = pool.submit(_send, target, "GET", f"/{APP}/slow?ms={HELD_GET_MS}", held_id)
-            time.sleep(0.5)  # the GET is in: the one replica with a connection open holds it
-            victim = next((c for c in replicas if target.control.open_connections(c, port) > 0), replicas[0])
+            victim = _holder(target, replicas, port)
             posts = _land(target, pool, victim, port, "POST", f"/{APP}/slow?ms={POST_MS}", tag)
             until = time.monotonic() + LOAD_S
             loads = [pool.submit(requests_until, target, f"/{APP}/slow?ms={LOAD_MS}", until) for _ in range(CLIENTS)]
