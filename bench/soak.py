@@ -58,7 +58,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from open_loop import PATHS, Minute, capacity, percentile, soak  # noqa: E402  (beside this file)
-from sustained_load import nginx_sockstat  # noqa: E402
+from sustained_load import container_of, nginx_sockstat  # noqa: E402
 from wsgilab.hoptrace.records import parse_line  # noqa: E402
 from wsgilab.hoptrace.compose_tool import compose_command  # noqa: E402
 from wsgilab.hoptrace.sources import compose_project_name  # noqa: E402
@@ -155,6 +155,7 @@ def main() -> int:
     project = compose_project_name()
     if project is None:
         raise SystemExit("soak: no compose project runs here; start the stack (docker compose up -d)")
+    nginx = container_of(compose_command(), "nginx")
 
     rows = []
     client_cpu = [time.process_time()]
@@ -163,7 +164,7 @@ def main() -> int:
         # The client shares the machine: its own CPU per minute says how much of it the load took.
         client_cpu.append(time.process_time())
         memory, sockstat = await asyncio.gather(asyncio.to_thread(container_memory, project),
-                                                asyncio.to_thread(nginx_sockstat, compose_command()))
+                                                asyncio.to_thread(nginx_sockstat, nginx))
         time_wait = sockstat.get("tw")
         row = {"minute": n, "answered": len(minute.latencies_ms), "rate": len(minute.latencies_ms) / 60,
                "p50_ms": percentile(minute.latencies_ms, 50), "p99_ms": percentile(minute.latencies_ms, 99),

@@ -51,21 +51,23 @@ from tracing_overhead import process_tree_cpu_s  # noqa: E402
 from wsgilab.hoptrace.compose_tool import compose_command  # noqa: E402
 
 
-def container_pid(compose: list[str], service: str) -> int:
-    """The host pid of ``service``'s container's first process (its processes are that one's tree)."""
+def container_of(compose: list[str], service: str) -> str:
+    """The id of ``service``'s running container in this compose project."""
     container = subprocess.run([*compose, "ps", "-q", service], capture_output=True, text=True).stdout.split()
     if not container:
         raise SystemExit(f"sustained_load: no running {service} container here; start the stack (docker compose up -d)")
-    return int(subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", container[0]], capture_output=True,
+    return container[0]
+
+
+def container_pid(container: str) -> int:
+    """The host pid of ``container``'s first process (its processes are that one's tree)."""
+    return int(subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", container], capture_output=True,
                               text=True, check=True).stdout)
 
 
-def nginx_sockstat(compose: list[str]) -> dict[str, int]:
-    """TCP socket counts in nginx's network namespace: inuse, orphan, tw (TIME_WAIT), alloc."""
-    container = subprocess.run([*compose, "ps", "-q", "nginx"], capture_output=True, text=True).stdout.split()
-    if not container:
-        raise SystemExit("sustained_load: no running nginx container here; start the stack (docker compose up -d)")
-    text = subprocess.run(["docker", "exec", container[0], "cat", "/proc/net/sockstat"], capture_output=True,
+def nginx_sockstat(container: str) -> dict[str, int]:
+    """TCP socket counts in nginx's network namespace (``container``'s): inuse, orphan, tw (TIME_WAIT), alloc."""
+    text = subprocess.run(["docker", "exec", container, "cat", "/proc/net/sockstat"], capture_output=True,
                           text=True, check=True).stdout
     line = next(line for line in text.splitlines() if line.startswith("TCP:"))
     values = line.split()[1:]
@@ -100,14 +102,16 @@ def main() -> int:
         return 2
     compose = compose_command()
     url = f"http://127.0.0.1:{args.port}{args.path}"
-    pids = {"nginx": container_pid(compose, "nginx"), "app": container_pid(compose, args.path.strip("/").split("/")[0])}
+    # Looked up once: the same containers for every window.
+    containers = {"nginx": container_of(compose, "nginx"), "app": container_of(compose, args.path.strip("/").split("/")[0])}
+    pids = {side: container_pid(container) for side, container in containers.items()}
     windows = []
     for number in range(1, args.windows + 1):
         cpu = {side: process_tree_cpu_s(pid) for side, pid in pids.items()}
         window = {"window": number, **wrk_window(url, args.seconds, args.connections)}
         for side, pid in pids.items():
             window[f"{side}_cpu_us"] = (process_tree_cpu_s(pid) - cpu[side]) / max(window["requests"], 1) * 1e6
-        window["time_wait"] = nginx_sockstat(compose).get("tw", -1)
+        window["time_wait"] = nginx_sockstat(containers["nginx"]).get("tw", -1)
         windows.append(window)
         if not args.json:
             print(f"window {number:>2}: {window['req_per_s']:>8.0f} req/s  non-2xx {window['non_2xx']:>4}  "

@@ -93,11 +93,11 @@ def process_tree_cpu_s(root: int) -> float:
 def pin_tree(root: int, cpus: set[int]) -> None:
     """Run process ``root``, its descendants and every thread of theirs only on ``cpus`` (children inherit it)."""
     for pid in _process_tree(root):
-        for task in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else []:
-            try:
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
                 os.sched_setaffinity(int(task), cpus)
-            except OSError:
-                continue  # it exited meanwhile
+        except OSError:
+            continue  # the process, or one of its threads, exited meanwhile
 
 
 def ab(url: str, seconds: int, concurrency: int, requests: int = 10_000_000, prefix: list[str] | None = None,
