@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Are the stack's defaults the fastest sensible ones? Workers, threads, nginx's pool and its buffers, swept.
+
+    apt-get install apache2-utils && .venv/bin/pip install -r requirements/bench.txt
+    .venv/bin/python bench/defaults_sweep.py --rounds 3 --plots docs/img/defaults \
+        --markdown docs/performance-defaults.md                   # about 25 minutes
+    .venv/bin/python bench/defaults_sweep.py --parts buffers --apps raw --seconds 1   # a quick look at one part
+
+bench/matrix.py compares the four worker models at the stack's default
+size. This sweeps what the defaults fix, one thing at a time, on the native
+stack (nginx, gunicorn and uWSGI as local processes, the stack's own config
+files), through nginx, tracing on: the stack as it ships.
+
+- ``workers``: CPUs + 1, 2 x CPUs + 1 (the default) and 4 x CPUs + 1
+  worker processes of one thread, on `/` (hello world) and `/slow?ms=2` (a
+  view that waits, as one on a database does);
+- ``threads``: 2, 4 and 8 threads in each of the default number of
+  workers, on the same two;
+- ``pool``: gunicorn's gthread (4 threads) with nginx keeping 16 idle
+  connections to it (``NGINX_UPSTREAM_KEEPALIVE``), against the same
+  without (the ``threads`` part's row);
+- ``buffers``: a 1 MiB `/download` under nginx's buffering as shipped
+  (8 buffers of a page each in memory, the rest of a large response in a
+  temporary file, which frees the app's worker while a slow client reads:
+  the slow-readers lab), without the temporary file
+  (``proxy_max_temp_file_size 0``: nginx passes the rest on as the client
+  takes it, holding the worker), with larger buffers (8 of 64 KiB, the
+  rest still in a file), with buffers enough for the whole response in
+  memory (16 of 64 KiB per connection), and unbuffered
+  (``proxy_buffering off``). The variants are written into the rendered
+  config of this run only (nginx is reloaded); the stack's files are not
+  changed.
+
+Each cell is measured as bench/matrix.py measures one (``measure_rounds``):
+ab saturating it, an open loop at half that rate (no coordinated omission),
+CPU per request of the app server and of nginx, memory per worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from matrix import ENDPOINTS, _ways, measure_rounds  # noqa: E402 (also puts tests/ on the path)
+
+from lab_stacks import APPS, NativeStack  # noqa: E402
+
+CPUS = len(os.sched_getaffinity(0))
+#: The stack's default worker count (wsgilab.container.launch).
+DEFAULT_WORKERS = 2 * CPUS + 1
+SMALL = ("/", "/slow?ms=2")
+LARGE = ("/download 1 MiB",)
+
+#: nginx's buffering variants: what replaces the shipped ``*_buffering on;`` line, in proxy_http.conf (gunicorn)
+#: and uwsgi_params.conf (uWSGI). "as shipped" changes nothing.
+BUFFERING = {
+    "as shipped": "{m}_buffering on;",
+    "no temp file": "{m}_buffering on; {m}_max_temp_file_size 0;",
+    "8 x 64 KiB": "{m}_buffering on; {m}_buffers 8 64k; {m}_busy_buffers_size 128k;",
+    "1 MiB in memory": "{m}_buffering on; {m}_buffers 16 64k; {m}_busy_buffers_size 128k;",
+    "unbuffered": "{m}_buffering off;",
+}
+SHIPPED = {"gunicorn": ("proxy_http.conf", "proxy"), "uwsgi": ("uwsgi_params.conf", "uwsgi")}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One setting of the stack the sweep measures: its part, its label, the settings and nginx variant."""
+
+    part: str
+    label: str
+    workers: int
+    threads: int
+    servers: tuple[str, ...] = ("gunicorn", "uwsgi")
+    endpoints: tuple[str, ...] = SMALL
+    keepalive: int = 0
+    buffering: str = "as shipped"
+
+    def settings(self) -> dict[str, str]:
+        found = {"WSGI_WORKERS": str(self.workers), "WSGI_THREADS": str(self.threads)}
+        if self.keepalive:
+            found["NGINX_UPSTREAM_KEEPALIVE"] = str(self.keepalive)
+        return found
+
+
+def configs(parts: list[str]) -> list[Config]:
+    """The sweep's configurations, in the order that restarts the servers least."""
+    found = []
+    if "workers" in parts:
+        found += [Config("workers", f"{n} x 1", n, 1) for n in (CPUS + 1, DEFAULT_WORKERS, 4 * CPUS + 1)]
+    if "buffers" in parts:
+        found += [Config("buffers", variant, DEFAULT_WORKERS, 1, endpoints=LARGE, buffering=variant)
+                  for variant in BUFFERING]
+    if "threads" in parts:
+        found += [Config("threads", f"{DEFAULT_WORKERS} x {n}", DEFAULT_WORKERS, n) for n in (2, 4, 8)]
+    if "pool" in parts:
+        found.append(Config("pool", f"{DEFAULT_WORKERS} x 4, pool 16", DEFAULT_WORKERS, 4, servers=("gunicorn",),
+                            keepalive=16))
+    return found
+
+
+def use_buffering(stack: NativeStack, variant: str) -> None:
+    """Rewrite the rendered config's buffering lines for ``variant``, check it, and reload nginx on it."""
+    rundir = stack.workdir / "nginx"
+    for server, (name, module) in SHIPPED.items():
+        path = rundir / name
+        shipped = BUFFERING["as shipped"].format(m=module)
+        text = path.read_text()
+        if text.count(shipped) != 1:
+            raise SystemExit(f"defaults_sweep: {path} no longer has one '{shipped}' line to vary")
+        path.write_text(text.replace(shipped, BUFFERING[variant].format(m=module)))
+    nginx = [stack.nginx, "-p", f"{rundir}/", "-c", str(rundir / "nginx.conf"), "-e", "stderr"]
+    for action in (["-t", "-q"], ["-s", "reload"]):
+        done = subprocess.run([*nginx, *action], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"defaults_sweep: nginx {' '.join(action)} failed for {variant!r}:\n{done.stderr}")
+    time.sleep(1.0)  # the new workers start; the old ones have no connection to finish
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    stack = NativeStack()
+    try:
+        stack.start()
+        for config in configs(args.parts):
+            stack.reconfigure(config.settings())
+            for server in config.servers:
+                stack.servers = None  # nginx rendered afresh (and restarted) for each server: no variant left over
+                stack.use({app: server for app in APPS})
+                if config.buffering != "as shipped":
+                    use_buffering(stack, config.buffering)
+                for app in args.apps:
+                    (way, *_), server_pid, nginx_pid = _ways(stack, app, server, nginx_only=True)
+                    for endpoint in config.endpoints:
+                        cell = measure_rounds(args.rounds, way, f"/{app}/{ENDPOINTS[endpoint]}", server_pid,
+                                              nginx_pid, args.seconds, args.concurrency)
+                        rows.append({"part": config.part, "config": config.label, "workers": config.workers,
+                                     "threads": config.threads, "server": server, "app": app,
+                                     "endpoint": endpoint, **cell})
+                        print(_row(rows[-1]), file=sys.stderr, flush=True)
+    finally:
+        stack.stop()
+    return rows
+
+
+HEADING = (f"{'part':<8}{'config':<20}{'server':<9}{'app':<7}{'endpoint':<17}{'req/s':>8}{'p99':>6}"
+           f"{'rate':>6}{'p99':>7}{'server µs':>10}{'nginx µs':>9}{'MiB':>6}{'errors':>7}")
+
+
+def _row(row: dict) -> str:
+    """One row of the table: MiB is the server's workers' memory together (the mean worker's x workers)."""
+    return (f"{row['part']:<8}{row['config']:<20}{row['server']:<9}{row['app']:<7}{row['endpoint']:<17}"
+            f"{row['rps']:>8.0f}{row['p99_ms']:>6.0f}{row['open_loop_rps']:>6.0f}{row['open_p99_ms']:>7.1f}"
+            f"{row['server_cpu_us']:>10.0f}{row['nginx_cpu_us']:>9.0f}"
+            f"{row['rss_per_worker_mib'] * row['workers']:>6.0f}{row['errors'] + row['open_errors']:>7}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", nargs="+", default=["workers", "threads", "pool", "buffers"],
+                        choices=("workers", "threads", "pool", "buffers"))
+    parser.add_argument("--apps", nargs="+", default=list(APPS), choices=APPS)
+    parser.add_argument("--seconds", type=int, default=2, help="per measurement (saturated, then open loop)")
+    parser.add_argument("--concurrency", type=int, default=16, help="ab's connections (default 16)")
+    parser.add_argument("--rounds", type=int, default=1, help="each cell this many times; the medians (default 1)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    parser.add_argument("--plots", metavar="DIR", help="write SVG plots there (needs requirements/bench.txt)")
+    parser.add_argument("--markdown", metavar="FILE", help="write the page with the table and the plots")
+    parser.add_argument("--from-json", metavar="FILE", help="measure nothing: the rows of an earlier --json run")
+    args = parser.parse_args()
+    if args.from_json:
+        rows = json.loads(Path(args.from_json).read_text())
+    else:
+        print("# " + HEADING.replace("µs", "us"), file=sys.stderr)
+        rows = run(args)
+    print(json.dumps(rows, indent=1) if args.json else "\n".join([HEADING, *map(_row, rows)]))
+    if args.plots or args.markdown:
+        from defaults_report import write_report  # matplotlib is loaded only when asked for
+
+        write_report(rows, args, Path(args.plots or "docs/img/defaults"), Path(args.markdown) if args.markdown else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
