@@ -62,17 +62,18 @@ def write_report(rows: list[dict], args: argparse.Namespace, into: Path, page: P
     drawn = plots(rows, into)
     if page is None:
         return
-    command = "bench/defaults_sweep.py " + " ".join(arg for arg in sys.argv[1:] if arg != "--from-json"
-                                                    and not arg.endswith(".json"))
+    # The commands that measured the rows (a page may join two runs' rows), else this one.
+    commands = list(dict.fromkeys(row["run"] for row in rows if "run" in row)) or \
+        ["bench/defaults_sweep.py " + " ".join(sys.argv[1:])]
     rounds = max((row.get("rounds", 1) for row in rows), default=1)
     lines = ["# The defaults, swept", "",
-             f"<!-- Written by `{command}`; the plots come from the same run. -->", "",
+             "<!-- Written by bench/defaults_sweep.py (--markdown) from the rows the commands below measured. -->", "",
              f"Measured {datetime.date.today()} on this project's machine, {_versions('native')}; through nginx, "
              f"tracing on, {args.seconds:g} s per measurement, ab with {args.concurrency} keep-alive connections"
              + (f", each cell the median of {rounds} rounds (the req/s column gives the spread)" if rounds > 1 else "")
              + ". What each part varies: the docstring of bench/defaults_sweep.py; what it says: "
              "[Performance](performance.md#the-defaults-swept).", "",
-             "```", f".venv/bin/python {command}", "```", ""]
+             "```", *(f".venv/bin/python {command}" for command in commands), "```", ""]
     for name, what in drawn.items():
         lines += [f"![{what}]({os.path.relpath(into / name, page.parent)})", ""]
     lines += ["| part | workers x threads / variant | server | app | endpoint | req/s | p99 ms | open loop req/s | "

@@ -20,14 +20,13 @@ files), through nginx, tracing on: the stack as it ships.
   connections to it (``NGINX_UPSTREAM_KEEPALIVE``), against the same
   without (the ``threads`` part's row);
 - ``buffers``: a 1 MiB `/download` under nginx's buffering as shipped
-  (8 buffers of a page each in memory, the rest of a large response in a
-  temporary file, which frees the app's worker while a slow client reads:
-  the slow-readers lab), without the temporary file
-  (``proxy_max_temp_file_size 0``: nginx passes the rest on as the client
-  takes it, holding the worker), with larger buffers (8 of 64 KiB, the
-  rest still in a file), with buffers enough for the whole response in
-  memory (16 of 64 KiB per connection), and unbuffered
-  (``proxy_buffering off``). The variants are written into the rendered
+  nginx's default (8 buffers of a page, 4 KiB, in memory, the rest of a
+  large response in a temporary file, which frees the app's worker while a
+  slow client reads: the slow-readers lab), the same without the temporary
+  file (``proxy_max_temp_file_size 0``: nginx passes the rest on as the
+  client takes it, holding the worker), with buffers of 64 KiB (4 and 8 of
+  them, the rest still in a file; 16 of them: the whole response in
+  memory), and unbuffered (``proxy_buffering off``). The variants are written into the rendered
   config of this run only (nginx is reloaded); the stack's files are not
   changed.
 
@@ -41,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -53,22 +53,26 @@ from matrix import ENDPOINTS, _ways, measure_rounds  # noqa: E402 (also puts tes
 
 from lab_stacks import APPS, NativeStack  # noqa: E402
 
+#: The command that measured a row (the page names each; a page may hold rows of two runs, --from-json).
+RUN = "bench/defaults_sweep.py " + " ".join(sys.argv[1:])
 CPUS = len(os.sched_getaffinity(0))
 #: The stack's default worker count (wsgilab.container.launch).
 DEFAULT_WORKERS = 2 * CPUS + 1
 SMALL = ("/", "/slow?ms=2")
 LARGE = ("/download 1 MiB",)
 
-#: nginx's buffering variants: what replaces the shipped ``*_buffering on;`` line, in proxy_http.conf (gunicorn)
-#: and uwsgi_params.conf (uWSGI). "as shipped" changes nothing.
+#: nginx's buffering variants: what the rendered config gets in place of its ``*_buffering`` and ``*_buffers`` lines,
+#: in proxy_http.conf (gunicorn) and uwsgi_params.conf (uWSGI). A page is 4 KiB here: nginx's own default is the first.
 BUFFERING = {
-    "as shipped": "{m}_buffering on;",
-    "no temp file": "{m}_buffering on; {m}_max_temp_file_size 0;",
+    "8 x 4 KiB": "{m}_buffering on; {m}_buffers 8 4k;",
+    "8 x 4 KiB, no temp file": "{m}_buffering on; {m}_buffers 8 4k; {m}_max_temp_file_size 0;",
+    "4 x 64 KiB": "{m}_buffering on; {m}_buffers 4 64k; {m}_busy_buffers_size 128k;",
     "8 x 64 KiB": "{m}_buffering on; {m}_buffers 8 64k; {m}_busy_buffers_size 128k;",
-    "1 MiB in memory": "{m}_buffering on; {m}_buffers 16 64k; {m}_busy_buffers_size 128k;",
+    "16 x 64 KiB": "{m}_buffering on; {m}_buffers 16 64k; {m}_busy_buffers_size 128k;",
     "unbuffered": "{m}_buffering off;",
 }
-SHIPPED = {"gunicorn": ("proxy_http.conf", "proxy"), "uwsgi": ("uwsgi_params.conf", "uwsgi")}
+#: Where the rendered config sets the buffering of each server's responses, and the prefix of its directives.
+BUFFERING_FILES = {"gunicorn": ("proxy_http.conf", "proxy"), "uwsgi": ("uwsgi_params.conf", "uwsgi")}
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class Config:
     servers: tuple[str, ...] = ("gunicorn", "uwsgi")
     endpoints: tuple[str, ...] = SMALL
     keepalive: int = 0
-    buffering: str = "as shipped"
+    buffering: str = ""
 
     def settings(self) -> dict[str, str]:
         found = {"WSGI_WORKERS": str(self.workers), "WSGI_THREADS": str(self.threads)}
@@ -108,15 +112,16 @@ def configs(parts: list[str]) -> list[Config]:
 
 
 def use_buffering(stack: NativeStack, variant: str) -> None:
-    """Rewrite the rendered config's buffering lines for ``variant``, check it, and reload nginx on it."""
+    """Put ``variant``'s lines where the rendered config sets its buffering, check it, and reload nginx on it."""
     rundir = stack.workdir / "nginx"
-    for server, (name, module) in SHIPPED.items():
+    for name, module in BUFFERING_FILES.values():
         path = rundir / name
-        shipped = BUFFERING["as shipped"].format(m=module)
-        text = path.read_text()
-        if text.count(shipped) != 1:
-            raise SystemExit(f"defaults_sweep: {path} no longer has one '{shipped}' line to vary")
-        path.write_text(text.replace(shipped, BUFFERING[variant].format(m=module)))
+        # The shipped lines: `*_buffering on;` and, if set, `*_buffers` (whatever values the stack ships).
+        text, found = re.subn(rf"^{module}_buffering on;\n(?:{module}_buffers [^;\n]*;\n)?",
+                              BUFFERING[variant].format(m=module) + "\n", path.read_text(), flags=re.MULTILINE)
+        if found != 1:
+            raise SystemExit(f"defaults_sweep: {path} no longer has one '{module}_buffering on;' line to vary")
+        path.write_text(text)
     nginx = [stack.nginx, "-p", f"{rundir}/", "-c", str(rundir / "nginx.conf"), "-e", "stderr"]
     for action in (["-t", "-q"], ["-s", "reload"]):
         done = subprocess.run([*nginx, *action], capture_output=True, text=True)
@@ -135,14 +140,14 @@ def run(args: argparse.Namespace) -> list[dict]:
             for server in config.servers:
                 stack.servers = None  # nginx rendered afresh (and restarted) for each server: no variant left over
                 stack.use({app: server for app in APPS})
-                if config.buffering != "as shipped":
+                if config.buffering:
                     use_buffering(stack, config.buffering)
                 for app in args.apps:
                     (way, *_), server_pid, nginx_pid = _ways(stack, app, server, nginx_only=True)
                     for endpoint in config.endpoints:
                         cell = measure_rounds(args.rounds, way, f"/{app}/{ENDPOINTS[endpoint]}", server_pid,
                                               nginx_pid, args.seconds, args.concurrency)
-                        rows.append({"part": config.part, "config": config.label, "workers": config.workers,
+                        rows.append({"run": RUN, "part": config.part, "config": config.label, "workers": config.workers,
                                      "threads": config.threads, "server": server, "app": app,
                                      "endpoint": endpoint, **cell})
                         print(_row(rows[-1]), file=sys.stderr, flush=True)
