@@ -116,9 +116,10 @@ def use_buffering(stack: NativeStack, variant: str) -> None:
     rundir = stack.workdir / "nginx"
     for name, module in BUFFERING_FILES.values():
         path = rundir / name
-        # The shipped lines: `*_buffering on;` and, if set, `*_buffers` (whatever values the stack ships).
-        text, found = re.subn(rf"^{module}_buffering on;\n(?:{module}_buffers [^;\n]*;\n)?",
-                              BUFFERING[variant].format(m=module) + "\n", path.read_text(), flags=re.MULTILINE)
+        # The shipped lines, whatever values they have: `*_buffering on;` replaced, `*_buffers` (if set) dropped.
+        text = re.sub(rf"^{module}_buffers [^;\n]*;\n", "", path.read_text(), flags=re.MULTILINE)
+        text, found = re.subn(rf"^{module}_buffering on;$", BUFFERING[variant].format(m=module), text,
+                              flags=re.MULTILINE)
         if found != 1:
             raise SystemExit(f"defaults_sweep: {path} no longer has one '{module}_buffering on;' line to vary")
         path.write_text(text)
@@ -156,13 +157,13 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-HEADING = (f"{'part':<8}{'config':<20}{'server':<9}{'app':<7}{'endpoint':<17}{'req/s':>8}{'p99':>6}"
+HEADING = (f"{'part':<8}{'config':<25}{'server':<9}{'app':<7}{'endpoint':<17}{'req/s':>8}{'p99':>6}"
            f"{'rate':>6}{'p99':>7}{'server µs':>10}{'nginx µs':>9}{'MiB':>6}{'errors':>7}")
 
 
 def _row(row: dict) -> str:
     """One row of the table: MiB is the server's workers' memory together (the mean worker's x workers)."""
-    return (f"{row['part']:<8}{row['config']:<20}{row['server']:<9}{row['app']:<7}{row['endpoint']:<17}"
+    return (f"{row['part']:<8}{row['config']:<25}{row['server']:<9}{row['app']:<7}{row['endpoint']:<17}"
             f"{row['rps']:>8.0f}{row['p99_ms']:>6.0f}{row['open_loop_rps']:>6.0f}{row['open_p99_ms']:>7.1f}"
             f"{row['server_cpu_us']:>10.0f}{row['nginx_cpu_us']:>9.0f}"
             f"{row['rss_per_worker_mib'] * row['workers']:>6.0f}{row['errors'] + row['open_errors']:>7}")
