@@ -31,10 +31,16 @@ def plots(rows: list[dict], into: Path) -> dict[str, str]:
         fig, axes = plt.subplots(1, len(endpoints), figsize=(5.2 * len(endpoints), 3.8), squeeze=False)
         for ax, endpoint in zip(axes[0], endpoints):
             for server in dict.fromkeys(row["server"] for row in sized):
-                for app in dict.fromkeys(row["app"] for row in sized):
+                for n, app in enumerate(dict.fromkeys(row["app"] for row in sized)):
                     found = {row["config"]: row["rps"] for row in _rows(sized, server=server, app=app, endpoint=endpoint)}
-                    ax.plot(labels, [found.get(label, float("nan")) for label in labels], marker="o",
+                    ax.plot(labels, [found.get(label, float("nan")) for label in labels], marker="o", color=f"C{n}",
                             linestyle="-" if server == "gunicorn" else "--", label=f"{app}, {server}")
+                    # The pool's row (gthread with nginx's kept-alive connections) beside its size's point.
+                    for row in _rows(rows, part="pool", server=server, app=app, endpoint=endpoint):
+                        size = f"{row['workers']} x {row['threads']}"
+                        if size in labels:
+                            ax.plot([size], [row["rps"]], marker="*", markersize=11, color=f"C{n}", linestyle="none",
+                                    label=f"{app}, {server}, pool {row['config'].rsplit(' ', 1)[-1]}")
             ax.set_xlabel("workers x threads")
             ax.set_ylabel("requests/s (saturated)")
             ax.set_title(endpoint, fontsize=10)

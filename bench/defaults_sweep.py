@@ -3,7 +3,7 @@
 
     apt-get install apache2-utils && .venv/bin/pip install -r requirements/bench.txt
     .venv/bin/python bench/defaults_sweep.py --rounds 3 --plots docs/img/defaults \
-        --markdown docs/performance-defaults.md                   # about 25 minutes
+        --markdown docs/performance-defaults.md                   # about 30 minutes
     .venv/bin/python bench/defaults_sweep.py --parts buffers --apps raw --seconds 1   # a quick look at one part
 
 bench/matrix.py compares the four worker models at the stack's default
