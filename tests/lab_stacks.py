@@ -170,7 +170,8 @@ class NativeStack:
         if servers == self.servers:
             return
         self._stop("nginx")
-        env = {**os.environ, "NGINX_LISTEN": f"127.0.0.1:{self.port}", **self._nginx_settings()}
+        env = {**os.environ, "NGINX_LISTEN": f"127.0.0.1:{self.port}", "NGINX_BINARY": self.nginx,
+               **self._nginx_settings()}
         for app, server in servers.items():
             env[f"{app.upper()}_SERVER"] = server
             env[f"{app.upper()}_UPSTREAM"] = f"127.0.0.1:{self.backend_ports[app, server]}"

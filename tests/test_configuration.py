@@ -130,13 +130,21 @@ def test_render_config_looks_the_apps_up_at_the_resolver_it_is_given(tmp_path, v
     assert "proxy_pass http://$lab_app_server;" in locations
 
 
+def _nginx_version() -> tuple[int, ...]:
+    done = subprocess.run(["nginx", "-v"], capture_output=True, text=True)
+    return control.parse_nginx_version(done.stderr + done.stdout)
+
+
 def test_render_config_keeps_a_pool_only_for_gunicorn_apps_and_only_when_asked(tmp_path):
     # Asked: an upstream block per gunicorn app, its name fixed in proxy_pass; uWSGI's app as before.
     assert _render(tmp_path, NGINX_UPSTREAM_KEEPALIVE="8", RAW_SERVER="uwsgi").returncode == 0
     upstreams = (tmp_path / "apps.upstreams.conf").read_text()
     locations = (tmp_path / "apps.locations.conf").read_text()
+    # The name looked up again and again where this nginx can (1.27.3 and later), else once at start.
+    resolve = " resolve" if _nginx_version() >= (1, 27, 3) else ""
     for app in ("django", "flask"):
-        assert f"upstream lab_{app}_pool {{\n    server {app}:8000;\n    keepalive 8;\n}}" in upstreams
+        assert (f"upstream lab_{app}_pool {{\n    zone lab_{app}_pool 64k;\n    server {app}:8000{resolve};\n"
+                f"    keepalive 8;\n}}") in upstreams
         assert f"proxy_pass http://lab_{app}_pool;" in locations
     assert "lab_raw_pool" not in upstreams + locations and "uwsgi_pass $lab_app_server;" in locations
     # Not asked (the default): no upstream block, every app looked up per request.
