@@ -26,13 +26,15 @@ def plots(rows: list[dict], into: Path) -> dict[str, str]:
     sized = [row for row in rows if row["part"] in ("workers", "threads")]
     if sized:
         # Workers first (fewest to most), then threads: the x axis reads as the sweep did.
-        labels = list(dict.fromkeys(row["config"] for row in sorted(sized, key=lambda r: (r["threads"], r["workers"]))))
+        by_size = sorted(sized, key=lambda r: (r["threads"], r["workers"]))
+        labels = list(dict.fromkeys(row["config"] for row in by_size))
         endpoints = list(dict.fromkeys(row["endpoint"] for row in sized))
         fig, axes = plt.subplots(1, len(endpoints), figsize=(5.2 * len(endpoints), 3.8), squeeze=False)
         for ax, endpoint in zip(axes[0], endpoints):
             for server in dict.fromkeys(row["server"] for row in sized):
                 for n, app in enumerate(dict.fromkeys(row["app"] for row in sized)):
-                    found = {row["config"]: row["rps"] for row in _rows(sized, server=server, app=app, endpoint=endpoint)}
+                    found = {row["config"]: row["rps"]
+                             for row in _rows(sized, server=server, app=app, endpoint=endpoint)}
                     ax.plot(labels, [found.get(label, float("nan")) for label in labels], marker="o", color=f"C{n}",
                             linestyle="-" if server == "gunicorn" else "--", label=f"{app}, {server}")
                     # The pool's row (gthread with nginx's kept-alive connections) beside its size's point.
@@ -53,7 +55,8 @@ def plots(rows: list[dict], into: Path) -> dict[str, str]:
         groups = list(dict.fromkeys(f"{row['app']}\n{row['server']}" for row in buffers))
         variants = list(dict.fromkeys(row["config"] for row in buffers))
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-        for ax, (field, label) in zip(axes, (("rps", "requests/s (saturated)"), ("nginx_cpu_us", "nginx CPU µs per request"))):
+        shown = (("rps", "requests/s (saturated)"), ("nginx_cpu_us", "nginx CPU µs per request"))
+        for ax, (field, label) in zip(axes, shown):
             values = {(f"{row['app']}\n{row['server']}", row["config"]): row[field] for row in buffers}
             _bars(ax, groups, {v: [values.get((g, v), 0.0) for g in groups] for v in variants}, label,
                   "1 MiB /download, nginx's buffering")

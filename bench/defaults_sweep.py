@@ -191,7 +191,8 @@ def main() -> int:
     if args.plots or args.markdown:
         from defaults_report import write_report  # matplotlib is loaded only when asked for
 
-        write_report(rows, args, Path(args.plots or "docs/img/defaults"), Path(args.markdown) if args.markdown else None)
+        page = Path(args.markdown) if args.markdown else None
+        write_report(rows, args, Path(args.plots or "docs/img/defaults"), page)
     return 0
 
 
