@@ -38,7 +38,6 @@ CPU per request of the app server and of nginx, memory per worker.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -49,9 +48,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix import ENDPOINTS, _ways, measure_rounds  # noqa: E402 (also puts tests/ on the path)
+from matrix import ENDPOINTS, _ways, add_output_arguments, measure_and_report, measure_rounds  # noqa: E402
 
-from lab_stacks import APPS, NativeStack  # noqa: E402
+from lab_stacks import APPS, NativeStack  # noqa: E402 (tests/ is on the path: matrix puts it there)
 
 #: The command that measured a row (the page names each; a page may hold rows of two runs, --from-json).
 RUN = "bench/defaults_sweep.py " + " ".join(sys.argv[1:])
@@ -177,23 +176,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=2, help="per measurement (saturated, then open loop)")
     parser.add_argument("--concurrency", type=int, default=16, help="ab's connections (default 16)")
     parser.add_argument("--rounds", type=int, default=1, help="each cell this many times; the medians (default 1)")
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
-    parser.add_argument("--plots", metavar="DIR", help="write SVG plots there (needs requirements/bench.txt)")
-    parser.add_argument("--markdown", metavar="FILE", help="write the page with the table and the plots")
-    parser.add_argument("--from-json", metavar="FILE", help="measure nothing: the rows of an earlier --json run")
-    args = parser.parse_args()
-    if args.from_json:
-        rows = json.loads(Path(args.from_json).read_text())
-    else:
-        print("# " + HEADING.replace("µs", "us"), file=sys.stderr)
-        rows = run(args)
-    print(json.dumps(rows, indent=1) if args.json else "\n".join([HEADING, *map(_row, rows)]))
-    if args.plots or args.markdown:
-        from defaults_report import write_report  # matplotlib is loaded only when asked for
-
-        page = Path(args.markdown) if args.markdown else None
-        write_report(rows, args, Path(args.plots or "docs/img/defaults"), page)
-    return 0
+    add_output_arguments(parser)
+    return measure_and_report(parser.parse_args(), run, HEADING, _row, "defaults_report", "docs/img/defaults")
 
 
 if __name__ == "__main__":

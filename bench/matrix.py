@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import re
@@ -256,21 +257,31 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure each cell this many times, back to back, and report the medians (default 1)")
     parser.add_argument("--nginx-only", action="store_true", help="leave out the direct-to-gunicorn rows")
+    add_output_arguments(parser)
+    return measure_and_report(parser.parse_args(), run, HEADING, _row, "matrix_report", "docs/img/matrix")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a bench whose result is rows: how they are printed, drawn, or read back instead."""
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     parser.add_argument("--plots", metavar="DIR", help="write SVG plots there (needs requirements/bench.txt)")
     parser.add_argument("--markdown", metavar="FILE", help="write the page with the table and the plots")
     parser.add_argument("--from-json", metavar="FILE", help="measure nothing: the rows of an earlier --json run")
-    args = parser.parse_args()
+
+
+def measure_and_report(args: argparse.Namespace, run, heading: str, row, report: str, plots: str) -> int:
+    """Measure the rows (``run``, each printed to stderr as it comes) or read them back (--from-json); print
+    them (a table of ``row`` lines, or --json); with --plots or --markdown, hand them to ``report``'s
+    write_report, a module of its own so that matplotlib is loaded only when asked for."""
     if args.from_json:
         rows = json.loads(Path(args.from_json).read_text())
     else:
-        print("# " + HEADING.replace("µs", "us"), file=sys.stderr)
+        print("# " + heading.replace("µs", "us"), file=sys.stderr)
         rows = run(args)
-    print(json.dumps(rows, indent=1) if args.json else "\n".join([HEADING, *map(_row, rows)]))
+    print(json.dumps(rows, indent=1) if args.json else "\n".join([heading, *map(row, rows)]))
     if args.plots or args.markdown:
-        from matrix_report import write_report  # matplotlib is loaded only when asked for
-
-        write_report(rows, args, Path(args.plots or "docs/img/matrix"), Path(args.markdown) if args.markdown else None)
+        write_report = importlib.import_module(report).write_report
+        write_report(rows, args, Path(args.plots or plots), Path(args.markdown) if args.markdown else None)
     return 0
 
 
