@@ -92,6 +92,12 @@ def wait_until_served(port: int, servers: dict[str, str], deadline_s: float = 60
     raise StackError(f"nginx on port {port} did not serve {expected} in {deadline_s:.0f}s; last seen {seen}")
 
 
+def nginx_version_of(nginx: str) -> tuple[int, ...]:
+    """The version the nginx binary ``nginx`` (a path, or a name on PATH) says it is."""
+    done = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=30)
+    return parse_nginx_version(done.stderr + done.stdout)
+
+
 class NativeStack:
     """nginx, gunicorn and uWSGI as processes on 127.0.0.1, all six app servers at once."""
 
@@ -225,8 +231,7 @@ class NativeStack:
 
     def nginx_version(self) -> tuple[int, ...]:
         """The host nginx's version (Debian bookworm's is 1.22, the image's newer)."""
-        done = subprocess.run([self.nginx, "-v"], capture_output=True, text=True, timeout=30)
-        return parse_nginx_version(done.stderr + done.stdout)
+        return nginx_version_of(self.nginx)
 
     def signal_server(self, app: str, name: str) -> None:
         """Send signal ``name`` ("HUP") to the master of the server ``app`` runs on now."""

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from lab_stacks import REPO, free_port
+from lab_stacks import REPO, free_port, nginx_version_of
 
 from wsgilab.container import healthcheck, uwsgi_protocol
 from wsgilab.labs import control
@@ -130,18 +130,13 @@ def test_render_config_looks_the_apps_up_at_the_resolver_it_is_given(tmp_path, v
     assert "proxy_pass http://$lab_app_server;" in locations
 
 
-def _nginx_version() -> tuple[int, ...]:
-    done = subprocess.run(["nginx", "-v"], capture_output=True, text=True)
-    return control.parse_nginx_version(done.stderr + done.stdout)
-
-
 def test_render_config_keeps_a_pool_only_for_gunicorn_apps_and_only_when_asked(tmp_path):
     # Asked: an upstream block per gunicorn app, its name fixed in proxy_pass; uWSGI's app as before.
     assert _render(tmp_path, NGINX_UPSTREAM_KEEPALIVE="8", RAW_SERVER="uwsgi").returncode == 0
     upstreams = (tmp_path / "apps.upstreams.conf").read_text()
     locations = (tmp_path / "apps.locations.conf").read_text()
     # The name looked up again and again where this nginx can (1.27.3 and later), else once at start.
-    resolve = " resolve" if _nginx_version() >= (1, 27, 3) else ""
+    resolve = " resolve" if nginx_version_of("nginx") >= (1, 27, 3) else ""
     for app in ("django", "flask"):
         assert (f"upstream lab_{app}_pool {{\n    zone lab_{app}_pool 64k;\n    server {app}:8000{resolve};\n"
                 f"    keepalive 8;\n}}") in upstreams
