@@ -22,6 +22,7 @@ from lab_stacks import APPS, REPO, free_port, wait_until_served
 from test_trace_context import _decoded, _spans, _tree_problems
 
 from wsgilab.hoptrace.compose_tool import compose_command
+from wsgilab.labs.rawhttp import exchange, request_bytes
 
 ONLY_TIERS = ("compose",)
 
@@ -232,6 +233,11 @@ def test_the_viewer_profile_serves_the_page_and_each_request_on_loopback(profile
         time.sleep(0.5)
     detail = json.loads(_until_answers(f"http://127.0.0.1:{port}/api/requests/{request_id}"))
     assert detail["heading"].startswith(f"{request_id}  GET /django/  200")
+    # bound to its container's 0.0.0.0, it still answers loopback names only: no page can rebind its name to it
+    for path in ("/", "/api/requests", f"/api/requests/{request_id}", "/api/stats?id=" + request_id):
+        refused = exchange(port, request_bytes("GET", path, host=f"evil.example:{port}"), timeout=5)
+        assert refused.status == 421 and request_id.encode() not in refused.raw, path
+        assert exchange(port, request_bytes("GET", path, host=f"localhost:{port}"), timeout=5).status == 200, path
 
 
 def _until_answers(url, seconds=20.0):

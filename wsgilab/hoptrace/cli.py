@@ -62,6 +62,10 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--port", type=int, default=8081, help="the port to serve on (default 8081)")
         parser.add_argument("--host", default="127.0.0.1",
                             help="the address to serve on (default 127.0.0.1; in a container, its own address)")
+        parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                            help="also answer requests whose Host is NAME (any port); by default only loopback "
+                                 "names and the address served on are, so no web page can rebind its name to "
+                                 "this server and read the traces")
         parser.add_argument("--settle", type=float, default=0.5, metavar="SECONDS", help=argparse.SUPPRESS)
     elif command == "follow":
         parser.description = "Print each request's path as it completes (live with `docker compose logs -f`)."
@@ -148,7 +152,8 @@ def _run(command: str, args: argparse.Namespace) -> int:
 
         print(f"hoptrace web: http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
         try:
-            serve(command_lines(args, follow=True, history=True), args.host, args.port, args.settle)
+            serve(command_lines(args, follow=True, history=True), args.host, args.port, args.settle,
+                  args.allow_host)
         except KeyboardInterrupt:
             pass
         return 0

@@ -19,6 +19,14 @@ its container's address, published on the host's loopback only). Every
 response forbids scripts from anywhere but the page's own file
 (Content-Security-Policy), and the page writes log text with
 ``textContent`` only: a path or header a client chose is shown, never run.
+
+Binding loopback is not enough on its own: a web page the user visits can
+point its own name at 127.0.0.1 (DNS rebinding) and then read this server as
+if it were that page's origin, every traced path and query string included.
+Its requests still carry its own name in ``Host``, so every route answers
+421 to a Host that is not a loopback name (``localhost``, ``127.0.0.1``,
+``[::1]``), the address the server is bound to, or one ``--allow-host``
+added; any port.
 """
 
 from __future__ import annotations
@@ -42,6 +50,9 @@ from wsgilab.hoptrace.spans import spans_of
 from wsgilab.hoptrace.stats import collect, summarise
 from wsgilab.hoptrace.waterfall import describe, final_answer, heading, serving_event
 from wsgilab.trace_format import HOPS
+
+#: The Host names every server answers, whatever it is bound to: the loopback names a browser on this machine uses.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 #: The requests kept in memory, newest last; older ones are let go.
 KEEP_REQUESTS = 5000
@@ -140,8 +151,25 @@ def request_detail(request_id: str, records: list[dict[str, Any]]) -> dict[str, 
     }
 
 
+def host_name(header: str | None) -> str:
+    """The name in a Host header, lower case, without its port ("[::1]:8081" -> "[::1]"); "" for none."""
+    value = (header or "").strip().lower()
+    if value.startswith("["):
+        return value[:value.index("]") + 1] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def allowed_hosts(bound: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The Host names a server bound to ``bound`` answers: loopback's, the bound address's, and ``extra``."""
+    names = {*LOOPBACK_HOSTS, *(host_name(name) for name in extra)}
+    if bound not in ("", "0.0.0.0", "::"):
+        names.add(f"[{bound}]" if ":" in bound else bound.lower())
+    return frozenset(names)
+
+
 class _Handler(BaseHTTPRequestHandler):
     store: Store
+    hosts: frozenset[str]
     server_version = "hoptrace-web"
 
     def log_message(self, *args: Any) -> None:
@@ -162,7 +190,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
         url = urllib.parse.urlsplit(self.path)
-        if url.path in ASSETS:
+        if host_name(self.headers.get("Host")) not in self.hosts:
+            # A page that rebound its own name to this address must not read the traces (module docstring).
+            self._json({"error": "this Host is not served: open the page as http://127.0.0.1:PORT/ or "
+                                 "http://localhost:PORT/, or start hoptrace web with --allow-host NAME"},
+                       HTTPStatus.MISDIRECTED_REQUEST)
+        elif url.path in ASSETS:
             name, content_type = ASSETS[url.path]
             self._send(200, resources.files("wsgilab.hoptrace").joinpath("web_assets", name).read_bytes(),
                        content_type)
@@ -217,10 +250,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.store.forget(listener)
 
 
-def serve(lines: Iterable[str], host: str, port: int, settle_s: float = 0.5) -> None:
-    """Read ``lines`` on a thread into a Store, and serve the page on ``host``:``port`` until interrupted."""
+def serve(lines: Iterable[str], host: str, port: int, settle_s: float = 0.5, allow_hosts: Iterable[str] = ()) -> None:
+    """Read ``lines`` on a thread into a Store, and serve the page on ``host``:``port`` until interrupted.
+
+    Only requests whose Host is in ``allowed_hosts(host, allow_hosts)`` are answered (the rest: 421).
+    """
     store = Store()
-    handler = type("Handler", (_Handler,), {"store": store})
+    handler = type("Handler", (_Handler,), {"store": store, "hosts": allowed_hosts(host, allow_hosts)})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     failed: list[BaseException] = []
