@@ -89,7 +89,7 @@ def up(stack: str, build: bool) -> int:
 def down(stack: str) -> int:
     if engine.swarm_state() == "active":
         say(f"removing stack {stack}")
-        engine.remove(stack)
+        engine.remove(stack, say)
         engine.leave(say)
     else:
         say("the engine is in no swarm: nothing to remove")

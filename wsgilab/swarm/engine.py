@@ -164,29 +164,50 @@ def update_states(*services: str, check: bool = True) -> list[str]:
     return [state.rstrip(".") for state in shown.split()]
 
 
-def remove(stack: str, deadline_s: float = 180) -> None:
+def remove(stack: str, say: Callable[[str], None] = lambda _: None, stalled_s: float = 120) -> None:
     """``docker stack rm``, then wait until its containers are gone and remove the networks it left.
 
     The rm returns before the tasks stop (each gets its stop grace period),
     and it removes the stack's networks at once: a network whose tasks
     still hold an endpoint is reported and left behind for good. So the
     networks still there once the containers are gone are removed here.
+    It waits as long as the engine is getting on with it (``say`` is told
+    what is left each time that changes); only when nothing has changed for
+    ``stalled_s`` does it give up, naming every container and network left.
     """
     docker("stack", "rm", stack, check=False)
     label = f"label=com.docker.stack.namespace={stack}"
-    deadline = time.monotonic() + deadline_s
+    last: tuple[list[str], list[str]] | None = None
+    changed = time.monotonic()
     while True:
-        containers = docker("ps", "-a", "--format", "{{.Names}}", "--filter", label).split()
-        networks = [] if containers else docker("network", "ls", "--format", "{{.Name}}", "--filter", label).split()
+        containers = docker("ps", "-a", "--format", "{{.Names}} ({{.State}})", "--filter", label).splitlines()
+        networks = docker("network", "ls", "--format", "{{.Name}}", "--filter", label).split()
         if not containers and not networks:
             return
-        if networks:
+        if (containers, networks) != last:
+            if last is not None:
+                say(f"waiting for the engine: {_left(containers, networks)}")
+            last, changed = (containers, networks), time.monotonic()
+        if networks and not containers:
             docker("network", "rm", *networks, check=False)
-        if time.monotonic() > deadline:
-            raise SwarmError(f"stack {stack} was not gone {deadline_s:.0f} s after `docker stack rm`: "
-                             f"{', '.join(containers or networks)} still there (remove by hand: "
-                             f"`docker {'rm -f' if containers else 'network rm'} NAME...`)")
+        if time.monotonic() - changed > stalled_s:
+            raise SwarmError(f"stack {stack}: nothing changed for {stalled_s:.0f} s after `docker stack rm`; left: "
+                             f"{_left(containers, networks, endpoints=True)} (remove by hand: `docker rm -f NAME` "
+                             "for a container, then `docker network rm NAME`)")
         time.sleep(1)
+
+
+def _left(containers: list[str], networks: list[str], endpoints: bool = False) -> str:
+    """What a stack left, in words: its containers with their states, its networks (with who holds them)."""
+    parts = [f"{len(containers)} container(s): {', '.join(containers)}"] if containers else []
+    if networks:
+        named = []
+        for name in networks:
+            held = docker("network", "inspect", "--format", "{{range .Containers}}{{.Name}} {{end}}", name,
+                          check=False).split() if endpoints else []
+            named.append(f"{name} (held by {', '.join(held)})" if held else name)
+        parts.append(f"{len(networks)} network(s): {', '.join(named)}")
+    return "; ".join(parts)
 
 
 def containers_on_own_networks() -> list[str]:
