@@ -28,10 +28,11 @@ from pathlib import Path
 import lab_http
 
 from wsgilab import settings
-from wsgilab.container import healthcheck
+from wsgilab.container import healthcheck, listen_socket
 from wsgilab.container.workers import kill_workers_of
 from wsgilab.hoptrace.compose_tool import compose_command
 from wsgilab.hoptrace.sources import project_log_lines
+from wsgilab.labs.container_sockets import ListeningSockets
 from wsgilab.labs.control import (APP_SERVICES, STOP_GRACE_S, AppState, ComposeControl, Stopped, check_settings,
                                   parse_nginx_version)
 from wsgilab.container.launch import server_environment
@@ -233,6 +234,10 @@ class NativeStack:
         """The host nginx's version (Debian bookworm's is 1.22, the image's newer)."""
         return nginx_version_of(self.nginx)
 
+    def listen_socket(self, app: str) -> listen_socket.ListenSocket:
+        """The kernel's view of the port the server ``app`` runs on listens at (on loopback, this namespace)."""
+        return listen_socket.read(self.backend_ports[app, self.servers[app]])
+
     def signal_server(self, app: str, name: str) -> None:
         """Send signal ``name`` ("HUP") to the master of the server ``app`` runs on now."""
         self._server_of(app).send_signal(getattr(signal, f"SIG{name}"))
@@ -302,6 +307,7 @@ class ComposeStack:
             raise StackError(str(error)) from None
         self.project = f"wsgilab-test-{os.getpid()}{name}"
         self.port = free_port()
+        self._listening = ListeningSockets()
         self.servers: dict[str, str] | None = None
         #: What a lab changed (wsgilab.labs.control.SETTINGS), on top of the defaults.
         self.settings: dict[str, str] = {}
@@ -390,6 +396,9 @@ class ComposeStack:
     def app_state(self, app: str) -> AppState:
         return self.control().app_state(app)
 
+    def listen_socket(self, app: str) -> listen_socket.ListenSocket:
+        return self.control().listen_socket(app)
+
     def scale_app(self, app: str, replicas: int) -> None:
         self.control().scale_app(app, replicas)
 
@@ -407,6 +416,7 @@ class ComposeStack:
         control = ComposeControl(self.compose, self.project, env=self.environment(self.servers))
         control.settings = dict(self.settings)
         control.baseline = {}  # the environment above says how this stack runs
+        control._listening = self._listening  # what it learnt of the containers' sockets, kept across calls
         return control
 
     def follow_logs_command(self) -> list[str]:

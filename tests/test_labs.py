@@ -83,9 +83,11 @@ def test_more_slow_requests_than_workers_queue_and_threads_take_them_at_once(sta
 
 def test_a_full_listen_queue_ends_in_a_504_at_the_connect_timeout_and_is_logged_not_hung(stack):
     report = _run(stack, "full-listen-queue")
-    # per app: the burst, the traces of the last served and of a dropped request, nginx's error log,
-    # (uWSGI's own line,) the next request
-    assert len(report.checks) == 3 * (5 + (stack.server == "uwsgi"))
+    # per app: the kernel's socket before, the queue filled, the burst, the traces of the last served and of a
+    # dropped request, nginx's error log, (uWSGI's own line,) the next request
+    assert len(report.checks) == 3 * (7 + (stack.server == "uwsgi"))
+    # the queue is filled one request at a time, so exactly backlog + 1 wait and one runs: 3 served, 5 dropped
+    assert [c.seen.split(" (")[0] for c in report.checks if c.what.endswith("/slow?ms=3000")] == ["3 x 200"] * 3
     if stack.server == "uwsgi":
         assert all("listen queue of socket" in c.seen for c in report.checks if c.what.endswith("uWSGI's log"))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from lab_http import get
 from lab_stacks import APPS
 
-from wsgilab.labs.control import established_at
+from wsgilab.labs.container_sockets import established_at
 
 ONLY_TIERS = ("native",)
 

@@ -146,6 +146,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("WSGI_BACKLOG", "128", "count", "connections the kernel queues for an app server while every "
             "worker is busy; past it, connection attempts are dropped", "app", gunicorn="backlog",
             uwsgi="listen", lab_may_change=True),
+    Setting("WSGILAB_HEALTHCHECK_INTERVAL", "2", "seconds", "how often Docker runs each app's healthcheck, a "
+            "request straight to its server that takes a place in the same listen queue as nginx's; nginx waits "
+            "for the first to pass, so a swapped app is served this soon after it starts "
+            "(`hoptrace lab full-listen-queue` sets it to 60 to keep it out of the queue it fills)", "compose",
+            lab_may_change=True),
     Setting("WSGILAB_TRACING", "on", "tracing", "on: every request traced (HopTrace, the framework's events, the "
             "view's); off: the app served bare, nginx and the server still logging their own line (what tracing "
             "costs is measured against this: bench/); otel: OpenTelemetry's own instrumentation instead, for the "

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from wsgilab.container.listen_socket import ListenSocket
+from wsgilab.labs.container_sockets import ListeningSocketError, ListeningSockets, open_connections
 from wsgilab.settings import LAB_SETTINGS, SettingError, check_value
 from wsgilab.settings import SETTINGS as SETTINGS_TABLE
 
@@ -104,6 +106,10 @@ class StackControl(Protocol):
     def nginx_version(self) -> tuple[int, ...]:
         """The version of the nginx in front, e.g. (1, 26, 3): some behaviour a lab shows changed with it."""
 
+    def listen_socket(self, app: str) -> ListenSocket:
+        """What the kernel holds at the port ``app``'s server listens on: the backlog in force, the connections
+        waiting for ``accept()``, those established and those half open (wsgilab.container.listen_socket)."""
+
 
 def parse_nginx_version(said: str) -> tuple[int, ...]:
     """The version in what ``nginx -v`` says ("nginx version: nginx/1.26.3"); ControlError if there is none."""
@@ -136,6 +142,8 @@ class ComposeControl:
         self.settings: dict[str, str] = {}
         #: How the stack ran before the first change, read off its containers.
         self.baseline: dict[str, str] | None = None
+        #: What it learnt of the app containers' listening sockets, so a second look is quick.
+        self._listening = ListeningSockets()
 
     def run(self, *args: str, timeout: float = 300) -> str:
         """One compose command with the current settings in its environment; ControlError if it fails."""
@@ -185,6 +193,9 @@ class ComposeControl:
             service = container["Config"]["Labels"].get("com.docker.compose.service", "")
             env = dict(item.split("=", 1) for item in container["Config"]["Env"] if "=" in item)
             if service in APP_SERVICES:
+                interval_ns = ((container["Config"].get("Healthcheck") or {}).get("Interval") or 0)
+                if interval_ns:
+                    found["WSGILAB_HEALTHCHECK_INTERVAL"] = str(interval_ns // 10**9)
                 found[f"{service.upper()}_SERVER"] = env.get("WSGI_SERVER", "")
                 found[f"{service.upper()}_WSGI_APP"] = env.get("WSGI_APP", "")
                 found.update({name: env.get(name, "") for name in _SAME_NAME_IN["app"]})
@@ -253,6 +264,13 @@ class ComposeControl:
                               text=True, timeout=30)
         return parse_nginx_version(done.stderr + done.stdout)
 
+    def listen_socket(self, app: str) -> ListenSocket:
+        """The kernel's view of ``app``'s listening port, in its container (wsgilab.labs.container_sockets)."""
+        try:
+            return self._listening.look(self.container(app))
+        except ListeningSocketError as error:
+            raise ControlError(str(error)) from None
+
     def kill_workers(self, app: str) -> list[int]:
         """SIGKILL every worker of ``app``'s server, from inside its container."""
         done = subprocess.run(["docker", "exec", self.container(app), "python", "-m", "wsgilab.container.workers",
@@ -260,20 +278,6 @@ class ComposeControl:
         if done.returncode != 0:
             raise ControlError(f"killing {app}'s workers failed: {done.stderr.strip()}")
         return [int(pid) for pid in done.stdout.split()]
-
-
-def open_connections(container: str, port: int) -> int:
-    """How many TCP connections to ``port`` are established in ``container`` (its /proc/net/tcp)."""
-    table = subprocess.run(["docker", "exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6"],
-                           capture_output=True, text=True).stdout.splitlines()
-    return established_at(table, port)
-
-
-def established_at(table: list[str], port: int) -> int:
-    """How many rows of a /proc/net/tcp (or tcp6) ``table`` are connections established at local ``port``."""
-    # Each row: sl local_address rem_address st ...; addresses are HEX_IP:HEX_PORT, st 01 is ESTABLISHED.
-    return sum(1 for row in map(str.split, table) if len(row) > 3 and row[1].endswith(f":{port:04X}")
-               and row[3] == "01")
 
 
 def kill_container(container: str) -> str:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from wsgilab.hoptrace.records import queue_us_of, scan
+from wsgilab.container.listen_socket import ListenSocket
+from wsgilab.hoptrace.records import queue_us_of
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, hops_of, nginx_record, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -17,8 +20,8 @@ EXPLANATION = """
 While every worker is busy, a new connection waits in the kernel's accept
 queue of the app server's socket. Its length is gunicorn `backlog` / uWSGI
 `listen` (WSGI_BACKLOG: 128 by default; Linux holds one more than it says).
-Here it is 1, with 1 worker of 1 thread, and 8 requests of 2.5 s come at
-once: one runs, two wait in the queue, and the queue is full.
+Here it is 1, with 1 worker of 1 thread, and 8 requests of 3 s come: one
+runs, two wait in the queue, and the queue is full.
 Linux does not refuse the rest (a refusal would be a 502 at once): it drops
 their connection attempts as if the packets were lost, and nginx's connect
 waits and retries until `proxy_connect_timeout` / `uwsgi_connect_timeout`
@@ -31,17 +34,24 @@ Who logs it:
   and logs "listen queue of socket ... full" while it is;
 - gunicorn: nothing. It never accepted those connections and cannot see
   them; only the kernel counts them (`nstat -az TcpExtListenOverflows` in
-  the app's network namespace).
+  the app's network namespace; the lab prints that count).
 The requests that fitted are served late: the trace shows their wait as
-the "queue" segment. (A connection whose handshake the kernel had begun
-when the queue filled waits half open and gets in once there is room, so
-now and then one or two more than fit are served; on compose, Docker's
-healthcheck, every 2 s straight to the server, may hold one of the places,
-and one fewer is served.) A long queue turns a
-burst into latency, a short one into fast errors; more workers or threads
-shorten both. Telling the 504s apart: one at the connect timeout whose
-trace is nginx alone (connect "-") is a full queue; one at the read
-timeout, with the app's hops in its trace, is a slow view.
+the "queue" segment. A long queue turns a burst into latency, a short one
+into fast errors; more workers or threads shorten both. Telling the 504s
+apart: one at the connect timeout whose trace is nginx alone (connect "-")
+is a full queue; one at the read timeout, with the app's hops in its trace,
+is a slow view.
+How the lab makes the outcome certain: it reads the kernel's own numbers
+for the socket (what `ss -lnt` shows: the backlog in force, the queue; and
+the handshakes in /proc/net/tcp) and sends the first requests one at a time,
+each once the kernel holds the one before, until the queue is full; only
+then the rest, at once. Sent all at once instead, several handshakes can be
+half done before the queue fills: the kernel answered their SYN, the client
+(nginx) thinks it is connected, and they get in later, once there is room,
+so more than fit are served, at the kernel's retry times. Docker's
+healthcheck connects straight to the server too and takes a place in the
+same queue; the lab runs its apps with the healthcheck once a minute
+(WSGILAB_HEALTHCHECK_INTERVAL), so only the burst is in the queue.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
@@ -49,8 +59,7 @@ OUTCOMES = (
     Outcome(
         failure="more slow requests than the worker and its listen queue hold (1 worker, backlog 1, 8 "
                 "requests)",
-        client_sees="200 for the 3 that fit (now and then one or two more, whose handshake the kernel"
-                    " had begun), in turn; 504 for the rest at the connect timeout, never a hang",
+        client_sees="200 for the 3 that fit, in turn; 504 for the rest at the connect timeout, never a hang",
         statuses=("200", "504", "hang"),
         hop="the kernel drops the connection attempts; nginx gives up",
         gunicorn="`backlog` (`WSGI_BACKLOG`, 128); gunicorn logs nothing, nginx's error log says "
@@ -62,27 +71,43 @@ OUTCOMES = (
 )
 
 
-#: What the lab runs with: one worker of one thread, a backlog of 1, a short connect timeout.
+#: What the lab runs with: one worker of one thread, a backlog of 1, a short connect timeout, and Docker's
+#: healthcheck (which would take a place in the queue) once a minute.
 WORKERS = 1
 BACKLOG = 1
 CONNECT_TIMEOUT_S = 2
 SETTINGS = {"WSGI_WORKERS": str(WORKERS), "WSGI_THREADS": "1", "WSGI_BACKLOG": str(BACKLOG),
-            "NGINX_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S)}
+            "NGINX_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S), "WSGILAB_HEALTHCHECK_INTERVAL": "60"}
 REQUESTS = 8
-SLOW_MS = 2500
+SLOW_MS = 3000
 #: The most that can be in the app server at once: the workers' requests and
 #: the kernel's queue (Linux holds backlog + 1).
 ROOM = WORKERS + BACKLOG + 1
-#: How many more than ROOM may be served: connections whose handshake the
-#: kernel had begun before the queue filled wait half open and get in once
-#: there is room (seen: one or two).
-HALF_OPEN_ALLOWANCE = 2
-#: Slack on "each in its turn": the n-th served ends n x SLOW_MS in, plus this
-#: (a half-open one, up to REQUESTS x SLOW_MS in).
+#: A dropped SYN is sent again after this (Linux's first retransmission timeout): the rest must be sent at
+#: least this long before the first request ends, or a retried SYN could find the room it leaves.
+SYN_RETRY_S = 1.0
+#: Slack on "each in its turn": the n-th served ends n x SLOW_MS after the first was taken, plus this.
 TURN_SLACK_S = 1.0
+#: How long the lab waits for the kernel to show a request it sent (queued or taken), before it says so.
+KERNEL_WAIT_S = 10.0
 
 UWSGI_QUEUE_FULL = re.compile(r"listen queue of socket .* full")
 NGINX_CONNECT_TIMED_OUT = "while connecting to upstream"
+#: What `docker compose logs` may put before a line for a terminal (ESC [ 2 K: erase the line).
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+@dataclass
+class Burst:
+    """One app's burst: each request's (id, status, when it was sent, when its answer was in: seconds from the
+    first's being taken by the worker), and the kernel's numbers before it, when the rest were sent, and after."""
+
+    results: list[tuple[str, int, float, float]]
+    before: ListenSocket
+    full: ListenSocket | None
+    after: ListenSocket | None
+    #: Seconds from the first request's being taken by the worker to the rest being sent.
+    rest_sent_s: float
 
 
 def run(target: Target, report: Report) -> None:
@@ -91,21 +116,50 @@ def run(target: Target, report: Report) -> None:
     with target.reconfigured(SETTINGS):
         servers = {app: served_by(target, app) for app in APPS}
         tag = uuid.uuid4().hex[:10]
-        began_us = time.time_ns() // 1000
-        with ThreadPoolExecutor(REQUESTS * len(APPS)) as pool:
-            futures = {(app, n): pool.submit(_timed, target, app, f"full-queue-{tag}-{app}-{n}")
-                       for app in APPS for n in range(REQUESTS)}
-            results = {key: future.result() for key, future in futures.items()}
+        with ThreadPoolExecutor(len(APPS)) as pool:
+            bursts = dict(zip(APPS, pool.map(lambda app: _burst(target, app, tag), APPS)))
         # The logs, read once for all apps (under compose each read is a `docker compose logs`).
-        lines = target.log_lines()
-        timed_out = [line for line in lines if NGINX_CONNECT_TIMED_OUT in line]
-        checked = _healthchecks_served(lines, began_us)
+        timed_out = [line for line in target.log_lines() if NGINX_CONNECT_TIMED_OUT in line]
         for app in APPS:
-            _check_app(target, report, app, servers[app], [results[app, n] for n in range(REQUESTS)], timed_out,
-                       checked.get(app, 0))
+            _check_app(target, report, app, servers[app], bursts[app], timed_out)
             after = exchange(target.port, request_bytes("GET", f"/{app}/"), target.host, 10)
             report.check(f"/{app}/ on {servers[app]} once the burst is over", "200: the queue drained",
                          str(after.status), after.status == 200)
+
+
+def _burst(target: Target, app: str, tag: str) -> Burst:
+    """Fill ``app``'s queue one request at a time, each once the kernel holds the one before; then the rest."""
+    ids = [f"full-queue-{tag}-{app}-{n}" for n in range(REQUESTS)]
+    before = target.control.listen_socket(app)
+    with ThreadPoolExecutor(REQUESTS) as pool:
+        futures = [pool.submit(_timed, target, app, ids[0])]
+        # Taken: established, and out of the queue (the worker accepted it).
+        seen = _kernel_shows(target, app, lambda s: s.established == 1 and s.queued == 0)
+        taken = time.monotonic()
+        for n in range(1, ROOM):
+            if seen is None:
+                break
+            futures.append(pool.submit(_timed, target, app, ids[n]))
+            seen = _kernel_shows(target, app, lambda s, n=n: s.queued == n)
+        full = seen
+        rest_sent = time.monotonic()
+        futures += [pool.submit(_timed, target, app, request_id) for request_id in ids[len(futures):]]
+        time.sleep(0.5)  # long enough for any handshake the kernel would answer to be half done
+        after = target.control.listen_socket(app)
+        results = [future.result() for future in futures]
+    return Burst([(request_id, status, sent - taken, done - taken) for request_id, status, sent, done in results],
+                 before, full, after, rest_sent - taken)
+
+
+def _kernel_shows(target: Target, app: str, condition: Callable[[ListenSocket], bool]) -> ListenSocket | None:
+    """The kernel's numbers for ``app``'s port once ``condition`` holds; None if it did not in KERNEL_WAIT_S."""
+    deadline = time.monotonic() + KERNEL_WAIT_S
+    while time.monotonic() < deadline:
+        seen = target.control.listen_socket(app)
+        if condition(seen):
+            return seen
+        time.sleep(0.005)
+    return None
 
 
 def _uri(app: str, request_id: str) -> str:
@@ -113,55 +167,54 @@ def _uri(app: str, request_id: str) -> str:
     return f"/{app}/slow?ms={SLOW_MS}&lab={request_id}"
 
 
-def _timed(target: Target, app: str, request_id: str) -> tuple[str, int, float]:
-    """Send one slow request; its id, status, and how long the answer took."""
-    started = time.monotonic()
+def _timed(target: Target, app: str, request_id: str) -> tuple[str, int, float, float]:
+    """Send one slow request; its id, status, and when (monotonic) it was sent and its answer was in."""
+    sent = time.monotonic()
     reply = exchange(target.port, request_bytes("GET", _uri(app, request_id), [("X-Request-ID", request_id)]),
                      target.host, 30)
-    return request_id, reply.status, time.monotonic() - started
+    return request_id, reply.status, sent, time.monotonic()
 
 
-def _healthchecks_served(lines: list[str], since_us: int) -> dict[str, int]:
-    """How many requests each app served since ``since_us`` that came with no request id: Docker's healthchecks
-    (every 2 s on compose, straight to the server), which take a place in the queue as the burst's requests do."""
-    served: dict[str, int] = {}
-    for record in scan(lines).records:
-        if record.get("hop") == "wsgi" and record.get("request_id") == "-" and record.get("ts_us", 0) >= since_us:
-            served[record["service"]] = served.get(record["service"], 0) + 1
-    return served
+def _kernel(seen: ListenSocket | None) -> str:
+    if seen is None:
+        return "not what was waited for"
+    return (f"backlog {seen.limit}, {seen.queued} queued, {seen.established} established, {seen.half_open} "
+            "half open")
 
 
-def _check_app(target: Target, report: Report, app: str, server: str,
-               results: list[tuple[str, int, float]], timed_out: list[str], healthchecks: int = 0) -> None:
-    """Judge one app's burst: who was served, who was dropped, how fast, and who said so.
-
-    ``timed_out`` are nginx's "while connecting to upstream" error lines;
-    ``healthchecks`` the requests without an id the app served meanwhile (each
-    may have held one of the places, so one fewer of the burst fits).
-    """
-    served = sorted((r for r in results if r[1] == 200), key=lambda r: r[2])
-    dropped = sorted((r for r in results if r[1] == 504), key=lambda r: r[2])
-    # Not exactly ROOM are served: a connection whose handshake the kernel had
-    # begun before the queue filled is finished (and served, in its turn) once
-    # there is room again, so now and then one or two more than ROOM get in.
-    at_connect_timeout = all(CONNECT_TIMEOUT_S - 0.2 < r[2] < CONNECT_TIMEOUT_S + 1.5 for r in dropped)
-    # One at a time through the one worker: the n-th (from 1) of those that fit
-    # ends about n x SLOW_MS in. One that got in half open waits for the
-    # kernel's next SYN-ACK retry (1, 3, 7, 15 s ...) once there is room, so
-    # it is only held to the whole burst served one after another.
-    in_turn = all(r[2] < ((n + 1) if n < ROOM else REQUESTS) * SLOW_MS / 1000 + TURN_SLACK_S
-                  for n, r in enumerate(served))
+def _check_app(target: Target, report: Report, app: str, server: str, burst: Burst, timed_out: list[str]) -> None:
+    """Judge one app's burst: what the kernel held, who was served, who was dropped, how fast, and who said so."""
+    before, full, after = burst.before, burst.full, burst.after
+    report.check(f"/{app}/ on {server}: the kernel's listening socket before the burst",
+                 f"the backlog in force is {BACKLOG}, nothing queued or connected",
+                 _kernel(before), before.limit == BACKLOG and before.queued == before.established == 0)
+    # What fits is what the kernel holds once the rest have come: the connections established (the
+    # worker's and the queue's) and any handshake it had half let in, which gets in later, in its turn.
+    held = after.established + after.half_open if after else 0
     report.check(
-        f"/{app}/ on {server}, {WORKERS} worker, backlog {BACKLOG}: {REQUESTS} x /slow?ms={SLOW_MS} at once",
-        f"200 for those that fit ({ROOM}: the worker's and the queue's, less one for each healthcheck that "
-        f"held a place, and up to {HALF_OPEN_ALLOWANCE} the kernel had half let in), each in its turn "
-        f"({SLOW_MS / 1000} s apart); 504 for the rest at the {CONNECT_TIMEOUT_S} s connect timeout; nothing else, "
-        "nothing hangs",
-        f"{len(served)} x 200 ({', '.join(f'{r[2]:.1f}' for r in served)} s), "
-        f"{len(dropped)} x 504 ({', '.join(f'{r[2]:.1f}' for r in dropped)} s)"
-        + (f"; {healthchecks} healthcheck{'s' if healthchecks > 1 else ''} served meanwhile" if healthchecks else ""),
-        len(served) + len(dropped) == REQUESTS and ROOM - healthchecks <= len(served) <= ROOM + HALF_OPEN_ALLOWANCE
-        and at_connect_timeout and in_turn,
+        f"/{app}/ on {server}: one request at a time until the queue is full, then {REQUESTS - ROOM} at once",
+        f"the kernel holds {ROOM} ({WORKERS} taken, {ROOM - WORKERS} queued: backlog + 1) before the rest are "
+        f"sent, the rest sent over {SYN_RETRY_S:.0f} s before the first is done, and after them the same {ROOM}, "
+        "none half open",
+        f"before the rest: {_kernel(full)}; the rest sent {burst.rest_sent_s:.2f} s after the first was taken; "
+        f"after them: {_kernel(after)}; the kernel's ListenOverflows {before.overflows} -> "
+        f"{after.overflows if after else '?'}",
+        full is not None and full.established == ROOM and full.queued == ROOM - WORKERS
+        and burst.rest_sent_s < SLOW_MS / 1000 - SYN_RETRY_S and held == ROOM and after.half_open == 0)
+    results = burst.results
+    served = [r for r in results if r[1] == 200]
+    dropped = [r for r in results if r[1] == 504]
+    fitted = [r[0] for r in results[:held]]
+    at_connect_timeout = all(CONNECT_TIMEOUT_S - 0.2 < r[3] - r[2] < CONNECT_TIMEOUT_S + 1.5 for r in dropped)
+    # One at a time through the one worker: the n-th (from 1) ends n x SLOW_MS after the first was taken.
+    in_turn = all(abs(r[3] - (n + 1) * SLOW_MS / 1000) < TURN_SLACK_S for n, r in enumerate(served))
+    report.check(
+        f"/{app}/ on {server}, {WORKERS} worker, backlog {BACKLOG}: {REQUESTS} x /slow?ms={SLOW_MS}",
+        f"200 for exactly the {held} the kernel held, each in its turn ({SLOW_MS / 1000:.0f} s apart); 504 for the "
+        f"rest at the {CONNECT_TIMEOUT_S} s connect timeout; nothing else, nothing hangs",
+        f"{len(served)} x 200 ({', '.join(f'{r[3]:.1f}' for r in served)} s after the first was taken), "
+        f"{len(dropped)} x 504 ({', '.join(f'{r[3] - r[2]:.1f}' for r in dropped)} s after sent)",
+        [r[0] for r in served] == fitted and len(dropped) == REQUESTS - held and at_connect_timeout and in_turn,
         [dropped[0][0] if dropped else "", served[-1][0] if served else ""])
     if served:
         _check_last_served(target, report, app, server, served[-1])
@@ -179,14 +232,15 @@ def _check_app(target: Target, report: Report, app: str, server: str,
     if server == "uwsgi":
         said = [line for line in target.control.app_state(app).log.splitlines() if UWSGI_QUEUE_FULL.search(line)]
         report.check(f"/{app}/ on uwsgi: uWSGI's log", "the master's 'listen queue of socket ... full'",
-                     said[-1].strip() if said else "no such line", bool(said))
+                     _TERMINAL_CODES.sub("", said[-1]).strip() if said else "no such line", bool(said))
 
 
-def _check_last_served(target: Target, report: Report, app: str, server: str, last: tuple[str, int, float]) -> None:
+def _check_last_served(target: Target, report: Report, app: str, server: str,
+                       last: tuple[str, int, float, float]) -> None:
     """The request served last waited its turn in the kernel's queue: its trace shows that wait as "queue"."""
-    request_id, _, took_s = last
+    request_id, _, sent, done = last
     queued_us = queue_us_of(target.records(request_id, {"nginx", "wsgi"}))
-    waited_s = took_s - SLOW_MS / 1000
+    waited_s = done - sent - SLOW_MS / 1000
     report.check(f"/{app}/ on {server}: the trace of the request served last",
                  f"its wait before a worker took it (about {waited_s:.1f} s) is the trace's queue segment",
                  "no WSGI record" if queued_us is None else f"queue {queued_us / 1e6:.2f} s",

@@ -16,7 +16,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from wsgilab.labs.control import ControlError, kill_container, open_connections
+from wsgilab.labs.container_sockets import open_connections
+from wsgilab.labs.control import ControlError, kill_container
 from wsgilab.swarm import engine
 
 
