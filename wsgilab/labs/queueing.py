@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from wsgilab.hoptrace.records import queue_us_of, scan
+from wsgilab.hoptrace.records import queue_us_of
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -58,19 +57,17 @@ SLOW_MS = 400
 THREADS = 4
 
 
-def _queue_ms(target: Target, request_ids: list[str], wait_s: float = 5.0) -> list[float | None]:
+def _queue_ms(target: Target, request_ids: list[str]) -> list[float | None]:
     """The queue time of each request, from its ``queued`` event (None if it has none).
 
-    The logs are read once per try, not once per request: under compose each
-    read is a whole `docker compose logs`.
+    Read through ``target.records_of`` (the logs once per try, for all the
+    requests), which keeps the records each request was judged on: the lab
+    then recreates the app containers, whose logs go with them, and the
+    traces it prints must still show every hop.
     """
-    deadline = time.monotonic() + wait_s
-    while True:
-        lines = target.log_lines()
-        found = [queue_us_of(scan(lines, request_id).records) for request_id in request_ids]
-        if None not in found or time.monotonic() > deadline:
-            return [None if queue_us is None else queue_us / 1000 for queue_us in found]
-        time.sleep(0.3)
+    found = target.records_of(request_ids, {"nginx", "wsgi"})
+    return [None if (queue_us := queue_us_of(found[request_id])) is None else queue_us / 1000
+            for request_id in request_ids]
 
 
 def _burst(target: Target) -> dict[str, tuple[list[int], list[str]]]:
