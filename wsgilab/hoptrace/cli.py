@@ -5,14 +5,15 @@
                                                   # (a trace id several requests share: {"trace_id", "requests"})
     hoptrace follow                               # live: each request's path as it completes
     hoptrace stats                                # per-hop latency percentiles over the logs read
-    hoptrace export --id 3f9c...                  # the trace as OTLP/JSON (--format chrome: Perfetto opens it)
+    hoptrace export 3f9c...                       # the trace as OTLP/JSON (--format chrome: Perfetto opens it)
     hoptrace export --otlp-endpoint URL           # every request in the logs, pushed to an OTLP receiver
     hoptrace web                                  # every request's waterfall in the browser, live (:8081)
     hoptrace lab list                             # failure labs: trigger one, see which hop acts, and why
     hoptrace --stack wsgilab follow               # the same commands on a Docker Swarm stack (scripts/swarm)
 
-Each command reads the log files named after it, or stdin, or, with neither
-(stdin a terminal) or with ``--compose``, runs ``docker compose logs`` itself
+Each command reads the log files named after it, or stdin when it is a pipe
+or a file, or, with neither (stdin a terminal, or /dev/null) or with
+``--compose``, runs ``docker compose logs`` itself
 (``--follow`` for ``follow``), in the current directory's compose project;
 ``--stack NAME`` reads a swarm stack's ``docker service logs`` instead.
 Lines that hold no hop record are skipped and counted on stderr; nothing in
@@ -23,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from wsgilab.container.nginx_headers import REQUEST_ID
 from wsgilab.hoptrace.compose_tool import ComposeToolError
 from wsgilab.hoptrace.docker_api import DockerApiError
 from wsgilab.hoptrace.follow import follow
@@ -46,7 +49,8 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         parser.description = ("Write requests' traces as OTLP/JSON or Chrome trace-event JSON, or push them to an "
                               "OTLP/HTTP receiver.")
         parser.add_argument("--id", dest="request_id", metavar="ID",
-                            help="one request (its X-Request-ID) or trace (its trace id); default: every request")
+                            help="one request (its X-Request-ID) or trace (its trace id); default: every request. "
+                                 "`hoptrace export ID` says the same, as `hoptrace show ID` does")
         parser.add_argument("--format", choices=("otlp", "chrome"), default="otlp",
                             help="otlp: OpenTelemetry's OTLP/JSON (default); chrome: trace events for "
                                  "ui.perfetto.dev or chrome://tracing")
@@ -119,10 +123,24 @@ def main(argv: list[str] | None = None) -> int:
         return lab_main(argv[1:])
     # Intermixed: `show ID --json FILE` and `show --json ID FILE` both work.
     args = _command_parser(command).parse_intermixed_args(argv[1:])
+    ids = [name for name in args.files if not os.path.exists(name) and REQUEST_ID.fullmatch(name)]
+    if command == "export" and args.request_id is None and len(ids) == 1:
+        # `export ID`, the form `show ID` teaches, before or after the files; a file of that name wins
+        args.request_id = ids[0]
+        args.files.remove(ids[0])
+    unreadable = [name for name in args.files if not os.path.exists(name) or os.path.isdir(name)]
+    if unreadable:
+        name = unreadable[0]
+        print(f"hoptrace {command}: {name}: {'a directory, not a log file' if os.path.isdir(name) else 'no such file'}",
+              file=sys.stderr)
+        return 2
     try:
         return _run(command, args)
     except (ComposeToolError, DockerApiError, StackError) as error:
         print(f"hoptrace: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file that went away or may not be read, found while reading it
+        print(f"hoptrace {command}: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         return 2
 
 

@@ -1,8 +1,9 @@
 """Where hoptrace's log lines come from: files, stdin, ``docker compose logs``, ``docker logs``, Docker's API,
 or a swarm stack's ``docker service logs``.
 
-With neither files nor a pipe (stdin a terminal), or with ``--compose``,
-hoptrace runs ``docker compose logs`` itself in the current directory's
+With neither files nor a pipe or file on stdin (a terminal, /dev/null as
+cron and CI steps give, or nothing at all), or with ``--compose``, hoptrace
+runs ``docker compose logs`` itself in the current directory's
 compose project (``--follow`` for ``hoptrace follow``), with the compose tool
 ``wsgilab.hoptrace.compose_tool`` picks for hoptrace, the labs and the test
 stacks alike. With ``--docker-api`` (hoptrace in a container, which has no
@@ -14,6 +15,8 @@ With ``--stack NAME`` it reads a Docker Swarm stack's services
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +33,20 @@ def compose_logs(*options: str) -> Iterator[str]:
     with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, errors="replace") as process:
         assert process.stdout is not None
         yield from process.stdout
+
+
+def stdin_kind(stdin: TextIO) -> str | None:
+    """What stdin is, in words, when it is something to read ("a pipe", "a file"); None for anything else.
+
+    Only a pipe or a regular file holds logs. A terminal, /dev/null (which a
+    script, cron or a CI step often gives) or a closed stdin hold none: read
+    as input they would print "no events found" while the logs are there.
+    """
+    try:
+        mode = os.fstat(stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return None
+    return "a pipe" if stat.S_ISFIFO(mode) else "a file" if stat.S_ISREG(mode) else None
 
 
 def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: bool = False,
@@ -60,15 +77,16 @@ def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: 
     elif stack:
         say(f"the logs of swarm stack {stack} (`docker service logs` of each of its services)")
         yield from stack_lines(stack, follow=follow, history=history)
-    elif compose or stdin.isatty():
+    elif compose or stdin_kind(stdin) is None:
         options = ("--follow",) if follow and history else ("--follow", "--tail", "0") if follow else ()
         if verbose:
             command = compose_command()
-            say(f"the logs of the current directory's compose project, with {describe(command)} "
+            why = "as asked (--compose)" if compose else "as stdin is no pipe or file"
+            say(f"the logs of the current directory's compose project {why}, with {describe(command)} "
                 f"(`{' '.join([*command, 'logs', '--no-color', *options])}`)")
         yield from compose_logs(*options)
     else:
-        say("stdin")
+        say(f"stdin ({stdin_kind(stdin)})")
         yield from stdin
 
 

@@ -1,0 +1,57 @@
+"""hoptrace takes what users type: `export ID` as `show ID` teaches, a missing file as a one-line error, and
+stdin read only when it is a pipe or a file (a script's /dev/null means: read the compose project's logs).
+
+No stack needed: the recorded log in tests/data, and hoptrace run as a user runs it.
+"""
+
+import subprocess
+import sys
+
+import pytest
+from lab_stacks import REPO
+
+RECORDED = REPO / "tests" / "data" / "recorded.log"
+REQUEST_ID = "0be08742954bc6fc5c3e3c1afcd55875"
+
+
+def _hoptrace(*args, stdin=subprocess.DEVNULL, cwd=None):
+    return subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", *map(str, args)], stdin=stdin, cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_export_id_works_as_show_id_does_and_as_export_dash_dash_id():
+    positional = _hoptrace("export", REQUEST_ID, RECORDED)
+    flagged = _hoptrace("export", "--id", REQUEST_ID, RECORDED)
+    assert positional.returncode == 0, positional.stderr
+    assert positional.stdout == flagged.stdout and REQUEST_ID[:16] in positional.stdout
+    chrome = _hoptrace("export", RECORDED, REQUEST_ID, "--format", "chrome")  # in any order
+    assert chrome.returncode == 0 and '"traceEvents"' in chrome.stdout
+
+
+@pytest.mark.parametrize("command", [["show", REQUEST_ID], ["export"], ["export", "--id", REQUEST_ID], ["stats"],
+                                     ["follow"], ["web", "--port", "1"]])
+def test_a_file_that_is_not_there_is_a_one_line_error_and_exit_status_2(command, tmp_path):
+    missing = tmp_path / "no-such.log"
+    done = _hoptrace(*command, missing)
+    assert done.returncode == 2, done
+    assert done.stderr == f"hoptrace {command[0]}: {missing}: no such file\n" and done.stdout == ""
+    directory = _hoptrace(*command, tmp_path)
+    assert directory.returncode == 2 and "Traceback" not in directory.stderr
+    assert directory.stderr.count("\n") == 1
+
+
+def test_stdin_from_dev_null_reads_the_compose_project_not_an_empty_input(tmp_path):
+    # cron, CI steps and scripts often run with stdin on /dev/null: that is no input, so hoptrace reads the
+    # compose project's logs (here there is none: compose says so), never "no events" from an empty stdin.
+    done = _hoptrace("show", REQUEST_ID, "--verbose", cwd=tmp_path)
+    assert "reading the logs of the current directory's compose project as stdin is no pipe or file" in done.stderr
+
+
+def test_stdin_that_is_a_pipe_or_a_file_is_read_and_verbose_says_which():
+    piped = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "show", REQUEST_ID, "--verbose"],
+                           input=RECORDED.read_text(), capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0 and piped.stdout.startswith(REQUEST_ID)
+    assert "hoptrace: reading stdin (a pipe)" in piped.stderr
+    with RECORDED.open() as handle:
+        redirected = _hoptrace("show", REQUEST_ID, "--verbose", stdin=handle)
+    assert redirected.returncode == 0 and "hoptrace: reading stdin (a file)" in redirected.stderr
