@@ -16,7 +16,9 @@ import os
 # --- Which app ---------------------------------------------------------------
 
 # The WSGI callable every worker imports: wsgilab's HopTrace wrapped around
-# the app that WSGI_APP names ("module:name"). Twin: uWSGI `mount`.
+# the app that <APP>_WSGI_APP names ("module:name": DJANGO_WSGI_APP,
+# FLASK_WSGI_APP or RAW_WSGI_APP, which compose hands the container as
+# WSGI_APP). Twin: uWSGI `mount`.
 wsgi_app = "wsgilab.container.traced_app:application"
 
 # The app's folder, put first on sys.path so `wsgi_app` imports from it.
@@ -57,7 +59,10 @@ workers = int(os.environ["WSGI_WORKERS"])
 threads = int(os.environ["WSGI_THREADS"])
 
 # Seconds a worker may go silent (for a sync worker: one request) before the
-# master kills it and starts a new one; nginx then answers 502.
+# master ends it (SIGABRT) and starts a new one. The signal raises SystemExit
+# in the view, and the worker answers 500 itself on its way out, so the client
+# gets gunicorn's 500, not a 502 from nginx (uWSGI's harakiri SIGKILLs the
+# worker instead, and nginx answers 502; the worker-timeout lab shows both).
 # Twin: uWSGI `harakiri`.
 timeout = int(os.environ["WSGI_TIMEOUT"])
 

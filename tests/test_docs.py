@@ -1,4 +1,5 @@
-"""The docs match the code: generated pages are current, links resolve, the README stays short.
+"""The docs match the code: generated pages are current, links resolve, the files they name exist,
+the README stays short.
 
 No stack is needed.
 """
@@ -62,6 +63,30 @@ def test_every_link_between_the_pages_resolves(page):
             if anchor[1:] not in headings:
                 broken.append(path + anchor)
     assert broken == []
+
+
+#: Where the repository's own files live: a path a doc names that starts with one of these is a file here.
+_REPO_FOLDERS = ("tests/", "bench/", "scripts/", "wsgilab/", "nginx/", "docs/", "requirements/", "django_app/",
+                 "flask_app/", "raw_wsgi_app/")
+_FOLDERS = "|".join(re.escape(folder) for folder in _REPO_FOLDERS)
+#: A path in backticks (up to the first space: `scripts/test --tier native`), or a link's target.
+_NAMED_PATH = re.compile(rf"`((?:{_FOLDERS})[^`\s]*)|\]\(((?:{_FOLDERS})[^)\s]*)\)")
+
+
+def _named_paths(text: str) -> set[str]:
+    """The repository paths a page names, without a ``::test``, an ``#anchor`` or trailing punctuation."""
+    named = set()
+    for match in _NAMED_PATH.finditer(text):
+        path = (match.group(1) or match.group(2)).split("::")[0].split("#")[0].rstrip(".,;:)'\"")
+        if not any(placeholder in path for placeholder in ("*", "<", "NAME", "...")):
+            named.add(path)
+    return named
+
+
+@pytest.mark.parametrize("page", MARKDOWN, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_repository_file_a_page_names_exists(page):
+    missing = sorted(path for path in _named_paths(page.read_text()) if not (REPO / path).exists())
+    assert missing == []
 
 
 def test_readme_is_short_and_whole():

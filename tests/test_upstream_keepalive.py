@@ -3,7 +3,7 @@
 Native tier only: the connections are counted in the host's /proc/net/tcp,
 where nginx and gunicorn run. The compose stack renders the same config
 from the same setting (tests/test_configuration.py checks the rendering);
-docs/performance.md measures both ways on it.
+docs/performance-nginx.md measures both ways on it.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ the header only when handed this function (``response_header``), as the
 entry point (``traced_app``) does. It used to be a middleware of its own
 around HopTrace, which cost every request a second wrapper of
 ``start_response`` and a look-up of the current trace; a hook inside
-HopTrace's one wrapper does the same for less (docs/performance.md).
+HopTrace's one wrapper does the same for less (CHANGELOG.md).
 """
 
 from __future__ import annotations

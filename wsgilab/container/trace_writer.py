@@ -6,7 +6,7 @@
 
 A write() to the container's stdout is a system call and a wake-up of
 Docker's log reader: on the raw app it was the largest single piece of what
-tracing cost a request (docs/performance.md). So a worker's request thread
+tracing cost a request (docs/performance-tracing.md). So a worker's request thread
 only hands its finished line over (an append under a lock); a thread of the
 worker's own writes what has gathered ``max_delay_s`` after the first line
 of it, in write() calls of at most 4 KiB of whole lines, back to back. The
@@ -34,7 +34,7 @@ request in C, where no Python signal handler runs until a request comes.
 The thread's CPU is the worker's all the same, and there is still one
 write() per 4 KiB; what moves off the request is the system call's time (and
 its disturbance of a large app's CPU caches), and back-to-back writes mostly
-share one wake-up of the log reader. Measured in docs/performance.md.
+share one wake-up of the log reader. Measured in docs/performance-tracing.md.
 ``max_delay_s=0`` writes each line at once, with no thread
 (``WSGILAB_TRACE_FLUSH_MS=0``).
 """

@@ -14,7 +14,7 @@ TITLE = "App fails to import: the server exits saying why, it is restarted, ngin
 
 EXPLANATION = """
 A deploy whose code cannot be imported (a dependency missing from the image,
-a typo in WSGI_APP, a settings module that raises) never serves a request.
+a typo in <APP>_WSGI_APP, a settings module that raises) never serves a request.
 The lab points the raw app at wsgilab.container.unimportable_app, which imports a
 package that is not installed (RAW_WSGI_APP), and watches:
 - gunicorn imports the app in each worker as it boots. The worker logs the
