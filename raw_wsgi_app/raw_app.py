@@ -8,7 +8,8 @@ returning the body as an iterable the server sends piece by piece.
 
 It answers the same endpoints as the Django and Flask apps:
 ``/`` hello, ``/environ``, ``/stream``, ``/download``, ``/upload`` (POST), ``/slow?ms=N``,
-``/redirect`` and ``/error``.
+``/redirect`` and ``/error``; and one only it has, ``/write``: a body sent through the
+``write()`` callable ``start_response`` returns.
 """
 
 import hashlib
@@ -157,6 +158,27 @@ def redirect(environ, start_response):
     return []
 
 
+def write_then_iterate(environ, start_response):
+    """PEP 3333's other way to send a body: the ``write()`` callable that ``start_response`` returns.
+
+    It exists for frameworks older than WSGI, whose code pushed output out
+    rather than handing back an iterable; new code should not use it (the
+    server must send each write at once, before ``write()`` returns, and a
+    middleware cannot see or change what went out that way). An app may still
+    return an iterable after writing: its chunks follow the writes. Only the
+    raw app shows it: no framework uses it today. The trace has one ``write``
+    event per call, then the iterable's chunks.
+    """
+    write = start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+    for n in range(1, WRITES + 1):
+        write(f"{APP} line {n} of {WRITES + 1}, sent through write()\n".encode())
+    return [f"{APP} line {WRITES + 1} of {WRITES + 1}, from the iterable returned after them\n".encode()]
+
+
+#: How many lines /write sends through write() before the iterable's one.
+WRITES = 3
+
+
 def error(environ, start_response):
     """Fail inside the view, to show what the server and nginx do with it."""
     raise RuntimeError("raised on purpose by /error")
@@ -171,6 +193,7 @@ ROUTES = {
     "/slow": (("GET", "HEAD", "POST"), slow),
     "/redirect": (("GET", "HEAD"), redirect),
     "/error": (("GET", "HEAD"), error),
+    "/write": (("GET", "HEAD"), write_then_iterate),
 }
 
 

@@ -175,6 +175,21 @@ def test_stream_and_upload_show_their_chunks_and_bytes(stack, app):
     assert [r.get("input_bytes") for r in records if r["hop"] == "wsgi"] == [300_000]
 
 
+def test_raw_write_shows_each_write_call_then_the_iterable_chunk(stack):
+    request_id = "write-" + uuid.uuid4().hex
+    reply = get(stack.port, "/raw/write", headers={"X-Request-ID": request_id})
+    assert reply.status == 200
+    assert reply.body.decode().splitlines() == [*(f"raw line {n} of 4, sent through write()" for n in (1, 2, 3)),
+                                                "raw line 4 of 4, from the iterable returned after them"]
+    wsgi = [e for e in _trace(stack, request_id) if e["hop"] == "wsgi"]
+    names = [e["event"] for e in wsgi]
+    assert names[names.index("start_response"):] == ["start_response", "write", "write", "write", "first_chunk",
+                                                     "last_chunk", "close"], names
+    writes = [e for e in wsgi if e["event"] == "write"]
+    assert [e["writes"] for e in writes] == [1, 2, 3] and all(e["bytes"] == 38 for e in writes)
+    assert "write() called: 38 bytes (write 2)" in render_waterfall(request_id, _trace(stack, request_id))
+
+
 def test_error_shows_the_failure_in_the_app_and_500_at_nginx(stack, app):
     request_id = "error-" + uuid.uuid4().hex
     assert get(stack.port, f"/{app}/error", headers={"X-Request-ID": request_id}).status == 500

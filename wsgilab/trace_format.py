@@ -131,6 +131,8 @@ EVENTS = (
     Event("middleware_out", "django", "the response leaves Django's middleware stack", ("status",)),
     Event("start_response", "wsgi", "the app called start_response(status, headers, exc_info)",
           ("status", "headers", "exc_info")),
+    Event("write", "wsgi", "the app sent body bytes through the write() callable start_response returned "
+          "(PEP 3333's push-style path, older than the iterable; one event per call)", ("bytes", "writes")),
     Event("teardown_request", "flask", "Flask's teardown_request hooks run", ("error",)),
     Event("first_chunk", "wsgi", "the app's iterable gave its first body chunk", ("bytes",)),
     Event("nginx_error", "nginx", "nginx's error log says what went wrong with the request (a 502's \"upstream "

@@ -47,6 +47,7 @@ from time import time_ns
 from typing import IO, Any
 
 from wsgilab.container.nginx_headers import queue_start_us, request_id_of
+from wsgilab.container.traced_input import TracedInput, may_have_body
 from wsgilab.container.trace_writer import written_at_once
 from wsgilab.trace_context import new_span_ids, span_fields, trace_of
 
@@ -82,8 +83,8 @@ class RequestTrace:
     """
 
     __slots__ = ("write_line", "request_id", "trace_id", "server_parent_id", "server_span_id", "span_id", "identity",
-                 "pid", "started", "parts", "tail", "input_bytes", "chunks", "body_bytes", "queue_us", "written",
-                 "view_started", "view_ended")
+                 "pid", "started", "parts", "tail", "input_bytes", "chunks", "body_bytes", "writes", "queue_us",
+                 "written", "view_started", "view_ended")
 
     def __init__(self, environ: dict[str, Any], identity: str, write_line: Callable[[str], None]) -> None:
         #: ``identity``: ``"service":..,"server":..`` as JSON, made once per worker by HopTrace.
@@ -99,7 +100,7 @@ class RequestTrace:
         self.parts: list[str] = []
         #: Request-level fields after the events (queue_us, status, input_bytes), as JSON.
         self.tail = ""
-        self.input_bytes = self.chunks = self.body_bytes = 0
+        self.input_bytes = self.chunks = self.body_bytes = self.writes = 0
         self.queue_us: int | None = None
         self.written = False
         #: When the view was called and when it returned or raised (µs), for the Server-Timing header.
@@ -178,42 +179,6 @@ def traced_view(view: Callable) -> Callable:
     return wrapper
 
 
-def _may_have_body(environ: dict[str, Any]) -> bool:
-    """Whether the request can carry a body (a Content-Length other than 0, or a Transfer-Encoding).
-
-    Without one every read returns nothing, and the wrapper would record nothing: most requests skip its cost.
-    """
-    return environ.get("CONTENT_LENGTH", "") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ
-
-
-class _TracedInput:
-    """wsgi.input, counting the bytes the app reads."""
-
-    def __init__(self, stream: Any, trace: RequestTrace) -> None:
-        self._stream, self._trace = stream, trace
-
-    def _count(self, data: bytes) -> bytes:
-        if data and not self._trace.input_bytes:
-            self._trace.event("input_first_read")
-        self._trace.input_bytes += len(data)
-        return data
-
-    def read(self, *args: Any) -> bytes:
-        return self._count(self._stream.read(*args))
-
-    def readline(self, *args: Any) -> bytes:
-        return self._count(self._stream.readline(*args))
-
-    def readlines(self, *args: Any) -> list[bytes]:
-        lines = self._stream.readlines(*args)
-        self._count(b"".join(lines))
-        return lines
-
-    def __iter__(self) -> Iterator[bytes]:
-        for line in self._stream:
-            yield self._count(line)
-
-
 class _TracedBody:
     """The app's response iterable: records the first and last chunk, and close()."""
 
@@ -275,8 +240,8 @@ class HopTrace:
         if queued_since is not None:
             trace.queue_us = max(0, started - queued_since)
             trace.tail += f',"queue_us":{trace.queue_us}'
-        if "wsgi.input" in environ and _may_have_body(environ):
-            environ["wsgi.input"] = _TracedInput(environ["wsgi.input"], trace)
+        if "wsgi.input" in environ and may_have_body(environ):
+            environ["wsgi.input"] = TracedInput(environ["wsgi.input"], trace)
         environ["wsgilab.trace"] = trace  # for the server's own line (gunicorn_trace)
 
         response_header = self.response_header
@@ -289,7 +254,17 @@ class HopTrace:
             trace.tail += f',"status":{int(code) if code.isdigit() else "null"}'
             if response_header is not None:
                 headers = [*headers, response_header(trace, ts)]
-            return start_response(status, headers, exc_info)
+            write = start_response(status, headers, exc_info)
+
+            def traced_write(data: bytes) -> None:
+                """The server's write(), recording each call (PEP 3333's push-style body: /raw/write)."""
+                trace.writes += 1
+                trace.body_bytes += len(data)
+                trace.parts.append(f'{{"event":"write","ts_us":{time_ns() // 1000},"bytes":{len(data)},'
+                                   f'"writes":{trace.writes}}}')
+                write(data)
+
+            return traced_write
 
         try:
             body = self.app(environ, traced_start_response)

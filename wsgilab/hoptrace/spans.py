@@ -35,7 +35,8 @@ _FRAMEWORK = {"django": ("middleware_in", ("middleware_out",)),
 
 #: Events shown inside a span rather than as spans of their own, by the hop they come from.
 _SPAN_EVENTS = {"nginx": ("nginx_error",), "upstream": ("answered_itself",),
-                "wsgi": ("input_first_read", "start_response", "first_chunk", "last_chunk", "app_raised", "close"),
+                "wsgi": ("input_first_read", "start_response", "write", "first_chunk", "last_chunk", "app_raised",
+                         "close"),
                 "app": ("app_log",)}
 
 

@@ -34,6 +34,7 @@ _PHRASES = {
     "exception": "process_exception: {error}",
     "after_request": "after_request hooks: {status}",
     "middleware_out": "response leaves the middleware stack: {status}",
+    "write": "write() called: {bytes} bytes (write {writes})",
     "first_chunk": "first body chunk, {bytes} bytes",
     "last_chunk": "last body chunk: {chunks} chunks, {bytes} bytes",
     "response_written": "response written: {status}, {bytes} body bytes",
