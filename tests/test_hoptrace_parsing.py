@@ -222,3 +222,22 @@ def test_control_characters_in_an_nginx_error_line_are_shown_escaped():
     record = hoplog.parse_nginx_error(line)
     assert record["connection"] == 7 and record["pid"] == 29 and record["level"] == "info"
     assert "\x07" not in record["message"] and "x\\x07\\x01" in record["message"]
+
+
+def test_follow_waits_for_the_app_records_of_a_request_nginx_says_an_app_answered():
+    # A restarted app's container is read a moment after nginx's line: the request must not go in two parts.
+    from wsgilab.hoptrace.follow import APP_PATIENCE, Follower
+
+    nginx = json.dumps({"hop": "nginx", "event": "request", "ts_us": 1, "request_id": "req-00000001", "upstream_status": "502, 200"})
+    alone = json.dumps({"hop": "nginx", "event": "request", "ts_us": 1, "request_id": "req-00000002", "upstream_status": "504"})
+    wsgi = json.dumps({"hop": "wsgi", "event": "request", "ts_us": 1, "request_id": "req-00000001", "server": "gunicorn"})
+    server = json.dumps({"hop": "gunicorn", "event": "request", "ts_us": 1, "request_id": "req-00000001"})
+    follower = Follower(settle_s=0.5)
+    follower.feed(nginx, now=0.0)
+    follower.feed(alone, now=0.0)
+    assert [request_id for request_id, _ in follower.due(now=2.5)] == ["req-00000002"]  # nginx's own 504: done
+    assert follower.due(now=APP_PATIENCE * 0.5 - 0.1) == []
+    follower.feed(wsgi, now=5.0)
+    follower.feed(server, now=5.0)
+    [(request_id, records)] = follower.due(now=5.6)
+    assert request_id == "req-00000001" and {r["hop"] for r in records} == {"nginx", "wsgi", "gunicorn"}

@@ -41,18 +41,39 @@ class Follower:
         self.pending[request_id] = (now, records)
 
     def due(self, now: float, everything: bool = False) -> list[tuple[str, list[dict[str, Any]]]]:
-        """The requests that are complete at ``now`` (all of them if ``everything``), oldest first."""
+        """The requests that are complete at ``now`` (all of them if ``everything``), oldest first.
+
+        One whose nginx record says an app answered it waits longer for the app's records
+        (``APP_PATIENCE`` x ``settle_s``): a restarted app's container is found and read a moment after
+        nginx's line about it (hoptrace.docker_api looks for new containers every RELIST_S), and a request
+        let go without them would reach an exporter in two parts.
+        """
         ready = []
         for request_id, (last_seen, records) in list(self.pending.items()):
             quiet = now - last_seen
-            if everything or (quiet >= self.settle_s and _all_in(records)) or quiet >= 4 * self.settle_s:
+            limit = (APP_PATIENCE if _awaits_app(records) else 4) * self.settle_s
+            if everything or (quiet >= self.settle_s and _all_in(records)) or quiet >= limit:
                 ready.append((request_id, records))
                 del self.pending[request_id]
         return ready
 
 
+#: How many times ``settle_s`` a request nginx says an app answered may wait for that app's records.
+APP_PATIENCE = 12
+
+
+def _awaits_app(records: list[dict[str, Any]]) -> bool:
+    """Whether nginx's record says an app answered the request (an upstream status of the app's, not
+    nginx's own 502 or 504) and no record of the app's WSGI layer has come yet."""
+    # nginx logs the status of each app it tried ("502, 200" after a retry): the last one answered.
+    status = str(next((r.get("upstream_status") for r in records if r.get("hop") == "nginx"), "")).split(",")[-1]
+    answered = status.strip().isdigit() and status.strip() not in ("502", "504")
+    return answered and not any(r.get("hop") == "wsgi" for r in records)
+
+
 def _all_in(records: list[dict[str, Any]]) -> bool:
-    """Whether the hops that write last are in: nginx's record and, once the app's is, its server's.
+    """Whether the hops that write last are in: nginx's record, the app's where nginx says one answered,
+    and, once the app's is in, its server's.
 
     The server writes its line after the body's close() (gunicorn's
     post_request, uWSGI's request line), so on a busy machine it can come a
@@ -60,7 +81,7 @@ def _all_in(records: list[dict[str, Any]]) -> bool:
     """
     hops = {r.get("hop") for r in records}
     servers = {r.get("server") for r in records if r.get("hop") == "wsgi"}
-    return "nginx" in hops and servers <= hops
+    return "nginx" in hops and servers <= hops and not _awaits_app(records)
 
 
 def follow(lines: Iterable[str], settle_s: float, emit: Callable[[str, list[dict[str, Any]]], None],
