@@ -47,6 +47,10 @@ def pytest_generate_tests(metafunc):
     # (containers exist only under compose).
     only = getattr(metafunc.module, "ONLY_TIERS", TIERS)
     tiers = [t for t in selected_tiers(metafunc.config) if t in only]
+    # A test that shows the same thing on both tiers runs on one of them when both run (@pytest.mark.once_on).
+    once_on = metafunc.definition.get_closest_marker("once_on")
+    if once_on is not None and len(tiers) > 1:
+        tiers = [t for t in tiers if t == once_on.args[0]]
     if not tiers and {"phase", "tier"} & set(metafunc.fixturenames):
         # Say why instead of pytest's "got empty parameter set".
         name = "phase" if "phase" in metafunc.fixturenames else "tier"
@@ -99,6 +103,9 @@ class _TierSchedulerPlugin:
 
 
 def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "once_on(tier): where both tiers run, run this test on that tier only (it would show the same "
+                   "on the other; a run of one tier still runs it): each server once, not twice (docs/testing.md)")
     if LoadScopeScheduling is not None and config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_TierSchedulerPlugin(), "wsgilab-tier-scheduler")
 

@@ -1,8 +1,11 @@
 """The failure labs, asserted: each one is a reliability or security test on both servers.
 
-Every lab runs in every phase (both tiers; all apps on gunicorn, then on
-uWSGI) through nginx, exactly as `hoptrace lab NAME` runs it for a user, and
-every check it makes must pass.
+Every lab runs through nginx, exactly as `hoptrace lab NAME` runs it for a
+user, on both servers (all apps on gunicorn, then on uWSGI), and every check
+it makes must pass. A lab whose outcome is the same on both tiers (the same
+nginx config, launcher and server settings: only how the processes are
+started differs) runs on one of them when both run (``once_on``), which keeps
+CI inside its time; run alone, a tier runs every lab.
 """
 
 import pytest
@@ -27,6 +30,7 @@ def test_forged_request_ids_and_trace_contexts_are_replaced_at_every_hop_and_no_
     assert sum("a well-formed traceparent" in c.what for c in report.checks) == 3
 
 
+@pytest.mark.once_on("native")
 def test_oversized_input_is_refused_at_nginx_and_what_nginx_accepts_reaches_the_app(stack):
     report = _run(stack, "oversized-input")
     refused = [c for c in report.checks if "no app reached" in c.expected]
@@ -53,6 +57,7 @@ def test_malformed_and_smuggling_requests_are_refused_and_nothing_is_smuggled(st
     assert len(lenient) == 3 and all("seen by nginx: yes" in c.seen for c in lenient)
 
 
+@pytest.mark.once_on("native")
 def test_a_view_over_the_worker_timeout_is_a_500_or_502_and_over_nginx_read_timeout_a_504(stack):
     report = _run(stack, "worker-timeout")
     statuses = [c.seen.split(" ")[0] for c in report.checks if "/slow" in c.what]
@@ -64,6 +69,7 @@ def test_a_view_over_the_worker_timeout_is_a_500_or_502_and_over_nginx_read_time
     assert get(stack.port, "/raw/slow?ms=3000").status == 200
 
 
+@pytest.mark.once_on("native")
 def test_a_worker_killed_mid_post_gives_one_502_no_retry_and_the_next_request_is_served(stack):
     report = _run(stack, "killed-worker")
     assert [c.seen.split(" ")[0] for c in report.checks] == ["502", "nginx_error:", "200"] * 3
@@ -76,11 +82,13 @@ def test_a_lab_that_changes_the_stack_says_so_when_it_cannot():
     assert not report.ok and "needs" in report.checks[0].seen
 
 
+@pytest.mark.once_on("native")
 def test_more_slow_requests_than_workers_queue_and_threads_take_them_at_once(stack):
     report = _run(stack, "queueing")
     assert len(report.checks) == 2 * 3  # without and with threads, every app
 
 
+@pytest.mark.once_on("native")
 def test_a_full_listen_queue_ends_in_a_504_at_the_connect_timeout_and_is_logged_not_hung(stack):
     report = _run(stack, "full-listen-queue")
     # per app: the kernel's socket before, the queue filled, the burst, the traces of the last served and of a
@@ -99,11 +107,13 @@ def test_a_reload_under_load_fails_nothing_a_restart_only_its_gap_and_a_stop_let
     assert [c.seen.split(" ")[0] for c in report.checks if c.what.endswith("while it is stopped")] == ["502"] * 3
 
 
+@pytest.mark.once_on("native")
 def test_slow_clients_are_held_by_nginx_and_never_tie_up_a_worker(stack):
     report = _run(stack, "slow-clients")
     assert len(report.checks) == 2 + 3
 
 
+@pytest.mark.once_on("native")
 def test_slow_readers_free_the_worker_when_nginx_buffers_and_hold_it_when_the_response_opts_out(stack):
     report = _run(stack, "slow-readers")
     assert len(report.checks) == 3 * 2
