@@ -1,0 +1,43 @@
+"""docs/tour.md, every step run against the compose stack as a reader runs it: each output keeps the page's shape.
+
+Compose tier: the tour is written for `docker compose up`. Each console block
+of the page runs in one bash (wsgilab/tour.py), with `hoptrace` on PATH and
+`COMPOSE_PROJECT_NAME` pointing hoptrace and the labs at the test project;
+a block marked `<!-- tour: RAW_SERVER=uwsgi -->` runs with that app on uWSGI.
+A step fails when a line the page shows (ids, numbers and addresses aside)
+is no longer printed: regenerate the page with `python -m wsgilab.tour --write`
+against a stack on :8080 once the change is meant.
+"""
+
+from lab_stacks import APPS, REPO
+
+from wsgilab import tour
+
+ONLY_TIERS = ("compose",)
+
+
+def test_the_tour_has_its_steps_and_each_names_a_command():
+    steps = tour.steps((REPO / "docs" / "tour.md").read_text())
+    assert len(steps) >= 12 and all(step.commands for step in steps)
+    assert all(any(line.strip() for output in step.outputs for line in output) for step in steps), \
+        "a step shows no output: run python -m wsgilab.tour --write"
+
+
+def test_every_step_of_the_tour_prints_what_the_page_shows(tier_stack):
+    def use(servers):
+        tier_stack.use({app: servers.get(app, "gunicorn") for app in APPS})
+
+    env = tour.tour_environment({"COMPOSE_PROJECT_NAME": tier_stack.project})
+    try:
+        _, differences = tour.run(tour.PAGE.read_text(), tier_stack.port, env, use, say=lambda _: None)
+    finally:
+        use({})
+    assert differences == []
+
+
+def test_a_changed_output_is_caught_but_new_ids_and_timings_are_not():
+    shown = ["+   1.459 ms  gunicorn SyncWorker worker pid 11 picked it up (its request 1)", "...",
+             '  "server": "gunicorn"']
+    assert tour.shape_differences(shown, ["+  12.001 ms  gunicorn SyncWorker worker pid 7 picked it up (its request 3)",
+                                          "anything", '  "server": "gunicorn"']) == []
+    assert tour.shape_differences(shown, ['  "server": "uwsgi"']) == shown[::2]
