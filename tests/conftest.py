@@ -34,6 +34,11 @@ def pytest_addoption(parser):
     parser.addoption("--tier", choices=(*TIERS, *OWN_TIERS, "both"), default="both",
                      help="which stack to drive: native processes, docker compose, both (default), or "
                           "Docker Swarm (its own tests only, never beside compose)")
+    parser.addoption("--both-tiers-run", action="store_true",
+                     help="the other tier runs in a pytest of its own at the same time (scripts/test): a test "
+                          "marked once_on then runs on its own tier only, as when both run in this one")
+    parser.addoption("--no-stackless", action="store_true",
+                     help="leave out the tests that need no stack (the other tier's pytest runs them)")
 
 
 def selected_tiers(config) -> tuple[str, ...]:
@@ -49,7 +54,7 @@ def pytest_generate_tests(metafunc):
     tiers = [t for t in selected_tiers(metafunc.config) if t in only]
     # A test that shows the same thing on both tiers runs on one of them when both run (@pytest.mark.once_on).
     once_on = metafunc.definition.get_closest_marker("once_on")
-    if once_on is not None and len(tiers) > 1:
+    if once_on is not None and (len(tiers) > 1 or metafunc.config.getoption("--both-tiers-run")):
         tiers = [t for t in tiers if t == once_on.args[0]]
     if not tiers and {"phase", "tier"} & set(metafunc.fixturenames):
         # Say why instead of pytest's "got empty parameter set".
@@ -100,6 +105,13 @@ class _TierSchedulerPlugin:
     @staticmethod
     def pytest_xdist_make_scheduler(config, log):
         return TierScheduling(config, log) if config.getoption("dist") == "loadscope" else None
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--no-stackless"):
+        kept = [item for item in items if tier_in_id(item.nodeid) is not None]
+        config.hook.pytest_deselected(items=[item for item in items if tier_in_id(item.nodeid) is None])
+        items[:] = kept
 
 
 def pytest_configure(config):

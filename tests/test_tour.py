@@ -4,8 +4,8 @@ Compose tier: the tour is written for `docker compose up`. Each console block
 of the page runs in one bash (wsgilab/tour.py), with `hoptrace` on PATH and
 `COMPOSE_PROJECT_NAME` pointing hoptrace and the labs at the test project;
 a block marked `<!-- tour: RAW_SERVER=uwsgi -->` runs with that app on uWSGI.
-A step fails when a line the page shows (ids, numbers and addresses aside)
-is no longer printed: regenerate the page with `python -m wsgilab.tour --write`
+A step fails when a line the page shows (ids, numbers and addresses aside,
+in any order) is no longer printed: regenerate the page with `python -m wsgilab.tour --write`
 against a stack on :8080 once the change is meant.
 """
 
