@@ -91,20 +91,24 @@ def backlog_limits(port: int) -> list[int]:
 
 
 def parse_tables(rows: list[str], port: int) -> tuple[int, int, int]:
-    """(queued, established, half_open) at local ``port`` from the rows of /proc/net/tcp and tcp6."""
-    queued = established = half_open = 0
+    """(queued, established, half_open) at local ``port`` from the rows of /proc/net/tcp and tcp6.
+
+    A connection is counted once however often it appears: the kernel writes
+    a large table in several reads, and a row can come twice when sockets
+    come and go between them.
+    """
     suffix = f":{port:04X}"
+    listening: dict[str, int] = {}
+    connections: dict[str, set[tuple[str, str]]] = {_ESTABLISHED: set(), _SYN_RECV: set()}
     # Each row: sl local_address rem_address st tx_queue:rx_queue ...; a listening row's rx_queue is its queue.
     for row in map(str.split, rows):
         if len(row) < 5 or not row[1].endswith(suffix):
             continue
         if row[3] == _LISTEN:
-            queued += int(row[4].split(":")[1], 16)
-        elif row[3] == _ESTABLISHED:
-            established += 1
-        elif row[3] == _SYN_RECV:
-            half_open += 1
-    return queued, established, half_open
+            listening[row[1]] = int(row[4].split(":")[1], 16)
+        elif row[3] in connections:
+            connections[row[3]].add((row[1], row[2]))
+    return sum(listening.values()), len(connections[_ESTABLISHED]), len(connections[_SYN_RECV])
 
 
 def read_tables(proc_net: Path = PROC_NET) -> list[str]:
@@ -128,8 +132,18 @@ def listen_overflows(proc_net: Path = PROC_NET) -> int:
 
 
 def look(port: int, limit: int | None, proc_net: Path = PROC_NET) -> ListenSocket:
-    """The counts at ``port`` from the tables under ``proc_net``, with the ``limit`` read before."""
-    return ListenSocket(port, limit, *parse_tables(read_tables(proc_net), port), listen_overflows(proc_net))
+    """The counts at ``port`` from the tables under ``proc_net``, with the ``limit`` read before.
+
+    The tables are read until two reads in a row agree (at most a few times): a table larger than one read
+    is no snapshot, and a row that moved between two reads can be missed or seen twice.
+    """
+    counts = parse_tables(read_tables(proc_net), port)
+    for _ in range(5):
+        again = parse_tables(read_tables(proc_net), port)
+        if again == counts:
+            break
+        counts = again
+    return ListenSocket(port, limit, *counts, listen_overflows(proc_net))
 
 
 def read(port: int) -> ListenSocket:
