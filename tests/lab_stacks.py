@@ -413,10 +413,11 @@ class ComposeStack:
 
     def control(self) -> ComposeControl:
         """What hoptrace lab uses on a user's stack, pointed at this test project."""
-        control = ComposeControl(self.compose, self.project, env=self.environment(self.servers))
+        # What it learns of the containers' sockets is kept across calls (a second look is quick).
+        control = ComposeControl(self.compose, self.project, env=self.environment(self.servers),
+                                 listening=self._listening)
         control.settings = dict(self.settings)
         control.baseline = {}  # the environment above says how this stack runs
-        control._listening = self._listening  # what it learnt of the containers' sockets, kept across calls
         return control
 
     def follow_logs_command(self) -> list[str]:

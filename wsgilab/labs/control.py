@@ -135,7 +135,8 @@ class ComposeControl:
     """The ``StackControl`` of a docker compose project, the current directory's by default."""
 
     def __init__(self, compose: list[str], project: str | None = None, env: Mapping[str, str] | None = None,
-                 cwd: str | Path | None = None) -> None:
+                 cwd: str | Path | None = None, listening: ListeningSockets | None = None) -> None:
+        """``listening``: what an earlier control learnt of the same containers' sockets, to keep using."""
         self.compose = [*compose, *(["--project-name", project] if project else [])]
         self.env = dict(env or {})
         self.cwd = cwd
@@ -143,7 +144,7 @@ class ComposeControl:
         #: How the stack ran before the first change, read off its containers.
         self.baseline: dict[str, str] | None = None
         #: What it learnt of the app containers' listening sockets, so a second look is quick.
-        self._listening = ListeningSockets()
+        self._listening = listening or ListeningSockets()
 
     def run(self, *args: str, timeout: float = 300) -> str:
         """One compose command with the current settings in its environment; ControlError if it fails."""
