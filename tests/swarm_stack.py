@@ -16,6 +16,7 @@ from lab_stacks import REPO, SECRET_SENTINEL, TEST_WORKERS, StackError, free_por
 from wsgilab.hoptrace.stack_logs import stack_lines
 from wsgilab.labs.kit import Target
 from wsgilab.labs.swarm_control import SwarmControl
+from wsgilab.swarm import engine
 
 SCRIPT = REPO / "scripts" / "swarm"
 REPLICAS = {"django": 1, "flask": 3, "raw": 1}
@@ -29,7 +30,9 @@ class SwarmStack:
         self.port = free_port()
         self.servers: dict[str, str] | None = None
         self.control = SwarmControl(self.name)
-        #: What the engine's swarm state was before the tier started ("inactive": scripts/swarm starts one).
+        #: The engine's swarm before the tier started: "inactive" (scripts/swarm starts one), "ours" (one an
+        #: earlier scripts/swarm started and left, say for running containers: down leaves it), or the state of a
+        #: swarm someone else started (down leaves it as it is).
         self.swarm_before = ""
 
     def swarm(self, command: str, servers: dict[str, str] | None = None, timeout: float = 900) -> str:
@@ -45,8 +48,8 @@ class SwarmStack:
         return done.stderr
 
     def start(self) -> None:
-        self.swarm_before = subprocess.run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
-                                           capture_output=True, text=True).stdout.strip()
+        state = engine.swarm_state()
+        self.swarm_before = "ours" if engine.created_here() else state
 
     def use(self, servers: dict[str, str]) -> None:
         """Deploy (or update) the stack with ``servers``; wait until nginx routes each app to its server."""

@@ -100,9 +100,10 @@ def test_scripts_swarm_down_leaves_nothing_behind(tier, swarm_stack):
     containers = subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True)
     networks = subprocess.run(["docker", "network", "ls", "-q", "--filter", label], capture_output=True, text=True)
     assert (containers.stdout.split(), networks.stdout.split()) == ([], [])
-    if swarm_stack.swarm_before == "inactive" and others:  # left in place, and why
+    started_by_scripts_swarm = swarm_stack.swarm_before in ("inactive", "ours")
+    if started_by_scripts_swarm and others:  # left in place, and why
         assert engine.swarm_state() == "active" and "would cut Docker's DNS" in said
-    elif swarm_stack.swarm_before == "inactive":  # the swarm scripts/swarm started, and its docker_gwbridge, are gone
+    elif started_by_scripts_swarm:  # the swarm scripts/swarm started, and its docker_gwbridge, are gone
         assert (engine.swarm_state(), engine.gwbridge()) == ("inactive", None)
-    else:
-        assert engine.swarm_state() == swarm_stack.swarm_before
+    else:  # a swarm someone else started stays as it was
+        assert engine.swarm_state() == swarm_stack.swarm_before and "left as it is" in said
