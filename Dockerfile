@@ -36,6 +36,8 @@ RUN pip install --requirement /src/${APP}/requirements.txt && rm -rf /src
 
 COPY gunicorn.conf.py uwsgi.ini /etc/wsgi-lab/
 COPY ${APP}/ /app/
+# Your own WSGI middleware (<APP>_WSGI_MIDDLEWARE, docs/middleware.md): every app image has the folder.
+COPY middleware/ /srv/middleware/
 WORKDIR /app
 
 USER wsgilab

@@ -19,7 +19,8 @@ once per worker model and tracing
 side: each app on gunicorn with sync workers and with gthread (threads), and
 on uWSGI with processes and with threads, the stack's default of 2 x CPUs + 1
 workers each. For each, on `/` (hello world), `/slow?ms=2` (a view that
-waits, as one on a database does) and a 1 MiB `/download`:
+waits, as one on a database does) and a 1 MiB `/download`, read in Python
+(a generator) and handed to the server's ``wsgi.file_wrapper`` (sendfile):
 
 - **saturation**: ApacheBench, keep-alive, a fixed concurrency, a fixed
   time: throughput, and its latency percentiles (which at saturation are
@@ -69,7 +70,10 @@ from wsgilab.labs.around_nginx import app_network, app_server, services  # noqa:
 #: Worker model -> (server, WSGI_THREADS).
 MODELS = {"gunicorn sync": ("gunicorn", "1"), "gunicorn gthread": ("gunicorn", "4"),
           "uwsgi processes": ("uwsgi", "1"), "uwsgi threads": ("uwsgi", "4")}
-ENDPOINTS = {"/": "", "/slow?ms=2": "slow?ms=2", "/download 1 MiB": "download?bytes=1048576"}
+#: "/download 1 MiB" reads its file in Python, a generator (what the matrix has measured from the start);
+#: "... file_wrapper" hands it to the server's wsgi.file_wrapper, which sends it with sendfile.
+ENDPOINTS = {"/": "", "/slow?ms=2": "slow?ms=2", "/download 1 MiB": "download?bytes=1048576&wrapper=0",
+             "/download 1 MiB, file_wrapper": "download?bytes=1048576"}
 #: The stack's default workers per server (wsgilab.container.launch: 2 x CPUs + 1).
 WORKERS = str(2 * len(os.sched_getaffinity(0)) + 1)
 #: The open loop's rate: this share of the saturated rate, at most OPEN_LOOP_MAX (the client's own limit).

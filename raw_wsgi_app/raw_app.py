@@ -2,9 +2,11 @@
 
 Run it under any WSGI server as ``raw_app:application``. Everything a framework
 would do for you is spelled out here: routing on ``PATH_INFO``, reading the
-body from ``wsgi.input`` no further than ``CONTENT_LENGTH``, building URLs from
-``SCRIPT_NAME``, turning an exception into a 500 with ``exc_info``, and
-returning the body as an iterable the server sends piece by piece.
+body from ``wsgi.input`` no further than ``CONTENT_LENGTH`` (or to its end,
+where the server sets ``wsgi.input_terminated``), building URLs from
+``SCRIPT_NAME``, turning an exception into a 500 with ``exc_info``, returning
+the body as an iterable the server sends piece by piece, and handing a file to
+the server's ``wsgi.file_wrapper``.
 
 It answers the same endpoints as the Django and Flask apps:
 ``/`` hello, ``/environ``, ``/stream``, ``/download``, ``/upload`` (POST), ``/slow?ms=N``,
@@ -15,6 +17,7 @@ It answers the same endpoints as the Django and Flask apps:
 import hashlib
 import json
 import sys
+import tempfile
 import time
 import traceback
 from urllib.parse import parse_qs
@@ -51,8 +54,22 @@ def hello(environ, start_response):
     })
 
 
+#: CGI's meta-variables (RFC 3875), kept by PEP 3333; request headers are CGI's HTTP_* keys.
+CGI_KEYS = {"AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "GATEWAY_INTERFACE", "PATH_INFO", "PATH_TRANSLATED",
+            "QUERY_STRING", "REMOTE_ADDR", "REMOTE_HOST", "REMOTE_IDENT", "REMOTE_USER", "REQUEST_METHOD",
+            "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE"}
+#: PEP 3333's own keys: seven every server sets, and the optional wsgi.file_wrapper.
+WSGI_KEYS = {"wsgi.version", "wsgi.url_scheme", "wsgi.input", "wsgi.errors", "wsgi.multithread",
+             "wsgi.multiprocess", "wsgi.run_once", "wsgi.file_wrapper"}
+
+
 def show_environ(environ, start_response):
-    """The environ the server built for this request; non-string values by their type."""
+    """The environ the server built for this request, grouped by who put each key there.
+
+    ``cgi`` and ``http`` (the request headers) follow CGI's rules, ``wsgi`` is
+    PEP 3333's keys, ``server`` what the server (or, over uwsgi, nginx) added
+    of its own, ``app`` what a middleware added. Objects are shown by type.
+    """
     def shown(value):
         if isinstance(value, (str, bool, int, float, type(None))):
             return value
@@ -62,7 +79,21 @@ def show_environ(environ, start_response):
         module = "" if kind.__module__ == "builtins" else kind.__module__ + "."
         return f"<{label}{module}{kind.__qualname__}>"
 
-    return _json(start_response, "200 OK", {key: shown(environ[key]) for key in sorted(environ)})
+    def group(key):
+        if key in CGI_KEYS:
+            return "cgi"
+        if key.startswith("HTTP_"):
+            return "http"
+        if key in WSGI_KEYS:
+            return "wsgi"
+        if "." in key and not key.startswith(("wsgi.", "gunicorn.", "uwsgi.")):
+            return "app"
+        return "server"
+
+    groups = {name: {} for name in ("cgi", "http", "wsgi", "server", "app")}
+    for key in sorted(environ):
+        groups[group(key)][key] = shown(environ[key])
+    return _json(start_response, "200 OK", groups)
 
 
 MAX_BODY_BYTES, BODY_CHUNK = 64 * 1024 * 1024, 64 * 1024
@@ -87,12 +118,38 @@ def _bad_body_bytes(start_response):
 
 
 def download(environ, start_response):
-    """``?bytes=N`` bytes from a generator; nginx buffers them, so a slow client never holds the worker."""
+    """``?bytes=N`` bytes of a file, handed to the server's ``wsgi.file_wrapper``; nginx buffers them.
+
+    PEP 3333's optional fast path for files: the app passes the file to
+    ``environ["wsgi.file_wrapper"]`` and returns what it gives back, and the
+    server may copy the file to the socket itself (gunicorn and uWSGI use
+    sendfile(2): Python never reads it). Where the server offers no wrapper,
+    or with ``?wrapper=0``, the app reads the file in Python, in a generator.
+    The file is temporary and sparse: N zero bytes that cost no disk to make.
+    """
+    query = parse_qs(environ.get("QUERY_STRING", ""))
     size = _body_bytes(environ)
+    wrapper = query.get("wrapper", ["1"])[0]
     if size is None:
         return _bad_body_bytes(start_response)
+    if wrapper not in ("0", "1"):
+        return _json(start_response, "400 Bad Request",
+                     {"error": "wrapper must be 1 (hand the file to the server's wsgi.file_wrapper) or 0 "
+                               "(read it in Python)"})
+    body_file = tempfile.TemporaryFile()
+    body_file.truncate(size)
     start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
-    return _body_chunks(size)
+    file_wrapper = environ.get("wsgi.file_wrapper")
+    if file_wrapper is not None and wrapper == "1":
+        return file_wrapper(body_file, BODY_CHUNK)
+    return _file_chunks(body_file)
+
+
+def _file_chunks(body_file):
+    """The file in BODY_CHUNK pieces, read in Python; closed when the server closes the generator."""
+    with body_file:
+        while piece := body_file.read(BODY_CHUNK):
+            yield piece
 
 
 def stream(environ, start_response):
@@ -120,20 +177,33 @@ def stream(environ, start_response):
 
 
 def upload(environ, start_response):
-    """Read the request body from wsgi.input, never past CONTENT_LENGTH, and hash it."""
+    """Read the request body from wsgi.input, never past CONTENT_LENGTH, and hash it.
+
+    A body with no CONTENT_LENGTH (chunked, passed on by nginx as it came) is
+    read to its end only where the server sets ``wsgi.input_terminated``,
+    which says the stream ends where the body does; elsewhere reading past the
+    body could block for ever, so it is a 411.
+    """
+    length = environ.get("CONTENT_LENGTH") or ""
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if not length and chunked and not environ.get("wsgi.input_terminated"):
+        return _json(start_response, "411 Length Required",
+                     {"error": "a chunked body with no CONTENT_LENGTH, on a server that sets no "
+                               "wsgi.input_terminated: send a Content-Length"})
     try:
-        remaining = int(environ.get("CONTENT_LENGTH") or 0)
+        remaining = int(length) if length or not chunked else None  # None: to the end of wsgi.input
     except ValueError:
         return _json(start_response, "400 Bad Request", {"error": "Content-Length is not a number"})
     stream_in = environ["wsgi.input"]
     digest, size = hashlib.sha256(), 0
-    while remaining > 0:
-        chunk = stream_in.read(min(remaining, 64 * 1024))
+    while remaining is None or remaining > 0:
+        chunk = stream_in.read(64 * 1024 if remaining is None else min(remaining, 64 * 1024))
         if not chunk:
-            break  # the client sent less than it announced
+            break  # the body's end, or the client sent less than it announced
         digest.update(chunk)
         size += len(chunk)
-        remaining -= len(chunk)
+        if remaining is not None:
+            remaining -= len(chunk)
     return _json(start_response, "200 OK", {"bytes": size, "sha256": digest.hexdigest()})
 
 

@@ -137,6 +137,8 @@ class NativeStack:
             **os.environ,
             "WSGI_SERVER": server,
             "WSGI_APP": self.settings.get(f"{app.upper()}_WSGI_APP", WSGI_APPS[app]),
+            "WSGI_MIDDLEWARE": self.settings.get(f"{app.upper()}_WSGI_MIDDLEWARE", ""),
+            "WSGI_MIDDLEWARE_PATH": str(REPO / "middleware"),
             "SCRIPT_NAME": f"/{app}",
             "WSGI_BIND": f"127.0.0.1:{self.backend_ports[app, server]}",
             "WSGI_WORKERS": TEST_WORKERS,

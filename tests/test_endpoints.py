@@ -51,17 +51,30 @@ def test_prefix_without_trailing_slash_is_redirected_by_nginx(stack, app):
 
 
 def test_environ_splits_the_prefix_into_script_name_and_path_info(stack, app):
-    environ = get(stack.port, f"/{app}/environ?x=1").json()
-    assert environ["SCRIPT_NAME"] == f"/{app}"
-    assert environ["PATH_INFO"] == "/environ"
-    assert environ["QUERY_STRING"] == "x=1"
-    assert environ["REQUEST_METHOD"] == "GET"
-    assert environ["wsgi.url_scheme"] == "http"
-    assert environ["wsgi.version"] == [1, 0]
-    # Objects are shown by type, never dumped (gunicorn's file_wrapper is a
-    # class, uWSGI's a built-in function).
+    cgi = get(stack.port, f"/{app}/environ?x=1").json()["cgi"]
+    assert cgi["SCRIPT_NAME"] == f"/{app}"
+    assert cgi["PATH_INFO"] == "/environ"
+    assert cgi["QUERY_STRING"] == "x=1"
+    assert cgi["REQUEST_METHOD"] == "GET"
+
+
+def test_environ_groups_each_key_by_who_put_it_there(stack, app):
+    environ = get(stack.port, f"/{app}/environ", headers={"Content-Type": "text/plain"}).json()
+    assert set(environ) == {"cgi", "http", "wsgi", "server", "app"}  # in this order, but Flask's JSON sorts keys
+    # The body's type is CGI's CONTENT_TYPE, not a header. gunicorn leaves out the header as HTTP_CONTENT_TYPE,
+    # as CGI allows; over uwsgi nginx passes every header as HTTP_* beside its own CONTENT_TYPE, so both are there.
+    assert environ["cgi"]["CONTENT_TYPE"] == "text/plain"
+    assert environ["http"].get("HTTP_CONTENT_TYPE") == {"gunicorn": None, "uwsgi": "text/plain"}[stack.server]
+    assert environ["http"]["HTTP_HOST"] == "localhost"
+    assert environ["wsgi"]["wsgi.url_scheme"] == "http" and environ["wsgi"]["wsgi.version"] == [1, 0]
+    assert set(environ["wsgi"]) >= {"wsgi.input", "wsgi.errors", "wsgi.multithread", "wsgi.multiprocess",
+                                    "wsgi.run_once", "wsgi.file_wrapper"}
+    # Objects are shown by type, never dumped (gunicorn's file_wrapper is a class, uWSGI's a built-in function).
     for key in ("wsgi.input", "wsgi.errors", "wsgi.file_wrapper"):
-        assert environ[key].startswith("<") and environ[key].endswith(">"), environ[key]
+        assert environ["wsgi"][key].startswith("<") and environ["wsgi"][key].endswith(">"), environ["wsgi"][key]
+    own_key = {"gunicorn": "gunicorn.socket", "uwsgi": "uwsgi.version"}[stack.server]
+    assert own_key in environ["server"], environ["server"]
+    assert "wsgilab.trace" in environ["app"]  # HopTrace's: a middleware's key
 
 
 def test_environ_shows_nothing_from_the_process_environment(stack, app):
@@ -83,12 +96,19 @@ def test_stream_arrives_in_several_chunks_spread_over_time(stack, app):
     assert reply.arrivals[0][0] < 0.6, reply.arrivals
 
 
-@pytest.mark.parametrize("path", ["download", "stream"])
+@pytest.mark.parametrize("path", ["download", "download?wrapper=0", "stream"])
 def test_download_and_stream_send_exactly_the_bytes_asked_for(stack, app, path):
     size = 3 * 1024 * 1024 + 7
-    reply = get(stack.port, f"/{app}/{path}?bytes={size}")
+    reply = get(stack.port, f"/{app}/{path}{'&' if '?' in path else '?'}bytes={size}")
     assert reply.status == 200
-    assert reply.body == b"x" * size
+    # /download's file is sparse: zero bytes; /stream's generator yields x's.
+    assert reply.body == (b"x" if path == "stream" else b"\0") * size
+
+
+def test_download_refuses_a_wrapper_other_than_0_or_1(stack, app):
+    reply = get(stack.port, f"/{app}/download?bytes=10&wrapper=yes")
+    assert reply.status == 400
+    assert "wrapper must be 1" in reply.json()["error"]
 
 
 @pytest.mark.parametrize("size", ["67108865", "abc", "-1", ""])

@@ -55,7 +55,7 @@ def test_nginx_and_hoptrace_join_exactly_the_same_traceparents(stack, app):
         expected = CALLER_TRACE if joined else request_id
         assert reply.header("traceresponse").startswith(f"00-{expected}-"), (value, reply.header("traceresponse"))
         # and what nginx sent the app is one HopTrace reads the same way
-        assert parse_traceparent(reply.json()["HTTP_TRACEPARENT"]).trace_id == expected, value
+        assert parse_traceparent(reply.json()["http"]["HTTP_TRACEPARENT"]).trace_id == expected, value
         if joined:
             assert reply.header("traceresponse").endswith(value[-3:])  # the caller's flags go on
 
@@ -109,7 +109,7 @@ def test_a_callers_traceparent_is_joined_and_each_hop_is_a_child_of_the_one_befo
     assert request_id != CALLER_TRACE  # the request id stays one request's own
     assert reply.header("traceresponse").startswith(f"00-{CALLER_TRACE}-")
     # What the app was handed: nginx's span as the parent, and the caller's tracestate with it.
-    environ = reply.json()
+    environ = reply.json()["http"]
     sent = environ["HTTP_TRACEPARENT"]
     assert sent.startswith(f"00-{CALLER_TRACE}-") and sent.endswith("-01") and CALLER_SPAN not in sent
     assert environ.get("HTTP_TRACESTATE") == "vendor=abc"
@@ -125,7 +125,7 @@ def test_a_callers_traceparent_is_joined_and_each_hop_is_a_child_of_the_one_befo
 def test_a_malformed_traceparent_and_its_tracestate_never_reach_the_app(stack, app):
     forged = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"
     reply = get(stack.port, f"/{app}/environ", headers={"traceparent": forged, "tracestate": "vendor=forged"})
-    environ = reply.json()
+    environ = reply.json()["http"]
     request_id = reply.header("X-Request-ID")
     assert environ["HTTP_TRACEPARENT"].startswith(f"00-{request_id}-")
     assert "HTTP_TRACESTATE" not in environ

@@ -42,6 +42,13 @@ def check_value(kind: str, name: str, value: str) -> str:
     elif kind == "wsgi_app":
         if not _WSGI_APP.match(value):
             raise SettingError(f"{name} must name a callable as module:name, not {value!r}")
+    elif kind == "middleware":
+        if not all(_WSGI_APP.match(part.strip()) for part in value.split(",")):
+            raise SettingError(f"{name} must name middleware factories as module:name, separated by commas, "
+                               f"not {value!r}")
+    elif kind == "on_off":
+        if value not in ("on", "off"):
+            raise SettingError(f"{name} must be on or off, not {value!r}")
     elif kind == "port":
         if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
             raise SettingError(f"{name} must be a TCP port, 1 to 65535, not {value!r}")
@@ -76,8 +83,8 @@ class Setting:
     name: str
     #: The default as compose and the launcher apply it; "" where it is worked out at start (``default_text``).
     default: str
-    #: How a value is checked: count, seconds, millis, pool, tracing, server, wsgi_app, port, gid, host_names,
-    #: tw_reuse, publish, or text (anything).
+    #: How a value is checked: count, seconds, millis, pool, tracing, server, wsgi_app, middleware, on_off, port,
+    #: gid, host_names, tw_reuse, publish, or text (anything).
     kind: str
     #: What it does to a request, for the docs.
     does: str
@@ -120,6 +127,12 @@ def _per_app() -> list[Setting]:
             f"the callable the {app} app's server imports, module:name (`hoptrace lab import-failure` points "
             "one at code that cannot be imported); traced_app wraps it", "app", gunicorn="wsgi_app",
             uwsgi="mount", lab_may_change=True))
+    for app in APPS:
+        found.append(Setting(
+            f"{app.upper()}_WSGI_MIDDLEWARE", "", "middleware",
+            f"your own WSGI middleware around the {app} app: factories as module:name, comma-separated, the "
+            "first outermost, from the repository's middleware/ folder (docs/middleware.md); each shows in the "
+            "trace", "app", default_text="none", lab_may_change=True))
     for app in APPS:
         found.append(Setting(
             f"{app.upper()}_REPLICAS", "2", "count", f"with scripts/swarm only: how many replicas of the {app} app "
@@ -166,6 +179,12 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("NGINX_READ_TIMEOUT", "60", "seconds", "how long nginx waits for an app server to send more "
             "before it answers 504", "nginx", nginx="proxy_read_timeout, uwsgi_read_timeout",
             lab_may_change=True),
+    Setting("NGINX_REQUEST_BUFFERING", "on", "on_off", "whether nginx reads a request's whole body before it "
+            "hands the request on (on), so a slow upload never holds a worker, or passes the body on as it comes "
+            "(off): to gunicorn a chunked body then goes on chunked, with no CONTENT_LENGTH, and only an app that "
+            "reads wsgi.input to its end (wsgi.input_terminated) gets it; to uWSGI nginx buffers a chunked body "
+            "either way (the uwsgi protocol has no chunks)", "nginx",
+            nginx="proxy_request_buffering, uwsgi_request_buffering", lab_may_change=True),
     Setting("NGINX_UPSTREAM_KEEPALIVE", "0", "pool", "idle connections nginx keeps open to each app on gunicorn "
             "for its next requests; 0 opens one per request and looks the app's address up each time, so a "
             "recreated container is found and a stopped one is a 502 at once. Above 0, nginx 1.27.3 and later "

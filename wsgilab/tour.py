@@ -1,14 +1,15 @@
-"""The guided tour's steps, run: docs/tour.md's commands against a stack, their outputs checked or rewritten.
+"""The guided tour's steps, run: the commands of docs/tour.md and docs/tour-stack.md against a stack, their
+outputs checked or rewritten.
 
     python -m wsgilab.tour            # run every step against the stack on :8080; say which output changed shape
-    python -m wsgilab.tour --write    # the same, and put the outputs it got into docs/tour.md
+    python -m wsgilab.tour --write    # the same, and put the outputs it got into the pages
 
-Each ```` ```console ```` block of the page is one step's terminal: lines that
+Each ```` ```console ```` block of a page is one step's terminal: lines that
 start with ``$ `` are commands, the lines after one are what it printed. The
 commands of a block run in one bash, in order, from the repository's folder
 (``hoptrace`` from the same Python as this module). A comment line before a
 block, ``<!-- tour: RAW_SERVER=uwsgi -->``, says which server each app must be
-on for it. A step's output keeps its *shape* when, with request ids, numbers
+on for it, and any other setting it needs (``RAW_WSGI_MIDDLEWARE=app_timer:timed``). A step's output keeps its *shape* when, with request ids, numbers
 and addresses taken out, every line the page shows is still there, in any
 order (``...`` on a line of its own stands for lines the page leaves out).
 tests/test_tour.py runs every step against the compose test stack.
@@ -26,13 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PAGE = REPO / "docs" / "tour.md"
+#: The tour's pages, in reading order: the contract, then the contract in a stack.
+PAGES = (REPO / "docs" / "tour.md", REPO / "docs" / "tour-stack.md")
 #: The port the page's commands name; a run against another stack puts its own port there.
 PAGE_PORT = 8080
 _BLOCK = re.compile(r"(?:<!-- tour: ([^>]*?) -->\n)?```console\n(.*?)```", re.S)
 _MARK = "@@wsgilab-tour-step@@"
 #: What changes from run to run and is taken out before two outputs are compared.
-_VOLATILE = [(re.compile(r"[0-9a-f]{8,}"), "<id>"), (re.compile(r"\d+(?:\.\d+)?"), "<n>"), (re.compile(r"\s+"), " ")]
+_VOLATILE = [(re.compile(r"[0-9a-f]{8,}"), "<id>"),
+             # numbers in hex, and bytes (a uwsgi packet's lengths follow the port and the addresses)
+             (re.compile(r"\b0x[0-9a-f]+\b"), "<n>"),
+             (re.compile(r"(?<![\w.])(?:[0-9][0-9a-f]|[a-f][0-9])(?![\w.])"), "<n>"),
+             (re.compile(r"\d+(?:\.\d+)?"), "<n>"), (re.compile(r"\s+"), " ")]
 
 
 @dataclass
@@ -40,6 +46,8 @@ class Step:
     """One console block: the servers it needs, its commands, and what the page says each printed."""
 
     servers: dict[str, str]
+    #: Other settings the block needs (``RAW_WSGI_MIDDLEWARE=...``), by name.
+    settings: dict[str, str] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
     outputs: list[list[str]] = field(default_factory=list)
     #: Where the block's body sits in the page, to rewrite it.
@@ -50,9 +58,10 @@ def steps(page: str) -> list[Step]:
     """The console blocks of ``page``, in order."""
     found = []
     for match in _BLOCK.finditer(page):
-        servers = dict(pair.split("=", 1) for pair in (match.group(1) or "").split())
-        step = Step({name[:-len("_SERVER")].lower(): value for name, value in servers.items()},
-                    span=match.span(2))
+        named = dict(pair.split("=", 1) for pair in (match.group(1) or "").split())
+        servers = {name[:-len("_SERVER")].lower(): value for name, value in named.items() if name.endswith("_SERVER")}
+        settings = {name: value for name, value in named.items() if not name.endswith("_SERVER")}
+        step = Step(servers, settings, span=match.span(2))
         for line in match.group(2).splitlines():
             if line.startswith("$ "):
                 step.commands.append(line[2:])
@@ -102,27 +111,47 @@ def tour_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
             **(extra or {})}
 
 
-def run(page: str, port: int, env: dict[str, str], use: Callable[[dict[str, str]], None],
-        say: Callable[[str], None] = print) -> tuple[str, list[str]]:
-    """Run every step; the page with the outputs it got, and what changed shape (one line per difference)."""
-    differences, pieces, last = [], [], 0
-    for number, step in enumerate(steps(page), 1):
-        use(step.servers)
-        printed = run_step(step, port, env)
-        body = "".join(f"$ {command}\n" + "".join(f"{line}\n" for line in lines)
-                       for command, lines in zip(step.commands, printed))
-        pieces += [page[last:step.span[0]], body]
-        last = step.span[1]
-        for command, shown, got in zip(step.commands, step.outputs, printed):
-            for line in shape_differences(shown, got):
-                differences.append(f"step {number}, `{command}`: no longer prints a line like {line!r}")
-        say(f"tour: step {number} ({len(step.commands)} commands) run")
-    return "".join(pieces) + page[last:], differences
+def _state(step: Step) -> tuple:
+    return tuple(sorted(step.servers.items())), tuple(sorted(step.settings.items()))
 
 
-def _use_on_compose(servers: dict[str, str]) -> None:
-    """Put the apps ``servers`` names on those servers (the rest on .env's), with docker compose."""
-    env = {**os.environ, **{f"{app.upper()}_SERVER": server for app, server in servers.items()}}
+def run(pages: dict[str, str], port: int, env: dict[str, str],
+        use: Callable[[dict[str, str], dict[str, str]], None],
+        say: Callable[[str], None] = print) -> tuple[dict[str, str], list[str]]:
+    """Run every step of ``pages`` (name: text, in reading order); each page with the outputs it got, and what
+    changed shape (one line per difference).
+
+    Steps run grouped by the stack they need, the stack as it is first, then
+    each other in the order the pages first ask for it: each change
+    recreates a container or two, and the steps do not depend on one another
+    except in reading order, which each group keeps.
+    """
+    found = [(name, number, step) for name, text in pages.items()
+             for number, step in enumerate(steps(text), 1)]
+    states = list(dict.fromkeys([((), ()), *(_state(step) for _, _, step in found)]))
+    printed: dict[tuple[str, int], list[list[str]]] = {}
+    for name, number, step in sorted(found, key=lambda one: states.index(_state(one[2]))):
+        use(step.servers, step.settings)
+        printed[name, number] = run_step(step, port, env)
+        say(f"tour: {name} step {number} ({len(step.commands)} commands) run")
+    rewritten, differences = {}, []
+    for name, text in pages.items():
+        pieces, last = [], 0
+        for number, step in enumerate(steps(text), 1):
+            got = printed[name, number]
+            pieces += [text[last:step.span[0]], "".join(f"$ {command}\n" + "".join(f"{line}\n" for line in lines)
+                                                        for command, lines in zip(step.commands, got))]
+            last = step.span[1]
+            for command, shown, lines in zip(step.commands, step.outputs, got):
+                for line in shape_differences(shown, lines):
+                    differences.append(f"{name}, block {number}, `{command}`: no longer prints a line like {line!r}")
+        rewritten[name] = "".join(pieces) + text[last:]
+    return rewritten, differences
+
+
+def _use_on_compose(servers: dict[str, str], settings: dict[str, str]) -> None:
+    """Put the apps ``servers`` names on those servers, with ``settings`` (the rest as .env says), with compose."""
+    env = {**os.environ, **settings, **{f"{app.upper()}_SERVER": server for app, server in servers.items()}}
     subprocess.run(["docker", "compose", "up", "-d", "--wait"], cwd=REPO, env=env, check=True,
                    capture_output=True)
 
@@ -132,12 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="put the outputs this run got into the page")
     parser.add_argument("--port", type=int, default=PAGE_PORT, help="nginx's port (default 8080)")
     args = parser.parse_args(argv)
-    page = PAGE.read_text()
-    rewritten, differences = run(page, args.port, tour_environment(), _use_on_compose,
+    pages = {page.name: page.read_text() for page in PAGES}
+    rewritten, differences = run(pages, args.port, tour_environment(), _use_on_compose,
                                  lambda line: print(line, file=sys.stderr))
-    _use_on_compose({})
+    _use_on_compose({}, {})
     if args.write:
-        PAGE.write_text(rewritten)
+        for page in PAGES:
+            page.write_text(rewritten[page.name])
     for line in differences:
         print(line)
     return 0 if args.write or not differences else 1

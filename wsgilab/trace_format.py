@@ -117,6 +117,9 @@ EVENTS = (
           ("worker_class", "worker_requests", "worker", "core", "vars", "packet_bytes")),
     Event("app_called", "wsgi", "the server called app(environ, start_response)",
           ("method", "script_name", "path_info", "environ_keys")),
+    Event("middleware_called", "wsgi", "the server's call reached a middleware of your own (<APP>_WSGI_MIDDLEWARE)",
+          ("middleware",)),
+    Event("middleware_passed_on", "wsgi", "your middleware called the app inside it", ("middleware",)),
     Event("input_first_read", "wsgi", "the app read the first bytes of the body from wsgi.input"),
     Event("middleware_in", "django", "the request enters Django's middleware stack"),
     Event("before_request", "flask", "Flask's before_request hooks run", ("endpoint",)),
@@ -133,7 +136,10 @@ EVENTS = (
           ("status", "headers", "exc_info")),
     Event("write", "wsgi", "the app sent body bytes through the write() callable start_response returned "
           "(PEP 3333's push-style path, older than the iterable; one event per call)", ("bytes", "writes")),
+    Event("middleware_returned", "wsgi", "your middleware handed the body back to the server", ("middleware",)),
     Event("teardown_request", "flask", "Flask's teardown_request hooks run", ("error",)),
+    Event("file_wrapper", "wsgi", "the app handed the server a file through wsgi.file_wrapper (PEP 3333's optional "
+          "fast path for files); bytes: from the file's position to its end", ("bytes",)),
     Event("first_chunk", "wsgi", "the app's iterable gave its first body chunk", ("bytes",)),
     Event("nginx_error", "nginx", "nginx's error log says what went wrong with the request (a 502's \"upstream "
           "prematurely closed connection\"); read off the line with the request's connection number. Its time is "
@@ -142,6 +148,9 @@ EVENTS = (
           ("status", "bytes_sent", "upstream", "upstream_protocol", "upstream_connect_time",
            "upstream_header_time", "upstream_response_time", "request_time_us")),
     Event("last_chunk", "wsgi", "the app's iterable was exhausted", ("chunks", "bytes")),
+    Event("file_sent", "wsgi", "the server closed the file the app handed to wsgi.file_wrapper; how: \"sendfile\" "
+          "(the server never read it in Python: the kernel copied it) or \"read\" (the server read it in Python, "
+          "reads times, bytes in all)", ("how", "reads", "bytes")),
     Event("response_written", "gunicorn", "gunicorn wrote the response to nginx", ("status", "bytes")),
     Event("answered_itself", "gunicorn", "gunicorn answered the request itself, for the error it names: one it "
           "could not hand to the app (400; 500 for a path outside SCRIPT_NAME), or an app that raised before "

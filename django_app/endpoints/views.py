@@ -7,7 +7,7 @@ iterator instead of a finished body.
 
 import time
 
-from django.http import HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
@@ -57,12 +57,24 @@ def stream(request):
 
 @require_safe
 def download(request):
-    """``?bytes=N`` bytes from a generator, which nginx buffers (unlike /stream's)."""
+    """``?bytes=N`` bytes of a file, which nginx buffers (unlike /stream's).
+
+    A FileResponse: Django's WSGI handler hands its file to the server's
+    ``wsgi.file_wrapper`` where there is one, so the server may send it with
+    sendfile(2) and Python never reads it. ``?wrapper=0`` reads the same file
+    in Python instead, as a generator, for comparison.
+    """
     try:
         size = labkit.parse_body_bytes(request.GET.get("bytes"))
+        use_wrapper = labkit.parse_wrapper(request.GET.get("wrapper"))
     except ValueError as problem:
         return JsonResponse({"error": str(problem)}, status=400)
-    response = StreamingHttpResponse(labkit.body_chunks(size), content_type="application/octet-stream")
+    file = labkit.body_file(size)
+    if use_wrapper:
+        response = FileResponse(file, content_type="application/octet-stream")
+        response.block_size = labkit.BODY_CHUNK  # what the server reads at a time if it does not sendfile
+        return response
+    response = StreamingHttpResponse(labkit.file_chunks(file), content_type="application/octet-stream")
     response["Content-Length"] = str(size)
     return response
 
@@ -70,7 +82,14 @@ def download(request):
 @csrf_exempt  # an API endpoint for curl and the tests, not a browser form
 @require_POST
 def upload(request):
-    """Read the body from wsgi.input in pieces (not request.body, which holds it all in memory)."""
+    """Read the body from wsgi.input in pieces (not request.body, which holds it all in memory).
+
+    Django reads a body only as far as CONTENT_LENGTH: a chunked body that
+    nginx passed on unbuffered has none, and would read as empty, so it is a
+    411 instead of a 200 for a body never seen.
+    """
+    if labkit.chunked_without_length(request.META):
+        return JsonResponse(labkit.length_required("Django"), status=411)
     return JsonResponse(labkit.digest_body(request.read))
 
 

@@ -7,7 +7,7 @@ iterator instead of a finished body.
 
 import time
 
-from flask import Blueprint, Response, jsonify, redirect, request, url_for
+from flask import Blueprint, Response, jsonify, redirect, request, send_file, url_for
 
 from wsgilab.container import labkit
 
@@ -54,19 +54,37 @@ def stream():
 
 @bp.get("/download")
 def download():
-    """``?bytes=N`` bytes from a generator, which nginx buffers (unlike /stream's)."""
+    """``?bytes=N`` bytes of a file, which nginx buffers (unlike /stream's).
+
+    ``send_file`` hands the file to the server's ``wsgi.file_wrapper`` (through
+    Werkzeug's ``wrap_file``), so the server may send it with sendfile(2) and
+    Python never reads it. ``?wrapper=0`` reads the same file in Python
+    instead, as a generator, for comparison.
+    """
     try:
         size = labkit.parse_body_bytes(request.args.get("bytes"))
+        use_wrapper = labkit.parse_wrapper(request.args.get("wrapper"))
     except ValueError as problem:
         return {"error": str(problem)}, 400
-    response = Response(labkit.body_chunks(size), mimetype="application/octet-stream")
-    response.headers["Content-Length"] = str(size)
+    file = labkit.body_file(size)
+    if use_wrapper:
+        response = send_file(file, mimetype="application/octet-stream")
+    else:
+        response = Response(labkit.file_chunks(file), mimetype="application/octet-stream")
+    response.content_length = size
     return response
 
 
 @bp.post("/upload")
 def upload():
-    """Read the body from wsgi.input in pieces, through Werkzeug's length-limited stream."""
+    """Read the body from wsgi.input in pieces, through Werkzeug's length-limited stream.
+
+    With no CONTENT_LENGTH, Werkzeug reads wsgi.input to its end where the
+    server sets wsgi.input_terminated (gunicorn does), and reads nothing where
+    it does not: that is a 411, not a 200 for a body never seen.
+    """
+    if labkit.chunked_without_length(request.environ) and not request.environ.get("wsgi.input_terminated"):
+        return labkit.length_required("Werkzeug, on a server that sets no wsgi.input_terminated,"), 411
     return labkit.digest_body(request.stream.read)
 
 

@@ -2,7 +2,8 @@
 
 ``wsgilab.container.launch`` points gunicorn (``wsgi_app``) and uWSGI
 (``mount``) here, so every app gets the same tracing without a line of it in
-the app's own folder. Middlewares, Werkzeug-style, innermost first:
+the app's own folder. Middlewares, Werkzeug-style, innermost first (any of
+your own that ``<APP>_WSGI_MIDDLEWARE`` names go innermost, ``own_middleware``):
 
 - ``WsgiErrorsToLog`` makes what the app writes to ``wsgi.errors`` a JSON log
   record, with its request's id (tracing on or off);
@@ -29,6 +30,7 @@ which is the container's stdout all the same.
 import importlib
 import os
 
+from wsgilab.container import own_middleware
 from wsgilab.container.exc_info_guard import ExcInfoGuard
 from wsgilab.container.log_lines import WsgiErrorsToLog, install_app_logging, log_what_is_printed, trace_stream
 from wsgilab.container.server_timing import server_timing_header
@@ -50,6 +52,9 @@ if _tracing == "otel":  # the benchmark's third side; it patches the framework b
 
 _module_name, _, _callable_name = os.environ["WSGI_APP"].partition(":")
 _app = getattr(importlib.import_module(_module_name), _callable_name)
+# Your own middleware, if a setting names any, goes inside the tracing: its trace shows it (own_middleware).
+_app = own_middleware.wrap(_app, os.environ.get("WSGI_MIDDLEWARE", ""),
+                           os.environ.get("WSGI_MIDDLEWARE_PATH", own_middleware.DEFAULT_PATH))
 
 if _tracing == "off":
     application = WsgiErrorsToLog(_app)

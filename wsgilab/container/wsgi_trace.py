@@ -7,7 +7,9 @@ Like ``wsgiref.validate``, it wraps each object the server and the app hand
 each other, and observes without changing behaviour: the call of the app
 (with a summary of the environ), reads from ``wsgi.input``, the call of
 ``start_response``, the first and last body chunk, and ``close()``. The trace
-*is* the protocol, event by event.
+*is* the protocol, event by event. A file the app hands to ``wsgi.file_wrapper``
+is watched rather than wrapped, so the server still sends it its own way
+(``traced_file``).
 
 Events are gathered in memory and made one JSON line when the server calls
 ``close()`` (or the app raises), handed to ``write_line`` (the entry point's
@@ -47,6 +49,7 @@ from time import time_ns
 from typing import IO, Any
 
 from wsgilab.container.nginx_headers import queue_start_us, request_id_of
+from wsgilab.container.traced_file import watched_file, watching
 from wsgilab.container.traced_input import TracedInput, may_have_body
 from wsgilab.container.trace_writer import written_at_once
 from wsgilab.trace_context import new_span_ids, span_fields, trace_of
@@ -84,7 +87,7 @@ class RequestTrace:
 
     __slots__ = ("write_line", "request_id", "trace_id", "server_parent_id", "server_span_id", "span_id", "identity",
                  "pid", "started", "parts", "tail", "input_bytes", "chunks", "body_bytes", "writes", "queue_us",
-                 "written", "view_started", "view_ended")
+                 "written", "view_started", "view_ended", "file_body")
 
     def __init__(self, environ: dict[str, Any], identity: str, write_line: Callable[[str], None]) -> None:
         #: ``identity``: ``"service":..,"server":..`` as JSON, made once per worker by HopTrace.
@@ -106,6 +109,8 @@ class RequestTrace:
         #: When the view was called and when it returned or raised (µs), for the Server-Timing header.
         self.view_started: int | None = None
         self.view_ended: int | None = None
+        #: What the server's wsgi.file_wrapper gave the app, if it called it (traced_file).
+        self.file_body: Any = None
 
     def event(self, name: str, **fields: Any) -> int:
         """Record one event now, with any fields; return its timestamp."""
@@ -120,6 +125,13 @@ class RequestTrace:
         return (f'{{"request_id":"{self.request_id}"{span_fields(self.trace_id, self.span_id, self.server_span_id)},'
                 f'"hop":"wsgi","event":"request",{self.identity},'
                 f'"pid":{self.pid},"ts_us":{self.started},"events":[{",".join(self.parts)}]{self.tail}}}\n')
+
+    def finish(self) -> None:
+        """The server closed the body: record it, and hand the trace on."""
+        if self.input_bytes:
+            self.tail += f',"input_bytes":{self.input_bytes}'
+        self.parts.append(f'{{"event":"close","ts_us":{time_ns() // 1000}}}')
+        self.write()
 
     def write(self) -> None:
         """Hand the trace on as one JSON line (once)."""
@@ -203,11 +215,7 @@ class _TracedBody:
             if close is not None:
                 close()
         finally:
-            trace = self._trace
-            if trace.input_bytes:
-                trace.tail += f',"input_bytes":{trace.input_bytes}'
-            trace.parts.append(f'{{"event":"close","ts_us":{time_ns() // 1000}}}')
-            trace.write()
+            self._trace.finish()
 
 
 class HopTrace:
@@ -243,6 +251,9 @@ class HopTrace:
         if "wsgi.input" in environ and may_have_body(environ):
             environ["wsgi.input"] = TracedInput(environ["wsgi.input"], trace)
         environ["wsgilab.trace"] = trace  # for the server's own line (gunicorn_trace)
+        server_file_wrapper = environ.get("wsgi.file_wrapper")
+        if server_file_wrapper is not None:
+            environ["wsgi.file_wrapper"] = watching(server_file_wrapper, current_trace)
 
         response_header = self.response_header
 
@@ -272,4 +283,9 @@ class HopTrace:
             trace.event("app_raised", error=type(error).__name__)
             trace.write()
             raise
+        if trace.file_body is not None and body is trace.file_body:
+            watched = watched_file(body)
+            if watched is not None:  # the server's own wrapper, unwrapped, or it cannot sendfile
+                watched.is_body = True
+                return body
         return _TracedBody(body, trace)

@@ -9,6 +9,7 @@
     hoptrace export --otlp-endpoint URL           # every request in the logs, pushed to an OTLP receiver
     hoptrace web                                  # every request's waterfall in the browser, live (:8081)
     hoptrace lab list                             # failure labs: trigger one, see which hop acts, and why
+    curl -s localhost:8080/raw/environ | hoptrace packet   # the uwsgi packet nginx sent (the app on uWSGI)
     hoptrace --stack wsgilab follow               # the same commands on a Docker Swarm stack (scripts/swarm)
 
 Each command reads the log files named after it, or stdin when it is a pipe
@@ -102,7 +103,7 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = ("show", "follow", "stats", "export", "web", "lab")
+COMMANDS = ("show", "follow", "stats", "export", "web", "lab", "packet")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         from wsgilab.labs.cli import main as lab_main  # the labs are loaded only when asked for
 
         return lab_main(argv[1:])
+    if command == "packet":
+        from wsgilab.hoptrace.packet import main as packet_main
+
+        return packet_main(argv[1:])
     # Intermixed: `show ID --json FILE` and `show --json ID FILE` both work.
     args = _command_parser(command).parse_intermixed_args(argv[1:])
     ids = [name for name in args.files if not os.path.exists(name) and REQUEST_ID.fullmatch(name)]

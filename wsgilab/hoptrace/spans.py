@@ -35,8 +35,9 @@ _FRAMEWORK = {"django": ("middleware_in", ("middleware_out",)),
 
 #: Events shown inside a span rather than as spans of their own, by the hop they come from.
 _SPAN_EVENTS = {"nginx": ("nginx_error",), "upstream": ("answered_itself",),
-                "wsgi": ("input_first_read", "start_response", "write", "first_chunk", "last_chunk", "app_raised",
-                         "close"),
+                "wsgi": ("middleware_called", "middleware_passed_on", "middleware_returned", "input_first_read",
+                         "start_response", "write", "file_wrapper", "first_chunk", "last_chunk", "file_sent",
+                         "app_raised", "close"),
                 "app": ("app_log",)}
 
 

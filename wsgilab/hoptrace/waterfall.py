@@ -24,6 +24,9 @@ _PHRASES = {
     "request_received": "{method} {uri} from {client} (connection {connection}, request {connection_requests} on it)",
     "app_called": "app(environ, start_response): {environ_keys} environ keys, "
                   "SCRIPT_NAME={script_name} PATH_INFO={path_info}",
+    "middleware_called": "your middleware {middleware} called",
+    "middleware_passed_on": "your middleware {middleware} called the app inside it",
+    "middleware_returned": "your middleware {middleware} returned the body",
     "input_first_read": "the app starts reading the request body from wsgi.input",
     "middleware_in": "request enters the middleware stack",
     "view_resolved": "URLconf resolved route '{route}' ({url_name})",
@@ -35,6 +38,7 @@ _PHRASES = {
     "after_request": "after_request hooks: {status}",
     "middleware_out": "response leaves the middleware stack: {status}",
     "write": "write() called: {bytes} bytes (write {writes})",
+    "file_wrapper": "the app handed the server a file through wsgi.file_wrapper: {bytes} bytes",
     "first_chunk": "first body chunk, {bytes} bytes",
     "last_chunk": "last body chunk: {chunks} chunks, {bytes} bytes",
     "response_written": "response written: {status}, {bytes} body bytes",
@@ -76,6 +80,9 @@ _WORDED = {
         f" (upstream {e['upstream']})" if e.get("upstream") else ""),
     "app_log": lambda e: f"{e.get('logger')} logged [{e.get('level')}]: "
                          f"{str(e.get('message', '')).splitlines()[0] if e.get('message') else ''}",
+    "file_sent": lambda e: ("the server sent the file with sendfile(2): the kernel copied it, Python read none of it"
+                            if e.get("how") == "sendfile" else
+                            f"the server read the file in Python: {e.get('reads')} reads, {e.get('bytes')} bytes"),
     "teardown_request": lambda e: "teardown_request hooks" + (f" after {e['error']}" if e.get("error") else ""),
 }
 

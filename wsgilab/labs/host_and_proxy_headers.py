@@ -72,8 +72,9 @@ def run(target: Target, report: Report) -> None:
         server = served_by(target, app)
         reply = exchange(target.port, request_bytes("GET", f"/{app}/environ", SPOOFED), host=target.host)
         try:
-            environ = json.loads(reply.raw.split(b"\r\n\r\n", 1)[1])
-        except (IndexError, ValueError):
+            groups = json.loads(reply.raw.split(b"\r\n\r\n", 1)[1])  # /environ: keys grouped by who set them
+            environ = {key: value for group in groups.values() for key, value in group.items()}
+        except (IndexError, ValueError, AttributeError):
             environ = {}
         seen = {key: environ.get(key) for key in ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
                                                   "HTTP_X_FORWARDED_HOST", "wsgi.url_scheme", "REMOTE_ADDR")}

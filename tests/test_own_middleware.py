@@ -1,0 +1,41 @@
+"""Your own WSGI middleware around an app (<APP>_WSGI_MIDDLEWARE, docs/middleware.md): it runs, and the trace shows it.
+
+Native tier when both run: the setting reaches the launcher the same way on
+both tiers, and the tour's step 10 runs it on compose.
+"""
+
+import uuid
+
+import pytest
+from lab_http import get
+from lab_stacks import wait_until_served
+from test_tracing import _trace
+
+from wsgilab.settings import SettingError, check_value
+
+
+@pytest.mark.once_on("native")
+def test_a_middleware_named_by_the_setting_wraps_the_app_and_shows_in_its_trace(stack):
+    request_id = "own-mw-" + uuid.uuid4().hex
+    servers = dict(stack.stack.servers)
+    try:
+        stack.stack.reconfigure({"RAW_WSGI_MIDDLEWARE": "app_timer:timed"})
+        wait_until_served(stack.port, servers)
+        reply = get(stack.port, "/raw/", headers={"X-Request-ID": request_id})
+        plain = get(stack.port, "/flask/")  # only the app the setting names is wrapped
+    finally:
+        stack.stack.reconfigure({})
+        wait_until_served(stack.port, servers)
+    assert reply.status == 200 and reply.header("X-App-Time").endswith(" ms"), reply.headers
+    assert plain.header("X-App-Time") is None
+    wsgi = [e for e in _trace(stack, request_id) if e["hop"] == "wsgi"]
+    names = [e["event"] for e in wsgi]
+    assert names[:4] == ["app_called", "middleware_called", "middleware_passed_on", "start_response"], names
+    assert names.index("middleware_returned") > names.index("start_response"), names
+    assert {e["middleware"] for e in wsgi if e["event"].startswith("middleware_")} == {"app_timer:timed"}
+
+
+@pytest.mark.parametrize("value", ["app_timer", "app_timer:timed,", "app timer:timed", "app_timer:timed;rm"])
+def test_a_middleware_setting_that_names_no_factory_is_refused_with_what_it_takes(value):
+    with pytest.raises(SettingError, match="module:name, separated by commas"):
+        check_value("middleware", "RAW_WSGI_MIDDLEWARE", value)
