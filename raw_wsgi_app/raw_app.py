@@ -234,7 +234,8 @@ def write_then_iterate(environ, start_response):
     It exists for frameworks older than WSGI, whose code pushed output out
     rather than handing back an iterable; new code should not use it (the
     server must send each write at once, before ``write()`` returns, and a
-    middleware cannot see or change what went out that way). An app may still
+    middleware that wants to see or change the body must hand the app a
+    ``write()`` of its own as well as wrap the iterable). An app may still
     return an iterable after writing: its chunks follow the writes. Only the
     raw app shows it: no framework uses it today. The trace has one ``write``
     event per call, then the iterable's chunks.

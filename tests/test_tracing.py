@@ -203,7 +203,7 @@ def test_download_hands_its_file_to_the_servers_file_wrapper_which_sends_it_with
     assert wrapped["bytes"] == size
     assert (sent["how"], sent["reads"], sent["bytes"]) == ("sendfile", 0, 0)
     shown = render_waterfall(request_id, _trace(stack, request_id))
-    assert "the server sent the file with sendfile(2)" in shown, shown
+    assert "the server read none of the file in Python: it sent it with sendfile(2)" in shown, shown
 
 
 def test_download_without_the_wrapper_reads_the_same_file_in_python_chunk_by_chunk(stack, app):

@@ -1,6 +1,6 @@
 """Your own WSGI middleware around an app, named by a setting, traced without a line of tracing in it.
 
-    RAW_WSGI_MIDDLEWARE=app_timer:timed docker compose up -d raw
+    RAW_WSGI_MIDDLEWARE=app_timer:timed docker compose up -d --build raw
 
 ``<APP>_WSGI_MIDDLEWARE`` names one or more factories, ``module:callable``,
 separated by commas; each takes a WSGI app and returns one, the shape every

@@ -80,7 +80,7 @@ _WORDED = {
         f" (upstream {e['upstream']})" if e.get("upstream") else ""),
     "app_log": lambda e: f"{e.get('logger')} logged [{e.get('level')}]: "
                          f"{str(e.get('message', '')).splitlines()[0] if e.get('message') else ''}",
-    "file_sent": lambda e: ("the server sent the file with sendfile(2): the kernel copied it, Python read none of it"
+    "file_sent": lambda e: ("the server read none of the file in Python: it sent it with sendfile(2)"
                             if e.get("how") == "sendfile" else
                             f"the server read the file in Python: {e.get('reads')} reads, {e.get('bytes')} bytes"),
     "teardown_request": lambda e: "teardown_request hooks" + (f" after {e['error']}" if e.get("error") else ""),
