@@ -9,8 +9,9 @@ start with ``$ `` are commands, the lines after one are what it printed. The
 commands of a block run in one bash, in order, from the repository's folder
 (``hoptrace`` from the same Python as this module). A comment line before a
 block, ``<!-- tour: RAW_SERVER=uwsgi -->``, says which server each app must be
-on for it, and any other setting it needs (``RAW_WSGI_MIDDLEWARE=app_timer:timed``). A step's output keeps its *shape* when, with request ids, numbers
-and addresses taken out, every line the page shows is still there, in any
+on for it, and any other setting it needs (``RAW_WSGI_MIDDLEWARE=app_timer:timed``).
+A step's output keeps its *shape* when, with request ids, numbers and
+addresses taken out, every line the page shows is still there, in any
 order (``...`` on a line of its own stands for lines the page leaves out).
 tests/test_tour.py runs every step against the compose test stack.
 """

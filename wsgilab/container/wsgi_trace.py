@@ -285,7 +285,7 @@ class HopTrace:
             raise
         if trace.file_body is not None and body is trace.file_body:
             watched = watched_file(body)
-            if watched is not None:  # the server's own wrapper, unwrapped, or it cannot sendfile
+            if watched is not None:  # the server's own wrapper around the watched file: back to it as it is
                 watched.is_body = True
                 return body
         return _TracedBody(body, trace)
