@@ -77,11 +77,19 @@ class Target:
 
     def records_of(self, request_ids: Iterable[str], hops: set[str],
                    wait_s: float = 5.0) -> dict[str, list[dict[str, Any]]]:
-        """``records`` of many requests: the logs are read once per try, not once per request."""
+        """``records`` of many requests: the logs are read once per try, not once per request.
+
+        It gives up only after a read that *began* ``wait_s`` after the call:
+        a stack's logs grow with every lab run on it, and one read of them can
+        take seconds under load, so a read that began at once and ended after
+        the deadline may predate the app's lines (which a worker holds up to
+        WSGILAB_TRACE_FLUSH_MS).
+        """
         wanted = list(dict.fromkeys(request_ids))
         deadline = time.monotonic() + wait_s
         settled = False
         while True:
+            began = time.monotonic()
             lines = self.log_lines()
             found = {request_id: scan(lines, request_id).records for request_id in wanted}
             complete = all({r["hop"] for r in records} >= hops for records in found.values())
@@ -91,7 +99,7 @@ class Target:
                 settled = True
                 time.sleep(4 * self.trace_flush_ms / 1000)
                 continue
-            if complete or time.monotonic() > deadline:
+            if complete or began > deadline:
                 self.found.update(found)
                 return found
             time.sleep(0.2)
