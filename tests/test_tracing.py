@@ -190,31 +190,37 @@ def test_raw_write_shows_each_write_call_then_the_iterable_chunk(stack):
     assert "write() called: 38 bytes (write 2)" in render_waterfall(request_id, _trace(stack, request_id))
 
 
+#: /download's size in the tests of its trace: 16 of the apps' 64 KiB pieces.
+DOWNLOAD_BYTES = 1024 * 1024
+
+
+def _download_trace(stack, app, query=""):
+    """GET /download of DOWNLOAD_BYTES (the zero bytes of its file, whole), and its request id and trace events."""
+    request_id = "download-" + uuid.uuid4().hex
+    reply = get(stack.port, f"/{app}/download?bytes={DOWNLOAD_BYTES}{query}", headers={"X-Request-ID": request_id})
+    assert (reply.status, reply.body) == (200, b"\0" * DOWNLOAD_BYTES)
+    return request_id, _trace(stack, request_id)
+
+
 def test_download_hands_its_file_to_the_servers_file_wrapper_which_sends_it_with_sendfile(stack, app):
-    request_id = "wrapper-" + uuid.uuid4().hex
-    size = 1024 * 1024
-    reply = get(stack.port, f"/{app}/download?bytes={size}", headers={"X-Request-ID": request_id})
-    assert (reply.status, reply.body) == (200, b"\0" * size)
-    wsgi = [e for e in _trace(stack, request_id) if e["hop"] == "wsgi"]
+    request_id, events = _download_trace(stack, app)
+    wsgi = [e for e in events if e["hop"] == "wsgi"]
     names = [e["event"] for e in wsgi]
     # The server got its own wrapper back (HopTrace watched the file, not the body), so no chunk passed through it.
     assert "first_chunk" not in names and names[-2:] == ["file_sent", "close"], names
     wrapped, sent = (next(e for e in wsgi if e["event"] == name) for name in ("file_wrapper", "file_sent"))
-    assert wrapped["bytes"] == size
+    assert wrapped["bytes"] == DOWNLOAD_BYTES
     assert (sent["how"], sent["reads"], sent["bytes"]) == ("sendfile", 0, 0)
-    shown = render_waterfall(request_id, _trace(stack, request_id))
+    shown = render_waterfall(request_id, events)
     assert "the server read none of the file in Python: it sent it with sendfile(2)" in shown, shown
 
 
 def test_download_without_the_wrapper_reads_the_same_file_in_python_chunk_by_chunk(stack, app):
-    request_id = "nowrapper-" + uuid.uuid4().hex
-    size = 1024 * 1024
-    reply = get(stack.port, f"/{app}/download?bytes={size}&wrapper=0", headers={"X-Request-ID": request_id})
-    assert (reply.status, reply.body) == (200, b"\0" * size)
-    wsgi = [e for e in _trace(stack, request_id) if e["hop"] == "wsgi"]
+    _, events = _download_trace(stack, app, "&wrapper=0")
+    wsgi = [e for e in events if e["hop"] == "wsgi"]
     assert not [e for e in wsgi if e["event"].startswith("file_")], wsgi
     last = next(e for e in wsgi if e["event"] == "last_chunk")
-    assert (last["chunks"], last["bytes"]) == (16, size)
+    assert (last["chunks"], last["bytes"]) == (16, DOWNLOAD_BYTES)
 
 
 def test_error_shows_the_failure_in_the_app_and_500_at_nginx(stack, app):

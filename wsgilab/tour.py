@@ -127,8 +127,9 @@ def run(pages: dict[str, str], port: int, env: dict[str, str],
     recreates a container or two, and the steps do not depend on one another
     except in reading order, which each group keeps.
     """
-    found = [(name, number, step) for name, text in pages.items()
-             for number, step in enumerate(steps(text), 1)]
+    page_steps = {name: steps(text) for name, text in pages.items()}
+    found = [(name, number, step) for name, found_steps in page_steps.items()
+             for number, step in enumerate(found_steps, 1)]
     states = list(dict.fromkeys([((), ()), *(_state(step) for _, _, step in found)]))
     printed: dict[tuple[str, int], list[list[str]]] = {}
     for name, number, step in sorted(found, key=lambda one: states.index(_state(one[2]))):
@@ -138,7 +139,7 @@ def run(pages: dict[str, str], port: int, env: dict[str, str],
     rewritten, differences = {}, []
     for name, text in pages.items():
         pieces, last = [], 0
-        for number, step in enumerate(steps(text), 1):
+        for number, step in enumerate(page_steps[name], 1):
             got = printed[name, number]
             pieces += [text[last:step.span[0]], "".join(f"$ {command}\n" + "".join(f"{line}\n" for line in lines)
                                                         for command, lines in zip(step.commands, got))]

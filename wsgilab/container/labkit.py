@@ -37,7 +37,7 @@ CGI_KEYS = frozenset({
     "QUERY_STRING", "REMOTE_ADDR", "REMOTE_HOST", "REMOTE_IDENT", "REMOTE_USER", "REQUEST_METHOD", "SCRIPT_NAME",
     "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE"})
 #: The keys PEP 3333 defines: the seven every server sets, and the optional wsgi.file_wrapper. Other wsgi.*
-#: keys (wsgi.input_terminated, wsgi.early_hints) are servers' extensions under the reserved prefix.
+#: keys (wsgi.input_terminated, wsgi.early_hints) are servers' extensions, not in the PEP.
 WSGI_KEYS = frozenset({"wsgi.version", "wsgi.url_scheme", "wsgi.input", "wsgi.errors", "wsgi.multithread",
                        "wsgi.multiprocess", "wsgi.run_once", "wsgi.file_wrapper"})
 #: Who puts a key in the environ, in the order /environ shows them.
@@ -89,6 +89,13 @@ def describe_environ(environ: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             value = f"<{_dotted_name(type(value))}>"
         shown[environ_group(key)][key] = value
     return shown
+
+
+def flattened(shown: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``/environ`` answered, as one dict of environ keys: its groups (``describe_environ``) merged, or as is."""
+    if shown and all(isinstance(group, dict) for group in shown.values()):
+        return {key: value for group in shown.values() for key, value in group.items()}
+    return dict(shown)
 
 
 def _dotted_name(kind: type) -> str:

@@ -19,7 +19,7 @@ status or headers shows in ``start_response``'s event.
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -61,7 +61,5 @@ def wrap(app: Callable, named: str, path: str = DEFAULT_PATH) -> Callable:
     if names and path not in sys.path and Path(path).is_dir():
         sys.path.append(path)
     for name in reversed(names):  # the last named is the innermost
-        module_name, _, factory_name = name.partition(":")
-        factory = getattr(importlib.import_module(module_name), factory_name)
-        app = _Observed(factory(_PassedOn(app, name)), name)
+        app = _Observed(pkgutil.resolve_name(name)(_PassedOn(app, name)), name)
     return app

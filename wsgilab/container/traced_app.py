@@ -27,8 +27,8 @@ to the file descriptor the launcher kept for them (``WSGILAB_TRACE_FD``),
 which is the container's stdout all the same.
 """
 
-import importlib
 import os
+import pkgutil
 
 from wsgilab.container import own_middleware
 from wsgilab.container.exc_info_guard import ExcInfoGuard
@@ -50,8 +50,7 @@ if _tracing == "otel":  # the benchmark's third side; it patches the framework b
 
     otel_peer.instrument(_service)
 
-_module_name, _, _callable_name = os.environ["WSGI_APP"].partition(":")
-_app = getattr(importlib.import_module(_module_name), _callable_name)
+_app = pkgutil.resolve_name(os.environ["WSGI_APP"])  # module:name, imported
 # Your own middleware, if a setting names any, goes inside the tracing: its trace shows it (own_middleware).
 _app = own_middleware.wrap(_app, os.environ.get("WSGI_MIDDLEWARE", ""),
                            os.environ.get("WSGI_MIDDLEWARE_PATH", own_middleware.DEFAULT_PATH))

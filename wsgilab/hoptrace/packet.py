@@ -27,11 +27,8 @@ import struct
 import sys
 from typing import Any
 
+from wsgilab.container.labkit import flattened
 from wsgilab.container.uwsgi_protocol import MODIFIER_WSGI, encode_request
-
-#: What uWSGI puts in the environ itself, around the variables nginx sent.
-_ADDED_PREFIXES = ("wsgi.", "uwsgi.")
-
 
 class NotUwsgi(ValueError):
     """The environ given was not built by uWSGI from a packet; the message says what to do."""
@@ -39,14 +36,14 @@ class NotUwsgi(ValueError):
 
 def packet_variables(environ: dict[str, Any]) -> dict[str, str]:
     """The variables of the packet nginx sent, from the environ ``/environ`` showed (grouped or flat)."""
-    if environ and all(isinstance(group, dict) for group in environ.values()):  # /environ's groups
-        environ = {key: value for group in environ.values() for key, value in group.items()}
+    environ = flattened(environ)
     if "uwsgi.version" not in environ:
         server = environ.get("SERVER_SOFTWARE") or "not uWSGI"
         raise NotUwsgi(f"this environ was built by {server} from an HTTP request: nginx sent it no uwsgi packet. "
                        "Put the app on uWSGI (RAW_SERVER=uwsgi docker compose up -d) and ask /environ again")
-    variables = {key: value for key, value in environ.items()
-                 if isinstance(value, str) and not key.startswith(_ADDED_PREFIXES) and "." not in key}
+    # nginx's variables have no dot in their names; dotted keys are what uWSGI (wsgi.*, uwsgi.*) and the app's
+    # layers added
+    variables = {key: value for key, value in environ.items() if isinstance(value, str) and "." not in key}
     script_name = variables.pop("SCRIPT_NAME", "")
     variables["PATH_INFO"] = script_name + variables.get("PATH_INFO", "")
     return variables

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 
+from wsgilab.container.labkit import flattened
 from wsgilab.labs.around_nginx import app_network, app_server, host_route, neighbour_connects, services
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, hops_of, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
@@ -72,8 +73,7 @@ def run(target: Target, report: Report) -> None:
         server = served_by(target, app)
         reply = exchange(target.port, request_bytes("GET", f"/{app}/environ", SPOOFED), host=target.host)
         try:
-            groups = json.loads(reply.raw.split(b"\r\n\r\n", 1)[1])  # /environ: keys grouped by who set them
-            environ = {key: value for group in groups.values() for key, value in group.items()}
+            environ = flattened(json.loads(reply.raw.split(b"\r\n\r\n", 1)[1]))  # /environ's groups, merged
         except (IndexError, ValueError, AttributeError):
             environ = {}
         seen = {key: environ.get(key) for key in ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
