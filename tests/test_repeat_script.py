@@ -1,0 +1,47 @@
+"""scripts/repeat's own parts that need no stack: which tests run a lab, and how a load is ended."""
+
+import importlib.machinery
+import importlib.util
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _repeat():
+    loader = importlib.machinery.SourceFileLoader("repeat_script", str(REPO / "scripts" / "repeat"))
+    spec = importlib.util.spec_from_loader("repeat_script", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_every_lab_hoptrace_lists_is_one_repeat_finds_a_stack_test_for():
+    listed = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "wsgilab.hoptrace", "lab", "list"],
+                            cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert set(_repeat().lab_tests()) == {line.split()[0] for line in listed.splitlines() if line.strip()}
+
+
+def test_a_load_is_ended_with_everything_it_started_even_a_child_that_ignores_the_interrupt():
+    repeat = _repeat()
+    loop = subprocess.Popen(["bash", "-c", "trap '' INT; sleep 300; true"], start_new_session=True)
+    time.sleep(0.5)
+    assert len(repeat._group_members(loop.pid)) >= 2  # the shell and its sleep
+    repeat.stop.__globals__["time"] = _FastClock()
+    repeat.stop(loop)
+    assert loop.returncode is not None and repeat._group_members(loop.pid) == []
+
+
+class _FastClock:
+    """time, with its monotonic clock running a minute per read: stop's two-minute grace passes at once."""
+
+    def __init__(self):
+        self.now = time.monotonic()
+
+    def monotonic(self):
+        self.now += 60
+        return self.now
+
+    def sleep(self, seconds):
+        time.sleep(min(seconds, 0.1))
