@@ -45,3 +45,18 @@ class _FastClock:
 
     def sleep(self, seconds):
         time.sleep(min(seconds, 0.1))
+
+
+def test_what_repeat_starts_hears_an_interrupt_even_where_repeat_itself_was_started_deaf_to_it():
+    import signal
+    import sys
+
+    repeat = _repeat()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `scripts/repeat ... &` from a script starts
+    try:
+        child = repeat.spawn([sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT))"],
+                             stdout=subprocess.PIPE, text=True)
+        said = child.communicate(timeout=30)[0]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert "default_int_handler" in said
