@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from wsgilab.container.listen_socket import ListenSocket
 from wsgilab.hoptrace.records import queue_us_of
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, hops_of, nginx_record, served_by
-from wsgilab.labs.rawhttp import exchange, request_bytes
+from wsgilab.labs.rawhttp import exchange, read_until_closed, request_bytes
 
 TITLE = "A full listen queue: the kernel drops what does not fit, nginx answers 504, nothing hangs"
 
@@ -43,9 +44,12 @@ is a full queue; one at the read timeout, with the app's hops in its trace,
 is a slow view.
 How the lab makes the outcome certain: it reads the kernel's own numbers
 for the socket (what `ss -lnt` shows: the backlog in force, the queue; and
-the handshakes in /proc/net/tcp) and sends the first requests one at a time,
-each once the kernel holds the one before, until the queue is full; only
-then the rest, at once. Sent all at once instead, several handshakes can be
+the handshakes in /proc/net/tcp), opens every connection to nginx first,
+and sends the first requests one at a time, each once the kernel holds the
+one before, until the queue is full; only then the rest, at once, within a
+millisecond: nginx's connect for each is refused room while the first
+request still has over a second to run, so the kernel's one SYN retry in
+the connect timeout also finds the queue full. Sent all at once instead, several handshakes can be
 half done before the queue fills: the kernel answered their SYN, the client
 (nginx) thinks it is connected, and they get in later, once there is room,
 so more than fit are served, at the kernel's retry times. Docker's
@@ -133,19 +137,30 @@ def _burst(target: Target, app: str, tag: str) -> Burst:
     # Quiet first: the request that checked the app is served may not be closed at the server yet.
     before = (_kernel_shows(target, app, lambda s: s.queued == s.established == s.half_open == 0)
               or target.control.listen_socket(app))
+    # Every connection to nginx is open before the first request: the rest then go out within a millisecond
+    # of the queue's filling, with no handshake or thread start in between.
+    connections = [socket.create_connection((target.host, target.port), timeout=30) for _ in ids]
     with ThreadPoolExecutor(REQUESTS) as pool:
-        futures = [pool.submit(_timed, target, app, ids[0])]
+        futures = []
+
+        def send(n: int) -> None:
+            sent = time.monotonic()
+            connections[n].sendall(request_bytes("GET", _uri(app, ids[n]), [("X-Request-ID", ids[n])]))
+            futures.append(pool.submit(_answer, connections[n], ids[n], sent))
+
+        send(0)
         # Taken: established, and out of the queue (the worker accepted it).
         seen = _kernel_shows(target, app, lambda s: s.established == 1 and s.queued == 0)
         taken = time.monotonic()
         for n in range(1, ROOM):
             if seen is None:
                 break
-            futures.append(pool.submit(_timed, target, app, ids[n]))
+            send(n)
             seen = _kernel_shows(target, app, lambda s, n=n: s.queued == n)
         full = seen
+        for n in range(len(futures), REQUESTS):
+            send(n)
         rest_sent = time.monotonic()
-        futures += [pool.submit(_timed, target, app, request_id) for request_id in ids[len(futures):]]
         time.sleep(0.5)  # long enough for any handshake the kernel would answer to be half done
         after = target.control.listen_socket(app)
         results = [future.result() for future in futures]
@@ -169,11 +184,9 @@ def _uri(app: str, request_id: str) -> str:
     return f"/{app}/slow?ms={SLOW_MS}&lab={request_id}"
 
 
-def _timed(target: Target, app: str, request_id: str) -> tuple[str, int, float, float]:
-    """Send one slow request; its id, status, and when (monotonic) it was sent and its answer was in."""
-    sent = time.monotonic()
-    reply = exchange(target.port, request_bytes("GET", _uri(app, request_id), [("X-Request-ID", request_id)]),
-                     target.host, 30)
+def _answer(connection: socket.socket, request_id: str, sent: float) -> tuple[str, int, float, float]:
+    """Read one request's answer; its id, status, and when (monotonic) it was sent and its answer was in."""
+    reply = read_until_closed(connection)
     return request_id, reply.status, sent, time.monotonic()
 
 
