@@ -160,18 +160,23 @@ def requests_until(target: Target, path: str, until: float,
     """
     sent = []
     while time.monotonic() < until:
-        started = time.monotonic()
-        request_id = ""
-        try:
-            reply = exchange(target.port, request_bytes("GET", path), target.host, 30)
-            status: int | str = reply.status
-            request_id = reply.header("X-Request-ID") or ""
-        except OSError as error:
-            status = type(error).__name__
-        sent.append((started, status, time.monotonic() - started, request_id))
-        if status != 200:
+        sent.append(one_request(target, path))
+        if sent[-1][1] != 200:
             time.sleep(failed_pause_s)
     return sent
+
+
+def one_request(target: Target, path: str) -> tuple[float, int | str, float, str]:
+    """One GET of ``path``: when sent, status or the error's name, seconds taken, nginx's request id or ""."""
+    started = time.monotonic()
+    request_id = ""
+    try:
+        reply = exchange(target.port, request_bytes("GET", path), target.host, 30)
+        status: int | str = reply.status
+        request_id = reply.header("X-Request-ID") or ""
+    except OSError as error:
+        status = type(error).__name__
+    return started, status, time.monotonic() - started, request_id
 
 
 def has_control(target: Target, report: Report) -> bool:
