@@ -10,6 +10,10 @@ FROM ${PYTHON_IMAGE}
 
 # The user the app server runs as: never root.
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin wsgilab
+# Where docker-compose.yml mounts the database's password volumes, owned by
+# that user: a new named volume takes the ownership of the directory it is
+# first mounted on, and the db-secrets service (this image) writes there.
+RUN mkdir -p /run/wsgilab-db /run/wsgilab-db-admin && chown wsgilab /run/wsgilab-db /run/wsgilab-db-admin
 
 # A virtualenv, so pip never touches the system Python (Debian's refuses it).
 RUN python3 -m venv /opt/venv

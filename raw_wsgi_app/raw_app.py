@@ -10,8 +10,9 @@ the server's ``wsgi.file_wrapper``.
 
 It answers the same endpoints as the Django and Flask apps:
 ``/`` hello, ``/environ``, ``/stream``, ``/download``, ``/upload`` (POST), ``/slow?ms=N``,
-``/redirect`` and ``/error``; and one only it has, ``/write``: a body sent through the
-``write()`` callable ``start_response`` returns.
+``/redirect`` and ``/error``; the database's, ``/items``, ``/items/ID`` and ``/query?ms=N``,
+through psycopg by hand (raw_items.py: the only library the app uses); and one only it has,
+``/write``: a body sent through the ``write()`` callable ``start_response`` returns.
 """
 
 import hashlib
@@ -21,6 +22,8 @@ import tempfile
 import time
 import traceback
 from urllib.parse import parse_qs
+
+import raw_items
 
 APP = "raw"
 MAX_DELAY_MS = 10_000
@@ -45,7 +48,8 @@ def _server_name(environ):
 def hello(environ, start_response):
     """The home page, with links built from SCRIPT_NAME, as a framework's URL builder would."""
     prefix = environ.get("SCRIPT_NAME", "")
-    links = {name: f"{prefix}/{name}" for name in ("environ", "stream", "download", "upload", "slow", "redirect", "error")}
+    names = ("environ", "stream", "download", "upload", "slow", "redirect", "error", "items", "query")
+    links = {name: f"{prefix}/{name}" for name in names}
     return _json(start_response, "200 OK", {
         "message": "Hello from a raw WSGI app",
         "app": APP,
@@ -265,12 +269,27 @@ ROUTES = {
     "/redirect": (("GET", "HEAD"), redirect),
     "/error": (("GET", "HEAD"), error),
     "/write": (("GET", "HEAD"), write_then_iterate),
+    "/items": (("GET", "HEAD", "POST"), raw_items.items),
+    "/query": (("GET", "HEAD"), raw_items.sleep_query),
 }
+#: /items/ID: an id of at most 18 digits (PostgreSQL's bigint holds them all).
+ITEM_PREFIX, MAX_ID_DIGITS = "/items/", 18
+
+
+def _route(path):
+    """(methods, view) for a path, or (None, None); /items/ID's view gets the id as a third argument."""
+    if path.startswith(ITEM_PREFIX):
+        item_id = path[len(ITEM_PREFIX):]
+        if item_id.isascii() and item_id.isdigit() and len(item_id) <= MAX_ID_DIGITS:
+            return ("GET", "HEAD"), lambda environ, start_response: raw_items.item(environ, start_response,
+                                                                                   int(item_id))
+        return None, None
+    return ROUTES.get(path, (None, None))
 
 
 def application(environ, start_response):
     """The WSGI callable: route on PATH_INFO, and turn a failing view into a plain 500."""
-    methods, view = ROUTES.get(environ.get("PATH_INFO") or "/", (None, None))
+    methods, view = _route(environ.get("PATH_INFO") or "/")
     if view is None:
         return _json(start_response, "404 Not Found", {"error": "no such endpoint"})
     if environ["REQUEST_METHOD"] not in methods:

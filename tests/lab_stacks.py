@@ -47,6 +47,8 @@ WSGI_APPS = settings.APP_CALLABLES
 
 #: Put in every app's environment; /environ must never show it.
 SECRET_SENTINEL = "sentinel-secret-" + os.urandom(8).hex()
+#: The database's password in the compose tier's stacks: in no app container's environment, unlike the above.
+DB_PASSWORD_SENTINEL = "sentinel-db-password-" + os.urandom(8).hex()
 
 #: Two workers per app server keep six of them light on a 2-core machine.
 TEST_WORKERS = "2"
@@ -326,7 +328,7 @@ class ComposeStack:
     def environment(self, servers: dict[str, str] | None) -> dict[str, str]:
         """What compose commands of this project get: the test's port, workers, secret, servers and settings."""
         env = {**os.environ, "WSGILAB_HTTP_PORT": str(self.port), "WSGI_WORKERS": TEST_WORKERS,
-               "DJANGO_SECRET_KEY": SECRET_SENTINEL, **self.settings}
+               "DJANGO_SECRET_KEY": SECRET_SENTINEL, "WSGILAB_DB_PASSWORD": DB_PASSWORD_SENTINEL, **self.settings}
         for app, server in (servers or {}).items():
             env[f"{app.upper()}_SERVER"] = server
         return env

@@ -53,9 +53,10 @@ def _config(*profile):
 
 
 def test_the_profiles_stay_out_of_the_default_up_and_only_their_hoptrace_services_get_the_docker_socket():
-    assert sorted(_config()) == ["django", "flask", "nginx", "raw"]
+    assert sorted(_config()) == ["db", "db-secrets", "django", "flask", "nginx", "raw"]
     services = _config("--profile", "otel", "--profile", "viewer")
-    assert sorted(services) == ["django", "flask", "jaeger", "nginx", "otel-export", "raw", "viewer"]
+    assert sorted(services) == ["db", "db-secrets", "django", "flask", "jaeger", "nginx", "otel-export", "raw",
+                                "viewer"]
     with_socket = sorted(name for name, service in services.items()
                          if any(volume.get("source") == SOCKET for volume in service.get("volumes", [])))
     assert with_socket == ["otel-export", "viewer"]

@@ -19,20 +19,24 @@ from wsgilab import labs
 from wsgilab.hoptrace import records as hoplog
 from wsgilab.hoptrace.waterfall import render_waterfall
 from wsgilab.labs import control
-from wsgilab.labs.around_nginx import services
+from wsgilab.labs.around_nginx import process_uids, services
 
 ONLY_TIERS = ("compose",)
 
 
 def test_every_service_reports_healthy(stack):
     containers = services(stack.stack.container_ids())
-    assert sorted(containers) == ["django", "flask", "nginx", "raw"]
+    assert sorted(containers) == ["db", "django", "flask", "nginx", "raw"]
     for service, container in containers.items():
         assert container["State"]["Health"]["Status"] == "healthy", service
 
 
 def test_every_container_runs_as_a_non_root_user(stack):
     for service, container in services(stack.stack.container_ids()).items():
+        if service == "db":  # the postgres image starts as root to prepare its data, then runs as postgres
+            uids = process_uids(container["Id"], "postgres")
+            assert uids and "0" not in uids, uids
+            continue
         assert container["Config"]["User"] not in ("", "root", "0"), service
         uid = subprocess.run(["docker", "exec", container["Id"], "id", "-u"],
                              capture_output=True, text=True, check=True).stdout.strip()
@@ -85,6 +89,13 @@ def test_exposure_lab_finds_only_nginx_published_non_root_no_secret_and_uwsgi_gu
     assert not secrets[0].seen.startswith("200; 0 secret")  # django has DJANGO_SECRET_KEY set
     guarded = [c for c in report.checks if "UWSGI_FILE" in c.what]
     assert len(guarded) == (3 if stack.server == "uwsgi" else 0)
+
+
+def test_n_plus_one_lab_counts_one_query_per_item_and_flags_the_run(stack):
+    target = labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack.stack))
+    report = labs.run("n-plus-one", target)
+    assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
+    assert len(report.checks) == 9
 
 
 def test_the_lab_control_reads_the_settings_the_stack_runs_with_off_its_containers(stack):

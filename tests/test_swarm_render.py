@@ -67,3 +67,15 @@ def test_an_app_that_publishes_a_port_is_refused():
                            "flask": {"ports": [{"target": 8000, "published": "8000"}], "deploy": {}}}}
     with pytest.raises(RenderError, match="flask service publishes a port"):
         stack_file(config)
+
+
+def test_the_database_stays_out_of_the_stack_and_the_apps_know_of_none(config):
+    stack = stack_file(config)
+    assert not {"db", "db-secrets"} & set(stack["services"])
+    assert not [name for name in stack["networks"] if name.startswith("db-")]
+    for app in ("django", "flask", "raw"):
+        service = stack["services"][app]
+        assert not [key for key in service["environment"] if key.startswith("WSGILAB_DB_")], app
+        assert "volumes" not in service, app
+        assert not [name for name in service.get("networks") or {} if name.startswith("db-")], app
+

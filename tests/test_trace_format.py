@@ -50,13 +50,14 @@ def _written_event_names(source: str) -> set[tuple[str, str]]:
     found |= set(re.findall(r'mark\("([a-z]+)", "([a-z_]+)"', source))
     found |= {("gunicorn", name) for name in re.findall(r'\{"event": "([a-z_]+)"', source)}
     found |= set(re.findall(r'"hop": "([a-z]+)", "event": "([a-z_]+)"', source))
+    found |= {(hop, name) for name, hop in re.findall(r'\.event_at\("([a-z_]+)", \w+, hop="([a-z]+)"', source)}
     return found
 
 
 def test_every_event_the_python_writers_spell_out_is_in_the_format():
     container = REPO / "wsgilab" / "container"
     written = set()
-    for module in ("wsgi_trace.py", "django_trace.py", "flask_trace.py", "gunicorn_trace.py"):
+    for module in ("wsgi_trace.py", "django_trace.py", "flask_trace.py", "gunicorn_trace.py", "db_trace.py"):
         written |= _written_event_names((container / module).read_text())
     # traced_view writes view_* under "hop":"view", spelled in the same f-string as the name.
     written = {("view", name) if name.startswith("view_") and name != "view_resolved" else (hop, name)

@@ -202,6 +202,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             nginx="sysctls: net.ipv4.tcp_tw_reuse"),
     Setting("DJANGO_SECRET_KEY", "", "text", "Django's secret key; empty means an insecure development key, "
             "with a warning on every start", "app", default_text="a development key, with a warning"),
+    Setting("WSGILAB_DB_PASSWORD", "", "text", "the password of the apps' database role (`wsgilab`); empty: "
+            "one made at random on the first start, kept in a volume. PostgreSQL keeps the password it was "
+            "created with: a different one later stops the db-secrets service with a message "
+            "(`docker compose down --volumes` starts afresh). Only db-secrets reads it: the apps read the "
+            "password from a file (docs/database.md)", "compose", default_text="random, made once"),
     Setting("WSGILAB_JAEGER_PORT", "16686", "port", "with `--profile otel` only: the host port Jaeger's UI is "
             "published on, on 127.0.0.1 only", "compose"),
     Setting("WSGILAB_VIEWER_PORT", "8081", "port", "with `--profile viewer` only: the host port `hoptrace web` "
@@ -220,6 +225,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "release, which Swarm rolls out replica by replica", "compose"),
     Setting("PYTHON_IMAGE", "python:3.13-slim", "text", "the base image of the three app images", "compose"),
     Setting("NGINX_IMAGE", "nginx:stable", "text", "the base image of the nginx image", "compose"),
+    Setting("POSTGRES_IMAGE", "postgres:17", "text", "the database's image (scripts/offline-images builds a "
+            "stand-in of the same major version from Debian's packages)", "compose"),
 ]}
 
 #: The settings a lab may change on a running stack.

@@ -91,7 +91,8 @@ RECORDS = {
         ("hop", "event", "service", "server", "pid", "ts_us", "level", "message")),
     "wsgi": RecordKind(
         "wsgi", "request", "wsgilab.container.wsgi_trace.HopTrace, with the framework's and the view's events",
-        COMMON + SPAN + ("events",), optional=("queue_us", "status", "input_bytes", "replica")),
+        COMMON + SPAN + ("events",), optional=("queue_us", "status", "input_bytes", "replica", "db_queries", "db_us",
+                                                    "db_address", "db_port", "db_namespace")),
 }
 
 
@@ -125,6 +126,15 @@ EVENTS = (
     Event("before_request", "flask", "Flask's before_request hooks run", ("endpoint",)),
     Event("view_resolved", "django", "Django's URLconf resolved the view", ("route", "url_name")),
     Event("view_called", "view", "the view function was called", ("view",)),
+    Event("db_connection", "db", "the view got a database connection: how \"pool\" (one of its pool's, after "
+          "waiting wait_us) or \"connect\" (a new one, wait_us to open it); backend_pid: the PostgreSQL process "
+          "that serves it; error: why none came (wsgilab.container.db_trace)",
+          ("how", "wait_us", "backend_pid", "error")),
+    Event("db_query", "db", "the view's code sent a statement to PostgreSQL and it ran for duration_us: n counts "
+          "the request's queries; statement is its text with every literal replaced by ?, written the first time "
+          "it runs in the request (a repeat names that query in same_as); past 25 queries they are only counted, "
+          "in the record's db_queries and db_us", ("n", "statement", "same_as", "operation", "duration_us", "rows",
+                                                   "backend_pid", "error")),
     Event("view_returned", "view", "the view function returned", ("view",)),
     Event("view_raised", "view", "the view function raised", ("view", "error")),
     Event("exception", "django", "Django's process_exception saw the view's exception", ("error",)),
@@ -168,7 +178,7 @@ EVENTS_BY_NAME = {event.name: event for event in EVENTS}
 CAUSAL_RANK = {event.name: rank for rank, event in enumerate(EVENTS)}
 
 #: The hops a waterfall shows, in the order a request meets them.
-HOPS = ("nginx", "queue", "gunicorn", "uwsgi", "wsgi", "django", "flask", "view")
+HOPS = ("nginx", "queue", "gunicorn", "uwsgi", "wsgi", "django", "flask", "view", "db")
 
 #: The servers' hops; an event whose hop is "server" belongs to one of them.
 SERVER_HOPS = ("gunicorn", "uwsgi")

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import items, views
 
 urlpatterns = [
     path("", views.hello, name="hello"),
@@ -13,4 +13,7 @@ urlpatterns = [
     path("slow", views.slow, name="slow"),
     path("redirect", views.redirect_home, name="redirect"),
     path("error", views.error, name="error"),
+    path("items", items.items, name="items"),
+    path("items/<int:item_id>", items.item, name="item"),
+    path("query", items.sleep_query, name="query"),
 ]

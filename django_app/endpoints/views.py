@@ -20,7 +20,7 @@ APP = "django"
 @require_safe
 def hello(request):
     """The home page, with links that reverse() builds under SCRIPT_NAME."""
-    names = ("environ", "stream", "download", "upload", "slow", "redirect", "error")
+    names = ("environ", "stream", "download", "upload", "slow", "redirect", "error", "items", "query")
     return JsonResponse(
         {
             "message": "Hello from Django",

@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from wsgilab.container import database
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -62,14 +64,41 @@ ROOT_URLCONF = "labsite.urls"
 WSGI_APPLICATION = "labsite.wsgi.application"
 TEMPLATES = []
 
-# The lab endpoints use no database, but a real project has one: SQLite, in a
-# file the non-root app user can write.
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("DJANGO_SQLITE_PATH", "/tmp/wsgi-lab-django.sqlite3"),
+# PostgreSQL, where compose runs one (the db service): its address, name and
+# role from the environment, its password from the file WSGILAB_DB_PASSWORD_FILE
+# names (wsgilab.container.database), never from a variable. CONN_MAX_AGE 0
+# (Django's default): a connection per request that queries, closed at its end.
+# Without one (the native tier) the database endpoints answer 503, and Django
+# gets an SQLite file it never opens, so that it starts as it always has.
+try:
+    _DATABASE, WSGILAB_DATABASE_PROBLEM = database.configured(), ""
+except database.Misconfigured as problem:  # the database endpoints say so (503); the rest is served
+    _DATABASE, WSGILAB_DATABASE_PROBLEM = None, str(problem)
+WSGILAB_DATABASE = _DATABASE is not None
+if _DATABASE is not None:
+    DATABASES = {
+        "default": {
+            # Django's own backend, with the time a new connection takes in the trace.
+            "ENGINE": "wsgilab.container.django_postgresql",
+            "HOST": _DATABASE.host,
+            "PORT": _DATABASE.port,
+            "NAME": _DATABASE.name,
+            "USER": _DATABASE.user,
+            "PASSWORD": _DATABASE.password,
+            "CONN_MAX_AGE": 0,
+            # server_side_binding: the values go to PostgreSQL apart from the statement, as the raw app's
+            # and SQLAlchemy's do (Django's default binds them into its text, where an error's log line
+            # would show them).
+            "OPTIONS": {"connect_timeout": 5, "server_side_binding": True},
+        }
     }
-}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("DJANGO_SQLITE_PATH", "/tmp/wsgi-lab-django.sqlite3"),
+        }
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"

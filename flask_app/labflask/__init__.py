@@ -15,8 +15,9 @@ def create_app() -> Flask:
     # Sessions are not used; a key from the environment keeps the door shut if they ever are.
     app.config["SECRET_KEY"] = os.environ.get("FLASK_SECRET_KEY") or None
 
-    from . import views
+    from . import items, views
 
     app.register_blueprint(views.bp)
+    app.register_blueprint(items.bp)
     # Record Flask's request hooks and each view in the request's hop trace.
     return trace_flask(app)

@@ -20,12 +20,9 @@ bp = Blueprint("endpoints", __name__)
 def hello():
     """The home page, with links that url_for() builds under SCRIPT_NAME."""
     names = ("environ", "stream", "download", "upload", "slow", "redirect_home", "error")
-    return {
-        "message": "Hello from Flask",
-        "app": APP,
-        "server": labkit.wsgi_server(request.environ),
-        "links": {name.removesuffix("_home"): url_for(f"endpoints.{name}") for name in names},
-    }
+    links = {name.removesuffix("_home"): url_for(f"endpoints.{name}") for name in names}
+    links.update(items=url_for("items.list_items"), query=url_for("items.sleep_query"))
+    return {"message": "Hello from Flask", "app": APP, "server": labkit.wsgi_server(request.environ), "links": links}
 
 
 @bp.get("/environ")

@@ -6,7 +6,9 @@
 ``HopTraceMiddleware`` marks when Django's middleware stack gets the request
 (``middleware_in``) and gives the response back (``middleware_out``), which
 view the URLconf resolved (``view_resolved``), and an exception the view
-raised (``exception``) before Django turns it into a 500. ``trace_views``
+raised (``exception``) before Django turns it into a 500, and each query the
+request sends through Django's connection (``db_query``, through its
+``execute_wrapper`` hook: wsgilab.container.db_trace). ``trace_views``
 wraps each view of a URLconf in ``wsgilab.container.wsgi_trace.traced_view``, so the time
 in the view itself is its own segment. Both only add events to the trace
 HopTrace is already gathering; without one they do nothing.
@@ -17,8 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.db import connection
 from django.urls import URLPattern, URLResolver
 
+from wsgilab.container.db_trace import django_wrapper
 from wsgilab.container.wsgi_trace import mark, traced_view
 
 
@@ -30,7 +34,8 @@ class HopTraceMiddleware:
 
     def __call__(self, request: Any) -> Any:
         mark("django", "middleware_in")
-        response = self.get_response(request)
+        with connection.execute_wrapper(django_wrapper):
+            response = self.get_response(request)
         mark("django", "middleware_out", status=response.status_code)
         return response
 

@@ -28,6 +28,7 @@ import importlib.util
 import os
 import re
 import socket
+import subprocess
 import sys
 from collections.abc import Mapping
 
@@ -167,6 +168,31 @@ def prepare_uwsgi_logging(env: dict[str, str]) -> None:
     env["WSGILAB_MASTER_PID"] = str(os.getpid())
 
 
+#: The module in an app's folder that creates its tables and seed data (``python -m db_setup``).
+DB_SETUP = "db_setup"
+#: How long the app's database setup may take before the launcher gives up on it.
+DB_SETUP_TIMEOUT_S = 120
+
+
+def set_up_database(env: Mapping[str, str]) -> None:
+    """Run the app's own database setup (its db_setup.py), where a database is configured; LaunchError if it fails.
+
+    In a process of its own, before the server starts: a connection it opens
+    dies with it, and none crosses the server's fork into the workers.
+    """
+    script = os.path.join(env["WSGI_APP_DIR"], f"{DB_SETUP}.py")
+    if not env.get("WSGILAB_DB_HOST") or not os.path.isfile(script):
+        return
+    try:
+        done = subprocess.run([sys.executable, "-m", DB_SETUP], cwd=env["WSGI_APP_DIR"], env=dict(env),
+                              capture_output=True, text=True, timeout=DB_SETUP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise LaunchError(f"the database setup ({script}) took more than {DB_SETUP_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise LaunchError(f"the database setup ({script}) failed: {last}")
+
+
 def main() -> None:
     """Validate the environment and exec the server; exit 2 with a reason if it is wrong."""
     try:
@@ -177,6 +203,11 @@ def main() -> None:
         sys.exit(2)
     say(env, f"{env['WSGI_APP']} at {env['SCRIPT_NAME']} on {env['WSGI_SERVER']}, {env['WSGI_BIND']}, "
              f"{env['WSGI_WORKERS']} workers x {env['WSGI_THREADS']} threads")
+    try:
+        set_up_database(env)
+    except LaunchError as error:
+        say(env, str(error), level="error")
+        sys.exit(2)
     keep_stdout_for_traces(env)
     if env["WSGI_SERVER"] == "uwsgi":
         prepare_uwsgi_logging(env)

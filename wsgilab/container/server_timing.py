@@ -7,7 +7,8 @@ Browsers show a response's ``Server-Timing`` header beside their own
 timings (DevTools, Network, Timing). This middleware adds one to every
 response, from the trace HopTrace gathers for the request: ``queue`` (nginx
 handed it on .. a worker called the app), ``app`` (the app called .. it
-called ``start_response``) and, where a view has returned by then, ``view``.
+called ``start_response``), where a view has returned by then, ``view``, and
+where the request queried the database, ``db``: its queries' time, added up.
 The raw app has no view apart from itself, so it shows no ``view``.
 
 It changes the response, which HopTrace does not do of itself: HopTrace adds
@@ -35,6 +36,8 @@ def server_timing(trace: RequestTrace, now_us: int) -> str:
         timing = f"queue;dur={_ms(trace.queue_us)}, {timing}"
     if trace.view_started is not None and trace.view_ended is not None:
         timing = f"{timing}, view;dur={_ms(trace.view_ended - trace.view_started)}"
+    if trace.db_queries:
+        timing = f"{timing}, db;dur={_ms(trace.db_us)}"
     return timing
 
 

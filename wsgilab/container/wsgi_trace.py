@@ -30,10 +30,10 @@ and return are recorded. With no request being traced both are no-ops, so the
 apps run unchanged with ``WSGILAB_TRACING=off``.
 
 Under uWSGI the request id and the worker span's ids are also handed to uWSGI
-as logvars (``wsgilab_request_id``, ...), so uWSGI's own request log line
-(uwsgi.ini ``log-format``) carries them; gunicorn's line reads them from the
-trace, left in the environ as ``wsgilab.trace``. It adds nothing else but the
-one response header it may be handed (``response_header``: Server-Timing).
+as logvars (``wsgilab_request_id``, ...) for its own request log line (uwsgi.ini
+``log-format``); gunicorn's line reads them from the trace, left in the environ
+as ``wsgilab.trace``. It adds nothing else but the one response header it may be
+handed (``response_header``: Server-Timing).
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ class RequestTrace:
 
     __slots__ = ("write_line", "request_id", "trace_id", "server_parent_id", "server_span_id", "span_id", "identity",
                  "pid", "started", "parts", "tail", "input_bytes", "chunks", "body_bytes", "writes", "queue_us",
-                 "written", "view_started", "view_ended", "file_body")
+                 "written", "view_started", "view_ended", "file_body",
+                 "db_queries", "db_us", "db_statements", "db_target", "db_bytes")
 
     def __init__(self, environ: dict[str, Any], identity: str, write_line: Callable[[str], None]) -> None:
         #: ``identity``: ``"service":..,"server":..`` as JSON, made once per worker by HopTrace.
@@ -111,20 +112,29 @@ class RequestTrace:
         self.view_ended: int | None = None
         #: What the server's wsgi.file_wrapper gave the app, if it called it (traced_file).
         self.file_body: Any = None
+        #: Queries so far, their µs, their events' bytes, each statement's first query, where they went (db_trace).
+        self.db_queries = self.db_us = self.db_bytes = 0
+        self.db_statements: dict[str, int] = {}
+        self.db_target = ""
 
     def event(self, name: str, **fields: Any) -> int:
         """Record one event now, with any fields; return its timestamp."""
-        ts = time_ns() // 1000
+        return self.event_at(name, time_ns() // 1000, **fields)
+
+    def event_at(self, name: str, ts_us: int, **fields: Any) -> int:
+        """Record one event that happened at ``ts_us`` (a query, recorded once it has ended); return ``ts_us``."""
         extra = "".join([f',"{key}":{_json_value(value)}' for key, value in fields.items()]) if fields else ""
-        self.parts.append(f'{{"event":"{name}","ts_us":{ts}{extra}}}')
-        return ts
+        self.parts.append(f'{{"event":"{name}","ts_us":{ts_us}{extra}}}')
+        return ts_us
 
     def line(self) -> str:
         """The trace as one line of JSON (the format hoptrace reads)."""
+        tail = self.tail + (f',"db_queries":{self.db_queries},"db_us":{self.db_us}{self.db_target}'
+                            if self.db_queries else "")
         # request_id matched nginx_headers.REQUEST_ID (or is "-"): no character in it needs escaping.
         return (f'{{"request_id":"{self.request_id}"{span_fields(self.trace_id, self.span_id, self.server_span_id)},'
                 f'"hop":"wsgi","event":"request",{self.identity},'
-                f'"pid":{self.pid},"ts_us":{self.started},"events":[{",".join(self.parts)}]{self.tail}}}\n')
+                f'"pid":{self.pid},"ts_us":{self.started},"events":[{",".join(self.parts)}]{tail}}}\n')
 
     def finish(self) -> None:
         """The server closed the body: record it, and hand the trace on."""
@@ -160,8 +170,7 @@ def mark(hop: str, event: str, **fields: Any) -> None:
     """
     trace = _current.get()
     if trace is not None:
-        extra = "".join([f',"{key}":{_json_value(value)}' for key, value in fields.items()]) if fields else ""
-        trace.parts.append(f'{{"event":"{event}","ts_us":{time_ns() // 1000},"hop":"{hop}"{extra}}}')
+        trace.event_at(event, time_ns() // 1000, hop=hop, **fields)
 
 
 def traced_view(view: Callable) -> Callable:

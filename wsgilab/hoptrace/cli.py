@@ -37,7 +37,7 @@ from wsgilab.hoptrace.follow import follow
 from wsgilab.hoptrace.records import by_request, events_of, parse_line, scan
 from wsgilab.hoptrace.sources import command_lines
 from wsgilab.hoptrace.stack_logs import StackError
-from wsgilab.hoptrace.stats import collect, render_table, summarise
+from wsgilab.hoptrace.stats import collect, costliest, render_statements, render_table, summarise
 from wsgilab.hoptrace.waterfall import render_waterfall
 
 
@@ -85,7 +85,7 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
     as_json = {"show": 'print {"request_id", "events": [...]} (for a trace of several requests: '
                        '{"trace_id", "requests": [{"request_id", "events"}, ...]})',
                "follow": 'print one {"request_id", "events": [...]} line per request',
-               "stats": 'print {"records", "skipped", "segments": [...]}'}.get(command)
+               "stats": 'print {"records", "skipped", "segments": [...], "statements": [...]}'}.get(command)
     if as_json:
         parser.add_argument("--json", action="store_true", help=as_json)
     parser.add_argument("--compose", action="store_true",
@@ -197,11 +197,13 @@ def _run(command: str, args: argparse.Namespace) -> int:
         return 0
 
     counts = {"records": 0, "skipped": 0}
-    rows = summarise(collect(_counted_records(command_lines(args), counts), by_replica=args.by_replica))
+    statements: dict[tuple[str, str], list[int]] = {}
+    rows = summarise(collect(_counted_records(command_lines(args), counts), by_replica=args.by_replica,
+                             statements=statements))
     if args.json:
-        print(json.dumps({**counts, "segments": rows}, indent=2))
+        print(json.dumps({**counts, "segments": rows, "statements": costliest(statements)}, indent=2))
     else:
-        print(render_table(rows))
+        print(render_table(rows) + render_statements(costliest(statements)))
     _report_skipped(counts["skipped"], "that hold no hop record")
     return 0 if rows else 1
 

@@ -190,11 +190,18 @@ def _events_in(record: dict[str, Any], base: dict[str, Any]) -> list[dict[str, A
                        "queue_us": record["queue_us"]})
     if record["hop"] == "gunicorn":
         base = {**base, "worker_class": record.get("worker_class"), "worker_requests": record.get("worker_requests")}
+    statements: dict[Any, dict[str, Any]] = {}  # a query number -> its event (db_query's same_as names one)
     for event in record["events"]:
         if isinstance(event, dict) and isinstance(event.get("ts_us"), int):
             events.append({**base, **event})
             if event.get("event") == "close" and "input_bytes" in record:
                 events[-1]["input_bytes"] = record["input_bytes"]
+            elif event.get("event") == "db_query":
+                if "statement" in event:
+                    statements[event.get("n")] = event
+                elif event.get("same_as") in statements:
+                    first = statements[event["same_as"]]
+                    events[-1].update(statement=first["statement"], operation=first.get("operation"))
     return events
 
 

@@ -11,6 +11,7 @@ are made here, with ids derived from the record's own:
           WSGI call                    wsgi record, span_id: app called .. close()
             framework                  Django middleware in..out, Flask before..after_request
               view                     the view called .. returned or raised
+                query                  each db_query: sent .. ran for duration_us (kind client)
 
 A derived id is a hash of its record's span id and its kind, so it is the
 same on every export, and as unlikely as a random id to meet another.
@@ -32,6 +33,9 @@ from wsgilab.trace_format import EVENT_BASE, SERVER_HOPS
 #: The events that mark a framework's span, start and end (the first end found).
 _FRAMEWORK = {"django": ("middleware_in", ("middleware_out",)),
               "flask": ("before_request", ("after_request", "teardown_request"))}
+
+#: How a quoted SQL name starts and ends ("items").
+_QUOTE = '"'
 
 #: Events shown inside a span rather than as spans of their own, by the hop they come from.
 _SPAN_EVENTS = {"nginx": ("nginx_error",), "upstream": ("answered_itself",),
@@ -164,7 +168,42 @@ def _wsgi_spans(record: dict[str, Any], events: list[dict[str, Any]], request_id
                           attributes={"code.function": called_view.get("view")},
                           error=finished.get("event") == "view_raised",
                           events=[finished] if finished.get("event") == "view_raised" else [], **common))
+        parent = spans[-1].span_id
+    spans += _db_spans(record, events, parent, common)
     return spans
+
+
+def _db_spans(record: dict[str, Any], events: list[dict[str, Any]], parent: str,
+              common: dict[str, Any]) -> list[Span]:
+    """Each query as a CLIENT span, with OpenTelemetry's stable database attributes (db.*)."""
+    spans = []
+    for query in (e for e in events if e["event"] == "db_query" and isinstance(e.get("duration_us"), int)):
+        text = query.get("statement") or ""
+        summary = query_summary(text)
+        spans.append(Span(name=summary or "query", hop="db", kind="client",
+                          span_id=derived_id(record["span_id"], f"db{query.get('n')}"), parent_id=parent,
+                          start_us=query["ts_us"], end_us=query["ts_us"] + query["duration_us"],
+                          attributes={"db.system.name": "postgresql", "db.namespace": record.get("db_namespace"),
+                                      "server.address": record.get("db_address"), "server.port": record.get("db_port"),
+                                      "db.operation.name": query.get("operation"),
+                                      "db.query.text": text, "db.query.summary": summary,
+                                      "db.response.returned_rows": query.get("rows"),
+                                      "wsgilab.backend_pid": query.get("backend_pid")},
+                          error="error" in query, **common))
+    return spans
+
+
+def query_summary(statement: str) -> str:
+    """OpenTelemetry's db.query.summary: the operation and the table it names first ("SELECT raw_item")."""
+    words = statement.replace(",", " ").replace("(", " ").split()
+    if not words:
+        return ""
+    operation = words[0].upper()
+    for marker in ("FROM", "INTO", "UPDATE", "TABLE"):
+        for index, word in enumerate(words[:-1]):
+            if word.upper() == marker:
+                return f"{operation} {words[index + 1].strip(_QUOTE)}"
+    return operation
 
 
 def spans_of(records: list[dict[str, Any]]) -> list[Span]:

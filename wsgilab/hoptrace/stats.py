@@ -13,6 +13,7 @@ worker      the server took it up .. done with it (close included) gunicorn/uWSG
 app         app(environ, start_response) called .. close()         wsgi
 framework   Django middleware in..out / Flask before..after_request wsgi
 view        the view called .. returned or raised                  wsgi
+database    its queries' time, all added up (``db_us``)            wsgi
 ==========  =====================================================  ===========
 
 (*) nginx's start stamp is millisecond-precise, so queue is too.
@@ -29,7 +30,7 @@ from wsgilab.hoptrace.records import events_of
 from wsgilab.trace_format import SERVER_HOPS
 
 #: Segments in the order a request meets them.
-SEGMENTS = ("nginx", "upstream", "queue", "worker", "app", "framework", "view")
+SEGMENTS = ("nginx", "upstream", "queue", "worker", "app", "framework", "view", "database")
 PERCENTILES = (50, 90, 99)
 
 #: For each framework, the events that open and close its segment.
@@ -75,6 +76,8 @@ def segments_of(record: dict[str, Any]) -> tuple[str, str, dict[str, float]]:
         "queue": queued / 1000 if isinstance(queued, int) else None,
         "app": _span_ms(by_name, "app_called", "close", "app_raised"),
         "view": _span_ms(by_name, "view_called", "view_returned", "view_raised"),
+        # Only requests that queried: the others spent no time in the database, rather than 0 ms of it.
+        "database": record["db_us"] / 1000 if isinstance(record.get("db_us"), int) else None,
     }
     span = _FRAMEWORK_SPAN.get(service)
     if span:
@@ -87,16 +90,24 @@ def percentile(ordered: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def collect(records: Iterable[dict[str, Any]], by_replica: bool = False) -> dict[tuple[str, ...], list[float]]:
+def collect(records: Iterable[dict[str, Any]], by_replica: bool = False,
+            statements: dict[tuple[str, str], list[int]] | None = None) -> dict[tuple[str, ...], list[float]]:
     """Every segment duration in ``records``, keyed by (service, server, segment).
 
     With ``by_replica``, by (service, server, segment, replica): nginx's
-    records, written once for all replicas, have "-" there.
+    records, written once for all replicas, have "-" there. Given a dict as
+    ``statements``, it also gathers every listed query's duration (µs) there,
+    by (service, statement), for ``costliest``.
     """
     samples: dict[tuple[str, ...], list[float]] = defaultdict(list)
     for record in records:
         if record.get("event") != "request":
             continue  # a server's or the app's log message: no segment
+        if statements is not None and record.get("db_queries"):
+            for query in events_of([record]):
+                if query["event"] == "db_query" and isinstance(query.get("duration_us"), int):
+                    statements.setdefault((str(record.get("service", "-")), str(query.get("statement"))),
+                                          []).append(query["duration_us"])
         service, server, segments = segments_of(record)
         key: tuple[str, ...] = (service, server)
         for name, ms in segments.items():
@@ -119,6 +130,29 @@ def summarise(samples: dict[tuple[str, ...], list[float]]) -> list[dict[str, Any
         row["max_ms"] = round(values[-1], 3)
         rows.append(row)
     return rows
+
+
+#: How many statements ``costliest`` lists.
+COSTLIEST = 10
+
+
+def costliest(statements: dict[tuple[str, str], list[int]], top: int = COSTLIEST) -> list[dict[str, Any]]:
+    """The statements that took the most time in all, most first: service, statement, count, total and mean ms."""
+    rows = [{"service": service, "statement": statement, "count": len(times),
+             "total_ms": round(sum(times) / 1000, 3), "mean_ms": round(sum(times) / len(times) / 1000, 3)}
+            for (service, statement), times in statements.items()]
+    return sorted(rows, key=lambda row: -row["total_ms"])[:top]
+
+
+def render_statements(rows: list[dict[str, Any]]) -> str:
+    """The costliest statements as text, under a heading; "" when no request queried."""
+    if not rows:
+        return ""
+    lines = ["", f"the costliest statements ({len(rows)}), by their time in all:",
+             f"{'service':<10} {'count':>7} {'total ms':>10} {'mean ms':>9}  statement"]
+    lines += [f"{row['service']:<10} {row['count']:>7} {row['total_ms']:>10.2f} {row['mean_ms']:>9.2f}  "
+              f"{row['statement']}" for row in rows]
+    return "\n".join(lines)
 
 
 def render_table(rows: list[dict[str, Any]]) -> str:

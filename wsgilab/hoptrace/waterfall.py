@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from wsgilab.hoptrace.repeats import repeated_statements
+
 from wsgilab.trace_format import SERVER_HOPS
 
 
@@ -84,6 +86,15 @@ _WORDED = {
                             if e.get("how") == "sendfile" else
                             f"the server read the file in Python: {e.get('reads')} reads, {e.get('bytes')} bytes"),
     "teardown_request": lambda e: "teardown_request hooks" + (f" after {e['error']}" if e.get("error") else ""),
+    "db_connection": lambda e: (f"no database connection ({e.get('how')}) after {e.get('wait_us')} µs: {e['error']}"
+                                if e.get("error") else
+                                f"got a database connection ({e.get('how')}) after {e.get('wait_us')} µs: "
+                                f"backend pid {e.get('backend_pid')}"),
+    "db_query": lambda e: (f"query {e.get('n')}: {e.get('statement') or e.get('operation')} "
+                           f"({e.get('duration_us', 0) / 1000:.1f} ms, {e.get('rows')} rows, "
+                           f"backend {e.get('backend_pid')})"
+                           + (f", the same as query {e['same_as']}" if e.get("same_as") else "")
+                           + (f": raised {e['error']}" if e.get("error") else "")),
 }
 
 
@@ -146,4 +157,5 @@ def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
     for event in events:
         offset = (event["ts_us"] - start) / 1000
         lines.append(f"  +{offset:8.3f} ms  {event['hop']:<8} {describe(event)}")
+    lines += [f"  {repeat.describe()}" for repeat in repeated_statements(events)]
     return "\n".join(lines)

@@ -36,6 +36,7 @@ LABS = {
     "import-failure": "wsgilab.labs.import_failure",
     "replica-down": "wsgilab.labs.replica_down",
     "rolling-update": "wsgilab.labs.rolling_update",
+    "n-plus-one": "wsgilab.labs.n_plus_one",
 }
 
 

@@ -54,6 +54,24 @@ def app_network(container: dict[str, Any]) -> tuple[str, str]:
     raise LookupError(f"{container['Name']} is on no {APP_NETWORK_PREFIX}APP network")
 
 
+def addresses(container: dict[str, Any]) -> dict[str, str]:
+    """Every network the container is on (its name without the project's prefix) -> its address there."""
+    return {name.split("_", 1)[-1]: network["IPAddress"]
+            for name, network in container["NetworkSettings"]["Networks"].items()}
+
+
+def process_uids(container_id: str, command: str) -> list[str]:
+    """The user ids the container's processes named ``command`` run as, as ``docker top`` lists them.
+
+    By name: a healthcheck Docker is running in the container at that moment
+    runs as the image's user, which the postgres image leaves at root.
+    """
+    # docker top needs the pid column to map the processes to the container.
+    done = subprocess.run(["docker", "top", container_id, "-eo", "pid,uid,comm"], capture_output=True, text=True)
+    rows = [line.split() for line in done.stdout.splitlines()[1:]] if done.returncode == 0 else []
+    return [row[1] for row in rows if len(row) == 3 and row[2] == command]
+
+
 def host_route(address: str) -> str:
     """How this host would reach ``address``: "local via DEVICE", "only via the gateway ...", or why unknown."""
     if shutil.which("ip") is None:

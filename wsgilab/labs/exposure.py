@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import uuid
 
-from wsgilab.labs.around_nginx import (app_network, app_server, host_route, neighbour_connects, on_app_network,
-                                       services)
-from wsgilab.labs.kit import Outcome, Report, Target
+from wsgilab.labs.around_nginx import (addresses, app_network, app_server, host_route, neighbour_connects,
+                                       on_app_network, process_uids, services)
+from wsgilab.labs.kit import APPS, Outcome, Report, Target
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = "Exposure: only nginx published, non-root containers, no secret in /environ, uWSGI obeys nginx only"
@@ -35,8 +35,15 @@ This one is about the containers, so it needs the compose stack.
   `route-if-not` guard answers 403 to a packet carrying uWSGI's magic
   variables (UWSGI_FILE=exec://... would run a shell command). The lab sends
   one from a new container on the app's own network.
+- The database (`db`) is published nowhere either. It is on three networks
+  of the same kind, `db-django`, `db-flask`, `db-raw`: each app reaches it
+  on its own, and an app still cannot reach another app there. The host has
+  no route to it.
 - Every image runs as its own non-root user (Dockerfile `USER`), so a
   compromised app cannot write its own code or the image's system files.
+  PostgreSQL's image starts as root only to prepare its data directory, and
+  runs the server as its `postgres` user: the lab asks `docker top` for the
+  user of every `postgres` process.
 - /environ shows the WSGI environ of the request, never the process
   environment, so secrets passed as environment variables stay out of it.
 """
@@ -82,16 +89,30 @@ def run(target: Target, report: Report) -> None:
             report.check(f"{service}: published ports", "8080 only, on 127.0.0.1", str(published or "none"), ok)
         else:
             report.check(f"{service}: published ports", "none", str(published or "none"), not published)
+        if service == "db":
+            uids = process_uids(container["Id"], "postgres")
+            report.check(f"{service}: the users its postgres processes run as", "not root (uid 0)",
+                         f"uids {', '.join(sorted(set(uids))) or '?'}", bool(uids) and "0" not in uids)
+            continue
         uid = subprocess.run(["docker", "exec", container["Id"], "id", "-u"], capture_output=True,
                              text=True).stdout.strip()
         report.check(f"{service}: the user its processes run as", "not root (uid 0)", f"uid {uid or '?'}",
                      uid not in ("", "0"))
 
+    if "db" in containers:
+        for network, address in sorted(addresses(containers["db"]).items()):
+            route = host_route(address)
+            report.check(f"db: its address {address} on {network}, from this host",
+                         "no way there: the host has no address on the database's networks", route,
+                         not route.startswith("local"))
+
     for service, container in sorted(containers.items()):
-        if service == "nginx":
+        if service not in APPS:
             continue
+        # A *_FILE setting names where a secret is (the database's password), not the secret.
         secrets = [value.split("=", 1)[1] for value in container["Config"]["Env"]
-                   if any(word in value.split("=", 1)[0] for word in SECRET_WORDS) and len(value.split("=", 1)[1]) >= 8]
+                   if any(word in value.split("=", 1)[0] for word in SECRET_WORDS)
+                   and not value.split("=", 1)[0].endswith("_FILE") and len(value.split("=", 1)[1]) >= 8]
         reply = exchange(target.port, request_bytes("GET", f"/{service}/environ"), host=target.host)
         shown = [secret for secret in secrets if secret in reply.raw.decode("latin-1")]
         report.check(f"{service}: /environ", "shows no secret from the container's environment",
@@ -104,11 +125,17 @@ def run(target: Target, report: Report) -> None:
         report.check(f"{service}: its {server} port {address}:{port}, from this host, around nginx",
                      "no way there: the host has no address on the app's network", route,
                      not route.startswith("local"))
-        neighbour = next((name for name in sorted(containers) if name not in ("nginx", service)), None)
+        neighbour = next((name for name in sorted(containers) if name in APPS and name != service), None)
         if neighbour is not None:
             seen = neighbour_connects(containers[neighbour]["Id"], address, port)
             report.check(f"{service}: its {server} port {address}:{port}, from the {neighbour} container",
                          "no way there: another app is not on its network", seen, seen != "connected")
+            for network, db_address in sorted(addresses(container).items()):
+                if network.startswith("db-"):
+                    seen = neighbour_connects(containers[neighbour]["Id"], db_address, port)
+                    report.check(f"{service}: its {server} port on {network} ({db_address}), from the {neighbour} "
+                                 "container", "no way there: an app shares its database network with no other",
+                                 seen, seen != "connected")
         if server == "uwsgi":
             marker = f"/tmp/wsgilab-exploit-{uuid.uuid4().hex}"
             status = on_app_network(container, "python", "-m", "wsgilab.container.uwsgi_protocol",

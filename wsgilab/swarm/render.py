@@ -17,6 +17,13 @@ from typing import Any
 
 #: Service keys the stack file leaves out, and why (the module's docstring).
 DROPPED_SERVICE_KEYS = ("build", "depends_on", "restart", "expose", "container_name", "pull_policy", "profiles")
+#: Services the stack leaves out: the database is compose's only for now. Its one-shot db-secrets has no
+#: twin on Swarm (a service that ends is restarted), and db/initdb.d is a folder of this checkout, which would
+#: have to be on every node. On a swarm the apps have no WSGILAB_DB_HOST, and answer the database endpoints
+#: 503 (docs/swarm.md).
+LEFT_OUT_SERVICES = ("db", "db-secrets")
+#: An app's settings and mounts that name the database, left out with it.
+_DB_SETTING, _DB_VOLUME, _DB_NETWORK = "WSGILAB_DB_", "db-", "db-"
 #: nginx's port inside its container (docker-compose.yml publishes it).
 NGINX_PORT = 8080
 
@@ -54,7 +61,10 @@ def stack_file(config: dict[str, Any]) -> dict[str, Any]:
     port = published_port(config)
     services = {}
     for name, service in config["services"].items():
+        if name in LEFT_OUT_SERVICES:
+            continue
         service = {key: value for key, value in copy.deepcopy(service).items() if key not in DROPPED_SERVICE_KEYS}
+        _without_database(service)
         if name == "nginx":
             service["ports"] = [{"target": NGINX_PORT, "published": port, "protocol": "tcp", "mode": "host"}]
         elif "ports" in service:
@@ -67,5 +77,19 @@ def stack_file(config: dict[str, Any]) -> dict[str, Any]:
         services[name] = _without_nulls(service)
     networks = {}
     for name, network in config.get("networks", {}).items():
-        networks[name] = {"driver": "overlay", **({"internal": True} if network.get("internal") else {})}
+        if not name.startswith(_DB_NETWORK):
+            networks[name] = {"driver": "overlay", **({"internal": True} if network.get("internal") else {})}
     return {"version": "3.9", "services": services, "networks": networks}
+
+
+def _without_database(service: dict[str, Any]) -> None:
+    """Take out of an app's service what connects it to the database (LEFT_OUT_SERVICES)."""
+    environment = service.get("environment") or {}
+    for key in [key for key in environment if key.startswith(_DB_SETTING)]:
+        del environment[key]
+    if "volumes" in service:
+        service["volumes"] = [v for v in service["volumes"] if not str(v.get("source", "")).startswith(_DB_VOLUME)]
+        if not service["volumes"]:
+            del service["volumes"]
+    if isinstance(service.get("networks"), dict):
+        service["networks"] = {k: v for k, v in service["networks"].items() if not k.startswith(_DB_NETWORK)}

@@ -1,0 +1,84 @@
+"""The Flask app's tables, declared with SQLAlchemy 2's ORM, and the engine each worker process makes.
+
+``engine()`` is made per process on first use, after the server has forked:
+an engine made before the fork would hand the workers its pooled connections
+to share (SQLAlchemy's docs: "Using Connection Pools with Multiprocessing";
+the ``connection-before-fork`` lab). Its pool holds up to ``WSGI_THREADS``
+connections, one per thread that can run a request at once; a request that
+finds them all busy waits up to POOL_TIMEOUT_S.
+
+SQLAlchemy's psycopg dialect connects with psycopg 3, given
+``cursor_factory=TracedCursor``: each statement it sends is a ``db_query`` in
+the request's trace, as the raw app's are.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, String, create_engine, func
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from wsgilab.container import database
+
+#: How long a request waits for one of its worker's pooled connections before it is a 503.
+POOL_TIMEOUT_S = 5.0
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Owner(Base):
+    __tablename__ = "flask_owner"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+
+
+class Item(Base):
+    __tablename__ = "flask_item"
+    __table_args__ = (CheckConstraint(f"char_length(name) BETWEEN 1 AND {database.MAX_NAME}"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("flask_owner.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Loaded when first touched, with a query of its own (SQLAlchemy's default, "select"): /items asks for it
+    # up front instead (selectinload), /items?n_plus_one=1 touches it in a loop.
+    owner: Mapped[Owner] = relationship(lazy="select")
+
+
+_engine: Engine | None = None
+_engine_pid = 0
+_engine_lock = threading.Lock()
+
+
+class NoDatabase(Exception):
+    """No database is configured for this app (the native tier): a 503."""
+
+
+def engine() -> Engine:
+    """This worker process's engine, made on first use."""
+    global _engine, _engine_pid
+    if _engine is None or _engine_pid != os.getpid():
+        with _engine_lock:
+            if _engine is None or _engine_pid != os.getpid():
+                try:
+                    settings = database.configured()
+                except database.Misconfigured as problem:
+                    raise NoDatabase(str(problem)) from None
+                if settings is None:
+                    raise NoDatabase(database.NOT_CONFIGURED)
+                from wsgilab.container.db_trace import TracedCursor
+
+                url = URL.create("postgresql+psycopg", username=settings.user, password=settings.password,
+                                 host=settings.host, port=settings.port, database=settings.name)
+                threads = int(os.environ.get("WSGI_THREADS") or 1)
+                _engine = create_engine(url, pool_size=threads, max_overflow=0, pool_timeout=POOL_TIMEOUT_S,
+                                        connect_args={"cursor_factory": TracedCursor, "connect_timeout": 5})
+                _engine_pid = os.getpid()
+    return _engine
