@@ -166,16 +166,21 @@ class ComposeControl:
     def reconfigure(self, settings: Mapping[str, str]) -> None:
         """Recreate the containers whose settings changed; do not wait for them.
 
-        Each service is named, with ``--no-deps``: asked to bring up nginx,
-        compose would first wait for the apps' healthchecks to pass.
-        The caller waits instead, until each app answers through nginx, which
-        looks a recreated container's new address up by itself.
+        The apps come up with what they depend on (the database, running
+        already), never with ``--no-deps``: compose counts a service's
+        ``depends_on`` in the hash it compares, so ``--no-deps`` would
+        recreate every app, changed or not. nginx comes up with
+        ``--no-deps``, since it is recreated anyway: asked to bring it up with
+        its dependencies, compose would first wait for the apps' healthchecks
+        to pass, and an app broken on purpose never passes. The caller waits
+        instead, until each app answers through nginx, which looks a
+        recreated container's new address up by itself.
         """
         check_settings(settings)
         if self.baseline is None:
             self.baseline = self.running_settings()
         self.settings = {name: str(value) for name, value in settings.items()}
-        self.run("up", "-d", "--no-deps", *APP_SERVICES)
+        self.run("up", "-d", *APP_SERVICES)
         self.run("up", "-d", "--no-deps", "nginx")
 
     def running_settings(self) -> dict[str, str]:
@@ -235,7 +240,7 @@ class ComposeControl:
 
     def scale_app(self, app: str, replicas: int) -> None:
         """Run ``replicas`` containers of ``app`` (``up --scale``), leaving the running ones as they are."""
-        self.run("up", "-d", "--no-deps", "--no-recreate", "--scale", f"{app}={replicas}", app)
+        self.run("up", "-d", "--no-recreate", "--scale", f"{app}={replicas}", app)
 
     def replicas(self, app: str) -> list[str]:
         """The ids of ``app``'s running containers."""
