@@ -145,3 +145,23 @@ def test_the_password_is_in_no_app_containers_environment_nor_in_environ_only_in
         assert "WSGILAB_DB_PASSWORD_FILE=/run/wsgilab-db/password" in env or service == "db"
         if service != "db":
             assert DB_PASSWORD_SENTINEL not in get(stack.port, f"/{service}/environ").body.decode()
+
+
+def test_postgresql_own_log_line_for_a_query_joins_it_in_the_trace(stack, app):
+    request_id = _id()
+    reply = get(stack.port, f"/{app}/query?ms=60", headers={"X-Request-ID": request_id})
+    assert reply.status == 200, reply.body
+    for _ in range(40):  # PostgreSQL's line may come a moment after the app's record
+        events = _events(stack, request_id)
+        sleep = next(e for e in events if e["event"] == "db_query" and "pg_sleep" in e.get("statement", ""))
+        own = [e for e in events if e["event"] == "db_log" and e["n"] == sleep["n"]]
+        if any(e["step"] in ("execute", "statement") for e in own):
+            break
+        time.sleep(0.25)
+    ran = next(e for e in own if e["step"] in ("execute", "statement"))
+    # The same backend, by the database's own clock: it ran the sleep, within the time the app waited for it.
+    assert ran["pid"] == sleep["backend_pid"] == reply.json()["backend_pid"]
+    assert 60_000 <= ran["duration_us"] <= sleep["duration_us"], (ran, sleep)
+    assert ran["statement"].startswith("SELECT pg_sleep(?")
+    # Every line joined names a query the request sent: none from another request.
+    assert {e["n"] for e in events if e["event"] == "db_log"} <= {e["n"] for e in events if e["event"] == "db_query"}

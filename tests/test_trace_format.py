@@ -71,7 +71,7 @@ def test_every_event_the_python_writers_spell_out_is_in_the_format():
 
 def test_every_event_in_the_format_is_written_or_made_by_the_normalizer():
     made_by_normalizer = {"request_received", "response_sent", "queued", "worker_picked_up", "request_done",
-                          "app_log", "nginx_error"}
+                          "app_log", "nginx_error", "db_log"}
     container = REPO / "wsgilab" / "container"
     written = set()
     for path in container.glob("*.py"):

@@ -64,6 +64,10 @@ def check_value(kind: str, name: str, value: str) -> str:
     elif kind == "pool":
         if not (value.isascii() and value.isdigit()) or int(value) > 1024:
             raise SettingError(f"{name} must be a whole number of connections, 0 to 1024, not {value!r}")
+    elif kind == "log_ms":
+        if value != "-1" and not (value.isascii() and value.isdigit() and int(value) <= 60_000):
+            raise SettingError(f"{name} must be -1 (off) or a whole number of milliseconds, 0 to 60000, "
+                               f"not {value!r}")
     elif kind == "tw_reuse":
         if value not in ("0", "1", "2"):
             raise SettingError(f"{name} must be 0, 1 or 2 (net.ipv4.tcp_tw_reuse), not {value!r}")
@@ -83,7 +87,7 @@ class Setting:
     name: str
     #: The default as compose and the launcher apply it; "" where it is worked out at start (``default_text``).
     default: str
-    #: How a value is checked: count, seconds, millis, pool, tracing, server, wsgi_app, middleware, on_off, port,
+    #: How a value is checked: count, seconds, millis, log_ms, pool, tracing, server, wsgi_app, middleware, on_off, port,
     #: gid, host_names, tw_reuse, publish, or text (anything).
     kind: str
     #: What it does to a request, for the docs.
@@ -225,6 +229,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "release, which Swarm rolls out replica by replica", "compose"),
     Setting("PYTHON_IMAGE", "python:3.13-slim", "text", "the base image of the three app images", "compose"),
     Setting("NGINX_IMAGE", "nginx:stable", "text", "the base image of the nginx image", "compose"),
+    Setting("WSGILAB_DB_LOG_MIN_MS", "0", "log_ms", "PostgreSQL logs each statement that runs at least this "
+            "long, with its time and its parse, bind and execute steps (0: every statement, -1: none); a "
+            "traced request's statements begin with their traceparent, so `hoptrace show` joins each line to its "
+            "query (docs/database.md). Never a parameter's value", "compose"),
     Setting("POSTGRES_IMAGE", "postgres:17", "text", "the database's image (scripts/offline-images builds a "
             "stand-in of the same major version from Debian's packages)", "compose"),
 ]}

@@ -16,6 +16,7 @@ changes, since uWSGI forks its workers in C, where Python's own reseed after
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -107,3 +108,19 @@ def new_span_ids(pid: int = 0) -> tuple[str, str]:
 def new_trace_id() -> str:
     """A fresh random trace id (32 hex digits)."""
     return os.urandom(16).hex()
+
+
+def derived_id(span_id: str, kind: str) -> str:
+    """The id of the ``kind`` span inside the span ``span_id``: 8 bytes of a hash of the two.
+
+    The spans a record holds without writing their ids (the queue, the
+    framework, the view, each query) get theirs so, from the record's span:
+    the same on the host, which exports them, and in the app, whose queries
+    carry theirs to PostgreSQL (``query_span_id``).
+    """
+    return hashlib.blake2b(f"{span_id}/{kind}".encode(), digest_size=8).hexdigest()
+
+
+def query_span_id(span_id: str, n: int) -> str:
+    """The span id of the ``n``-th query (from 1) of the request whose WSGI span is ``span_id``."""
+    return derived_id(span_id, f"db{n}")

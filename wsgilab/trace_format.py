@@ -135,6 +135,14 @@ EVENTS = (
           "it runs in the request (a repeat names that query in same_as); past 25 queries they are only counted, "
           "in the record's db_queries and db_us", ("n", "statement", "same_as", "operation", "duration_us", "rows",
                                                    "backend_pid", "error")),
+    Event("db_log", "db", "PostgreSQL's own log line about query n (its statement began with the query's "
+          "traceparent): step is parse, bind or execute (the extended protocol's steps, each timed by the "
+          "database: duration_us), statement for the simple protocol, or error (level and message say what "
+          "failed); statement is its first line with every literal replaced by ?; the event's pid is the "
+          "backend's; ts_us is when the line was logged less duration_us, to the millisecond, moved where that "
+          "puts a step before the one it followed or before the app sent the query "
+          "(wsgilab.hoptrace.postgres_log)", ("n", "step", "duration_us", "statement", "level", "message",
+                                              "logged_at")),
     Event("view_returned", "view", "the view function returned", ("view",)),
     Event("view_raised", "view", "the view function raised", ("view", "error")),
     Event("exception", "django", "Django's process_exception saw the view's exception", ("error",)),

@@ -18,6 +18,15 @@ since the values a user typed never reach a log line. Getting a connection
 becomes a ``db_connection`` event (``timed_connection``): the wait for a
 pooled one, or the time to open one.
 
+Each statement a traced request sends begins with a comment that names its
+query's span, ``/*traceparent='00-<trace>-<span>-01'*/`` (the W3C header's
+value, as sqlcommenter writes it; the span id is the one the export gives the
+query, wsgilab.trace_context.query_span_id), so PostgreSQL's own log line for
+it joins the request (wsgilab.hoptrace.postgres_log). It goes first, not
+last, because the first line of a statement is what the log's line carries.
+A statement carrying a different comment each time is never the same text
+twice, so psycopg never prepares it: a traced request pays a parse per query.
+
 A trace line must stay one write of at most 4 KiB, which a pipe keeps whole
 beside other workers' writes (wsgilab.container.trace_writer), so a
 statement's text is written the first time it runs in a request; a repeat
@@ -37,6 +46,7 @@ from time import perf_counter_ns, time_ns
 from typing import Any
 
 from wsgilab.container.wsgi_trace import RequestTrace, current_trace
+from wsgilab.trace_context import query_span_id
 
 #: Query events written per request, and the bytes they may take of its line; the rest are counted
 #: (db_queries, db_us), not listed. 2 400 bytes hold two statements and sixteen repeats of one.
@@ -73,6 +83,15 @@ def operation(statement: str) -> str:
     """The statement's first keyword, upper case (SELECT, INSERT, BEGIN...): OpenTelemetry's db.operation.name."""
     match = re.match(r"\s*(?:/\*.*?\*/\s*)*([A-Za-z]+)", statement, re.DOTALL)
     return match.group(1).upper() if match else ""
+
+
+def commented(statement: str, trace: RequestTrace | None = None) -> str:
+    """``statement`` with the traceparent comment of the query it will be in the current request; as it is
+    when no request is traced (a migration at start)."""
+    trace = trace or current_trace()
+    if trace is None:
+        return statement
+    return f"/*traceparent='00-{trace.trace_id}-{query_span_id(trace.span_id, trace.db_queries + 1)}-01'*/ {statement}"
 
 
 def record_query(statement: str, started_us: int, duration_us: int, rows: int | None, backend_pid: int | None,
@@ -140,14 +159,14 @@ if psycopg is not None:
         """psycopg's cursor, with each execute() recorded in the request's trace (``cursor_factory=``)."""
 
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-            with timed_query(_statement_text(query, self.connection), self.connection.info.backend_pid,
-                             self._rows, self._target):
-                return super().execute(query, params, **kwargs)
+            text = _statement_text(query, self.connection)
+            with timed_query(text, self.connection.info.backend_pid, self._rows, self._target):
+                return super().execute(commented(text), params, **kwargs)
 
         def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> Any:
-            with timed_query(_statement_text(query, self.connection), self.connection.info.backend_pid,
-                             self._rows, self._target):
-                return super().executemany(query, params_seq, **kwargs)
+            text = _statement_text(query, self.connection)
+            with timed_query(text, self.connection.info.backend_pid, self._rows, self._target):
+                return super().executemany(commented(text), params_seq, **kwargs)
 
         def _rows(self) -> int | None:
             return self.rowcount if self.rowcount >= 0 else None
@@ -168,7 +187,7 @@ def django_wrapper(execute: Callable, sql: str, params: Any, many: bool, context
         return settings.get("HOST") or "localhost", int(settings.get("PORT") or 5432), settings.get("NAME") or ""
 
     with timed_query(sql, backend_pid, lambda: cursor.rowcount if cursor.rowcount >= 0 else None, target):
-        return execute(sql, params, many, context)
+        return execute(commented(sql), params, many, context)
 
 
 def record_connection(started_us: int, wait_us: int, how: str, backend_pid: int | None,

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wsgilab.hoptrace.postgres_log import PostgresLog, may_be_one
 from wsgilab.trace_format import CAUSAL_RANK, EVENTS_BY_NAME
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -41,6 +42,8 @@ class LogScan:
     skipped: int = 0
     #: nginx's error lines about a connection, read by ``parse_nginx_error``, before they are matched to requests.
     nginx_errors: list[dict[str, Any]] = field(default_factory=list)
+    #: PostgreSQL's lines about traced statements, before they are matched to their queries.
+    postgres: PostgresLog = field(default_factory=PostgresLog)
 
 
 def parse_nginx_error(line: str) -> dict[str, Any] | None:
@@ -121,7 +124,8 @@ def scan(lines: Iterable[str], request_id: str | None = None) -> LogScan:
     The id may also be a trace id: then the records of every request in
     that trace are kept (with no X-Request-ID from the client, a request's id
     and its trace id are the same; a trace a caller started may hold many
-    requests). nginx's error lines join their requests either way; an app's
+    requests). nginx's error lines, and PostgreSQL's lines about a request's
+queries (wsgilab.hoptrace.postgres_log), join their requests either way; an app's
     log record carries only its request's id, so it shows under a trace id
     only where the two are the same.
     """
@@ -129,6 +133,8 @@ def scan(lines: Iterable[str], request_id: str | None = None) -> LogScan:
     for line in lines:
         if ": *" in line and "] " in line and (error := parse_nginx_error(line)) is not None:
             found.nginx_errors.append(error)
+            continue
+        if may_be_one(line) and found.postgres.read(line):
             continue
         if request_id is not None and request_id not in line:
             continue  # cheap filter before any parsing: most lines are other requests
@@ -138,6 +144,7 @@ def scan(lines: Iterable[str], request_id: str | None = None) -> LogScan:
         elif request_id is None or request_id in (record.get("request_id"), record.get("trace_id")):
             found.records.append(record)
     _attach_nginx_errors(found)
+    found.records += found.postgres.records_for(found.records)
     return found
 
 
@@ -222,6 +229,8 @@ def events_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                            **_fields(record, "nginx_error")})
         elif record["hop"] == "nginx":
             events += _nginx_events(record, base)
+        elif record["hop"] == "db" and record.get("event") == "db_log":
+            events.append({**base, "event": "db_log", "ts_us": record["ts_us"], **_fields(record, "db_log")})
         elif record["hop"] == "app" and record.get("event") == "log":
             events.append({**base, "event": "app_log", "ts_us": record["ts_us"], **_fields(record, "app_log")})
         elif record["hop"] == "uwsgi" and isinstance(record.get("duration_us"), int):

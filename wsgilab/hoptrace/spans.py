@@ -23,11 +23,11 @@ another way.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from wsgilab.hoptrace.records import events_of, find_event, seconds_to_us
+from wsgilab.trace_context import derived_id, query_span_id
 from wsgilab.trace_format import EVENT_BASE, SERVER_HOPS
 
 #: The events that mark a framework's span, start and end (the first end found).
@@ -63,11 +63,6 @@ class Span:
     attributes: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     error: bool = False
-
-
-def derived_id(span_id: str, kind: str) -> str:
-    """The id of the ``kind`` span inside the span ``span_id``: 8 bytes of a hash of the two."""
-    return hashlib.blake2b(f"{span_id}/{kind}".encode(), digest_size=8).hexdigest()
 
 
 def _event_fields(event: dict[str, Any]) -> dict[str, Any]:
@@ -175,13 +170,14 @@ def _wsgi_spans(record: dict[str, Any], events: list[dict[str, Any]], request_id
 
 def _db_spans(record: dict[str, Any], events: list[dict[str, Any]], parent: str,
               common: dict[str, Any]) -> list[Span]:
-    """Each query as a CLIENT span, with OpenTelemetry's stable database attributes (db.*)."""
+    """Each query as a CLIENT span, with OpenTelemetry's stable database attributes (db.*), and PostgreSQL's own
+    log lines about it as its events."""
     spans = []
     for query in (e for e in events if e["event"] == "db_query" and isinstance(e.get("duration_us"), int)):
         text = query.get("statement") or ""
         summary = query_summary(text)
         spans.append(Span(name=summary or "query", hop="db", kind="client",
-                          span_id=derived_id(record["span_id"], f"db{query.get('n')}"), parent_id=parent,
+                          span_id=query_span_id(record["span_id"], query.get("n")), parent_id=parent,
                           start_us=query["ts_us"], end_us=query["ts_us"] + query["duration_us"],
                           attributes={"db.system.name": "postgresql", "db.namespace": record.get("db_namespace"),
                                       "server.address": record.get("db_address"), "server.port": record.get("db_port"),
@@ -189,6 +185,8 @@ def _db_spans(record: dict[str, Any], events: list[dict[str, Any]], parent: str,
                                       "db.query.text": text, "db.query.summary": summary,
                                       "db.response.returned_rows": query.get("rows"),
                                       "wsgilab.backend_pid": query.get("backend_pid")},
+                          # PostgreSQL's own lines about it: its parse, bind and execute, timed by the database.
+                          events=[e for e in events if e["event"] == "db_log" and e.get("n") == query.get("n")],
                           error="error" in query, **common))
     return spans
 
@@ -209,9 +207,11 @@ def query_summary(statement: str) -> str:
 def spans_of(records: list[dict[str, Any]]) -> list[Span]:
     """The spans of one request's records. Records without ids (tracing off) make none."""
     request_id = next((r["request_id"] for r in records if isinstance(r.get("request_id"), str)), "-")
-    # What explains a record goes with it: nginx's error lines with nginx's, what the app logged with the WSGI call.
+    # What explains a record goes with it: nginx's error lines with nginx's, what the app logged with the WSGI call,
     nginx_errors = [r for r in records if r.get("hop") == "nginx" and r.get("event") == "error"]
     app_logs = [r for r in records if r.get("hop") == "app" and r.get("event") == "log"]
+    # PostgreSQL's own lines go with the WSGI call whose queries they are about.
+    db_logs = [r for r in records if r.get("hop") == "db" and r.get("event") == "db_log"]
     # A response the server made itself (gunicorn's answered_itself) is what the exchange got back.
     answers = [r for r in records if r.get("hop") in SERVER_HOPS and r.get("event") == "answered_itself"]
     spans: list[Span] = []
@@ -226,7 +226,7 @@ def spans_of(records: list[dict[str, Any]]) -> list[Span]:
             # The queue hangs under nginx's exchange, as the worker's span does.
             worker = next((r for r in records if r.get("hop") in SERVER_HOPS
                            and r.get("span_id") == record.get("parent_span_id")), {})
-            spans += _wsgi_spans(record, events_of([record, *app_logs]), request_id,
+            spans += _wsgi_spans(record, events_of([record, *app_logs, *db_logs]), request_id,
                                  worker.get("parent_span_id") or record.get("parent_span_id") or "")
     _start_exchange_at_hand_on(spans)
     for span in spans:

@@ -90,6 +90,10 @@ _WORDED = {
                                 if e.get("error") else
                                 f"got a database connection ({e.get('how')}) after {e.get('wait_us')} µs: "
                                 f"backend pid {e.get('backend_pid')}"),
+    "db_log": lambda e: (f"PostgreSQL's log, query {e.get('n')}: {e.get('level')} {e.get('message')}"
+                         if e.get("step") == "error" else
+                         f"PostgreSQL's log, query {e.get('n')}: {e.get('step')} "
+                         f"{(e.get('duration_us') or 0) / 1000:.3f} ms, backend {e.get('pid')}"),
     "db_query": lambda e: (f"query {e.get('n')}: {e.get('statement') or e.get('operation')} "
                            f"({e.get('duration_us', 0) / 1000:.1f} ms, {e.get('rows')} rows, "
                            f"backend {e.get('backend_pid')})"
