@@ -403,6 +403,9 @@ class ComposeStack:
     def listen_socket(self, app: str) -> listen_socket.ListenSocket:
         return self.control().listen_socket(app)
 
+    def restart_database(self) -> None:
+        self.control().restart_database()
+
     def scale_app(self, app: str, replicas: int) -> None:
         self.control().scale_app(app, replicas)
 

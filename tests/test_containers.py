@@ -204,3 +204,11 @@ def test_replica_down_lab_keeps_gets_going_and_never_repeats_a_post_the_dead_rep
     assert report.ok, [f"{c.what}: expected {c.expected}; saw {c.seen}" for c in report.checks if not c.ok]
     assert len(report.checks) == 2
     assert len(stack.stack.replicas("flask")) == 1  # scaled back
+
+
+def test_a_database_restart_under_writes_is_one_gap_of_503s_per_client_and_loses_no_answered_write(stack):
+    target = labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack.stack), control=stack.stack)
+    report = labs.run("database-restart", target)
+    assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
+    stored = [c for c in report.checks if c.what.endswith("the writes the load sent")]
+    assert len(stored) == 3 and all(", 0 lost;" in c.seen for c in stored)

@@ -78,7 +78,10 @@ def engine() -> Engine:
                 url = URL.create("postgresql+psycopg", username=settings.user, password=settings.password,
                                  host=settings.host, port=settings.port, database=settings.name)
                 threads = int(os.environ.get("WSGI_THREADS") or 1)
+                # pool_pre_ping: each connection is tried before a request gets it, so one the database dropped
+                # (a restart) is replaced, not handed out to fail (hoptrace lab database-restart).
                 _engine = create_engine(url, pool_size=threads, max_overflow=0, pool_timeout=POOL_TIMEOUT_S,
+                                        pool_pre_ping=True,
                                         connect_args={"cursor_factory": TracedCursor, "connect_timeout": 5})
                 _engine_pid = os.getpid()
     return _engine

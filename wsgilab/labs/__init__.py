@@ -37,6 +37,7 @@ LABS = {
     "replica-down": "wsgilab.labs.replica_down",
     "rolling-update": "wsgilab.labs.rolling_update",
     "n-plus-one": "wsgilab.labs.n_plus_one",
+    "database-restart": "wsgilab.labs.database_restart",
 }
 
 

@@ -238,6 +238,10 @@ class ComposeControl:
         """``docker compose restart`` one app: SIGTERM, up to 10 s to finish, then a new start."""
         self.run("restart", "-t", str(STOP_GRACE_S), app)
 
+    def restart_database(self) -> None:
+        """``docker compose restart db``: the stop signal (SIGINT, PostgreSQL's fast shutdown), then a start."""
+        self.run("restart", "-t", str(STOP_GRACE_S), "db")
+
     def scale_app(self, app: str, replicas: int) -> None:
         """Run ``replicas`` containers of ``app`` (``up --scale``), leaving the running ones as they are."""
         self.run("up", "-d", "--no-recreate", "--scale", f"{app}={replicas}", app)

@@ -30,6 +30,7 @@ STATUSES = {
     "500": "500 Internal Server Error",
     "501": "501 Not Implemented",
     "502": "502 Bad Gateway",
+    "503": "503 Service Unavailable",
     "504": "504 Gateway Timeout",
     "hang": "A hang (why there is none)",
     "truncated body": "A truncated body",
