@@ -67,6 +67,9 @@ def _worker_picked_up(event: dict[str, Any]) -> str:
     return phrase.format_map(_Fields(event))
 
 
+#: What an empty statement is here: psycopg's pool checks a connection with one before handing it out.
+_EMPTY_STATEMENT = "(empty: the pool checks the connection)"
+
 _WORDED = {
     "request_received": lambda e: _PHRASES["request_received"].format_map(
         _Fields(e, **({} if e.get("method") else {"method": "(unparsed request)", "uri": ""}))),
@@ -94,9 +97,10 @@ _WORDED = {
                          if e.get("step") == "error" else
                          f"PostgreSQL's log, query {e.get('n')}: {e.get('step')} "
                          f"{(e.get('duration_us') or 0) / 1000:.3f} ms, backend {e.get('pid')}"),
-    "db_query": lambda e: (f"query {e.get('n')}: {e.get('statement') or e.get('operation')} "
-                           f"({e.get('duration_us', 0) / 1000:.1f} ms, {e.get('rows')} rows, "
-                           f"backend {e.get('backend_pid')})"
+    "db_query": lambda e: (f"query {e.get('n')}: {e.get('statement') or e.get('operation') or _EMPTY_STATEMENT} "
+                           f"({e.get('duration_us', 0) / 1000:.1f} ms, "
+                           + ("" if e.get("rows") is None else f"{e['rows']} rows, ")
+                           + f"backend {e.get('backend_pid')})"
                            + (f", the same as query {e['same_as']}" if e.get("same_as") else "")
                            + (f": raised {e['error']}" if e.get("error") else "")),
 }
