@@ -58,14 +58,14 @@ def _connection():
                     raise Unavailable(database.NOT_CONFIGURED)
                 from psycopg_pool import ConnectionPool
 
-                from wsgilab.container.db_trace import TracedCursor
+                from wsgilab.container.db_trace import TracedConnection, TracedCursor
 
                 threads = int(os.environ.get("WSGI_THREADS") or 1)
                 # check: each connection is tried (an empty statement) before a request gets it, so one the
                 # database dropped (a restart) is replaced, not handed out to fail (hoptrace lab database-restart).
                 _pool = ConnectionPool(kwargs={**settings.connect_kwargs(), "cursor_factory": TracedCursor},
-                                       min_size=1, max_size=threads, timeout=POOL_TIMEOUT_S,
-                                       check=ConnectionPool.check_connection, name=f"raw-{os.getpid()}", open=True)
+                                       connection_class=TracedConnection, min_size=1, max_size=threads,
+                                       timeout=POOL_TIMEOUT_S, check=ConnectionPool.check_connection, name=f"raw-{os.getpid()}", open=True)
                 _pool_pid = os.getpid()
     from wsgilab.container.db_trace import timed_connection
 

@@ -18,7 +18,7 @@ import os
 import threading
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, String, create_engine, func
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, String, create_engine, event, func
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -73,7 +73,7 @@ def engine() -> Engine:
                     raise NoDatabase(str(problem)) from None
                 if settings is None:
                     raise NoDatabase(database.NOT_CONFIGURED)
-                from wsgilab.container.db_trace import TracedCursor
+                from wsgilab.container.db_trace import TracedConnection, TracedCursor
 
                 url = URL.create("postgresql+psycopg", username=settings.user, password=settings.password,
                                  host=settings.host, port=settings.port, database=settings.name)
@@ -83,5 +83,11 @@ def engine() -> Engine:
                 _engine = create_engine(url, pool_size=threads, max_overflow=0, pool_timeout=POOL_TIMEOUT_S,
                                         pool_pre_ping=True,
                                         connect_args={"cursor_factory": TracedCursor, "connect_timeout": 5})
+
+                # SQLAlchemy's own hook for making a connection: psycopg's, with its commit and rollback traced.
+                @event.listens_for(_engine, "do_connect")
+                def _traced(dialect: object, record: object, cargs: tuple, cparams: dict) -> object:
+                    return TracedConnection.connect(*cargs, **cparams)
+
                 _engine_pid = os.getpid()
     return _engine

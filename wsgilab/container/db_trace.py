@@ -154,6 +154,23 @@ try:
 except ImportError:  # the native tier's venv may lack it; only the database endpoints need it
     psycopg = None
 
+def target_of(connection: Any) -> tuple[str, int, str]:
+    """A psycopg connection's database: (host, port, name)."""
+    info = connection.info
+    return info.host, info.port, info.dbname
+
+
+def timed_transaction_end(statement: str, connection: Any, end: Callable[[], Any]) -> Any:
+    """Run ``end()`` (a psycopg connection's commit or rollback), recorded as the ``statement`` it sends
+    ("COMMIT", "ROLLBACK") when a transaction is open: a commit the database refuses (a restart cut the
+    connection) is then in the trace, not only in the answer."""
+    idle = psycopg is not None and connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    if current_trace() is None or idle:
+        return end()  # no request to trace, or nothing to send
+    with timed_query(statement, connection.info.backend_pid, lambda: None, lambda: target_of(connection)):
+        return end()
+
+
 if psycopg is not None:
     class TracedCursor(psycopg.Cursor):
         """psycopg's cursor, with each execute() recorded in the request's trace (``cursor_factory=``)."""
@@ -172,8 +189,17 @@ if psycopg is not None:
             return self.rowcount if self.rowcount >= 0 else None
 
         def _target(self) -> tuple[str, int, str]:
-            info = self.connection.info
-            return info.host, info.port, info.dbname
+            return target_of(self.connection)
+
+    class TracedConnection(psycopg.Connection):
+        """psycopg's connection, with commit() and rollback() recorded as the statements they send
+        (``connection_class=`` for psycopg_pool; SQLAlchemy's ``do_connect`` event for Flask)."""
+
+        def commit(self) -> None:
+            timed_transaction_end("COMMIT", self, super().commit)
+
+        def rollback(self) -> None:
+            timed_transaction_end("ROLLBACK", self, super().rollback)
 
 
 def django_wrapper(execute: Callable, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
