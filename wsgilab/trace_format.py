@@ -134,8 +134,8 @@ EVENTS = (
           "the request's queries; statement is its text with every literal replaced by ?, written the first time "
           "it runs in the request (a repeat names that query in same_as); past 25 queries they are only counted, "
           "in the record's db_queries and db_us. A transaction's COMMIT or ROLLBACK is a query too, and so is a "
-          "pool's check of a connection (an empty statement)", ("n", "statement", "same_as", "operation", "duration_us", "rows",
-                                                   "backend_pid", "error")),
+          "pool's check of a connection (an empty statement)",
+          ("n", "statement", "same_as", "operation", "duration_us", "rows", "backend_pid", "error")),
     Event("db_log", "db", "PostgreSQL's own log line about query n (its statement began with the query's "
           "traceparent): step is parse, bind or execute (the extended protocol's steps, each timed by the "
           "database: duration_us), statement for the simple protocol, or error (level and message say what "
