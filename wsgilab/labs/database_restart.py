@@ -34,9 +34,10 @@ wait (up to 5 s) for a connection it can open, so its writes in the gap
 come back 201, only later.
 Recovering is the pools' business. A pooled connection the restart broke
 stays in the pool, idle and looking open, until a request takes it; with
-no check, that request fails too, seconds after the database is back (one
-raw request failed so, 0.4 s after PostgreSQL listened again, before the
-check was on). So each app tries a connection before a request gets it:
+no check, that request fails too, after the database is back (one raw
+request failed so, 0.4 s after `docker compose restart db` had returned,
+before the check was on). So each app tries a connection before a request
+gets it:
 the raw app's psycopg pool with `check=ConnectionPool.check_connection`
 (an empty statement), Flask's SQLAlchemy with `pool_pre_ping=True`
 (`SELECT 1`); both are a round trip, the request's first query in its
