@@ -64,11 +64,10 @@ class PostgresLog:
         match = _LINE.search(line)
         if match is None:
             return False
+        # Only what finds the line's query here: its time and its statement are worked out in records_for, for
+        # the few lines a request's trace wants (a whole log holds thousands).
         pid, level, text = int(match["pid"]), match["level"], match["text"]
-        logged_us = (calendar.timegm(time.strptime(match["time"], "%Y-%m-%d %H:%M:%S")) * 1_000_000
-                     + int(match["ms"]) * 1000)
-        base = {"backend_pid": pid, "logged_at": f"{match['time']}.{match['ms']} UTC", "logged_us": logged_us,
-                "level": level}
+        base = {"backend_pid": pid, "time": match["time"], "ms": match["ms"], "level": level}
         if level in _FAILED:
             self._errors[pid] = {**base, "message": text}
             return True
@@ -77,14 +76,13 @@ class PostgresLog:
             traced = _TRACEPARENT.match(text)
             if error is not None and traced is not None:
                 self.lines.append({**error, "step": "error", "duration_us": None, "trace_id": traced["trace"],
-                                   "span_id": traced["span"], "statement": sanitized(traced["sql"])})
+                                   "span_id": traced["span"], "sql": traced["sql"]})
             return True
         timed = _DURATION.match(text) if level == "LOG" else None
         traced = _TRACEPARENT.match(timed["sql"]) if timed else None
         if timed is not None and traced is not None:
             self.lines.append({**base, "step": timed["step"], "duration_us": round(float(timed["ms"]) * 1000),
-                               "trace_id": traced["trace"], "span_id": traced["span"],
-                               "statement": sanitized(traced["sql"])})
+                               "trace_id": traced["trace"], "span_id": traced["span"], "sql": traced["sql"]})
         return True
 
     def records_for(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -105,6 +103,10 @@ class PostgresLog:
                 continue
             record, n = match
             took = line["duration_us"] or 0
+            logged_us = (calendar.timegm(time.strptime(line["time"], "%Y-%m-%d %H:%M:%S")) * 1_000_000
+                         + int(line["ms"]) * 1000)
+            line = {**line, "logged_us": logged_us, "logged_at": f"{line['time']}.{line['ms']} UTC",
+                    "statement": sanitized(line["sql"])}
             sent = next((event["ts_us"] for event in record.get("events") or [] if isinstance(event, dict)
                          and event.get("event") == "db_query" and event.get("n") == n), 0)
             found.append({"hop": "db", "event": "db_log", "request_id": record.get("request_id"),
