@@ -65,7 +65,8 @@ def _connection():
                 # database dropped (a restart) is replaced, not handed out to fail (hoptrace lab database-restart).
                 _pool = ConnectionPool(kwargs={**settings.connect_kwargs(), "cursor_factory": TracedCursor},
                                        connection_class=TracedConnection, min_size=1, max_size=threads,
-                                       timeout=POOL_TIMEOUT_S, check=ConnectionPool.check_connection, name=f"raw-{os.getpid()}", open=True)
+                                       timeout=POOL_TIMEOUT_S, check=ConnectionPool.check_connection,
+                                       name=f"raw-{os.getpid()}", open=True)
                 _pool_pid = os.getpid()
     from wsgilab.container.db_trace import timed_connection
 

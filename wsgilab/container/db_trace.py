@@ -46,7 +46,7 @@ from time import perf_counter_ns, time_ns
 from typing import Any
 
 from wsgilab.container.wsgi_trace import RequestTrace, current_trace
-from wsgilab.trace_context import query_span_id
+from wsgilab.trace_context import format_traceparent, query_span_id
 
 #: Query events written per request, and the bytes they may take of its line; the rest are counted
 #: (db_queries, db_us), not listed. 2 400 bytes hold two statements and sixteen repeats of one.
@@ -91,7 +91,8 @@ def commented(statement: str, trace: RequestTrace | None = None) -> str:
     trace = trace or current_trace()
     if trace is None:
         return statement
-    return f"/*traceparent='00-{trace.trace_id}-{query_span_id(trace.span_id, trace.db_queries + 1)}-01'*/ {statement}"
+    span_id = query_span_id(trace.span_id, trace.db_queries + 1)
+    return f"/*traceparent='{format_traceparent(trace.trace_id, span_id)}'*/ {statement}"
 
 
 def record_query(statement: str, started_us: int, duration_us: int, rows: int | None, backend_pid: int | None,
@@ -153,6 +154,7 @@ try:
     import psycopg
 except ImportError:  # the native tier's venv may lack it; only the database endpoints need it
     psycopg = None
+
 
 def target_of(connection: Any) -> tuple[str, int, str]:
     """A psycopg connection's database: (host, port, name)."""

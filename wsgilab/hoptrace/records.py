@@ -125,9 +125,9 @@ def scan(lines: Iterable[str], request_id: str | None = None) -> LogScan:
     that trace are kept (with no X-Request-ID from the client, a request's id
     and its trace id are the same; a trace a caller started may hold many
     requests). nginx's error lines, and PostgreSQL's lines about a request's
-queries (wsgilab.hoptrace.postgres_log), join their requests either way; an app's
-    log record carries only its request's id, so it shows under a trace id
-    only where the two are the same.
+    queries (wsgilab.hoptrace.postgres_log), join their requests either way;
+    an app's log record carries only its request's id, so it shows under a
+    trace id only where the two are the same.
     """
     found = LogScan()
     for line in lines:

@@ -207,7 +207,7 @@ def query_summary(statement: str) -> str:
 def spans_of(records: list[dict[str, Any]]) -> list[Span]:
     """The spans of one request's records. Records without ids (tracing off) make none."""
     request_id = next((r["request_id"] for r in records if isinstance(r.get("request_id"), str)), "-")
-    # What explains a record goes with it: nginx's error lines with nginx's, what the app logged with the WSGI call,
+    # What explains a record goes with it: nginx's error lines with nginx's, what the app logged with the WSGI call.
     nginx_errors = [r for r in records if r.get("hop") == "nginx" and r.get("event") == "error"]
     app_logs = [r for r in records if r.get("hop") == "app" and r.get("event") == "log"]
     # PostgreSQL's own lines go with the WSGI call whose queries they are about.

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from wsgilab.hoptrace.records import events_of
-from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, served_by
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, served_between_failures, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = ("Database restart: writes in flight and in the gap are 503s naming the database, every client is "
@@ -146,12 +146,6 @@ def _post(target: Target, app: str, name: str) -> Write:
     return Write(name, sent, time.monotonic() - sent, reply.status, error, reply.header("X-Request-ID") or "")
 
 
-def _served_between_failures(writes: list[Write]) -> int:
-    """How many of one client's writes were stored between its first failure and its last."""
-    failed = [n for n, write in enumerate(writes) if write.status != 201]
-    return sum(1 for write in writes[failed[0]:failed[-1]] if write.status == 201) if failed else 0
-
-
 def _stored_names(target: Target, app: str, prefix: str) -> set[str] | None:
     """The names starting with ``prefix`` among ``app``'s newest 1 000 items; None if the list did not come."""
     reply = exchange(target.port, request_bytes("GET", f"/{app}/items?limit=1000"), target.host, 30)
@@ -167,7 +161,7 @@ def _check_app(target: Target, report: Report, app: str, server: str, per_client
     statuses = Counter(write.status for write in writes)
     failed = [write for write in writes if write.status != 201]
     before = sum(1 for write in writes if write.status == 201 and write.sent + write.took < began)
-    between = sum(_served_between_failures(client) for client in per_client)
+    between = sum(served_between_failures([write.status == 201 for write in client]) for client in per_client)
     last = [client[-1].status for client in per_client if client]
     said = Counter(write.error.split(":")[0] + (": " + write.error.split(":")[1].strip() if ":" in write.error
                                                  else "") for write in failed)

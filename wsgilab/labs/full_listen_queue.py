@@ -49,10 +49,11 @@ and sends the first requests one at a time, each once the kernel holds the
 one before, until the queue is full; only then the rest, at once, within a
 millisecond: nginx's connect for each is refused room while the first
 request still has over a second to run, so the kernel's one SYN retry in
-the connect timeout also finds the queue full. Sent all at once instead, several handshakes can be
-half done before the queue fills: the kernel answered their SYN, the client
-(nginx) thinks it is connected, and they get in later, once there is room,
-so more than fit are served, at the kernel's retry times. Docker's
+the connect timeout also finds the queue full. Sent all at once instead,
+several handshakes can be half done before the queue fills: the kernel
+answered their SYN, the client (nginx) thinks it is connected, and they get
+in later, once there is room, so more than fit are served, at the kernel's
+retry times. Docker's
 healthcheck connects straight to the server too and takes a place in the
 same queue; the lab runs its apps with the healthcheck once a minute
 (WSGILAB_HEALTHCHECK_INTERVAL), so only the burst is in the queue.

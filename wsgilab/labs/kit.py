@@ -179,6 +179,13 @@ def one_request(target: Target, path: str) -> tuple[float, int | str, float, str
     return started, status, time.monotonic() - started, request_id
 
 
+def served_between_failures(served: list[bool]) -> int:
+    """How many of one load client's requests, in the order it sent them (one after another, so the order is
+    certain), were served between its first failure and its last: 0 when its failures are one gap."""
+    failed = [n for n, ok in enumerate(served) if not ok]
+    return sum(served[failed[0]:failed[-1]]) if failed else 0
+
+
 def has_control(target: Target, report: Report) -> bool:
     """Whether the lab can change the stack; if not, say so as a failed check."""
     if target.control is None:

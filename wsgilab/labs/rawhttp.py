@@ -49,22 +49,14 @@ def exchange(port: int, data: bytes, host: str = "127.0.0.1", timeout: float = 1
     side once ``data`` is sent: a client that has sent all it will send, so
     nginx need not linger for the rest of a body it refused.
     """
-    return send_and_read(socket.create_connection((host, port), timeout=timeout), data, half_close)
-
-
-def send_and_read(sock: socket.socket, data: bytes, half_close: bool = False) -> Response:
-    """``exchange`` on a connection already open: send ``data``, read until the server closes, close ``sock``.
-
-    Opening the connection first lets a lab send several requests within
-    microseconds of each other, with no handshake in between.
-    """
-    try:
-        sock.sendall(data)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the server answered early and stopped reading; its answer is still there
-    return read_until_closed(sock)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered early and stopped reading; its answer is still there
+        return read_until_closed(sock)
 
 
 def read_until_closed(sock: socket.socket) -> Response:

@@ -7,7 +7,8 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, one_request, requests_until, served_by
+from wsgilab.labs.kit import (APPS, Outcome, Report, Target, has_control, one_request, requests_until,
+                              served_between_failures, served_by)
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = ("Reload, restart and stop: a reload under load fails nothing; a restart fails only its gap, "
@@ -162,7 +163,8 @@ def _restart_under_load(target: Target, report: Report, servers: dict[str, str])
         before = sum(1 for at, status, _, _ in requests if status == 200 and at < restart_began)
         # One gap: each client (its requests one after another, so their order is certain) is served, then
         # fails, then is served again; none is served between two of its failures.
-        served_inside = sum(_served_between_failures(client) for client in sent)
+        served_inside = sum(served_between_failures([status == 200 for _, status, _, _ in client])
+                            for client in sent)
         last = [client[-1][1] for client in sent if client]
         # Not a 502: show its trace first, to tell which hop answered.
         odd = [request_id for _, status, _, request_id in requests if status not in (200, 502)]
@@ -182,12 +184,6 @@ def _restart_under_load(target: Target, report: Report, servers: dict[str, str])
             and all(at + took >= restart_began for at, took in failed) and served_inside == 0
             and before >= LEAST_BEFORE and len(last) == CLIENTS and all(status == 200 for status in last),
             odd[:1])
-
-
-def _served_between_failures(requests: list[tuple[float, int | str, float, str]]) -> int:
-    """How many of one client's requests were served between its first failure and its last."""
-    failures = [n for n, (_, status, _, _) in enumerate(requests) if status != 200]
-    return sum(1 for _, status, _, _ in requests[failures[0]:failures[-1]] if status == 200) if failures else 0
 
 
 def _until_served_after(target: Target, path: str, restarted: threading.Event,
