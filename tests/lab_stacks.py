@@ -35,6 +35,7 @@ from wsgilab.hoptrace.sources import project_log_lines
 from wsgilab.labs.container_sockets import ListeningSockets
 from wsgilab.labs.control import (APP_SERVICES, STOP_GRACE_S, AppState, ComposeControl, Stopped, check_settings,
                                   parse_nginx_version)
+from wsgilab.labs.database_control import Session
 from wsgilab.container.launch import server_environment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -405,6 +406,9 @@ class ComposeStack:
 
     def restart_database(self) -> None:
         self.control().restart_database()
+
+    def database_sessions(self) -> list[Session]:
+        return self.control().database_sessions()
 
     def scale_app(self, app: str, replicas: int) -> None:
         self.control().scale_app(app, replicas)

@@ -212,3 +212,12 @@ def test_a_database_restart_under_writes_is_one_gap_of_503s_per_client_and_loses
     assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
     stored = [c for c in report.checks if c.what.endswith("the writes the load sent")]
     assert len(stored) == 3 and all(", 0 lost;" in c.seen for c in stored)
+
+
+def test_a_slow_query_ends_at_statement_timeout_and_past_the_worker_timeout_runs_on_only_under_uwsgi(stack):
+    target = labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack.stack), control=stack.stack)
+    report = labs.run("slow-query", target)
+    assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
+    assert len(report.checks) == 10
+    running_on = [c for c in report.checks if "in pg_stat_activity: backend" in c.seen]
+    assert len(running_on) == (3 if stack.server == "uwsgi" else 0)

@@ -100,6 +100,21 @@ def test_a_failed_query_names_its_error():
     assert event["error"] == "TimeoutError" and event["rows"] is None
 
 
+def test_a_query_django_failed_names_the_drivers_error_not_djangos_wrapper():
+    from django.db.utils import OperationalError
+    from psycopg.errors import QueryCanceled
+
+    trace = _trace()
+    try:
+        try:
+            raise QueryCanceled("canceling statement due to statement timeout")
+        except QueryCanceled as cause:
+            raise OperationalError(str(cause)) from cause
+    except OperationalError as error:
+        record_query("SELECT pg_sleep(%s)", 5, 7, None, 41, error=error, trace=trace)
+    assert json.loads(trace.line())["events"][0]["error"] == "QueryCanceled"
+
+
 def test_server_timing_adds_the_database_time_of_a_request_that_queried():
     trace = _trace()
     assert "db;" not in server_timing(trace, trace.started + 5_000)
@@ -165,6 +180,16 @@ def test_no_database_is_configured_without_a_host_and_a_missing_password_file_is
     found = database.configured({"WSGILAB_DB_HOST": "db", "WSGILAB_DB_PASSWORD_FILE": str(tmp_path / "pw")})
     assert (found.host, found.port, found.name, found.user, found.password) == ("db", 5432, "wsgilab", "wsgilab",
                                                                                "s3cret")
+
+
+def test_each_session_gets_the_statement_timeout_and_a_bad_one_is_named(tmp_path):
+    (tmp_path / "pw").write_text("s3cret\n")
+    env = {"WSGILAB_DB_HOST": "db", "WSGILAB_DB_PASSWORD_FILE": str(tmp_path / "pw")}
+    assert database.configured(env).connect_kwargs()["options"] == "-c statement_timeout=20000"
+    found = database.configured({**env, "WSGILAB_DB_STATEMENT_TIMEOUT_MS": "0"})
+    assert found.server_options() == "-c statement_timeout=0"
+    with pytest.raises(database.Misconfigured, match="WSGILAB_DB_STATEMENT_TIMEOUT_MS"):
+        database.configured({**env, "WSGILAB_DB_STATEMENT_TIMEOUT_MS": "1s"})
 
 
 def test_db_secrets_writes_each_password_once_and_keeps_them(tmp_path):

@@ -68,6 +68,10 @@ def check_value(kind: str, name: str, value: str) -> str:
         if value != "-1" and not (value.isascii() and value.isdigit() and int(value) <= 60_000):
             raise SettingError(f"{name} must be -1 (off) or a whole number of milliseconds, 0 to 60000, "
                                f"not {value!r}")
+    elif kind == "statement_ms":
+        if not (value.isascii() and value.isdigit()) or int(value) > 600_000:
+            raise SettingError(f"{name} must be a whole number of milliseconds, 0 (no limit) to 600000, "
+                               f"not {value!r}")
     elif kind == "tw_reuse":
         if value not in ("0", "1", "2"):
             raise SettingError(f"{name} must be 0, 1 or 2 (net.ipv4.tcp_tw_reuse), not {value!r}")
@@ -87,8 +91,8 @@ class Setting:
     name: str
     #: The default as compose and the launcher apply it; "" where it is worked out at start (``default_text``).
     default: str
-    #: How a value is checked: count, seconds, millis, log_ms, pool, tracing, server, wsgi_app, middleware, on_off, port,
-    #: gid, host_names, tw_reuse, publish, or text (anything).
+    #: How a value is checked: count, seconds, millis, log_ms, statement_ms, pool, tracing, server, wsgi_app,
+    #: middleware, on_off, port, gid, host_names, tw_reuse, publish, or text (anything).
     kind: str
     #: What it does to a request, for the docs.
     does: str
@@ -233,6 +237,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "long, with its time and its parse, bind and execute steps (0: every statement, -1: none); a "
             "traced request's statements begin with their traceparent, so `hoptrace show` joins each line to its "
             "query (docs/database.md). Never a parameter's value", "compose"),
+    Setting("WSGILAB_DB_STATEMENT_TIMEOUT_MS", "20000", "statement_ms", "PostgreSQL cancels an app's statement "
+            "that runs longer than this (`statement_timeout`; 0: never), and the app answers 503 with its worker "
+            "kept. Below WSGI_TIMEOUT, so a slow query ends here, not in a killed worker whose query goes on "
+            "running in the database (`hoptrace lab slow-query`)", "app", lab_may_change=True),
     Setting("POSTGRES_IMAGE", "postgres:17", "text", "the database's image (scripts/offline-images builds a "
             "stand-in of the same major version from Debian's packages)", "compose"),
 ]}

@@ -82,7 +82,8 @@ def engine() -> Engine:
                 # (a restart) is replaced, not handed out to fail (hoptrace lab database-restart).
                 _engine = create_engine(url, pool_size=threads, max_overflow=0, pool_timeout=POOL_TIMEOUT_S,
                                         pool_pre_ping=True,
-                                        connect_args={"cursor_factory": TracedCursor, "connect_timeout": 5})
+                                        connect_args={"cursor_factory": TracedCursor, "connect_timeout": 5,
+                                                      "options": settings.server_options()})
 
                 # SQLAlchemy's own hook for making a connection: psycopg's, with its commit and rollback traced.
                 @event.listens_for(_engine, "do_connect")

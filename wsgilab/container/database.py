@@ -23,6 +23,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from wsgilab.settings import SETTINGS, SettingError
+
 #: What a database endpoint answers (503) where no database is configured.
 NOT_CONFIGURED = ("no database is configured: WSGILAB_DB_HOST is not set (docker compose runs one, the db "
                   "service; docs/database.md)")
@@ -56,11 +58,17 @@ class Database:
     name: str
     user: str
     password: str
+    #: PostgreSQL's ``statement_timeout`` for the app's sessions, in ms; 0: none.
+    statement_timeout_ms: int = 0
+
+    def server_options(self) -> str:
+        """libpq's ``options``: the settings PostgreSQL applies to each of the app's sessions as it starts."""
+        return f"-c statement_timeout={self.statement_timeout_ms}"
 
     def connect_kwargs(self) -> dict[str, object]:
         """psycopg.connect()'s keywords."""
         return {"host": self.host, "port": self.port, "dbname": self.name, "user": self.user,
-                "password": self.password, "connect_timeout": 5}
+                "password": self.password, "connect_timeout": 5, "options": self.server_options()}
 
 
 def configured(env: Mapping[str, str] = os.environ) -> Database | None:
@@ -81,8 +89,13 @@ def configured(env: Mapping[str, str] = os.environ) -> Database | None:
     port = env.get("WSGILAB_DB_PORT", "") or "5432"
     if not port.isdigit():
         raise Misconfigured(f"WSGILAB_DB_PORT must be a TCP port, not {port!r}")
+    try:
+        timeout = SETTINGS["WSGILAB_DB_STATEMENT_TIMEOUT_MS"].value(env.get("WSGILAB_DB_STATEMENT_TIMEOUT_MS"))
+    except SettingError as error:
+        raise Misconfigured(str(error)) from None
     return Database(host=host, port=int(port), name=env.get("WSGILAB_DB_NAME", "") or "wsgilab",
-                    user=env.get("WSGILAB_DB_USER", "") or "wsgilab", password=password)
+                    user=env.get("WSGILAB_DB_USER", "") or "wsgilab", password=password,
+                    statement_timeout_ms=int(timeout))
 
 
 def parse_limit(raw: str | None) -> int:

@@ -95,6 +95,13 @@ def commented(statement: str, trace: RequestTrace | None = None) -> str:
     return f"/*traceparent='{format_traceparent(trace.trace_id, span_id)}'*/ {statement}"
 
 
+def driver_error_name(error: BaseException) -> str:
+    """The name of the driver's own exception: Django raises its ``OperationalError`` *from* psycopg's
+    (``QueryCanceled``, ``AdminShutdown``), which says more."""
+    cause = error.__cause__
+    return type(cause if cause is not None and type(error).__module__ == "django.db.utils" else error).__name__
+
+
 def record_query(statement: str, started_us: int, duration_us: int, rows: int | None, backend_pid: int | None,
                  error: BaseException | None = None, trace: RequestTrace | None = None,
                  target: Callable[[], tuple[str, int, str]] | None = None) -> None:
@@ -121,7 +128,7 @@ def record_query(statement: str, started_us: int, duration_us: int, rows: int | 
         fields = {"n": trace.db_queries, "same_as": first}  # its statement and operation are query first's
     fields.update(duration_us=duration_us, rows=rows, backend_pid=backend_pid)
     if error is not None:
-        fields["error"] = type(error).__name__
+        fields["error"] = driver_error_name(error)
     trace.event_at("db_query", started_us, hop="db", **fields)
     trace.db_bytes += len(trace.parts[-1]) + 1  # and its comma
 
@@ -228,7 +235,7 @@ def record_connection(started_us: int, wait_us: int, how: str, backend_pid: int 
         trace.event_at("db_connection", started_us, hop="db", how=how, wait_us=wait_us, backend_pid=backend_pid)
     else:
         trace.event_at("db_connection", started_us, hop="db", how=how, wait_us=wait_us, backend_pid=None,
-                       error=type(error).__name__)
+                       error=driver_error_name(error))
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ LABS = {
     "rolling-update": "wsgilab.labs.rolling_update",
     "n-plus-one": "wsgilab.labs.n_plus_one",
     "database-restart": "wsgilab.labs.database_restart",
+    "slow-query": "wsgilab.labs.slow_query",
 }
 
 

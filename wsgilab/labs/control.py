@@ -27,6 +27,7 @@ from typing import Protocol, runtime_checkable
 
 from wsgilab.container.listen_socket import ListenSocket
 from wsgilab.labs.container_sockets import ListeningSocketError, ListeningSockets, open_connections
+from wsgilab.labs.database_control import DatabaseControl
 from wsgilab.settings import LAB_SETTINGS, SettingError, check_value
 from wsgilab.settings import SETTINGS as SETTINGS_TABLE
 
@@ -38,7 +39,7 @@ SETTINGS = {name: setting.does for name, setting in LAB_SETTINGS.items()}
 #: per-app ones reach an app as WSGI_SERVER and WSGI_APP, the server names
 #: reach nginx as NGINX_SERVER_NAMES).
 _SAME_NAME_IN = {reader: [s.name for s in SETTINGS_TABLE.values() if s.read_by == reader
-                          and s.name.startswith(("WSGI_", "NGINX_"))] for reader in ("app", "nginx")}
+                          and s.name.startswith(("WSGI_", "NGINX_", "WSGILAB_DB_"))] for reader in ("app", "nginx")}
 
 #: The compose services that run an app (docker-compose.yml); nginx is the other one.
 APP_SERVICES = ("django", "flask", "raw")
@@ -131,8 +132,9 @@ def check_settings(settings: Mapping[str, str]) -> None:
             raise ControlError(str(error)) from None
 
 
-class ComposeControl:
-    """The ``StackControl`` of a docker compose project, the current directory's by default."""
+class ComposeControl(DatabaseControl):
+    """The ``StackControl`` of a docker compose project, the current directory's by default; its database side
+    (restart, sessions) is in wsgilab.labs.database_control."""
 
     def __init__(self, compose: list[str], project: str | None = None, env: Mapping[str, str] | None = None,
                  cwd: str | Path | None = None, listening: ListeningSockets | None = None) -> None:
@@ -237,10 +239,6 @@ class ComposeControl:
     def restart_app(self, app: str) -> None:
         """``docker compose restart`` one app: SIGTERM, up to 10 s to finish, then a new start."""
         self.run("restart", "-t", str(STOP_GRACE_S), app)
-
-    def restart_database(self) -> None:
-        """``docker compose restart db``: the stop signal (SIGINT, PostgreSQL's fast shutdown), then a start."""
-        self.run("restart", "-t", str(STOP_GRACE_S), "db")
 
     def scale_app(self, app: str, replicas: int) -> None:
         """Run ``replicas`` containers of ``app`` (``up --scale``), leaving the running ones as they are."""

@@ -71,6 +71,12 @@ INDEX_WORDING: dict[tuple[str, str, str], str | None] = {
     ("worker-timeout", "a view slower than the worker's limit", "502"):
         "a view slower than the worker's limit, on uWSGI: 502 from nginx, as harakiri SIGKILLs the worker before "
         "it answers (on gunicorn the same view is a 500)",
+    ("slow-query", "a query slower than the worker's limit", "500"):
+        "a query slower than the worker's limit, with no `statement_timeout`, on gunicorn: 500, and psycopg "
+        "cancels the query as SystemExit unwinds the worker (on uWSGI it is a 502, and the query runs on)",
+    ("slow-query", "a query slower than the worker's limit", "502"):
+        "a query slower than the worker's limit, with no `statement_timeout`, on uWSGI: 502, and the query runs "
+        "on in the database to its end for a client that is gone (on gunicorn it is a 500, the query cancelled)",
     ("import-failure", "the app fails to import", "502"):
         "an app that fails to import: 502 from nginx for as long as it is broken, at once while Docker's DNS has "
         "no address for it or nothing listens yet (a request in the second after a crash waits first: see 504); "

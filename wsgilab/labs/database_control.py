@@ -1,0 +1,67 @@
+"""What a lab may do to the stack's PostgreSQL: restart it, and read which sessions it is running.
+
+Compose only (the native tier has no database), so this is a part of
+``ComposeControl`` and not of the ``StackControl`` every stack implements:
+a lab that needs it looks for it (``getattr``) and says so where it is
+missing. The sessions come from ``pg_stat_activity``, read by ``psql`` in
+the db container as the ``postgres`` superuser over the container's Unix
+socket, which the official image and scripts/offline-images' stand-in both
+trust: no password on a command line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+
+#: The client sessions other than psql's own, as one JSON array.
+_SESSIONS_SQL = (
+    "SELECT coalesce(json_agg(json_build_object('pid', pid, 'user', usename, 'state', state, "
+    "'running_s', extract(epoch FROM clock_timestamp() - query_start), 'query', query)), '[]') "
+    "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+#: The trace a traced statement names in its comment (wsgilab.container.db_trace.commented).
+_TRACE = re.compile(r"/\*traceparent='00-([0-9a-f]{32})-")
+
+
+@dataclass(frozen=True)
+class Session:
+    """One of PostgreSQL's client sessions: its backend, its state, and its last (or current) statement."""
+
+    pid: int
+    user: str
+    #: active (running ``query`` now), idle, idle in transaction, ...
+    state: str
+    #: Seconds since ``query`` began.
+    running_s: float | None
+    query: str
+
+    @property
+    def trace_id(self) -> str:
+        """The trace of the request whose statement this is; "" for an untraced one."""
+        match = _TRACE.match(self.query)
+        return match.group(1) if match else ""
+
+
+class DatabaseControl:
+    """The database side of ``ComposeControl`` (wsgilab.labs.control, which provides ``run`` and ``container``,
+    and which this imports only when called: it imports this)."""
+
+    def restart_database(self) -> None:
+        """``docker compose restart db``: the stop signal (SIGINT, PostgreSQL's fast shutdown), then a start."""
+        from wsgilab.labs.control import STOP_GRACE_S
+
+        self.run("restart", "-t", str(STOP_GRACE_S), "db")  # type: ignore[attr-defined]
+
+    def database_sessions(self) -> list[Session]:
+        """PostgreSQL's client sessions now (``pg_stat_activity``), psql's own left out."""
+        db = self.container("db")  # type: ignore[attr-defined]
+        done = subprocess.run(["docker", "exec", db, "psql", "--username", "postgres", "--no-psqlrc", "--tuples-only", "--no-align", "--command", _SESSIONS_SQL],
+                              capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            from wsgilab.labs.control import ControlError
+
+            raise ControlError(f"reading pg_stat_activity failed: {done.stderr.strip()[:500]}")
+        return [Session(pid=row["pid"], user=row["user"] or "", state=row["state"] or "",
+                        running_s=row["running_s"], query=row["query"] or "") for row in json.loads(done.stdout)]
