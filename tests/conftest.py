@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 import pytest
-from lab_stacks import APPS, SERVERS, ComposeStack, NativeStack
+from lab_stacks import APPS, LOG_READS, SERVERS, ComposeStack, NativeStack
 from swarm_stack import SwarmStack
 
 try:
@@ -181,6 +181,9 @@ def tier_stack(tier, request) -> NativeStack | ComposeStack:
 
 #: Seconds spent per tier (setup, call and teardown of its tests), for the run's closing summary.
 _TIER_SECONDS: dict[str, float] = {}
+#: Per tier, the reads of every hop's logs so far and their seconds (lab_stacks.LOG_READS, as each worker last
+#: reported it: a tier runs in one worker, so its latest count is its total).
+_LOG_READS: dict[str, tuple[int, float]] = {}
 
 
 def _tier_of(item) -> str:
@@ -191,6 +194,9 @@ def _tier_of(item) -> str:
 
 
 def pytest_runtest_logreport(report):
+    for tier, (calls, seconds) in (getattr(report, "wsgilab_log_reads", None) or {}).items():
+        if calls >= _LOG_READS.get(tier, (0, 0.0))[0]:
+            _LOG_READS[tier] = (calls, seconds)
     item_tier = getattr(report, "wsgilab_tier", None)
     if item_tier is not None:
         _TIER_SECONDS[item_tier] = _TIER_SECONDS.get(item_tier, 0.0) + report.duration
@@ -200,6 +206,7 @@ def pytest_runtest_logreport(report):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     outcome.get_result().wsgilab_tier = _tier_of(item)
+    outcome.get_result().wsgilab_log_reads = {tier: tuple(tally) for tier, tally in LOG_READS.items()}
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -208,3 +215,5 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "time per tier")
         for tier, seconds in sorted(_TIER_SECONDS.items(), key=lambda item: -item[1]):
             terminalreporter.write_line(f"{tier:<10} {seconds:8.1f} s")
+    for tier, (calls, seconds) in sorted(_LOG_READS.items()):
+        terminalreporter.write_line(f"{tier:<10} {seconds:8.1f} s of it reading the hops' logs ({calls} reads)")

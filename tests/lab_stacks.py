@@ -410,6 +410,9 @@ class ComposeStack:
     def database_sessions(self) -> list[Session]:
         return self.control().database_sessions()
 
+    def database_healthchecks(self) -> list[tuple[float, float]]:
+        return self.control().database_healthchecks()
+
     def scale_app(self, app: str, replicas: int) -> None:
         self.control().scale_app(app, replicas)
 
@@ -440,12 +443,23 @@ class ComposeStack:
         self.run("down", "--volumes", "--remove-orphans", "--timeout", "10")
 
 
+#: Per tier, how many times the tests read every hop's logs, and the seconds it took: the run's summary prints it
+#: (tests/conftest.py), since a lab reads them after almost every request and they grow all run long.
+LOG_READS: dict[str, list[float]] = {}
+
+
 def hop_log_lines(stack: NativeStack | ComposeStack) -> list[str]:
     """Every log line every hop of ``stack`` has written so far."""
+    began = time.monotonic()
     if isinstance(stack, NativeStack):
-        return [line for path in sorted(stack.workdir.glob("*.log"))
-                for line in path.read_text(errors="replace").splitlines()]
-    return project_log_lines(stack.project)
+        lines = [line for path in sorted(stack.workdir.glob("*.log"))
+                 for line in path.read_text(errors="replace").splitlines()]
+    else:
+        lines = project_log_lines(stack.project)
+    tally = LOG_READS.setdefault("native" if isinstance(stack, NativeStack) else "compose", [0, 0.0])
+    tally[0] += 1
+    tally[1] += time.monotonic() - began
+    return lines
 
 
 def app_server_log_lines(stack: NativeStack | ComposeStack) -> list[str]:

@@ -104,6 +104,7 @@ def test_the_lab_control_reads_the_settings_the_stack_runs_with_off_its_containe
     assert {found[f"{app.upper()}_SERVER"] for app in ("django", "flask", "raw")} == {stack.server}
     assert found["WSGILAB_HTTP_PORT"] == str(stack.port)
     assert found["WSGI_WORKERS"] == "2"
+    assert found["WSGILAB_DB_MAX_CONNECTIONS"] == "100"
 
 
 def test_scaled_replicas_share_the_load_and_each_trace_names_its_replica(tier_stack):
@@ -221,3 +222,13 @@ def test_a_slow_query_ends_at_statement_timeout_and_past_the_worker_timeout_runs
     assert len(report.checks) == 10
     running_on = [c for c in report.checks if "in pg_stat_activity: backend" in c.seen]
     assert len(running_on) == (3 if stack.server == "uwsgi" else 0)
+
+
+def test_worker_threads_past_max_connections_are_refused_a_connection_and_fewer_workers_fit(tier_stack):
+    """Once, on whichever servers the stack runs: the connections are the apps' libraries', not the server's."""
+    tier_stack.use(tier_stack.servers or {app: "gunicorn" for app in APPS})
+    target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
+    report = labs.run("too-many-clients", target)
+    assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
+    refused = [c for c in report.checks if "4 workers per app" in c.what and "503" in c.seen]
+    assert refused, "the burst that does not fit refused no request"

@@ -72,6 +72,10 @@ def check_value(kind: str, name: str, value: str) -> str:
         if not (value.isascii() and value.isdigit()) or int(value) > 600_000:
             raise SettingError(f"{name} must be a whole number of milliseconds, 0 (no limit) to 600000, "
                                f"not {value!r}")
+    elif kind == "db_connections":
+        if not (value.isascii() and value.isdigit()) or not 4 <= int(value) <= 10_000:
+            raise SettingError(f"{name} must be a whole number of connections, 4 to 10000 (PostgreSQL keeps 3 "
+                               f"of them for a superuser), not {value!r}")
     elif kind == "tw_reuse":
         if value not in ("0", "1", "2"):
             raise SettingError(f"{name} must be 0, 1 or 2 (net.ipv4.tcp_tw_reuse), not {value!r}")
@@ -91,8 +95,8 @@ class Setting:
     name: str
     #: The default as compose and the launcher apply it; "" where it is worked out at start (``default_text``).
     default: str
-    #: How a value is checked: count, seconds, millis, log_ms, statement_ms, pool, tracing, server, wsgi_app,
-    #: middleware, on_off, port, gid, host_names, tw_reuse, publish, or text (anything).
+    #: How a value is checked: count, seconds, millis, log_ms, statement_ms, db_connections, pool, tracing, server,
+    #: wsgi_app, middleware, on_off, port, gid, host_names, tw_reuse, publish, or text (anything).
     kind: str
     #: What it does to a request, for the docs.
     does: str
@@ -241,6 +245,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "that runs longer than this (`statement_timeout`; 0: never), and the app answers 503 with its worker "
             "kept. Below WSGI_TIMEOUT, so a slow query ends here, not in a killed worker whose query goes on "
             "running in the database (`hoptrace lab slow-query`)", "app", lab_may_change=True),
+    Setting("WSGILAB_DB_MAX_CONNECTIONS", "100", "db_connections", "how many sessions PostgreSQL allows at once "
+            "(`max_connections`), 3 of them kept for a superuser: the apps' role gets the rest. Every app worker "
+            "thread may hold one, so keep apps x replicas x WSGI_WORKERS x WSGI_THREADS below it; past it a new "
+            "connection is refused, and the request that wanted it is a 503 (`hoptrace lab too-many-clients`). "
+            "Changing it restarts the database", "compose", lab_may_change=True),
     Setting("POSTGRES_IMAGE", "postgres:17", "text", "the database's image (scripts/offline-images builds a "
             "stand-in of the same major version from Debian's packages)", "compose"),
 ]}

@@ -39,6 +39,7 @@ LABS = {
     "n-plus-one": "wsgilab.labs.n_plus_one",
     "database-restart": "wsgilab.labs.database_restart",
     "slow-query": "wsgilab.labs.slow_query",
+    "too-many-clients": "wsgilab.labs.too_many_clients",
 }
 
 

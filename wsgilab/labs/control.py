@@ -216,6 +216,9 @@ class ComposeControl(DatabaseControl):
                 found["NGINX_TCP_TW_REUSE"] = sysctls.get("net.ipv4.tcp_tw_reuse", "")
                 for binding in (container["HostConfig"].get("PortBindings") or {}).get("8080/tcp") or []:
                     found["WSGILAB_HTTP_PORT"] = binding.get("HostPort", "")
+            elif service == "db":  # its command's `-c max_connections=N` (docker-compose.yml)
+                found.update({"WSGILAB_DB_MAX_CONNECTIONS": arg.partition("=")[2] for arg in
+                              container["Config"]["Cmd"] or [] if arg.startswith("max_connections=")})
         return {name: value for name, value in found.items() if value}
 
     def signal_server(self, app: str, name: str) -> None:

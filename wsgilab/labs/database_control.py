@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from datetime import datetime
 from dataclasses import dataclass
 
 #: The client sessions other than psql's own, as one JSON array.
@@ -65,3 +66,22 @@ class DatabaseControl:
             raise ControlError(f"reading pg_stat_activity failed: {done.stderr.strip()[:500]}")
         return [Session(pid=row["pid"], user=row["user"] or "", state=row["state"] or "",
                         running_s=row["running_s"], query=row["query"] or "") for row in json.loads(done.stdout)]
+
+    def database_healthchecks(self) -> list[tuple[float, float]]:
+        """When the db container's last healthchecks ran, (start, end) in epoch seconds: Docker keeps the last 5.
+
+        Each is a ``pg_isready``, whose ping holds one of PostgreSQL's session slots while it runs.
+        """
+        done = subprocess.run(["docker", "inspect", "--format", "{{json .State.Health.Log}}",
+                               self.container("db")],  # type: ignore[attr-defined]
+                              capture_output=True, text=True, timeout=30)
+        return [(_epoch(check["Start"]), _epoch(check["End"])) for check in json.loads(done.stdout or "null") or []]
+
+
+def _epoch(stamp: str) -> float:
+    """Docker's RFC 3339 time (nanoseconds, ``Z`` or an offset) in epoch seconds."""
+    match = re.fullmatch(r"(\S+?T[\d:]+)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", stamp.strip())
+    if match is None:
+        raise ValueError(f"not a time Docker writes: {stamp!r}")
+    whole = datetime.fromisoformat(match.group(1) + ("+00:00" if match.group(3) == "Z" else match.group(3)))
+    return whole.timestamp() + float("0." + (match.group(2) or "0"))

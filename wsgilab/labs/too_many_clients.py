@@ -1,0 +1,207 @@
+"""Lab: more worker threads wanting a database connection than PostgreSQL's max_connections allows."""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from wsgilab.hoptrace.records import events_of
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, served_by
+from wsgilab.labs.rawhttp import exchange, request_bytes
+
+TITLE = ("Too many clients: worker threads past PostgreSQL's max_connections are refused; Django and Flask "
+         "answer 503 at once, the raw app's pool waits for its timeout")
+
+EXPLANATION = """
+Every worker thread that queries holds a database connection while it does:
+Django opens one per request, and the raw and Flask apps keep a pool per
+worker process. So at the busiest moment the apps want
+apps x replicas x WSGI_WORKERS x WSGI_THREADS connections, and PostgreSQL
+allows `max_connections` (WSGILAB_DB_MAX_CONNECTIONS, 100), of which it
+keeps 3 for a superuser (`superuser_reserved_connections`). Past that, it
+refuses the next connection at once. The apps' role is not a superuser, so
+what it hears is "FATAL: remaining connection slots are reserved for roles
+with the SUPERUSER attribute"; "sorry, too many clients already" is what
+PostgreSQL says once the last 3 are gone too.
+What the client gets depends on the app's library, not on the server:
+- Django and Flask (SQLAlchemy) open the connection when the view first
+  needs it; refused, the driver raises OperationalError and each app
+  answers 503 with PostgreSQL's words, in milliseconds.
+- The raw app's psycopg pool makes its connections in a thread of its own
+  and retries a refused one, backing off; the request waits for the pool
+  up to its timeout (5 s), and is a 503 "no database connection came free"
+  if none came. The same happens when a pool's connections are all busy.
+The refused connections are in PostgreSQL's log (one FATAL line each, the
+pool's retries included) and in each request's trace, as its
+`db_connection` with the error. The fix is arithmetic: keep that product
+below max_connections minus 3 (fewer workers, fewer threads, a pool's
+`max_size`), raise max_connections (each session costs the database
+memory), or share fewer connections among many workers with a pooler such
+as PgBouncer in front of PostgreSQL. This lab restarts the database with
+max_connections 10 (7 for the apps) and the apps with 4 workers each, sends
+each app 4 slow queries at once (12 connections wanted), then runs the same
+burst with 2 workers each (6 wanted), and puts the defaults back.
+"""
+
+#: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
+OUTCOMES = (
+    Outcome(
+        failure="more worker threads wanting a database connection than PostgreSQL allows (`max_connections`)",
+        client_sees="503 for the requests refused a connection: at once with PostgreSQL's words (Django, Flask), "
+                    "or after the pool's 5 s timeout (the raw app); the others 200",
+        statuses=("503",),
+        hop="the database refuses the connection",
+        gunicorn="`max_connections` (`WSGILAB_DB_MAX_CONNECTIONS`, 100) against apps x replicas x `WSGI_WORKERS` "
+                 "x `WSGI_THREADS`",
+        uwsgi="the same: the connections are the apps' (`processes` x `threads`)",
+    ),
+)
+
+#: The database's limit for the lab, and the part of it the apps' role may use.
+MAX_CONNECTIONS = 10
+FOR_THE_APPS = MAX_CONNECTIONS - 3
+#: Workers per app (one thread each) in the burst that does not fit, and in the one that does.
+TOO_MANY_WORKERS, FITTING_WORKERS = 4, 2
+#: How long each query holds its connection in the burst that does not fit: well past the raw app's pool timeout
+#: (5 s), so that no connection frees while a refused request still waits for one; and when the lab counts the
+#: sessions: once the pool has given up too, before any query ends. In the burst that fits, shorter.
+HOLD_MS, COUNT_AFTER_S = 9000, 6.5
+FITTING_HOLD_MS, FITTING_COUNT_AFTER_S = 3000, 1.5
+#: PostgreSQL's refusal, as the apps' role hears it, and once even a superuser's slots are gone.
+REFUSED = ("remaining connection slots are reserved", "too many clients already")
+#: PostgreSQL's FATAL line (log_line_prefix '%m [%p] ': the time in UTC to the ms, the backend's pid).
+_FATAL = re.compile(r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(?P<ms>\d{3}) UTC \[\d+\] FATAL:  ")
+#: The raw app's 503 when its pool gave it no connection in time.
+POOL_GAVE_NONE = "no database connection came free"
+
+
+def run(target: Target, report: Report) -> None:
+    if not has_control(target, report):
+        return
+    sessions = getattr(target.control, "database_sessions", None)
+    if sessions is None:
+        report.check("restart the database with a lower max_connections", "a stack with the db service "
+                     "(docker compose)", "this stack has no database (the native tier)", False)
+        return
+    servers = {app: served_by(target, app) for app in APPS}
+    with target.reconfigured({"WSGILAB_DB_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+                              "WSGI_WORKERS": str(TOO_MANY_WORKERS), "WSGI_THREADS": "1"}):
+        _burst(target, report, servers, sessions, TOO_MANY_WORKERS)
+        target.reconfigure({"WSGILAB_DB_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+                            "WSGI_WORKERS": str(FITTING_WORKERS), "WSGI_THREADS": "1"})
+        _burst(target, report, servers, sessions, FITTING_WORKERS)
+
+
+def _query(target: Target, app: str, request_id: str, hold_ms: int) -> tuple[int, float, str]:
+    """One slow query to ``app``: (status, seconds, the error its 503 named)."""
+    started = time.monotonic()
+    reply = exchange(target.port, request_bytes("GET", f"/{app}/query?ms={hold_ms}", [("X-Request-ID", request_id)]),
+                     host=target.host, timeout=hold_ms / 1000 + 20)
+    took = time.monotonic() - started
+    error = ""
+    if reply.status != 200:
+        try:
+            error = str(json.loads(reply.raw.split(b"\r\n\r\n", 1)[-1]).get("error", ""))
+        except (ValueError, AttributeError):
+            error = reply.raw[-200:].decode("utf-8", "replace")
+    return reply.status, took, error
+
+
+def _burst(target: Target, report: Report, servers: dict[str, str], sessions, workers: int) -> None:
+    wanted = workers * len(APPS)
+    fits = wanted <= FOR_THE_APPS
+    hold_ms, count_after_s = (FITTING_HOLD_MS, FITTING_COUNT_AFTER_S) if fits else (HOLD_MS, COUNT_AFTER_S)
+    ids = {app: [f"too-many-clients-{workers}w-{app}-{n}-{uuid.uuid4().hex[:8]}" for n in range(workers)]
+           for app in APPS}
+    sent_wall = time.time()
+    with ThreadPoolExecutor(wanted) as pool:
+        futures = {(app, request_id): pool.submit(_query, target, app, request_id, hold_ms)
+                   for app in APPS for request_id in ids[app]}
+        time.sleep(count_after_s)
+        held = sum(1 for s in sessions() if s.user != "postgres" and "pg_sleep" in s.query and s.state == "active")
+        results = {key: future.result() for key, future in futures.items()}
+    served = sum(1 for status, _, _ in results.values() if status == 200)
+    for app in APPS:
+        mine = [results[app, request_id] for request_id in ids[app]]
+        statuses = Counter(status for status, _, _ in mine)
+        refusals = [(took, error) for status, took, error in mine if status != 200]
+        if fits:
+            expected = f"{workers} x 200: {wanted} connections wanted, {FOR_THE_APPS} allowed"
+            ok = statuses == {200: workers}
+        elif app == "raw":
+            expected = (f"200 for a worker whose pool got a connection; for the others 503 '{POOL_GAVE_NONE}', "
+                        f"after the pool's 5 s and before any connection freed ({hold_ms / 1000:g} s)")
+            ok = set(statuses) <= {200, 503} and all(POOL_GAVE_NONE in error and 5 <= took < hold_ms / 1000
+                                                     for took, error in refusals)
+        else:
+            expected = ("200 for a request that got a connection; for the others 503 naming PostgreSQL's "
+                        "refusal, at once (never waiting as a pool would, 5 s)")
+            ok = set(statuses) <= {200, 503} and all(any(words in error for words in REFUSED) and took < 5
+                                                     for took, error in refusals)
+        report.check(
+            f"{workers} x /{app}/query?ms={hold_ms} at once on {servers[app]}, {workers} workers per app, "
+            f"max_connections {MAX_CONNECTIONS}", expected,
+            ", ".join(f"{n} x {status}" for status, n in sorted(statuses.items()))
+            + "".join(f"; {took:.2f} s: {_from_fatal(error)}" for took, error in refusals[:2]),
+            ok, [request_id for request_id, (status, _, _) in zip(ids[app], mine) if status != 200][:2]
+            or ids[app][:1])
+    found = target.records_of([request_id for app in APPS for request_id in ids[app]], {"nginx", "wsgi"})
+    connected = _last_connection(found, results)
+    pinged = _healthchecks_between(target, sent_wall, connected or sent_wall)
+    report.check(
+        f"PostgreSQL's sessions {count_after_s:g} s into the burst ({wanted} connections wanted)",
+        (f"{wanted} sessions running the queries, one per request, all served" if fits else
+         f"{FOR_THE_APPS} sessions running the queries (max_connections {MAX_CONNECTIONS} less the 3 a superuser "
+         "keeps; one fewer for each healthcheck of the db, whose ping holds a slot, while the requests "
+         "connected), one per request served, every other request refused"),
+        f"{held} sessions running pg_sleep; {served} of {wanted} requests served; the requests connected over "
+        f"{(connected or sent_wall) - sent_wall:.2f} s, and {pinged} healthcheck(s) of the db ran meanwhile",
+        held == served and (served == wanted if fits else FOR_THE_APPS - pinged <= held <= FOR_THE_APPS))
+    if not fits:
+        refused = _refusals_logged(target, sent_wall)
+        fast = sum(1 for app in APPS if app != "raw" for request_id in ids[app] if results[app, request_id][0] != 200)
+        report.check(
+            "PostgreSQL's log during the burst",
+            f"a FATAL line for each connection it refused: at least the {fast} of Django and Flask (the raw app's "
+            "pool retries add more)", f"{refused} x FATAL: {REFUSED[0]} ...", refused >= fast and refused > 0)
+
+
+def _from_fatal(error: str) -> str:
+    """An app's 503 error, from PostgreSQL's own words on where there are some (the driver's prefix names the
+    address)."""
+    at = error.find("FATAL:")
+    return (error if at < 0 else "... " + " ".join(error[at:].split()))[:110]
+
+
+def _last_connection(found: dict[str, list[dict]], results: dict) -> float | None:
+    """When (epoch seconds) the burst's last connection was made or refused, from the traces' ``db_connection``
+    events: the refused requests' own tries and every served request's connection, not the raw pool's wait that
+    ended in its timeout."""
+    ends = [(event["ts_us"] + (event.get("wait_us") or 0)) / 1e6
+            for (app, request_id), (status, _, _) in results.items()
+            for event in events_of(found.get(request_id, []))
+            if event["event"] == "db_connection" and not (app == "raw" and status != 200)]
+    return max(ends, default=None)
+
+
+def _refusals_logged(target: Target, since: float) -> int:
+    """PostgreSQL's FATAL lines refusing a connection, logged from ``since`` (epoch seconds) on."""
+    count = 0
+    for line in target.log_lines():
+        match = _FATAL.search(line)
+        if match and any(words in line for words in REFUSED) and calendar.timegm(
+                time.strptime(match["time"], "%Y-%m-%d %H:%M:%S")) + int(match["ms"]) / 1000 >= since - 1:
+            count += 1
+    return count
+
+
+def _healthchecks_between(target: Target, began: float, ended: float) -> int:
+    """How many of the db container's healthchecks (``pg_isready``, which takes a session slot while it runs)
+    overlapped the wall-clock window ``began``..``ended``."""
+    checks = getattr(target.control, "database_healthchecks", None)
+    return 0 if checks is None else sum(1 for start, end in checks() if start < ended and end > began)
