@@ -135,17 +135,22 @@ def _frames(reply: http.client.HTTPResponse) -> Iterator[bytes]:
 
 
 def _stamped_lines(reply: http.client.HTTPResponse) -> Iterator[tuple[str, str]]:
-    """(the engine's timestamp, the line) for each line of a framed log stream asked for with timestamps."""
-    pending = b""  # a line whose end has not come yet (payloads need not end at a line's end)
+    """(the engine's timestamp, the line) for each line of a framed log stream asked for with timestamps.
+
+    Each frame is one of the engine's log messages, its timestamp first; a line
+    longer than 16 KiB comes as several messages, each with a timestamp, the
+    last one ending the line.
+    """
+    pending, first_stamp = b"", ""
     for payload in _frames(reply):
-        pending += payload
-        *whole, pending = pending.split(b"\n")
-        for line in whole:
-            stamp, _, text = line.decode("utf-8", "replace").partition(" ")
-            yield stamp, text + "\n"
+        stamp, _, text = payload.partition(b" ")
+        first_stamp = first_stamp or stamp.decode("ascii", "replace")
+        pending += text
+        if pending.endswith(b"\n"):
+            yield first_stamp, pending.decode("utf-8", "replace")
+            pending, first_stamp = b"", ""
     if pending:
-        stamp, _, text = pending.decode("utf-8", "replace").partition(" ")
-        yield stamp, text + "\n"
+        yield first_stamp, pending.decode("utf-8", "replace") + "\n"
 
 
 def _just_after(stamp: str) -> str:

@@ -24,6 +24,8 @@ from typing import TextIO
 
 from wsgilab.hoptrace import docker_api as docker_api_source
 from wsgilab.hoptrace.compose_tool import compose_command, describe
+from wsgilab.hoptrace.docker_api import DockerApiError
+from wsgilab.hoptrace.followed_logs import FollowedLogs
 from wsgilab.hoptrace.stack_logs import stack_lines
 
 
@@ -102,16 +104,30 @@ def compose_container_ids() -> list[str]:
     return done.stdout.split() if done.returncode == 0 else []
 
 
+#: Per compose project, its lines as read and followed so far (wsgilab.hoptrace.followed_logs).
+_FOLLOWED: dict[str, FollowedLogs] = {}
+
+
 def project_log_lines(project: str, services: tuple[str, ...] = ()) -> list[str]:
     """Every line the containers of compose project ``project`` wrote (of ``services`` only, if given).
 
-    Read with ``docker logs``, one container at a time, as they were
-    written, without compose's "name | " prefix. The labs read the logs
-    after almost every request; a ``docker logs`` answers in milliseconds
-    where each compose command starts a program of its own (0.4 s for
-    docker-compose v1). Containers that were removed take their logs with
-    them, as under ``docker compose logs``.
+    As written, one container after another, without compose's "name | "
+    prefix. The labs read the logs after almost every request, so they are
+    read once through the Engine API and then followed: reading again costs
+    only what is new (wsgilab.hoptrace.followed_logs). Where the API cannot be
+    reached (DOCKER_HOST is not a unix socket), ``docker logs`` reads each
+    container whole, every time. Containers that were removed take their
+    logs with them, as under ``docker compose logs``.
     """
+    followed = _FOLLOWED.setdefault(project, FollowedLogs(project))
+    try:
+        return followed.lines(services)
+    except DockerApiError:
+        return _docker_logs_lines(project, services)
+
+
+def _docker_logs_lines(project: str, services: tuple[str, ...]) -> list[str]:
+    """``project_log_lines`` read with ``docker logs``, one container at a time."""
     listed = subprocess.run(["docker", "ps", "--all", "--no-trunc", "--filter",
                              f"label=com.docker.compose.project={project}",
                              "--format", '{{.ID}} {{.Label "com.docker.compose.service"}}'],

@@ -1,0 +1,55 @@
+"""A compose project's logs, followed (wsgilab.hoptrace.followed_logs): the same lines `docker logs` prints, read once.
+
+The stack test runs on the compose tier; the frame parsing needs no stack.
+"""
+
+import io
+import struct
+import time
+import uuid
+from collections import Counter
+
+from lab_http import get
+from lab_stacks import APPS
+
+from wsgilab.hoptrace import docker_api
+from wsgilab.hoptrace.followed_logs import FollowedLogs
+from wsgilab.hoptrace.sources import _docker_logs_lines
+
+ONLY_TIERS = ("compose",)
+
+
+def _frame(payload: bytes, stream: int = 1) -> bytes:
+    return struct.pack(">BxxxI", stream, len(payload)) + payload
+
+
+def test_a_line_the_engine_split_into_16_kib_messages_comes_back_whole():
+    # As the engine sends a 40 000-byte line and a short one: each message its own frame, each with the timestamp.
+    stamp = b"2026-12-04T00:39:43.990862340Z "
+    long_line = b"A" * 40_000 + b"\n"
+    parts = [long_line[:16_384], long_line[16_384:32_768], long_line[32_768:]]
+    stream = b"".join(_frame(stamp + part) for part in parts) + _frame(b"2026-12-04T00:39:43.991150136Z short\n", 2)
+    lines = list(docker_api._stamped_lines(io.BytesIO(stream)))
+    assert [(stamp, len(line)) for stamp, line in lines] == [("2026-12-04T00:39:43.990862340Z", 40_001),
+                                                             ("2026-12-04T00:39:43.991150136Z", 6)]
+
+
+def test_followed_lines_are_what_docker_logs_prints_and_new_ones_follow(tier_stack):
+    tier_stack.use(tier_stack.servers or {app: "gunicorn" for app in APPS})
+    followed = FollowedLogs(tier_stack.project)
+    before = followed.lines()
+    request_id = f"followed-{uuid.uuid4().hex[:12]}"
+    assert get(tier_stack.port, "/raw/", headers={"X-Request-ID": request_id}).status == 200
+    printed = Counter()
+    for _ in range(50):  # nginx and the app write their lines just after the response
+        printed = Counter(_docker_logs_lines(tier_stack.project, ()))
+        if sum(count for line, count in printed.items() if request_id in line) >= 2:
+            break
+        time.sleep(0.1)
+    for _ in range(50):  # and the followers hand them on a moment later
+        after = Counter(followed.lines())
+        if not printed - after:
+            break
+        time.sleep(0.1)
+    assert not printed - after, f"docker logs printed lines never followed: {list(printed - after)[:3]}"
+    assert sum(after.values()) > len(before) and sum(count for line, count in after.items() if request_id in line) >= 2
