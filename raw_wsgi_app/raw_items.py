@@ -94,7 +94,8 @@ def _answer(start_response, run):
         return _json(start_response, "503 Service Unavailable",
                      {"error": f"no database connection came free within {POOL_TIMEOUT_S:g} s: the pool's are all "
                                "busy, or it cannot connect (the trace's db_connection, the app's log)"})
-    except (psycopg.OperationalError, psycopg.InterfaceError) as problem:
+    # InternalError too: psycopg raises it ("got no result from the query") for a connection cut mid-query.
+    except (psycopg.OperationalError, psycopg.InterfaceError, psycopg.InternalError) as problem:
         first_line = str(problem).strip().splitlines()[0] if str(problem).strip() else type(problem).__name__
         return _json(start_response, "503 Service Unavailable", {"error": f"the database failed: {first_line}"})
 

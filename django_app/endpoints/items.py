@@ -11,7 +11,7 @@ in the trace through ``connection.execute_wrapper`` (wsgilab.container.django_tr
 """
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, InternalError, OperationalError, connection, transaction
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_safe
@@ -39,7 +39,8 @@ def _answer(run):
         payload, status = {"error": str(problem)}, 400
     except Unavailable as problem:
         payload, status = {"error": str(problem)}, 503
-    except (OperationalError, InterfaceError) as problem:
+    # InternalError too: psycopg raises it ("got no result from the query") for a connection cut mid-query.
+    except (OperationalError, InterfaceError, InternalError) as problem:
         first_line = str(problem).strip().splitlines()[0] if str(problem).strip() else "OperationalError"
         payload, status = {"error": f"the database failed: {first_line}"}, 503
     return JsonResponse(payload, status=status)

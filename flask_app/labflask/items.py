@@ -43,7 +43,8 @@ def answer(run: Callable[[], tuple[Any, int]]) -> tuple[Any, int]:
         return {"error": str(problem)}, 503
     except exc.TimeoutError:
         return {"error": "no database connection came free within 5 s: the pool's are all busy"}, 503
-    except (exc.OperationalError, exc.InterfaceError) as problem:
+    # InternalError too: psycopg raises it ("got no result from the query") for a connection cut mid-query.
+    except (exc.OperationalError, exc.InterfaceError, exc.InternalError) as problem:
         first_line = str(problem.orig).strip().splitlines()[0] if str(problem.orig).strip() else "OperationalError"
         return {"error": f"the database failed: {first_line}"}, 503
 
