@@ -176,6 +176,13 @@ def container_lines(container: str, follow: bool = False, since: str = "",
         yield line
 
 
+def container_stamped_lines(container: str, tail: int | None = None) -> Iterator[tuple[str, str]]:
+    """(the engine's timestamp, the line) for each line ``container`` wrote, or for its last ``tail`` log
+    messages (a line longer than 16 KiB is several: its first parts may be cut off)."""
+    query = "stdout=1&stderr=1&timestamps=1" + (f"&tail={int(tail)}" if tail is not None else "")
+    yield from _stamped_lines(_open(f"/containers/{container}/logs?{query}", timeout=30.0))
+
+
 def project_lines(project: str, follow: bool = False, leave_out: tuple[str, ...] = (),
                   history: bool = False) -> Iterator[str]:
     """Every line the containers of ``project`` wrote, one container after another.

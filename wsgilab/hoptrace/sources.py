@@ -25,7 +25,7 @@ from typing import TextIO
 from wsgilab.hoptrace import docker_api as docker_api_source
 from wsgilab.hoptrace.compose_tool import compose_command, describe
 from wsgilab.hoptrace.docker_api import DockerApiError
-from wsgilab.hoptrace.followed_logs import FollowedLogs
+from wsgilab.hoptrace.incremental_logs import IncrementalLogs
 from wsgilab.hoptrace.stack_logs import stack_lines
 
 
@@ -104,8 +104,8 @@ def compose_container_ids() -> list[str]:
     return done.stdout.split() if done.returncode == 0 else []
 
 
-#: Per compose project, its lines as read and followed so far (wsgilab.hoptrace.followed_logs).
-_FOLLOWED: dict[str, FollowedLogs] = {}
+#: Per compose project, its lines as read so far (wsgilab.hoptrace.incremental_logs).
+_READ: dict[str, IncrementalLogs] = {}
 
 
 def project_log_lines(project: str, services: tuple[str, ...] = ()) -> list[str]:
@@ -113,15 +113,15 @@ def project_log_lines(project: str, services: tuple[str, ...] = ()) -> list[str]
 
     As written, one container after another, without compose's "name | "
     prefix. The labs read the logs after almost every request, so they are
-    read once through the Engine API and then followed: reading again costs
-    only what is new (wsgilab.hoptrace.followed_logs). Where the API cannot be
+    read once through the Engine API, and then only what is new, from each
+    container's tail (wsgilab.hoptrace.incremental_logs). Where the API cannot be
     reached (DOCKER_HOST is not a unix socket), ``docker logs`` reads each
     container whole, every time. Containers that were removed take their
     logs with them, as under ``docker compose logs``.
     """
-    followed = _FOLLOWED.setdefault(project, FollowedLogs(project))
+    logs = _READ.setdefault(project, IncrementalLogs(project))
     try:
-        return followed.lines(services)
+        return logs.lines(services)
     except DockerApiError:
         return _docker_logs_lines(project, services)
 

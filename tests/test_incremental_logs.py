@@ -1,4 +1,5 @@
-"""A compose project's logs, followed (wsgilab.hoptrace.followed_logs): the same lines `docker logs` prints, read once.
+"""A compose project's logs read whole once, then from each container's tail (wsgilab.hoptrace.incremental_logs):
+the same lines `docker logs` prints, as fresh as it.
 
 The stack test runs on the compose tier; the frame parsing needs no stack.
 """
@@ -12,8 +13,8 @@ from collections import Counter
 from lab_http import get
 from lab_stacks import APPS
 
-from wsgilab.hoptrace import docker_api
-from wsgilab.hoptrace.followed_logs import FollowedLogs
+from wsgilab.hoptrace import docker_api, incremental_logs
+from wsgilab.hoptrace.incremental_logs import IncrementalLogs
 from wsgilab.hoptrace.sources import _docker_logs_lines
 
 ONLY_TIERS = ("compose",)
@@ -34,22 +35,23 @@ def test_a_line_the_engine_split_into_16_kib_messages_comes_back_whole():
                                                              ("2026-12-04T00:39:43.991150136Z", 6)]
 
 
-def test_followed_lines_are_what_docker_logs_prints_and_new_ones_follow(tier_stack):
+def test_a_read_holds_every_line_docker_logs_printed_before_it_and_new_ones_after_a_short_tail(tier_stack,
+                                                                                                   monkeypatch):
     tier_stack.use(tier_stack.servers or {app: "gunicorn" for app in APPS})
-    followed = FollowedLogs(tier_stack.project)
-    before = followed.lines()
-    request_id = f"followed-{uuid.uuid4().hex[:12]}"
-    assert get(tier_stack.port, "/raw/", headers={"X-Request-ID": request_id}).status == 200
+    logs = IncrementalLogs(tier_stack.project)
+    before = logs.lines()
+    # A tail of 2 lines reaches back to the last line read only after growing: the read must grow it.
+    monkeypatch.setattr(incremental_logs, "FIRST_TAIL", 2)
+    request_ids = [f"incremental-{uuid.uuid4().hex[:12]}" for _ in range(5)]
+    for request_id in request_ids:
+        assert get(tier_stack.port, "/raw/", headers={"X-Request-ID": request_id}).status == 200
     printed = Counter()
     for _ in range(50):  # nginx and the app write their lines just after the response
         printed = Counter(_docker_logs_lines(tier_stack.project, ()))
-        if sum(count for line, count in printed.items() if request_id in line) >= 2:
+        if all(sum(count for line, count in printed.items() if request_id in line) >= 2
+               for request_id in request_ids):
             break
         time.sleep(0.1)
-    for _ in range(50):  # and the followers hand them on a moment later
-        after = Counter(followed.lines())
-        if not printed - after:
-            break
-        time.sleep(0.1)
-    assert not printed - after, f"docker logs printed lines never followed: {list(printed - after)[:3]}"
-    assert sum(after.values()) > len(before) and sum(count for line, count in after.items() if request_id in line) >= 2
+    after = Counter(logs.lines())  # read once, right after: as fresh as docker logs was
+    assert not printed - after, f"lines docker logs printed that the read lacks: {list(printed - after)[:3]}"
+    assert sum(after.values()) > len(before) and all(after[line] == 1 for line in after if "incremental-" in line)

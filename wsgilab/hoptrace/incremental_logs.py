@@ -1,0 +1,85 @@
+"""A compose project's log lines, read whole once and then only what is new, so that reading again costs little.
+
+The labs read every hop's lines after almost every request, and a stack's
+logs only grow: with PostgreSQL logging every statement, a test run read
+them 591 times and spent 170 s of its 867 doing it. Asking the engine for a
+container's whole log costs the whole log every time: ``docker logs`` reads
+the log file from its start, ``--since`` too (0.45 s for 120 000 lines with
+nothing new to send), while ``--tail`` seeks from its end (0.02 s).
+
+So ``IncrementalLogs`` reads each container's lines once, through the Engine
+API (wsgilab.hoptrace.docker_api), and keeps them; each later read asks a
+running container for its last lines only (``tail``), and keeps those newer
+than the last one it has, by the engine's timestamps. When the tail does not
+reach back that far it asks for a longer one. A read is as fresh as a
+``docker logs`` at that moment: the labs read once, right after a response,
+and expect the lines written before it (a thread following each container
+was tried, and missed nginx's line for the request just answered).
+"""
+
+from __future__ import annotations
+
+import calendar
+import http.client
+import threading
+import time
+from collections.abc import Iterable
+
+from wsgilab.hoptrace.docker_api import DockerApiError, container_stamped_lines, project_containers
+
+#: How many lines a read asks a running container for first; four times more each time that is not enough.
+FIRST_TAIL = 200
+
+
+def stamp_ns(stamp: str) -> int:
+    """The engine's RFC 3339 timestamp ("2026-12-04T00:39:43.99086234Z": trailing zeros dropped) in ns."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) * 10**9 + int(fraction.ljust(9, "0")[:9] or 0)
+
+
+class IncrementalLogs:
+    """Every line the containers of compose project ``project`` wrote, kept per container."""
+
+    def __init__(self, project: str) -> None:
+        self.project = project
+        #: Per container id: its lines so far, and the timestamp (ns) of the last.
+        self._lines: dict[str, list[str]] = {}
+        self._last_ns: dict[str, int] = {}
+        self._lock = threading.Lock()  # one read at a time: each adds to the lists
+
+    def lines(self, services: tuple[str, ...] = ()) -> list[str]:
+        """Every line so far of the project's containers (of ``services`` only, if given), one container after
+        another, oldest container first, as ``docker logs`` prints each. Removed containers are left out."""
+        listed = [row for row in project_containers(self.project) if not services or row[1] in services]
+        with self._lock:
+            for container, _, state in listed:
+                try:
+                    self._read(container, running=state in ("running", "restarting", "paused"))
+                except (DockerApiError, OSError, http.client.HTTPException):
+                    pass  # removed meanwhile: the next list leaves it out
+            return [line for container, _, _ in listed for line in self._lines.get(container, [])]
+
+    def _read(self, container: str, running: bool) -> None:
+        """Add what ``container`` wrote since its last line read here (all of it, the first time)."""
+        if container not in self._lines:
+            self._lines[container], self._last_ns[container] = [], -1
+            self._add(container, container_stamped_lines(container), everything=True)
+            return
+        if not running:
+            return  # a stopped container writes nothing more; a restart makes it running again
+        tail = FIRST_TAIL
+        while True:
+            found = list(container_stamped_lines(container, tail=tail))
+            if len(found) < tail or (found and stamp_ns(found[0][0]) <= self._last_ns[container]):
+                break  # the tail reaches back to the last line read (or holds the whole log)
+            tail *= 4
+        self._add(container, found)
+
+    def _add(self, container: str, stamped: Iterable[tuple[str, str]], everything: bool = False) -> None:
+        """Keep the lines of ``stamped`` newer than the last one kept (``everything``: all of them)."""
+        last = self._last_ns[container]
+        for stamp, line in stamped:
+            ns = stamp_ns(stamp) if stamp else last
+            if everything or ns > last:
+                self._lines[container] += line.splitlines()
+                self._last_ns[container] = last = max(last, ns)
