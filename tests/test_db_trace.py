@@ -16,6 +16,8 @@ from wsgilab.container.server_timing import server_timing
 from wsgilab.container.wsgi_trace import RequestTrace
 from wsgilab.hoptrace.records import events_of
 from wsgilab.hoptrace.spans import query_summary, spans_of
+from wsgilab.hoptrace.stats import costliest, render_statements
+from wsgilab.hoptrace.waterfall import statement_words
 from wsgilab.trace_format import problems
 
 
@@ -263,3 +265,12 @@ def test_stats_adds_a_database_segment_and_lists_the_costliest_statements():
     assert [(row["statement"], row["count"], row["total_ms"]) for row in top] == [
         ("SELECT pg_sleep(?)", 1, 5.0), ("SELECT name FROM raw_owner WHERE id = ?", 3, 3.0)]
     assert "the costliest statements (2)" in render_statements(top)
+
+
+@pytest.mark.parametrize("statement", ["", ";", " ; "])
+def test_a_statement_with_nothing_to_run_is_shown_as_a_pools_check(statement):
+    # psycopg_pool's check_connection sends "", SQLAlchemy's pool_pre_ping ";" on psycopg
+    assert statement_words(statement) == "(empty: the pool checks the connection)"
+    assert statement_words("SELECT 1") == "SELECT 1"
+    shown = render_statements(costliest({("flask", statement): [700, 900]}))
+    assert shown.splitlines()[-1].endswith("(empty: the pool checks the connection)")

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from wsgilab.hoptrace.records import events_of
+from wsgilab.hoptrace.waterfall import statement_words
 from wsgilab.trace_format import SERVER_HOPS
 
 #: Segments in the order a request meets them.
@@ -151,7 +152,7 @@ def render_statements(rows: list[dict[str, Any]]) -> str:
     lines = ["", f"the costliest statements ({len(rows)}), by their time in all:",
              f"{'service':<10} {'count':>7} {'total ms':>10} {'mean ms':>9}  statement"]
     lines += [f"{row['service']:<10} {row['count']:>7} {row['total_ms']:>10.2f} {row['mean_ms']:>9.2f}  "
-              f"{row['statement']}" for row in rows]
+              f"{statement_words(row['statement'])}" for row in rows]
     return "\n".join(lines)
 
 

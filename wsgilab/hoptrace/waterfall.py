@@ -67,8 +67,14 @@ def _worker_picked_up(event: dict[str, Any]) -> str:
     return phrase.format_map(_Fields(event))
 
 
-#: What an empty statement is here: psycopg's pool checks a connection with one before handing it out.
-_EMPTY_STATEMENT = "(empty: the pool checks the connection)"
+#: What a statement with nothing to run is here: a pool checking a connection before it hands it out
+#: (psycopg_pool's ``check_connection`` sends "", SQLAlchemy's ``pool_pre_ping`` ";" on psycopg).
+POOL_CHECK = "(empty: the pool checks the connection)"
+
+
+def statement_words(statement: str | None) -> str:
+    """A query's statement as hoptrace shows it: one with nothing to run says it is a pool's check."""
+    return statement if (statement or "").strip(" ;") else POOL_CHECK
 
 _WORDED = {
     "request_received": lambda e: _PHRASES["request_received"].format_map(
@@ -97,7 +103,7 @@ _WORDED = {
                          if e.get("step") == "error" else
                          f"PostgreSQL's log, query {e.get('n')}: {e.get('step')} "
                          f"{(e.get('duration_us') or 0) / 1000:.3f} ms, backend {e.get('pid')}"),
-    "db_query": lambda e: (f"query {e.get('n')}: {e.get('statement') or e.get('operation') or _EMPTY_STATEMENT} "
+    "db_query": lambda e: (f"query {e.get('n')}: {statement_words(e.get('statement') or e.get('operation'))} "
                            f"({e.get('duration_us', 0) / 1000:.1f} ms, "
                            + ("" if e.get("rows") is None else f"{e['rows']} rows, ")
                            + f"backend {e.get('backend_pid')})"

@@ -40,7 +40,7 @@ before the check was on). So each app tries a connection before a request
 gets it:
 the raw app's psycopg pool with `check=ConnectionPool.check_connection`
 (an empty statement), Flask's SQLAlchemy with `pool_pre_ping=True`
-(`SELECT 1`); both are a round trip, the request's first query in its
+(`;`, as empty); both are a round trip, the request's first query in its
 trace. Django opens a connection per request (CONN_MAX_AGE 0), so it has
 none to go stale; with persistent connections, CONN_HEALTH_CHECKS does
 the same check. So each client's requests fail in one gap, the restart's,
