@@ -15,6 +15,7 @@ import json
 import re
 import subprocess
 from datetime import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: The client sessions other than psql's own, as one JSON array.
@@ -45,6 +46,10 @@ class Session:
         return match.group(1) if match else ""
 
 
+#: How a lab reads PostgreSQL's sessions: a stack control's ``database_sessions``.
+Sessions = Callable[[], list[Session]]
+
+
 class DatabaseControl:
     """The database side of ``ComposeControl`` (wsgilab.labs.control, which provides ``run`` and ``container``,
     and which this imports only when called: it imports this)."""
@@ -58,8 +63,8 @@ class DatabaseControl:
     def database_sessions(self) -> list[Session]:
         """PostgreSQL's client sessions now (``pg_stat_activity``), psql's own left out."""
         db = self.container("db")  # type: ignore[attr-defined]
-        done = subprocess.run(["docker", "exec", db, "psql", "--username", "postgres", "--no-psqlrc", "--tuples-only", "--no-align", "--command", _SESSIONS_SQL],
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(["docker", "exec", db, "psql", "--username", "postgres", "--no-psqlrc", "--tuples-only",
+                               "--no-align", "--command", _SESSIONS_SQL], capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
             from wsgilab.labs.control import ControlError
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from wsgilab.hoptrace.postgres_log import PostgresLog
 from wsgilab.hoptrace.records import events_of
-from wsgilab.labs.database_control import Session
+from wsgilab.labs.database_control import Sessions
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, nginx_record, served_by
 from wsgilab.labs.rawhttp import Response, exchange, request_bytes
 from wsgilab.labs.worker_timeout import FIRES_WITHIN_S, KILL_MESSAGES, OVER_LIMIT_STATUS
@@ -21,15 +20,19 @@ TITLE = ("Slow query: statement_timeout ends it in the database (503, the worker
 EXPLANATION = """
 Three clocks watch a request that waits on a slow query, and the first to
 run out decides what the client sees and what is left in the database.
-- PostgreSQL's `statement_timeout` (WSGILAB_DB_STATEMENT_TIMEOUT_MS, 20 s by
-  default here; PostgreSQL's own default is none). The database cancels the
+- PostgreSQL's `statement_timeout` (WSGILAB_DB_STATEMENT_TIMEOUT_MS, 20000 ms
+  here, 0 turns it off, as PostgreSQL ships). Each app sets it on its
+  sessions as it connects, and the database keeps the clock: it cancels the
   statement ("canceling statement due to statement timeout" in its log, as
   the query's own hop in the trace) and rolls its transaction back. The
   driver raises QueryCanceled in the view, each app answers 503 naming the
   database, and the worker goes on serving: nothing was killed.
 - The app server's worker timeout (WSGI_TIMEOUT, 30 s). The server ends the
   worker in the middle of the query, and the two servers end it differently
-  (as in `hoptrace lab worker-timeout`). gunicorn sends SIGABRT, which
+  (`hoptrace lab worker-timeout` shows why the client gets a 500 from
+  gunicorn and a 502 on uWSGI; both look at their workers about once a
+  second, so the end comes up to a second either side of the limit).
+  gunicorn sends SIGABRT, which
   raises SystemExit where the worker waits, inside psycopg; psycopg 3
   cancels a running query when it is interrupted so, before it lets the
   exception go, and the database says "canceling statement due to user
@@ -40,13 +43,17 @@ run out decides what the client sees and what is left in the database.
   is gone; only when it tries to answer does PostgreSQL see the connection
   closed ("unexpected EOF on client connection", "with an open
   transaction" where one was begun) and roll the transaction back.
-  (PostgreSQL's `client_connection_check_interval` makes it look sooner.)
+  (PostgreSQL 14's `client_connection_check_interval`, off by default,
+  makes it look during a query, every so often.)
 - nginx's read timeout (NGINX_READ_TIMEOUT, 60 s): a 504, while the worker
-  and its query go on to their end (`hoptrace lab worker-timeout`).
-Either way no transaction is left half written: PostgreSQL keeps a
-transaction's writes only when COMMIT comes. The defaults put the
-database's clock first (20 s < 30 s < 60 s), so a slow query costs one 503
-and nothing more. This lab restarts the apps twice
+  and its query go on to their end (not run here: `hoptrace lab
+  worker-timeout` shows it).
+In all three cases no transaction is left half written: PostgreSQL keeps a
+transaction's writes only when COMMIT comes. What to set: the database's
+clock first, then the worker's, then nginx's. The defaults do (20 s < 30 s
+< 60 s), so a slow query costs one 503 and nothing more; keep
+WSGILAB_DB_STATEMENT_TIMEOUT_MS below WSGI_TIMEOUT x 1000 when you change
+either. This lab restarts the apps twice
 (WSGILAB_DB_STATEMENT_TIMEOUT_MS=1000; then 0 with WSGI_TIMEOUT=2) and puts
 the defaults back at the end.
 """
@@ -58,7 +65,8 @@ OUTCOMES = (
         client_sees="503 naming the database's cancel; the worker serves on",
         statuses=("503",),
         hop="the database",
-        gunicorn="`statement_timeout` (`WSGILAB_DB_STATEMENT_TIMEOUT_MS`, 20 s), a libpq option of each session",
+        gunicorn="`statement_timeout`, PostgreSQL's own clock, set on each app session as it connects "
+                 "(`WSGILAB_DB_STATEMENT_TIMEOUT_MS`, 20000 ms; 0: off)",
         uwsgi="the same",
     ),
     Outcome(
@@ -72,9 +80,6 @@ OUTCOMES = (
               "would notice sooner)",
     ),
 )
-
-#: How the lab reads PostgreSQL's sessions (wsgilab.labs.database_control).
-Sessions = Callable[[], list[Session]]
 
 #: Part one: the statement timeout, and a query that would sleep longer.
 STATEMENT_TIMEOUT_MS = 1000

@@ -11,6 +11,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from wsgilab.hoptrace.records import events_of
+from wsgilab.labs.database_control import Sessions
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -18,31 +19,41 @@ TITLE = ("Too many clients: worker threads past PostgreSQL's max_connections are
          "answer 503 at once, the raw app's pool waits for its timeout")
 
 EXPLANATION = """
-Every worker thread that queries holds a database connection while it does:
-Django opens one per request, and the raw and Flask apps keep a pool per
-worker process. So at the busiest moment the apps want
-apps x replicas x WSGI_WORKERS x WSGI_THREADS connections, and PostgreSQL
-allows `max_connections` (WSGILAB_DB_MAX_CONNECTIONS, 100), of which it
-keeps 3 for a superuser (`superuser_reserved_connections`). Past that, it
-refuses the next connection at once. The apps' role is not a superuser, so
+Every worker thread that queries needs a database connection: Django opens
+one per request and closes it at the end (CONN_MAX_AGE 0); the raw and
+Flask apps keep a pool per worker process, whose connections, up to
+WSGI_THREADS, stay open between requests. So at the busiest moment the apps
+want apps x replicas x WSGI_WORKERS x WSGI_THREADS connections (this lab's
+burst: 3 x 1 x 4 x 1 = 12), and PostgreSQL allows `max_connections`
+(WSGILAB_DB_MAX_CONNECTIONS, 100), of which it keeps 3 for a superuser
+(`superuser_reserved_connections`). Past max_connections minus 3, it
+refuses the apps' next connection at once. The apps' role is not a superuser, so
 what it hears is "FATAL: remaining connection slots are reserved for roles
 with the SUPERUSER attribute"; "sorry, too many clients already" is what
 PostgreSQL says once the last 3 are gone too.
 What the client gets depends on the app's library, not on the server:
 - Django and Flask (SQLAlchemy) open the connection when the view first
   needs it; refused, the driver raises OperationalError and each app
-  answers 503 with PostgreSQL's words, in milliseconds.
+  answers 503 with PostgreSQL's words at once (the refusal takes
+  milliseconds; the client's time adds any wait for a worker). Which
+  requests lose is a race: in the runs here Django's four connected first,
+  so the refusals fell on Flask and the raw app.
 - The raw app's psycopg pool makes its connections in a thread of its own
   and retries a refused one, backing off; the request waits for the pool
   up to its timeout (5 s), and is a 503 "no database connection came free"
-  if none came. The same happens when a pool's connections are all busy.
+  if none came. (A request also waits so when the other threads of its
+  worker hold all of its pool's connections.)
 The refused connections are in PostgreSQL's log (one FATAL line each, the
 pool's retries included) and in each request's trace, as its
 `db_connection` with the error. The fix is arithmetic: keep that product
-below max_connections minus 3 (fewer workers, fewer threads, a pool's
-`max_size`), raise max_connections (each session costs the database
-memory), or share fewer connections among many workers with a pooler such
-as PgBouncer in front of PostgreSQL. This lab restarts the database with
+at most max_connections minus 3, with room left for everything else that
+connects (a healthcheck's ping holds a slot for a moment, and so do psql,
+migrations and cron jobs): fewer workers, fewer threads, a pool's
+`max_size`; or raise max_connections (each session costs the database
+memory); or let many workers share a few connections through a pooler such
+as PgBouncer. With the defaults (WSGI_WORKERS 2 x CPUs + 1, one thread) the
+three apps want 3 x (2n + 1) on n CPUs: past 97 from 16 CPUs, and sooner
+with replicas. This lab restarts the database with
 max_connections 10 (7 for the apps) and the apps with 4 workers each, sends
 each app 4 slow queries at once (12 connections wanted), then runs the same
 burst with 2 workers each (6 wanted), and puts the defaults back.
@@ -112,7 +123,7 @@ def _query(target: Target, app: str, request_id: str, hold_ms: int) -> tuple[int
     return reply.status, took, error
 
 
-def _burst(target: Target, report: Report, servers: dict[str, str], sessions, workers: int) -> None:
+def _burst(target: Target, report: Report, servers: dict[str, str], sessions: Sessions, workers: int) -> None:
     wanted = workers * len(APPS)
     fits = wanted <= FOR_THE_APPS
     hold_ms, count_after_s = (FITTING_HOLD_MS, FITTING_COUNT_AFTER_S) if fits else (HOLD_MS, COUNT_AFTER_S)
