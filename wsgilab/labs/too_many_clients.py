@@ -184,9 +184,9 @@ def _burst(target: Target, report: Report, servers: dict[str, str], sessions: Se
 
 def _from_fatal(error: str) -> str:
     """An app's 503 error, from PostgreSQL's own words on where there are some (the driver's prefix names the
-    address)."""
+    address), or up to its hint in brackets."""
     at = error.find("FATAL:")
-    return (error if at < 0 else "... " + " ".join(error[at:].split()))[:110]
+    return (error.split(" (")[0] if at < 0 else "... " + " ".join(error[at:].split()))[:110]
 
 
 def _last_connection(found: dict[str, list[dict]], results: dict) -> float | None:
