@@ -29,6 +29,7 @@ import http.client
 import json
 import os
 import queue
+import re
 import socket
 import struct
 import threading
@@ -153,12 +154,25 @@ def _stamped_lines(reply: http.client.HTTPResponse) -> Iterator[tuple[str, str]]
         yield first_stamp, pending.decode("utf-8", "replace") + "\n"
 
 
+#: The engine's RFC 3339 time: the fraction's trailing zeros dropped, "Z" or an offset.
+_STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|([+-])(\d\d):(\d\d))")
+
+
+def stamp_ns(stamp: str) -> int:
+    """The engine's timestamp ("2026-11-26T17:45:01.123456789Z", or with an offset) in ns since the epoch."""
+    match = _STAMP.fullmatch(stamp.strip())
+    if match is None:
+        raise ValueError(f"not a time the Docker engine writes: {stamp!r}")
+    whole, fraction, _, sign, hours, minutes = match.groups()
+    offset = 0 if sign is None else (1 if sign == "+" else -1) * (int(hours) * 3600 + int(minutes) * 60)
+    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) - offset
+    return seconds * 10**9 + int((fraction or "0").ljust(9, "0")[:9])
+
+
 def _just_after(stamp: str) -> str:
-    """The engine's RFC 3339 timestamp ("2026-11-26T17:45:01.123456789Z") plus 1 ns, as ``since`` takes it."""
-    whole, _, fraction = stamp.rstrip("Z").partition(".")
-    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
-    nanoseconds = int(fraction.ljust(9, "0")[:9] or 0) + 1
-    return f"{seconds + nanoseconds // 10**9}.{nanoseconds % 10**9:09d}"
+    """The engine's timestamp plus 1 ns, as ``since`` takes it."""
+    ns = stamp_ns(stamp) + 1
+    return f"{ns // 10**9}.{ns % 10**9:09d}"
 
 
 def container_lines(container: str, follow: bool = False, since: str = "",

@@ -19,22 +19,14 @@ was tried, and missed nginx's line for the request just answered).
 
 from __future__ import annotations
 
-import calendar
 import http.client
 import threading
-import time
 from collections.abc import Iterable
 
-from wsgilab.hoptrace.docker_api import DockerApiError, container_stamped_lines, project_containers
+from wsgilab.hoptrace.docker_api import DockerApiError, container_stamped_lines, project_containers, stamp_ns
 
 #: How many lines a read asks a running container for first; four times more each time that is not enough.
 FIRST_TAIL = 200
-
-
-def stamp_ns(stamp: str) -> int:
-    """The engine's RFC 3339 timestamp ("2026-12-04T00:39:43.99086234Z": trailing zeros dropped) in ns."""
-    whole, _, fraction = stamp.rstrip("Z").partition(".")
-    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) * 10**9 + int(fraction.ljust(9, "0")[:9] or 0)
 
 
 class IncrementalLogs:

@@ -32,17 +32,22 @@ from wsgilab.container.db_trace import sanitized
 from wsgilab.trace_context import query_span_id
 
 #: A line as log_line_prefix '%m [%p] ' starts it: the time (UTC, to the ms), the backend's pid, the level.
-_LINE = re.compile(r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(?P<ms>\d{3}) UTC \[(?P<pid>\d+)\] "
-                   r"(?P<level>[A-Z]+):  (?P<text>.*)$")
+LINE = re.compile(r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(?P<ms>\d{3}) UTC \[(?P<pid>\d+)\] "
+                  r"(?P<level>[A-Z]+):  (?P<text>.*)$")
 #: What log_min_duration_statement writes: the time, the step, then the statement.
 _DURATION = re.compile(r"duration: (?P<ms>\d+(?:\.\d+)?) ms  (?P<step>statement|parse|bind|execute)[^:]*: "
                        r"(?P<sql>.*)$")
 #: The comment a traced statement begins with.
-_TRACEPARENT = re.compile(r"/\*traceparent='00-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-[0-9a-f]{2}'\*/ ?"
-                          r"(?P<sql>.*)$")
+TRACEPARENT = re.compile(r"/\*traceparent='00-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-[0-9a-f]{2}'\*/ ?"
+                         r"(?P<sql>.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: The log levels that say a statement failed (its STATEMENT line follows).
 _FAILED = ("ERROR", "FATAL", "PANIC")
+
+
+def logged_us(stamp: str, ms: str) -> int:
+    """When PostgreSQL logged a line, in µs since the epoch, from its ``LINE`` match's time and ms."""
+    return calendar.timegm(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) * 1_000_000 + int(ms) * 1000
 
 
 def may_be_one(line: str) -> bool:
@@ -61,7 +66,7 @@ class PostgresLog:
     def read(self, line: str) -> bool:
         """Take ``line`` if it is PostgreSQL's; whether it was."""
         line = _ANSI.sub("", line)
-        match = _LINE.search(line)
+        match = LINE.search(line)
         if match is None:
             return False
         # Only what finds the line's query here: its time and its statement are worked out in records_for, for
@@ -73,13 +78,13 @@ class PostgresLog:
             return True
         if level == "STATEMENT":
             error = self._errors.pop(pid, None)
-            traced = _TRACEPARENT.match(text)
+            traced = TRACEPARENT.match(text)
             if error is not None and traced is not None:
                 self.lines.append({**error, "step": "error", "duration_us": None, "trace_id": traced["trace"],
                                    "span_id": traced["span"], "sql": traced["sql"]})
             return True
         timed = _DURATION.match(text) if level == "LOG" else None
-        traced = _TRACEPARENT.match(timed["sql"]) if timed else None
+        traced = TRACEPARENT.match(timed["sql"]) if timed else None
         if timed is not None and traced is not None:
             self.lines.append({**base, "step": timed["step"], "duration_us": round(float(timed["ms"]) * 1000),
                                "trace_id": traced["trace"], "span_id": traced["span"], "sql": traced["sql"]})
@@ -103,9 +108,8 @@ class PostgresLog:
                 continue
             record, n = match
             took = line["duration_us"] or 0
-            logged_us = (calendar.timegm(time.strptime(line["time"], "%Y-%m-%d %H:%M:%S")) * 1_000_000
-                         + int(line["ms"]) * 1000)
-            line = {**line, "logged_us": logged_us, "logged_at": f"{line['time']}.{line['ms']} UTC",
+            line = {**line, "logged_us": logged_us(line["time"], line["ms"]),
+                    "logged_at": f"{line['time']}.{line['ms']} UTC",
                     "statement": sanitized(line["sql"])}
             sent = next((event["ts_us"] for event in record.get("events") or [] if isinstance(event, dict)
                          and event.get("event") == "db_query" and event.get("n") == n), 0)

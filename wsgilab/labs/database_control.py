@@ -12,19 +12,18 @@ trust: no password on a command line.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
-from datetime import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from wsgilab.hoptrace.docker_api import stamp_ns
+from wsgilab.hoptrace.postgres_log import TRACEPARENT
 
 #: The client sessions other than psql's own, as one JSON array.
 _SESSIONS_SQL = (
     "SELECT coalesce(json_agg(json_build_object('pid', pid, 'user', usename, 'state', state, "
     "'running_s', extract(epoch FROM clock_timestamp() - query_start), 'query', query)), '[]') "
     "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
-#: The trace a traced statement names in its comment (wsgilab.container.db_trace.commented).
-_TRACE = re.compile(r"/\*traceparent='00-([0-9a-f]{32})-")
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,8 @@ class Session:
     @property
     def trace_id(self) -> str:
         """The trace of the request whose statement this is; "" for an untraced one."""
-        match = _TRACE.match(self.query)
-        return match.group(1) if match else ""
+        match = TRACEPARENT.match(self.query)  # the comment wsgilab.container.db_trace.commented writes
+        return match["trace"] if match else ""
 
 
 #: How a lab reads PostgreSQL's sessions: a stack control's ``database_sessions``.
@@ -80,13 +79,5 @@ class DatabaseControl:
         done = subprocess.run(["docker", "inspect", "--format", "{{json .State.Health.Log}}",
                                self.container("db")],  # type: ignore[attr-defined]
                               capture_output=True, text=True, timeout=30)
-        return [(_epoch(check["Start"]), _epoch(check["End"])) for check in json.loads(done.stdout or "null") or []]
-
-
-def _epoch(stamp: str) -> float:
-    """Docker's RFC 3339 time (nanoseconds, ``Z`` or an offset) in epoch seconds."""
-    match = re.fullmatch(r"(\S+?T[\d:]+)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", stamp.strip())
-    if match is None:
-        raise ValueError(f"not a time Docker writes: {stamp!r}")
-    whole = datetime.fromisoformat(match.group(1) + ("+00:00" if match.group(3) == "Z" else match.group(3)))
-    return whole.timestamp() + float("0." + (match.group(2) or "0"))
+        return [(stamp_ns(check["Start"]) / 1e9, stamp_ns(check["End"]) / 1e9)
+                for check in json.loads(done.stdout or "null") or []]

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from wsgilab.hoptrace.records import events_of
-from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, served_between_failures, served_by
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, database_method, served_between_failures, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = ("Database restart: writes in flight and in the gap are 503s naming the database, every client is "
@@ -87,12 +87,8 @@ class Write:
 
 
 def run(target: Target, report: Report) -> None:
-    if not has_control(target, report):
-        return
-    restart = getattr(target.control, "restart_database", None)
+    restart = database_method(target, report, "restart_database", "restart the database")
     if restart is None:
-        report.check("restart the database", "a stack with the db service (docker compose)",
-                     "this stack has no database to restart (the native tier)", False)
         return
     servers = {app: served_by(target, app) for app in APPS}
     tag = uuid.uuid4().hex[:10]

@@ -194,6 +194,18 @@ def has_control(target: Target, report: Report) -> bool:
     return target.control is not None
 
 
+def database_method(target: Target, report: Report, method: str, what: str) -> Any:
+    """The stack control's ``method`` that reaches the database (wsgilab.labs.database_control: compose only),
+    or None, said as a failed check of ``what`` the lab wanted to do."""
+    if not has_control(target, report):
+        return None
+    found = getattr(target.control, method, None)
+    if found is None:
+        report.check(what, "a stack with the db service (docker compose)",
+                     "this stack has no database (the native tier)", False)
+    return found
+
+
 def nginx_record(records: list[dict[str, Any]]) -> dict[str, Any]:
     """nginx's access-log record among a request's records ({} if nginx logged none)."""
     return next((r for r in records if r.get("hop") == "nginx" and r.get("event") == "request"), {})

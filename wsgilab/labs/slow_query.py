@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from wsgilab.hoptrace.postgres_log import PostgresLog
 from wsgilab.hoptrace.records import events_of
 from wsgilab.labs.database_control import Sessions
-from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, nginx_record, served_by
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, database_method, nginx_record, served_by
 from wsgilab.labs.rawhttp import Response, exchange, request_bytes
 from wsgilab.labs.worker_timeout import FIRES_WITHIN_S, KILL_MESSAGES, OVER_LIMIT_STATUS
 
@@ -95,12 +95,8 @@ USER_CANCEL = "canceling statement due to user request"
 
 
 def run(target: Target, report: Report) -> None:
-    if not has_control(target, report):
-        return
-    sessions = getattr(target.control, "database_sessions", None)
+    sessions = database_method(target, report, "database_sessions", "read the database's sessions")
     if sessions is None:
-        report.check("read the database's sessions", "a stack with the db service (docker compose)",
-                     "this stack has no database (the native tier)", False)
         return
     servers = {app: served_by(target, app) for app in APPS}
     with target.reconfigured({"WSGILAB_DB_STATEMENT_TIMEOUT_MS": str(STATEMENT_TIMEOUT_MS)}):

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import calendar
 import json
-import re
 import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+from wsgilab.hoptrace.postgres_log import LINE, logged_us
 from wsgilab.hoptrace.records import events_of
 from wsgilab.labs.database_control import Sessions
-from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, served_by
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, database_method, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = ("Too many clients: worker threads past PostgreSQL's max_connections are refused; Django and Flask "
@@ -85,19 +84,14 @@ HOLD_MS, COUNT_AFTER_S = 9000, 6.5
 FITTING_HOLD_MS, FITTING_COUNT_AFTER_S = 3000, 1.5
 #: PostgreSQL's refusal, as the apps' role hears it, and once even a superuser's slots are gone.
 REFUSED = ("remaining connection slots are reserved", "too many clients already")
-#: PostgreSQL's FATAL line (log_line_prefix '%m [%p] ': the time in UTC to the ms, the backend's pid).
-_FATAL = re.compile(r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(?P<ms>\d{3}) UTC \[\d+\] FATAL:  ")
 #: The raw app's 503 when its pool gave it no connection in time.
 POOL_GAVE_NONE = "no database connection came free"
 
 
 def run(target: Target, report: Report) -> None:
-    if not has_control(target, report):
-        return
-    sessions = getattr(target.control, "database_sessions", None)
+    sessions = database_method(target, report, "database_sessions",
+                                "restart the database with a lower max_connections")
     if sessions is None:
-        report.check("restart the database with a lower max_connections", "a stack with the db service "
-                     "(docker compose)", "this stack has no database (the native tier)", False)
         return
     servers = {app: served_by(target, app) for app in APPS}
     with target.reconfigured({"WSGILAB_DB_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
@@ -204,9 +198,9 @@ def _refusals_logged(target: Target, since: float) -> int:
     """PostgreSQL's FATAL lines refusing a connection, logged from ``since`` (epoch seconds) on."""
     count = 0
     for line in target.log_lines():
-        match = _FATAL.search(line)
-        if match and any(words in line for words in REFUSED) and calendar.timegm(
-                time.strptime(match["time"], "%Y-%m-%d %H:%M:%S")) + int(match["ms"]) / 1000 >= since - 1:
+        match = LINE.search(line) if "FATAL:" in line else None
+        if match and match["level"] == "FATAL" and any(words in match["text"] for words in REFUSED) \
+                and logged_us(match["time"], match["ms"]) / 1e6 >= since - 1:
             count += 1
     return count
 
