@@ -1,9 +1,10 @@
-"""``scripts/swarm up|down|status``: the stack on Docker Swarm, from the same docker-compose.yml and .env.
+"""``scripts/swarm up|down|status|leave``: the stack on Docker Swarm, from the same docker-compose.yml and .env.
 
     scripts/swarm up                 build the images, start a one-node swarm if there is none, deploy
     FLASK_REPLICAS=3 scripts/swarm up   the same, or an update of the running stack, with three flask replicas
     scripts/swarm status             the stack's services and their replicas
     scripts/swarm down               remove the stack (and the swarm, if scripts/swarm started it)
+    scripts/swarm leave              leave a swarm scripts/swarm started and down left for other containers
 
 ``--stack NAME`` (default wsgilab) deploys under another name. Then read the
 traces with ``hoptrace --stack wsgilab follow`` (or ``show ID``, ``stats``).
@@ -96,6 +97,13 @@ def down(stack: str) -> int:
     return 0
 
 
+def leave() -> int:
+    """Leave the one-node swarm scripts/swarm started, once no other container needs Docker's DNS kept."""
+    if engine.swarm_state() == "active":
+        engine.leave(say)
+    return 0
+
+
 def status(stack: str) -> int:
     services = engine.stack_services(stack) if engine.swarm_state() == "active" else {}
     if not services:
@@ -109,13 +117,15 @@ def status(stack: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/swarm", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("command", choices=("up", "down", "status", "leave"))
     parser.add_argument("--stack", default="wsgilab", help="the stack's name (default wsgilab)")
     parser.add_argument("--no-build", action="store_true", help="deploy the images as they are, unbuilt")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
             return up(args.stack, build=not args.no_build)
+        if args.command == "leave":
+            return leave()
         return down(args.stack) if args.command == "down" else status(args.stack)
     except (engine.SwarmError, RenderError, SettingError, ComposeToolError) as error:
         say(f"error: {error}")

@@ -238,7 +238,7 @@ def leave(say: Callable[[str], None]) -> None:
     if others:
         say(f"the one-node swarm stays: leaving it would cut Docker's DNS for {len(others)} running "
             f"container(s) on their own networks ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
-            "run `scripts/swarm down` again once they are stopped")
+            "run `scripts/swarm leave` once they are stopped")
         return
     say("leaving the one-node swarm scripts/swarm started")
     docker("swarm", "leave", "--force")
