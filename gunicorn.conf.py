@@ -58,6 +58,16 @@ workers = int(os.environ["WSGI_WORKERS"])
 # Twin: uWSGI `threads`.
 threads = int(os.environ["WSGI_THREADS"])
 
+# Where the app is imported (WSGI_PRELOAD_APP). False, gunicorn's default:
+# each worker imports it after the fork. True: the master imports it once and
+# forks the workers from it, so they start at once and share its memory pages
+# until they write to them; but a reload (HUP) then keeps the old code, and
+# whatever the app opened as it was imported, a database connection say, is
+# shared by every worker. post_fork below drops such a connection in each
+# worker. `hoptrace lab connection-before-fork` shows both.
+# Twin: uWSGI `lazy-apps` (its opposite).
+preload_app = os.environ["WSGI_PRELOAD_APP"] == "on"
+
 # Seconds a worker may go silent (for a sync worker: one request) before the
 # master ends it (SIGABRT) and starts a new one. The signal raises SystemExit
 # in the view, and the worker answers 500 itself on its way out, so the client
@@ -140,6 +150,23 @@ def on_starting(server):
     from wsgilab.container.log_lines import install_app_logging, trace_stream
 
     install_app_logging(trace_stream(), os.environ["SCRIPT_NAME"].strip("/"), "gunicorn")
+
+
+# In each new worker, before it serves anything: drop the database connections
+# the app opened before the fork (with preload_app, in the master), so that
+# each worker connects on its own rather than sharing one connection's socket
+# with its siblings: two workers' queries on one session mix up their results.
+# Django's connections are closed; SQLAlchemy's engine gets a new pool, the
+# old one left to the master (its docs' recipe for os.fork()). Off with
+# WSGILAB_DB_CLOSE_AFTER_FORK=off, for the connection-before-fork lab. uWSGI's
+# twin is lazy-apps (no preload), or a postfork hook of the app's own.
+def post_fork(server, worker):
+    from wsgilab.container.database import drop_inherited
+
+    dropped = drop_inherited()
+    if dropped:
+        server.log.info("post_fork: worker %s dropped the database connection the app opened before the fork "
+                        "(backend pid %s)", worker.pid, ", ".join(map(str, dropped)))
 
 
 # Shows as "gunicorn: worker [wsgi-lab /django]" in `ps`.

@@ -19,8 +19,10 @@ once per worker model and tracing
 side: each app on gunicorn with sync workers and with gthread (threads), and
 on uWSGI with processes and with threads, the stack's default of 2 x CPUs + 1
 workers each. For each, on `/` (hello world), `/slow?ms=2` (a view that
-waits, as one on a database does) and a 1 MiB `/download`, read in Python
-(a generator) and handed to the server's ``wsgi.file_wrapper`` (sendfile):
+waits, as one on a database does), a 1 MiB `/download`, read in Python
+(a generator) and handed to the server's ``wsgi.file_wrapper`` (sendfile),
+and, on the compose stack, `/items` (the 20 newest items from PostgreSQL,
+through each app's own library: a view that does real work):
 
 - **saturation**: ApacheBench, keep-alive, a fixed concurrency, a fixed
   time: throughput, and its latency percentiles (which at saturation are
@@ -73,7 +75,9 @@ MODELS = {"gunicorn sync": ("gunicorn", "1"), "gunicorn gthread": ("gunicorn", "
 #: "/download 1 MiB" reads its file in Python, a generator (what the matrix has measured from the start);
 #: "... file_wrapper" hands it to the server's wsgi.file_wrapper, which sends it with sendfile.
 ENDPOINTS = {"/": "", "/slow?ms=2": "slow?ms=2", "/download 1 MiB": "download?bytes=1048576&wrapper=0",
-             "/download 1 MiB, file_wrapper": "download?bytes=1048576"}
+             "/download 1 MiB, file_wrapper": "download?bytes=1048576", "/items": "items"}
+#: The endpoints that need the database, which only the compose stack has (the native one answers them 503).
+DATABASE_ENDPOINTS = ("/items",)
 #: The stack's default workers per server (wsgilab.container.launch: 2 x CPUs + 1).
 WORKERS = str(2 * len(os.sched_getaffinity(0)) + 1)
 #: The open loop's rate: this share of the saturated rate, at most OPEN_LOOP_MAX (the client's own limit).
@@ -254,7 +258,8 @@ def main() -> int:
                              "direct rows' client runs in nginx's network namespace)")
     parser.add_argument("--apps", nargs="+", default=list(APPS), choices=APPS)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--endpoints", nargs="+", default=list(ENDPOINTS), choices=ENDPOINTS)
+    parser.add_argument("--endpoints", nargs="+", choices=ENDPOINTS,
+                        help="default: all of them; /items (20 items from PostgreSQL) on the compose stack only")
     parser.add_argument("--tracing", nargs="+", default=["off", "on"], choices=("off", "on"))
     parser.add_argument("--seconds", type=int, default=2, help="per measurement (saturated, then open loop)")
     parser.add_argument("--concurrency", type=int, default=16, help="ab's connections (default 16)")
@@ -262,7 +267,12 @@ def main() -> int:
                         help="measure each cell this many times, back to back, and report the medians (default 1)")
     parser.add_argument("--nginx-only", action="store_true", help="leave out the direct-to-gunicorn rows")
     add_output_arguments(parser)
-    return measure_and_report(parser.parse_args(), run, HEADING, _row, "matrix_report", "docs/img/matrix")
+    args = parser.parse_args()
+    if args.endpoints is None:
+        args.endpoints = [e for e in ENDPOINTS if args.stack == "compose" or e not in DATABASE_ENDPOINTS]
+    elif args.stack == "native" and set(args.endpoints) & set(DATABASE_ENDPOINTS):
+        parser.error(f"{', '.join(DATABASE_ENDPOINTS)} needs the database, which only --stack compose has")
+    return measure_and_report(args, run, HEADING, _row, "matrix_report", "docs/img/matrix")
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,8 @@ rules: wsgilab.container.database).
 
 Each worker process has its own pool, made on the first request that needs
 it, so always after the server has forked: a connection made before a fork
-would be shared by every worker (the ``connection-before-fork`` lab). It
+would be shared by every worker (the ``connection-before-fork`` lab makes it
+so, with WSGILAB_DB_CONNECT_AT_IMPORT=on). It
 holds up to ``WSGI_THREADS`` connections, one per thread that can run a
 request at once; a request that finds them all busy waits up to
 ``POOL_TIMEOUT_S`` for one, and that wait is in the trace (``db_connection``).
@@ -36,7 +37,10 @@ INSERT = ("INSERT INTO raw_item (name, owner_id) SELECT %s, id FROM raw_owner WH
 SLEEP = "SELECT pg_sleep(%s), pg_backend_pid()"
 
 _pool = None
+#: The process that made ``_pool``: another one (a forked worker) makes its own. ANY_PROCESS: the pool made at
+#: import (WSGILAB_DB_CONNECT_AT_IMPORT=on), used in whatever process has it, the mistake the lab shows.
 _pool_pid = 0
+ANY_PROCESS = -1
 _pool_lock = threading.Lock()
 
 
@@ -44,33 +48,53 @@ class Unavailable(Exception):
     """The database cannot serve this request: none is configured, or it did not answer (a 503)."""
 
 
+def _new_pool():
+    """A pool of up to ``WSGI_THREADS`` connections to the configured database, opened; Unavailable if none."""
+    try:
+        settings = database.required()
+    except database.Misconfigured as problem:
+        raise Unavailable(str(problem)) from None
+    from psycopg_pool import ConnectionPool
+
+    from wsgilab.container.db_trace import TracedConnection, TracedCursor
+
+    threads = int(os.environ.get("WSGI_THREADS") or 1)
+    # check: each connection is tried (an empty statement) before a request gets it, so one the
+    # database dropped (a restart) is replaced, not handed out to fail (hoptrace lab database-restart).
+    return ConnectionPool(kwargs={**settings.connect_kwargs(), "cursor_factory": TracedCursor},
+                          connection_class=TracedConnection, min_size=1, max_size=threads,
+                          timeout=POOL_TIMEOUT_S, check=ConnectionPool.check_connection,
+                          name=f"raw-{os.getpid()}", open=True)
+
+
 def _connection():
     """One of this worker's pooled connections, as a context manager; its wait is traced."""
     global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():
+    if _pool is None or _pool_pid not in (os.getpid(), ANY_PROCESS):
         with _pool_lock:
-            if _pool is None or _pool_pid != os.getpid():
-                try:
-                    settings = database.configured()
-                except database.Misconfigured as problem:
-                    raise Unavailable(str(problem)) from None
-                if settings is None:
-                    raise Unavailable(database.NOT_CONFIGURED)
-                from psycopg_pool import ConnectionPool
-
-                from wsgilab.container.db_trace import TracedConnection, TracedCursor
-
-                threads = int(os.environ.get("WSGI_THREADS") or 1)
-                # check: each connection is tried (an empty statement) before a request gets it, so one the
-                # database dropped (a restart) is replaced, not handed out to fail (hoptrace lab database-restart).
-                _pool = ConnectionPool(kwargs={**settings.connect_kwargs(), "cursor_factory": TracedCursor},
-                                       connection_class=TracedConnection, min_size=1, max_size=threads,
-                                       timeout=POOL_TIMEOUT_S, check=ConnectionPool.check_connection,
-                                       name=f"raw-{os.getpid()}", open=True)
+            if _pool is None or _pool_pid not in (os.getpid(), ANY_PROCESS):
+                _pool = _new_pool()
                 _pool_pid = os.getpid()
     from wsgilab.container.db_trace import timed_connection
 
     return timed_connection(_pool.connection, "pool", lambda conn: conn.info.backend_pid)
+
+
+def _drop_pool():
+    """In a new worker (gunicorn's post_fork): close the pool made before the fork; the worker makes its own."""
+    global _pool
+    pool, _pool = _pool, None
+    pool.close(timeout=0)
+
+
+if database.connect_at_import():
+    # The mistake `hoptrace lab connection-before-fork` makes on purpose: the pool, and its connection, made as
+    # the module is imported and used in any process. Where the server imports the app in its master
+    # (WSGI_PRELOAD_APP=on), every worker it forks inherits this one connection.
+    _pool = _new_pool()
+    _pool_pid = ANY_PROCESS
+    with _pool.connection() as _imported:
+        database.opened_at_import(_drop_pool, _imported.info.backend_pid)
 
 
 def _json(start_response, status, payload):

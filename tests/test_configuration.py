@@ -15,7 +15,7 @@ from lab_stacks import REPO, free_port, nginx_version_of
 
 from wsgilab.container import healthcheck, uwsgi_protocol
 from wsgilab.labs import control
-from wsgilab.container.launch import server_environment, usable_cpus
+from wsgilab.container.launch import LaunchError, server_environment, usable_cpus
 
 APP_ENV = {"WSGI_APP": "raw_app:application", "SCRIPT_NAME": "/raw"}
 
@@ -78,6 +78,19 @@ def test_launcher_defaults_are_the_same_for_both_servers_but_the_port():
     assert gunicorn["WSGI_TIMEOUT"] == uwsgi["WSGI_TIMEOUT"] == "30"
     assert gunicorn["WSGI_BACKLOG"] == uwsgi["WSGI_BACKLOG"] == "128"
     assert (gunicorn["WSGI_BIND"], uwsgi["WSGI_BIND"]) == ("0.0.0.0:8000", "0.0.0.0:3031")
+
+
+def test_each_server_keeps_its_own_default_for_where_it_imports_the_app_until_told():
+    """gunicorn imports the app in each worker, uWSGI in its master (no lazy-apps); WSGI_PRELOAD_APP sets both."""
+    defaults = {server: server_environment({**APP_ENV, "WSGI_SERVER": server}) for server in ("gunicorn", "uwsgi")}
+    assert [(env["WSGI_PRELOAD_APP"], env["WSGI_LAZY_APPS"]) for env in defaults.values()] == [
+        ("off", "true"), ("on", "false")]
+    for value, lazy in (("on", "false"), ("off", "true")):
+        for server in ("gunicorn", "uwsgi"):
+            env = server_environment({**APP_ENV, "WSGI_SERVER": server, "WSGI_PRELOAD_APP": value})
+            assert (env["WSGI_PRELOAD_APP"], env["WSGI_LAZY_APPS"]) == (value, lazy)
+    with pytest.raises(LaunchError, match="WSGI_PRELOAD_APP must be on or off"):
+        server_environment({**APP_ENV, "WSGI_PRELOAD_APP": "yes"})
 
 
 def test_render_config_refuses_an_unknown_server(tmp_path):

@@ -240,3 +240,19 @@ def test_worker_threads_past_max_connections_are_refused_a_connection_and_fewer_
     assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
     refused = [c for c in report.checks if "4 workers per app" in c.what and "503" in c.seen]
     assert refused, "the burst that does not fit refused no request"
+
+
+#: connection-before-fork with each server where its mistake shows: Flask (a SQLAlchemy pool) on uWSGI, the raw app
+#: (a psycopg pool) on gunicorn; Django, which closes its connection as each request starts, on uWSGI.
+FORK_SERVERS = {"django": "uwsgi", "flask": "uwsgi", "raw": "gunicorn"}
+
+
+def test_workers_forked_after_the_app_connected_share_one_session_until_post_fork_or_lazy_apps(tier_stack):
+    tier_stack.use(FORK_SERVERS)
+    target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
+    report = labs.run("connection-before-fork", target)
+    assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
+    shared = [c.what.split(" on ")[0] for c in report.checks if "pg_sleep running in 1 session" in c.seen]
+    # Shared where the master imported the app and nothing dropped the connection: both pooled apps, then Flask
+    # on uWSGI (post_fork is gunicorn's); no app once each worker imports it.
+    assert shared == ["the mistake: /flask/", "the mistake: /raw/", "gunicorn's post_fork: /flask/"]

@@ -194,6 +194,32 @@ def test_each_session_gets_the_statement_timeout_and_a_bad_one_is_named(tmp_path
         database.configured({**env, "WSGILAB_DB_STATEMENT_TIMEOUT_MS": "1s"})
 
 
+def test_each_session_is_named_after_its_app_and_only_a_plain_name_is_taken(tmp_path):
+    (tmp_path / "pw").write_text("s3cret\n")
+    env = {"WSGILAB_DB_HOST": "db", "WSGILAB_DB_PASSWORD_FILE": str(tmp_path / "pw")}
+    assert database.configured({**env, "WSGILAB_SERVICE": "flask"}).connect_kwargs()["application_name"] == "flask"
+    assert database.configured({**env, "WSGILAB_SERVICE": "fl ask'"}).session_kwargs()["application_name"] == ""
+
+
+def test_only_a_configured_database_is_connected_at_import_and_only_when_asked(tmp_path):
+    (tmp_path / "pw").write_text("s3cret\n")
+    env = {"WSGILAB_DB_HOST": "db", "WSGILAB_DB_PASSWORD_FILE": str(tmp_path / "pw")}
+    assert not database.connect_at_import(env)
+    assert database.connect_at_import({**env, "WSGILAB_DB_CONNECT_AT_IMPORT": "on"})
+    assert not database.connect_at_import({"WSGILAB_DB_CONNECT_AT_IMPORT": "on"})  # no database: nothing to do
+    assert not database.connect_at_import({"WSGILAB_DB_CONNECT_AT_IMPORT": "on", "WSGILAB_DB_HOST": "db",
+                                           "WSGILAB_DB_PASSWORD_FILE": str(tmp_path / "none")})
+
+
+def test_a_new_worker_drops_what_the_app_opened_before_the_fork_unless_told_not_to(monkeypatch):
+    monkeypatch.setattr(database, "_OPENED_AT_IMPORT", [])
+    dropped = []
+    database.opened_at_import(lambda: dropped.append("pool"), 4242)
+    assert database.drop_inherited({"WSGILAB_DB_CLOSE_AFTER_FORK": "off"}) == [] and dropped == []
+    assert database.drop_inherited({}) == [4242] and dropped == ["pool"]
+    assert database.drop_inherited({}) == []  # once per process; the master keeps its list for the next fork
+
+
 def test_db_secrets_writes_each_password_once_and_keeps_them(tmp_path):
     admin, app = tmp_path / "admin", tmp_path / "app"
     assert db_secrets.main({}, str(admin), str(app)) == 0

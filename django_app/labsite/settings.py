@@ -89,8 +89,9 @@ if _DATABASE is not None:
             # server_side_binding: the values go to PostgreSQL apart from the statement, as the raw app's
             # and SQLAlchemy's do (Django's default binds them into its text, where an error's log line
             # would show them).
-            # options: statement_timeout (WSGILAB_DB_STATEMENT_TIMEOUT_MS), as for the other two apps.
-            "OPTIONS": {"connect_timeout": 5, "server_side_binding": True, "options": _DATABASE.server_options()},
+            # session_kwargs: connect_timeout, statement_timeout (WSGILAB_DB_STATEMENT_TIMEOUT_MS) and
+            # application_name (the service: pg_stat_activity names the app), as for the other two apps.
+            "OPTIONS": {"server_side_binding": True, **_DATABASE.session_kwargs()},
         }
     }
 else:

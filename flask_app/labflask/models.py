@@ -3,7 +3,8 @@
 ``engine()`` is made per process on first use, after the server has forked:
 an engine made before the fork would hand the workers its pooled connections
 to share (SQLAlchemy's docs: "Using Connection Pools with Multiprocessing";
-the ``connection-before-fork`` lab). Its pool holds up to ``WSGI_THREADS``
+the ``connection-before-fork`` lab makes it so, with
+WSGILAB_DB_CONNECT_AT_IMPORT=on). Its pool holds up to ``WSGI_THREADS``
 connections, one per thread that can run a request at once; a request that
 finds them all busy waits up to POOL_TIMEOUT_S.
 
@@ -53,7 +54,10 @@ class Item(Base):
 
 
 _engine: Engine | None = None
+#: The process that made ``_engine``: another one (a forked worker) makes its own. ANY_PROCESS: the engine made
+#: at import (WSGILAB_DB_CONNECT_AT_IMPORT=on), used in whatever process has it, the mistake the lab shows.
 _engine_pid = 0
+ANY_PROCESS = -1
 _engine_lock = threading.Lock()
 
 
@@ -61,34 +65,58 @@ class NoDatabase(Exception):
     """No database is configured for this app (the native tier): a 503."""
 
 
+def _new_engine() -> Engine:
+    """An engine whose pool holds up to ``WSGI_THREADS`` connections to the configured database."""
+    try:
+        settings = database.required()
+    except database.Misconfigured as problem:
+        raise NoDatabase(str(problem)) from None
+    from wsgilab.container.db_trace import TracedConnection, TracedCursor
+
+    url = URL.create("postgresql+psycopg", username=settings.user, password=settings.password,
+                     host=settings.host, port=settings.port, database=settings.name)
+    threads = int(os.environ.get("WSGI_THREADS") or 1)
+    # pool_pre_ping: each connection is tried before a request gets it, so one the database dropped
+    # (a restart) is replaced, not handed out to fail (hoptrace lab database-restart).
+    made = create_engine(url, pool_size=threads, max_overflow=0, pool_timeout=POOL_TIMEOUT_S,
+                         pool_pre_ping=True,
+                         connect_args={"cursor_factory": TracedCursor, **settings.session_kwargs()})
+
+    # SQLAlchemy's own hook for making a connection: psycopg's, with its commit and rollback traced.
+    @event.listens_for(made, "do_connect")
+    def _traced(dialect: object, record: object, cargs: tuple, cparams: dict) -> object:
+        return TracedConnection.connect(*cargs, **cparams)
+
+    return made
+
+
 def engine() -> Engine:
     """This worker process's engine, made on first use."""
     global _engine, _engine_pid
-    if _engine is None or _engine_pid != os.getpid():
+    if _engine is None or _engine_pid not in (os.getpid(), ANY_PROCESS):
         with _engine_lock:
-            if _engine is None or _engine_pid != os.getpid():
-                try:
-                    settings = database.configured()
-                except database.Misconfigured as problem:
-                    raise NoDatabase(str(problem)) from None
-                if settings is None:
-                    raise NoDatabase(database.NOT_CONFIGURED)
-                from wsgilab.container.db_trace import TracedConnection, TracedCursor
-
-                url = URL.create("postgresql+psycopg", username=settings.user, password=settings.password,
-                                 host=settings.host, port=settings.port, database=settings.name)
-                threads = int(os.environ.get("WSGI_THREADS") or 1)
-                # pool_pre_ping: each connection is tried before a request gets it, so one the database dropped
-                # (a restart) is replaced, not handed out to fail (hoptrace lab database-restart).
-                _engine = create_engine(url, pool_size=threads, max_overflow=0, pool_timeout=POOL_TIMEOUT_S,
-                                        pool_pre_ping=True,
-                                        connect_args={"cursor_factory": TracedCursor, "connect_timeout": 5,
-                                                      "options": settings.server_options()})
-
-                # SQLAlchemy's own hook for making a connection: psycopg's, with its commit and rollback traced.
-                @event.listens_for(_engine, "do_connect")
-                def _traced(dialect: object, record: object, cargs: tuple, cparams: dict) -> object:
-                    return TracedConnection.connect(*cargs, **cparams)
-
+            if _engine is None or _engine_pid not in (os.getpid(), ANY_PROCESS):
+                _engine = _new_engine()
                 _engine_pid = os.getpid()
     return _engine
+
+
+def _forget_pool() -> None:
+    """In a new worker (gunicorn's post_fork): leave the connections pooled before the fork to the master.
+
+    SQLAlchemy's way (its docs: "Using Connection Pools with Multiprocessing
+    or os.fork()"): ``dispose(close=False)`` gives the engine a new, empty
+    pool without closing the old one's connections, which the master still
+    holds; this worker then connects on its own.
+    """
+    _engine.dispose(close=False)
+
+
+if database.connect_at_import():
+    # The mistake `hoptrace lab connection-before-fork` makes on purpose: the engine made, and a connection
+    # opened and kept in its pool, as the module is imported, then used in any process. Where the server
+    # imports the app in its master (WSGI_PRELOAD_APP=on), every worker it forks inherits that connection.
+    _engine = _new_engine()
+    _engine_pid = ANY_PROCESS
+    with _engine.connect() as _imported:
+        database.opened_at_import(_forget_pool, _imported.connection.dbapi_connection.info.backend_pid)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from wsgilab.settings import SETTINGS, SettingError
@@ -60,15 +60,21 @@ class Database:
     password: str
     #: PostgreSQL's ``statement_timeout`` for the app's sessions, in ms; 0: none.
     statement_timeout_ms: int = 0
+    #: The app's service (django, flask, raw): its sessions' ``application_name``, which pg_stat_activity shows.
+    application_name: str = ""
 
     def server_options(self) -> str:
         """libpq's ``options``: the settings PostgreSQL applies to each of the app's sessions as it starts."""
         return f"-c statement_timeout={self.statement_timeout_ms}"
 
+    def session_kwargs(self) -> dict[str, object]:
+        """The keywords that set up each of the app's sessions: its timeouts, and the app's name on it."""
+        return {"connect_timeout": 5, "options": self.server_options(), "application_name": self.application_name}
+
     def connect_kwargs(self) -> dict[str, object]:
         """psycopg.connect()'s keywords."""
         return {"host": self.host, "port": self.port, "dbname": self.name, "user": self.user,
-                "password": self.password, "connect_timeout": 5, "options": self.server_options()}
+                "password": self.password, **self.session_kwargs()}
 
 
 def configured(env: Mapping[str, str] = os.environ) -> Database | None:
@@ -95,7 +101,63 @@ def configured(env: Mapping[str, str] = os.environ) -> Database | None:
         raise Misconfigured(str(error)) from None
     return Database(host=host, port=int(port), name=env.get("WSGILAB_DB_NAME", "") or "wsgilab",
                     user=env.get("WSGILAB_DB_USER", "") or "wsgilab", password=password,
-                    statement_timeout_ms=int(timeout))
+                    statement_timeout_ms=int(timeout), application_name=_application_name(env))
+
+
+def _application_name(env: Mapping[str, str]) -> str:
+    """The app's service name, as the launcher sets it (WSGILAB_SERVICE), if it is a plain word."""
+    name = env.get("WSGILAB_SERVICE", "")
+    return name if name.isascii() and name.isalnum() and len(name) < 64 else ""
+
+
+def required(env: Mapping[str, str] = os.environ) -> Database:
+    """The database compose configured; Misconfigured, saying why, where there is none or none usable."""
+    settings = configured(env)
+    if settings is None:
+        raise Misconfigured(NOT_CONFIGURED)
+    return settings
+
+
+def connect_at_import(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether the app should connect as it is imported (WSGILAB_DB_CONNECT_AT_IMPORT=on) to a configured database.
+
+    The mistake ``hoptrace lab connection-before-fork`` makes on purpose.
+    Without a usable database there is nothing to connect to: the endpoints
+    say why when asked.
+    """
+    if env.get("WSGILAB_DB_CONNECT_AT_IMPORT", "") != "on":
+        return False
+    try:
+        return configured(env) is not None
+    except Misconfigured:
+        return False
+
+
+#: How to drop each connection the app opened as it was imported, and its backend's pid (``opened_at_import``).
+_OPENED_AT_IMPORT: list[tuple[Callable[[], None], int]] = []
+
+
+def opened_at_import(drop: Callable[[], None], backend_pid: int) -> None:
+    """Note a connection the app opened as it was imported: ``drop()`` closes it in a worker forked since."""
+    _OPENED_AT_IMPORT.append((drop, backend_pid))
+
+
+def drop_inherited(env: Mapping[str, str] = os.environ) -> list[int]:
+    """In a new worker, before it serves: drop the connections the app opened before the fork.
+
+    gunicorn's post_fork hook calls it (gunicorn.conf.py), unless
+    WSGILAB_DB_CLOSE_AFTER_FORK=off. Returns the backend pids of the
+    connections dropped (none where the app was imported in the worker
+    itself, or opened nothing at import).
+    """
+    if env.get("WSGILAB_DB_CLOSE_AFTER_FORK", "") == "off":
+        return []
+    dropped = []
+    while _OPENED_AT_IMPORT:
+        drop, backend_pid = _OPENED_AT_IMPORT.pop()
+        drop()
+        dropped.append(backend_pid)
+    return dropped
 
 
 def parse_limit(raw: str | None) -> int:

@@ -155,8 +155,15 @@ def post_request(worker: Any, req: Any, environ: dict, resp: Any) -> None:
         worker.log.request_line(worker, req, environ)
 
 
+#: What a gunicorn worker logs once it has the app (post_worker_init): gunicorn's own "Booting worker" comes
+#: before the app's import, where the app is imported in each worker.
+WORKER_READY = "serves from now on: it has the app"
+
+
 def post_worker_init(worker: Any) -> None:
     """gunicorn hook: a worker is ready. Its ``handle_error`` now also writes an ``answered_itself`` line."""
+    worker.log.info("worker %s %s (%s)", worker.pid, WORKER_READY,
+                    "imported by the master before the fork" if worker.cfg.preload_app else "imported in the worker")
     answer = worker.handle_error
 
     def handle_error(req: Any, client: Any, addr: Any, error: BaseException) -> None:

@@ -89,6 +89,9 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
         raise LaunchError(
             f"SCRIPT_NAME must be the URL prefix nginx routes here, like /django, not {script_name!r}"
         )
+    # Each server's own default where it is not set: gunicorn imports the app in each worker, uWSGI in its
+    # master. uwsgi.ini reads it as lazy-apps, its opposite.
+    preload = _setting(env, "WSGI_PRELOAD_APP", "on" if server == "uwsgi" else "off")
     completed = dict(env)
     completed.update(
         WSGI_SERVER=server,
@@ -105,6 +108,10 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
         WSGI_THREADS=_setting(env, "WSGI_THREADS"),
         WSGI_TIMEOUT=_setting(env, "WSGI_TIMEOUT"),
         WSGI_BACKLOG=_setting(env, "WSGI_BACKLOG"),
+        WSGI_PRELOAD_APP=preload,
+        WSGI_LAZY_APPS="false" if preload == "on" else "true",
+        WSGILAB_DB_CONNECT_AT_IMPORT=_setting(env, "WSGILAB_DB_CONNECT_AT_IMPORT"),
+        WSGILAB_DB_CLOSE_AFTER_FORK=_setting(env, "WSGILAB_DB_CLOSE_AFTER_FORK"),
         WSGILAB_TRACING=_setting(env, "WSGILAB_TRACING"),
         WSGILAB_TRACE_FLUSH_MS=_setting(env, "WSGILAB_TRACE_FLUSH_MS"),
         WSGI_CONFIG_DIR=env.get("WSGI_CONFIG_DIR", "") or "/etc/wsgi-lab",

@@ -40,6 +40,7 @@ LABS = {
     "database-restart": "wsgilab.labs.database_restart",
     "slow-query": "wsgilab.labs.slow_query",
     "too-many-clients": "wsgilab.labs.too_many_clients",
+    "connection-before-fork": "wsgilab.labs.connection_before_fork",
 }
 
 

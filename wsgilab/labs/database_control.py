@@ -21,7 +21,7 @@ from wsgilab.hoptrace.postgres_log import TRACEPARENT
 
 #: The client sessions other than psql's own, as one JSON array.
 _SESSIONS_SQL = (
-    "SELECT coalesce(json_agg(json_build_object('pid', pid, 'user', usename, 'state', state, "
+    "SELECT coalesce(json_agg(json_build_object('pid', pid, 'user', usename, 'app', application_name, 'state', state, "
     "'running_s', extract(epoch FROM clock_timestamp() - query_start), 'query', query)), '[]') "
     "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
 
@@ -32,6 +32,8 @@ class Session:
 
     pid: int
     user: str
+    #: Its ``application_name``: the app's service (django, flask, raw) for the apps' sessions.
+    app: str
     #: active (running ``query`` now), idle, idle in transaction, ...
     state: str
     #: Seconds since ``query`` began.
@@ -68,7 +70,7 @@ class DatabaseControl:
             from wsgilab.labs.control import ControlError
 
             raise ControlError(f"reading pg_stat_activity failed: {done.stderr.strip()[:500]}")
-        return [Session(pid=row["pid"], user=row["user"] or "", state=row["state"] or "",
+        return [Session(pid=row["pid"], user=row["user"] or "", app=row["app"] or "", state=row["state"] or "",
                         running_s=row["running_s"], query=row["query"] or "") for row in json.loads(done.stdout)]
 
     def database_healthchecks(self) -> list[tuple[float, float]]:

@@ -13,6 +13,7 @@ someone new to WSGI. tests/test_docs.py fails when a page is out of date.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -148,6 +149,21 @@ def _without_why(report: str) -> str:
     return f"{head}\nwhy:\n  (the explanation above)\n{result}{tail}"
 
 
+_SERVED = re.compile(r"/(django|flask|raw)/ on (gunicorn|uwsgi)\b")
+_SERVER_NAMES = {"gunicorn": "gunicorn", "uwsgi": "uWSGI"}
+
+
+def _servers_in(run: str) -> str:
+    """Which server each app ran on in a recorded run, as its checks name them: " (Django on uWSGI, ...)"."""
+    servers: dict[str, str] = {}
+    for app, server in _SERVED.findall(run):
+        servers.setdefault(app, server)
+    if set(servers) != {"django", "flask", "raw"}:
+        return ""  # a run that does not name each app's server
+    names = {"django": "Django", "flask": "Flask", "raw": "the raw app"}
+    return " (" + ", ".join(f"{names[app]} on {_SERVER_NAMES[servers[app]]}" for app in names) + ")"
+
+
 def lab_page(name: str, runs: Path | None = None) -> str:
     """docs/labs/NAME.md: what the lab does, what each failure looks like, why, and a real run."""
     module = _module(name)
@@ -165,8 +181,8 @@ def lab_page(name: str, runs: Path | None = None) -> str:
         lines += ["## A real run", "",
                   (f"`{command}` on the stack `FLASK_REPLICAS=3 scripts/swarm up` deploys (every app on "
                    "gunicorn)" if swarm_only else
-                   f"`hoptrace lab {name}` on the compose stack (Django on uWSGI, Flask and the raw app on "
-                   "gunicorn)") + ", as printed but for its `why:` part, which is the section above:", "",
+                   f"`hoptrace lab {name}` on the compose stack{_servers_in(run.read_text())}")
+                  + ", as printed but for its `why:` part, which is the section above:", "",
                   "```", f"$ {command}", _without_why(run.read_text()).rstrip(), "```", ""]
     lines += ["[All labs, by what the client sees](README.md)"]
     return "\n".join(lines) + "\n"

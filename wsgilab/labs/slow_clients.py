@@ -56,6 +56,10 @@ HOLD_S = 6.0
 TRICKLE_S = 1.0
 #: Normal requests per app, before and while the slow clients hold on.
 PROBES = 10
+#: The queue time that tells the two outcomes apart. Held workers would make a request wait for a slow
+#: client's trickle (seconds); free ones pick it up in milliseconds, tens of them when the other tier's tests
+#: load this 2-core machine (57 ms seen in CI, where a 50 ms bound failed though no slow client reached an app).
+HELD_WOULD_WAIT_S = 1.0
 
 
 def _probe(target: Target, app: str, tag: str, gap_s: float = 0.0) -> list[tuple[int, float, str]]:
@@ -147,9 +151,11 @@ def run(target: Target, report: Report) -> None:
         worst_queue = max(queued_during, default=float("nan"))
         report.check(
             f"/{app}/ on {servers[app]}: {PROBES} normal requests before and during",
-            "all 200; each still picked up by a worker at once (queue under 50 ms)",
+            f"all 200; each picked up by a worker in under {HELD_WOULD_WAIT_S:g} s (had nginx passed on the "
+            f"{2 * SLOW_EACH} slow clients, every worker would hold one for {HOLD_S:g} s, and each request would "
+            "wait seconds)",
             f"median {median_before:.1f} ms before, {median_during:.1f} ms during; "
             f"longest queue during {worst_queue:.1f} ms",
             all(s == 200 for s, _t, _i in before + while_slow) and len(queued_during) == PROBES
-            and len(queued_before) == PROBES and worst_queue < 50,
+            and len(queued_before) == PROBES and worst_queue < HELD_WOULD_WAIT_S * 1000,
             [while_slow[-1][2]])
