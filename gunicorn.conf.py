@@ -155,11 +155,15 @@ def on_starting(server):
 # In each new worker, before it serves anything: drop the database connections
 # the app opened before the fork (with preload_app, in the master), so that
 # each worker connects on its own rather than sharing one connection's socket
-# with its siblings: two workers' queries on one session mix up their results.
-# Django's connections are closed; SQLAlchemy's engine gets a new pool, the
-# old one left to the master (its docs' recipe for os.fork()). Off with
-# WSGILAB_DB_CLOSE_AFTER_FORK=off, for the connection-before-fork lab. uWSGI's
-# twin is lazy-apps (no preload), or a postfork hook of the app's own.
+# with its siblings: two workers' queries on one session read each other's
+# answers. gunicorn calls the hook; what it drops is the app's to say (each
+# app here lists them with wsgilab.container.database.opened_at_import):
+# Django's connections are closed (connections.close_all()), the raw app's
+# psycopg pool too, and SQLAlchemy's engine gets a new pool, the old one left
+# to the master (engine.dispose(close=False), its docs' recipe for os.fork()).
+# Off with WSGILAB_DB_CLOSE_AFTER_FORK=off, for the connection-before-fork
+# lab. uWSGI's twin is lazy-apps (no preload), or a uwsgidecorators.postfork
+# function of the app's own.
 def post_fork(server, worker):
     from wsgilab.container.database import drop_inherited
 

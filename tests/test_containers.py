@@ -8,6 +8,7 @@ with both servers in the stack (``BOTH_SERVERS``).
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -252,7 +253,9 @@ def test_workers_forked_after_the_app_connected_share_one_session_until_post_for
     target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
     report = labs.run("connection-before-fork", target)
     assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
-    shared = [c.what.split(" on ")[0] for c in report.checks if "pg_sleep running in 1 session" in c.seen]
+    shared = [re.match(r"(.+?): /(\w+)/ on ", c.what).groups() for c in report.checks
+              if "pg_sleep running in 1 session" in c.seen]
     # Shared where the master imported the app and nothing dropped the connection: both pooled apps, then Flask
     # on uWSGI (post_fork is gunicorn's); no app once each worker imports it.
-    assert shared == ["the mistake: /flask/", "the mistake: /raw/", "gunicorn's post_fork: /flask/"]
+    assert shared == [("the mistake", "flask"), ("the mistake", "raw"), ("post_fork on (apps on uWSGI unchanged)",
+                                                                        "flask")]

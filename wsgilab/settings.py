@@ -172,9 +172,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "worker is busy; past it, connection attempts are dropped", "app", gunicorn="backlog",
             uwsgi="listen", lab_may_change=True),
     Setting("WSGI_PRELOAD_APP", "", "on_off", "on: the server imports the app once, in its master, and forks the "
-            "workers from it (less memory; a worker starts at once); off: each worker imports it. With it on, a "
-            "database connection the app opened as it was imported is shared by every worker (`hoptrace lab "
-            "connection-before-fork`)", "app", gunicorn="preload_app", uwsgi="lazy-apps (its opposite)",
+            "workers from it (they share its memory pages until they write to them; a worker starts at once); "
+            "off: each worker imports it. With it on, a database connection the app opened as it was imported is "
+            "shared by every worker, unless a post_fork hook drops it (`hoptrace lab connection-before-fork`)",
+            "app", gunicorn="preload_app", uwsgi="lazy-apps (its opposite)",
             default_text="each server's own: off on gunicorn, on on uWSGI", lab_may_change=True),
     Setting("WSGILAB_HEALTHCHECK_INTERVAL", "2", "seconds", "how often Docker runs each app's healthcheck, a "
             "request straight to its server that takes a place in the same listen queue as nginx's; nginx waits "
@@ -256,13 +257,12 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "connection is refused, and the request that wanted it is a 503 (`hoptrace lab too-many-clients`). "
             "Changing it restarts the database", "compose", lab_may_change=True),
     Setting("WSGILAB_DB_CONNECT_AT_IMPORT", "off", "on_off", "on: each app connects to the database as it is "
-            "imported and uses that connection in whatever process it finds itself, the mistake `hoptrace lab "
-            "connection-before-fork` shows; off: each worker connects on its first request", "app",
-            lab_may_change=True),
-    Setting("WSGILAB_DB_CLOSE_AFTER_FORK", "on", "on_off", "on: each new gunicorn worker drops a database "
-            "connection the app opened before the fork, before it serves, and connects on its own; off: the "
-            "workers share it (uWSGI's fix is lazy-apps: WSGI_PRELOAD_APP=off)", "app", gunicorn="post_fork",
-            lab_may_change=True),
+            "imported and uses that connection in any process, the mistake `hoptrace lab connection-before-fork` "
+            "shows; off: each worker connects when a request first needs the database", "app", lab_may_change=True),
+    Setting("WSGILAB_DB_CLOSE_AFTER_FORK", "on", "on_off", "on: gunicorn's post_fork hook (gunicorn.conf.py) has "
+            "each new worker drop what the app opened at import before it serves (closed; SQLAlchemy's pool left "
+            "to the master), so each connects on its own; off: with the two settings above on, the workers share "
+            "it (uWSGI: WSGI_PRELOAD_APP=off, its lazy-apps)", "app", gunicorn="post_fork", lab_may_change=True),
     Setting("POSTGRES_IMAGE", "postgres:17", "text", "the database's image (scripts/offline-images builds a "
             "stand-in of the same major version from Debian's packages)", "compose"),
 ]}

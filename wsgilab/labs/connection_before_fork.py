@@ -8,60 +8,81 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from wsgilab.container.gunicorn_trace import WORKER_READY
 from wsgilab.hoptrace.records import events_of, parse_line
 from wsgilab.labs.database_control import Sessions
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, database_method, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
+from wsgilab.labs.worker_readiness import until_every_worker_serves
 
 TITLE = ("Connection before fork: workers forked after the app connected share one database session and read "
-         "each other's answers; gunicorn's post_fork and uWSGI's lazy-apps give each worker its own")
+         "each other's answers; a post_fork hook, or importing the app in each worker, gives each its own")
 
 EXPLANATION = """
-A pre-forking server can import the app once, in its master, and fork the
-workers from it: uWSGI does so by default, gunicorn with `preload_app`
-(WSGI_PRELOAD_APP). Whatever the app opened as it was imported is then
-copied into every worker, and a database connection is a socket: each
-worker holds the same one, to one PostgreSQL session, which runs one
-statement at a time and answers down the socket to whoever reads first.
-So the app connecting at import (WSGILAB_DB_CONNECT_AT_IMPORT=on, as a
-module-level connection, or an engine or pool made and used at import,
-does) works while one request runs at a time and breaks as soon as two
-workers query at once: the second's statement waits behind the first's,
-one worker reads the answer meant for the other, and the drivers say so
-in their own words ("the last operation didn't produce records (command
-status: COMMIT)", "can't change 'autocommit' now: connection in transaction
-status INTRANS"), or one waits for an answer that never comes, until the
-worker timeout ends it. Which request gets which error is a race; that the
-two share one session, and that not both are answered in their own time,
-is not.
-Django is spared here by its own habit: with CONN_MAX_AGE 0 it closes its
-connection as each request starts and ends, so a worker's first request
-closes the inherited one (ending the session for all) and connects anew.
-The fixes give each worker a session of its own. gunicorn's `post_fork`
-hook runs in each new worker before it serves: gunicorn.conf.py drops the
-app's import-time connections there (WSGILAB_DB_CLOSE_AFTER_FORK, on by
-default; Django's closed, SQLAlchemy's pool replaced with `dispose(close=
-False)`, psycopg's pool closed). uWSGI's `lazy-apps` imports the app in
-each worker after the fork (WSGI_PRELOAD_APP=off), at the cost of an import
-per worker. The apps here connect on a request, in the worker, unless told
-otherwise. This lab runs each app with 2 workers and the mistake on, sends
-each app two slow queries at once (1 s and 1.5 s, 0.1 s apart) and reads
-PostgreSQL's sessions as they run; then again with post_fork on, then
-with lazy-apps, and puts the defaults back.
+By default the apps here are safe: each worker connects when a request
+first needs the database, after the fork. This lab turns a common mistake
+on (WSGILAB_DB_CONNECT_AT_IMPORT=on): each app connects while it is
+imported, as a module-level `psycopg.connect()` or `ConnectionPool()`, or
+a SQLAlchemy engine queried at import (`create_all()` in `create_app()`),
+or a query in Django's `AppConfig.ready()` would. A pre-forking server
+may import the app once, in its master, and fork the workers from it:
+uWSGI does so by default, gunicorn with `preload_app` (WSGI_PRELOAD_APP).
+After fork() every worker has a copy of the same open socket, so
+PostgreSQL sees one client and one session, which runs one statement at a
+time and sends each answer to whichever worker reads first. That works
+while one request runs at a time. When two workers query at once, the
+second's statement waits behind the first's, and then one of them fails
+(a 500: a worker read the other's answer, and its driver says so, as
+"the last operation didn't produce records (command status: COMMIT)"),
+hangs until the worker timeout (WSGI_TIMEOUT, 5 s in this lab: gunicorn's
+500, or nginx's 502 on uWSGI), or is answered late, having waited for the
+other's query. Which one you get is chance; what is certain, and what the
+lab checks, is that both ran on one session and so were not both answered
+within the two queries' time.
+Django is spared by its own habit while CONN_MAX_AGE is 0 (its default,
+and this project's): it closes its connection as each request starts and
+ends, so a worker's first request closes the inherited one and connects
+anew. With persistent connections (CONN_MAX_AGE above 0) Django keeps it
+instead, and by its code (not run here) shares it like the others.
+The fixes give each worker a session of its own:
+- gunicorn runs a `post_fork` hook of yours in each new worker before it
+  serves. This project's (gunicorn.conf.py, WSGILAB_DB_CLOSE_AFTER_FORK,
+  on) drops what the apps opened at import: Django's
+  `connections.close_all()`, SQLAlchemy's `engine.dispose(close=False)`
+  (a new pool; the master keeps its session), psycopg's `pool.close()`.
+  Closing sends PostgreSQL a terminate on the shared socket, which ends
+  the session for the master and every worker: harmless only because each
+  worker does it before it serves.
+- Import the app in each worker instead (WSGI_PRELOAD_APP=off: gunicorn's
+  default, uWSGI's `lazy-apps`), at the cost of one import per worker; or,
+  on uWSGI, close it in a `uwsgidecorators.postfork` function.
+- Best, connect lazily, as the apps here do unless told otherwise: make
+  the connection or pool on first use and remember `os.getpid()`; a
+  different pid means a new one (raw_wsgi_app/raw_items.py).
+To check your own stack, count each app's sessions in pg_stat_activity
+(`application_name`): fewer than its workers while they all query, or one
+backend pid answering two workers, means a shared session.
+This lab runs each app with 2 workers, sends each two slow queries nearly
+at once (1 s, then 1.5 s sent 0.1 s later) and reads PostgreSQL's sessions
+0.5 s in; first with the mistake, then with post_fork on (the apps on
+uWSGI unchanged), then with each worker importing the app; and puts the
+defaults back. "ok" means the stack did what the check expected, a
+failure included.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
 OUTCOMES = (
     Outcome(
-        failure="a database connection the app opened before the server forked its workers",
-        client_sees="500 where a worker read another's answer, a 502 or 500 where one waited for an answer "
-                    "the other read (at the worker timeout); 200 once each worker has its own session",
-        statuses=("500", "502"),
+        failure="a database connection the app opened while it was imported, before the server forked its "
+                "workers",
+        client_sees="where two workers query at once, one of them fails (a 500: it read the other's answer), "
+                    "hangs until the worker timeout (gunicorn's 500, nginx's 502 on uWSGI), or is answered late, "
+                    "having waited for the other's query; 200 once each worker has its own session",
+        statuses=("500", "502", "slow"),
         hop="the app's database driver, on a session two workers share",
-        gunicorn="`preload_app` (`WSGI_PRELOAD_APP`, off by default); the fix: `post_fork` drops the inherited "
-                 "connection (`WSGILAB_DB_CLOSE_AFTER_FORK`, on)",
-        uwsgi="the master imports the app by default; the fix: `lazy-apps` (`WSGI_PRELOAD_APP=off`)",
+        gunicorn="the app connecting at import and `preload_app` (`WSGI_PRELOAD_APP`, off by default); the fix: "
+                 "a `post_fork` hook you write (this project's drops the connection: `WSGILAB_DB_CLOSE_AFTER_FORK`)",
+        uwsgi="the app connecting at import, and the master importing the app (uWSGI's default); the fix: "
+              "`lazy-apps` (`WSGI_PRELOAD_APP=off`), or a `uwsgidecorators.postfork` function of yours",
     ),
 )
 
@@ -109,9 +130,10 @@ class Step:
 
 STEPS = (
     Step("the mistake", {"WSGI_PRELOAD_APP": "on", "WSGILAB_DB_CLOSE_AFTER_FORK": "off"}, False, False),
-    Step("gunicorn's post_fork", {"WSGI_PRELOAD_APP": "on", "WSGILAB_DB_CLOSE_AFTER_FORK": "on"}, True, False),
-    Step("imported in each worker (uWSGI's lazy-apps)", {"WSGI_PRELOAD_APP": "off",
-                                                          "WSGILAB_DB_CLOSE_AFTER_FORK": "on"}, True, True),
+    Step("post_fork on (apps on uWSGI unchanged)", {"WSGI_PRELOAD_APP": "on", "WSGILAB_DB_CLOSE_AFTER_FORK": "on"},
+         True, False),
+    Step("imported in each worker (WSGI_PRELOAD_APP=off: gunicorn's default, uWSGI's lazy-apps)",
+         {"WSGI_PRELOAD_APP": "off", "WSGILAB_DB_CLOSE_AFTER_FORK": "on"}, True, True),
 )
 
 
@@ -123,6 +145,8 @@ class Answer:
     answered: float
     request_id: str
     error: str
+    #: The backend pid a 200 names (``/query`` answers PostgreSQL's ``pg_backend_pid()``), else None.
+    backend_pid: int | None = None
 
     @property
     def seconds(self) -> float:
@@ -146,14 +170,14 @@ def run(target: Target, report: Report) -> None:
 def _step(target: Target, report: Report, servers: dict[str, str], sessions: Sessions, step: Step,
           since: float) -> None:
     """One step: the sessions once the apps serve, post_fork's lines (since ``since``), and the burst."""
-    waited = _until_every_worker_serves(target, servers, step, since)
-    report.check(f"{step.name}: the apps' workers", f"all {WORKERS} of each app's workers have the app (their "
-                 "servers' logs say so) before the lab reads anything", waited, waited.startswith("all"))
+    waited = until_every_worker_serves(target, WORKERS, step.imports_in_workers, since)
+    report.check(f"{step.name}: the apps' workers", f"all {WORKERS} of each app's workers have imported the app "
+                 "(their servers' logs say so) before the lab's queries", waited, waited.startswith("every"))
     at_start = Counter(s.app for s in sessions() if s.user != "postgres")
     for app in APPS:
         expected = step.sessions_at_start(app, servers[app])
         if expected is not None:
-            report.check(f"{step.name}: /{app}/ on {servers[app]}, {WORKERS} workers, before any query",
+            report.check(f"{step.name}: /{app}/ on {servers[app]}, {WORKERS} workers, before the lab's queries",
                          _sessions_words(app, servers[app], step, expected),
                          f"{at_start[app]} session(s) named {app} in pg_stat_activity", at_start[app] == expected)
     if step.post_fork and not step.imports_in_workers:
@@ -161,8 +185,10 @@ def _step(target: Target, report: Report, servers: dict[str, str], sessions: Ses
         for app in APPS:
             if servers[app] == "gunicorn":
                 report.check(f"{step.name}: gunicorn's log for /{app}/",
-                             f"post_fork in each of the {WORKERS} workers: '{POST_FORK_SAYS} (backend pid N)'",
-                             f"{dropped[app]} such line(s)", dropped[app] == WORKERS)
+                             f"post_fork ran in each of the {WORKERS} workers: '{POST_FORK_SAYS} (backend pid N)', "
+                             "each worker its own copy of the one connection",
+                             f"{len(dropped[app])} such line(s), backend pid {', '.join(dropped[app]) or '-'}",
+                             len(dropped[app]) == WORKERS)
     answers, running = _burst(target, sessions)
     # Read now, before the next step recreates the containers and takes their logs (the report prints them).
     # A worker the server ended logged no record of its request: its wait is bounded by wait_s.
@@ -172,57 +198,29 @@ def _step(target: Target, report: Report, servers: dict[str, str], sessions: Ses
         _judge(report, step, app, servers[app], answers[app], running[app], found)
 
 
-def _until_every_worker_serves(target: Target, servers: dict[str, str], step: Step, since: float,
-                               deadline_s: float = 30.0) -> str:
-    """Wait until each app's server has logged, since ``since``, that WORKERS workers have the app: a worker that
-    imports it itself (gunicorn's workers without preload_app, uWSGI's with lazy-apps) serves only seconds after
-    the first one answers. What was found, "all ..." when every app's were."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        ready = Counter()
-        for line in target.log_lines():
-            if WORKER_READY in line or "spawned uWSGI worker" in line or "WSGI app 0 (mountpoint=" in line:
-                record = parse_line(line)
-                if record and record.get("ts_us", 0) / 1e6 >= since:
-                    ready[record.get("service"), _readiness(record["message"], step)] += 1
-        counts = {app: ready[app, "ready"] for app in APPS}
-        if all(n >= WORKERS for n in counts.values()) or time.monotonic() > deadline:
-            said = ", ".join(f"{app} {n}" for app, n in counts.items())
-            return f"{'all' if all(n >= WORKERS for n in counts.values()) else 'not all'}: {said}"
-        time.sleep(0.5)
-
-
-def _readiness(message: str, step: Step) -> str:
-    """Whether a server's log line says one more worker has the app: gunicorn's post_worker_init line; uWSGI's
-    "spawned uWSGI worker" where its master imported the app first, or each worker's own "WSGI app 0 ... ready"
-    with lazy-apps (without, that line is the master's)."""
-    if WORKER_READY in message:
-        return "ready"
-    if "spawned uWSGI worker" in message:
-        return "" if step.imports_in_workers else "ready"
-    return "ready" if step.imports_in_workers else ""
-
-
 def _sessions_words(app: str, server: str, step: Step, expected: int) -> str:
     if step.imports_in_workers:
-        return f"{expected}: each worker imported the app, and connected, after the fork"
+        return f"{expected} sessions: each worker imported the app, and connected, after the fork"
+    if app == "django" and server == "gunicorn" and step.post_fork:
+        return "0 sessions: each worker's post_fork closed its copy of the one Django opened at import"
     if app == "django":
-        return "0: the session opened at import was closed by the first request a worker served (CONN_MAX_AGE 0)"
+        return ("0 sessions: the one opened at import was closed by the first request a worker served "
+                "(CONN_MAX_AGE 0)")
     if expected == 0:
-        return "0: each worker's post_fork closed the pool it inherited, ending the master's session"
+        return "0 sessions: each worker's post_fork closed the pool it inherited, ending the master's session too"
     if server == "gunicorn" and step.post_fork:
-        return "1: the master's, which post_fork's dispose(close=False) left to it; the workers have none yet"
-    return f"1 for {WORKERS} workers: the one the master opened as it imported the app, before it forked them"
+        return "1 session, the master's: post_fork's dispose(close=False) left it to it; the workers have none yet"
+    return f"1 session, shared by the {WORKERS} workers: the one the master opened as it imported the app"
 
 
-def _post_fork_lines(target: Target, since: float) -> Counter:
-    """How many post_fork lines each app's gunicorn logged from ``since`` (epoch seconds) on."""
-    found: Counter = Counter()
+def _post_fork_lines(target: Target, since: float) -> dict[str, list[str]]:
+    """The backend pids each app's gunicorn said its post_fork dropped, from ``since`` (epoch seconds) on."""
+    found: dict[str, list[str]] = {app: [] for app in APPS}
     for line in target.log_lines():
         if POST_FORK_SAYS in line:
             record = parse_line(line)
-            if record and record.get("ts_us", 0) / 1e6 >= since:
-                found[record.get("service")] += 1
+            if record and record.get("ts_us", 0) / 1e6 >= since and record.get("service") in found:
+                found[record["service"]].append(record["message"].rpartition("backend pid ")[2].rstrip(")"))
     return found
 
 
@@ -231,13 +229,14 @@ def _query(target: Target, app: str, sleep_ms: int) -> Answer:
     reply = exchange(target.port, request_bytes("GET", f"/{app}/query?ms={sleep_ms}"), host=target.host,
                      timeout=WORKER_LIMIT_S + 20)
     answered = time.monotonic()
-    error = ""
-    if reply.status != 200:
-        try:
-            error = str(json.loads(reply.raw.split(b"\r\n\r\n", 1)[-1]).get("error", ""))
-        except (ValueError, AttributeError):
-            error = ""
-    return Answer(reply.status, sent, answered, reply.header("X-Request-ID") or "", error)
+    try:
+        body = json.loads(reply.raw.split(b"\r\n\r\n", 1)[-1])
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    backend = body.get("backend_pid") if reply.status == 200 else None
+    return Answer(reply.status, sent, answered, reply.header("X-Request-ID") or "", str(body.get("error", "")),
+                  backend if isinstance(backend, int) else None)
 
 
 def _burst(target: Target, sessions: Sessions) -> tuple[dict[str, list[Answer]], dict[str, list[int]]]:
@@ -259,8 +258,9 @@ def _burst(target: Target, sessions: Sessions) -> tuple[dict[str, list[Answer]],
 def _judge(report: Report, step: Step, app: str, server: str, answers: list[Answer], running: list[int],
            found: dict[str, list[dict]]) -> None:
     what = f"{step.name}: /{app}/ on {server}, /query?ms={SLEEPS_MS[0]} and ?ms={SLEEPS_MS[1]} at once"
-    seen = "; ".join(f"{a.status} in {a.seconds:.2f} s{_why(a, found.get(a.request_id, []))}" for a in answers)
-    seen += f"; pg_sleep running in {len(running)} session(s) at {READ_AT_S:g} s"
+    seen = "; ".join(f"ms={sleep_ms}: {a.status} in {a.seconds:.2f} s{_why(a, found.get(a.request_id, []))}"
+                     for a, sleep_ms in zip(answers, SLEEPS_MS))
+    seen += f"; pg_sleep running in {len(running)} session(s) {READ_AT_S:g} s after the first was sent"
     ids = [a.request_id for a in answers if a.request_id]
     if step.shared(app, server):
         # One session runs one statement at a time: both sleeps answered sooner than the two one after the other,
@@ -271,8 +271,9 @@ def _judge(report: Report, step: Step, app: str, server: str, answers: list[Answ
         seen += f"; the last answered {max(a.answered for a in answers) - min(a.sent for a in answers):.2f} s " \
                 "after the first was sent"
         report.check(what, "one session for both workers: pg_sleep running in 1 session (the second query waits "
-                           f"behind the first on it), and not both answered 200 within {serial_s:g} s of the first's "
-                           "sending, the two sleeps' time (an error, a timeout, or the second's wait)", seen,
+                           "behind the first on it); so not both answered 200 within "
+                           f"{serial_s:g} s of the first's sending, the least one query after the other takes: "
+                           "an error, a timeout, or a late answer", seen,
                      len(running) == 1 and not both_in_time, ids)
     else:
         report.check(what, "a session of its own for each worker: pg_sleep running in 2 sessions, both 200",
@@ -282,13 +283,13 @@ def _judge(report: Report, step: Step, app: str, server: str, answers: list[Answ
 def _why(answer: Answer, records: list[dict]) -> str:
     """What went wrong with a request, in the words its trace (``records``) or its answer has; "" for a 200."""
     if answer.status == 200:
-        return ""
+        return f" (backend {answer.backend_pid})" if answer.backend_pid else ""
     for event in events_of(records):
         told = (event.get("traceback") or event.get("message") or "").strip()
         if event.get("event") == "app_log" and "Error" in told:
             return f" ({told.splitlines()[-1][:140]})"
         if event.get("event") == "db_connection" and event.get("error"):
-            return f" (getting its connection: {event['error'][:140]})"
+            return f" (its connection's check before use failed: {event['error'][:140]})"
     if answer.error:
         return f" ({answer.error[:140]})"
     return " (no trace from the app: its worker was ended)" if answer.status == 502 else ""

@@ -1,0 +1,57 @@
+"""When every worker of each app has the app: its server's own log lines, read by a lab before it measures.
+
+A lab that restarts the apps and then needs each worker (two requests at
+once on two workers, say) cannot go by the first answer: nginx's first 200
+means one worker serves. Where the app is imported in each worker
+(gunicorn's default, uWSGI's lazy-apps) the others may still be importing
+it, seconds later. Each server says when a worker has the app:
+
+- gunicorn: the line its post_worker_init hook writes for each worker
+  (wsgilab.container.gunicorn_trace.WORKER_READY), whether the worker
+  imported the app or inherited it from the master;
+- uWSGI, the app imported in each worker (lazy-apps): each worker's own
+  "WSGI app 0 (mountpoint='...') ready in N seconds"; imported in the
+  master: that line is the master's, and each "spawned uWSGI worker N"
+  after it is a worker that has the app from its first moment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from wsgilab.container.gunicorn_trace import WORKER_READY
+from wsgilab.hoptrace.records import parse_line
+from wsgilab.labs.kit import APPS, Target
+
+SPAWNED, APP_READY = "spawned uWSGI worker", "WSGI app 0 (mountpoint="
+
+
+def until_every_worker_serves(target: Target, workers: int, imported_in_workers: bool, since: float,
+                              deadline_s: float = 30.0) -> str:
+    """Wait until each app's server has logged, since ``since`` (epoch seconds), that ``workers`` workers have
+    the app; at most ``deadline_s``. What was found: "every worker ready: django 2, ..." when every app's were,
+    "not every worker ready: ..." when the deadline came first."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        ready: Counter = Counter()
+        for line in target.log_lines():
+            if WORKER_READY in line or SPAWNED in line or APP_READY in line:
+                record = parse_line(line)
+                if record and record.get("ts_us", 0) / 1e6 >= since and _has_the_app(record["message"],
+                                                                                      imported_in_workers):
+                    ready[record.get("service")] += 1
+        done = all(ready[app] >= workers for app in APPS)
+        if done or time.monotonic() > deadline:
+            said = ", ".join(f"{app} {ready[app]}" for app in APPS)
+            return f"{'every' if done else 'not every'} worker ready: {said}"
+        time.sleep(0.5)
+
+
+def _has_the_app(message: str, imported_in_workers: bool) -> bool:
+    """Whether a server's log line says one more worker has the app (the module's docstring)."""
+    if WORKER_READY in message:
+        return True
+    if SPAWNED in message:
+        return not imported_in_workers
+    return imported_in_workers
