@@ -65,7 +65,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lab_stacks import APPS, ComposeStack, NativeStack  # noqa: E402
 from open_loop import fixed_rate, percentile  # noqa: E402
-from tracing_overhead import ab, process_cpu_s, process_tree_cpu_s  # noqa: E402
+from tracing_overhead import ab, master_pid, process_cpu_s, process_tree_cpu_s  # noqa: E402
+from tracing_overhead import children as tracing_children  # noqa: E402
 
 from wsgilab.labs.around_nginx import app_network, app_server, services  # noqa: E402
 
@@ -102,13 +103,9 @@ class Way:
         return ["nsenter", f"--net=/proc/{self.netns_pid}/ns/net", "--"] if self.netns_pid else []
 
 
-def _children(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def worker_rss_mib(server_pid: int) -> float:
     """The mean resident memory of the server's worker processes (its children), in MiB."""
-    children = _children(server_pid)
+    children = tracing_children(server_pid)
     sizes = []
     for pid in children:
         try:
@@ -192,13 +189,6 @@ def _stack(kind: str, settings: dict[str, str]) -> NativeStack | ComposeStack:
     return stack
 
 
-def _server_pid(pid: int) -> int:
-    """The app server's master among a container's processes (under compose's ``init: true``, docker-init's child)."""
-    while Path(f"/proc/{pid}/comm").read_text().strip() == "docker-init":
-        pid = _children(pid)[0]
-    return pid
-
-
 def _ways(stack: NativeStack | ComposeStack, app: str, server: str, nginx_only: bool) -> tuple[list[Way], int, int]:
     """How to reach ``app`` (nginx, and gunicorn itself), its server's master pid, and nginx's pid."""
     ways = [Way("nginx", "127.0.0.1", stack.port)]
@@ -207,10 +197,10 @@ def _ways(stack: NativeStack | ComposeStack, app: str, server: str, nginx_only: 
             ways.append(Way("direct", "127.0.0.1", stack.backend_ports[app, server]))
         return ways, stack.processes[f"{app}-{server}"].pid, stack.processes["nginx"].pid
     found = services(stack.container_ids())
-    nginx_pid = _server_pid(found["nginx"]["State"]["Pid"])
+    nginx_pid = master_pid(found["nginx"]["State"]["Pid"])
     if server == "gunicorn" and not nginx_only:
         ways.append(Way("direct", app_network(found[app])[1], app_server(found[app])[1], netns_pid=nginx_pid))
-    return ways, _server_pid(found[app]["State"]["Pid"]), nginx_pid
+    return ways, master_pid(found[app]["State"]["Pid"]), nginx_pid
 
 
 def run(args: argparse.Namespace) -> list[dict]:

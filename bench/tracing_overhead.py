@@ -7,6 +7,7 @@
     .venv/bin/python bench/tracing_overhead.py --seconds 5 --rounds 5 --out bench/results.md
     .venv/bin/python bench/tracing_overhead.py --path "slow?ms=2"   # a view that waits, like one on a database
     .venv/bin/python bench/tracing_overhead.py --sides off,on --pin   # the servers on a CPU of their own
+    .venv/bin/python bench/tracing_overhead.py --stack compose --sides off,on --path items   # on the database
 
 It starts native stacks side by side (the ones the tests use: nginx,
 gunicorn and uWSGI as local processes), identical but for
@@ -31,6 +32,11 @@ others: their CPU per request then moves least between runs (no migration
 between CPUs, no client on the server's caches); the throughput is then set
 by whichever of the two CPUs fills first, so the table gives it no verdict.
 The load stays on loopback and stops after --seconds per round.
+
+With ``--stack compose`` the sides are compose stacks side by side (each
+with its own PostgreSQL), as users run them, with the stack's default
+workers (2 x CPUs + 1): the only place ``/items`` (``--path items``) has a
+database. Their images have no OpenTelemetry SDK, so only off and on.
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from lab_stacks import APPS, SERVERS, NativeStack  # noqa: E402
+from lab_stacks import APPS, SERVERS, ComposeStack, NativeStack  # noqa: E402
+
+from wsgilab.labs.around_nginx import services  # noqa: E402
 
 #: The goal from the tracing issue: the most throughput tracing may cost.
 BUDGET = {"django": 0.05, "flask": 0.05, "raw": 0.10}
@@ -83,6 +91,17 @@ def _process_tree(root: int) -> dict[int, float]:
         tree.update(children)
         frontier.extend(children)
     return {pid: cpu[pid] for pid in tree if pid in cpu}
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def master_pid(pid: int) -> int:
+    """The app server's master among a container's processes (under compose's ``init: true``, docker-init's child)."""
+    while Path(f"/proc/{pid}/comm").read_text().strip() == "docker-init":
+        pid = children(pid)[0]
+    return pid
 
 
 def process_tree_cpu_s(root: int) -> float:
@@ -162,6 +181,22 @@ SIDES = {"off": {"WSGILAB_TRACING": "off"}, "on": {}, "otel": {"WSGILAB_TRACING"
 NAMES = {"off": "no tracing", "on": "HopTrace", "otel": "OpenTelemetry SDK"}
 
 
+def _stack(kind: str, side: str, settings: dict[str, str]) -> NativeStack | ComposeStack:
+    """A side's stack: native processes, or a compose project of its own with the stack's default workers."""
+    if kind == "native":
+        return NativeStack(app_env=settings)
+    stack = ComposeStack(name=f"-tracing-{side}")
+    stack.settings = {**settings, "WSGI_WORKERS": str(2 * len(os.sched_getaffinity(0)) + 1)}
+    return stack
+
+
+def _pid(stack: NativeStack | ComposeStack, service: str, server: str) -> int:
+    """The pid of the process that runs ``service`` (an app's server master, or nginx) in ``stack``."""
+    if isinstance(stack, NativeStack):
+        return stack.processes["nginx" if service == "nginx" else f"{service}-{server}"].pid
+    return master_pid(services(stack.container_ids())[service]["State"]["Pid"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=3,
@@ -176,6 +211,9 @@ def main() -> int:
                         help="run the app servers on the last CPU and nginx and ab on the others: the servers' CPU "
                              "per request then varies least between runs (throughput is then set by whichever CPU "
                              "fills first, and gets no verdict)")
+    parser.add_argument("--stack", choices=("native", "compose"), default="native",
+                        help="native processes (default), or compose stacks as users run them, each with its "
+                             "database (/items needs it)")
     parser.add_argument("--sides", default="off,on,otel",
                         help="which sides, of off (no tracing), on (HopTrace), otel (the OpenTelemetry SDK); "
                              "default all three")
@@ -191,6 +229,10 @@ def main() -> int:
         parser.error("needs ApacheBench: apt-get install apache2-utils")
     if set(sides) - set(SIDES) or "off" not in sides:
         parser.error(f"--sides: off and any of on, otel (got {args.sides})")
+    if args.stack == "compose" and "otel" in sides:
+        parser.error("the compose images have no OpenTelemetry SDK: --stack compose --sides off,on")
+    if args.stack == "native" and args.path.lstrip("/").startswith(("items", "query")):
+        parser.error(f"{args.path} needs the database, which only --stack compose has")
     if "otel" in sides and importlib.util.find_spec("opentelemetry.sdk") is None:
         parser.error("the otel side needs the OpenTelemetry SDK: .venv/bin/pip install -r requirements/bench-otel.txt "
                      "(or --sides off,on)")
@@ -198,7 +240,7 @@ def main() -> int:
     sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SpanSink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{sink.server_address[1]}/v1/traces"
-    stacks = {side: NativeStack(app_env={**SIDES[side], "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint})
+    stacks = {side: _stack(args.stack, side, {**SIDES[side], "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint})
               for side in sides}
     results = []
     try:
@@ -208,10 +250,10 @@ def main() -> int:
             for stack in stacks.values():
                 stack.use({app: server for app in APPS})
                 if CLIENT_CPUS:
-                    pin_tree(stack.processes["nginx"].pid, CLIENT_CPUS)
+                    pin_tree(_pid(stack, "nginx", server), CLIENT_CPUS)
             for app in args.only or APPS:
                 path = f"/{app}/{args.path.lstrip('/')}"
-                pids = {side: stack.processes[f"{app}-{server}"].pid for side, stack in stacks.items()}
+                pids = {side: _pid(stack, app, server) for side, stack in stacks.items()}
                 for side, stack in stacks.items():  # warm up: imports, connections, caches
                     measure(stack.port, path, 1, args.concurrency, pids[side])
                 rates: dict[str, list[float]] = {side: [] for side in sides}

@@ -39,6 +39,7 @@ all of them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -68,8 +69,12 @@ _TOKENS = re.compile(r"""
 _SPACE = re.compile(r"\s+")
 
 
+@functools.lru_cache(maxsize=512)
 def sanitized(statement: str) -> str:
     """``statement`` with every literal and placeholder replaced by ``?``, on one line, at most MAX_STATEMENT long.
+
+    Kept per statement text (an app sends the same few statements, their values apart, again and again): the
+    regular expression costs about 13 µs a statement, a cached answer well under one.
 
     >>> sanitized("SELECT * FROM t WHERE name = 'x''y' AND id > 10 LIMIT %s")
     'SELECT * FROM t WHERE name = ? AND id > ? LIMIT ?'
@@ -79,6 +84,7 @@ def sanitized(statement: str) -> str:
     return text if len(text) <= MAX_STATEMENT else text[:MAX_STATEMENT - 1] + "…"
 
 
+@functools.lru_cache(maxsize=512)
 def operation(statement: str) -> str:
     """The statement's first keyword, upper case (SELECT, INSERT, BEGIN...): OpenTelemetry's db.operation.name."""
     match = re.match(r"\s*(?:/\*.*?\*/\s*)*([A-Za-z]+)", statement, re.DOTALL)
