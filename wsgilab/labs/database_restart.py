@@ -31,7 +31,14 @@ commits before it answers, so every 201 is a row in the table afterwards.
 there with a 503: the lab counts them, and shows how many.)
 A pool can also hide the gap: the raw app's psycopg pool makes a request
 wait (up to 5 s) for a connection it can open, so its writes in the gap
-come back 201, only later.
+come back 201, only later. Django can be made to wait by Docker's DNS:
+while the db container is stopped its name has no address, and Docker's
+resolver asks the host's instead; where those never answer (this
+project's CI machines reach none), the lookup waits out glibc's 5 s before
+it asks again, and a write that connected then is a 201 after about 5 s
+(the run below has one: 5.03 s). Measured here: resolving `db` in the
+django container while db was stopped took 10.02 s to fail ("Temporary
+failure in name resolution").
 Recovering is the pools' business. A pooled connection the restart broke
 stays in the pool, idle and looking open, until a request takes it; with
 no check, that request fails too, after the database is back (one raw
