@@ -259,3 +259,18 @@ def test_workers_forked_after_the_app_connected_share_one_session_until_post_for
     # on uWSGI (post_fork is gunicorn's); no app once each worker imports it.
     assert shared == [("the mistake", "flask"), ("the mistake", "raw"), ("post_fork on (apps on uWSGI unchanged)",
                                                                         "flask")]
+
+
+def test_django_takes_its_connections_from_its_own_pool_when_told(tier_stack):
+    """DJANGO_DB_CONNECTIONS=pool: each /django/items gets a connection from Django's psycopg pool, and the pool
+    keeps them (sessions named django stay once the requests are done); only django restarts for it."""
+    tier_stack.use(tier_stack.servers or BOTH_SERVERS)
+    target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
+    with target.reconfigured({"DJANGO_DB_CONNECTIONS": "pool"}):
+        ids = [f"django-pool-{uuid.uuid4().hex[:12]}" for _ in range(4)]
+        assert [get(tier_stack.port, "/django/items", headers={"X-Request-ID": i}).status for i in ids] == [200] * 4
+        found = target.records_of(ids, {"wsgi"})
+        hows = [e.get("how") for i in ids for e in hoplog.events_of(found.get(i, [])) if e["event"] == "db_connection"]
+        kept = [s for s in tier_stack.database_sessions() if s.app == "django"]
+    assert hows == ["pool"] * 4
+    assert kept and all(s.state == "idle" for s in kept)

@@ -28,6 +28,9 @@ class SettingError(ValueError):
 
 _WSGI_APP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _HOST_NAMES = re.compile(r"^[A-Za-z0-9.:_*\[\] -]+$")
+#: The kinds a value of which is one of a few words.
+_CHOICES = {"on_off": ("on", "off"), "tracing": ("on", "off", "otel"), "publish": ("loopback", "all"),
+            "django_connections": ("per-request", "persistent", "pool")}
 
 
 def check_value(kind: str, name: str, value: str) -> str:
@@ -36,9 +39,10 @@ def check_value(kind: str, name: str, value: str) -> str:
         if not (value.isascii() and value.isdigit()) or int(value) < 1:
             unit = "whole number of seconds" if kind == "seconds" else "whole number"
             raise SettingError(f"{name} must be a {unit}, at least 1, not {value!r}")
-    elif kind == "server":
-        if value not in SERVERS:
-            raise SettingError(f"{name} must be {' or '.join(SERVERS)}, not {value!r}")
+    elif kind in _CHOICES or kind == "server":
+        words = SERVERS if kind == "server" else _CHOICES[kind]
+        if value not in words:
+            raise SettingError(f"{name} must be {', '.join(words[:-1])} or {words[-1]}, not {value!r}")
     elif kind == "wsgi_app":
         if not _WSGI_APP.match(value):
             raise SettingError(f"{name} must name a callable as module:name, not {value!r}")
@@ -46,18 +50,12 @@ def check_value(kind: str, name: str, value: str) -> str:
         if not all(_WSGI_APP.match(part.strip()) for part in value.split(",")):
             raise SettingError(f"{name} must name middleware factories as module:name, separated by commas, "
                                f"not {value!r}")
-    elif kind == "on_off":
-        if value not in ("on", "off"):
-            raise SettingError(f"{name} must be on or off, not {value!r}")
     elif kind == "port":
         if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
             raise SettingError(f"{name} must be a TCP port, 1 to 65535, not {value!r}")
     elif kind == "gid":
         if not (value.isascii() and value.isdigit()) or int(value) >= 2**31:
             raise SettingError(f"{name} must be a group id, a whole number from 0, not {value!r}")
-    elif kind == "tracing":
-        if value not in ("on", "off", "otel"):
-            raise SettingError(f"{name} must be on, off or otel, not {value!r}")
     elif kind == "millis":
         if not (value.isascii() and value.isdigit()) or int(value) > 10_000:
             raise SettingError(f"{name} must be a whole number of milliseconds, 0 to 10000, not {value!r}")
@@ -79,9 +77,6 @@ def check_value(kind: str, name: str, value: str) -> str:
     elif kind == "tw_reuse":
         if value not in ("0", "1", "2"):
             raise SettingError(f"{name} must be 0, 1 or 2 (net.ipv4.tcp_tw_reuse), not {value!r}")
-    elif kind == "publish":
-        if value not in ("loopback", "all"):
-            raise SettingError(f"{name} must be loopback or all, not {value!r}")
     elif kind == "host_names":
         if not _HOST_NAMES.match(value):
             raise SettingError(f"{name} must be host names separated by spaces, not {value!r}")
@@ -95,8 +90,8 @@ class Setting:
     name: str
     #: The default as compose and the launcher apply it; "" where it is worked out at start (``default_text``).
     default: str
-    #: How a value is checked: count, seconds, millis, log_ms, statement_ms, db_connections, pool, tracing, server,
-    #: wsgi_app, middleware, on_off, port, gid, host_names, tw_reuse, publish, or text (anything).
+    #: How a value is checked: count, seconds, millis, log_ms, statement_ms, db_connections, pool, server,
+    #: wsgi_app, middleware, port, gid, host_names, tw_reuse, one of _CHOICES' kinds, or text (anything).
     kind: str
     #: What it does to a request, for the docs.
     does: str
@@ -260,9 +255,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "imported and uses that connection in any process, the mistake `hoptrace lab connection-before-fork` "
             "shows; off: each worker connects when a request first needs the database", "app", lab_may_change=True),
     Setting("WSGILAB_DB_CLOSE_AFTER_FORK", "on", "on_off", "on: gunicorn's post_fork hook (gunicorn.conf.py) has "
-            "each new worker drop what the app opened at import before it serves (closed; SQLAlchemy's pool left "
-            "to the master), so each connects on its own; off: with the two settings above on, the workers share "
-            "it (uWSGI: WSGI_PRELOAD_APP=off, its lazy-apps)", "app", gunicorn="post_fork", lab_may_change=True),
+            "each new worker drop what the app opened at import before it serves (closed; SQLAlchemy's pool left to "
+            "the master); off: with the two settings above on, the workers share it (uWSGI: WSGI_PRELOAD_APP=off)",
+            "app", gunicorn="post_fork", lab_may_change=True),
+    Setting("DJANGO_DB_CONNECTIONS", "per-request", "django_connections", "how Django holds its database "
+            "connections: per-request (CONN_MAX_AGE 0, its default: one for each request that queries), persistent "
+            "(CONN_MAX_AGE 600, CONN_HEALTH_CHECKS: one per worker thread, kept), or pool (its psycopg pool, per "
+            "worker process, up to WSGI_THREADS)", "app", lab_may_change=True),
     Setting("POSTGRES_IMAGE", "postgres:17", "text", "the database's image (scripts/offline-images builds a "
             "stand-in of the same major version from Debian's packages)", "compose"),
 ]}

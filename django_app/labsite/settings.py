@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from wsgilab.container import database
+from wsgilab.settings import SETTINGS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -66,10 +67,17 @@ TEMPLATES = []
 
 # PostgreSQL, where compose runs one (the db service): its address, name and
 # role from the environment, its password from the file WSGILAB_DB_PASSWORD_FILE
-# names (wsgilab.container.database), never from a variable. CONN_MAX_AGE 0
-# (Django's default): a connection per request that queries, closed at its end.
+# names (wsgilab.container.database), never from a variable. By default
+# CONN_MAX_AGE 0 (Django's default): a connection per request that queries,
+# closed at its end (DJANGO_DB_CONNECTIONS changes it).
 # Without one (the native tier) the database endpoints answer 503, and Django
 # gets an SQLite file it never opens, so that it starts as it always has.
+#: How Django holds its connections (DJANGO_DB_CONNECTIONS): a new one per request that queries, closed at its
+#: end; one per worker thread, kept for 10 minutes and checked before each request reuses it; or from its pool
+#: (Django 5.1+, psycopg_pool), per worker process, which needs CONN_MAX_AGE 0.
+_CONNECTIONS = {"per-request": {"CONN_MAX_AGE": 0}, "persistent": {"CONN_MAX_AGE": 600, "CONN_HEALTH_CHECKS": True},
+                "pool": {"CONN_MAX_AGE": 0}}
+_HOLD = SETTINGS["DJANGO_DB_CONNECTIONS"].value(os.environ.get("DJANGO_DB_CONNECTIONS"))
 try:
     _DATABASE, WSGILAB_DATABASE_PROBLEM = database.configured(), ""
 except database.Misconfigured as problem:  # the database endpoints say so (503); the rest is served
@@ -85,13 +93,17 @@ if _DATABASE is not None:
             "NAME": _DATABASE.name,
             "USER": _DATABASE.user,
             "PASSWORD": _DATABASE.password,
-            "CONN_MAX_AGE": 0,
+            # DJANGO_DB_CONNECTIONS: per-request (CONN_MAX_AGE 0), persistent, or Django's own pool.
+            **_CONNECTIONS[_HOLD],
             # server_side_binding: the values go to PostgreSQL apart from the statement, as the raw app's
             # and SQLAlchemy's do (Django's default binds them into its text, where an error's log line
             # would show them).
             # session_kwargs: connect_timeout, statement_timeout (WSGILAB_DB_STATEMENT_TIMEOUT_MS) and
             # application_name (the service: pg_stat_activity names the app), as for the other two apps.
-            "OPTIONS": {"server_side_binding": True, **_DATABASE.session_kwargs()},
+            "OPTIONS": {"server_side_binding": True, **_DATABASE.session_kwargs(),
+                        **({"pool": {"min_size": 1, "max_size": int(os.environ.get("WSGI_THREADS") or 1),
+                                     "timeout": 5.0}}
+                           if _HOLD == "pool" else {})},
         }
     }
 else:

@@ -15,16 +15,17 @@ class DatabaseWrapper(base.DatabaseWrapper):
     rollback a ``db_query``."""
 
     def connect(self) -> None:
-        """Django's connect: the new connection and its setup (time zone, role), as one ``db_connection``
-        event, or the error that ended either (too many clients, the database down or restarting)."""
+        """Django's connect: the new connection (or one from its pool) and its setup (time zone, role), as one
+        ``db_connection`` event, or the error that ended either (too many clients, the database down or
+        restarting)."""
         started_us, began = time_ns() // 1000, perf_counter_ns()
+        how = "pool" if self.settings_dict["OPTIONS"].get("pool") else "connect"  # DJANGO_DB_CONNECTIONS=pool
         try:
             super().connect()
         except Exception as error:
-            record_connection(started_us, (perf_counter_ns() - began) // 1000, "connect", None, error)
+            record_connection(started_us, (perf_counter_ns() - began) // 1000, how, None, error)
             raise
-        record_connection(started_us, (perf_counter_ns() - began) // 1000, "connect",
-                          self.connection.info.backend_pid)
+        record_connection(started_us, (perf_counter_ns() - began) // 1000, how, self.connection.info.backend_pid)
 
     def _commit(self) -> None:
         """Django's commit, as a COMMIT query in the trace (a commit the database refuses is then in it)."""
