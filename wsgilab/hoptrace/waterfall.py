@@ -95,9 +95,10 @@ _WORDED = {
                             if e.get("how") == "sendfile" else
                             f"the server read the file in Python: {e.get('reads')} reads, {e.get('bytes')} bytes"),
     "teardown_request": lambda e: "teardown_request hooks" + (f" after {e['error']}" if e.get("error") else ""),
-    "db_connection": lambda e: (f"no database connection ({e.get('how')}) after {e.get('wait_us')} µs: {e['error']}"
-                                if e.get("error") else
-                                f"got a database connection ({e.get('how')}) after {e.get('wait_us')} µs: "
+    # Stamped when the wait began: "waited" reads right at that moment.
+    "db_connection": lambda e: (f"waited {_ms(e.get('wait_us'))} for a database connection ({e.get('how')}), and "
+                                f"got none: {e['error']}" if e.get("error") else
+                                f"waited {_ms(e.get('wait_us'))} for a database connection ({e.get('how')}): "
                                 f"backend pid {e.get('backend_pid')}"),
     "db_log": lambda e: (f"PostgreSQL's log, query {e.get('n')}: {e.get('level')} {e.get('message')}"
                          if e.get("step") == "error" else
@@ -110,6 +111,13 @@ _WORDED = {
                            + (f", the same as query {e['same_as']}" if e.get("same_as") else "")
                            + (f": raised {e['error']}" if e.get("error") else "")),
 }
+
+
+def _ms(us: Any) -> str:
+    """Microseconds as milliseconds, to a tenth (to a hundredth under 1 ms), as the other waits are shown."""
+    if not isinstance(us, (int, float)):
+        return "?"
+    return f"{us / 1000:.{1 if us >= 1000 else 2}f} ms"
 
 
 def describe(event: dict[str, Any]) -> str:

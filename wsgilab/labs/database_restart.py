@@ -36,7 +36,7 @@ while the db container is stopped its name has no address, and Docker's
 resolver asks the host's instead; where those never answer (this
 project's CI machines reach none), the lookup waits out glibc's 5 s before
 it asks again, and a write that connected then is a 201 after about 5 s
-(the run below has one: 5.03 s). Measured here: resolving `db` in the
+(the run below has one: 5.02 s). Measured here: resolving `db` in the
 django container while db was stopped took 10.02 s to fail ("Temporary
 failure in name resolution").
 Recovering is the pools' business. A pooled connection the restart broke
