@@ -65,8 +65,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lab_stacks import APPS, ComposeStack, NativeStack  # noqa: E402
 from open_loop import fixed_rate, percentile  # noqa: E402
-from tracing_overhead import ab, master_pid, process_cpu_s, process_tree_cpu_s  # noqa: E402
-from tracing_overhead import children as tracing_children  # noqa: E402
+from processes import children, master_pid, process_cpu_s, process_tree_cpu_s  # noqa: E402
+from tracing_overhead import ab  # noqa: E402
 
 from wsgilab.labs.around_nginx import app_network, app_server, services  # noqa: E402
 
@@ -105,9 +105,9 @@ class Way:
 
 def worker_rss_mib(server_pid: int) -> float:
     """The mean resident memory of the server's worker processes (its children), in MiB."""
-    children = tracing_children(server_pid)
+    workers = children(server_pid)
     sizes = []
-    for pid in children:
+    for pid in workers:
         try:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:

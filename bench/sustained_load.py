@@ -46,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tracing_overhead import process_tree_cpu_s  # noqa: E402
+from processes import process_tree_cpu_s  # noqa: E402
 
 from wsgilab.hoptrace.compose_tool import compose_command  # noqa: E402
 
