@@ -8,9 +8,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from wsgilab.hoptrace.records import events_of, parse_line
+from wsgilab.hoptrace.records import events_of
 from wsgilab.labs.database_control import Sessions
-from wsgilab.labs.kit import APPS, Outcome, Report, Target, database_method, served_by
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, database_method, logged_since, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 from wsgilab.labs.worker_readiness import until_every_worker_serves
 
@@ -216,11 +216,9 @@ def _sessions_words(app: str, server: str, step: Step, expected: int) -> str:
 def _post_fork_lines(target: Target, since: float) -> dict[str, list[str]]:
     """The backend pids each app's gunicorn said its post_fork dropped, from ``since`` (epoch seconds) on."""
     found: dict[str, list[str]] = {app: [] for app in APPS}
-    for line in target.log_lines():
-        if POST_FORK_SAYS in line:
-            record = parse_line(line)
-            if record and record.get("ts_us", 0) / 1e6 >= since and record.get("service") in found:
-                found[record["service"]].append(record["message"].rpartition("backend pid ")[2].rstrip(")"))
+    for record in logged_since(target, since, POST_FORK_SAYS):
+        if record.get("service") in found:
+            found[record["service"]].append(record["message"].rpartition("backend pid ")[2].rstrip(")"))
     return found
 
 

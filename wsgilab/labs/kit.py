@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from wsgilab.hoptrace.records import scan
+from wsgilab.hoptrace.records import parse_line, scan
 from wsgilab.labs.control import StackControl
 from wsgilab.labs.rawhttp import exchange, request_bytes
 from wsgilab.settings import SETTINGS
@@ -220,6 +220,18 @@ def replica_of(records: list[dict[str, Any]], service: str) -> str:
 def hops_of(records: list[dict[str, Any]]) -> set[str]:
     """Which hops logged these records."""
     return {str(record.get("hop")) for record in records}
+
+
+def logged_since(target: Target, since: float, *words: str) -> list[dict[str, Any]]:
+    """The hops' log records logged from ``since`` (epoch seconds) on whose line holds one of ``words``: what a
+    server said about its workers, say, since a lab restarted it."""
+    found = []
+    for line in target.log_lines():
+        if any(word in line for word in words):
+            record = parse_line(line)
+            if record and record.get("ts_us", 0) / 1e6 >= since:
+                found.append(record)
+    return found
 
 
 def served_by(target: Target, app: str) -> str:

@@ -21,8 +21,7 @@ import time
 from collections import Counter
 
 from wsgilab.container.gunicorn_trace import WORKER_READY
-from wsgilab.hoptrace.records import parse_line
-from wsgilab.labs.kit import APPS, Target
+from wsgilab.labs.kit import APPS, Target, logged_since
 
 SPAWNED, APP_READY = "spawned uWSGI worker", "WSGI app 0 (mountpoint="
 
@@ -34,17 +33,12 @@ def until_every_worker_serves(target: Target, workers: int, imported_in_workers:
     "not every worker ready: ..." when the deadline came first."""
     deadline = time.monotonic() + deadline_s
     while True:
-        ready: Counter = Counter()
-        for line in target.log_lines():
-            if WORKER_READY in line or SPAWNED in line or APP_READY in line:
-                record = parse_line(line)
-                if record and record.get("ts_us", 0) / 1e6 >= since and _has_the_app(record["message"],
-                                                                                      imported_in_workers):
-                    ready[record.get("service")] += 1
+        lines = logged_since(target, since, WORKER_READY, SPAWNED, APP_READY)
+        ready = Counter(line.get("service") for line in lines if _has_the_app(line["message"], imported_in_workers))
         done = all(ready[app] >= workers for app in APPS)
         if done or time.monotonic() > deadline:
-            said = ", ".join(f"{app} {ready[app]}" for app in APPS)
-            return f"{'every' if done else 'not every'} worker ready: {said}"
+            counts = ", ".join(f"{app} {ready[app]}" for app in APPS)
+            return f"{'every' if done else 'not every'} worker ready: {counts}"
         time.sleep(0.5)
 
 
