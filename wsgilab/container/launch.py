@@ -112,7 +112,8 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
         WSGI_LAZY_APPS="false" if preload == "on" else "true",
         WSGILAB_DB_CONNECT_AT_IMPORT=_setting(env, "WSGILAB_DB_CONNECT_AT_IMPORT"),
         WSGILAB_DB_CLOSE_AFTER_FORK=_setting(env, "WSGILAB_DB_CLOSE_AFTER_FORK"),
-        DJANGO_DB_CONNECTIONS=_setting(env, "DJANGO_DB_CONNECTIONS"),  # the django app's (checked here, once)
+        # The django app's own, checked here too, so a bad value stops the launcher in the table's words.
+        DJANGO_DB_CONNECTIONS=_setting(env, "DJANGO_DB_CONNECTIONS"),
         WSGILAB_TRACING=_setting(env, "WSGILAB_TRACING"),
         WSGILAB_TRACE_FLUSH_MS=_setting(env, "WSGILAB_TRACE_FLUSH_MS"),
         WSGI_CONFIG_DIR=env.get("WSGI_CONFIG_DIR", "") or "/etc/wsgi-lab",
