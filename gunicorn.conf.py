@@ -37,6 +37,17 @@ chdir = os.environ["WSGI_APP_DIR"]
 # Twin: uWSGI `socket` (which speaks the uwsgi protocol instead of HTTP).
 bind = [os.environ["WSGI_BIND"]]
 
+# What gunicorn speaks there (WSGI_PROTOCOL, from <APP>_PROTOCOL): "http", or
+# "uwsgi", uWSGI's binary protocol, behind nginx's uwsgi_pass: the protocol
+# changes with the server held still. gunicorn takes a uwsgi packet only from
+# the peers uwsgi_allow_ips names (exact addresses, or "*": a CIDR never
+# matches; any other peer's request ends in a 500); here the same list as
+# FORWARDED_ALLOW_IPS. It builds the environ from the packet's variables
+# (nginx/uwsgi_params.conf) but not all of them: REMOTE_ADDR is still
+# nginx's address, and SCRIPT_NAME still its own variable. Twin: uWSGI `socket`.
+protocol = os.environ["WSGI_PROTOCOL"]
+uwsgi_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
 # How many connections the kernel holds for gunicorn while every worker is
 # busy (WSGI_BACKLOG, default 128; Linux holds one more, and caps it at
 # net.core.somaxconn). Time spent here is the "queue" segment of a request.
@@ -109,11 +120,14 @@ limit_request_fields = 32768
 
 # --- Proxy trust -------------------------------------------------------------
 
-# Which peers may set X-Forwarded-Proto / X-Forwarded-For (and so
-# wsgi.url_scheme and REMOTE_ADDR). Only nginx can reach this port in the
-# stack (the app network is internal), so compose sets FORWARDED_ALLOW_IPS=*;
-# the default trusts loopback only. uWSGI needs no twin: nginx hands it
-# REMOTE_ADDR and the scheme as uwsgi variables.
+# Which peers may set X-Forwarded-Proto (and so wsgi.url_scheme). gunicorn
+# takes REMOTE_ADDR from the connection whatever this says: behind nginx it is
+# nginx's address, and the client's is in X-Forwarded-For (HTTP_X_FORWARDED_FOR)
+# for the app to read (Granian and Waitress put it in REMOTE_ADDR: servers.md).
+# Only nginx can reach this port in the stack (the app network is internal),
+# so compose sets FORWARDED_ALLOW_IPS=*; the default trusts loopback only.
+# uWSGI needs no twin: nginx hands it REMOTE_ADDR and the scheme as uwsgi
+# variables.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # --- Logging and process names -----------------------------------------------

@@ -48,7 +48,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix import ENDPOINTS, _ways, add_output_arguments, measure_and_report, measure_rounds  # noqa: E402
+from bench_output import add_output_arguments, measure_and_report  # noqa: E402
+from matrix import ENDPOINTS, _ways, measure_rounds  # noqa: E402
 
 from lab_stacks import APPS, NativeStack  # noqa: E402 (tests/ is on the path: matrix puts it there)
 

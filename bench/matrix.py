@@ -7,6 +7,7 @@
     .venv/bin/python bench/matrix.py --json > matrix.json
     .venv/bin/python bench/matrix.py --plots docs/img/matrix --markdown docs/performance-matrix.md
     .venv/bin/python bench/matrix.py --apps raw --endpoints / --seconds 1   # a quick look
+    .venv/bin/python bench/matrix.py --models "gunicorn sync" granian waitress --workers 1   # one worker each
     .venv/bin/python bench/matrix.py --rounds 3 --markdown ...   # each cell three times: the medians, and the spread
     .venv/bin/python bench/matrix.py --from-json matrix.json --plots docs/img/matrix --markdown ...  # redraw
     .venv/bin/python bench/matrix.py --stack compose --plots docs/img/matrix-compose \
@@ -21,8 +22,9 @@ on uWSGI with processes and with threads, the stack's default of 2 x CPUs + 1
 workers each. For each, on `/` (hello world), `/slow?ms=2` (a view that
 waits, as one on a database does), a 1 MiB `/download`, read in Python
 (a generator) and handed to the server's ``wsgi.file_wrapper`` (sendfile),
-and, on the compose stack, `/items` (the 20 newest items from PostgreSQL,
-through each app's own library: a view that does real work):
+and `/items` (the 20 newest items from PostgreSQL, through each app's own
+library: a view that does real work; the native stack runs a PostgreSQL of
+its own, tests/native_database.py):
 
 - **saturation**: ApacheBench, keep-alive, a fixed concurrency, a fixed
   time: throughput, and its latency percentiles (which at saturation are
@@ -37,9 +39,11 @@ through each app's own library: a view that does real work):
   containerd, docker-proxy and the containers' shims: the published port's
   proxy and the log pipe), and **memory per worker** (RSS, after the run).
 
-Through nginx and, for gunicorn, directly to the server: gunicorn speaks
-HTTP itself; uWSGI here speaks only the uwsgi protocol (its own HTTP router
-would be another process in front), so it has no direct row. On compose an
+Through nginx and, for the HTTP servers (gunicorn, Granian, Waitress),
+directly to the server; uWSGI here speaks only the uwsgi protocol (its own
+HTTP router would be another process in front), so it has no direct row.
+Granian and Waitress are models of their own (``--models granian
+waitress``), measured on demand: docs/performance-servers.md. On compose an
 app server has no address the host can reach (each app's network is shared
 with nginx alone), so the direct rows' clients run inside nginx's network
 namespace (``nsenter --net``, root), where nginx itself connects from. Load
@@ -50,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import os
 import re
@@ -64,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lab_stacks import APPS, ComposeStack, NativeStack  # noqa: E402
+from bench_output import add_output_arguments, measure_and_report  # noqa: E402
 from open_loop import fixed_rate, percentile  # noqa: E402
 from processes import children, master_pid, process_cpu_s, process_tree_cpu_s  # noqa: E402
 from tracing_overhead import ab  # noqa: E402
@@ -72,13 +76,19 @@ from wsgilab.labs.around_nginx import app_network, app_server, services  # noqa:
 
 #: Worker model -> (server, WSGI_THREADS).
 MODELS = {"gunicorn sync": ("gunicorn", "1"), "gunicorn gthread": ("gunicorn", "4"),
-          "uwsgi processes": ("uwsgi", "1"), "uwsgi threads": ("uwsgi", "4")}
+          "uwsgi processes": ("uwsgi", "1"), "uwsgi threads": ("uwsgi", "4"),
+          # Granian: workers x one blocking thread each; Waitress: one process, workers x 1 threads.
+          "granian": ("granian", "1"), "waitress": ("waitress", "1"),
+          # gunicorn's sync worker reached over the uwsgi protocol (<APP>_PROTOCOL=uwsgi): the protocol alone changed.
+          "gunicorn over uwsgi": ("gunicorn", "1")}
+#: The models whose server nginx reaches over a protocol other than its own default.
+PROTOCOL_OF = {"gunicorn over uwsgi": "uwsgi"}
+#: The models the matrix measures unless --models says otherwise (its pages' tables).
+DEFAULT_MODELS = ("gunicorn sync", "gunicorn gthread", "uwsgi processes", "uwsgi threads")
 #: "/download 1 MiB" reads its file in Python, a generator (what the matrix has measured from the start);
 #: "... file_wrapper" hands it to the server's wsgi.file_wrapper, which sends it with sendfile.
 ENDPOINTS = {"/": "", "/slow?ms=2": "slow?ms=2", "/download 1 MiB": "download?bytes=1048576&wrapper=0",
              "/download 1 MiB, file_wrapper": "download?bytes=1048576", "/items": "items"}
-#: The endpoints that need the database, which only the compose stack has (the native one answers them 503).
-DATABASE_ENDPOINTS = ("/items",)
 #: The stack's default workers per server (wsgilab.container.launch: 2 x CPUs + 1).
 WORKERS = str(2 * len(os.sched_getaffinity(0)) + 1)
 #: The open loop's rate: this share of the saturated rate, at most OPEN_LOOP_MAX (the client's own limit).
@@ -104,8 +114,9 @@ class Way:
 
 
 def worker_rss_mib(server_pid: int) -> float:
-    """The mean resident memory of the server's worker processes (its children), in MiB."""
-    workers = children(server_pid)
+    """The mean resident memory of the server's worker processes (its children; Waitress's one process, which
+    has none), in MiB."""
+    workers = children(server_pid) or [server_pid]
     sizes = []
     for pid in workers:
         try:
@@ -180,25 +191,30 @@ def measure_rounds(rounds: int, *args, **kwargs) -> dict:
     return {**combined, "rounds": rounds, "rps_rounds": [round(cell["rps"], 1) for cell in cells]}
 
 
-def _stack(kind: str, settings: dict[str, str]) -> NativeStack | ComposeStack:
-    """A stack of ``kind`` whose app servers all run with ``settings``."""
+def _stack(kind: str, settings: dict[str, str], protocol: str = "") -> NativeStack | ComposeStack:
+    """A stack of ``kind`` whose app servers all run with ``settings``, each spoken to over ``protocol`` if one
+    is given (<APP>_PROTOCOL)."""
+    protocols = {f"{app.upper()}_PROTOCOL": protocol for app in APPS} if protocol else {}
     if kind == "native":
-        return NativeStack(app_env=settings)
+        stack = NativeStack(app_env=settings)
+        stack.settings = protocols  # what the launcher and nginx's config read (NativeStack.app_environment)
+        return stack
     stack = ComposeStack(name="-matrix")
-    stack.settings = dict(settings)  # the environment compose gets (ComposeStack.environment)
+    stack.settings = {**settings, **protocols}  # the environment compose gets (ComposeStack.environment)
     return stack
 
 
 def _ways(stack: NativeStack | ComposeStack, app: str, server: str, nginx_only: bool) -> tuple[list[Way], int, int]:
-    """How to reach ``app`` (nginx, and gunicorn itself), its server's master pid, and nginx's pid."""
+    """How to reach ``app`` (nginx, and an HTTP server itself), its server's master pid, and nginx's pid."""
     ways = [Way("nginx", "127.0.0.1", stack.port)]
+    nginx_only = nginx_only or bool(stack.settings.get(f"{app.upper()}_PROTOCOL"))  # no HTTP to the server then
     if isinstance(stack, NativeStack):
-        if server == "gunicorn" and not nginx_only:
+        if server != "uwsgi" and not nginx_only:
             ways.append(Way("direct", "127.0.0.1", stack.backend_ports[app, server]))
         return ways, stack.processes[f"{app}-{server}"].pid, stack.processes["nginx"].pid
     found = services(stack.container_ids())
     nginx_pid = master_pid(found["nginx"]["State"]["Pid"])
-    if server == "gunicorn" and not nginx_only:
+    if server != "uwsgi" and not nginx_only:
         ways.append(Way("direct", app_network(found[app])[1], app_server(found[app])[1], netns_pid=nginx_pid))
     return ways, master_pid(found[app]["State"]["Pid"]), nginx_pid
 
@@ -206,11 +222,14 @@ def _ways(stack: NativeStack | ComposeStack, app: str, server: str, nginx_only: 
 def run(args: argparse.Namespace) -> list[dict]:
     rows = []
     for tracing in args.tracing:
-        for threads in sorted({MODELS[model][1] for model in args.models}):
-            stack = _stack(args.stack, {"WSGI_WORKERS": WORKERS, "WSGI_THREADS": threads, "WSGILAB_TRACING": tracing})
+        # One stack per thread count and protocol: both are the stack's settings, the server is chosen per model.
+        for threads, protocol in sorted({(MODELS[model][1], PROTOCOL_OF.get(model, "")) for model in args.models}):
+            stack = _stack(args.stack, {"WSGI_WORKERS": args.workers, "WSGI_THREADS": threads,
+                                        "WSGILAB_TRACING": tracing}, protocol)
             try:
                 stack.start()
-                for model in [m for m in args.models if MODELS[m][1] == threads]:
+                for model in [m for m in args.models
+                              if MODELS[m][1] == threads and PROTOCOL_OF.get(m, "") == protocol]:
                     server = MODELS[model][0]
                     stack.use({app: server for app in APPS})
                     for app in args.apps:
@@ -228,14 +247,14 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-HEADING = (f"{'app':<7}{'model':<18}{'endpoint':<17}{'via':<7}{'tracing':<8}{'req/s':>8}{'p50':>7}{'p99':>7}"
+HEADING = (f"{'app':<7}{'model':<20}{'endpoint':<17}{'via':<7}{'tracing':<8}{'req/s':>8}{'p50':>7}{'p99':>7}"
            f"{'rate':>7}{'p50':>7}{'p99':>7}{'server µs':>10}{'nginx µs':>9}{'docker µs':>10}{'MiB/wkr':>8}"
            f"{'errors':>7}")
 
 
 def _row(row: dict) -> str:
     nginx, docker = (f"{row[key]:.0f}" if row.get(key) is not None else "-" for key in ("nginx_cpu_us", "docker_cpu_us"))
-    return (f"{row['app']:<7}{row['model']:<18}{row['endpoint']:<17}{row['via']:<7}{row['tracing']:<8}"
+    return (f"{row['app']:<7}{row['model']:<20}{row['endpoint']:<17}{row['via']:<7}{row['tracing']:<8}"
             f"{row['rps']:>8.0f}{row['p50_ms']:>7.0f}{row['p99_ms']:>7.0f}{row['open_loop_rps']:>7.0f}"
             f"{row['open_p50_ms']:>7.1f}{row['open_p99_ms']:>7.1f}{row['server_cpu_us']:>10.0f}{nginx:>9}{docker:>10}"
             f"{row['rss_per_worker_mib']:>8.1f}{row['errors'] + row['open_errors']:>7}")
@@ -247,46 +266,23 @@ def main() -> int:
                         help="the native processes (default), or the compose stack as users run it (root: the "
                              "direct rows' client runs in nginx's network namespace)")
     parser.add_argument("--apps", nargs="+", default=list(APPS), choices=APPS)
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS,
+                        help="default: gunicorn's and uWSGI's four; granian and waitress on demand")
+    parser.add_argument("--workers", default=WORKERS, help=f"WSGI_WORKERS (default the stack's, {WORKERS})")
     parser.add_argument("--endpoints", nargs="+", choices=ENDPOINTS,
-                        help="default: all of them; /items (20 items from PostgreSQL) on the compose stack only")
+                        help="default: all of them (/items: 20 items from PostgreSQL)")
     parser.add_argument("--tracing", nargs="+", default=["off", "on"], choices=("off", "on"))
     parser.add_argument("--seconds", type=int, default=2, help="per measurement (saturated, then open loop)")
     parser.add_argument("--concurrency", type=int, default=16, help="ab's connections (default 16)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure each cell this many times, back to back, and report the medians (default 1)")
-    parser.add_argument("--nginx-only", action="store_true", help="leave out the direct-to-gunicorn rows")
+    parser.add_argument("--nginx-only", action="store_true",
+                        help="leave out the direct rows (to each HTTP server: all but uWSGI)")
     add_output_arguments(parser)
     args = parser.parse_args()
     if args.endpoints is None:
-        args.endpoints = [e for e in ENDPOINTS if args.stack == "compose" or e not in DATABASE_ENDPOINTS]
-    elif args.stack == "native" and set(args.endpoints) & set(DATABASE_ENDPOINTS):
-        parser.error(f"{', '.join(DATABASE_ENDPOINTS)} needs the database, which only --stack compose has")
+        args.endpoints = list(ENDPOINTS)
     return measure_and_report(args, run, HEADING, _row, "matrix_report", "docs/img/matrix")
-
-
-def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of a bench whose result is rows: how they are printed, drawn, or read back instead."""
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
-    parser.add_argument("--plots", metavar="DIR", help="write SVG plots there (needs requirements/bench.txt)")
-    parser.add_argument("--markdown", metavar="FILE", help="write the page with the table and the plots")
-    parser.add_argument("--from-json", metavar="FILE", help="measure nothing: the rows of an earlier --json run")
-
-
-def measure_and_report(args: argparse.Namespace, run, heading: str, row, report: str, plots: str) -> int:
-    """Measure the rows (``run``, each printed to stderr as it comes) or read them back (--from-json); print
-    them (a table of ``row`` lines, or --json); with --plots or --markdown, hand them to ``report``'s
-    write_report, a module of its own so that matplotlib is loaded only when asked for."""
-    if args.from_json:
-        rows = json.loads(Path(args.from_json).read_text())
-    else:
-        print("# " + heading.replace("µs", "us"), file=sys.stderr)
-        rows = run(args)
-    print(json.dumps(rows, indent=1) if args.json else "\n".join([heading, *map(row, rows)]))
-    if args.plots or args.markdown:
-        write_report = importlib.import_module(report).write_report
-        write_report(rows, args, Path(args.plots or plots), Path(args.markdown) if args.markdown else None)
-    return 0
 
 
 if __name__ == "__main__":

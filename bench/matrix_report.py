@@ -21,7 +21,9 @@ import matplotlib
 matplotlib.use("svg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-MODELS = ("gunicorn sync", "gunicorn gthread", "uwsgi processes", "uwsgi threads")
+#: The order the plots show the models in (bench/matrix.py's MODELS); a run's other models follow.
+MODELS = ("gunicorn sync", "gunicorn gthread", "gunicorn over uwsgi", "uwsgi processes", "uwsgi threads", "granian",
+          "waitress")
 
 
 def _cells(rows: list[dict], **match: str) -> list[dict]:
@@ -48,7 +50,7 @@ def plots(rows: list[dict], into: Path) -> dict[str, str]:
     into.mkdir(parents=True, exist_ok=True)
     apps = list(dict.fromkeys(row["app"] for row in rows))
     endpoints = list(dict.fromkeys(row["endpoint"] for row in rows))
-    models = [m for m in MODELS if _cells(rows, model=m)]
+    models = [m for m in MODELS if _cells(rows, model=m)] + sorted({row["model"] for row in rows} - set(MODELS))
     drawn = {}
 
     fig, axes = plt.subplots(1, len(endpoints), figsize=(4.2 * len(endpoints), 3.6), squeeze=False)

@@ -33,10 +33,11 @@ between CPUs, no client on the server's caches); the throughput is then set
 by whichever of the two CPUs fills first, so the table gives it no verdict.
 The load stays on loopback and stops after --seconds per round.
 
-With ``--stack compose`` the sides are compose stacks side by side (each
-with its own PostgreSQL), as users run them, with the stack's default
-workers (2 x CPUs + 1): the only place ``/items`` (``--path items``) has a
-database. Their images have no OpenTelemetry SDK, so only off and on.
+Each side's stack has a PostgreSQL of its own, for ``/items`` (``--path
+items``): the native stack's is a process (tests/native_database.py). With
+``--stack compose`` the sides are compose stacks side by side, as users run
+them, with the stack's default workers (2 x CPUs + 1). Their images have no
+OpenTelemetry SDK, so only off and on.
 """
 
 from __future__ import annotations
@@ -158,8 +159,8 @@ def main() -> int:
                              "per request then varies least between runs (throughput is then set by whichever CPU "
                              "fills first, and gets no verdict)")
     parser.add_argument("--stack", choices=("native", "compose"), default="native",
-                        help="native processes (default), or compose stacks as users run them, each with its "
-                             "database (/items needs it)")
+                        help="native processes (default), or compose stacks as users run them; each side has "
+                             "a PostgreSQL of its own (/items needs it)")
     parser.add_argument("--sides", default="off,on,otel",
                         help="which sides, of off (no tracing), on (HopTrace), otel (the OpenTelemetry SDK); "
                              "default all three")
@@ -177,8 +178,6 @@ def main() -> int:
         parser.error(f"--sides: off and any of on, otel (got {args.sides})")
     if args.stack == "compose" and "otel" in sides:
         parser.error("the compose images have no OpenTelemetry SDK: --stack compose --sides off,on")
-    if args.stack == "native" and args.path.lstrip("/").startswith(("items", "query")):
-        parser.error(f"{args.path} needs the database, which only --stack compose has")
     if "otel" in sides and importlib.util.find_spec("opentelemetry.sdk") is None:
         parser.error("the otel side needs the OpenTelemetry SDK: .venv/bin/pip install -r requirements/bench-otel.txt "
                      "(or --sides off,on)")

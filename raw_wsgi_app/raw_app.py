@@ -17,6 +17,7 @@ through psycopg by hand (raw_items.py: the only library the app uses); and one o
 
 import hashlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -39,10 +40,13 @@ def _json(start_response, status, payload, extra_headers=()):
 
 
 def _server_name(environ):
-    # Each server leaves its own mark in the environ.
+    # Each server leaves its own mark in the environ; Granian and Waitress only their SERVER_SOFTWARE.
     if "uwsgi.version" in environ:
         return "uwsgi"
-    return "gunicorn" if "gunicorn.socket" in environ else "unknown"
+    if "gunicorn.socket" in environ:
+        return "gunicorn"
+    software = environ.get("SERVER_SOFTWARE", "").lower()
+    return next((name for name in ("granian", "waitress") if software.startswith(name)), "unknown")
 
 
 def hello(environ, start_response):
@@ -67,12 +71,18 @@ WSGI_KEYS = {"wsgi.version", "wsgi.url_scheme", "wsgi.input", "wsgi.errors", "ws
              "wsgi.multiprocess", "wsgi.run_once", "wsgi.file_wrapper"}
 
 
+#: What /environ shows for a value copied from the process environment.
+HIDDEN = "<hidden: from the process environment>"
+
+
 def show_environ(environ, start_response):
     """The environ the server built for this request, grouped by who put each key there.
 
     ``cgi`` and ``http`` (the request headers) follow CGI's rules, ``wsgi`` is
     PEP 3333's keys, ``server`` what the server (or, over uwsgi, nginx) added
-    of its own, ``app`` what a middleware added. Objects are shown by type.
+    of its own, ``app`` what a middleware added, ``process`` a variable of the
+    server process's environment (Granian copies them all in): its name only,
+    as its value may be a secret. Objects are shown by type.
     """
     def shown(value):
         if isinstance(value, (str, bool, int, float, type(None))):
@@ -92,11 +102,12 @@ def show_environ(environ, start_response):
             return "wsgi"
         if "." in key and not key.startswith(("wsgi.", "gunicorn.", "uwsgi.")):
             return "app"
-        return "server"
+        return "process" if key in os.environ else "server"
 
-    groups = {name: {} for name in ("cgi", "http", "wsgi", "server", "app")}
+    groups = {name: {} for name in ("cgi", "http", "wsgi", "server", "app", "process")}
     for key in sorted(environ):
-        groups[group(key)][key] = shown(environ[key])
+        where = group(key)
+        groups[where][key] = HIDDEN if where == "process" else shown(environ[key])
     return _json(start_response, "200 OK", groups)
 
 

@@ -60,6 +60,8 @@ def pytest_generate_tests(metafunc):
         # Say why instead of pytest's "got empty parameter set".
         name = "phase" if "phase" in metafunc.fixturenames else "tier"
         reason = f"{' and '.join(only)} tier only: {metafunc.module.__doc__.strip().splitlines()[0]}"
+        if once_on is not None and once_on.args[0] in only:
+            reason = f"the same on both tiers: runs on the {once_on.args[0]} tier where both run (once_on)"
         metafunc.parametrize(name, [pytest.param(None, marks=pytest.mark.skip(reason=reason))],
                              indirect=name == "phase", scope="session", ids=[f"{'-'.join(only)}-only"])
         return

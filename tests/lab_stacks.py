@@ -37,10 +37,14 @@ from wsgilab.labs.control import (APP_SERVICES, STOP_GRACE_S, AppState, ComposeC
                                   parse_nginx_version)
 from wsgilab.labs.database_control import Session
 from wsgilab.container.launch import server_environment
+from native_database import SERVER_SETTINGS as DATABASE_SETTINGS
+from native_database import NativeDatabase
 
 REPO = Path(__file__).resolve().parent.parent
 APPS = settings.APPS
-SERVERS = settings.SERVERS
+#: The servers the whole suite runs on, each test once per server where it says so. Granian and Waitress have
+#: tests of their own (tests/test_more_servers.py): the native tier starts them only while a test uses them.
+SERVERS = ("gunicorn", "uwsgi")
 
 #: Where each app lives and what its server imports (as in docker-compose.yml).
 APP_DIRS = {"django": "django_app", "flask": "flask_app", "raw": "raw_wsgi_app"}
@@ -50,6 +54,14 @@ WSGI_APPS = settings.APP_CALLABLES
 SECRET_SENTINEL = "sentinel-secret-" + os.urandom(8).hex()
 #: The database's password in the compose tier's stacks: in no app container's environment, unlike the above.
 DB_PASSWORD_SENTINEL = "sentinel-db-password-" + os.urandom(8).hex()
+
+#: The database labs run once, each server serving some of the apps (so once per server, as the labs' pages'
+#: runs have it): what they show is the apps' and PostgreSQL's, and where a server changes it (slow-query),
+#: each one is in it.
+BOTH_SERVERS = {"django": "uwsgi", "flask": "gunicorn", "raw": "gunicorn"}
+
+#: The per-app settings' prefixes (DJANGO_WSGI_APP and the like).
+APP_PREFIXES = tuple(f"{app.upper()}_" for app in APPS)
 
 #: Two workers per app server keep six of them light on a 2-core machine.
 TEST_WORKERS = "2"
@@ -73,13 +85,16 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def wait_until_served(port: int, servers: dict[str, str], deadline_s: float = 60.0) -> None:
-    """Wait until nginx on ``port`` routes every app to the server ``servers`` names.
+def wait_until_served(port: int, servers: dict[str, str], deadline_s: float = 60.0,
+                      protocols: dict[str, str] | None = None) -> None:
+    """Wait until nginx on ``port`` routes every app to the server ``servers`` names, over the protocol
+    ``protocols`` names (by default, each server's own).
 
     nginx says which protocol it used (X-Upstream-Protocol) and the app says
     which server built its environ, so this proves nginx followed the setting.
     """
-    expected = {app: ("http" if server == "gunicorn" else "uwsgi", server) for app, server in servers.items()}
+    expected = {app: (settings.protocol_of(server, (protocols or {}).get(app, "")), server)
+                for app, server in servers.items()}
     seen: dict[str, object] = {}
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -96,6 +111,11 @@ def wait_until_served(port: int, servers: dict[str, str], deadline_s: float = 60
     raise StackError(f"nginx on port {port} did not serve {expected} in {deadline_s:.0f}s; last seen {seen}")
 
 
+def protocols_of(settings: dict[str, str]) -> dict[str, str]:
+    """The protocol each app's server speaks where a setting chose one (``<APP>_PROTOCOL``)."""
+    return {app: settings[f"{app.upper()}_PROTOCOL"] for app in APPS if settings.get(f"{app.upper()}_PROTOCOL")}
+
+
 def nginx_version_of(nginx: str) -> tuple[int, ...]:
     """The version the nginx binary ``nginx`` (a path, or a name on PATH) says it is."""
     done = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=30)
@@ -103,7 +123,8 @@ def nginx_version_of(nginx: str) -> tuple[int, ...]:
 
 
 class NativeStack:
-    """nginx, gunicorn and uWSGI as processes on 127.0.0.1, all six app servers at once."""
+    """nginx and the app servers as processes on 127.0.0.1 (gunicorn and uWSGI for every app at once, Granian and
+    Waitress while a test uses them), and PostgreSQL."""
 
     def __init__(self, app_env: dict[str, str] | None = None) -> None:
         """``app_env`` is added to every app server's environment (bench/ turns tracing off with it)."""
@@ -116,7 +137,13 @@ class NativeStack:
         self.workdir = Path(tempfile.mkdtemp(prefix="wsgi-lab-native-", dir="/tmp"))
         self.workdir.chmod(0o755)
         self.port = free_port()
-        self.backend_ports = {(app, server): free_port() for app in APPS for server in SERVERS}
+        self.backend_ports = {(app, server): free_port() for app in APPS for server in settings.SERVERS}
+        #: The apps' PostgreSQL (tests/native_database.py): every server of an app shares it, as replicas do.
+        self.database = NativeDatabase(self.workdir, free_port())
+        #: The database's own settings from the shell or app_env (WSGILAB_DB_LOG_MIN_MS=-1 for a bench), as compose
+        #: takes them from the shell: the base a lab's settings go on top of.
+        self._database_base = {k: v for k, v in {**os.environ, **self.app_env}.items() if k in DATABASE_SETTINGS}
+        self.database.settings = dict(self._database_base)
         self.processes: dict[str, subprocess.Popen] = {}
         self.servers: dict[str, str] | None = None
         #: What a lab changed (wsgilab.labs.control.SETTINGS), on top of the defaults.
@@ -139,6 +166,7 @@ class NativeStack:
         return {
             **os.environ,
             "WSGI_SERVER": server,
+            "WSGI_PROTOCOL": self.settings.get(f"{app.upper()}_PROTOCOL", ""),
             "WSGI_APP": self.settings.get(f"{app.upper()}_WSGI_APP", WSGI_APPS[app]),
             "WSGI_MIDDLEWARE": self.settings.get(f"{app.upper()}_WSGI_MIDDLEWARE", ""),
             "WSGI_MIDDLEWARE_PATH": str(REPO / "middleware"),
@@ -148,13 +176,18 @@ class NativeStack:
             "WSGI_CONFIG_DIR": str(REPO),
             "DJANGO_SECRET_KEY": SECRET_SENTINEL,
             "FLASK_SECRET_KEY": SECRET_SENTINEL,
+            **self.database.app_environment(),
             **self.app_env,
-            **{name: value for name, value in self.settings.items() if name.startswith("WSGI_")},
+            # What a lab changed that the apps read (each app's own only for it: DJANGO_DB_CONNECTIONS).
+            **{name: value for name, value in self.settings.items()
+               if settings.SETTINGS[name].read_by == "app" and not name.startswith(APP_PREFIXES)
+               or name == "DJANGO_DB_CONNECTIONS" and app == "django"},
         }
 
     def start(self) -> None:
-        """Start the six app servers and wait until each answers its healthcheck."""
-        self._start_servers(list(self.backend_ports))
+        """Start PostgreSQL, then gunicorn and uWSGI for every app, and wait until each answers its healthcheck."""
+        self.database.create()
+        self._start_servers([key for key in self.backend_ports if key[1] in SERVERS])
 
     def _start_servers(self, which: list[tuple[str, str]], healthy: list[tuple[str, str]] | None = None) -> None:
         """Start the servers ``which`` and wait until those in ``healthy`` (all, by default) answer."""
@@ -177,8 +210,23 @@ class NativeStack:
                     raise StackError(f"{name} did not become healthy:\n{_tail(self.log_path(name))}")
                 time.sleep(0.2)
 
-    def use(self, servers: dict[str, str]) -> None:
-        """Render nginx's config for ``servers`` and (re)start nginx on it."""
+    def use(self, servers: dict[str, str], alone: bool = False) -> None:
+        """Render nginx's config for ``servers`` and (re)start nginx on it.
+
+        ``alone``: only those servers run, one per app as in compose, for a
+        lab that counts each app's database sessions or workers; the others
+        stop, and the next ``use`` without it starts them again, on the
+        settings of the moment.
+        """
+        # Granian and Waitress run only while used; the suite's two servers, unless ``alone``, until a
+        # reconfigure changes them while unused (it stops them; they start here when next used).
+        self._stop(*[self._name(key) for key in self.backend_ports
+                     if servers[key[0]] != key[1] and (alone or key[1] not in SERVERS)])
+        stopped = [key for key in self.backend_ports
+                   if self._name(key) not in self.processes and servers[key[0]] == key[1]]
+        if stopped:
+            self._start_servers(stopped, healthy=[key for key in stopped
+                                                  if f"{key[0].upper()}_WSGI_APP" not in self.settings])
         if servers == self.servers:
             return
         self._stop("nginx")
@@ -193,7 +241,7 @@ class NativeStack:
         self._spawn("nginx", [self.nginx, "-p", f"{rundir}/", "-c", str(rundir / "nginx.conf"),
                               "-e", "stderr", "-g", "daemon off;"], env, self.workdir)
         try:
-            wait_until_served(self.port, servers, deadline_s=20)
+            wait_until_served(self.port, servers, deadline_s=20, protocols=self.protocols())
         except StackError as error:
             raise StackError(f"{error}\nnginx log:\n{_tail(self.log_path('nginx'))}") from None
         self.servers = dict(servers)
@@ -213,19 +261,48 @@ class NativeStack:
             return
         before = {key: self.app_environment(*key) for key in self.backend_ports}
         nginx_before = self._nginx_settings()
+        database_before = self._database_settings()
         self.settings = dict(settings)
-        changed = [key for key in self.backend_ports if self.app_environment(*key) != before[key]]
-        for app, server in changed:
-            self._stop(f"{app}-{server}")
-        self._start_servers(changed, healthy=[(app, server) for app, server in changed
-                                              if f"{app.upper()}_WSGI_APP" not in self.settings])
+        if self._database_settings() != database_before:
+            self.database.restart({**self._database_base, **self._database_settings()})
+        # Only the servers nginx sends to restart now: a changed one not in use stops, and starts on the
+        # settings of the moment when a use() picks it (half the restarts, in a phase on one server).
+        changed = [key for key in self.backend_ports
+                   if self.app_environment(*key) != before[key] and self._name(key) in self.processes]
+        self._stop(*map(self._name, changed))
+        in_use = [key for key in changed if self.servers and self.servers[key[0]] == key[1]]
+        self._start_servers(in_use, healthy=[(app, server) for app, server in in_use
+                                             if f"{app.upper()}_WSGI_APP" not in self.settings])
         if self._nginx_settings() != nginx_before:
             servers, self.servers = self.servers, None
             if servers:
                 self.use(servers)
 
+    @staticmethod
+    def _name(key: tuple[str, str]) -> str:
+        return f"{key[0]}-{key[1]}"
+
     def _nginx_settings(self) -> dict[str, str]:
-        return {name: value for name, value in self.settings.items() if name.startswith("NGINX_")}
+        return {name: value for name, value in self.settings.items()
+                if name.startswith("NGINX_") or name.endswith("_PROTOCOL")}
+
+    def protocols(self) -> dict[str, str]:
+        return protocols_of(self.settings)
+
+    def _database_settings(self) -> dict[str, str]:
+        return {name: value for name, value in self.settings.items() if name in DATABASE_SETTINGS}
+
+    def restart_database(self) -> None:
+        """Restart PostgreSQL as ``docker compose restart db`` does: SIGINT (its fast shutdown), then a start."""
+        self.database.restart()
+
+    def database_sessions(self) -> list[Session]:
+        """PostgreSQL's client sessions now (pg_stat_activity), psql's own left out."""
+        return self.database.sessions()
+
+    def database_healthchecks(self) -> list[tuple[float, float]]:
+        """None: nothing checks the native PostgreSQL's health while it runs (compose's db has pg_isready)."""
+        return []
 
     def kill_workers(self, app: str) -> list[int]:
         """SIGKILL every worker of the server ``app`` runs on now; its master starts new ones."""
@@ -282,22 +359,27 @@ class NativeStack:
         return AppState(running=process.poll() is None, exit_code=process.poll(), restarts=None,
                                  health=health, log=_tail(self.log_path(f"{app}-{server}"), 80))
 
-    def _stop(self, name: str) -> None:
-        process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        # nginx and gunicorn stop gracefully on SIGQUIT/SIGTERM; uWSGI (die-on-term) on SIGTERM.
-        process.send_signal(signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    def _stop(self, *names: str) -> None:
+        """Stop the processes ``names``, all signalled first and then waited for (each stop takes a few tenths)."""
+        stopping = []
+        for name in names:
+            process = self.processes.pop(name, None)
+            if process is not None and process.poll() is None:
+                # nginx and gunicorn stop gracefully on SIGQUIT/SIGTERM; uWSGI (die-on-term) on SIGTERM.
+                process.send_signal(signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
+                stopping.append(process)
+        deadline = time.monotonic() + 15
+        for process in stopping:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def stop(self) -> None:
         """Stop every process this stack started (by its own PID) and remove its files."""
-        for name in list(self.processes):
-            self._stop(name)
+        self._stop(*self.processes)
+        self.database.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -338,13 +420,16 @@ class ComposeStack:
         """Build the images (reusing Docker's layer cache)."""
         self.run("build")
 
-    def use(self, servers: dict[str, str]) -> None:
-        """Bring the stack up with ``servers``; compose recreates what changed, nginx included."""
+    def use(self, servers: dict[str, str], alone: bool = True) -> None:
+        """Bring the stack up with ``servers``; compose recreates what changed, nginx included.
+
+        It runs one server per app, so always ``alone`` (NativeStack.use).
+        """
         if servers == self.servers:
             return
         try:
             self.run("up", "-d", servers=servers, timeout=300)
-            wait_until_served(self.port, servers)
+            wait_until_served(self.port, servers, protocols=protocols_of(self.settings))
             self.wait_until_healthy()
         except StackError as error:
             logs = self.run("logs", "--no-color", "--tail", "40", servers=servers)
@@ -393,7 +478,7 @@ class ComposeStack:
 
     def start_app(self, app: str) -> None:
         self.control().start_app(app)
-        wait_until_served(self.port, self.servers)
+        wait_until_served(self.port, self.servers, protocols=protocols_of(self.settings))
 
     def restart_app(self, app: str) -> None:
         self.control().restart_app(app)
@@ -463,9 +548,11 @@ def hop_log_lines(stack: NativeStack | ComposeStack) -> list[str]:
 
 
 def app_server_log_lines(stack: NativeStack | ComposeStack) -> list[str]:
-    """Every line the app servers (not nginx) of ``stack`` have written so far, as written (no compose prefix)."""
+    """Every line the app servers (not nginx, not PostgreSQL) of ``stack`` have written so far, as written (no
+    compose prefix)."""
     if isinstance(stack, NativeStack):
-        return [line for path in sorted(stack.workdir.glob("*.log")) if not path.name.startswith("nginx")
+        servers = {f"{app}-{server}" for app in APPS for server in settings.SERVERS}
+        return [line for path in sorted(stack.workdir.glob("*.log")) if path.stem in servers
                 for line in path.read_text(errors="replace").splitlines()]
     return project_log_lines(stack.project, APP_SERVICES)
 

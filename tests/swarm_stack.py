@@ -41,7 +41,7 @@ class SwarmStack:
                "DJANGO_SECRET_KEY": SECRET_SENTINEL,
                **{f"{app.upper()}_REPLICAS": str(count) for app, count in REPLICAS.items()},
                **{f"{app.upper()}_SERVER": server for app, server in (servers or self.servers or {}).items()}}
-        done = subprocess.run([str(SCRIPT), command, "--stack", self.name], env=env, capture_output=True,
+        done = subprocess.run([str(SCRIPT), *command.split(), "--stack", self.name], env=env, capture_output=True,
                               text=True, timeout=timeout)
         if done.returncode != 0:
             raise StackError(f"scripts/swarm {command} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -59,11 +59,11 @@ class SwarmStack:
             self.servers = dict(servers)
 
     def stop(self) -> str:
-        """``scripts/swarm down``; what it said (on stderr)."""
+        """``scripts/swarm down --volumes``; what it said (on stderr)."""
         if self.servers is None:
             return ""
         self.servers = None
-        return self.swarm("down")
+        return self.swarm("down --volumes")
 
     def log_lines(self) -> list[str]:
         return list(stack_lines(self.name))

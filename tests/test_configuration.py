@@ -26,7 +26,8 @@ def _launch(**env):
 
 
 @pytest.mark.parametrize("setting, value, message", [
-    ("WSGI_SERVER", "nginx", "WSGI_SERVER must be gunicorn or uwsgi, not 'nginx'"),
+    ("WSGI_SERVER", "nginx", "WSGI_SERVER must be gunicorn, uwsgi, granian or waitress, not 'nginx'"),
+    ("WSGI_PROTOCOL", "spdy", "WSGI_PROTOCOL must be http or uwsgi, not 'spdy'"),
     ("SCRIPT_NAME", "raw", "SCRIPT_NAME must be the URL prefix"),
     ("WSGI_APP", "raw_app", "WSGI_APP must name a callable as module:name"),
     ("WSGI_WORKERS", "0", "WSGI_WORKERS must be a whole number, at least 1"),
@@ -95,9 +96,9 @@ def test_each_server_keeps_its_own_default_for_where_it_imports_the_app_until_to
 
 def test_render_config_refuses_an_unknown_server(tmp_path):
     done = subprocess.run([str(REPO / "nginx" / "render-config"), str(tmp_path)],
-                          env={**os.environ, "FLASK_SERVER": "waitress"}, capture_output=True, text=True)
+                          env={**os.environ, "FLASK_SERVER": "tornado"}, capture_output=True, text=True)
     assert done.returncode == 64
-    assert "FLASK_SERVER must be gunicorn or uwsgi, not 'waitress'" in done.stderr
+    assert "FLASK_SERVER must be gunicorn, uwsgi, granian or waitress, not 'tornado'" in done.stderr
 
 
 @pytest.mark.parametrize("setting", ["NGINX_CONNECT_TIMEOUT", "NGINX_READ_TIMEOUT"])
@@ -217,3 +218,17 @@ def test_django_debug_is_off_unless_asked_for():
 def test_uwsgi_packet_larger_than_the_protocol_allows_is_refused():
     with pytest.raises(ValueError, match="the protocol allows 65535"):
         uwsgi_protocol.encode_request({"HTTP_X_BIG": "x" * 70000})
+
+
+@pytest.mark.parametrize("server, protocol", [("waitress", "uwsgi"), ("granian", "uwsgi"), ("uwsgi", "http")])
+def test_a_server_refuses_a_protocol_it_does_not_speak_in_the_launcher_and_in_nginx_alike(tmp_path, server,
+                                                                                       protocol):
+    done = _launch(**{**APP_ENV, "WSGI_CONFIG_DIR": str(REPO), "WSGI_SERVER": server, "WSGI_PROTOCOL": protocol})
+    assert done.returncode == 2
+    assert f"WSGI_PROTOCOL={protocol}, but {server} speaks" in done.stderr
+    rendered = subprocess.run([str(REPO / "nginx" / "render-config"), str(tmp_path)],
+                              env={**os.environ, "RAW_SERVER": server, "RAW_PROTOCOL": protocol,
+                                   "NGINX_RESOLVER": "127.0.0.1"}, capture_output=True, text=True)
+    assert rendered.returncode == 64
+    assert f"RAW_PROTOCOL={protocol}, but {server} speaks" in rendered.stderr
+

@@ -2,20 +2,20 @@
 and that hoptrace finds a request in the project's own `docker compose logs`.
 
 Compose tier only, in both phases (all apps on gunicorn, all on uWSGI), so the
-uwsgi socket is checked as well as gunicorn's port; the database labs once,
-with both servers in the stack (``BOTH_SERVERS``).
+uwsgi socket is checked as well as gunicorn's port; and the database lab
+whose outcome is Docker's (database-restart: tests/test_database_labs.py has
+the others), once, with both servers in the stack (``BOTH_SERVERS``).
 """
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 import uuid
 
 from lab_http import get, request
-from lab_stacks import APPS, REPO, hop_log_lines
+from lab_stacks import APPS, BOTH_SERVERS, REPO, hop_log_lines
 
 from wsgilab import labs
 from wsgilab.hoptrace import records as hoplog
@@ -25,10 +25,6 @@ from wsgilab.labs.around_nginx import process_uids, services
 
 ONLY_TIERS = ("compose",)
 
-#: The database labs run once, each server serving some of the apps (so once per server, as the labs' pages'
-#: runs have it): what they show is the apps' and PostgreSQL's, and where a server changes it (slow-query),
-#: each one is in it.
-BOTH_SERVERS = {"django": "uwsgi", "flask": "gunicorn", "raw": "gunicorn"}
 
 
 def test_every_service_reports_healthy(stack):
@@ -96,13 +92,6 @@ def test_exposure_lab_finds_only_nginx_published_non_root_no_secret_and_uwsgi_gu
     assert not secrets[0].seen.startswith("200; 0 secret")  # django has DJANGO_SECRET_KEY set
     guarded = [c for c in report.checks if "UWSGI_FILE" in c.what]
     assert len(guarded) == (3 if stack.server == "uwsgi" else 0)
-
-
-def test_n_plus_one_lab_counts_one_query_per_item_and_flags_the_run(stack):
-    target = labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack.stack))
-    report = labs.run("n-plus-one", target)
-    assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
-    assert len(report.checks) == 9
 
 
 def test_the_lab_control_reads_the_settings_the_stack_runs_with_off_its_containers(stack):
@@ -221,56 +210,3 @@ def test_a_database_restart_under_writes_is_one_gap_of_503s_per_client_and_loses
     assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
     stored = [c for c in report.checks if c.what.endswith("the writes the load sent")]
     assert len(stored) == 3 and all(", 0 lost;" in c.seen for c in stored)
-
-
-def test_a_slow_query_ends_at_statement_timeout_and_past_the_worker_timeout_runs_on_only_under_uwsgi(tier_stack):
-    tier_stack.use(BOTH_SERVERS)
-    target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
-    report = labs.run("slow-query", target)
-    assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
-    assert len(report.checks) == 10
-    running_on = [c.what.split()[0] for c in report.checks if "in pg_stat_activity: backend" in c.seen]
-    assert running_on == ["/django/query?ms=7000"]  # on uWSGI; the query of each app on gunicorn was cancelled
-
-
-def test_worker_threads_past_max_connections_are_refused_a_connection_and_fewer_workers_fit(tier_stack):
-    """The connections are the apps' libraries', not the server's: both servers are in it all the same."""
-    tier_stack.use(BOTH_SERVERS)
-    target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
-    report = labs.run("too-many-clients", target)
-    assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
-    refused = [c for c in report.checks if "4 workers per app" in c.what and "503" in c.seen]
-    assert refused, "the burst that does not fit refused no request"
-
-
-#: connection-before-fork with each server where its mistake shows: Flask (a SQLAlchemy pool) on uWSGI, the raw app
-#: (a psycopg pool) on gunicorn; Django, which closes its connection as each request starts, on uWSGI.
-FORK_SERVERS = {"django": "uwsgi", "flask": "uwsgi", "raw": "gunicorn"}
-
-
-def test_workers_forked_after_the_app_connected_share_one_session_until_post_fork_or_lazy_apps(tier_stack):
-    tier_stack.use(FORK_SERVERS)
-    target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
-    report = labs.run("connection-before-fork", target)
-    assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
-    shared = [re.match(r"(.+?): /(\w+)/ on ", c.what).groups() for c in report.checks
-              if "pg_sleep running in 1 session" in c.seen]
-    # Shared where the master imported the app and nothing dropped the connection: both pooled apps, then Flask
-    # on uWSGI (post_fork is gunicorn's); no app once each worker imports it.
-    assert shared == [("the mistake", "flask"), ("the mistake", "raw"), ("post_fork on (apps on uWSGI unchanged)",
-                                                                        "flask")]
-
-
-def test_django_takes_its_connections_from_its_own_pool_when_told(tier_stack):
-    """DJANGO_DB_CONNECTIONS=pool: each /django/items gets a connection from Django's psycopg pool, and the pool
-    keeps them (sessions named django stay once the requests are done); only django restarts for it."""
-    tier_stack.use(tier_stack.servers or BOTH_SERVERS)
-    target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
-    with target.reconfigured({"DJANGO_DB_CONNECTIONS": "pool"}):
-        ids = [f"django-pool-{uuid.uuid4().hex[:12]}" for _ in range(4)]
-        assert [get(tier_stack.port, "/django/items", headers={"X-Request-ID": i}).status for i in ids] == [200] * 4
-        found = target.records_of(ids, {"wsgi"})
-        hows = [e.get("how") for i in ids for e in hoplog.events_of(found.get(i, [])) if e["event"] == "db_connection"]
-        kept = [s for s in tier_stack.database_sessions() if s.app == "django"]
-    assert hows == ["pool"] * 4
-    assert kept and all(s.state == "idle" for s in kept)

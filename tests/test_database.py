@@ -2,9 +2,10 @@
 
 /items, /items/ID, POST /items and /query answer the same on the three apps
 (Django's ORM, SQLAlchemy, psycopg by hand), every query is a db_query in the
-request's trace, and bad input is refused before anything is written. The
-native tier has no PostgreSQL yet: its apps answer these endpoints 503
-(tests/test_endpoints.py).
+request's trace, and bad input is refused before anything is written.
+They show the same on both tiers (the native one runs its own PostgreSQL,
+tests/native_database.py, whose database labs use these endpoints), so
+where both tiers run they run on compose's, the stack as users run it.
 """
 
 import json
@@ -14,11 +15,11 @@ import uuid
 
 import pytest
 from lab_http import get, request
-from lab_stacks import DB_PASSWORD_SENTINEL, hop_log_lines
+from lab_stacks import DB_PASSWORD_SENTINEL, NativeStack, hop_log_lines
 
 from wsgilab.hoptrace import records as hoplog
 
-ONLY_TIERS = ("compose",)
+pytestmark = pytest.mark.once_on("compose")
 
 SERVER_DONE = {"gunicorn": "post_request", "uwsgi": "request_done"}
 
@@ -136,15 +137,19 @@ def test_a_bad_query_parameter_is_a_400_before_the_database_is_asked(stack, app)
 
 
 def test_the_password_is_in_no_app_containers_environment_nor_in_environ_only_in_a_file(stack):
-    """compose hands the apps the path of the password's file; the password itself (here a sentinel) is in none."""
-    for service in ("django", "flask", "raw", "db"):
-        container = stack.stack.run("ps", "-q", service).split()[0]
-        env = subprocess.run(["docker", "inspect", "--format", "{{json .Config.Env}}", container],
-                             capture_output=True, text=True, check=True).stdout
-        assert DB_PASSWORD_SENTINEL not in env, service
-        assert "WSGILAB_DB_PASSWORD_FILE=/run/wsgilab-db/password" in env or service == "db"
-        if service != "db":
-            assert DB_PASSWORD_SENTINEL not in get(stack.port, f"/{service}/environ").body.decode()
+    """The apps are handed the path of the password's file; the password itself is in no environment."""
+    if isinstance(stack.stack, NativeStack):
+        password = stack.stack.database.password_file.read_text().strip()
+    else:  # compose: WSGILAB_DB_PASSWORD, a sentinel, became the file's content; no container has it
+        password = DB_PASSWORD_SENTINEL
+        for service in ("django", "flask", "raw", "db"):
+            container = stack.stack.run("ps", "-q", service).split()[0]
+            env = subprocess.run(["docker", "inspect", "--format", "{{json .Config.Env}}", container],
+                                 capture_output=True, text=True, check=True).stdout
+            assert DB_PASSWORD_SENTINEL not in env, service
+            assert "WSGILAB_DB_PASSWORD_FILE=/run/wsgilab-db/password" in env or service == "db"
+    for app in ("django", "flask", "raw"):
+        assert password not in get(stack.port, f"/{app}/environ").body.decode(), app
 
 
 def test_postgresql_own_log_line_for_a_query_joins_it_in_the_trace(stack, app):

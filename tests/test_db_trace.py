@@ -7,6 +7,10 @@ same code against PostgreSQL.
 """
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +23,8 @@ from wsgilab.hoptrace.spans import query_summary, spans_of
 from wsgilab.hoptrace.stats import costliest, render_statements
 from wsgilab.hoptrace.waterfall import statement_words
 from wsgilab.trace_format import problems
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("statement, expected", [
@@ -57,6 +63,23 @@ def test_the_operation_is_the_first_keyword(statement, expected):
 def _trace():
     environ = {"HTTP_X_REQUEST_ID": "db-trace-test-1", "REQUEST_METHOD": "GET"}
     return RequestTrace(environ, '"service":"raw","server":"gunicorn","replica":"-"', lambda line: None)
+
+
+#: A traced statement as db_trace sends it, in a process whose environment holds WSGILAB_DB_LOG_MIN_MS as given.
+_COMMENTED = """
+from wsgilab.container.db_trace import commented
+from wsgilab.container.wsgi_trace import RequestTrace
+trace = RequestTrace({"HTTP_X_REQUEST_ID": "db-trace-test-2", "REQUEST_METHOD": "GET"}, '"service":"raw"', print)
+print(commented("SELECT 1", trace))
+"""
+
+
+@pytest.mark.parametrize("log_min_ms, comment", [("", True), ("0", True), ("250", True), ("-1", False)])
+def test_a_statement_carries_its_traceparent_unless_postgresql_logs_no_statement(log_min_ms, comment):
+    env = {**os.environ, "WSGILAB_DB_LOG_MIN_MS": log_min_ms}
+    sent = subprocess.run([sys.executable, "-c", _COMMENTED], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=60, check=True).stdout.strip().splitlines()[-1]
+    assert sent.startswith("/*traceparent='00-") == comment and sent.endswith("SELECT 1"), sent
 
 
 def test_a_repeated_statement_is_written_once_and_named_by_the_queries_that_repeat_it():
@@ -184,6 +207,29 @@ def test_no_database_is_configured_without_a_host_and_a_missing_password_file_is
                                                                                "s3cret")
 
 
+#: The raw app, imported with no database configured (a server started by hand), asked for /items and /.
+_WITHOUT_A_DATABASE = """
+import json, sys, wsgiref.util
+sys.path.insert(0, "raw_wsgi_app")
+from raw_app import application
+for path in ("/items", "/"):
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    wsgiref.util.setup_testing_defaults(environ)
+    said = []
+    body = b"".join(application(environ, lambda status, headers, exc_info=None: said.append(status)))
+    print(json.dumps([said[0], body.decode()]))
+"""
+
+
+def test_without_a_database_its_endpoints_answer_503_naming_the_setting_and_the_rest_is_served():
+    env = {name: value for name, value in os.environ.items() if not name.startswith("WSGILAB_DB_")}
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_A_DATABASE], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60, check=True)
+    (items_status, items_body), (home_status, _) = map(json.loads, done.stdout.splitlines())
+    assert items_status.startswith("503") and "WSGILAB_DB_HOST is not set" in items_body
+    assert home_status.startswith("200")
+
+
 def test_each_session_gets_the_statement_timeout_and_a_bad_one_is_named(tmp_path):
     (tmp_path / "pw").write_text("s3cret\n")
     env = {"WSGILAB_DB_HOST": "db", "WSGILAB_DB_PASSWORD_FILE": str(tmp_path / "pw")}
@@ -273,6 +319,20 @@ def test_show_and_the_browser_view_name_the_n_plus_one():
     assert render_waterfall("db-trace-test-1", events_of([record])).splitlines()[-1].strip().startswith(
         "N+1: the same statement 6 times in a row (queries 2 to 7, 0.3 ms in all): SELECT name FROM raw_owner")
     assert len(request_detail("db-trace-test-1", [record])["warnings"]) == 1
+
+
+def test_the_browser_view_says_why_a_request_waitress_served_has_no_server_hop():
+    from wsgilab.hoptrace.waterfall import SILENT_SERVERS
+    from wsgilab.hoptrace.web import request_detail
+
+    served = {}
+    for server in ("waitress", "gunicorn"):
+        trace = _trace()
+        trace.event("app_called", method="GET", script_name="/raw", path_info="/", environ_keys=20)
+        trace.finish()
+        record = {**json.loads(trace.line()), "server": server}
+        served[server] = request_detail("db-trace-test-1", [record])["notes"]
+    assert served == {"waitress": [SILENT_SERVERS["waitress"]], "gunicorn": []}
 
 
 def test_stats_adds_a_database_segment_and_lists_the_costliest_statements():

@@ -42,6 +42,18 @@ def test_explain_prints_a_lab_without_a_stack():
     assert module.EXPLANATION.strip() in done.stdout
 
 
+def test_the_servers_page_lists_exactly_the_labs_that_run_on_granian_or_waitress():
+    from wsgilab.labs import servers_of
+
+    page = (DOCS / "servers.md").read_text()
+    table = page[page.index("## What the labs show on Granian and Waitress"):]
+    listed = set(re.findall(r"^\| \[([a-z-]+)\]\(labs/", table, flags=re.MULTILINE))
+    assert listed == {name for name in LABS if {"granian", "waitress"} & set(servers_of(name))}
+    done = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "lab", "list"], capture_output=True, text=True,
+                          timeout=30, check=True)
+    assert {line.split()[0] for line in done.stdout.splitlines() if "Granian" in line} == listed
+
+
 def _slug(heading: str) -> str:
     """GitHub's anchor for a heading."""
     return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")

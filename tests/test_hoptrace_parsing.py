@@ -224,6 +224,15 @@ def test_control_characters_in_an_nginx_error_line_are_shown_escaped():
     assert "\x07" not in record["message"] and "x\\x07\\x01" in record["message"]
 
 
+def test_an_nginx_error_line_whose_quoted_request_never_ends_keeps_its_other_fields():
+    # A value nginx cut off: the context keeps what is quoted whole, and the message is read as usual.
+    line = ('2026/11/26 08:00:00 [info] 29#29: *8 upstream prematurely closed connection, client: 1.2.3.4, '
+            'server: localhost, upstream: "http://127.0.0.1:8000/raw/", request: "GET /raw/?q=' + "a" * 9000)
+    record = hoplog.parse_nginx_error(line)
+    assert record["message"] == "upstream prematurely closed connection" and record["connection"] == 8
+    assert record["upstream"] == "http://127.0.0.1:8000/raw/" and "request" not in record
+
+
 def test_follow_waits_for_the_app_records_of_a_request_nginx_says_an_app_answered():
     # A restarted app's container is read a moment after nginx's line: the request must not go in two parts.
     from wsgilab.hoptrace.follow import APP_PATIENCE, Follower

@@ -60,3 +60,26 @@ def test_what_repeat_starts_hears_an_interrupt_even_where_repeat_itself_was_star
     finally:
         signal.signal(signal.SIGINT, previous)
     assert "default_int_handler" in said
+
+
+def test_ending_a_load_removes_the_compose_projects_its_pytests_named_after_themselves():
+    # A pytest killed mid-run leaves its project (wsgilab-test-PID) and the v1 smoke's (wsgilab-test-PID-v1);
+    # the v1 one's networks, left standing, used up Docker's address pools for the next load.
+    repeat = _repeat()
+    loop = subprocess.Popen(["bash", "-c", "trap '' INT; sleep 300; true"], start_new_session=True)
+    time.sleep(0.5)
+    member = max(repeat._group_members(loop.pid))
+    networks = {project: f"repeat-test-{project}" for project in (f"wsgilab-test-{member}-v1",
+                                                                   f"wsgilab-test-{member}9-v1")}
+    for project, network in networks.items():
+        subprocess.run(["docker", "network", "create", "--label", f"com.docker.compose.project={project}", network],
+                       check=True, capture_output=True)
+    try:
+        repeat.stop.__globals__["time"] = _FastClock()
+        repeat.stop(loop)
+        left = subprocess.run(["docker", "network", "ls", "--format", "{{.Name}}"], capture_output=True,
+                              text=True, check=True).stdout.split()
+        # Its member's project is gone; a project of a PID that was never in the group stays.
+        assert [name for name in networks.values() if name in left] == [f"repeat-test-wsgilab-test-{member}9-v1"]
+    finally:
+        subprocess.run(["docker", "network", "rm", *networks.values()], capture_output=True)

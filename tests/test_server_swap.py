@@ -1,13 +1,20 @@
-"""Swapping one app's server: the app comes back on the other server and nginx follows.
+"""Swapping apps' servers: each comes back on the server it is set to, nginx follows, the others keep theirs.
 
-Runs on each tier. Only the swapped app changes; the others keep their server.
+Runs on each tier: on compose it is where Granian and Waitress run from the images (tests/test_more_servers.py
+drives them further on the native tier). Only the swapped apps change.
 """
 
-from lab_http import get
-from lab_stacks import APPS
+import uuid
 
-OTHER = {"gunicorn": "uwsgi", "uwsgi": "gunicorn"}
-PROTOCOL = {"gunicorn": "http", "uwsgi": "uwsgi"}
+from lab_http import get
+from lab_stacks import APPS, SECRET_SENTINEL, hop_log_lines
+from test_endpoints import UPSTREAM_PROTOCOL as PROTOCOL
+
+from wsgilab import labs
+from wsgilab.labs.kit import nginx_record
+
+#: The swap: django to Granian, flask to Waitress; raw keeps what it had.
+SWAPPED = {"django": "granian", "flask": "waitress"}
 
 
 def _answered_by(stack, app):
@@ -15,17 +22,25 @@ def _answered_by(stack, app):
     return reply.json()["server"], reply.header("X-Upstream-Protocol")
 
 
-def test_swapping_one_app_to_the_other_server_changes_who_answers(tier_stack):
-    # From whatever servers the last test left (one swap there, one back:
-    # each recreates only django's container and nginx's).
+def test_swapping_apps_to_granian_and_waitress_changes_who_answers_and_back(tier_stack):
+    # From whatever servers the last test left (a swap and one back: each recreates only the swapped apps'
+    # containers and nginx's).
     before = tier_stack.servers or {app: "gunicorn" for app in APPS}
     tier_stack.use(before)
-    swapped = OTHER[before["django"]]
 
-    tier_stack.use({**before, "django": swapped})
-    assert _answered_by(tier_stack, "django") == (swapped, PROTOCOL[swapped])
-    for app in ("flask", "raw"):
-        assert _answered_by(tier_stack, app) == (before[app], PROTOCOL[before[app]])
+    tier_stack.use({**before, **SWAPPED})
+    seen = {}
+    for app, server in SWAPPED.items():
+        assert _answered_by(tier_stack, app) == (server, "http")
+        reply = get(tier_stack.port, f"/{app}/environ", headers={"X-Request-ID": uuid.uuid4().hex})
+        assert SECRET_SENTINEL not in reply.body.decode()
+        seen[reply.header("X-Request-ID")] = reply.json()["cgi"]["REMOTE_ADDR"]
+    assert _answered_by(tier_stack, "raw") == (before["raw"], PROTOCOL[before["raw"]])
+    # Both take the client's address from X-Forwarded-For, trusting it from nginx (gunicorn keeps nginx's own).
+    target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack))
+    traces = target.records_of(list(seen), {"nginx"})
+    assert seen == {request_id: nginx_record(traces[request_id])["client"] for request_id in seen}
 
     tier_stack.use(before)
-    assert _answered_by(tier_stack, "django") == (before["django"], PROTOCOL[before["django"]])
+    for app in SWAPPED:
+        assert _answered_by(tier_stack, app) == (before[app], PROTOCOL[before[app]])

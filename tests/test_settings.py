@@ -77,7 +77,7 @@ def _render(tmp_path, **env):
 
 @pytest.mark.parametrize("name, value", [
     ("NGINX_CONNECT_TIMEOUT", "0"), ("NGINX_CONNECT_TIMEOUT", "5s"), ("NGINX_READ_TIMEOUT", "-1"),
-    ("NGINX_READ_TIMEOUT", "90"), ("NGINX_CONNECT_TIMEOUT", "2"), ("RAW_SERVER", "waitress"),
+    ("NGINX_READ_TIMEOUT", "90"), ("NGINX_CONNECT_TIMEOUT", "2"), ("RAW_SERVER", "waitress"), ("RAW_SERVER", "tornado"),
     ("DJANGO_SERVER", "uwsgi"), ("FLASK_SERVER", "Gunicorn"),
 ])
 def test_render_config_takes_and_refuses_what_the_table_does(tmp_path, name, value):

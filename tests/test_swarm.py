@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from collections import Counter
 
 import lab_http
@@ -17,7 +18,7 @@ import pytest
 from lab_stacks import APPS
 
 from wsgilab import labs
-from wsgilab.hoptrace.records import by_request, scan
+from wsgilab.hoptrace.records import by_request, events_of, scan
 from wsgilab.labs.kit import replica_of
 from wsgilab.swarm import engine
 
@@ -51,7 +52,20 @@ def test_scripts_swarm_up_serves_every_app_through_nginx_published_on_loopback_o
     assert _listening(swarm.port) == {"0100007F"}
     services = engine.stack_services(swarm.name)
     assert {name.split("_", 1)[1]: replicas for name, replicas in services.items()} == \
-        {"django": "1/1", "flask": "3/3", "raw": "1/1", "nginx": "1/1"}
+        {"django": "1/1", "flask": "3/3", "raw": "1/1", "nginx": "1/1", "db": "1/1"}
+
+
+def test_every_app_answers_from_the_stacks_own_postgresql_and_each_query_is_traced(swarm):
+    name = f"on swarm {uuid.uuid4().hex[:8]}"
+    for app in APPS:
+        posted = lab_http.request(swarm.port, "POST", f"/{app}/items", body=json.dumps({"name": name}).encode(),
+                                  headers={"Content-Type": "application/json"})
+        assert posted.status == 201, (app, posted.body)
+        listed = lab_http.get(swarm.port, f"/{app}/items?limit=1")
+        assert (listed.status, listed.json()["items"][0]["name"]) == (200, name), app
+    records = by_request(scan(swarm.log_lines()).records)
+    queries = [e for e in events_of(records.get(listed.header("X-Request-ID"), [])) if e["event"] == "db_query"]
+    assert queries and all(q.get("backend_pid") for q in queries)
 
 
 def test_three_replicas_each_serve_and_every_trace_names_its_replica(swarm):
@@ -100,6 +114,10 @@ def test_scripts_swarm_down_leaves_nothing_behind(tier, swarm_stack):
     containers = subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True)
     networks = subprocess.run(["docker", "network", "ls", "-q", "--filter", label], capture_output=True, text=True)
     assert (containers.stdout.split(), networks.stdout.split()) == ([], [])
+    # --volumes: the database's data and passwords went with it
+    volumes = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"name={swarm_stack.name}_"],
+                             capture_output=True, text=True)
+    assert volumes.stdout.split() == [] and "removed the database's data" in said
     started_by_scripts_swarm = swarm_stack.swarm_before in ("inactive", "ours")
     if started_by_scripts_swarm and others:  # left in place, and why
         assert engine.swarm_state() == "active" and "would cut Docker's DNS" in said

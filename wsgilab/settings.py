@@ -17,70 +17,11 @@ nginx. Everything else reads it or is tested against it:
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass
 
-
-class SettingError(ValueError):
-    """A setting's value is not one it takes; the message names the setting and what it takes."""
-
-
-_WSGI_APP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_HOST_NAMES = re.compile(r"^[A-Za-z0-9.:_*\[\] -]+$")
-#: The kinds a value of which is one of a few words.
-_CHOICES = {"on_off": ("on", "off"), "tracing": ("on", "off", "otel"), "publish": ("loopback", "all"),
-            "django_connections": ("per-request", "persistent", "pool")}
-
-
-def check_value(kind: str, name: str, value: str) -> str:
-    """``value`` if it is a good ``kind``, else SettingError naming ``name``."""
-    if kind in ("count", "seconds"):
-        if not (value.isascii() and value.isdigit()) or int(value) < 1:
-            unit = "whole number of seconds" if kind == "seconds" else "whole number"
-            raise SettingError(f"{name} must be a {unit}, at least 1, not {value!r}")
-    elif kind in _CHOICES or kind == "server":
-        words = SERVERS if kind == "server" else _CHOICES[kind]
-        if value not in words:
-            raise SettingError(f"{name} must be {', '.join(words[:-1])} or {words[-1]}, not {value!r}")
-    elif kind == "wsgi_app":
-        if not _WSGI_APP.match(value):
-            raise SettingError(f"{name} must name a callable as module:name, not {value!r}")
-    elif kind == "middleware":
-        if not all(_WSGI_APP.match(part.strip()) for part in value.split(",")):
-            raise SettingError(f"{name} must name middleware factories as module:name, separated by commas, "
-                               f"not {value!r}")
-    elif kind == "port":
-        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
-            raise SettingError(f"{name} must be a TCP port, 1 to 65535, not {value!r}")
-    elif kind == "gid":
-        if not (value.isascii() and value.isdigit()) or int(value) >= 2**31:
-            raise SettingError(f"{name} must be a group id, a whole number from 0, not {value!r}")
-    elif kind == "millis":
-        if not (value.isascii() and value.isdigit()) or int(value) > 10_000:
-            raise SettingError(f"{name} must be a whole number of milliseconds, 0 to 10000, not {value!r}")
-    elif kind == "pool":
-        if not (value.isascii() and value.isdigit()) or int(value) > 1024:
-            raise SettingError(f"{name} must be a whole number of connections, 0 to 1024, not {value!r}")
-    elif kind == "log_ms":
-        if value != "-1" and not (value.isascii() and value.isdigit() and int(value) <= 60_000):
-            raise SettingError(f"{name} must be -1 (off) or a whole number of milliseconds, 0 to 60000, "
-                               f"not {value!r}")
-    elif kind == "statement_ms":
-        if not (value.isascii() and value.isdigit()) or int(value) > 600_000:
-            raise SettingError(f"{name} must be a whole number of milliseconds, 0 (no limit) to 600000, "
-                               f"not {value!r}")
-    elif kind == "db_connections":
-        if not (value.isascii() and value.isdigit()) or not 4 <= int(value) <= 10_000:
-            raise SettingError(f"{name} must be a whole number of connections, 4 to 10000 (PostgreSQL keeps 3 "
-                               f"of them for a superuser), not {value!r}")
-    elif kind == "tw_reuse":
-        if value not in ("0", "1", "2"):
-            raise SettingError(f"{name} must be 0, 1 or 2 (net.ipv4.tcp_tw_reuse), not {value!r}")
-    elif kind == "host_names":
-        if not _HOST_NAMES.match(value):
-            raise SettingError(f"{name} must be host names separated by spaces, not {value!r}")
-    return value
+# Re-exported: the launcher, the labs and scripts/swarm check values through this module.
+from wsgilab.setting_values import PROTOCOLS, SERVERS, SettingError, check_value, protocol_of  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -91,17 +32,21 @@ class Setting:
     #: The default as compose and the launcher apply it; "" where it is worked out at start (``default_text``).
     default: str
     #: How a value is checked: count, seconds, millis, log_ms, statement_ms, db_connections, pool, server,
-    #: wsgi_app, middleware, port, gid, host_names, tw_reuse, one of _CHOICES' kinds, or text (anything).
+    #: wsgi_app, middleware, port, gid, host_names, tw_reuse, a choice of words (setting_values), or text.
     kind: str
     #: What it does to a request, for the docs.
     does: str
     #: Which containers read it: "app" (the app servers), "nginx", "compose" (compose itself), or "swarm"
     #: (scripts/swarm, through scripts/swarm.yml).
     read_by: str
-    #: Its twins: the gunicorn settings, uWSGI options and nginx directives it becomes, ", "-separated.
+    #: Its twins: the gunicorn settings, uWSGI options, Granian and Waitress arguments (granian.conf.py,
+    #: waitress.conf.py) and nginx directives it becomes, ", "-separated; "none: ..." says what a server does
+    #: where it has no twin.
     gunicorn: str = ""
     uwsgi: str = ""
     nginx: str = ""
+    granian: str = ""
+    waitress: str = ""
     #: The default in words, where it is worked out at start.
     default_text: str = ""
     #: Whether a lab may change it while it runs (``hoptrace lab``).
@@ -113,7 +58,6 @@ class Setting:
         return check_value(self.kind, self.name, value) if value else ""
 
 
-SERVERS = ("gunicorn", "uwsgi")
 APPS = ("django", "flask", "raw")
 
 #: Each app's own WSGI callable, module:name, as its server imports it by default.
@@ -126,14 +70,22 @@ def _per_app() -> list[Setting]:
         upper = app.upper()
         found.append(Setting(
             f"{upper}_SERVER", "gunicorn", "server", f"the WSGI server the {app} app runs under, and so how nginx "
-            "speaks to it: HTTP (proxy_pass) to gunicorn, the uwsgi protocol (uwsgi_pass) to uWSGI", "app",
+            "speaks to it: HTTP (proxy_pass) to gunicorn, Granian and Waitress, the uwsgi protocol (uwsgi_pass) to "
+            "uWSGI", "app",
             nginx="proxy_pass, uwsgi_pass"))
+    for app in APPS:
+        found.append(Setting(
+            f"{app.upper()}_PROTOCOL", "", "protocol", f"how nginx and the {app} app's server speak: `http` "
+            "(proxy_pass) or `uwsgi` (uwsgi_pass), so the protocol can change with the server held still: "
+            "gunicorn speaks both; uWSGI speaks uwsgi here, Granian and Waitress HTTP only, and refuse the other",
+            "app", gunicorn="protocol", nginx="proxy_pass, uwsgi_pass", default_text="the server's own",
+            lab_may_change=True))
     for app in APPS:
         found.append(Setting(
             f"{app.upper()}_WSGI_APP", APP_CALLABLES[app], "wsgi_app",
             f"the callable the {app} app's server imports, module:name (`hoptrace lab import-failure` points "
             "one at code that cannot be imported); traced_app wraps it", "app", gunicorn="wsgi_app",
-            uwsgi="mount", lab_may_change=True))
+            uwsgi="mount", granian="target", waitress="none: the app waitress_main imports", lab_may_change=True))
     for app in APPS:
         found.append(Setting(
             f"{app.upper()}_WSGI_MIDDLEWARE", "", "middleware",
@@ -157,20 +109,25 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "the Host names the stack serves; nginx answers any other with 421 before an app sees it "
             "(Django's ALLOWED_HOSTS gets the same names)", "nginx", nginx="server_name"),
     Setting("WSGI_WORKERS", "", "count", "worker processes per app server: how many requests run at once "
-            "(times threads)", "app", gunicorn="workers", uwsgi="processes", default_text="2 x CPUs + 1",
+            "(times threads)", "app", gunicorn="workers", uwsgi="processes", granian="workers",
+            waitress="none: one process, with WSGI_WORKERS x WSGI_THREADS threads", default_text="2 x CPUs + 1",
             lab_may_change=True),
     Setting("WSGI_THREADS", "1", "count", "threads per worker; above 1 a worker serves that many requests at "
-            "once", "app", gunicorn="threads", uwsgi="threads", lab_may_change=True),
+            "once", "app", gunicorn="threads", uwsgi="threads", granian="blocking_threads",
+            waitress="threads (times WSGI_WORKERS)", lab_may_change=True),
     Setting("WSGI_TIMEOUT", "30", "seconds", "how long a request may run before its worker is ended and "
-            "replaced", "app", gunicorn="timeout", uwsgi="harakiri, socket-timeout", lab_may_change=True),
+            "replaced", "app", gunicorn="timeout", uwsgi="harakiri, socket-timeout",
+            granian="none: a request runs as long as it runs", waitress="none: a request runs as long as it runs",
+            lab_may_change=True),
     Setting("WSGI_BACKLOG", "128", "count", "connections the kernel queues for an app server while every "
-            "worker is busy; past it, connection attempts are dropped", "app", gunicorn="backlog",
-            uwsgi="listen", lab_may_change=True),
+            "worker is busy; past it, connection attempts are dropped (Granian takes no fewer than 128)", "app",
+            gunicorn="backlog", uwsgi="listen", granian="backlog", waitress="backlog", lab_may_change=True),
     Setting("WSGI_PRELOAD_APP", "", "on_off", "on: the server imports the app once, in its master, and forks the "
             "workers from it (they share its memory pages until they write to them; a worker starts at once); "
             "off: each worker imports it. With it on, a database connection the app opened as it was imported is "
             "shared by every worker, unless a post_fork hook drops it (`hoptrace lab connection-before-fork`)",
             "app", gunicorn="preload_app", uwsgi="lazy-apps (its opposite)",
+            granian="none: each worker imports the app", waitress="none: one process imports it",
             default_text="each server's own: off on gunicorn, on on uWSGI", lab_may_change=True),
     Setting("WSGILAB_HEALTHCHECK_INTERVAL", "2", "seconds", "how often Docker runs each app's healthcheck, a "
             "request straight to its server that takes a place in the same listen queue as nginx's; nginx waits "
@@ -198,13 +155,14 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "reads wsgi.input to its end (wsgi.input_terminated) gets it; to uWSGI nginx buffers a chunked body "
             "either way (the uwsgi protocol has no chunks)", "nginx",
             nginx="proxy_request_buffering, uwsgi_request_buffering", lab_may_change=True),
-    Setting("NGINX_UPSTREAM_KEEPALIVE", "0", "pool", "idle connections nginx keeps open to each app on gunicorn "
-            "for its next requests; 0 opens one per request and looks the app's address up each time, so a "
-            "recreated container is found and a stopped one is a 502 at once. Above 0, nginx 1.27.3 and later "
+    Setting("NGINX_UPSTREAM_KEEPALIVE", "0", "pool", "idle connections nginx keeps open to each app on an HTTP "
+            "server (gunicorn, Granian, Waitress) for its next requests; 0 opens one per request and looks the app's "
+            "address up each time, so a recreated container is found and a stopped one is a 502 at once. Above 0, nginx 1.27.3 and later "
             "(the image's) look the name up again every second: recreated and added containers are found, and a "
             "stopped app is a 502 from the next look-up on (a request in the second before it waits "
-            "NGINX_CONNECT_TIMEOUT and ends 504); an older nginx looks it up once, at start. Pays only with "
-            "gunicorn's gthread worker (WSGI_THREADS above 1: a sync worker closes every connection); nginx keeps no "
+            "NGINX_CONNECT_TIMEOUT and ends 504); an older nginx looks it up once, at start. On gunicorn it "
+            "pays only with the gthread worker (WSGI_THREADS above 1: a sync worker closes every connection); nginx "
+            "keeps no "
             "connection to uWSGI (its uwsgi module has no keep-alive)", "nginx",
             nginx="upstream { keepalive }, server resolve", lab_may_change=True),
     Setting("NGINX_TCP_TW_REUSE", "1", "tw_reuse", "whether nginx may reuse, for a new connection to an app "
@@ -224,9 +182,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "published on, on 127.0.0.1 only", "compose"),
     Setting("WSGILAB_VIEWER_PORT", "8081", "port", "with `--profile viewer` only: the host port `hoptrace web` "
             "is published on, on 127.0.0.1 only", "compose"),
-    Setting("DOCKER_GID", "0", "gid", "with `--profile otel` or `viewer` only: the group that owns the Docker socket on the "
-            "host (`stat -c %g /var/run/docker.sock`), which the exporter joins to read the stack's logs through "
-            "Docker's API; 0 fits where the socket belongs to root's group", "compose"),
+    Setting("DOCKER_GID", "0", "gid", "with `--profile otel` or `viewer` only: the group that owns the "
+            "Docker socket on the host (`stat -c %g /var/run/docker.sock`), which the exporter joins to read the "
+            "stack's logs through Docker's API; 0 fits where the socket belongs to root's group", "compose"),
     Setting("WSGILAB_SWARM_PUBLISH", "loopback", "publish", "with scripts/swarm only: where nginx's port is "
             "published on each node: `loopback` (127.0.0.1 only, through a docker_gwbridge network that "
             "scripts/swarm creates before it starts a swarm) or `all` (every address of the node, for a load "
@@ -241,7 +199,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("WSGILAB_DB_LOG_MIN_MS", "0", "log_ms", "PostgreSQL logs each statement that runs at least this "
             "long, with its time and its parse, bind and execute steps (0: every statement, -1: none); a "
             "traced request's statements begin with their traceparent, so `hoptrace show` joins each line to its "
-            "query (docs/database.md). Never a parameter's value", "compose"),
+            "query (docs/database.md). Never a parameter's value. With -1 the apps send no such comment: nothing "
+            "would join it, and it costs each statement psycopg's caches", "app"),
     Setting("WSGILAB_DB_STATEMENT_TIMEOUT_MS", "20000", "statement_ms", "PostgreSQL cancels an app's statement "
             "that runs longer than this (`statement_timeout`; 0: never), and the app answers 503 with its worker "
             "kept. Below WSGI_TIMEOUT, so a slow query ends here, not in a killed worker whose query goes on "
@@ -270,6 +229,15 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
 LAB_SETTINGS = {name: s for name, s in SETTINGS.items() if s.lab_may_change}
 
 
+def _twin_words(twin: str) -> str:
+    """A twin as the table shows it: each name in backticks; "none: ..." (no twin, what is done instead) as words."""
+    if not twin:
+        return "-"
+    if twin.startswith("none"):
+        return twin
+    return ", ".join(f"`{name}`" for name in twin.split(", "))
+
+
 def markdown() -> str:
     """docs/settings.md: the table, generated from ``SETTINGS``."""
     lines = [
@@ -282,13 +250,12 @@ def markdown() -> str:
         "the shell wins. An empty value means the default. A value a setting does not take stops the",
         "container that reads it, with a message that names the setting.",
         "",
-        "| setting | default | what it does to a request | gunicorn | uWSGI | nginx |",
-        "|---|---|---|---|---|---|",
+        "| setting | default | what it does to a request | gunicorn | uWSGI | Granian | Waitress | nginx |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in SETTINGS.values():
         default = f"`{s.default}`" if s.default else s.default_text or "(none)"
-        twins = [", ".join(f"`{name}`" for name in twin.split(", ")) if twin else "-"
-                 for twin in (s.gunicorn, s.uwsgi, s.nginx)]
+        twins = [_twin_words(twin) for twin in (s.gunicorn, s.uwsgi, s.granian, s.waitress, s.nginx)]
         lines.append(f"| `{s.name}` | {default} | {s.does} | {' | '.join(twins)} |")
     lines += ["", "A lab may change these while it runs, and puts them back after: "
               + ", ".join(f"`{name}`" for name in LAB_SETTINGS) + "."]

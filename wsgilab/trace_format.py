@@ -81,6 +81,13 @@ RECORDS = {
         "uwsgi", "log", "uWSGI's log master, with the log-encoder in uwsgi.ini (and wsgilab.container.log_lines "
         "for the lines before it starts): banner, workers, errors, what the app prints; pid is the master's",
         ("hop", "event", "service", "server", "pid", "ts_us", "message")),
+    "granian": RecordKind(
+        "granian", "request", "wsgilab.container.granian_trace, from Granian's access log; ts_us is when a blocking "
+        "thread took the request up (the wait for a thread is in no Granian figure)",
+        COMMON + ("duration_us", "method", "path", "status"), optional=("replica",)),
+    "granian-log": RecordKind(
+        "granian", "log", "wsgilab.container.granian_trace.JsonFormatter: start-up, workers, errors",
+        ("hop", "event", "service", "server", "pid", "ts_us", "level", "message"), optional=("traceback",)),
     "app-log": RecordKind(
         "app", "log", "wsgilab.container.log_lines.AppLogFormatter: what the app and its libraries log through "
         "Python's logging (a 500's report and traceback), with the id of the request it was logged in",
@@ -101,7 +108,7 @@ class Event:
     """One moment in a request's life: the hop it belongs to, what it means, and its own fields."""
 
     name: str
-    #: The hop it is shown under; "server" means gunicorn or uwsgi, whichever served it.
+    #: The hop it is shown under; "server" means the server's own hop (SERVER_HOPS), whichever served it.
     hop: str
     meaning: str
     fields: tuple[str, ...] = ()
@@ -114,7 +121,8 @@ EVENTS = (
           ("client", "connection", "connection_requests", "method", "uri")),
     Event("queued", "queue", "nginx handed the request on (X-Request-Start); waited queue_us for a worker",
           ("queue_us",)),
-    Event("worker_picked_up", "server", "a worker took the request up (gunicorn's pre_request; uWSGI's start)",
+    Event("worker_picked_up", "server", "a worker took the request up (gunicorn's pre_request; uWSGI's start; "
+          "Granian's: a blocking thread took it up)",
           ("worker_class", "worker_requests", "worker", "core", "vars", "packet_bytes")),
     Event("app_called", "wsgi", "the server called app(environ, start_response)",
           ("method", "script_name", "path_info", "environ_keys")),
@@ -177,7 +185,7 @@ EVENTS = (
     Event("app_raised", "wsgi", "the app raised instead of returning an iterable", ("error",)),
     Event("close", "wsgi", "the server called the iterable's close()", ("input_bytes",)),
     Event("post_request", "gunicorn", "gunicorn's post_request hook: done with the request"),
-    Event("request_done", "uwsgi", "uWSGI is done with the request (start + duration_us)",
+    Event("request_done", "server", "uWSGI or Granian is done with the request (start + duration_us)",
           ("duration_us", "status", "bytes")),
 )
 
@@ -187,10 +195,10 @@ EVENTS_BY_NAME = {event.name: event for event in EVENTS}
 CAUSAL_RANK = {event.name: rank for rank, event in enumerate(EVENTS)}
 
 #: The hops a waterfall shows, in the order a request meets them.
-HOPS = ("nginx", "queue", "gunicorn", "uwsgi", "wsgi", "django", "flask", "view", "db")
+HOPS = ("nginx", "queue", "gunicorn", "uwsgi", "granian", "wsgi", "django", "flask", "view", "db")
 
 #: The servers' hops; an event whose hop is "server" belongs to one of them.
-SERVER_HOPS = ("gunicorn", "uwsgi")
+SERVER_HOPS = ("gunicorn", "uwsgi", "granian")
 
 #: The fields the normalizer puts on every event, from the record it came from.
 EVENT_BASE = ("hop", "event", "ts_us", "service", "server", "pid")

@@ -70,7 +70,7 @@ TEMPLATES = []
 # names (wsgilab.container.database), never from a variable. By default
 # CONN_MAX_AGE 0 (Django's default): a connection per request that queries,
 # closed at its end (DJANGO_DB_CONNECTIONS changes it).
-# Without one (the native tier) the database endpoints answer 503, and Django
+# Without one (a server started without WSGILAB_DB_HOST) the database endpoints answer 503, and Django
 # gets an SQLite file it never opens, so that it starts as it always has.
 #: How Django holds its connections (DJANGO_DB_CONNECTIONS): a new one per request that queries, closed at its
 #: end; one per worker thread, kept for 10 minutes and checked before each request reuses it; or from its pool

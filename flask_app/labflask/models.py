@@ -62,7 +62,7 @@ _engine_lock = threading.Lock()
 
 
 class NoDatabase(Exception):
-    """No database is configured for this app (the native tier): a 503."""
+    """No database is configured for this app (a server started without WSGILAB_DB_HOST): a 503."""
 
 
 def _new_engine() -> Engine:

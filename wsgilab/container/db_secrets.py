@@ -24,6 +24,11 @@ import os
 import secrets
 import sys
 
+#: Why a WSGILAB_DB_PASSWORD is refused, and what to do ({start_afresh}: the command that deletes the data).
+PASSWORD_DIFFERS = ("WSGILAB_DB_PASSWORD differs from the password the database was created with; PostgreSQL keeps "
+                    "its first one. Empty WSGILAB_DB_PASSWORD to keep it, or start afresh (`{start_afresh}` deletes "
+                    "the data)")
+
 ADMIN_FILE = "/run/wsgilab-db-admin/password"
 APP_FILE = "/run/wsgilab-db/password"
 
@@ -47,9 +52,8 @@ def main(env: dict[str, str] | None = None, admin_file: str = ADMIN_FILE, app_fi
     if os.path.exists(app_file) and chosen:
         with open(app_file, encoding="utf-8") as file:
             if file.read().strip() != chosen:
-                print("db-secrets: WSGILAB_DB_PASSWORD differs from the password the database was created with; "
-                      "PostgreSQL keeps its first one. Empty WSGILAB_DB_PASSWORD to keep it, or start afresh "
-                      "(`docker compose down --volumes` deletes the data)", file=sys.stderr)
+                print("db-secrets: " + PASSWORD_DIFFERS.format(start_afresh="docker compose down --volumes"),
+                      file=sys.stderr)
                 return 1
     # The superuser's: only root, in the db container, reads it.
     write_once(admin_file, secrets.token_urlsafe(32), 0o600)

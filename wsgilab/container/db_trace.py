@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from time import perf_counter_ns, time_ns
@@ -91,11 +92,17 @@ def operation(statement: str) -> str:
     return match.group(1).upper() if match else ""
 
 
+#: Whether statements carry their traceparent comment: not where PostgreSQL logs none (WSGILAB_DB_LOG_MIN_MS=-1),
+#: since nothing would join it, and a statement whose text is new each time misses psycopg's placeholder cache
+#: and is never prepared (docs/performance-tracing.md).
+COMMENTS = os.environ.get("WSGILAB_DB_LOG_MIN_MS", "").strip() != "-1"
+
+
 def commented(statement: str, trace: RequestTrace | None = None) -> str:
     """``statement`` with the traceparent comment of the query it will be in the current request; as it is
-    when no request is traced (a migration at start)."""
+    when no request is traced (a migration at start), or no comment is wanted (``COMMENTS``)."""
     trace = trace or current_trace()
-    if trace is None:
+    if trace is None or not COMMENTS:
         return statement
     span_id = query_span_id(trace.span_id, trace.db_queries + 1)
     return f"/*traceparent='{format_traceparent(trace.trace_id, span_id)}'*/ {statement}"

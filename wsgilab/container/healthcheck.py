@@ -1,8 +1,8 @@
 """Docker healthcheck for an app container: is the app answering through its server?
 
 ``python -m wsgilab.container.healthcheck`` asks the server this container runs for the
-app's home page (``SCRIPT_NAME/``), in the server's own protocol: HTTP for
-gunicorn, the uwsgi protocol for uWSGI. It exits 0 on a 200 and 1 otherwise,
+app's home page (``SCRIPT_NAME/``), in the protocol it speaks to nginx
+(WSGI_PROTOCOL): HTTP, or the uwsgi protocol (uWSGI; gunicorn if set so). It exits 0 on a 200 and 1 otherwise,
 printing why, which ``docker inspect`` shows under State.Health.
 
 It checks the whole app path (server, worker, framework, view), not just an
@@ -37,7 +37,7 @@ def check(env: dict[str, str], timeout: float = 5.0) -> int:
     _, _, port = env["WSGI_BIND"].rpartition(":")
     address = ("127.0.0.1", int(port))
     path = env["SCRIPT_NAME"] + "/"
-    if env["WSGI_SERVER"] == "uwsgi":
+    if env["WSGI_PROTOCOL"] == "uwsgi":
         raw = uwsgi_protocol.request(address, "GET", path, timeout=timeout)
         return _status_of_raw_response(raw)
     with socket.create_connection(address, timeout=timeout) as sock:

@@ -10,6 +10,7 @@ one that shows what a framework saves you.)
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -41,19 +42,24 @@ CGI_KEYS = frozenset({
 WSGI_KEYS = frozenset({"wsgi.version", "wsgi.url_scheme", "wsgi.input", "wsgi.errors", "wsgi.multithread",
                        "wsgi.multiprocess", "wsgi.run_once", "wsgi.file_wrapper"})
 #: Who puts a key in the environ, in the order /environ shows them.
-ENVIRON_GROUPS = ("cgi", "http", "wsgi", "server", "app")
+ENVIRON_GROUPS = ("cgi", "http", "wsgi", "server", "app", "process")
+#: What /environ shows for a value the server copied from its process's environment (Granian does).
+HIDDEN = "<hidden: from the process environment>"
 _SERVER_PREFIXES = ("wsgi.", "gunicorn.", "uwsgi.")
 _FRAMEWORK_KEYS = ("CSRF_COOKIE", "CSRF_COOKIE_NEEDS_UPDATE")  # Django's CSRF middleware writes to request.META
 
 
 def environ_group(key: str) -> str:
-    """Whose key this is: ``cgi``, ``http`` (a request header), ``wsgi`` (PEP 3333's), ``server`` or ``app``.
+    """Whose key this is: ``cgi``, ``http`` (a request header), ``wsgi`` (PEP 3333's), ``server``, ``app``
+    or ``process``.
 
     ``server``: what the server added of its own (gunicorn's ``RAW_URI``,
     uWSGI's ``uwsgi.version``; over the uwsgi protocol, what nginx's
     uwsgi_params sent, such as ``REQUEST_URI``). ``app``: what a middleware or
     the framework added on the way to the view (``wsgilab.trace``,
-    ``werkzeug.request``).
+    ``werkzeug.request``). ``process``: a variable of the server process's
+    environment, copied in whole (Granian starts every environ as a copy of
+    ``os.environ``: DJANGO_SECRET_KEY included).
     """
     if key in CGI_KEYS:
         return "cgi"
@@ -63,7 +69,7 @@ def environ_group(key: str) -> str:
         return "wsgi"
     if key in _FRAMEWORK_KEYS or ("." in key and not key.startswith(_SERVER_PREFIXES)):
         return "app"
-    return "server"
+    return "process" if key in os.environ else "server"
 
 
 def describe_environ(environ: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -74,7 +80,8 @@ def describe_environ(environ: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     those (``wsgi.version``) are shown as they are; a class is shown as
     ``"<class module.Name>"``, and every other value (``wsgi.input``,
     ``wsgi.errors``, a server's socket object) by its type, as
-    ``"<module.Type>"``.
+    ``"<module.Type>"``. A ``process`` key's value is never shown (``HIDDEN``):
+    it may be a secret.
     """
     shown: dict[str, dict[str, Any]] = {group: {} for group in ENVIRON_GROUPS}
     for key in sorted(environ):
@@ -87,7 +94,8 @@ def describe_environ(environ: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             value = f"<class {_dotted_name(value)}>"
         else:
             value = f"<{_dotted_name(type(value))}>"
-        shown[environ_group(key)][key] = value
+        group = environ_group(key)
+        shown[group][key] = HIDDEN if group == "process" else value
     return shown
 
 
@@ -104,12 +112,13 @@ def _dotted_name(kind: type) -> str:
 
 
 def wsgi_server(environ: Mapping[str, Any]) -> str:
-    """Name the WSGI server that built this environ, from the keys only it sets."""
+    """Name the WSGI server that built this environ, from the keys only it sets (SERVER_SOFTWARE for the others)."""
     if "uwsgi.version" in environ:
         return "uwsgi"
     if "gunicorn.socket" in environ:
         return "gunicorn"
-    return "unknown"
+    software = str(environ.get("SERVER_SOFTWARE", "")).lower()
+    return next((name for name in ("granian", "waitress") if software.startswith(name)), "unknown")
 
 
 def _bounded(name: str, raw: str | None, limit: int, unit: str = "") -> int:

@@ -1,25 +1,29 @@
 """Start one lab app under the WSGI server its service is set to use.
 
 Every app container runs ``python -m wsgilab.container.launch``, and so does the native
-test tier. It reads ``WSGI_SERVER`` (``gunicorn`` or ``uwsgi``), fills in the
-settings that ``gunicorn.conf.py`` and ``uwsgi.ini`` both read from the
-environment, and then *replaces itself* with the server (``exec``), so the
-server gets the signals Docker sends and nothing sits between them.
+test tier. It reads ``WSGI_SERVER`` (``gunicorn``, ``uwsgi``, ``granian`` or
+``waitress``), fills in the settings that the servers' config files
+(``gunicorn.conf.py``, ``uwsgi.ini``, ``granian.conf.py``,
+``waitress.conf.py``) all read from the environment, and then *replaces
+itself* with the server (``exec``), so the server gets the signals Docker
+sends and nothing sits between them.
 
 The defaults and the checks are the settings table's (``wsgilab.settings``),
-so both servers get the same ones, a comparison between them is fair, and a
+so every server gets the same ones, a comparison between them is fair, and a
 default changes in one place.
 
 Environment (all optional but ``WSGI_APP`` and ``SCRIPT_NAME``):
 
-``WSGI_SERVER``   ``gunicorn`` (default) or ``uwsgi`` (compose sets it from ``<APP>_SERVER``)
+``WSGI_SERVER``   ``gunicorn`` (default), ``uwsgi``, ``granian`` or ``waitress`` (compose sets it
+                  from ``<APP>_SERVER``)
 ``WSGI_APP``      the WSGI callable, ``module:name`` (compose sets it from ``<APP>_WSGI_APP``)
 ``SCRIPT_NAME``   the URL prefix nginx routes to this app (e.g. ``/django``)
-``WSGI_BIND``     ``host:port``; default ``0.0.0.0:8000`` (gunicorn, HTTP) or
-                  ``0.0.0.0:3031`` (uWSGI, uwsgi protocol)
+``WSGI_PROTOCOL`` ``http`` or ``uwsgi``; default the server's own (compose sets it from ``<APP>_PROTOCOL``)
+``WSGI_BIND``     ``host:port``; default ``0.0.0.0:8000`` for HTTP (gunicorn, Granian and Waitress)
+                  or ``0.0.0.0:3031`` for the uwsgi protocol (uWSGI)
 ``WSGI_WORKERS``, ``WSGI_THREADS``, ``WSGI_TIMEOUT``, ``WSGI_BACKLOG``
                   as the settings table says (docs/settings.md)
-``WSGI_CONFIG_DIR`` where gunicorn.conf.py and uwsgi.ini are; default /etc/wsgi-lab
+``WSGI_CONFIG_DIR`` where the servers' config files are; default /etc/wsgi-lab
 """
 
 from __future__ import annotations
@@ -30,13 +34,22 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 
-from wsgilab.settings import SETTINGS, SettingError, check_value
+from wsgilab.settings import PROTOCOLS, SETTINGS, SettingError, check_value, protocol_of
 
-#: The port each server listens on unless WSGI_BIND says otherwise. 3031 is
-#: uWSGI's customary uwsgi-protocol port; nginx/render-config uses the same two.
-DEFAULT_PORTS = {"gunicorn": 8000, "uwsgi": 3031}
+#: The port a server listens on unless WSGI_BIND says otherwise, by the protocol it speaks: 8000 for HTTP, and
+#: 3031, uWSGI's customary uwsgi-protocol port; nginx/render-config uses the same two.
+PROTOCOL_PORTS = {"http": 8000, "uwsgi": 3031}
+#: The same for each server speaking its own protocol (what the labs reach around nginx).
+DEFAULT_PORTS = {server: PROTOCOL_PORTS[spoken[0]] for server, spoken in PROTOCOLS.items()}
+
+#: Granian refuses a smaller backlog (its CLI: --backlog x>=128).
+GRANIAN_LEAST_BACKLOG = 128
+
+#: The servers run by a module of ours that reads a config file of the same name (they have none of their own).
+_MODULE_RUN = {"granian": "wsgilab.container.granian_main", "waitress": "wsgilab.container.waitress_main"}
 
 _SCRIPT_NAME = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
 
@@ -81,6 +94,7 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
     # checked as the settings table checks those.
     try:
         server = check_value("server", "WSGI_SERVER", env.get("WSGI_SERVER", "") or "gunicorn")
+        protocol = protocol_of(server, env.get("WSGI_PROTOCOL", ""))
         app = check_value("wsgi_app", "WSGI_APP", env.get("WSGI_APP", ""))
     except SettingError as error:
         raise LaunchError(str(error)) from None
@@ -95,6 +109,7 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
     completed = dict(env)
     completed.update(
         WSGI_SERVER=server,
+        WSGI_PROTOCOL=protocol,
         WSGI_APP=app,
         SCRIPT_NAME=script_name,
         # The service's name in the hops' log lines: "/django" -> "django".
@@ -103,7 +118,7 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
         # name (compose: its short id, as `docker ps` shows it; swarm: what the
         # stack's `hostname:` template makes it), unless WSGILAB_REPLICA names it.
         WSGILAB_REPLICA=replica_name(env),
-        WSGI_BIND=env.get("WSGI_BIND", "") or f"0.0.0.0:{DEFAULT_PORTS[server]}",
+        WSGI_BIND=env.get("WSGI_BIND", "") or f"0.0.0.0:{PROTOCOL_PORTS[protocol]}",
         WSGI_WORKERS=_setting(env, "WSGI_WORKERS", str(2 * usable_cpus() + 1)),
         WSGI_THREADS=_setting(env, "WSGI_THREADS"),
         WSGI_TIMEOUT=_setting(env, "WSGI_TIMEOUT"),
@@ -123,15 +138,32 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
         # uWSGI `pythonpath`): the launcher is started from there.
         WSGI_APP_DIR=env.get("WSGI_APP_DIR", "") or os.getcwd(),
     )
+    if server == "granian" and int(completed["WSGI_BACKLOG"]) < GRANIAN_LEAST_BACKLOG:
+        raise LaunchError(f"WSGI_BACKLOG must be at least {GRANIAN_LEAST_BACKLOG} on Granian (it refuses less), "
+                          f"not {completed['WSGI_BACKLOG']}")
     return completed
+
+
+def concurrency(env: Mapping[str, str]) -> str:
+    """How the server runs requests at once, in words: Waitress has one process, its threads the others' product."""
+    if env["WSGI_SERVER"] == "waitress":
+        return f"1 process x {int(env['WSGI_WORKERS']) * int(env['WSGI_THREADS'])} threads"
+    return f"{env['WSGI_WORKERS']} workers x {env['WSGI_THREADS']} threads"
 
 
 def server_command(env: Mapping[str, str]) -> list[str]:
     """Return the argv that starts the chosen server with the lab's config file."""
     config_dir = env["WSGI_CONFIG_DIR"]
-    if env["WSGI_SERVER"] == "gunicorn":
+    server = env["WSGI_SERVER"]
+    if server == "gunicorn":
         config = os.path.join(config_dir, "gunicorn.conf.py")
         argv = [sys.executable, "-m", "gunicorn", "--config", config]
+    elif server in _MODULE_RUN:
+        config = os.path.join(config_dir, f"{server}.conf.py")
+        if importlib.util.find_spec(server) is None:
+            raise LaunchError(f"WSGI_SERVER={server} but {server} is not installed for this Python "
+                              f"(pip install {server}; requirements/servers.txt pins it)")
+        argv = [sys.executable, "-m", _MODULE_RUN[server], "--config", config]
     else:
         config = os.path.join(config_dir, "uwsgi.ini")
         if importlib.util.find_spec("pyuwsgi") is None:
@@ -179,8 +211,32 @@ def prepare_uwsgi_logging(env: dict[str, str]) -> None:
 
 #: The module in an app's folder that creates its tables and seed data (``python -m db_setup``).
 DB_SETUP = "db_setup"
-#: How long the app's database setup may take before the launcher gives up on it.
+#: How long the app's database setup may take before the launcher gives up on it; and how long it first waits for
+#: the database to take connections (on Swarm, which has no depends_on, the apps may start before it).
 DB_SETUP_TIMEOUT_S = 120
+DB_WAIT_S = 120
+
+
+def wait_for_database(env: Mapping[str, str]) -> None:
+    """Wait until the database's host and port take a TCP connection; LaunchError after DB_WAIT_S.
+
+    PostgreSQL's first start (initdb, then db/initdb.d) runs a server on its
+    Unix socket only, so its port opens once it is ready for the apps.
+    """
+    address = (env["WSGILAB_DB_HOST"], int(env.get("WSGILAB_DB_PORT") or 5432))
+    deadline, said = time.monotonic() + DB_WAIT_S, False
+    while True:
+        try:
+            socket.create_connection(address, timeout=5).close()
+            return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise LaunchError(f"the database at {address[0]}:{address[1]} took no connection in {DB_WAIT_S} s: "
+                                  f"{error}") from None
+            if not said:
+                say(env, f"waiting for the database at {address[0]}:{address[1]} ({error})")
+                said = True
+            time.sleep(0.5)
 
 
 def set_up_database(env: Mapping[str, str]) -> None:
@@ -192,6 +248,7 @@ def set_up_database(env: Mapping[str, str]) -> None:
     script = os.path.join(env["WSGI_APP_DIR"], f"{DB_SETUP}.py")
     if not env.get("WSGILAB_DB_HOST") or not os.path.isfile(script):
         return
+    wait_for_database(env)
     try:
         done = subprocess.run([sys.executable, "-m", DB_SETUP], cwd=env["WSGI_APP_DIR"], env=dict(env),
                               capture_output=True, text=True, timeout=DB_SETUP_TIMEOUT_S)
@@ -210,8 +267,8 @@ def main() -> None:
     except LaunchError as error:
         say(os.environ, str(error), level="error")
         sys.exit(2)
-    say(env, f"{env['WSGI_APP']} at {env['SCRIPT_NAME']} on {env['WSGI_SERVER']}, {env['WSGI_BIND']}, "
-             f"{env['WSGI_WORKERS']} workers x {env['WSGI_THREADS']} threads")
+    say(env, f"{env['WSGI_APP']} at {env['SCRIPT_NAME']} on {env['WSGI_SERVER']}, {env['WSGI_PROTOCOL']} at "
+             f"{env['WSGI_BIND']}, {concurrency(env)}")
     try:
         set_up_database(env)
     except LaunchError as error:

@@ -131,6 +131,8 @@ class AppLogFormatter(logging.Formatter):
         trace = current_trace()
         if trace is not None:
             line["request_id"] = trace.request_id
+        elif getattr(record, "request_id", "-") != "-":  # a server's word on a request it has not run yet
+            line["request_id"] = record.request_id
         if record.exc_info:
             line["traceback"] = "".join(traceback.format_exception(*record.exc_info))
         return json.dumps(line, separators=(",", ":"))

@@ -5,9 +5,18 @@ The stack never runs this. ``bench/tracing_overhead.py`` starts each app with
 tracing at all, what a worker pays for OpenTelemetry's own instrumentation
 of the same request, as its documentation sets it up:
 
-- Django: ``DjangoInstrumentor`` (its middleware makes the server span);
-- Flask: ``FlaskInstrumentor`` (it wraps the app's WSGI call);
-- the raw app: ``OpenTelemetryMiddleware`` from opentelemetry-instrumentation-wsgi;
+- Django: ``DjangoInstrumentor`` (its middleware makes the server span),
+  and ``PsycopgInstrumentor`` for its queries (Django's PostgreSQL backend
+  connects with ``psycopg.connect``);
+- Flask: ``FlaskInstrumentor`` (it wraps the app's WSGI call), and
+  ``PsycopgInstrumentor`` under SQLAlchemy, whose psycopg dialect connects
+  with ``psycopg.connect``: opentelemetry-instrumentation-sqlalchemy 0.66b1
+  supports SQLAlchemy below 2.1 only (it refuses 2.1.9, and forced, it
+  fails to import: its asyncio part needs greenlet);
+- the raw app: ``OpenTelemetryMiddleware`` from opentelemetry-instrumentation-wsgi,
+  and ``PsycopgInstrumentor`` (its pool connects with ``Connection.connect``);
+- each query a CLIENT span, with no SQL comment (the instrumentors' default:
+  ``enable_commenter`` off);
 - a ``TracerProvider`` with a ``BatchSpanProcessor`` exporting OTLP/HTTP to
   ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (the bench runs a receiver that
   takes and drops the spans).
@@ -56,6 +65,10 @@ def instrument(service: str) -> None:
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
         FlaskInstrumentor().instrument()
+    if service in ("django", "flask", "raw"):
+        from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+        PsycopgInstrumentor().instrument()
     if _uwsgi is not None:
         _uwsgi.post_fork_hook = lambda: _set_up_provider(service)
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from wsgilab.hoptrace.repeats import repeated_statements
+from wsgilab.setting_values import PROTOCOLS
 
 from wsgilab.trace_format import SERVER_HOPS
 
@@ -62,6 +63,8 @@ def _response_sent(event: dict[str, Any]) -> str:
 def _worker_picked_up(event: dict[str, Any]) -> str:
     if event["hop"] == "uwsgi":
         phrase = "worker {worker} (pid {pid}, core {core}) read the uwsgi packet: {vars} vars in {packet_bytes} bytes"
+    elif event["hop"] == "granian":
+        phrase = "a blocking thread of worker pid {pid} took it up (Granian's access log; the wait for it is in none)"
     else:
         phrase = "{worker_class} worker pid {pid} picked it up (its request {worker_requests}); pre_request hook"
     return phrase.format_map(_Fields(event))
@@ -85,8 +88,9 @@ _WORDED = {
     "start_response": lambda e: f"start_response({e.get('status')!r}, {e.get('headers')} headers)",
     "close": lambda e: "close() called" + (f"; the app read {e['input_bytes']} body bytes"
                                            if e.get("input_bytes") else ""),
-    "request_done": lambda e: (f"request done: {e.get('status')}, {e.get('bytes')} bytes, "
-                               f"{e.get('duration_us', 0) / 1000:.1f} ms in the worker"),
+    "request_done": lambda e: (f"request done: {e.get('status')}, "
+                               + ("" if e.get("bytes") is None else f"{e['bytes']} bytes, ")
+                               + f"{e.get('duration_us', 0) / 1000:.1f} ms in the worker"),
     "nginx_error": lambda e: f"nginx error log [{e.get('level')}]: {e.get('message')}" + (
         f" (upstream {e['upstream']})" if e.get("upstream") else ""),
     "app_log": lambda e: f"{e.get('logger')} logged [{e.get('level')}]: "
@@ -155,8 +159,12 @@ def heading(request_id: str, events: list[dict[str, Any]]) -> str:
     served_by = serving_event(events)
     replica = served_by.get("replica")
     which = f", replica {replica}" if replica and replica != "-" else ""
+    # A server speaking another protocol than its own (gunicorn over uwsgi: <APP>_PROTOCOL) says so.
+    protocol = sent.get("upstream_protocol")
+    own = PROTOCOLS.get(served_by.get("server", ""), (protocol,))[0]
+    over = f" over {protocol}" if protocol and protocol != own else ""
     if served_by.get("hop") == "wsgi":
-        served = f"{served_by['service']} on {served_by['server']}{which}"
+        served = f"{served_by['service']} on {served_by['server']}{over}{which}"
     elif served_by:
         # The server took it up but never called the app: it answered itself
         # (gunicorn: a request it could not turn into an environ).
@@ -180,4 +188,19 @@ def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
         offset = (event["ts_us"] - start) / 1000
         lines.append(f"  +{offset:8.3f} ms  {event['hop']:<8} {describe(event)}")
     lines += [f"  {repeat.describe()}" for repeat in repeated_statements(events)]
+    lines += [f"  {note}" for note in missing_hops(events)]
     return "\n".join(lines)
+
+
+#: What a server that writes no line per request leaves out of a trace, in words.
+SILENT_SERVERS = {
+    "waitress": "Waitress writes no line of its own per request (it has no access log): no server hop here; "
+                "the queue is nginx's hand-over to the app's first event, which includes Waitress reading the "
+                "request and its task queue",
+}
+
+
+def missing_hops(events: list[dict[str, Any]]) -> list[str]:
+    """Why a trace has no server hop, where the server that served it never writes one."""
+    served_by = {e.get("server") for e in events if e["hop"] == "wsgi"}
+    return [SILENT_SERVERS[server] for server in sorted(served_by & set(SILENT_SERVERS))]

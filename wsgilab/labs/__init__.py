@@ -17,7 +17,13 @@ from __future__ import annotations
 
 import importlib
 
-from wsgilab.labs.kit import Report, Target
+from wsgilab.labs.kit import APPS, Report, Target, served_by
+
+#: The servers whose outcomes a lab states unless its module names more (``SERVERS``); on another server a lab
+#: says so instead of running.
+LAB_SERVERS = ("gunicorn", "uwsgi")
+#: How the docs and reports name each server.
+SERVER_NAMES = {"gunicorn": "gunicorn", "uwsgi": "uWSGI", "granian": "Granian", "waitress": "Waitress"}
 
 #: Lab name -> module, in the order the README lists them.
 LABS = {
@@ -50,5 +56,37 @@ def run(name: str, target: Target) -> Report:
         raise KeyError(f"no lab called {name!r}; there are: {', '.join(LABS)}")
     module = importlib.import_module(LABS[name])
     report = Report(name, module.TITLE, module.EXPLANATION.strip())
+    servers = servers_of(name)
+    others = _on_other_servers(target, servers)
+    if others:
+        report.check("which servers the apps run on", f"{named(servers)}: the servers this lab's outcomes are "
+                     "stated for (docs/servers.md)",
+                     ", ".join(f"{app} on {server}" for app, server in others.items()), False)
+        return report
     module.run(target, report)
     return report
+
+
+def servers_of(name: str) -> tuple[str, ...]:
+    """The servers the lab called ``name`` states outcomes for, and so runs on."""
+    return getattr(importlib.import_module(LABS[name]), "SERVERS", LAB_SERVERS)
+
+
+def named(servers: tuple[str, ...]) -> str:
+    """``servers`` as the docs name them: "gunicorn, uWSGI or Granian"."""
+    names = [SERVER_NAMES[server] for server in servers]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _on_other_servers(target: Target, servers: tuple[str, ...]) -> dict[str, str]:
+    """The apps that run on a server the labs have no outcomes for, and which; {} where none does, or where an app
+    does not say (a stack not up yet is the lab's own business)."""
+    found = {}
+    for app in APPS:
+        try:
+            server = served_by(target, app)
+        except OSError:
+            continue
+        if server not in servers and server != "?":
+            found[app] = server
+    return found

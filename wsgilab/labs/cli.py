@@ -24,7 +24,7 @@ from wsgilab.hoptrace.records import events_of, scan
 from wsgilab.hoptrace.compose_tool import compose_command, describe
 from wsgilab.hoptrace.sources import compose_container_ids, compose_logs, compose_project_name, project_log_lines
 from wsgilab.hoptrace.waterfall import render_waterfall
-from wsgilab.labs import LABS, run
+from wsgilab.labs import LABS, SERVER_NAMES, run, servers_of
 from wsgilab.labs.control import ComposeControl, ControlError
 from wsgilab.hoptrace.stack_logs import StackError, stack_lines
 from wsgilab.labs.kit import DEFAULT_TRACE_FLUSH_MS, Report, Target
@@ -73,7 +73,11 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.name == "list":
         for name, module in LABS.items():
-            print(f"{name:<24} {importlib.import_module(module).TITLE}")
+            servers = ", ".join(SERVER_NAMES[server] for server in servers_of(name))
+            print(f"{name:<24} {importlib.import_module(module).TITLE} [{servers}]")
+        # On stderr: stdout stays one lab per line, for scripts.
+        print("Each lab states its outcomes for the servers in brackets; with an app on another server it says so "
+              "and stops (docs/servers.md).", file=sys.stderr)
         return 0
     if args.explain:
         print("\n".join(explain(name) for name in (LABS if args.name == "all" else [args.name])), end="")

@@ -205,6 +205,7 @@ class ComposeControl(DatabaseControl):
                 if interval_ns:
                     found["WSGILAB_HEALTHCHECK_INTERVAL"] = str(interval_ns // 10**9)
                 found[f"{service.upper()}_SERVER"] = env.get("WSGI_SERVER", "")
+                found[f"{service.upper()}_PROTOCOL"] = env.get("WSGI_PROTOCOL", "")
                 found[f"{service.upper()}_WSGI_APP"] = env.get("WSGI_APP", "")
                 found.update({name: env.get(name, "") for name in _SAME_NAME_IN["app"]})
                 if service == "django":

@@ -1,12 +1,13 @@
 """What a lab may do to the stack's PostgreSQL: restart it, and read which sessions it is running.
 
-Compose only (the native tier has no database), so this is a part of
-``ComposeControl`` and not of the ``StackControl`` every stack implements:
-a lab that needs it looks for it (``getattr``) and says so where it is
-missing. The sessions come from ``pg_stat_activity``, read by ``psql`` in
-the db container as the ``postgres`` superuser over the container's Unix
-socket, which the official image and scripts/offline-images' stand-in both
-trust: no password on a command line.
+This is a part of ``ComposeControl``, not of the ``StackControl`` every
+stack implements (``hoptrace lab`` on a stack without a database cannot
+do it): a lab that needs it looks for it (``getattr``) and says so where it
+is missing. The tests' native stack has its own (tests/native_database.py).
+The sessions come from ``pg_stat_activity``, read by ``psql`` in the db
+container as the ``postgres`` superuser over the container's Unix socket,
+which the official image and scripts/offline-images' stand-in both trust:
+no password on a command line.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from wsgilab.hoptrace.docker_api import stamp_ns
 from wsgilab.hoptrace.postgres_log import TRACEPARENT
 
 #: The client sessions other than psql's own, as one JSON array.
-_SESSIONS_SQL = (
+SESSIONS_SQL = (
     "SELECT coalesce(json_agg(json_build_object('pid', pid, 'user', usename, 'app', application_name, 'state', state, "
     "'running_s', extract(epoch FROM clock_timestamp() - query_start), 'query', query)), '[]') "
     "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
@@ -47,6 +48,12 @@ class Session:
         return match["trace"] if match else ""
 
 
+def sessions_from(said: str) -> list[Session]:
+    """The sessions in what psql printed for SESSIONS_SQL."""
+    return [Session(pid=row["pid"], user=row["user"] or "", app=row["app"] or "", state=row["state"] or "",
+                    running_s=row["running_s"], query=row["query"] or "") for row in json.loads(said)]
+
+
 #: How a lab reads PostgreSQL's sessions: a stack control's ``database_sessions``.
 Sessions = Callable[[], list[Session]]
 
@@ -65,13 +72,12 @@ class DatabaseControl:
         """PostgreSQL's client sessions now (``pg_stat_activity``), psql's own left out."""
         db = self.container("db")  # type: ignore[attr-defined]
         done = subprocess.run(["docker", "exec", db, "psql", "--username", "postgres", "--no-psqlrc", "--tuples-only",
-                               "--no-align", "--command", _SESSIONS_SQL], capture_output=True, text=True, timeout=30)
+                               "--no-align", "--command", SESSIONS_SQL], capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
             from wsgilab.labs.control import ControlError
 
             raise ControlError(f"reading pg_stat_activity failed: {done.stderr.strip()[:500]}")
-        return [Session(pid=row["pid"], user=row["user"] or "", app=row["app"] or "", state=row["state"] or "",
-                        running_s=row["running_s"], query=row["query"] or "") for row in json.loads(done.stdout)]
+        return sessions_from(done.stdout)
 
     def database_healthchecks(self) -> list[tuple[float, float]]:
         """When the db container's last healthchecks ran, (start, end) in epoch seconds: Docker keeps the last 5.

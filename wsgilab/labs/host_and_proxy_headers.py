@@ -28,7 +28,12 @@ The hop that acts is nginx.
   connect: the host has no route there and no other app is on it, which the
   lab checks by trying both ways around nginx). uWSGI
   takes no headers on trust: nginx hands it REMOTE_ADDR and the scheme as
-  uwsgi variables. Django uses X-Forwarded-Host only with USE_X_FORWARDED_HOST
+  uwsgi variables. Granian and Waitress believe X-Forwarded-For and -Proto
+  from the same addresses only (Granian's proxy-headers wrapper,
+  granian_app.py; Waitress's `trusted_proxy`), and set REMOTE_ADDR to the
+  client's address from them; Waitress also removes every X-Forwarded-*
+  header it was not told to trust, so its apps see no X-Forwarded-Host at
+  all. Django uses X-Forwarded-Host only with USE_X_FORWARDED_HOST
   and X-Forwarded-Proto only with SECURE_PROXY_SSL_HEADER, both off; the Flask
   app has no ProxyFix.
 """
@@ -42,6 +47,8 @@ OUTCOMES = (
         hop="nginx",
         gunicorn="`server_name` from `WSGILAB_SERVER_NAMES`",
         uwsgi="the same",
+        granian="the same",
+        waitress="the same",
     ),
     Outcome(
         failure="spoofed `X-Forwarded-For/-Proto/-Host`",
@@ -50,9 +57,21 @@ OUTCOMES = (
         hop="nginx",
         gunicorn="`proxy_set_header`; gunicorn `forwarded_allow_ips`",
         uwsgi="`uwsgi_param` (uWSGI trusts no header)",
+        granian="`proxy_set_header`; the proxy-headers wrapper, from `FORWARDED_ALLOW_IPS`",
+        waitress="`proxy_set_header`; `trusted_proxy`, and `clear_untrusted_proxy_headers` drops -Host",
     ),
 )
 
+
+SERVERS = ("gunicorn", "uwsgi", "granian", "waitress")
+#: The servers whose REMOTE_ADDR is the client's, as nginx passed it, and how they get it.
+CLIENT_ADDRESS_FROM_NGINX = {
+    "uwsgi": "the client's address, as nginx passed it",
+    "granian": "the client's address, from nginx's X-Forwarded-For (trusted from FORWARDED_ALLOW_IPS only)",
+    "waitress": "the client's address, from nginx's X-Forwarded-For (trusted from `trusted_proxy` only)",
+}
+#: The servers that drop the X-Forwarded-* headers they were not told to trust (Waitress trusts -For and -Proto).
+CLEARS_FORWARDED_HOST = {"waitress"}
 
 SPOOFED = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil.example")]
 
@@ -78,19 +97,21 @@ def run(target: Target, report: Report) -> None:
             environ = {}
         seen = {key: environ.get(key) for key in ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
                                                   "HTTP_X_FORWARDED_HOST", "wsgi.url_scheme", "REMOTE_ADDR")}
-        # REMOTE_ADDR: uWSGI gets the client's address from nginx (uwsgi_param
-        # REMOTE_ADDR $remote_addr), the same as X-Forwarded-For; gunicorn's
-        # is the peer of its socket, nginx, whatever headers say.
+        # REMOTE_ADDR: the client's address where the server takes it from
+        # nginx (CLIENT_ADDRESS_FROM_NGINX); gunicorn's is the peer of its
+        # socket, nginx, whatever headers say.
         client = seen["HTTP_X_FORWARDED_FOR"]
         remote_as_told = _is_address(seen["REMOTE_ADDR"]) and seen["REMOTE_ADDR"] != "6.6.6.6" and (
-            seen["REMOTE_ADDR"] == client if server == "uwsgi" else True)
+            seen["REMOTE_ADDR"] == client if server in CLIENT_ADDRESS_FROM_NGINX else True)
+        host = None if server in CLEARS_FORWARDED_HOST else "localhost"
         report.check(
             f"/{app}/environ on {server}: X-Forwarded-For 6.6.6.6, -Proto https, -Host evil.example",
-            "nginx's own values in the environ: the client's address, http, localhost; REMOTE_ADDR "
-            + ("the client's address, as nginx passed it" if server == "uwsgi" else "nginx's, the socket's peer"),
+            "nginx's own values in the environ: the client's address, http, "
+            + ("no X-Forwarded-Host (Waitress clears it: not a header it trusts)" if host is None else "localhost")
+            + "; REMOTE_ADDR " + CLIENT_ADDRESS_FROM_NGINX.get(server, "nginx's, the socket's peer"),
             ", ".join(f"{key}={value}" for key, value in seen.items()),
             reply.status == 200 and _is_address(client) and client != "6.6.6.6" and "6.6.6.6" not in str(client)
-            and seen["HTTP_X_FORWARDED_PROTO"] == "http" and seen["HTTP_X_FORWARDED_HOST"] == "localhost"
+            and seen["HTTP_X_FORWARDED_PROTO"] == "http" and seen["HTTP_X_FORWARDED_HOST"] == host
             and seen["wsgi.url_scheme"] == "http" and remote_as_told,
             [reply.header("X-Request-ID") or ""],
         )
@@ -109,17 +130,18 @@ def _is_address(value: object) -> bool:
 
 
 def _check_no_way_around_nginx(target: Target, report: Report) -> None:
-    """Under compose: a spoofed X-Forwarded-Proto cannot reach gunicorn but through nginx, which replaces it."""
+    """Under compose: a spoofed X-Forwarded-Proto cannot reach a server that trusts it but through nginx, which
+    replaces it."""
     found = services(target.container_ids())
     for app in APPS:
         container = found.get(app)
         server, port = app_server(container) if container else ("", 0)
-        if server != "gunicorn":
-            continue
+        if server == "uwsgi" or not port:
+            continue  # uWSGI takes no header on trust
         _, address = app_network(container)
         neighbour = next(name for name in APPS if name != app and name in found)
         route, seen = host_route(address), neighbour_connects(found[neighbour]["Id"], address, port)
-        report.check(f"/{app}/ on gunicorn: X-Forwarded-Proto: https sent around nginx, from the host and from "
+        report.check(f"/{app}/ on {server}: X-Forwarded-Proto: https sent around nginx, from the host and from "
                      f"the {neighbour} container", "no way to send it: the host has no route to "
                      f"{address}, and {neighbour} cannot connect; so wsgi.url_scheme stays nginx's http",
                      f"host: {route}; {neighbour}: {seen}", not route.startswith("local") and seen != "connected")

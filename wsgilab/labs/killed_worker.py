@@ -7,7 +7,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from wsgilab.hoptrace.records import events_of, find_event
-from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, hops_of, nginx_record, served_by
+from wsgilab.labs.kit import (APPS, SOCKET_PER_WORKER, Outcome, Report, Target, has_control, hops_of, nginx_record,
+                              served_by)
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = "Worker killed mid-request (kill -9): one 502, the POST is not retried, the next request is 200"
@@ -27,6 +28,16 @@ is never written. Each hop then does one thing:
   dead worker and starts a new one. It keeps the listening socket open the
   whole time, so the next request waits in the kernel's queue (backlog /
   listen) for the new worker instead of failing.
+  Granian's main process starts new workers too, but only because
+  granian.conf.py sets `respawn_failed_workers = True`: by default one dead
+  worker makes it stop the whole server. And on Linux it holds no listening
+  socket: each worker listens on one of its own (SO_REUSEPORT; `ss -lntp`
+  shows one per worker PID). With every worker dead nothing listens, so a
+  request in that gap is refused ("connect() failed (111: Connection
+  refused)") and nginx answers 502 at once, until the new workers listen,
+  about half a second later.
+  Waitress has no workers to kill (one process, a pool of threads): a dead
+  Waitress is a dead app (the replica-down lab).
 The lab kills every worker of the app, so the one holding its slow POST is
 surely among them.
 """
@@ -37,13 +48,30 @@ OUTCOMES = (
         failure="a worker killed mid-request, `kill -9`",
         client_sees="502 at once; a POST is tried once, never again; the next request 200",
         statuses=("502",),
-        hop="nginx, then the master",
+        hop="nginx, then the master (Granian's main process)",
         gunicorn="`proxy_next_upstream` leaves POST alone; the arbiter restarts the worker; `backlog`"
                  " holds new requests meanwhile",
         uwsgi="`uwsgi_next_upstream`; the master respawns; `listen`",
+        granian="`proxy_next_upstream`; the main process respawns (`respawn_failed_workers`)",
+    ),
+    Outcome(
+        failure="... a request while the new workers start",
+        client_sees="gunicorn and uWSGI: it waits, then 200; Granian: 502 at once (connection refused), until "
+                    "the new workers listen",
+        statuses=("502",),
+        hop="the kernel, then nginx",
+        gunicorn="the arbiter's listening socket; `backlog` holds it",
+        uwsgi="the master's listening socket; `listen` holds it",
+        granian="a listening socket per worker (SO_REUSEPORT): none while they are all dead",
     ),
 )
 
+
+#: The servers with worker processes to kill (Waitress has none).
+SERVERS = ("gunicorn", "uwsgi", "granian")
+
+#: How long Granian may take to have new workers listening (about half a second, measured).
+RESPAWN_WITHIN_S = 10.0
 
 SLOW_MS = 5000
 #: How long the lab lets nginx hand the POST to a worker before it kills.
@@ -91,8 +119,38 @@ def run(target: Target, report: Report) -> None:
             "nginx's error line attached at the nginx hop: the worker closed the connection without a response",
             f"nginx_error: {said.get('message', 'none attached')}",
             "prematurely closed" in str(said.get("message", "")), [request_id])
+        if server in SOCKET_PER_WORKER:
+            _refused_until_listening(target, report, app, server)
+            continue
         started = time.monotonic()
         reply = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host, timeout=30)
         report.check(f"/{app}/ on {server}, the next request", "200, once the master has started a new worker",
                      f"{reply.status} after {time.monotonic() - started:.1f} s", reply.status == 200,
                      [reply.header("X-Request-ID") or ""])
+
+
+def _refused_until_listening(target: Target, report: Report, app: str, server: str) -> None:
+    """Requests, one after another, until one is served: each before it refused at connect, none waiting.
+
+    How many fall in the gap depends on when the first is sent; what each
+    of them meets does not, and that is what is checked.
+    """
+    started = time.monotonic()
+    refused, other, request_ids = 0, [], []
+    while time.monotonic() - started < RESPAWN_WITHIN_S:
+        reply = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host, timeout=30)
+        request_ids.append(reply.header("X-Request-ID") or "")
+        if reply.status == 200:
+            break
+        said = find_event(events_of(target.records(request_ids[-1], {"nginx"})), "nginx_error") or {}
+        if reply.status == 502 and "Connection refused" in str(said.get("message", "")):
+            refused += 1
+        else:
+            other.append(f"{reply.status}: {said.get('message', 'no nginx error')}")
+        time.sleep(0.05)
+    report.check(f"/{app}/ on {server}, requests until one is served",
+                 f"502 at once while no worker listens (nginx: connection refused), then 200 within "
+                 f"{RESPAWN_WITHIN_S:.0f} s",
+                 f"{refused} refused, then {reply.status} after {time.monotonic() - started:.1f} s"
+                 + (f"; also {', '.join(other)}" if other else ""),
+                 reply.status == 200 and not other, request_ids[-1:])

@@ -15,6 +15,10 @@ from wsgilab.labs.rawhttp import exchange, request_bytes
 from wsgilab.settings import SETTINGS
 
 APPS = ("django", "flask", "raw")
+#: The servers whose workers each listen on a socket of their own (SO_REUSEPORT; `ss -lntp` shows one per worker
+#: PID) rather than on one their master holds: the kernel picks a worker for each connection by a hash, and
+#: while every worker is dead nothing listens.
+SOCKET_PER_WORKER = frozenset({"granian"})
 #: How long a stack's workers hold a finished request's trace line unless it says otherwise (trace_writer.py).
 DEFAULT_TRACE_FLUSH_MS = int(SETTINGS["WSGILAB_TRACE_FLUSH_MS"].default)
 
@@ -118,6 +122,9 @@ class Outcome:
     #: The settings that decide it, for an app on gunicorn and on uWSGI ("the same" where they agree).
     gunicorn: str
     uwsgi: str
+    #: The same for Granian and Waitress, in a lab that runs on them (its ``SERVERS``); "" where it does not.
+    granian: str = ""
+    waitress: str = ""
 
 
 @dataclass
@@ -195,14 +202,14 @@ def has_control(target: Target, report: Report) -> bool:
 
 
 def database_method(target: Target, report: Report, method: str, what: str) -> Any:
-    """The stack control's ``method`` that reaches the database (wsgilab.labs.database_control: compose only),
-    or None, said as a failed check of ``what`` the lab wanted to do."""
+    """The stack control's ``method`` that reaches the database (wsgilab.labs.database_control for compose; the
+    tests' native stack has its own), or None, said as a failed check of ``what`` the lab wanted to do."""
     if not has_control(target, report):
         return None
     found = getattr(target.control, method, None)
     if found is None:
-        report.check(what, "a stack with the db service (docker compose)",
-                     "this stack has no database (the native tier)", False)
+        report.check(what, "a stack with a database it can reach (docker compose's db service)",
+                     "this stack's control has no way to its database", False)
     return found
 
 

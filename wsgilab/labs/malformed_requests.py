@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from wsgilab.hoptrace.records import parse_line
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -21,7 +22,8 @@ request of its own making: a fresh HTTP/1.1 request with one Content-Length
 to gunicorn (`proxy_request_buffering on`, the default, reads the whole body
 first), or a uwsgi packet to uWSGI. So gunicorn's own parser, where the
 advisories were (CVE-2024-1135 and CVE-2024-6827: Transfer-Encoding
-handling), only ever parses nginx's output. Each case below hides a second
+handling), only ever parses nginx's output, and so do Granian's and
+Waitress's parsers when an app runs on them. Each case below hides a second
 request in the first one's body; it must never reach an app, and a new
 connection must be served as usual.
 """
@@ -39,6 +41,8 @@ OUTCOMES = (
         gunicorn="nginx's parser; gunicorn only ever parses nginx's own requests "
                  "(`proxy_request_buffering on`)",
         uwsgi="nginx sends uwsgi packets, not HTTP",
+        granian="nginx's parser; Granian's (hyper) only ever parses nginx's own requests",
+        waitress="nginx's parser; Waitress's only ever parses nginx's own requests",
     ),
     Outcome(
         failure="bare LF line endings",
@@ -47,6 +51,8 @@ OUTCOMES = (
         hop="nginx",
         gunicorn="RFC 9112 allows it; no other parser sees the client's bytes",
         uwsgi="the same",
+        granian="the same",
+        waitress="the same",
     ),
 )
 
@@ -90,6 +96,9 @@ def _cases(app: str, smuggled: bytes) -> dict[str, bytes]:
     }
 
 
+#: nginx is the only parser a client reaches, whichever server is behind it.
+SERVERS = ("gunicorn", "uwsgi", "granian", "waitress")
+
 #: Cases nginx may accept, provided it turns them into well-formed requests of its own.
 LENIENT = {"bare LF line endings"}
 
@@ -107,9 +116,7 @@ def run(target: Target, report: Report) -> None:
             reply = exchange(target.port, _cases(app, smuggled)[what], host=target.host,
                              half_close=what not in LENIENT)
             after = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host)
-            lines = [line for line in target.log_lines() if marker in line]
-            seen_by_nginx = any('"hop":"nginx"' in line for line in lines)
-            seen_by_app = any('"hop":"nginx"' not in line for line in lines)
+            seen_by_nginx, seen_by_app = _seen(target, marker)
             # Smuggled means: an app got a request nginx never saw as one.
             smuggled_through = seen_by_app and not seen_by_nginx
             refused = reply.status is not None and 400 <= reply.status <= 501
@@ -124,3 +131,26 @@ def run(target: Target, report: Report) -> None:
                 (refused or accepted_cleanly) and not smuggled_through and after.status == 200,
                 [reply.header("X-Request-ID") or ""],
             )
+
+
+def _seen(target: Target, marker: str) -> tuple[bool, bool]:
+    """Whether nginx, and whether an app, logged a request for ``marker``'s path.
+
+    nginx writes a request's line when it closes the connection, and where it
+    lingers (``lingering_close``: a client that sent more than one request) it
+    first shuts its sending side, so the client can see the end before nginx's
+    line is written. An app's line found alone is therefore read again once
+    nginx has had time to log that request id: a request nginx never made
+    carries no id nginx logged, and stays an app's alone.
+    """
+    def split() -> tuple[bool, bool, set[str]]:
+        lines = [line for line in target.log_lines() if marker in line]
+        app_lines = [line for line in lines if '"hop":"nginx"' not in line]
+        ids = {str(record.get("request_id")) for record in map(parse_line, app_lines) if record}
+        return len(app_lines) < len(lines), bool(app_lines), ids
+
+    seen_by_nginx, seen_by_app, request_ids = split()
+    if seen_by_app and not seen_by_nginx:
+        target.records_of(request_ids, {"nginx"})
+        seen_by_nginx, seen_by_app, _ = split()
+    return seen_by_nginx, seen_by_app

@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from wsgilab.labs import LABS
+from wsgilab.labs import LABS, SERVER_NAMES, named, servers_of
 from wsgilab.labs.kit import Outcome
 
 #: The index's sections, in order: what the client saw, in words.
@@ -132,12 +132,12 @@ def _module(name: str):
     return importlib.import_module(LABS[name])
 
 
-def _outcome(outcome: Outcome) -> list[str]:
+def _outcome(outcome: Outcome, servers: tuple[str, ...]) -> list[str]:
     return [f"### {outcome.failure}", "",
             f"- **The client sees:** {outcome.client_sees}",
             f"- **The hop that acts:** {outcome.hop}",
-            f"- **Decided by, for an app on gunicorn:** {outcome.gunicorn}",
-            f"- **Decided by, for an app on uWSGI:** {outcome.uwsgi}", ""]
+            *(f"- **Decided by, for an app on {SERVER_NAMES[server]}:** {getattr(outcome, server)}"
+              for server in servers), ""]
 
 
 def _without_why(report: str) -> str:
@@ -149,8 +149,7 @@ def _without_why(report: str) -> str:
     return f"{head}\nwhy:\n  (the explanation above)\n{result}{tail}"
 
 
-_SERVED = re.compile(r"/(django|flask|raw)/ on (gunicorn|uwsgi)\b")
-_SERVER_NAMES = {"gunicorn": "gunicorn", "uwsgi": "uWSGI"}
+_SERVED = re.compile(r"/(django|flask|raw)/ on (gunicorn|uwsgi|granian|waitress)\b")
 
 
 def _servers_in(run: str) -> str:
@@ -161,7 +160,7 @@ def _servers_in(run: str) -> str:
     if set(servers) != {"django", "flask", "raw"}:
         return ""  # a run that does not name each app's server
     names = {"django": "Django", "flask": "Flask", "raw": "the raw app"}
-    return " (" + ", ".join(f"{names[app]} on {_SERVER_NAMES[servers[app]]}" for app in names) + ")"
+    return " (" + ", ".join(f"{names[app]} on {SERVER_NAMES[servers[app]]}" for app in names) + ")"
 
 
 def lab_page(name: str, runs: Path | None = None) -> str:
@@ -172,9 +171,11 @@ def lab_page(name: str, runs: Path | None = None) -> str:
     lines = [f"# {module.TITLE}", "", GENERATED, "",
              "```", f"{command}{' ' * max(2, len(name) + 27 - len(command))}# run it against the stack on :8080",
              f"hoptrace lab {name} --explain    # only the explanation below, no stack needed", "```", "",
+             f"It runs with its apps on {named(servers_of(name)).replace(' or ', ' and ')}; with an app on another "
+             "server it says so and stops.", "",
              "## What the client sees", ""]
     for outcome in module.OUTCOMES:
-        lines += _outcome(outcome)
+        lines += _outcome(outcome, servers_of(name))
     lines += ["## Why", "", module.EXPLANATION.strip(), ""]
     run = runs / f"{name}.txt" if runs else None
     if run is not None and run.exists():

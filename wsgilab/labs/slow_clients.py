@@ -25,7 +25,9 @@ front anyway), holding slow clients on its event loop for almost nothing,
 and only then hands the complete request to a worker, over a fast local
 connection. So here, with hundreds of clients trickling bytes, no app sees
 any of them, the workers stay idle, and a normal request's queue time in
-its trace stays where it was. nginx drops such a client after
+its trace stays where it was, whichever server is behind (without nginx,
+Granian would hand the app a body still arriving; Waitress reads each
+request whole itself). nginx drops such a client after
 `client_header_timeout` / `client_body_timeout` (60 s, nginx's defaults)
 with 408. The same buffering works on the way back (`proxy_buffering on`):
 nginx takes the response as fast as the worker writes it and feeds a slow
@@ -45,8 +47,14 @@ OUTCOMES = (
         gunicorn="`proxy_request_buffering on`, `client_header_timeout` / `client_body_timeout` (60 "
                  "s); a sync worker would be held for the whole trickle",
         uwsgi="nginx sends the uwsgi packet only once it has the whole request",
+        granian="the same as gunicorn: nginx's buffering (Granian's own parser would hand the app a body "
+                "still arriving)",
+        waitress="nginx's buffering; Waitress, too, reads a whole request before a thread sees it",
     ),
 )
+
+#: nginx holds slow clients in front of every server.
+SERVERS = ("gunicorn", "uwsgi", "granian", "waitress")
 
 
 #: Slow clients, each app: that many trickling their headers and that many their body.

@@ -34,7 +34,11 @@ that are produced slowly, not for big ones. How long a worker waits on a
 client that has stopped reading is the server's own limit: gunicorn's
 `timeout` (30 s) and, for uWSGI, `socket-timeout`. uWSGI's default of 4 s
 cut this lab's stream short, silently (the client got part of the body and
-no error), so uwsgi.ini sets it to WSGI_TIMEOUT as well.
+no error), so uwsgi.ini sets it to WSGI_TIMEOUT as well. Granian has no
+such limit: its thread waits as long as the client does. Waitress buffers
+the response itself, so its thread writes on until 16 MiB are pending
+(`outbuf_high_watermark`) and waits only then: on Waitress the lab also
+sends an 8 MiB stream, whose thread is free at once.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
@@ -47,6 +51,8 @@ OUTCOMES = (
         hop="nginx, which holds the response in memory and a temp file",
         gunicorn="`proxy_buffering on`, `proxy_buffers`, `proxy_max_temp_file_size` (1 GiB)",
         uwsgi="`uwsgi_buffering on` and its twins",
+        granian="`proxy_buffering on`, as for gunicorn",
+        waitress="`proxy_buffering on`, as for gunicorn",
     ),
     Outcome(
         failure="... the same from `/stream?bytes=N`, which sends `X-Accel-Buffering: no` "
@@ -58,8 +64,14 @@ OUTCOMES = (
                  "worker gives up after `timeout` (30 s)",
         uwsgi="the same; the worker gives up after `socket-timeout` (`WSGI_TIMEOUT`, 30 s; uWSGI's "
               "default 4 s cut the body short)",
+        granian="the same; the blocking thread waits on the response channel with no limit",
+        waitress="Waitress's own buffer: the thread writes on until `outbuf_high_watermark` (16 MiB) is "
+                 "pending, then waits for the client",
     ),
 )
+
+#: The servers the lab states outcomes for: nginx buffers in front of each; who waits when it does not differs.
+SERVERS = ("gunicorn", "uwsgi", "granian", "waitress")
 
 
 #: The response size: more than every socket buffer between a worker and a client holds.
@@ -73,6 +85,10 @@ HOLD_S = 10.0
 #: sat in nginx's buffers, not in the worker. (64 MiB from a generator took Django 5.3 s on a loaded
 #: 2-core CI machine; an opted-out response holds its worker HOLD_S - 1 s or more.)
 DONE_BEFORE_READ_S = 3.0
+#: The servers that buffer a response themselves, and how much before the thread waits for the client
+#: (Waitress's `outbuf_high_watermark`, its default); and the unbuffered stream the lab sends under it.
+OWN_BUFFER = {"waitress": 16 * 1024 * 1024}
+OWN_BUFFER_SMALL = 8 * 1024 * 1024
 #: The receive buffer each slow client asks for, so its socket takes little before it reads.
 CLIENT_RCVBUF = 16 * 1024
 
@@ -105,31 +121,40 @@ def _worker_held_ms(target: Target, request_id: str) -> float | None:
 def run(target: Target, report: Report) -> None:
     tag = uuid.uuid4().hex[:8]
     servers = {app: served_by(target, app) for app in APPS}
-    readers = [(app, kind, f"slow-reader-{tag}-{app}-{kind}-{n}")
+    # (app, kind, bytes, request id): every app's slow readers, and on a server that buffers responses itself a
+    # stream under its limit too; all read side by side, so the lab waits HOLD_S once.
+    readers = [(app, kind, SIZE, f"slow-reader-{tag}-{app}-{kind}-{n}")
                for app in APPS for kind, count in (("download", DOWNLOAD_READERS), ("stream", STREAM_READERS))
                for n in range(count)]
+    readers += [(app, "stream", OWN_BUFFER_SMALL, f"slow-reader-{tag}-{app}-stream-small")
+                for app in APPS if servers[app] in OWN_BUFFER]
     with ThreadPoolExecutor(len(readers)) as pool:
-        done = {request_id: pool.submit(_slow_read, target, f"/{app}/{kind}?bytes={SIZE}", request_id)
-                for app, kind, request_id in readers}
+        done = {request_id: pool.submit(_slow_read, target, f"/{app}/{kind}?bytes={size}", request_id)
+                for app, kind, size, request_id in readers}
         results = {request_id: future.result() for request_id, future in done.items()}
     for app in APPS:
-        for kind, opted_out in (("download", False), ("stream", True)):
-            ids = [request_id for a, k, request_id in readers if a == app and k == kind]
+        for kind, size in (("download", SIZE), ("stream", SIZE), ("stream", OWN_BUFFER_SMALL)):
+            ids = [request_id for a, k, n, request_id in readers if a == app and k == kind and n == size]
+            if not ids:
+                continue
             held = [_worker_held_ms(target, request_id) for request_id in ids]
-            whole = all(results[request_id][0] > SIZE for request_id in ids)  # the body and its headers
+            whole = all(results[request_id][0] > size for request_id in ids)  # the body and its headers
             took = max(results[request_id][1] for request_id in ids)
             shown = ", ".join("not logged" if ms is None else f"{ms / 1000:.2f} s" for ms in held)
-            seen = (f"worker held {shown}; the client{'s' if len(ids) > 1 else ''} read all {SIZE >> 20} MiB: "
+            seen = (f"worker held {shown}; the client{'s' if len(ids) > 1 else ''} read all {size >> 20} MiB: "
                     f"{'yes' if whole else 'no'}, after {took:.1f} s")
-            what = (f"/{app}/{kind}?bytes={SIZE} on {servers[app]}"
+            opted_out = kind == "stream"
+            what = (f"/{app}/{kind}?bytes={size} on {servers[app]}"
                     f"{' (X-Accel-Buffering: no)' if opted_out else ''}, {len(ids)} client(s) that wait "
                     f"{HOLD_S:.0f} s before reading")
-            if opted_out:
+            limit_s = HOLD_S - DONE_BEFORE_READ_S
+            if opted_out and size >= OWN_BUFFER.get(servers[app], 0):
                 report.check(what, f"the worker is held until the client reads: close() {HOLD_S - 1:.0f} s or "
                              "more after the call", seen,
                              whole and all(ms is not None and ms >= (HOLD_S - 1) * 1000 for ms in held), ids[:1])
-            else:
-                limit_s = HOLD_S - DONE_BEFORE_READ_S
-                report.check(what, f"the worker is done long before the client reads (close() within "
-                             f"{limit_s:.0f} s of the call): nginx holds the response for the client", seen,
-                             whole and all(ms is not None and ms < limit_s * 1000 for ms in held), ids[:1])
+                continue
+            holder = (f"{servers[app]} holds the response itself, under {OWN_BUFFER[servers[app]] >> 20} MiB"
+                      if opted_out else "nginx holds the response for the client")
+            report.check(what, f"the worker is done long before the client reads (close() within {limit_s:.0f} s "
+                         f"of the call): {holder}", seen,
+                         whole and all(ms is not None and ms < limit_s * 1000 for ms in held), ids[:1])

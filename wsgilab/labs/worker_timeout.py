@@ -34,7 +34,10 @@ the client sees.
   a 200 that nobody reads, and its trace says so, after nginx's 504.
 The defaults put the worker's limit first, so a stuck view frees its worker
 and ends as a 502 or 500; a 504 means a worker stayed busy after the client was
-gone. This lab restarts the stack twice (WSGI_TIMEOUT=2, then
+gone. Granian and Waitress have no worker's clock at all (WSGI_TIMEOUT has no
+twin there): a view runs on its thread for as long as it runs, so with them
+nginx's read timeout is the only limit, and a stuck view holds its thread
+for good. This lab restarts the stack twice (WSGI_TIMEOUT=2, then
 NGINX_READ_TIMEOUT=2) and puts the defaults back at the end.
 """
 
@@ -47,6 +50,8 @@ OUTCOMES = (
         hop="the app server's master ends the worker and starts another",
         gunicorn="`timeout` (`WSGI_TIMEOUT`, 30 s); SIGABRT",
         uwsgi="`harakiri` (`WSGI_TIMEOUT`, 30 s); SIGKILL, so nothing is logged by the worker",
+        granian="no such limit: the view runs to its end and the client gets its 200",
+        waitress="no such limit: the view runs to its end and the client gets its 200",
     ),
     Outcome(
         failure="a view slower than nginx's read timeout",
@@ -55,9 +60,14 @@ OUTCOMES = (
         hop="nginx",
         gunicorn="`proxy_read_timeout` (`NGINX_READ_TIMEOUT`, 60 s)",
         uwsgi="`uwsgi_read_timeout` (the same setting)",
+        granian="`proxy_read_timeout`: the only limit there is",
+        waitress="`proxy_read_timeout`: the only limit there is",
     ),
 )
 
+
+#: The servers this lab states outcomes for: the two with a worker's clock, and two without one.
+SERVERS = ("gunicorn", "uwsgi", "granian", "waitress")
 
 #: The short limit each half of the lab sets, and how long the view sleeps.
 #: uWSGI's harakiri counts in whole seconds of its own clock, so it fires
@@ -89,7 +99,7 @@ def _all_apps(target: Target, path: str) -> dict[str, tuple[Response, float]]:
 
 
 def _kill_messages(target: Target, server: str) -> int:
-    return sum(KILL_MESSAGES[server] in line for line in target.log_lines())
+    return sum(KILL_MESSAGES[server] in line for line in target.log_lines()) if server in KILL_MESSAGES else 0
 
 
 def run(target: Target, report: Report) -> None:
@@ -108,6 +118,9 @@ def _over_the_worker_limit(target: Target, report: Report) -> None:
     for app, (reply, elapsed) in replies.items():
         server = servers[app]
         request_id = reply.header("X-Request-ID") or ""
+        if server not in KILL_MESSAGES:
+            _runs_to_its_end(target, report, app, server, reply, elapsed)
+            continue
         status = OVER_LIMIT_STATUS[server]
         earliest, latest = FIRES_WITHIN_S[server]
         records = target.records(request_id, {"nginx", "wsgi"} if server == "gunicorn" else {"nginx"})
@@ -126,7 +139,7 @@ def _over_the_worker_limit(target: Target, report: Report) -> None:
             f"{reply.status} after {elapsed:.1f} s; nginx's upstream_status {nginx.get('upstream_status') or '-'}; "
             f"the app raised {', '.join(raised) or 'nothing it logged'}",
             reply.status == status and earliest <= elapsed < latest and died_as_told, [request_id])
-    for server in sorted(set(servers.values())):
+    for server in sorted(set(servers.values()) & set(KILL_MESSAGES)):
         # Log lines can reach `docker compose logs` a moment after the reply.
         deadline = time.monotonic() + 5
         while (seen := _kill_messages(target, server) - before[server]) < 1 and time.monotonic() < deadline:
@@ -135,8 +148,23 @@ def _over_the_worker_limit(target: Target, report: Report) -> None:
                      f"{seen} new line(s) with {KILL_MESSAGES[server]!r}", seen >= 1)
     for app in APPS:
         reply = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host)
-        report.check(f"/{app}/ right after", "200: a new worker took the place of the killed one",
+        report.check(f"/{app}/ right after", "200: a new worker took the place of the killed one"
+                     if servers[app] in KILL_MESSAGES else "200: nothing was killed",
                      str(reply.status), reply.status == 200, [reply.header("X-Request-ID") or ""])
+
+
+def _runs_to_its_end(target: Target, report: Report, app: str, server: str, reply: Response,
+                     elapsed: float) -> None:
+    """On a server with no worker's clock: the view ran its whole time and the client got its 200."""
+    request_id = reply.header("X-Request-ID") or ""
+    records = target.records(request_id, {"nginx", "wsgi"})
+    app_status = next((r.get("status") for r in records if r.get("hop") == "wsgi"), None)
+    report.check(
+        f"/{app}/slow?ms={SLOW_MS} on {server} with WSGI_TIMEOUT={LIMIT_S}",
+        f"200 after the view's {SLOW_MS / 1000:.0f} s (within two seconds more): {server} has no worker timeout",
+        f"{reply.status} after {elapsed:.1f} s; the app's own status {app_status or '-'}",
+        reply.status == 200 and SLOW_MS / 1000 <= elapsed < SLOW_MS / 1000 + 2 and app_status == 200,
+        [request_id])
 
 
 def _over_the_nginx_limit(target: Target, report: Report) -> None:

@@ -3,7 +3,10 @@
     scripts/swarm up                 build the images, start a one-node swarm if there is none, deploy
     FLASK_REPLICAS=3 scripts/swarm up   the same, or an update of the running stack, with three flask replicas
     scripts/swarm status             the stack's services and their replicas
-    scripts/swarm down               remove the stack (and the swarm, if scripts/swarm started it)
+    scripts/swarm down               remove the stack, keeping the database's data and the swarm that holds its
+                                     passwords (a swarm scripts/swarm started is left only without them)
+    scripts/swarm down --volumes     remove the stack, the database's data and passwords, and the swarm if
+                                     scripts/swarm started it
     scripts/swarm leave              leave a swarm scripts/swarm started and down left for other containers
 
 ``--stack NAME`` (default wsgilab) deploys under another name. Then read the
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from wsgilab.hoptrace.compose_tool import V2, ComposeToolError, version
 from wsgilab.settings import SettingError, check_value
-from wsgilab.swarm import engine
+from wsgilab.swarm import database, engine
 from wsgilab.swarm.render import RenderError, published_port, stack_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +67,7 @@ def app_answers(port: int, app: str) -> bool:
 def up(stack: str, build: bool) -> int:
     config = merged_config()
     publish = check_value("publish", "WSGILAB_SWARM_PUBLISH", str(config.get("x-swarm-publish") or "loopback"))
-    rendered = stack_file(config)
+    rendered = stack_file(config, stack)
     port = published_port(config)
     if build:
         say("building the images (docker compose build): a swarm builds nothing itself")
@@ -75,6 +78,9 @@ def up(stack: str, build: bool) -> int:
     elif state != "active":
         raise engine.SwarmError(f"the engine's swarm state is {state!r}: fix it (docker info) and run again")
     engine.check_publish(publish, say)
+    database.pin_node(say)
+    chosen = str((config["services"].get("db-secrets", {}).get("environment") or {}).get("WSGILAB_DB_PASSWORD") or "")
+    database.ensure_secrets(stack, chosen.strip(), say)
     if not engine.stack_services(stack) and engine.port_answers(port):
         raise engine.SwarmError(f"something already listens on 127.0.0.1:{port} (the compose stack? "
                                 "`docker compose down`, or WSGILAB_HTTP_PORT=another port)")
@@ -87,10 +93,17 @@ def up(stack: str, build: bool) -> int:
     return 0
 
 
-def down(stack: str) -> int:
+def down(stack: str, volumes: bool) -> int:
     if engine.swarm_state() == "active":
         say(f"removing stack {stack}")
         engine.remove(stack, say)
+        if volumes:
+            database.remove_data(stack, say)
+        elif database.has_data(stack):
+            # Leaving the swarm would delete the passwords' secrets, and the kept data only knows those.
+            say(f"the swarm stays: it holds the database's passwords, and its data ({stack}_db-data) is kept; "
+                f"`scripts/swarm down --volumes --stack {stack}` removes both and leaves it")
+            return 0
         engine.leave(say)
     else:
         say("the engine is in no swarm: nothing to remove")
@@ -98,8 +111,14 @@ def down(stack: str) -> int:
 
 
 def leave() -> int:
-    """Leave the one-node swarm scripts/swarm started, once no other container needs Docker's DNS kept."""
+    """Leave the one-node swarm scripts/swarm started, once no other container needs Docker's DNS kept, and no
+    stack's database data is kept here (leaving would delete the passwords it knows)."""
     if engine.swarm_state() == "active":
+        kept = database.stacks_with_data()
+        if kept and engine.created_here():
+            raise engine.SwarmError(f"the database data of stack {', '.join(kept)} is kept here, and leaving the "
+                                    "swarm deletes the passwords it was made with: `scripts/swarm down --volumes "
+                                    "--stack NAME` first (it deletes the data)")
         engine.leave(say)
     return 0
 
@@ -120,13 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("up", "down", "status", "leave"))
     parser.add_argument("--stack", default="wsgilab", help="the stack's name (default wsgilab)")
     parser.add_argument("--no-build", action="store_true", help="deploy the images as they are, unbuilt")
+    parser.add_argument("--volumes", action="store_true",
+                        help="with down: remove the database's data volume and its passwords' secrets too")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
             return up(args.stack, build=not args.no_build)
         if args.command == "leave":
             return leave()
-        return down(args.stack) if args.command == "down" else status(args.stack)
+        return down(args.stack, args.volumes) if args.command == "down" else status(args.stack)
     except (engine.SwarmError, RenderError, SettingError, ComposeToolError) as error:
         say(f"error: {error}")
         return 2

@@ -89,7 +89,8 @@ async function select(requestId) {
   const detail = await reply.json();
   if (state.selected !== requestId) return; // another was chosen meanwhile
   $("heading").textContent = detail.heading;
-  $("warnings").replaceChildren(...detail.warnings.map((text) => el("li", { class: "warning" }, text)));
+  $("warnings").replaceChildren(...detail.warnings.map((text) => el("li", { class: "warning" }, text)),
+                                 ...detail.notes.map((text) => el("li", { class: "note" }, text)));
   renderBars(detail.spans);
   renderRows(detail);
   $("fields").textContent = "";
