@@ -47,3 +47,10 @@ def test_a_lab_on_a_server_it_does_not_name_says_so_instead_of_running(tier_stac
     tier_stack.use({"django": "granian", "flask": "waitress", "raw": "gunicorn"})
     report = _run(tier_stack, unnamed)
     assert [(check.ok, check.seen) for check in report.checks] == [(False, "django on granian, flask on waitress")]
+
+
+def test_full_listen_queue_refuses_granian_beside_gunicorn_whose_backlog_it_would_change(tier_stack):
+    tier_stack.use({"django": "granian", "flask": "gunicorn", "raw": "gunicorn"})
+    report = _run(tier_stack, "full-listen-queue")
+    assert [(check.ok, check.seen) for check in report.checks] == [
+        (False, "django on granian, flask on gunicorn, raw on gunicorn")]

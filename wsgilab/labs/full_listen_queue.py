@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 from wsgilab.container.listen_socket import ListenSocket
 from wsgilab.hoptrace.records import queue_us_of
+from wsgilab.labs import queue_in_server
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, has_control, hops_of, nginx_record, served_by
 from wsgilab.labs.rawhttp import exchange, read_until_closed, request_bytes
+
+SERVERS = ("gunicorn", "uwsgi", *queue_in_server.IN_SERVER)
 
 TITLE = "A full listen queue: the kernel drops what does not fit, nginx answers 504, nothing hangs"
 
@@ -57,6 +60,20 @@ retry times. Docker's
 healthcheck connects straight to the server too and takes a place in the
 same queue; the lab runs its apps with the healthcheck once a minute
 (WSGILAB_HEALTHCHECK_INTERVAL), so only the burst is in the queue.
+Granian and Waitress never let the kernel's queue fill: they accept a
+connection while their threads are busy (a Granian worker up to its
+`backpressure`, backlog / workers; Waitress up to `connection_limit`,
+100) and keep the request waiting inside, for a thread. The lab runs them
+with the default backlog, 128: Granian takes no less, and Waitress, which
+accepts one connection a turn of its loop, dropped one of seven connects
+that came at once when its backlog was 1. The same burst (1 s requests
+there, so it ends sooner) is all accepted at once and all served, one
+after another; nginx waits at its read timeout (60 s), not its connect
+timeout, so nothing is dropped until a wait outgrows that. The trace's
+queue segment still shows each wait, measured from nginx's stamp;
+Granian's own access log leaves it out (its dt_ms starts when a thread
+took the request), and Waitress logs "Task queue depth is N" for each
+request it queued, which the trace shows.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
@@ -72,6 +89,11 @@ OUTCOMES = (
                  "(`NGINX_CONNECT_TIMEOUT`, 5 s)",
         uwsgi="`listen` (the same setting); the master logs \"listen queue of socket ... full\"; "
               "`uwsgi_connect_timeout`",
+        granian="none fills: a worker accepts up to `backpressure` connections (backlog / workers, 128) and the "
+                "requests wait inside it for its thread, so all 8 are 200, in turn; the wait is in the trace's "
+                "queue, not in Granian's access log",
+        waitress="none fills: it accepts up to `connection_limit` (100) connections and queues the requests for "
+                 "its thread (\"Task queue depth is N\", in the trace), so all 8 are 200, in turn",
     ),
 )
 
@@ -118,22 +140,33 @@ class Burst:
 def run(target: Target, report: Report) -> None:
     if not has_control(target, report):
         return
-    with target.reconfigured(SETTINGS):
-        servers = {app: served_by(target, app) for app in APPS}
+    servers = {app: served_by(target, app) for app in APPS}
+    settings = queue_in_server.settings(SETTINGS, servers, report)
+    if settings is None:
+        return
+    with target.reconfigured(settings):
         tag = uuid.uuid4().hex[:10]
         with ThreadPoolExecutor(len(APPS)) as pool:
-            bursts = dict(zip(APPS, pool.map(lambda app: _burst(target, app, tag), APPS)))
+            bursts = dict(zip(APPS, pool.map(lambda app: _burst(target, app, tag, servers[app]), APPS)))
         # The logs, read once for all apps (under compose each read is a `docker compose logs`).
         timed_out = [line for line in target.log_lines() if NGINX_CONNECT_TIMED_OUT in line]
         for app in APPS:
-            _check_app(target, report, app, servers[app], bursts[app], timed_out)
+            if servers[app] in queue_in_server.IN_SERVER:
+                queue_in_server.check_app(target, report, app, servers[app], bursts[app], REQUESTS, _kernel)
+            else:
+                _check_app(target, report, app, servers[app], bursts[app], timed_out)
             after = exchange(target.port, request_bytes("GET", f"/{app}/"), target.host, 10)
             report.check(f"/{app}/ on {servers[app]} once the burst is over", "200: the queue drained",
                          str(after.status), after.status == 200)
 
 
-def _burst(target: Target, app: str, tag: str) -> Burst:
-    """Fill ``app``'s queue one request at a time, each once the kernel holds the one before; then the rest."""
+def _burst(target: Target, app: str, tag: str, server: str) -> Burst:
+    """Fill ``app``'s queue one request at a time, each once the kernel holds the one before; then the rest.
+
+    On a server that accepts every connection itself (queue_in_server) there is no queue in the kernel to
+    fill: the first request, once a thread has it, then the rest."""
+    in_server = server in queue_in_server.IN_SERVER
+    room, slow_ms = (1, queue_in_server.SLOW_MS) if in_server else (ROOM, SLOW_MS)
     ids = [f"full-queue-{tag}-{app}-{n}" for n in range(REQUESTS)]
     # Quiet first: the request that checked the app is served may not be closed at the server yet.
     before = (_kernel_shows(target, app, lambda s: s.queued == s.established == s.half_open == 0)
@@ -146,14 +179,14 @@ def _burst(target: Target, app: str, tag: str) -> Burst:
 
         def send(n: int) -> None:
             sent = time.monotonic()
-            connections[n].sendall(request_bytes("GET", _uri(app, ids[n]), [("X-Request-ID", ids[n])]))
+            connections[n].sendall(request_bytes("GET", _uri(app, ids[n], slow_ms), [("X-Request-ID", ids[n])]))
             futures.append(pool.submit(_answer, connections[n], ids[n], sent))
 
         send(0)
         # Taken: established, and out of the queue (the worker accepted it).
         seen = _kernel_shows(target, app, lambda s: s.established == 1 and s.queued == 0)
         taken = time.monotonic()
-        for n in range(1, ROOM):
+        for n in range(1, room):
             if seen is None:
                 break
             send(n)
@@ -180,9 +213,9 @@ def _kernel_shows(target: Target, app: str, condition: Callable[[ListenSocket], 
     return None
 
 
-def _uri(app: str, request_id: str) -> str:
+def _uri(app: str, request_id: str, slow_ms: int = SLOW_MS) -> str:
     """The request's URI; the id rides in it too, because nginx's error log names the request line only."""
-    return f"/{app}/slow?ms={SLOW_MS}&lab={request_id}"
+    return f"/{app}/slow?ms={slow_ms}&lab={request_id}"
 
 
 def _answer(connection: socket.socket, request_id: str, sent: float) -> tuple[str, int, float, float]:
