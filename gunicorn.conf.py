@@ -98,8 +98,12 @@ graceful_timeout = 8
 # client that talks to gunicorn directly, or to an nginx with an `upstream`
 # keepalive pool: keep it longer than that pool's `keepalive_timeout`, so
 # nginx, not gunicorn, closes idle connections and never sends a request down
-# a closing one. No twin: the uwsgi protocol has one request per connection.
-keepalive = 75
+# a closing one. No twin: the uwsgi protocol has one request per connection,
+# so over it gunicorn closes after every response (0). Left at 75, gunicorn's
+# gthread keeps a uwsgi connection open for a next request when the client's
+# own Connection header asks for keep-alive, and a reader that waits for the
+# end (the healthcheck) waits out its timeout instead.
+keepalive = 0 if protocol == "uwsgi" else 75
 
 # The worker heartbeat file, on tmpfs: on a container's overlay filesystem a
 # slow disk write could make a healthy worker look dead.

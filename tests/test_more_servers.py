@@ -8,6 +8,7 @@ tests); tests/test_server_swap.py swaps to both on compose, from the images.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,6 +17,7 @@ from lab_http import get, request
 from lab_stacks import APPS, SECRET_SENTINEL, hop_log_lines
 
 from wsgilab import labs
+from wsgilab.container import uwsgi_protocol
 from wsgilab.container.labkit import HIDDEN
 from wsgilab.hoptrace import records, waterfall
 
@@ -142,4 +144,21 @@ def test_gunicorn_speaks_the_uwsgi_protocol_when_set_and_nginx_follows(tier_stac
     finally:
         tier_stack.reconfigure({})
     assert get(tier_stack.port, "/raw/").header("X-Upstream-Protocol") == "http"
+
+
+def test_gunicorn_threads_over_uwsgi_close_each_connection_after_its_response(tier_stack):
+    # gunicorn.conf.py's keepalive is 0 over uwsgi: gthread would otherwise keep the connection open when the
+    # client asks for keep-alive, and a reader waiting for the end (the healthcheck: its server never became
+    # healthy) waits out its timeout. The reconfigure waits for that healthcheck.
+    tier_stack.use({app: "gunicorn" for app in APPS})
+    tier_stack.reconfigure({"RAW_PROTOCOL": "uwsgi", "WSGI_THREADS": "2"})
+    try:
+        assert get(tier_stack.port, "/raw/", headers={"Connection": "keep-alive"}).status == 200
+        started = time.monotonic()
+        raw = uwsgi_protocol.request(("127.0.0.1", tier_stack.backend_ports["raw", "gunicorn"]), "GET", "/raw/",
+                                     script_name="/raw", timeout=5,
+                                     extra_variables={"HTTP_CONNECTION": "keep-alive"})
+        assert raw.startswith(b"HTTP/1.1 200") and time.monotonic() - started < 1.0
+    finally:
+        tier_stack.reconfigure({})
 
