@@ -250,3 +250,17 @@ def test_follow_waits_for_the_app_records_of_a_request_nginx_says_an_app_answere
     follower.feed(server, now=5.0)
     [(request_id, records)] = follower.due(now=5.6)
     assert request_id == "req-00000001" and {r["hop"] for r in records} == {"nginx", "wsgi", "gunicorn"}
+
+
+def test_a_queue_after_nginx_retried_other_addresses_says_it_includes_those_tries():
+    def trace(upstream):
+        return [{"hop": "nginx", "event": "request", "ts_us": 9_000_000, "request_id": "req-00000003",
+                 "request_time": "9.000", "status": 200, "upstream": upstream},
+                {"hop": "wsgi", "event": "request", "ts_us": 8_000_000, "request_id": "req-00000003",
+                 "server": "gunicorn", "queue_us": 7_000_000,
+                 "events": [{"event": "app_called", "ts_us": 8_000_000}]}]
+
+    retried = render_waterfall("req-00000003", hoplog.events_of(trace("10.0.0.2:8000, 10.0.0.3:8000")))
+    assert retried.splitlines()[-1] == ("  nginx tried 1 other address first (10.0.0.2:8000): the queue above "
+                                        "includes those tries, not only a wait for a worker")
+    assert "nginx tried" not in render_waterfall("req-00000003", hoplog.events_of(trace("10.0.0.3:8000")))

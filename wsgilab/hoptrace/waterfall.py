@@ -188,8 +188,24 @@ def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
         offset = (event["ts_us"] - start) / 1000
         lines.append(f"  +{offset:8.3f} ms  {event['hop']:<8} {describe(event)}")
     lines += [f"  {repeat.describe()}" for repeat in repeated_statements(events)]
-    lines += [f"  {note}" for note in missing_hops(events)]
+    lines += [f"  {note}" for note in notes(events)]
     return "\n".join(lines)
+
+
+def notes(events: list[dict[str, Any]]) -> list[str]:
+    """What the trace's lines alone would leave a reader to guess: a missing server hop, a queue with retries."""
+    return missing_hops(events) + retries_in_queue(events)
+
+
+def retries_in_queue(events: list[dict[str, Any]]) -> list[str]:
+    """Where nginx tried other addresses before the one that answered, the queue it measured includes them."""
+    sent = next((e for e in events if e["event"] == "response_sent"), {})
+    tries = [address for address in str(sent.get("upstream") or "").split(",") if address.strip()]
+    if len(tries) < 2 or not any(e["event"] == "queued" for e in events):
+        return []
+    return [f"nginx tried {len(tries) - 1} other address{'es' if len(tries) > 2 else ''} first "
+            f"({', '.join(a.strip() for a in tries[:-1])}): the queue above includes those tries, not only a "
+            "wait for a worker"]
 
 
 #: What a server that writes no line per request leaves out of a trace, in words.

@@ -48,7 +48,7 @@ from wsgilab.hoptrace.follow import follow
 from wsgilab.hoptrace.records import events_of
 from wsgilab.hoptrace.spans import spans_of
 from wsgilab.hoptrace.stats import collect, summarise
-from wsgilab.hoptrace.waterfall import describe, final_answer, heading, missing_hops, serving_event
+from wsgilab.hoptrace.waterfall import describe, final_answer, heading, notes, serving_event
 from wsgilab.hoptrace.repeats import repeated_statements
 from wsgilab.trace_format import HOPS
 
@@ -147,7 +147,7 @@ def request_detail(request_id: str, records: list[dict[str, Any]]) -> dict[str, 
         # What the trace itself says is wrong with the request: an N+1 (wsgilab.hoptrace.repeats).
         "warnings": [repeat.describe() for repeat in repeated_statements(events)],
         # Why a hop is missing, where the server that served it writes none (Waitress): as `show` ends.
-        "notes": missing_hops(events),
+        "notes": notes(events),
         # Outermost first: by start, then by the order a request meets the hops.
         "spans": [{"name": span.name, "hop": span.hop, "start_ms": (span.start_us - start) / 1000,
                    "end_ms": (span.end_us - start) / 1000, "error": span.error}

@@ -18,11 +18,12 @@ from wsgilab.labs.rawhttp import exchange, read_until_closed, request_bytes
 
 SERVERS = ("gunicorn", "uwsgi", *queue_in_server.IN_SERVER)
 
-TITLE = "A full listen queue: the kernel drops what does not fit, nginx answers 504, nothing hangs"
+TITLE = ("A full listen queue: on gunicorn and uWSGI the kernel drops what does not fit (nginx's 504); Granian "
+         "and Waitress hold it inside (200, late); nothing hangs")
 
 EXPLANATION = """
 While every worker is busy, a new connection waits in the kernel's accept
-queue of the app server's socket. Its length is gunicorn `backlog` / uWSGI
+queue of the app server's socket. Its length is gunicorn's `backlog`, uWSGI's
 `listen` (WSGI_BACKLOG: 128 by default; Linux holds one more than it says).
 Here it is 1, with 1 worker of 1 thread, and 8 requests of 3 s come: one
 runs, two wait in the queue, and the queue is full.
@@ -62,18 +63,20 @@ same queue; the lab runs its apps with the healthcheck once a minute
 (WSGILAB_HEALTHCHECK_INTERVAL), so only the burst is in the queue.
 Granian and Waitress never let the kernel's queue fill: they accept a
 connection while their threads are busy (a Granian worker up to its
-`backpressure`, backlog / workers; Waitress up to `connection_limit`,
-100) and keep the request waiting inside, for a thread. The lab runs them
-with the default backlog, 128: Granian takes no less, and Waitress, which
-accepts one connection a turn of its loop, dropped one of seven connects
-that came at once when its backlog was 1. The same burst (1 s requests
-there, so it ends sooner) is all accepted at once and all served, one
-after another; nginx waits at its read timeout (60 s), not its connect
-timeout, so nothing is dropped until a wait outgrows that. The trace's
-queue segment still shows each wait, measured from nginx's stamp;
-Granian's own access log leaves it out (its dt_ms starts when a thread
-took the request), and Waitress logs "Task queue depth is N" for each
-request it queued, which the trace shows.
+`backpressure`, its limit of connections held at once: the backlog
+divided by the workers; Waitress up to `connection_limit`, 100) and keep
+the request waiting inside, for a thread. The lab runs them with the
+default backlog, 128: Granian refuses to start with less, and Waitress
+accepts one connection a turn of its loop, so a burst of connects can
+overflow a backlog of 1 even while it has room. With 1 thread and 8
+requests of 1 s (nothing there depends on the kernel's SYN retry, so the
+burst can be short), all 8 are accepted at once and all served, one after
+another. A request that waited longer than nginx's read timeout (60 s)
+would get nginx's 504, with nothing in the server's log. The trace's
+queue segment shows each wait (nginx's time stamp against the app's first
+event); Granian's own access log leaves it out (its `dt_ms`, the time it
+logs, starts when a thread took the request), and Waitress logs "Task
+queue depth is N" for each request it queued, which the trace shows.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
@@ -84,16 +87,17 @@ OUTCOMES = (
         client_sees="200 for the 3 that fit, in turn; 504 for the rest at the connect timeout, never a hang",
         statuses=("200", "504", "hang"),
         hop="the kernel drops the connection attempts; nginx gives up",
-        gunicorn="`backlog` (`WSGI_BACKLOG`, 128); gunicorn logs nothing, nginx's error log says "
-                 "\"upstream timed out ... while connecting to upstream\"; `proxy_connect_timeout` "
-                 "(`NGINX_CONNECT_TIMEOUT`, 5 s)",
+        gunicorn="`backlog` (`WSGI_BACKLOG`: 1 in this lab, 128 by default); gunicorn logs nothing, nginx's "
+                 "error log says \"upstream timed out ... while connecting to upstream\"; `proxy_connect_timeout` "
+                 "(`NGINX_CONNECT_TIMEOUT`: 2 s here, 5 s by default)",
         uwsgi="`listen` (the same setting); the master logs \"listen queue of socket ... full\"; "
               "`uwsgi_connect_timeout`",
-        granian="none fills: a worker accepts up to `backpressure` connections (backlog / workers, 128) and the "
-                "requests wait inside it for its thread, so all 8 are 200, in turn; the wait is in the trace's "
-                "queue, not in Granian's access log",
-        waitress="none fills: it accepts up to `connection_limit` (100) connections and queues the requests for "
-                 "its thread (\"Task queue depth is N\", in the trace), so all 8 are 200, in turn",
+        granian="nothing is dropped: a worker accepts up to `backpressure` connections (the backlog divided by "
+                "the workers: 128) and the requests wait inside it for its thread, so all 8 are 200, one after "
+                "another; the wait is in the trace's queue, not in Granian's access log",
+        waitress="nothing is dropped: it accepts up to `connection_limit` (100) connections and queues the "
+                 "requests for its thread (\"Task queue depth is N\", in the trace), so all 8 are 200, one after "
+                 "another",
     ),
 )
 

@@ -41,14 +41,14 @@ keep sending requests. (Swarm then starts a task in its place.)
   still pass that one on.)
 - For up to a second after the kill nginx may still hold the dead address
   (`resolver ... valid=1s`): a request tried there waits for the connect
-  to fail, then goes on as above. After that, Docker's DNS no longer names
+  to fail (its first try a 504 at the connect timeout, or a 502 if the
+  kernel gives up first), then goes on as above. After that, Docker's DNS no longer names
   it, and the two left serve everything.
 - Right after a scale-up, a new replica's container runs before its server
   listens (the launcher sets the database up first): nginx's connect is
   refused and a GET goes on to the next address (tries "502, 502, 200").
-  Until every replica listens, and nginx's answer lists every one, a
-  request has fewer places to go on to: a GET held by the one replica
-  serving, killed, is a 502 from all three. So before it starts, the lab
+  If the one replica listening so far were killed, a GET it held would
+  have nowhere to go: a 502 from all three. So before it starts, the lab
   sends GETs until each replica has served one and a round of them all
   went on nginx's first try.
 """
