@@ -34,3 +34,8 @@ def measure_and_report(args: argparse.Namespace, run, heading: str, row, report:
         write_report = importlib.import_module(report).write_report
         write_report(rows, args, Path(args.plots or plots), Path(args.markdown) if args.markdown else None)
     return 0
+
+
+def processes(row: dict) -> int:
+    """How many processes a row's server ran: its workers, but Waitress's one (its threads are the workers)."""
+    return 1 if row["server"] == "waitress" else row["workers"]

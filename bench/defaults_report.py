@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from bench_output import processes
 from matrix_report import _bars, _rate, _versions, plt
 
 
@@ -92,5 +93,5 @@ def write_report(rows: list[dict], args: argparse.Namespace, into: Path, page: P
         lines.append(f"| {r['part']} | {r['config']} | {r['server']} | {r['app']} | `{r['endpoint']}` | {_rate(r)} | "
                      f"{r['p99_ms']:.0f} | {r['open_loop_rps']:.0f} | {r['open_p99_ms']:.1f} | "
                      f"{r['server_cpu_us']:.0f} | {r['nginx_cpu_us']:.0f} | "
-                     f"{r['rss_per_worker_mib'] * r['workers']:.0f} | {r['errors'] + r['open_errors']} |")
+                     f"{r['rss_per_worker_mib'] * processes(r):.0f} | {r['errors'] + r['open_errors']} |")
     page.write_text("\n".join(lines) + "\n")

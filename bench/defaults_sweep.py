@@ -13,7 +13,10 @@ files), through nginx, tracing on: the stack as it ships.
 
 - ``workers``: CPUs + 1, 2 x CPUs + 1 (the default) and 4 x CPUs + 1
   worker processes of one thread, on `/` (hello world) and `/slow?ms=2` (a
-  view that waits, as one on a database does);
+  view that waits, as one on a database does), on each server: gunicorn,
+  uWSGI, gunicorn spoken to over the uwsgi protocol (``<APP>_PROTOCOL``),
+  Granian (workers of one blocking thread) and Waitress (one process, as
+  many threads as the others have workers);
 - ``threads``: 2, 4 and 8 threads in each of the default number of
   workers, on the same two;
 - ``pool``: gunicorn's gthread (4 threads) with nginx keeping 16 idle
@@ -48,7 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_output import add_output_arguments, measure_and_report  # noqa: E402
+from bench_output import add_output_arguments, measure_and_report, processes  # noqa: E402
 from matrix import ENDPOINTS, _ways, measure_rounds  # noqa: E402
 
 from lab_stacks import APPS, NativeStack  # noqa: E402 (tests/ is on the path: matrix puts it there)
@@ -73,6 +76,9 @@ BUFFERING = {
 }
 #: Where the rendered config sets the buffering of each server's responses, and the prefix of its directives.
 BUFFERING_FILES = {"gunicorn": ("proxy_http.conf", "proxy"), "uwsgi": ("uwsgi_params.conf", "uwsgi")}
+#: A server spoken to over a protocol other than its own: (server, <APP>_PROTOCOL), as bench/matrix.py's PROTOCOL_OF.
+OVER = {"gunicorn over uwsgi": ("gunicorn", "uwsgi")}
+SERVERS = ("gunicorn", "uwsgi", *OVER, "granian", "waitress")
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ class Config:
     label: str
     workers: int
     threads: int
-    servers: tuple[str, ...] = ("gunicorn", "uwsgi")
+    servers: tuple[str, ...] = ("gunicorn", "uwsgi", "gunicorn over uwsgi", "granian", "waitress")
     endpoints: tuple[str, ...] = SMALL
     keepalive: int = 0
     buffering: str = ""
@@ -101,8 +107,8 @@ def configs(parts: list[str]) -> list[Config]:
     if "workers" in parts:
         found += [Config("workers", f"{n} x 1", n, 1) for n in (CPUS + 1, DEFAULT_WORKERS, 4 * CPUS + 1)]
     if "buffers" in parts:
-        found += [Config("buffers", variant, DEFAULT_WORKERS, 1, endpoints=LARGE, buffering=variant)
-                  for variant in BUFFERING]
+        found += [Config("buffers", variant, DEFAULT_WORKERS, 1, servers=tuple(BUFFERING_FILES), endpoints=LARGE,
+                         buffering=variant) for variant in BUFFERING]
     if "threads" in parts:
         found += [Config("threads", f"{DEFAULT_WORKERS} x {n}", DEFAULT_WORKERS, n) for n in (2, 4, 8)]
     if "pool" in parts:
@@ -137,8 +143,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     try:
         stack.start()
         for config in configs(args.parts):
-            stack.reconfigure(config.settings())
-            for server in config.servers:
+            for label in [label for label in config.servers if label in args.servers]:
+                server, protocol = OVER.get(label, (label, ""))
+                stack.reconfigure({**config.settings(), **{f"{app.upper()}_PROTOCOL": protocol for app in APPS
+                                                           if protocol}})
                 stack.servers = None  # nginx rendered afresh (and restarted) for each server: no variant left over
                 stack.use({app: server for app in APPS})
                 if config.buffering:
@@ -149,7 +157,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                         cell = measure_rounds(args.rounds, way, f"/{app}/{ENDPOINTS[endpoint]}", server_pid,
                                               nginx_pid, args.seconds, args.concurrency)
                         rows.append({"run": RUN, "part": config.part, "config": config.label, "workers": config.workers,
-                                     "threads": config.threads, "server": server, "app": app,
+                                     "threads": config.threads, "server": label, "app": app,
                                      "endpoint": endpoint, **cell})
                         print(_row(rows[-1]), file=sys.stderr, flush=True)
     finally:
@@ -157,16 +165,17 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-HEADING = (f"{'part':<8}{'config':<25}{'server':<9}{'app':<7}{'endpoint':<17}{'req/s':>8}{'p99':>6}"
+HEADING = (f"{'part':<8}{'config':<25}{'server':<20}{'app':<7}{'endpoint':<17}{'req/s':>8}{'p99':>6}"
            f"{'rate':>6}{'p99':>7}{'server µs':>10}{'nginx µs':>9}{'MiB':>6}{'errors':>7}")
 
 
 def _row(row: dict) -> str:
     """One row of the table: MiB is the server's workers' memory together (the mean worker's x workers)."""
-    return (f"{row['part']:<8}{row['config']:<25}{row['server']:<9}{row['app']:<7}{row['endpoint']:<17}"
+    return (f"{row['part']:<8}{row['config']:<25}{row['server']:<20}{row['app']:<7}{row['endpoint']:<17}"
             f"{row['rps']:>8.0f}{row['p99_ms']:>6.0f}{row['open_loop_rps']:>6.0f}{row['open_p99_ms']:>7.1f}"
             f"{row['server_cpu_us']:>10.0f}{row['nginx_cpu_us']:>9.0f}"
-            f"{row['rss_per_worker_mib'] * row['workers']:>6.0f}{row['errors'] + row['open_errors']:>7}")
+            f"{row['rss_per_worker_mib'] * processes(row):>6.0f}{row['errors'] + row['open_errors']:>7}")
+
 
 
 def main() -> int:
@@ -174,6 +183,8 @@ def main() -> int:
     parser.add_argument("--parts", nargs="+", default=["workers", "threads", "pool", "buffers"],
                         choices=("workers", "threads", "pool", "buffers"))
     parser.add_argument("--apps", nargs="+", default=list(APPS), choices=APPS)
+    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS,
+                        help="the servers measured where a part has them (buffers: gunicorn, uWSGI; pool: gunicorn)")
     parser.add_argument("--seconds", type=int, default=2, help="per measurement (saturated, then open loop)")
     parser.add_argument("--concurrency", type=int, default=16, help="ab's connections (default 16)")
     parser.add_argument("--rounds", type=int, default=1, help="each cell this many times; the medians (default 1)")
