@@ -94,7 +94,7 @@ def plots(rows: list[dict], into: Path) -> dict[str, str]:
     return drawn
 
 
-PACKAGES = ("gunicorn", "pyuwsgi", "Django", "Flask")
+PACKAGES = ("gunicorn", "pyuwsgi", "granian", "waitress", "Django", "Flask")
 
 
 def _versions(stack: str) -> str:
