@@ -69,8 +69,8 @@ the request waiting inside, for a thread. The lab runs them with the
 default backlog, 128: Granian refuses to start with less, and Waitress
 accepts one connection a turn of its loop, so a burst of connects can
 overflow a backlog of 1 even while it has room. With 1 thread and 8
-requests of 1 s (nothing there depends on the kernel's SYN retry, so the
-burst can be short), all 8 are accepted at once and all served, one after
+requests of 2 s (shorter than on the others: nothing there depends on the
+kernel's SYN retry), all 8 are accepted at once and all served, one after
 another. A request that waited longer than nginx's read timeout (60 s)
 would get nginx's 504, with nothing in the server's log. The trace's
 queue segment shows each wait (nginx's time stamp against the app's first
@@ -102,8 +102,7 @@ OUTCOMES = (
 )
 
 
-#: What the lab runs with: one worker of one thread, a backlog of 1, a short connect timeout, and Docker's
-#: healthcheck (which would take a place in the queue) once a minute.
+#: What the lab runs with: 1 worker of 1 thread, backlog 1, a short connect timeout, healthchecks once a minute.
 WORKERS = 1
 BACKLOG = 1
 CONNECT_TIMEOUT_S = 2
@@ -165,10 +164,8 @@ def run(target: Target, report: Report) -> None:
 
 
 def _burst(target: Target, app: str, tag: str, server: str) -> Burst:
-    """Fill ``app``'s queue one request at a time, each once the kernel holds the one before; then the rest.
-
-    On a server that accepts every connection itself (queue_in_server) there is no queue in the kernel to
-    fill: the first request, once a thread has it, then the rest."""
+    """Fill ``app``'s queue one request at a time, each once the kernel holds the one before; then the rest
+    (on a server that accepts every connection itself, queue_in_server: the first, once taken, then the rest)."""
     in_server = server in queue_in_server.IN_SERVER
     room, slow_ms = (1, queue_in_server.SLOW_MS) if in_server else (ROOM, SLOW_MS)
     ids = [f"full-queue-{tag}-{app}-{n}" for n in range(REQUESTS)]
@@ -199,8 +196,11 @@ def _burst(target: Target, app: str, tag: str, server: str) -> Burst:
         for n in range(len(futures), REQUESTS):
             send(n)
         rest_sent = time.monotonic()
-        time.sleep(0.5)  # long enough for any handshake the kernel would answer to be half done
-        after = target.control.listen_socket(app)
+        if in_server:  # all accepted at one moment, looked for at once: the first's answer closes its own
+            after = _kernel_shows(target, app, lambda s: s.established == REQUESTS and s.queued == 0)
+        else:
+            time.sleep(0.5)  # long enough for any handshake the kernel would answer to be half done
+            after = target.control.listen_socket(app)
         results = [future.result() for future in futures]
     return Burst([(request_id, status, sent - taken, done - taken) for request_id, status, sent, done in results],
                  before, full, after, rest_sent - taken)
