@@ -52,7 +52,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_output import add_output_arguments, measure_and_report, processes  # noqa: E402
-from matrix import ENDPOINTS, _ways, measure_rounds  # noqa: E402
+from matrix import ENDPOINTS, MODELS, PROTOCOL_OF, _ways, measure_rounds, protocol_settings  # noqa: E402
 
 from lab_stacks import APPS, NativeStack  # noqa: E402 (tests/ is on the path: matrix puts it there)
 
@@ -76,8 +76,8 @@ BUFFERING = {
 }
 #: Where the rendered config sets the buffering of each server's responses, and the prefix of its directives.
 BUFFERING_FILES = {"gunicorn": ("proxy_http.conf", "proxy"), "uwsgi": ("uwsgi_params.conf", "uwsgi")}
-#: A server spoken to over a protocol other than its own: (server, <APP>_PROTOCOL), as bench/matrix.py's PROTOCOL_OF.
-OVER = {"gunicorn over uwsgi": ("gunicorn", "uwsgi")}
+#: A server spoken to over a protocol other than its own: (server, <APP>_PROTOCOL), from bench/matrix.py's models.
+OVER = {label: (MODELS[label][0], protocol) for label, protocol in PROTOCOL_OF.items()}
 SERVERS = ("gunicorn", "uwsgi", *OVER, "granian", "waitress")
 
 
@@ -89,7 +89,7 @@ class Config:
     label: str
     workers: int
     threads: int
-    servers: tuple[str, ...] = ("gunicorn", "uwsgi", "gunicorn over uwsgi", "granian", "waitress")
+    servers: tuple[str, ...] = SERVERS
     endpoints: tuple[str, ...] = SMALL
     keepalive: int = 0
     buffering: str = ""
@@ -145,8 +145,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         for config in configs(args.parts):
             for label in [label for label in config.servers if label in args.servers]:
                 server, protocol = OVER.get(label, (label, ""))
-                stack.reconfigure({**config.settings(), **{f"{app.upper()}_PROTOCOL": protocol for app in APPS
-                                                           if protocol}})
+                stack.reconfigure({**config.settings(), **protocol_settings(protocol)})
                 stack.servers = None  # nginx rendered afresh (and restarted) for each server: no variant left over
                 stack.use({app: server for app in APPS})
                 if config.buffering:
@@ -175,7 +174,6 @@ def _row(row: dict) -> str:
             f"{row['rps']:>8.0f}{row['p99_ms']:>6.0f}{row['open_loop_rps']:>6.0f}{row['open_p99_ms']:>7.1f}"
             f"{row['server_cpu_us']:>10.0f}{row['nginx_cpu_us']:>9.0f}"
             f"{row['rss_per_worker_mib'] * processes(row):>6.0f}{row['errors'] + row['open_errors']:>7}")
-
 
 
 def main() -> int:

@@ -191,10 +191,15 @@ def measure_rounds(rounds: int, *args, **kwargs) -> dict:
     return {**combined, "rounds": rounds, "rps_rounds": [round(cell["rps"], 1) for cell in cells]}
 
 
+def protocol_settings(protocol: str) -> dict[str, str]:
+    """The settings that have nginx speak ``protocol`` to every app's server (<APP>_PROTOCOL); {} for its own."""
+    return {f"{app.upper()}_PROTOCOL": protocol for app in APPS} if protocol else {}
+
+
 def _stack(kind: str, settings: dict[str, str], protocol: str = "") -> NativeStack | ComposeStack:
     """A stack of ``kind`` whose app servers all run with ``settings``, each spoken to over ``protocol`` if one
     is given (<APP>_PROTOCOL)."""
-    protocols = {f"{app.upper()}_PROTOCOL": protocol for app in APPS} if protocol else {}
+    protocols = protocol_settings(protocol)
     if kind == "native":
         stack = NativeStack(app_env=settings)
         stack.settings = protocols  # what the launcher and nginx's config read (NativeStack.app_environment)
