@@ -38,7 +38,7 @@ ARG APP
 COPY ${APP}/requirements.txt /src/${APP}/requirements.txt
 RUN pip install --requirement /src/${APP}/requirements.txt && rm -rf /src
 
-COPY gunicorn.conf.py uwsgi.ini granian.conf.py waitress.conf.py /etc/wsgi-lab/
+COPY gunicorn.conf.py uwsgi.ini granian.conf.py waitress.conf.py uvicorn.conf.py /etc/wsgi-lab/
 COPY ${APP}/ /app/
 # Your own WSGI middleware (<APP>_WSGI_MIDDLEWARE, docs/middleware.md): every app image has the folder.
 COPY middleware/ /srv/middleware/

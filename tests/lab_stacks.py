@@ -168,6 +168,7 @@ class NativeStack:
             "WSGI_SERVER": server,
             "WSGI_PROTOCOL": self.settings.get(f"{app.upper()}_PROTOCOL", ""),
             "WSGI_APP": self.settings.get(f"{app.upper()}_WSGI_APP", WSGI_APPS[app]),
+            "ASGI_APP": self.settings.get(f"{app.upper()}_ASGI_APP", settings.ASGI_CALLABLES[app]),
             "WSGI_MIDDLEWARE": self.settings.get(f"{app.upper()}_WSGI_MIDDLEWARE", ""),
             "WSGI_MIDDLEWARE_PATH": str(REPO / "middleware"),
             "SCRIPT_NAME": f"/{app}",

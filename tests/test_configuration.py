@@ -26,7 +26,7 @@ def _launch(**env):
 
 
 @pytest.mark.parametrize("setting, value, message", [
-    ("WSGI_SERVER", "nginx", "WSGI_SERVER must be gunicorn, uwsgi, granian or waitress, not 'nginx'"),
+    ("WSGI_SERVER", "nginx", "WSGI_SERVER must be gunicorn, uwsgi, granian, waitress or uvicorn, not 'nginx'"),
     ("WSGI_PROTOCOL", "spdy", "WSGI_PROTOCOL must be http or uwsgi, not 'spdy'"),
     ("SCRIPT_NAME", "raw", "SCRIPT_NAME must be the URL prefix"),
     ("WSGI_APP", "raw_app", "WSGI_APP must name a callable as module:name"),
@@ -98,7 +98,7 @@ def test_render_config_refuses_an_unknown_server(tmp_path):
     done = subprocess.run([str(REPO / "nginx" / "render-config"), str(tmp_path)],
                           env={**os.environ, "FLASK_SERVER": "tornado"}, capture_output=True, text=True)
     assert done.returncode == 64
-    assert "FLASK_SERVER must be gunicorn, uwsgi, granian or waitress, not 'tornado'" in done.stderr
+    assert "FLASK_SERVER must be gunicorn, uwsgi, granian, waitress or uvicorn, not 'tornado'" in done.stderr
 
 
 @pytest.mark.parametrize("setting", ["NGINX_CONNECT_TIMEOUT", "NGINX_READ_TIMEOUT"])

@@ -1,7 +1,7 @@
 """Swapping apps' servers: each comes back on the server it is set to, nginx follows, the others keep theirs.
 
-Runs on each tier: on compose it is where Granian and Waitress run from the images (tests/test_more_servers.py
-drives them further on the native tier). Only the swapped apps change.
+Runs on each tier: on compose it is where Granian, Waitress and uvicorn run from the images
+(tests/test_more_servers.py and tests/test_asgi.py drive them further on the native tier).
 """
 
 import uuid
@@ -13,8 +13,8 @@ from test_endpoints import UPSTREAM_PROTOCOL as PROTOCOL
 from wsgilab import labs
 from wsgilab.labs.kit import nginx_record
 
-#: The swap: django to Granian, flask to Waitress; raw keeps what it had.
-SWAPPED = {"django": "granian", "flask": "waitress"}
+#: The swap: django to Granian, flask to Waitress, and the raw app's ASGI side to uvicorn.
+SWAPPED = {"django": "granian", "flask": "waitress", "raw": "uvicorn"}
 
 
 def _answered_by(stack, app):
@@ -22,7 +22,7 @@ def _answered_by(stack, app):
     return reply.json()["server"], reply.header("X-Upstream-Protocol")
 
 
-def test_swapping_apps_to_granian_and_waitress_changes_who_answers_and_back(tier_stack):
+def test_swapping_apps_to_granian_waitress_and_uvicorn_changes_who_answers_and_back(tier_stack):
     # From whatever servers the last test left (a swap and one back: each recreates only the swapped apps'
     # containers and nginx's).
     before = tier_stack.servers or {app: "gunicorn" for app in APPS}
@@ -32,11 +32,13 @@ def test_swapping_apps_to_granian_and_waitress_changes_who_answers_and_back(tier
     seen = {}
     for app, server in SWAPPED.items():
         assert _answered_by(tier_stack, app) == (server, "http")
-        reply = get(tier_stack.port, f"/{app}/environ", headers={"X-Request-ID": uuid.uuid4().hex})
+        # The raw app's ASGI side shows its scope, where the client is an (address, port) pair.
+        shown = "scope" if server == "uvicorn" else "environ"
+        reply = get(tier_stack.port, f"/{app}/{shown}", headers={"X-Request-ID": uuid.uuid4().hex})
         assert SECRET_SENTINEL not in reply.body.decode()
-        seen[reply.header("X-Request-ID")] = reply.json()["cgi"]["REMOTE_ADDR"]
-    assert _answered_by(tier_stack, "raw") == (before["raw"], PROTOCOL[before["raw"]])
-    # Both take the client's address from X-Forwarded-For, trusting it from nginx (gunicorn keeps nginx's own).
+        seen[reply.header("X-Request-ID")] = (reply.json()["client"][0] if server == "uvicorn"
+                                              else reply.json()["cgi"]["REMOTE_ADDR"])
+    # All three take the client's address from X-Forwarded-For, trusting it from nginx (gunicorn keeps nginx's).
     target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack))
     traces = target.records_of(list(seen), {"nginx"})
     assert seen == {request_id: nginx_record(traces[request_id])["client"] for request_id in seen}

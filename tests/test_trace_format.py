@@ -18,8 +18,8 @@ from lab_stacks import REPO
 from wsgilab import trace_format
 from wsgilab.hoptrace import records, waterfall
 
-#: What the hops wrote on the native stack; Granian's lines (its own run: the suite's recording has none) beside.
-RECORDED = [r for name in ("recorded.log", "recorded-granian.log")
+#: What the hops wrote on the native stack; Granian's and uvicorn's lines (runs of their own) beside.
+RECORDED = [r for name in ("recorded.log", "recorded-granian.log", "recorded-uvicorn.log")
             for r in map(records.parse_line, (REPO / "tests" / "data" / name).open()) if r]
 
 

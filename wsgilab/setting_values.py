@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 
-#: The WSGI servers an app can run under (``<APP>_SERVER``).
-SERVERS = ("gunicorn", "uwsgi", "granian", "waitress")
+#: The servers an app can run under (``<APP>_SERVER``): four WSGI servers, then the ASGI ones.
+SERVERS = ("gunicorn", "uwsgi", "granian", "waitress", "uvicorn")
+#: The servers that call the app's ASGI side (``<APP>_ASGI_APP``) rather than its WSGI callable.
+ASGI_SERVERS = ("uvicorn",)
 #: The protocols each speaks to nginx (``<APP>_PROTOCOL``), its own first: gunicorn 24 and later speaks uwsgi too.
-PROTOCOLS = {"gunicorn": ("http", "uwsgi"), "uwsgi": ("uwsgi",), "granian": ("http",), "waitress": ("http",)}
+PROTOCOLS = {"gunicorn": ("http", "uwsgi"), "uwsgi": ("uwsgi",), "granian": ("http",), "waitress": ("http",),
+             "uvicorn": ("http",)}
 
 class SettingError(ValueError):
     """A setting's value is not one it takes; the message names the setting and what it takes."""

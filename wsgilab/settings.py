@@ -21,7 +21,8 @@ import sys
 from dataclasses import dataclass
 
 # Re-exported: the launcher, the labs and scripts/swarm check values through this module.
-from wsgilab.setting_values import PROTOCOLS, SERVERS, SettingError, check_value, protocol_of  # noqa: F401
+from wsgilab.setting_values import (ASGI_SERVERS, PROTOCOLS, SERVERS, SettingError, check_value,  # noqa: F401
+                                    protocol_of)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ APPS = ("django", "flask", "raw")
 
 #: Each app's own WSGI callable, module:name, as its server imports it by default.
 APP_CALLABLES = {"django": "labsite.wsgi:application", "flask": "wsgi:app", "raw": "raw_app:application"}
+#: Each app's ASGI side, module:name, as an ASGI server (uvicorn) imports it: Django's own, Flask behind asgiref's
+#: WSGI-to-ASGI adapter, and the raw app's written by hand.
+ASGI_CALLABLES = {"django": "labsite.asgi:application", "flask": "asgi:application", "raw": "raw_asgi:application"}
 
 
 def _per_app() -> list[Setting]:
@@ -69,9 +73,9 @@ def _per_app() -> list[Setting]:
     for app in APPS:
         upper = app.upper()
         found.append(Setting(
-            f"{upper}_SERVER", "gunicorn", "server", f"the WSGI server the {app} app runs under, and so how nginx "
+            f"{upper}_SERVER", "gunicorn", "server", f"the server the {app} app runs under, and so how nginx "
             "speaks to it: HTTP (proxy_pass) to gunicorn, Granian and Waitress, the uwsgi protocol (uwsgi_pass) to "
-            "uWSGI", "app",
+            "uWSGI; `uvicorn` serves the app's ASGI side (<APP>_ASGI_APP) instead, over HTTP (docs/asgi.md)", "app",
             nginx="proxy_pass, uwsgi_pass"))
     for app in APPS:
         found.append(Setting(
@@ -86,6 +90,11 @@ def _per_app() -> list[Setting]:
             f"the callable the {app} app's server imports, module:name (`hoptrace lab import-failure` points "
             "one at code that cannot be imported); traced_app wraps it", "app", gunicorn="wsgi_app",
             uwsgi="mount", granian="target", waitress="none: the app waitress_main imports", lab_may_change=True))
+    for app in APPS:
+        found.append(Setting(
+            f"{app.upper()}_ASGI_APP", ASGI_CALLABLES[app], "wsgi_app",
+            f"the ASGI callable the {app} app's server imports when <APP>_SERVER is an ASGI server (uvicorn), "
+            "module:name; asgi_app wraps it (uvicorn.conf.py)", "app"))
     for app in APPS:
         found.append(Setting(
             f"{app.upper()}_WSGI_MIDDLEWARE", "", "middleware",

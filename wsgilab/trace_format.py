@@ -100,6 +100,14 @@ RECORDS = {
         "wsgi", "request", "wsgilab.container.wsgi_trace.HopTrace, with the framework's and the view's events",
         COMMON + SPAN + ("events",), optional=("queue_us", "status", "input_bytes", "replica", "db_queries", "db_us",
                                                     "db_address", "db_port", "db_namespace")),
+    "asgi": RecordKind(
+        "asgi", "request", "wsgilab.container.asgi_trace.AsgiHopTrace, with the framework's and the view's events: "
+        "the ASGI side of an app (an ASGI server: uvicorn)",
+        COMMON + SPAN + ("events",), optional=("queue_us", "status", "input_bytes", "replica", "db_queries", "db_us",
+                                                    "db_address", "db_port", "db_namespace", "sends")),
+    "uvicorn-log": RecordKind(
+        "uvicorn", "log", "wsgilab.container.uvicorn_trace.JsonFormatter: start-up, workers, errors",
+        ("hop", "event", "service", "server", "pid", "ts_us", "level", "message"), optional=("traceback",)),
 }
 
 
@@ -126,6 +134,12 @@ EVENTS = (
           ("worker_class", "worker_requests", "worker", "core", "vars", "packet_bytes")),
     Event("app_called", "wsgi", "the server called app(environ, start_response)",
           ("method", "script_name", "path_info", "environ_keys")),
+    Event("asgi_app_called", "asgi", "the server called app(scope, receive, send) and awaits it: ASGI's one "
+          "call per connection event (type is \"http\" for a request); path is the whole path, root_path the part "
+          "nginx routes to this app", ("type", "method", "root_path", "path", "http_version", "scope_keys")),
+    Event("receive", "asgi", "the app awaited receive() and got a message: type \"http.request\" (body bytes, "
+          "more_body: whether more follow) or \"http.disconnect\" (the client is gone, or the response is "
+          "done); waited_us: how long the await took", ("type", "bytes", "more_body", "waited_us")),
     Event("middleware_called", "wsgi", "the server's call reached a middleware of your own (<APP>_WSGI_MIDDLEWARE)",
           ("middleware",)),
     Event("middleware_passed_on", "wsgi", "your middleware called the app inside it", ("middleware",)),
@@ -161,6 +175,12 @@ EVENTS = (
     Event("middleware_out", "django", "the response leaves Django's middleware stack", ("status",)),
     Event("start_response", "wsgi", "the app called start_response(status, headers, exc_info)",
           ("status", "headers", "exc_info")),
+    Event("response_start", "asgi", "the app sent http.response.start: the status and headers (ASGI's "
+          "start_response); waited_us: how long the send() await took", ("status", "headers", "waited_us")),
+    Event("body_sent", "asgi", "the app sent an http.response.body message: n counts them, more_body says "
+          "whether more follow (false ends the response); waited_us: how long send() held the app (the server "
+          "pauses it while the client is slow to read). Past 25 they are only counted, in the record's sends",
+          ("n", "bytes", "more_body", "waited_us")),
     Event("write", "wsgi", "the app sent body bytes through the write() callable start_response returned "
           "(PEP 3333's push-style path, older than the iterable; one event per call)", ("bytes", "writes")),
     Event("middleware_returned", "wsgi", "your middleware handed the body back to the server", ("middleware",)),
@@ -184,6 +204,10 @@ EVENTS = (
           "its response began (500)", ("status", "error")),
     Event("app_raised", "wsgi", "the app raised instead of returning an iterable", ("error",)),
     Event("close", "wsgi", "the server called the iterable's close()", ("input_bytes",)),
+    Event("asgi_app_returned", "asgi", "the app's coroutine returned: it is done with the request",
+          ("input_bytes",)),
+    Event("asgi_app_raised", "asgi", "the app's coroutine raised (the server answers 500 if no response had "
+          "started)", ("error",)),
     Event("post_request", "gunicorn", "gunicorn's post_request hook: done with the request"),
     Event("request_done", "server", "uWSGI or Granian is done with the request (start + duration_us)",
           ("duration_us", "status", "bytes")),
@@ -195,7 +219,10 @@ EVENTS_BY_NAME = {event.name: event for event in EVENTS}
 CAUSAL_RANK = {event.name: rank for rank, event in enumerate(EVENTS)}
 
 #: The hops a waterfall shows, in the order a request meets them.
-HOPS = ("nginx", "queue", "gunicorn", "uwsgi", "granian", "wsgi", "django", "flask", "view", "db")
+HOPS = ("nginx", "queue", "gunicorn", "uwsgi", "granian", "wsgi", "asgi", "django", "flask", "view", "db")
+
+#: The interfaces' hops: the layer the server calls the app through (PEP 3333's, or ASGI's).
+INTERFACE_HOPS = ("wsgi", "asgi")
 
 #: The servers' hops; an event whose hop is "server" belongs to one of them.
 SERVER_HOPS = ("gunicorn", "uwsgi", "granian")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -112,13 +113,18 @@ def _dotted_name(kind: type) -> str:
 
 
 def wsgi_server(environ: Mapping[str, Any]) -> str:
-    """Name the WSGI server that built this environ, from the keys only it sets (SERVER_SOFTWARE for the others)."""
+    """Name the server that built this environ, from the keys only it sets (SERVER_SOFTWARE for the others).
+
+    On the app's ASGI side the environ is Django's or asgiref's, built from an
+    ASGI scope, which names no server: the process running it does.
+    """
     if "uwsgi.version" in environ:
         return "uwsgi"
     if "gunicorn.socket" in environ:
         return "gunicorn"
     software = str(environ.get("SERVER_SOFTWARE", "")).lower()
-    return next((name for name in ("granian", "waitress") if software.startswith(name)), "unknown")
+    return next((name for name in ("granian", "waitress") if software.startswith(name)),
+                "uvicorn" if "uvicorn" in sys.modules else "unknown")
 
 
 def _bounded(name: str, raw: str | None, limit: int, unit: str = "") -> int:

@@ -2,9 +2,10 @@
 
 Every app container runs ``python -m wsgilab.container.launch``, and so does the native
 test tier. It reads ``WSGI_SERVER`` (``gunicorn``, ``uwsgi``, ``granian`` or
-``waitress``), fills in the settings that the servers' config files
-(``gunicorn.conf.py``, ``uwsgi.ini``, ``granian.conf.py``,
-``waitress.conf.py``) all read from the environment, and then *replaces
+``waitress``; or ``uvicorn``, an ASGI server, for the app's ASGI side), fills
+in the settings that the servers' config files (``gunicorn.conf.py``,
+``uwsgi.ini``, ``granian.conf.py``, ``waitress.conf.py``,
+``uvicorn.conf.py``) all read from the environment, and then *replaces
 itself* with the server (``exec``), so the server gets the signals Docker
 sends and nothing sits between them.
 
@@ -17,6 +18,7 @@ Environment (all optional but ``WSGI_APP`` and ``SCRIPT_NAME``):
 ``WSGI_SERVER``   ``gunicorn`` (default), ``uwsgi``, ``granian`` or ``waitress`` (compose sets it
                   from ``<APP>_SERVER``)
 ``WSGI_APP``      the WSGI callable, ``module:name`` (compose sets it from ``<APP>_WSGI_APP``)
+``ASGI_APP``      the ASGI callable an ASGI server imports instead (compose sets it from ``<APP>_ASGI_APP``)
 ``SCRIPT_NAME``   the URL prefix nginx routes to this app (e.g. ``/django``)
 ``WSGI_PROTOCOL`` ``http`` or ``uwsgi``; default the server's own (compose sets it from ``<APP>_PROTOCOL``)
 ``WSGI_BIND``     ``host:port``; default ``0.0.0.0:8000`` for HTTP (gunicorn, Granian and Waitress)
@@ -37,7 +39,7 @@ import sys
 import time
 from collections.abc import Mapping
 
-from wsgilab.settings import PROTOCOLS, SETTINGS, SettingError, check_value, protocol_of
+from wsgilab.settings import ASGI_SERVERS, PROTOCOLS, SETTINGS, SettingError, check_value, protocol_of
 
 #: The port a server listens on unless WSGI_BIND says otherwise, by the protocol it speaks: 8000 for HTTP, and
 #: 3031, uWSGI's customary uwsgi-protocol port; nginx/render-config uses the same two.
@@ -49,7 +51,8 @@ DEFAULT_PORTS = {server: PROTOCOL_PORTS[spoken[0]] for server, spoken in PROTOCO
 GRANIAN_LEAST_BACKLOG = 128
 
 #: The servers run by a module of ours that reads a config file of the same name (they have none of their own).
-_MODULE_RUN = {"granian": "wsgilab.container.granian_main", "waitress": "wsgilab.container.waitress_main"}
+_MODULE_RUN = {"granian": "wsgilab.container.granian_main", "waitress": "wsgilab.container.waitress_main",
+               "uvicorn": "wsgilab.container.uvicorn_main"}
 
 _SCRIPT_NAME = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
 
@@ -96,8 +99,11 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
         server = check_value("server", "WSGI_SERVER", env.get("WSGI_SERVER", "") or "gunicorn")
         protocol = protocol_of(server, env.get("WSGI_PROTOCOL", ""))
         app = check_value("wsgi_app", "WSGI_APP", env.get("WSGI_APP", ""))
+        asgi_app = check_value("wsgi_app", "ASGI_APP", env.get("ASGI_APP", "")) if server in ASGI_SERVERS else ""
     except SettingError as error:
         raise LaunchError(str(error)) from None
+    if server in ASGI_SERVERS:
+        _refuse_wsgi_only(env, server)
     script_name = env.get("SCRIPT_NAME", "")
     if not _SCRIPT_NAME.match(script_name):
         raise LaunchError(
@@ -111,6 +117,7 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
         WSGI_SERVER=server,
         WSGI_PROTOCOL=protocol,
         WSGI_APP=app,
+        ASGI_APP=asgi_app,
         SCRIPT_NAME=script_name,
         # The service's name in the hops' log lines: "/django" -> "django".
         WSGILAB_SERVICE=script_name.strip("/"),
@@ -144,8 +151,19 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
     return completed
 
 
+def _refuse_wsgi_only(env: Mapping[str, str], server: str) -> None:
+    """LaunchError for a setting an ASGI server cannot honour: WSGI middleware, OpenTelemetry's WSGI tracing."""
+    if env.get("WSGI_MIDDLEWARE", ""):
+        raise LaunchError(f"WSGI_MIDDLEWARE is WSGI middleware, and {server} serves the app's ASGI side: "
+                          "unset it (<APP>_WSGI_MIDDLEWARE) or choose a WSGI server")
+    if env.get("WSGILAB_TRACING", "") == "otel":
+        raise LaunchError(f"WSGILAB_TRACING=otel instruments the WSGI side only; on {server} use on or off")
+
+
 def concurrency(env: Mapping[str, str]) -> str:
     """How the server runs requests at once, in words: Waitress has one process, its threads the others' product."""
+    if env["WSGI_SERVER"] in ASGI_SERVERS:
+        return f"{env['WSGI_WORKERS']} workers x 1 event loop"
     if env["WSGI_SERVER"] == "waitress":
         return f"1 process x {int(env['WSGI_WORKERS']) * int(env['WSGI_THREADS'])} threads"
     return f"{env['WSGI_WORKERS']} workers x {env['WSGI_THREADS']} threads"
@@ -197,16 +215,6 @@ def keep_stdout_for_traces(env: dict[str, str]) -> None:
     trace_fd = os.dup(1)
     os.set_inheritable(trace_fd, True)
     env["WSGILAB_TRACE_FD"] = str(trace_fd)
-
-
-def prepare_uwsgi_logging(env: dict[str, str]) -> None:
-    """Tell uWSGI's JSON log encoder (uwsgi.ini, "Logging") the PID it writes as.
-
-    The lines uWSGI prints before its log master starts go through a relay
-    (wsgilab.container.uwsgi_main).
-    """
-    # uWSGI's log master writes its messages; it is this process, once exec'd.
-    env["WSGILAB_MASTER_PID"] = str(os.getpid())
 
 
 #: The module in an app's folder that creates its tables and seed data (``python -m db_setup``).
@@ -267,16 +275,19 @@ def main() -> None:
     except LaunchError as error:
         say(os.environ, str(error), level="error")
         sys.exit(2)
-    say(env, f"{env['WSGI_APP']} at {env['SCRIPT_NAME']} on {env['WSGI_SERVER']}, {env['WSGI_PROTOCOL']} at "
-             f"{env['WSGI_BIND']}, {concurrency(env)}")
+    say(env, f"{env['ASGI_APP'] or env['WSGI_APP']} at {env['SCRIPT_NAME']} on {env['WSGI_SERVER']}, "
+             f"{env['WSGI_PROTOCOL']} at {env['WSGI_BIND']}, {concurrency(env)}")
     try:
         set_up_database(env)
     except LaunchError as error:
         say(env, str(error), level="error")
         sys.exit(2)
-    keep_stdout_for_traces(env)
+    if env["WSGI_SERVER"] != "uvicorn":  # its workers are spawned, given no descriptor but 0 to 2: stdout it is
+        keep_stdout_for_traces(env)
     if env["WSGI_SERVER"] == "uwsgi":
-        prepare_uwsgi_logging(env)
+        # uWSGI's JSON log encoder (uwsgi.ini, "Logging") writes as its log master: this process, once exec'd.
+        # The lines it prints before that master starts go through a relay (wsgilab.container.uwsgi_main).
+        env["WSGILAB_MASTER_PID"] = str(os.getpid())
     os.execve(argv[0], argv, env)
 
 

@@ -31,9 +31,8 @@ apps run unchanged with ``WSGILAB_TRACING=off``.
 
 Under uWSGI the request id and the worker span's ids are also handed to uWSGI
 as logvars (``wsgilab_request_id``, ...) for its own request log line (uwsgi.ini
-``log-format``); gunicorn's line reads them from the trace, left in the environ
-as ``wsgilab.trace``. It adds nothing else but the one response header it may be
-handed (``response_header``: Server-Timing).
+``log-format``); gunicorn's line reads them from the trace, left in the environ as
+``wsgilab.trace``. It adds only the response header it may be handed (Server-Timing).
 """
 
 from __future__ import annotations
@@ -85,6 +84,7 @@ class RequestTrace:
     Event names and field names are the code's own identifiers.
     """
 
+    HOP = "wsgi"  #: the hop its line is written under ("asgi" for the ASGI side's: asgi_trace)
     __slots__ = ("write_line", "request_id", "trace_id", "server_parent_id", "server_span_id", "span_id", "identity",
                  "pid", "started", "parts", "tail", "input_bytes", "chunks", "body_bytes", "writes", "queue_us",
                  "written", "view_started", "view_ended", "file_body",
@@ -133,7 +133,7 @@ class RequestTrace:
                             if self.db_queries else "")
         # request_id matched nginx_headers.REQUEST_ID (or is "-"): no character in it needs escaping.
         return (f'{{"request_id":"{self.request_id}"{span_fields(self.trace_id, self.span_id, self.server_span_id)},'
-                f'"hop":"wsgi","event":"request",{self.identity},'
+                f'"hop":"{self.HOP}","event":"request",{self.identity},'
                 f'"pid":{self.pid},"ts_us":{self.started},"events":[{",".join(self.parts)}]{tail}}}\n')
 
     def finish(self) -> None:

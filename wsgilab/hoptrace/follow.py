@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from wsgilab.hoptrace.records import parse_line
+from wsgilab.trace_format import INTERFACE_HOPS, SERVER_HOPS
 
 
 class Follower:
@@ -68,7 +69,7 @@ def _awaits_app(records: list[dict[str, Any]]) -> bool:
     # nginx logs the status of each app it tried ("502, 200" after a retry): the last one answered.
     status = str(next((r.get("upstream_status") for r in records if r.get("hop") == "nginx"), "")).split(",")[-1]
     answered = status.strip().isdigit() and status.strip() not in ("502", "504")
-    return answered and not any(r.get("hop") == "wsgi" for r in records)
+    return answered and not any(r.get("hop") in INTERFACE_HOPS for r in records)
 
 
 def _all_in(records: list[dict[str, Any]]) -> bool:
@@ -80,7 +81,7 @@ def _all_in(records: list[dict[str, Any]]) -> bool:
     moment after nginx's.
     """
     hops = {r.get("hop") for r in records}
-    servers = {r.get("server") for r in records if r.get("hop") == "wsgi"}
+    servers = {r.get("server") for r in records if r.get("hop") in INTERFACE_HOPS} & set(SERVER_HOPS)
     return "nginx" in hops and servers <= hops and not _awaits_app(records)
 
 

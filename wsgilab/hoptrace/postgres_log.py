@@ -30,6 +30,7 @@ from typing import Any
 
 from wsgilab.container.db_trace import sanitized
 from wsgilab.trace_context import query_span_id
+from wsgilab.trace_format import INTERFACE_HOPS
 
 #: A line as log_line_prefix '%m [%p] ' starts it: the time (UTC, to the ms), the backend's pid, the level.
 LINE = re.compile(r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(?P<ms>\d{3}) UTC \[(?P<pid>\d+)\] "
@@ -97,7 +98,7 @@ class PostgresLog:
             return []
         queries: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
         for record in records:
-            if record.get("hop") != "wsgi" or not record.get("span_id"):
+            if record.get("hop") not in INTERFACE_HOPS or not record.get("span_id"):
                 continue
             for n in range(1, _queries_of(record) + 1):
                 queries[record.get("trace_id"), query_span_id(record["span_id"], n)] = (record, n)

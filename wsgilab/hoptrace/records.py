@@ -203,7 +203,7 @@ def _events_in(record: dict[str, Any], base: dict[str, Any]) -> list[dict[str, A
     for event in record["events"]:
         if isinstance(event, dict) and isinstance(event.get("ts_us"), int):
             events.append({**base, **event})
-            if event.get("event") == "close" and "input_bytes" in record:
+            if event.get("event") in ("close", "asgi_app_returned") and "input_bytes" in record:
                 events[-1]["input_bytes"] = record["input_bytes"]
             elif event.get("event") == "db_query":
                 if "statement" in event:

@@ -9,6 +9,7 @@ are made here, with ids derived from the record's own:
         queue                          wsgi record's queue_us: handed on .. the app called
         worker                         gunicorn / uwsgi record, span_id
           WSGI call                    wsgi record, span_id: app called .. close()
+          (or ASGI call)               asgi record, span_id: app called .. its coroutine returned
             framework                  Django middleware in..out, Flask before..after_request
               view                     the view called .. returned or raised
                 query                  each db_query: sent .. ran for duration_us (kind client)
@@ -28,7 +29,7 @@ from typing import Any
 
 from wsgilab.hoptrace.records import events_of, find_event, seconds_to_us
 from wsgilab.trace_context import derived_id, query_span_id
-from wsgilab.trace_format import EVENT_BASE, SERVER_HOPS
+from wsgilab.trace_format import EVENT_BASE, INTERFACE_HOPS, SERVER_HOPS
 
 #: The events that mark a framework's span, start and end (the first end found).
 _FRAMEWORK = {"django": ("middleware_in", ("middleware_out",)),
@@ -42,6 +43,7 @@ _SPAN_EVENTS = {"nginx": ("nginx_error",), "upstream": ("answered_itself",),
                 "wsgi": ("middleware_called", "middleware_passed_on", "middleware_returned", "input_first_read",
                          "start_response", "write", "file_wrapper", "first_chunk", "last_chunk", "file_sent",
                          "app_raised", "close"),
+                "asgi": ("receive", "response_start", "body_sent", "asgi_app_raised", "asgi_app_returned"),
                 "app": ("app_log",)}
 
 
@@ -122,8 +124,9 @@ def _server_span(record: dict[str, Any], events: list[dict[str, Any]], request_i
 
 def _wsgi_spans(record: dict[str, Any], events: list[dict[str, Any]], request_id: str,
                 worker_parent: str) -> list[Span]:
-    called = find_event(events, "app_called") or {"ts_us": record["ts_us"]}
-    ended = find_event(events, "close", "app_raised") or called
+    hop = record["hop"]
+    called = find_event(events, "app_called", "asgi_app_called") or {"ts_us": record["ts_us"]}
+    ended = find_event(events, "close", "app_raised", "asgi_app_returned", "asgi_app_raised") or called
     status = record.get("status")
     common = {"trace_id": record["trace_id"], "service": record.get("service") or "-",
               "server": record.get("server") or "-", "request_id": request_id}
@@ -133,15 +136,21 @@ def _wsgi_spans(record: dict[str, Any], events: list[dict[str, Any]], request_id
                           span_id=derived_id(record["span_id"], "queue"), parent_id=worker_parent,
                           start_us=called["ts_us"] - record["queue_us"], end_us=called["ts_us"],
                           attributes={"wsgilab.queue_us": record["queue_us"]}, **common))
-    wsgi = Span(name="WSGI app(environ, start_response)", hop="wsgi", kind="internal", span_id=record["span_id"],
+    if hop == "asgi":
+        name, attributes = "ASGI app(scope, receive, send)", {
+            "url.path": called.get("path"), "wsgilab.root_path": called.get("root_path"),
+            "wsgilab.scope_keys": called.get("scope_keys")}
+    else:
+        name, attributes = "WSGI app(environ, start_response)", {
+            "wsgilab.script_name": called.get("script_name"), "wsgilab.path_info": called.get("path_info"),
+            "wsgilab.environ_keys": called.get("environ_keys")}
+    wsgi = Span(name=name, hop=hop, kind="internal", span_id=record["span_id"],
                 parent_id=record.get("parent_span_id") or "", start_us=called["ts_us"], end_us=ended["ts_us"],
-                attributes={"http.request.method": called.get("method"), "wsgilab.script_name":
-                            called.get("script_name"), "wsgilab.path_info": called.get("path_info"),
-                            "wsgilab.environ_keys": called.get("environ_keys"),
+                attributes={"http.request.method": called.get("method"), **attributes,
                             "http.response.status_code": status},
-                events=[e for e in events if e["event"] in _SPAN_EVENTS["wsgi"] + _SPAN_EVENTS["app"]],
-                error=(isinstance(status, int) and status >= 500) or find_event(events, "app_raised") is not None,
-                **common)
+                events=[e for e in events if e["event"] in _SPAN_EVENTS[hop] + _SPAN_EVENTS["app"]],
+                error=(isinstance(status, int) and status >= 500)
+                or find_event(events, "app_raised", "asgi_app_raised") is not None, **common)
     spans.append(wsgi)
     parent = wsgi.span_id
     framework = _FRAMEWORK.get(record.get("service") or "")
@@ -222,7 +231,7 @@ def spans_of(records: list[dict[str, Any]]) -> list[Span]:
             spans += _nginx_spans(record, events_of([record, *nginx_errors, *answers]), request_id)
         elif record["hop"] in SERVER_HOPS:
             spans.append(_server_span(record, events_of([record]), request_id))
-        elif record["hop"] == "wsgi":
+        elif record["hop"] in INTERFACE_HOPS:
             # The queue hangs under nginx's exchange, as the worker's span does.
             worker = next((r for r in records if r.get("hop") in SERVER_HOPS
                            and r.get("span_id") == record.get("parent_span_id")), {})

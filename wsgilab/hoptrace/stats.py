@@ -8,9 +8,10 @@ segment     from .. to                                             from
 ==========  =====================================================  ===========
 nginx       request read .. response sent (``request_time``)       nginx, ms
 upstream    connect .. last byte from the app server               nginx, ms
-queue       nginx handed it on .. the WSGI app was called          wsgi, ms*
+queue       nginx handed it on .. the WSGI app was called          wsgi/asgi, ms*
 worker      the server took it up .. done with it (close included) gunicorn/uWSGI
 app         app(environ, start_response) called .. close()         wsgi
+            (ASGI: app(scope, receive, send) called .. returned)   asgi
 framework   Django middleware in..out / Flask before..after_request wsgi
 view        the view called .. returned or raised                  wsgi
 database    its queries' time, all added up (``db_us``)            wsgi
@@ -75,7 +76,8 @@ def segments_of(record: dict[str, Any]) -> tuple[str, str, dict[str, float]]:
     queued = by_name.get("queued", {}).get("queue_us")
     found = {
         "queue": queued / 1000 if isinstance(queued, int) else None,
-        "app": _span_ms(by_name, "app_called", "close", "app_raised"),
+        "app": (_span_ms(by_name, "app_called", "close", "app_raised")
+                or _span_ms(by_name, "asgi_app_called", "asgi_app_returned", "asgi_app_raised")),
         "view": _span_ms(by_name, "view_called", "view_returned", "view_raised"),
         # Only requests that queried: the others spent no time in the database, rather than 0 ms of it.
         "database": record["db_us"] / 1000 if isinstance(record.get("db_us"), int) else None,

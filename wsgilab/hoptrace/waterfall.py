@@ -11,7 +11,7 @@ from typing import Any
 from wsgilab.hoptrace.repeats import repeated_statements
 from wsgilab.setting_values import PROTOCOLS
 
-from wsgilab.trace_format import SERVER_HOPS
+from wsgilab.trace_format import INTERFACE_HOPS, SERVER_HOPS
 
 
 class _Fields(dict):
@@ -48,6 +48,8 @@ _PHRASES = {
     "answered_itself": "answered {status} itself: {error}",
     "app_raised": "the app raised {error}",
     "post_request": "post_request hook: done with the request",
+    "asgi_app_called": "app(scope, receive, send): {scope_keys} scope keys, root_path={root_path} path={path}",
+    "asgi_app_raised": "the app's coroutine raised {error}",
 }
 
 
@@ -98,6 +100,15 @@ _WORDED = {
     "file_sent": lambda e: ("the server read none of the file in Python: it sent it with sendfile(2)"
                             if e.get("how") == "sendfile" else
                             f"the server read the file in Python: {e.get('reads')} reads, {e.get('bytes')} bytes"),
+    "receive": lambda e: (f"await receive(): {e.get('type')}"
+                          + (f", {e.get('bytes')} body bytes, more_body={e.get('more_body')}"
+                             if e.get("type") == "http.request" else "") + f" (waited {_ms(e.get('waited_us'))})"),
+    "response_start": lambda e: (f"send(http.response.start): {e.get('status')}, {e.get('headers')} headers "
+                                 f"(the send took {_ms(e.get('waited_us'))})"),
+    "body_sent": lambda e: (f"send(http.response.body) {e.get('n')}: {e.get('bytes')} bytes, "
+                            f"more_body={e.get('more_body')} (the send took {_ms(e.get('waited_us'))})"),
+    "asgi_app_returned": lambda e: "the app's coroutine returned" + (
+        f"; it received {e['input_bytes']} body bytes" if e.get("input_bytes") else ""),
     "teardown_request": lambda e: "teardown_request hooks" + (f" after {e['error']}" if e.get("error") else ""),
     # Stamped when the wait began: "waited" reads right at that moment.
     "db_connection": lambda e: (f"waited {_ms(e.get('wait_us'))} for a database connection ({e.get('how')}), and "
@@ -139,7 +150,7 @@ def final_answer(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 def serving_event(events: list[dict[str, Any]]) -> dict[str, Any]:
     """An event of the app that served the request (its WSGI layer), else of its server ({} if neither logged it)."""
-    return next((e for e in events if e["hop"] == "wsgi"), None) or next(
+    return next((e for e in events if e["hop"] in INTERFACE_HOPS), None) or next(
         (e for e in events if e["hop"] in SERVER_HOPS), {})
 
 
@@ -163,7 +174,7 @@ def heading(request_id: str, events: list[dict[str, Any]]) -> str:
     protocol = sent.get("upstream_protocol")
     own = PROTOCOLS.get(served_by.get("server", ""), (protocol,))[0]
     over = f" over {protocol}" if protocol and protocol != own else ""
-    if served_by.get("hop") == "wsgi":
+    if served_by.get("hop") in INTERFACE_HOPS:
         served = f"{served_by['service']} on {served_by['server']}{over}{which}"
     elif served_by:
         # The server took it up but never called the app: it answered itself
@@ -218,5 +229,5 @@ SILENT_SERVERS = {
 
 def missing_hops(events: list[dict[str, Any]]) -> list[str]:
     """Why a trace has no server hop, where the server that served it never writes one."""
-    served_by = {e.get("server") for e in events if e["hop"] == "wsgi"}
+    served_by = {e.get("server") for e in events if e["hop"] in INTERFACE_HOPS}
     return [SILENT_SERVERS[server] for server in sorted(served_by & set(SILENT_SERVERS))]
