@@ -47,8 +47,10 @@ lifespan = "auto"
 host, _, _port = os.environ["WSGI_BIND"].rpartition(":")
 port = int(_port)
 http = "h11"
-# Websockets are not served yet: an upgrade is answered as plain HTTP.
-ws = "none"
+# Websockets through wsproto, the pure-Python websocket library on h11
+# (nginx passes the upgrade on: nginx.conf). An app that does not accept
+# one (Flask's adapter refuses them) closes it, and the client gets a 403.
+ws = "wsproto"
 
 # How many connections the kernel holds while uvicorn is not accepting
 # (WSGI_BACKLOG). Twin: gunicorn `backlog`.

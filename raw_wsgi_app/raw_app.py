@@ -11,8 +11,9 @@ the server's ``wsgi.file_wrapper``.
 It answers the same endpoints as the Django and Flask apps:
 ``/`` hello, ``/environ``, ``/stream``, ``/download``, ``/upload`` (POST), ``/slow?ms=N``,
 ``/redirect`` and ``/error``; the database's, ``/items``, ``/items/ID`` and ``/query?ms=N``,
-through psycopg by hand (raw_items.py: the only library the app uses); and one only it has,
-``/write``: a body sent through the ``write()`` callable ``start_response`` returns.
+through psycopg by hand (raw_items.py: the only library the app uses); the ones that wait for an
+event, ``/wait``, ``/events`` and ``/ws`` (raw_waits.py: what they cost a WSGI app); and one only it
+has, ``/write``: a body sent through the ``write()`` callable ``start_response`` returns.
 """
 
 import hashlib
@@ -25,6 +26,7 @@ import traceback
 from urllib.parse import parse_qs
 
 import raw_items
+import raw_waits
 
 APP = "raw"
 MAX_DELAY_MS = 10_000
@@ -282,6 +284,9 @@ ROUTES = {
     "/write": (("GET", "HEAD"), write_then_iterate),
     "/items": (("GET", "HEAD", "POST"), raw_items.items),
     "/query": (("GET", "HEAD"), raw_items.sleep_query),
+    "/wait": (("GET",), raw_waits.wait),
+    "/events": (("GET",), raw_waits.events),
+    "/ws": (("GET",), raw_waits.websocket),
 }
 #: /items/ID: an id of at most 18 digits (PostgreSQL's bigint holds them all).
 ITEM_PREFIX, MAX_ID_DIGITS = "/items/", 18

@@ -18,8 +18,9 @@ SCRIPT_NAME), cut off the front.
 
 Endpoints: ``/`` hello, ``/scope`` (the scope, as ``/environ`` shows WSGI's
 environ), ``/stream``, ``/upload`` (POST), ``/slow?ms=N``, ``/redirect`` and
-``/error``. The database's (``/items``, ``/query``) and ``/download`` are
-WSGI-only so far: they answer 404 here.
+``/error``; and the three that wait for an event, ``/wait``, ``/events`` and
+the websocket ``/ws`` (raw_asgi_waits.py). The database's (``/items``,
+``/query``) and ``/download`` are WSGI-only so far: they answer 404 here.
 """
 
 import asyncio
@@ -28,6 +29,8 @@ import json
 import logging
 import sys
 from urllib.parse import parse_qs
+
+import raw_asgi_waits
 
 APP = "raw"
 MAX_DELAY_MS = 10_000
@@ -58,7 +61,7 @@ def _query(scope, name):
 async def hello(scope, receive, send):
     """The home page, with links built from root_path, as a framework's URL builder would."""
     prefix = scope.get("root_path", "")
-    names = ("scope", "stream", "upload", "slow", "redirect", "error")
+    names = ("scope", "stream", "upload", "slow", "redirect", "error", "wait", "events", "ws")
     await _json(send, 200, {"message": "Hello from a raw ASGI app", "app": APP, "server": _server_name(),
                             "interface": "asgi", "links": {name: f"{prefix}/{name}" for name in names}})
 
@@ -141,6 +144,9 @@ ROUTES = {
     "/slow": (("GET", "HEAD", "POST"), slow),
     "/redirect": (("GET", "HEAD"), redirect),
     "/error": (("GET", "HEAD"), error),
+    "/wait": (("GET",), raw_asgi_waits.wait),
+    "/events": (("GET",), raw_asgi_waits.events),
+    "/ws": (("GET",), raw_asgi_waits.websocket_wanted),
 }
 
 
@@ -151,9 +157,13 @@ async def application(scope, receive, send):
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
-    if scope["type"] != "http":
-        return  # a websocket: not served yet, and the server closes it when the app returns
     root_path, path = scope.get("root_path", ""), scope["path"]
+    if scope["type"] == "websocket":
+        if path[len(root_path):] == "/ws":
+            await raw_asgi_waits.websocket(scope, receive, send)
+        else:  # closing before accepting refuses the handshake: the client gets a 403
+            await send({"type": "websocket.close", "code": 1008})
+        return
     methods, view = ROUTES.get(path[len(root_path):] if path.startswith(root_path) else path, (None, None))
     if view is None:
         await _json(send, 404, {"error": "no such endpoint"})

@@ -162,8 +162,10 @@ def _create(environ):
     name = database.parse_new_item(_read_body(environ))
     with _connection() as conn:
         item_id, stored, created = conn.execute(INSERT, [name, database.POSTED_BY]).fetchone()
+        stored_item = database.item_json(item_id, stored, database.POSTED_BY, created)
+        conn.execute(database.ANNOUNCE, [database.announcement("raw", stored_item)])
     # The block above committed when it ended: the 201 is sent only for a write that is stored.
-    return "201 Created", database.item_json(item_id, stored, database.POSTED_BY, created)
+    return "201 Created", stored_item
 
 
 def item(environ, start_response, item_id):

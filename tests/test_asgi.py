@@ -1,4 +1,5 @@
-"""The apps' ASGI side on uvicorn: served through nginx, traced as ASGI messages, and not held by a wait.
+"""The apps' ASGI side on uvicorn: served through nginx, traced as ASGI messages, and not held by a wait;
+the endpoints that wait for an event (a long poll, server-sent events, a websocket) on both interfaces.
 
 Native tier only: the servers and apps are the same code on compose, where
 tests/test_server_swap.py swaps the raw app to uvicorn from the image.
@@ -6,9 +7,14 @@ tests/test_server_swap.py swaps the raw app to uvicorn from the image.
 
 from __future__ import annotations
 
+import http.client
+import json
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+import websocket
 from lab_http import get, request
 from lab_stacks import APPS, hop_log_lines
 
@@ -92,3 +98,72 @@ def test_one_uvicorn_worker_serves_slow_requests_at_once_where_a_sync_worker_ser
 
     assert overlapping_in_one_process("uvicorn", "asgi", "asgi_app_called", ("asgi_app_returned",))
     assert not overlapping_in_one_process("gunicorn", "wsgi", "app_called", ("close",))
+
+
+def _store_item(port: int, app: str, name: str) -> dict:
+    stored = request(port, "POST", f"/{app}/items", body=json.dumps({"name": name}).encode(),
+                     headers={"Content-Type": "application/json"})
+    assert stored.status == 201, stored.body
+    return stored.json()
+
+
+@pytest.mark.parametrize("server", ("uvicorn", "gunicorn"))
+def test_a_long_poll_answers_with_the_next_item_any_app_stores(tier_stack, server):
+    tier_stack.use({**ON_UVICORN, "django": "gunicorn", "raw": server})
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(get, tier_stack.port, "/raw/wait?s=20")
+        # The poll answers with the first item stored once it listens: store until it has answered.
+        names = []
+        while not waiting.done() and len(names) < 40:
+            names.append(f"long-poll-{server}-{uuid.uuid4().hex[:8]}")
+            _store_item(tier_stack.port, "django", names[-1])
+            time.sleep(0.25)
+        answer = waiting.result(timeout=30)
+    assert answer.status == 200 and answer.json()["event"] == "item", answer.body
+    assert (answer.json()["item"]["app"], answer.json()["item"]["name"] in names) == ("django", True)
+
+
+@pytest.mark.parametrize("server", ("uvicorn", "gunicorn"))
+def test_an_event_stream_sends_each_item_as_it_is_stored_then_ends(tier_stack, server):
+    tier_stack.use({**ON_UVICORN, "flask": "gunicorn", "raw": server})
+    conn = http.client.HTTPConnection("127.0.0.1", tier_stack.port, timeout=30)
+    try:
+        conn.request("GET", "/raw/events?s=3", headers={"Host": "localhost"})
+        response = conn.getresponse()
+        assert (response.status, response.getheader("Content-Type")) == (200, "text/event-stream")
+        # The stream's first line says it listens: only then is an item sure to reach it.
+        assert response.readline() == b": listening\n"
+        name = f"event-stream-{server}-{uuid.uuid4().hex[:8]}"
+        _store_item(tier_stack.port, "flask", name)
+        rest = response.read().decode()
+    finally:
+        conn.close()
+    events = [block.strip() for block in rest.split("\n\n") if block.strip()]
+    assert events[-1] == "event: end\ndata: {}", events
+    sent = [json.loads(block.split("data: ", 1)[1]) for block in events if block.startswith("event: item")]
+    assert [(item["app"], item["name"]) for item in sent if item["name"] == name] == [("flask", name)], events
+
+
+def test_a_websocket_echoes_on_uvicorn_and_a_wsgi_server_answers_the_upgrade_426(tier_stack):
+    tier_stack.use(ON_UVICORN)
+    echoed = uuid.uuid4().hex
+    ws = websocket.create_connection(f"ws://127.0.0.1:{tier_stack.port}/raw/ws", host="localhost",
+                                     header=[f"X-Request-ID: {echoed}"], timeout=10)
+    try:
+        for text in ("hello", "wsgi-lab"):
+            ws.send(text)
+            assert ws.recv() == text
+    finally:
+        ws.close()
+    trace = _traces(tier_stack, [echoed], {"nginx", "asgi"})[echoed]
+    events = _asgi_events(trace)
+    assert [e["type"] for e in events if e["event"] in ("receive", "send")] == [
+        "websocket.connect", "websocket.accept", "websocket.receive", "websocket.send", "websocket.receive",
+        "websocket.send", "websocket.disconnect"], events
+    assert records.find_event(records.events_of(trace), "response_sent")["status"] == 101
+
+    tier_stack.use({**ON_UVICORN, "raw": "gunicorn"})
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(f"ws://127.0.0.1:{tier_stack.port}/raw/ws", host="localhost", timeout=10)
+    assert refused.value.status_code == 426
+    assert b"RAW_SERVER=uvicorn" in refused.value.resp_body

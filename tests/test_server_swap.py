@@ -6,6 +6,7 @@ Runs on each tier: on compose it is where Granian, Waitress and uvicorn run from
 
 import uuid
 
+import websocket
 from lab_http import get
 from lab_stacks import APPS, SECRET_SENTINEL, hop_log_lines
 from test_endpoints import UPSTREAM_PROTOCOL as PROTOCOL
@@ -42,6 +43,13 @@ def test_swapping_apps_to_granian_waitress_and_uvicorn_changes_who_answers_and_b
     target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack))
     traces = target.records_of(list(seen), {"nginx"})
     assert seen == {request_id: nginx_record(traces[request_id])["client"] for request_id in seen}
+    # nginx passes a websocket's upgrade on, and uvicorn takes it (its wsproto from the image).
+    ws = websocket.create_connection(f"ws://127.0.0.1:{tier_stack.port}/raw/ws", host="localhost", timeout=10)
+    try:
+        ws.send("through nginx")
+        assert ws.recv() == "through nginx"
+    finally:
+        ws.close()
 
     tier_stack.use(before)
     for app in SWAPPED:

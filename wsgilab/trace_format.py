@@ -135,11 +135,12 @@ EVENTS = (
     Event("app_called", "wsgi", "the server called app(environ, start_response)",
           ("method", "script_name", "path_info", "environ_keys")),
     Event("asgi_app_called", "asgi", "the server called app(scope, receive, send) and awaits it: ASGI's one "
-          "call per connection event (type is \"http\" for a request); path is the whole path, root_path the part "
-          "nginx routes to this app", ("type", "method", "root_path", "path", "http_version", "scope_keys")),
+          "call per request or websocket (type: \"http\" or \"websocket\", for the connection's whole life); path is "
+          "the whole path, root_path the part nginx routes to this app", ("type", "method", "root_path", "path", "http_version", "scope_keys")),
     Event("receive", "asgi", "the app awaited receive() and got a message: type \"http.request\" (body bytes, "
-          "more_body: whether more follow) or \"http.disconnect\" (the client is gone, or the response is "
-          "done); waited_us: how long the await took", ("type", "bytes", "more_body", "waited_us")),
+          "more_body: whether more follow), \"http.disconnect\" (the client is gone, or the response is "
+          "done), or a websocket's connect, receive (bytes: the message's size) or disconnect; waited_us: how "
+          "long the await took", ("type", "bytes", "more_body", "waited_us")),
     Event("middleware_called", "wsgi", "the server's call reached a middleware of your own (<APP>_WSGI_MIDDLEWARE)",
           ("middleware",)),
     Event("middleware_passed_on", "wsgi", "your middleware called the app inside it", ("middleware",)),
@@ -181,6 +182,9 @@ EVENTS = (
           "whether more follow (false ends the response); waited_us: how long send() held the app (the server "
           "pauses it while the client is slow to read). Past 25 they are only counted, in the record's sends",
           ("n", "bytes", "more_body", "waited_us")),
+    Event("send", "asgi", "the app sent a websocket message: websocket.accept (the handshake's 101), "
+          "websocket.send (bytes: the message's size) or websocket.close; n counts the app's sends, as body_sent's",
+          ("type", "n", "bytes", "waited_us")),
     Event("write", "wsgi", "the app sent body bytes through the write() callable start_response returned "
           "(PEP 3333's push-style path, older than the iterable; one event per call)", ("bytes", "writes")),
     Event("middleware_returned", "wsgi", "your middleware handed the body back to the server", ("middleware",)),

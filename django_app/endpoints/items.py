@@ -79,6 +79,8 @@ def _create(request):
     _database()
     with transaction.atomic():
         item = Item.objects.create(name=name, owner=Owner.objects.get(name=database.POSTED_BY))
+        with connection.cursor() as cursor:  # announced to the waiting clients when the write commits
+            cursor.execute(database.ANNOUNCE, [database.announcement("django", _item(item))])
     # atomic() committed when its block ended: the 201 goes out only for a stored write.
     return _item(item), 201
 

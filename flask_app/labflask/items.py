@@ -20,6 +20,9 @@ from wsgilab.container.db_trace import timed_connection
 
 from .models import Item, NoDatabase, Owner, engine
 
+#: database.ANNOUNCE, with SQLAlchemy's named parameter.
+ANNOUNCE = text(f"SELECT pg_notify('{database.CHANNEL}', :payload)")
+
 bp = Blueprint("items", __name__)
 
 
@@ -84,6 +87,8 @@ def create_item():
             db.flush()  # the INSERT, so the id and created_at are known
             db.refresh(item)
             stored = _item(item)
+            # Announced to the waiting clients when the write commits.
+            db.execute(ANNOUNCE, {"payload": database.announcement("flask", stored)})
         # session() committed when its block ended: the 201 goes out only for a stored write.
         return stored, 201
 

@@ -20,8 +20,9 @@ task in asyncio, and the server runs each request in a task of its own;
 asgiref's ``sync_to_async``, which runs a sync view on a thread, copies the
 context there, so ``mark()`` finds this request's trace on that thread too.
 
-Scopes other than ``http`` (``lifespan``; ``websocket``, not traced yet) pass
-through untouched.
+A ``websocket`` scope is traced the same way, for the connection's whole
+life: its ``websocket.connect``, each message each way, its close. A
+``lifespan`` scope passes through untouched.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class AsgiRequestTrace(RequestTrace):
 
 
 class AsgiHopTrace:
-    """Wrap an ASGI app so each HTTP request it serves leaves one trace line on stdout."""
+    """Wrap an ASGI app so each HTTP request (and websocket) it serves leaves one trace line on stdout."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], service: str, server: str, out: IO[str] | None = None,
                  replica: str = "-", response_header: Callable[[RequestTrace, int], tuple[str, str]] | None = None,
@@ -87,13 +88,14 @@ class AsgiHopTrace:
         self.write_line = write_line or written_at_once(out or sys.stdout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         trace = AsgiRequestTrace(scope, self.identity, self.write_line)
         _current.set(trace)
         trace.parts.append(
-            f'{{"event":"asgi_app_called","ts_us":{trace.started},"type":"http",'
+            f'{{"event":"asgi_app_called","ts_us":{trace.started},"type":"{kind}",'
             f'"method":{_json_string(str(scope.get("method", "")))},'
             f'"root_path":{_json_string(str(scope.get("root_path", "")))},'
             f'"path":{_json_string(str(scope.get("path", ""))[:MAX_PATH_LOGGED])},'
@@ -104,13 +106,15 @@ class AsgiHopTrace:
             began = time_ns() // 1000
             message = await receive()
             trace.receives += 1
-            size = len(message.get("body", b""))
-            trace.input_bytes += size
+            size = _size(message)
+            if message.get("type") == "http.request":
+                trace.input_bytes += size
             if trace.receives <= MAX_MESSAGES_LISTED:
+                more = (f',"more_body":{"true" if message.get("more_body") else "false"}'
+                        if message.get("type") == "http.request" else "")
                 trace.parts.append(
                     f'{{"event":"receive","ts_us":{began},"type":{_json_string(str(message.get("type")))},'
-                    f'"bytes":{size},"more_body":{"true" if message.get("more_body") else "false"},'
-                    f'"waited_us":{time_ns() // 1000 - began}}}')
+                    f'"bytes":{size}{more},"waited_us":{time_ns() // 1000 - began}}}')
             return message
 
         async def traced_send(message: Message) -> None:
@@ -129,15 +133,22 @@ class AsgiHopTrace:
                                    f'"waited_us":{time_ns() // 1000 - began}}}')
                 return
             await send(message)
+            if kind == "websocket.accept":
+                trace.tail += ',"status":101'  # the handshake's answer, as nginx logs it
+            trace.sends += 1
+            size = _size(message)
+            trace.body_bytes += size
+            if trace.sends > MAX_MESSAGES_LISTED:
+                return
             if kind == "http.response.body":
-                trace.sends += 1
-                size = len(message.get("body", b""))
-                trace.body_bytes += size
-                if trace.sends <= MAX_MESSAGES_LISTED:
-                    trace.parts.append(
-                        f'{{"event":"body_sent","ts_us":{began},"n":{trace.sends},"bytes":{size},'
-                        f'"more_body":{"true" if message.get("more_body") else "false"},'
-                        f'"waited_us":{time_ns() // 1000 - began}}}')
+                trace.parts.append(
+                    f'{{"event":"body_sent","ts_us":{began},"n":{trace.sends},"bytes":{size},'
+                    f'"more_body":{"true" if message.get("more_body") else "false"},'
+                    f'"waited_us":{time_ns() // 1000 - began}}}')
+            else:
+                trace.parts.append(
+                    f'{{"event":"send","ts_us":{began},"type":{_json_string(str(kind))},"n":{trace.sends},'
+                    f'"bytes":{size},"waited_us":{time_ns() // 1000 - began}}}')
 
         try:
             await self.app(scope, traced_receive, traced_send)
@@ -146,6 +157,12 @@ class AsgiHopTrace:
             trace.write()
             raise
         trace.finish_returned()
+
+
+def _size(message: Message) -> int:
+    """The bytes a message carries: an HTTP body, or a websocket message's bytes or text (as UTF-8)."""
+    data = message.get("body") or message.get("bytes") or message.get("text") or b""
+    return len(data.encode()) if isinstance(data, str) else len(data)
 
 
 def _json_value(value: Any) -> str:

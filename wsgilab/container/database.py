@@ -216,3 +216,16 @@ def item_json(item_id: int, name: str, owner: str, created_at: object) -> dict[s
     """One item as every app answers it."""
     stamp = created_at.isoformat() if hasattr(created_at, "isoformat") else str(created_at)
     return {"id": item_id, "name": name, "owner": owner, "created_at": stamp}
+
+
+#: Where every app announces an item it stored, in the item's own transaction: PostgreSQL delivers the
+#: notification when that commits, and never for a write rolled back. The long polls and event streams
+#: (/wait, /events) LISTEN here, so an item stored by any app reaches a client waiting on any other.
+CHANNEL = "items"
+#: The statement that announces one (a parameter, so the name stays text, never SQL).
+ANNOUNCE = "SELECT pg_notify('items', %s)"
+
+
+def announcement(app: str, item: dict[str, object]) -> str:
+    """The notification's payload for ``item`` stored by ``app``: JSON, well under PostgreSQL's 8000 bytes."""
+    return json.dumps({"app": app, **item})

@@ -102,9 +102,12 @@ _WORDED = {
                             f"the server read the file in Python: {e.get('reads')} reads, {e.get('bytes')} bytes"),
     "receive": lambda e: (f"await receive(): {e.get('type')}"
                           + (f", {e.get('bytes')} body bytes, more_body={e.get('more_body')}"
-                             if e.get("type") == "http.request" else "") + f" (waited {_ms(e.get('waited_us'))})"),
+                             if e.get("type") == "http.request" else f", {e.get('bytes')} bytes"
+                             if e.get("type") == "websocket.receive" else "") + f" (waited {_ms(e.get('waited_us'))})"),
     "response_start": lambda e: (f"send(http.response.start): {e.get('status')}, {e.get('headers')} headers "
                                  f"(the send took {_ms(e.get('waited_us'))})"),
+    "send": lambda e: (f"send({e.get('type')})" + (f": {e.get('bytes')} bytes" if e.get("type") == "websocket.send"
+                                                    else "") + f" (the send took {_ms(e.get('waited_us'))})"),
     "body_sent": lambda e: (f"send(http.response.body) {e.get('n')}: {e.get('bytes')} bytes, "
                             f"more_body={e.get('more_body')} (the send took {_ms(e.get('waited_us'))})"),
     "asgi_app_returned": lambda e: "the app's coroutine returned" + (
