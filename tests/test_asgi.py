@@ -167,3 +167,11 @@ def test_a_websocket_echoes_on_uvicorn_and_a_wsgi_server_answers_the_upgrade_426
         websocket.create_connection(f"ws://127.0.0.1:{tier_stack.port}/raw/ws", host="localhost", timeout=10)
     assert refused.value.status_code == 426
     assert b"RAW_SERVER=uvicorn" in refused.value.resp_body
+
+
+def test_long_polls_on_uvicorn_leave_its_workers_free_for_ordinary_requests(tier_stack):
+    tier_stack.use({"django": "gunicorn", "flask": "gunicorn", "raw": "uvicorn"})
+    report = labs.run("long-requests", labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack),
+                                                   control=tier_stack))
+    assert report.ok, [(c.what, c.expected, c.seen) for c in report.checks if not c.ok]
+    assert [("ran at once, beside them" in c.expected) for c in report.checks] == [True]

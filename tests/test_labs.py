@@ -89,6 +89,12 @@ def test_more_slow_requests_than_workers_queue_and_threads_take_them_at_once(sta
 
 
 @pytest.mark.once_on("native")
+def test_long_polls_hold_every_sync_worker_so_ordinary_requests_queue_behind_them(stack):
+    report = _run(stack, "long-requests")  # on uvicorn, where they do not: tests/test_asgi.py
+    assert [("waited in the queue until one of them ended" in c.expected) for c in report.checks] == [True]
+
+
+@pytest.mark.once_on("native")
 def test_a_full_listen_queue_ends_in_a_504_at_the_connect_timeout_and_is_logged_not_hung(stack):
     report = _run(stack, "full-listen-queue")
     # per app: the kernel's socket before, the queue filled, the burst, the traces of the last served and of a

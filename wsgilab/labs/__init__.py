@@ -23,7 +23,8 @@ from wsgilab.labs.kit import APPS, Report, Target, served_by
 #: says so instead of running.
 LAB_SERVERS = ("gunicorn", "uwsgi")
 #: How the docs and reports name each server.
-SERVER_NAMES = {"gunicorn": "gunicorn", "uwsgi": "uWSGI", "granian": "Granian", "waitress": "Waitress"}
+SERVER_NAMES = {"gunicorn": "gunicorn", "uwsgi": "uWSGI", "granian": "Granian", "waitress": "Waitress",
+                "uvicorn": "uvicorn"}
 
 #: Lab name -> module, in the order the README lists them.
 LABS = {
@@ -47,6 +48,7 @@ LABS = {
     "slow-query": "wsgilab.labs.slow_query",
     "too-many-clients": "wsgilab.labs.too_many_clients",
     "connection-before-fork": "wsgilab.labs.connection_before_fork",
+    "long-requests": "wsgilab.labs.long_requests",
 }
 
 

@@ -122,9 +122,10 @@ class Outcome:
     #: The settings that decide it, for an app on gunicorn and on uWSGI ("the same" where they agree).
     gunicorn: str
     uwsgi: str
-    #: The same for Granian and Waitress, in a lab that runs on them (its ``SERVERS``); "" where it does not.
+    #: The same for Granian, Waitress and uvicorn, in a lab that runs on them (its ``SERVERS``); "" where not.
     granian: str = ""
     waitress: str = ""
+    uvicorn: str = ""
 
 
 @dataclass

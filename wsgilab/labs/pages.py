@@ -149,7 +149,7 @@ def _without_why(report: str) -> str:
     return f"{head}\nwhy:\n  (the explanation above)\n{result}{tail}"
 
 
-_SERVED = re.compile(r"/(django|flask|raw)/ on (gunicorn|uwsgi|granian|waitress)\b")
+_SERVED = re.compile(r"/(django|flask|raw)/ on (gunicorn|uwsgi|granian|waitress|uvicorn)\b")
 
 
 def _servers_in(run: str) -> str:
@@ -185,6 +185,11 @@ def lab_page(name: str, runs: Path | None = None) -> str:
                    f"`hoptrace lab {name}` on the compose stack{_servers_in(run.read_text())}")
                   + ", as printed but for its `why:` part, which is the section above:", "",
                   "```", f"$ {command}", _without_why(run.read_text()).rstrip(), "```", ""]
+    asgi_run = runs / f"{name}.uvicorn.txt" if runs else None
+    if asgi_run is not None and asgi_run.exists():  # the same lab with the raw app's ASGI side on uvicorn
+        lines += ["And with the raw app's ASGI side on uvicorn (docs/asgi.md):", "",
+                  "```", "$ RAW_SERVER=uvicorn docker compose up -d", f"$ {command}",
+                  _without_why(asgi_run.read_text()).rstrip(), "```", ""]
     lines += ["[All labs, by what the client sees](README.md)"]
     return "\n".join(lines) + "\n"
 

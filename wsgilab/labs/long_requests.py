@@ -1,0 +1,123 @@
+"""Lab: long-requests. Long polls hold WSGI's sync workers, so ordinary requests queue behind them; not on ASGI."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from wsgilab.hoptrace.records import events_of, find_event
+from wsgilab.labs.kit import Outcome, Report, Target, has_control, served_by
+from wsgilab.labs.rawhttp import exchange, request_bytes
+
+TITLE = "Long requests: long polls hold every WSGI worker and ordinary requests queue; on ASGI they do not"
+
+EXPLANATION = """
+A WSGI request is a call that returns: the worker (a sync worker's one
+thread) is held from app(environ, start_response) to close(), whatever the
+app does meanwhile. A long poll (/raw/wait?s=N: answer when an item is
+stored, or after N seconds) spends its time waiting, and holds the worker
+all the same. Here the raw app runs 2 workers of one thread, and 2 long
+polls of 3 s take both; ordinary requests sent meanwhile (/raw/, a few
+milliseconds of work) wait in the kernel's listen queue until a poll ends.
+The trace of each shows it: a queue segment of seconds, then a fast app.
+On uvicorn the app's ASGI side serves the same endpoints: a long poll is a
+coroutine suspended on a queue (raw_asgi_waits.py), so the worker's event
+loop takes the ordinary requests up at once, while the polls still wait;
+their queue is milliseconds. Threads would move the WSGI limit (WSGI_THREADS
+x WSGI_WORKERS polls at once, each holding a thread and here a database
+connection of its own); a waiting coroutine holds neither, and all of a
+process's polls share one listening connection. The
+lab reads who ran when from the traces: each ordinary request that nginx
+received while both polls were running either ran inside that window
+(ASGI) or only after one of them ended (WSGI).
+"""
+
+OUTCOMES = (
+    Outcome(
+        failure="long polls on every worker",
+        client_sees="200 for everything; on WSGI the ordinary requests come seconds late (their trace's `queue`)",
+        statuses=("slow",),
+        hop="the kernel's listen queue of the app server's socket (WSGI); none on ASGI",
+        gunicorn="`workers` x `threads`: that many requests at once, waiting or not",
+        uwsgi="`processes` x `threads`: the same",
+        uvicorn="`workers` event loops, each serving every request it holds",
+    ),
+)
+
+#: The servers the lab states outcomes for: two WSGI servers with sync workers, and an ASGI one.
+SERVERS = ("gunicorn", "uwsgi", "uvicorn")
+ASGI = ("uvicorn",)
+
+WORKERS = 2
+POLL_S = 3
+ORDINARY = 4
+#: How long after sending the polls the ordinary requests go: both polls are taken up well before.
+SETTLE_S = 0.5
+
+
+def _send(target: Target, path: str, request_id: str) -> int | str:
+    return exchange(target.port, request_bytes("GET", path, [("X-Request-ID", request_id)]), target.host,
+                    POLL_S + 30).status
+
+
+def _span(records: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """(when the app was called, when it was done) for a request, from its interface's record."""
+    events = events_of(records)
+    called = find_event(events, "app_called", "asgi_app_called")
+    done = find_event(events, "close", "asgi_app_returned")
+    return None if called is None or done is None else (called["ts_us"], done["ts_us"])
+
+
+def run(target: Target, report: Report) -> None:
+    if not has_control(target, report):
+        return
+    with target.reconfigured({"WSGI_WORKERS": str(WORKERS), "WSGI_THREADS": "1"}):
+        server = served_by(target, "raw")
+        tag = uuid.uuid4().hex[:10]
+        polls = [f"long-requests-{tag}-poll-{n}" for n in range(WORKERS)]
+        ordinary = [f"long-requests-{tag}-ordinary-{n}" for n in range(ORDINARY)]
+        with ThreadPoolExecutor(WORKERS + ORDINARY) as pool:
+            polled = [pool.submit(_send, target, f"/raw/wait?s={POLL_S}", request_id) for request_id in polls]
+            time.sleep(SETTLE_S)
+            served = [pool.submit(_send, target, "/raw/", request_id) for request_id in ordinary]
+            statuses = [future.result() for future in polled + served]
+        hop = "asgi" if server in ASGI else "wsgi"
+        found = target.records_of(polls + ordinary, {"nginx", hop})
+        _check(report, server, statuses, found, polls, ordinary)
+
+
+def _check(report: Report, server: str, statuses: list[Any], found: dict[str, list[dict[str, Any]]],
+           polls: list[str], ordinary: list[str]) -> None:
+    spans = {request_id: _span(found[request_id]) for request_id in polls + ordinary}
+    poll_spans = [spans[request_id] for request_id in polls]
+    what = (f"/raw/ on {server} with {WORKERS} workers x 1 thread: {ORDINARY} ordinary requests while "
+            f"{WORKERS} long polls of {POLL_S} s wait")
+    if statuses != [200] * len(statuses) or None in spans.values():
+        report.check(what, "all 200, each traced", f"statuses {statuses}; untraced: "
+                     f"{[request_id for request_id, span in spans.items() if span is None]}", False)
+        return
+    # The window in which both polls held the app: from the later call to the earlier end.
+    window = (max(begin for begin, _ in poll_spans), min(end for _, end in poll_spans))
+    inside = []  # (request id, its queue ms, whether it ran while both polls were held)
+    for request_id in ordinary:
+        received = find_event(events_of(found[request_id]), "request_received")["ts_us"]
+        if window[0] <= received < window[1]:
+            queued = find_event(events_of(found[request_id]), "queued")
+            inside.append((request_id, (queued or {}).get("queue_us", 0) / 1000,
+                           window[0] <= spans[request_id][0] < window[1]))
+    ran_inside = [ran for _, _, ran in inside]
+    shown = (f"{len(inside)} of {ORDINARY} came while both polls were held; queue ms "
+             f"{', '.join(f'{queue:.0f}' for _, queue, _ in inside) or 'none'}; ran while the polls waited: "
+             f"{sum(ran_inside)}")
+    if server in ASGI:
+        expected = ("all 200; every ordinary request that came while both polls waited ran at once, beside them, "
+                    "in the same worker processes: an awaiting coroutine holds no worker")
+        ok = bool(inside) and all(ran_inside)
+    else:
+        expected = ("all 200; every ordinary request that came while both polls held the two workers waited in "
+                    "the queue until one of them ended, then ran in milliseconds")
+        ok = bool(inside) and not any(ran_inside)
+    longest = max(inside, key=lambda one: one[1])[0] if inside else ordinary[0]
+    report.check(what, expected, shown, ok, [longest, polls[0]])
