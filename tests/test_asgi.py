@@ -14,7 +14,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import websocket
 from lab_http import get, request
 from lab_stacks import APPS, hop_log_lines
 
@@ -144,34 +143,25 @@ def test_an_event_stream_sends_each_item_as_it_is_stored_then_ends(tier_stack, s
     assert [(item["app"], item["name"]) for item in sent if item["name"] == name] == [("flask", name)], events
 
 
-def test_a_websocket_echoes_on_uvicorn_and_a_wsgi_server_answers_the_upgrade_426(tier_stack):
-    tier_stack.use(ON_UVICORN)
-    echoed = uuid.uuid4().hex
-    ws = websocket.create_connection(f"ws://127.0.0.1:{tier_stack.port}/raw/ws", host="localhost",
-                                     header=[f"X-Request-ID: {echoed}"], timeout=10)
-    try:
-        for text in ("hello", "wsgi-lab"):
-            ws.send(text)
-            assert ws.recv() == text
-    finally:
-        ws.close()
-    trace = _traces(tier_stack, [echoed], {"nginx", "asgi"})[echoed]
-    events = _asgi_events(trace)
-    assert [e["type"] for e in events if e["event"] in ("receive", "send")] == [
-        "websocket.connect", "websocket.accept", "websocket.receive", "websocket.send", "websocket.receive",
-        "websocket.send", "websocket.disconnect"], events
-    assert records.find_event(records.events_of(trace), "response_sent")["status"] == 101
-
-    tier_stack.use({**ON_UVICORN, "raw": "gunicorn"})
-    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        websocket.create_connection(f"ws://127.0.0.1:{tier_stack.port}/raw/ws", host="localhost", timeout=10)
-    assert refused.value.status_code == 426
-    assert b"RAW_SERVER=uvicorn" in refused.value.resp_body
+def _lab(stack, name: str) -> labs.Report:
+    report = labs.run(name, labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack), control=stack))
+    assert report.ok and report.checks, [(c.what, c.expected, c.seen) for c in report.checks if not c.ok]
+    return report
 
 
 def test_long_polls_on_uvicorn_leave_its_workers_free_for_ordinary_requests(tier_stack):
     tier_stack.use({"django": "gunicorn", "flask": "gunicorn", "raw": "uvicorn"})
-    report = labs.run("long-requests", labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack),
-                                                   control=tier_stack))
-    assert report.ok, [(c.what, c.expected, c.seen) for c in report.checks if not c.ok]
+    report = _lab(tier_stack, "long-requests")
     assert [("ran at once, beside them" in c.expected) for c in report.checks] == [True]
+
+
+def test_a_websocket_through_nginx_is_taken_by_uvicorn_and_every_frame_is_in_its_trace(tier_stack):
+    tier_stack.use({"django": "gunicorn", "flask": "gunicorn", "raw": "uvicorn"})
+    report = _lab(tier_stack, "websocket")  # and a WSGI server's 426: tests/test_labs.py
+    assert [c.seen.startswith("101, accept right") for c in report.checks] == [True]
+
+
+def test_sync_code_under_uvicorn_runs_on_threads_and_flasks_adapter_serialises_it(tier_stack):
+    tier_stack.use(ON_UVICORN)
+    report = _lab(tier_stack, "sync-in-async")
+    assert [c.what.split(" on ")[0] for c in report.checks] == ["/django/", "/flask/", "/raw/"]

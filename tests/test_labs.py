@@ -95,6 +95,12 @@ def test_long_polls_hold_every_sync_worker_so_ordinary_requests_queue_behind_the
 
 
 @pytest.mark.once_on("native")
+def test_a_websocket_upgrade_reaches_the_wsgi_app_which_can_only_refuse_it_426(stack):
+    report = _run(stack, "websocket")  # on uvicorn, where it is taken: tests/test_asgi.py
+    assert [c.seen.startswith("426;") for c in report.checks] == [True]
+
+
+@pytest.mark.once_on("native")
 def test_a_full_listen_queue_ends_in_a_504_at_the_connect_timeout_and_is_logged_not_hung(stack):
     report = _run(stack, "full-listen-queue")
     # per app: the kernel's socket before, the queue filled, the burst, the traces of the last served and of a

@@ -136,7 +136,8 @@ EVENTS = (
           ("method", "script_name", "path_info", "environ_keys")),
     Event("asgi_app_called", "asgi", "the server called app(scope, receive, send) and awaits it: ASGI's one "
           "call per request or websocket (type: \"http\" or \"websocket\", for the connection's whole life); path is "
-          "the whole path, root_path the part nginx routes to this app", ("type", "method", "root_path", "path", "http_version", "scope_keys")),
+          "the whole path, root_path the part nginx routes to this app; thread: the one running the event loop",
+          ("type", "method", "root_path", "path", "http_version", "scope_keys", "thread")),
     Event("receive", "asgi", "the app awaited receive() and got a message: type \"http.request\" (body bytes, "
           "more_body: whether more follow), \"http.disconnect\" (the client is gone, or the response is "
           "done), or a websocket's connect, receive (bytes: the message's size) or disconnect; waited_us: how "
@@ -145,7 +146,8 @@ EVENTS = (
           ("middleware",)),
     Event("middleware_passed_on", "wsgi", "your middleware called the app inside it", ("middleware",)),
     Event("input_first_read", "wsgi", "the app read the first bytes of the body from wsgi.input"),
-    Event("middleware_in", "django", "the request enters Django's middleware stack"),
+    Event("middleware_in", "django", "the request enters Django's middleware stack, on thread (under ASGI a "
+          "thread asgiref's sync_to_async runs Django's sync middleware and view on)", ("thread",)),
     Event("before_request", "flask", "Flask's before_request hooks run", ("endpoint",)),
     Event("view_resolved", "django", "Django's URLconf resolved the view", ("route", "url_name")),
     Event("view_called", "view", "the view function was called", ("view",)),

@@ -28,6 +28,7 @@ life: its ``websocket.connect``, each message each way, its close. A
 from __future__ import annotations
 
 import sys
+from threading import current_thread
 from collections.abc import Awaitable, Callable, MutableMapping
 from json.encoder import encode_basestring_ascii as _json_string
 from time import time_ns
@@ -99,7 +100,8 @@ class AsgiHopTrace:
             f'"method":{_json_string(str(scope.get("method", "")))},'
             f'"root_path":{_json_string(str(scope.get("root_path", "")))},'
             f'"path":{_json_string(str(scope.get("path", ""))[:MAX_PATH_LOGGED])},'
-            f'"http_version":{_json_string(str(scope.get("http_version", "")))},"scope_keys":{len(scope)}}}')
+            f'"http_version":{_json_string(str(scope.get("http_version", "")))},"scope_keys":{len(scope)},'
+            f'"thread":{_json_string(current_thread().name)}}}')
         response_header = self.response_header
 
         async def traced_receive() -> Message:

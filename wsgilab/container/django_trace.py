@@ -4,7 +4,8 @@
     urlpatterns = trace_views([...])                                  # the views themselves
 
 ``HopTraceMiddleware`` marks when Django's middleware stack gets the request
-(``middleware_in``) and gives the response back (``middleware_out``), which
+(``middleware_in``, with the thread it runs on: under ASGI, a thread of
+asgiref's, not the event loop's) and gives the response back (``middleware_out``), which
 view the URLconf resolved (``view_resolved``), and an exception the view
 raised (``exception``) before Django turns it into a 500, and each query the
 request sends through Django's connection (``db_query``, through its
@@ -17,6 +18,7 @@ HopTrace is already gathering; without one they do nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from threading import current_thread
 from typing import Any
 
 from django.db import connection
@@ -33,7 +35,7 @@ class HopTraceMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: Any) -> Any:
-        mark("django", "middleware_in")
+        mark("django", "middleware_in", thread=current_thread().name)
         with connection.execute_wrapper(django_wrapper):
             response = self.get_response(request)
         mark("django", "middleware_out", status=response.status_code)

@@ -49,6 +49,8 @@ LABS = {
     "too-many-clients": "wsgilab.labs.too_many_clients",
     "connection-before-fork": "wsgilab.labs.connection_before_fork",
     "long-requests": "wsgilab.labs.long_requests",
+    "sync-in-async": "wsgilab.labs.sync_in_async",
+    "websocket": "wsgilab.labs.websocket",
 }
 
 
