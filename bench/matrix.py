@@ -43,7 +43,8 @@ Through nginx and, for the HTTP servers (gunicorn, Granian, Waitress),
 directly to the server; uWSGI here speaks only the uwsgi protocol (its own
 HTTP router would be another process in front), so it has no direct row.
 Granian and Waitress are models of their own (``--models granian
-waitress``), measured on demand: docs/performance-servers.md. On compose an
+waitress``), measured on demand: docs/performance-servers.md; so is
+uvicorn, the apps' ASGI side (``--models uvicorn``): docs/performance-asgi.md. On compose an
 app server has no address the host can reach (each app's network is shared
 with nginx alone), so the direct rows' clients run inside nginx's network
 namespace (``nsenter --net``, root), where nginx itself connects from. Load
@@ -80,7 +81,9 @@ MODELS = {"gunicorn sync": ("gunicorn", "1"), "gunicorn gthread": ("gunicorn", "
           # Granian: workers x one blocking thread each; Waitress: one process, workers x 1 threads.
           "granian": ("granian", "1"), "waitress": ("waitress", "1"),
           # gunicorn's sync worker reached over the uwsgi protocol (<APP>_PROTOCOL=uwsgi): the protocol alone changed.
-          "gunicorn over uwsgi": ("gunicorn", "1")}
+          "gunicorn over uwsgi": ("gunicorn", "1"),
+          # The apps' ASGI side (docs/asgi.md): workers x one event loop; the raw app's has `/` and `/slow` only.
+          "uvicorn": ("uvicorn", "1")}
 #: The models whose server nginx reaches over a protocol other than its own default.
 PROTOCOL_OF = {"gunicorn over uwsgi": "uwsgi"}
 #: The models the matrix measures unless --models says otherwise (its pages' tables).
