@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import items, views
+from . import items, views, waits
 
 urlpatterns = [
     path("", views.hello, name="hello"),
@@ -16,4 +16,7 @@ urlpatterns = [
     path("items", items.items, name="items"),
     path("items/<int:item_id>", items.item, name="item"),
     path("query", items.sleep_query, name="query"),
+    path("wait", waits.wait, name="wait"),
+    path("events", waits.events, name="events"),
+    path("ws", waits.websocket_wanted, name="ws"),
 ]

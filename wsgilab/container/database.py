@@ -185,6 +185,17 @@ def parse_sleep_ms(raw: str | None) -> int:
     return int(raw)
 
 
+#: The longest a long poll (``/wait``) or an event stream (``/events``) may be held, in seconds.
+MAX_WAIT_S = 30
+
+
+def parse_wait_s(raw: str | None) -> int:
+    """``/wait``'s and ``/events``' ``s``: how long to wait for an item, 1 to MAX_WAIT_S seconds."""
+    if raw is None or not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_WAIT_S:
+        raise BadInput(f"s must be a whole number of seconds from 1 to {MAX_WAIT_S}")
+    return int(raw)
+
+
 def parse_new_item(body: bytes) -> str:
     """The name in a ``POST /items`` body, ``{"name": "..."}``; BadInput for anything else.
 

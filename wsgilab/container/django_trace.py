@@ -21,9 +21,11 @@ from collections.abc import Callable
 from threading import current_thread
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction
 from django.db import connection
 from django.urls import URLPattern, URLResolver
 
+from wsgilab.container.asgi_trace import traced_async_view
 from wsgilab.container.db_trace import django_wrapper
 from wsgilab.container.wsgi_trace import mark, traced_view
 
@@ -56,5 +58,6 @@ def trace_views(patterns: list) -> list:
         if isinstance(pattern, URLResolver):
             trace_views(pattern.url_patterns)
         elif isinstance(pattern, URLPattern) and not getattr(pattern.callback, "wsgilab_traced", False):
-            pattern.callback = traced_view(pattern.callback)
+            traced = traced_async_view if iscoroutinefunction(pattern.callback) else traced_view
+            pattern.callback = traced(pattern.callback)
     return patterns

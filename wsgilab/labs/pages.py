@@ -187,8 +187,8 @@ def lab_page(name: str, runs: Path | None = None) -> str:
                   "```", f"$ {command}", _without_why(run.read_text()).rstrip(), "```", ""]
     asgi_run = runs / f"{name}.uvicorn.txt" if runs else None
     if asgi_run is not None and asgi_run.exists():  # the same lab with the raw app's ASGI side on uvicorn
-        lines += ["And with the raw app's ASGI side on uvicorn (docs/asgi.md):", "",
-                  "```", "$ RAW_SERVER=uvicorn docker compose up -d", f"$ {command}",
+        lines += ["And with the ASGI side on uvicorn (docs/asgi.md):", "",
+                  "```", f"$ {getattr(module, 'ASGI_RUN', 'RAW_SERVER=uvicorn docker compose up -d')}", f"$ {command}",
                   _without_why(asgi_run.read_text()).rstrip(), "```", ""]
     lines += ["[All labs, by what the client sees](README.md)"]
     return "\n".join(lines) + "\n"

@@ -23,10 +23,12 @@ to: nginx.conf maps a client's "Upgrade: websocket" to the Upgrade and
 "Connection: upgrade" headers it sends the app (any other request gets
 neither, and an empty Connection header, so its connection to the app may
 be reused). On uvicorn the raw app's ASGI side accepts it (websocket.accept
-is the 101) and sends back each message; every frame is an event of the
-trace, with its size, and the record ends when the client closes. A WSGI
+is the 101) and sends back each message, and so does Django's, through a
+consumer of the app's own (Django's ASGI handler takes HTTP only:
+labsite/asgi.py routes the websocket around it); every frame is an event of
+the trace, with its size, and the record ends when the client closes. A WSGI
 app never gets the connection: PEP 3333 gives it an environ and takes back
-a response, so the raw app's /ws can only refuse the upgrade, with 426
+a response, so each app's /ws can only refuse the upgrade, with 426
 Upgrade Required and the setting that serves it. (A WSGI server may offer
 its own way round: uWSGI's uwsgi.websocket_handshake, gunicorn's async
 workers with a library, each outside the standard.) nginx closes a
@@ -47,6 +49,8 @@ OUTCOMES = (
 )
 
 SERVERS = ("gunicorn", "uwsgi", "uvicorn")
+#: How its page's second run put the apps with a websocket on their ASGI side.
+ASGI_RUN = "DJANGO_SERVER=uvicorn RAW_SERVER=uvicorn docker compose up -d"
 ASGI = ("uvicorn",)
 MESSAGES = ("hello", "wsgi-lab", "x" * 100)
 #: RFC 6455's constant, which the server hashes with the client's key to show it understood the handshake.
@@ -96,11 +100,20 @@ def _read_frame(sock: socket.socket, pending: bytearray) -> tuple[int, bytes]:
     return first & 0x0F, need(length)
 
 
+#: The apps with a websocket: the raw app's ASGI side, and Django's through a consumer of its own (labsite/asgi.py).
+WEBSOCKET_APPS = ("raw", "django")
+
+
 def run(target: Target, report: Report) -> None:
-    server = served_by(target, "raw")
+    for app in WEBSOCKET_APPS:
+        _one(target, report, app)
+
+
+def _one(target: Target, report: Report, app: str) -> None:
+    server = served_by(target, app)
     request_id = f"websocket-{uuid.uuid4().hex[:12]}"
     key = base64.b64encode(os.urandom(16)).decode()
-    handshake = (f"GET /raw/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    handshake = (f"GET /{app}/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nX-Request-ID: {request_id}\r\n\r\n")
     echoed: list[str] = []
     with socket.create_connection((target.host, target.port), timeout=10) as sock:
@@ -119,7 +132,7 @@ def run(target: Target, report: Report) -> None:
             closing, body = None, rest
             while len(body) < int(headers.get("content-length") or 0) and (piece := sock.recv(4096)):
                 body += piece
-    what = f"/raw/ws on {server}: a websocket handshake through nginx, then {len(MESSAGES)} messages"
+    what = f"/{app}/ws on {server}: a websocket handshake through nginx, then {len(MESSAGES)} messages"
     hop = "asgi" if server in ASGI else "wsgi"
     records = target.records_of([request_id], {"nginx", hop})[request_id]
     events = events_of(records)
@@ -139,9 +152,10 @@ def run(target: Target, report: Report) -> None:
                      and closing == 0x8 and frames == expected_frames and sent.get("status") == 101, [request_id])
     else:
         called = find_event(events, "app_called") or {}
-        report.check(what, "426 Upgrade Required from the app itself, naming RAW_SERVER=uvicorn: the WSGI call "
+        named = f"{app.upper()}_SERVER=uvicorn".encode()
+        report.check(what, f"426 Upgrade Required from the app itself, naming {named.decode()}: the WSGI call "
                      "ran (app_called) and answered; no 101",
-                     f"{status}; the body names RAW_SERVER=uvicorn: {b'RAW_SERVER=uvicorn' in body}; the app was "
-                     f"called at {called.get('path_info')}; nginx logged {sent.get('status')}",
-                     status == 426 and b"RAW_SERVER=uvicorn" in body and called.get("path_info") == "/ws"
+                     f"{status}; the body names {named.decode()}: {named in body}; the app was called at "
+                     f"{called.get('path_info')}; nginx logged {sent.get('status')}",
+                     status == 426 and named in body and called.get("path_info") == "/ws"
                      and sent.get("status") == 426, [request_id])
