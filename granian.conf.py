@@ -24,6 +24,14 @@ from pathlib import Path
 # Twin: gunicorn `wsgi_app`.
 target = "wsgilab.container.granian_app:application"
 interface = "wsgi"
+# Or the app's ASGI side (WSGI_INTERFACE=asgi, from <APP>_INTERFACE): Granian's
+# "asginl", ASGI without the lifespan messages, runs the ASGI callable
+# <APP>_ASGI_APP names, traced, on each worker's event loop
+# (wsgilab.container.granian_asgi). Twin: uvicorn, all of it.
+_asgi = os.environ.get("WSGI_INTERFACE") == "asgi"
+if _asgi:
+    target = "wsgilab.container.granian_asgi:application"
+    interface = "asginl"
 
 # The app's folder, put on sys.path so the target imports from it.
 # Twin: gunicorn `chdir`.
@@ -67,7 +75,7 @@ workers = int(os.environ["WSGI_WORKERS"])
 # at once. Granian's own default for WSGI is backpressure / 2 (512 with one
 # worker); here it is WSGI_THREADS, as for the other servers.
 # Twin: gunicorn `threads`.
-blocking_threads = int(os.environ["WSGI_THREADS"])
+blocking_threads = 1 if _asgi else int(os.environ["WSGI_THREADS"])  # Granian takes no more for ASGI
 
 # No twin for gunicorn's `timeout`: Granian never ends a request that runs
 # long, nor the worker running it. WSGI_TIMEOUT is not read here.

@@ -21,6 +21,16 @@ import os
 # WSGI_APP). Twin: uWSGI `mount`.
 wsgi_app = "wsgilab.container.traced_app:application"
 
+# Or the app's ASGI side (WSGI_INTERFACE=asgi, from <APP>_INTERFACE): gunicorn's
+# own ASGI worker, one event loop per worker process, runs the ASGI callable
+# <APP>_ASGI_APP names, traced (wsgilab.container.asgi_app), so WSGI and ASGI
+# can be compared with the server held still. It leaves the path whole and
+# puts its `root_path` setting (left empty) in the scope; the entry point
+# sets the scope's root_path to SCRIPT_NAME. Twin: uvicorn, all of it.
+if os.environ.get("WSGI_INTERFACE") == "asgi":
+    wsgi_app = "wsgilab.container.asgi_app:application"
+    worker_class = "asgi"
+
 # The app's folder, put first on sys.path so `wsgi_app` imports from it.
 # Twin: uWSGI `pythonpath`.
 chdir = os.environ["WSGI_APP_DIR"]
@@ -67,7 +77,7 @@ workers = int(os.environ["WSGI_WORKERS"])
 # Threads per worker. Above 1 gunicorn switches to the "gthread" worker class:
 # more requests at once per process, sharing its memory and its GIL.
 # Twin: uWSGI `threads`.
-threads = int(os.environ["WSGI_THREADS"])
+threads = int(os.environ["WSGI_THREADS"]) if os.environ.get("WSGI_INTERFACE") != "asgi" else 1
 
 # Where the app is imported (WSGI_PRELOAD_APP). False, gunicorn's default:
 # each worker imports it after the fork. True: the master imports it once and
@@ -154,7 +164,13 @@ logger_class = "wsgilab.container.gunicorn_trace.JsonLogger"
 # post_worker_init makes each worker also write a line for a request it
 # answers itself, without the app (a 400, a path outside SCRIPT_NAME, an
 # app that raised): gunicorn's own warning names no request.
-from wsgilab.container.gunicorn_trace import post_request, post_worker_init, pre_request  # noqa: E402,F401
+# Not on the ASGI side: the ASGI worker's requests take no stamps (their
+# class has fixed slots), so it writes no request line of its own, as
+# uvicorn writes none; the ASGI layer's record holds the request.
+if os.environ.get("WSGI_INTERFACE") != "asgi":
+    from wsgilab.container.gunicorn_trace import post_request, post_worker_init, pre_request  # noqa: E402,F401
+else:
+    accesslog = None
 
 # What Python itself writes in gunicorn's processes, outside gunicorn's
 # logger: an uncaught exception's traceback (the master dies that way when

@@ -45,6 +45,9 @@ APPS = settings.APPS
 #: The servers the whole suite runs on, each test once per server where it says so. Granian and Waitress have
 #: tests of their own (tests/test_more_servers.py): the native tier starts them only while a test uses them.
 SERVERS = ("gunicorn", "uwsgi")
+#: The servers that, once a test has started them, keep running while unused: the suite's two, and uvicorn, which
+#: tests/test_asgi.py swaps in and out app by app (a uvicorn worker idles on its event loop).
+KEPT = (*SERVERS, "uvicorn")
 
 #: Where each app lives and what its server imports (as in docker-compose.yml).
 APP_DIRS = {"django": "django_app", "flask": "flask_app", "raw": "raw_wsgi_app"}
@@ -167,6 +170,7 @@ class NativeStack:
             **os.environ,
             "WSGI_SERVER": server,
             "WSGI_PROTOCOL": self.settings.get(f"{app.upper()}_PROTOCOL", ""),
+            "WSGI_INTERFACE": self.settings.get(f"{app.upper()}_INTERFACE", ""),
             "WSGI_APP": self.settings.get(f"{app.upper()}_WSGI_APP", WSGI_APPS[app]),
             "ASGI_APP": self.settings.get(f"{app.upper()}_ASGI_APP", settings.ASGI_CALLABLES[app]),
             "WSGI_MIDDLEWARE": self.settings.get(f"{app.upper()}_WSGI_MIDDLEWARE", ""),
@@ -219,10 +223,10 @@ class NativeStack:
         stop, and the next ``use`` without it starts them again, on the
         settings of the moment.
         """
-        # Granian and Waitress run only while used; the suite's two servers, unless ``alone``, until a
-        # reconfigure changes them while unused (it stops them; they start here when next used).
+        # Granian and Waitress run only while used; the suite's two servers and uvicorn, unless ``alone``, until
+        # a reconfigure changes them while unused (it stops them; they start here when next used).
         self._stop(*[self._name(key) for key in self.backend_ports
-                     if servers[key[0]] != key[1] and (alone or key[1] not in SERVERS)])
+                     if servers[key[0]] != key[1] and (alone or key[1] not in KEPT)])
         stopped = [key for key in self.backend_ports
                    if self._name(key) not in self.processes and servers[key[0]] == key[1]]
         if stopped:

@@ -232,3 +232,9 @@ def test_a_server_refuses_a_protocol_it_does_not_speak_in_the_launcher_and_in_ng
     assert rendered.returncode == 64
     assert f"RAW_PROTOCOL={protocol}, but {server} speaks" in rendered.stderr
 
+
+
+def test_launcher_refuses_an_interface_the_server_does_not_serve_and_says_which():
+    done = _launch(**{**APP_ENV, "WSGI_CONFIG_DIR": str(REPO), "WSGI_SERVER": "uwsgi", "WSGI_INTERFACE": "asgi"})
+    assert done.returncode == 2
+    assert "WSGI_INTERFACE=asgi, but uwsgi serves wsgi only" in done.stderr

@@ -13,6 +13,10 @@ import re
 SERVERS = ("gunicorn", "uwsgi", "granian", "waitress", "uvicorn")
 #: The servers that call the app's ASGI side (``<APP>_ASGI_APP``) rather than its WSGI callable.
 ASGI_SERVERS = ("uvicorn",)
+#: The interfaces each calls the app through (``<APP>_INTERFACE``), its own first: gunicorn (its ASGI worker)
+#: and Granian (``asginl``) serve both, so WSGI and ASGI can be compared with the server held still.
+INTERFACES = {"gunicorn": ("wsgi", "asgi"), "uwsgi": ("wsgi",), "granian": ("wsgi", "asgi"), "waitress": ("wsgi",),
+              "uvicorn": ("asgi",)}
 #: The protocols each speaks to nginx (``<APP>_PROTOCOL``), its own first: gunicorn 24 and later speaks uwsgi too.
 PROTOCOLS = {"gunicorn": ("http", "uwsgi"), "uwsgi": ("uwsgi",), "granian": ("http",), "waitress": ("http",),
              "uvicorn": ("http",)}
@@ -26,7 +30,7 @@ _HOST_NAMES = re.compile(r"^[A-Za-z0-9.:_*\[\] -]+$")
 #: The kinds a value of which is one of a few words.
 _CHOICES = {"on_off": ("on", "off"), "tracing": ("on", "off", "otel"), "publish": ("loopback", "all"),
             "django_connections": ("per-request", "persistent", "pool"),
-            "protocol": ("http", "uwsgi")}
+            "protocol": ("http", "uwsgi"), "interface": ("wsgi", "asgi")}
 
 
 def check_value(kind: str, name: str, value: str) -> str:
@@ -77,6 +81,17 @@ def check_value(kind: str, name: str, value: str) -> str:
         if not _HOST_NAMES.match(value):
             raise SettingError(f"{name} must be host names separated by spaces, not {value!r}")
     return value
+
+
+def interface_of(server: str, chosen: str, name: str = "WSGI_INTERFACE") -> str:
+    """The interface ``server`` calls the app through: ``chosen`` (checked), or its own where empty; SettingError
+    naming ``name`` when the server has no such side."""
+    if not chosen:
+        return INTERFACES[server][0]
+    check_value("interface", name, chosen)
+    if chosen not in INTERFACES[server]:
+        raise SettingError(f"{name}={chosen}, but {server} serves {' and '.join(INTERFACES[server])} only")
+    return chosen
 
 
 def protocol_of(server: str, chosen: str, name: str = "WSGI_PROTOCOL") -> str:

@@ -21,8 +21,8 @@ import sys
 from dataclasses import dataclass
 
 # Re-exported: the launcher, the labs and scripts/swarm check values through this module.
-from wsgilab.setting_values import (ASGI_SERVERS, PROTOCOLS, SERVERS, SettingError, check_value,  # noqa: F401
-                                    protocol_of)
+from wsgilab.setting_values import (ASGI_SERVERS, INTERFACES, PROTOCOLS, SERVERS, SettingError,  # noqa: F401
+                                    check_value, interface_of, protocol_of)
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,15 @@ def _per_app() -> list[Setting]:
             uwsgi="mount", granian="target", waitress="none: the app waitress_main imports", lab_may_change=True))
     for app in APPS:
         found.append(Setting(
+            f"{app.upper()}_INTERFACE", "", "interface", f"how the {app} app's server calls it: `wsgi` "
+            "(<APP>_WSGI_APP) or `asgi` (<APP>_ASGI_APP), so the interface can change with the server held "
+            "still: gunicorn (its ASGI worker) and Granian (asginl) serve both, uvicorn ASGI only, uWSGI and "
+            "Waitress WSGI only (docs/asgi.md)", "app", gunicorn="worker_class asgi", granian="interface asginl",
+            default_text="the server's own", lab_may_change=True))
+    for app in APPS:
+        found.append(Setting(
             f"{app.upper()}_ASGI_APP", ASGI_CALLABLES[app], "wsgi_app",
-            f"the ASGI callable the {app} app's server imports when <APP>_SERVER is an ASGI server (uvicorn), "
+            f"the ASGI callable the {app} app's server imports on its ASGI side (uvicorn, or <APP>_INTERFACE=asgi), "
             "module:name; asgi_app wraps it (uvicorn.conf.py)", "app"))
     for app in APPS:
         found.append(Setting(

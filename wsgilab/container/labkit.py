@@ -123,8 +123,9 @@ def wsgi_server(environ: Mapping[str, Any]) -> str:
     if "gunicorn.socket" in environ:
         return "gunicorn"
     software = str(environ.get("SERVER_SOFTWARE", "")).lower()
-    return next((name for name in ("granian", "waitress") if software.startswith(name)),
-                "uvicorn" if "uvicorn" in sys.modules else "unknown")
+    if software:
+        return next((name for name in ("granian", "waitress") if software.startswith(name)), "unknown")
+    return next((name for name in ("uvicorn", "granian", "gunicorn") if name in sys.modules), "unknown")
 
 
 def _bounded(name: str, raw: str | None, limit: int, unit: str = "") -> int:

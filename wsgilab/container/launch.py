@@ -21,6 +21,7 @@ Environment (all optional but ``WSGI_APP`` and ``SCRIPT_NAME``):
 ``ASGI_APP``      the ASGI callable an ASGI server imports instead (compose sets it from ``<APP>_ASGI_APP``)
 ``SCRIPT_NAME``   the URL prefix nginx routes to this app (e.g. ``/django``)
 ``WSGI_PROTOCOL`` ``http`` or ``uwsgi``; default the server's own (compose sets it from ``<APP>_PROTOCOL``)
+``WSGI_INTERFACE`` ``wsgi`` or ``asgi``; default the server's own (compose sets it from ``<APP>_INTERFACE``)
 ``WSGI_BIND``     ``host:port``; default ``0.0.0.0:8000`` for HTTP (gunicorn, Granian and Waitress)
                   or ``0.0.0.0:3031`` for the uwsgi protocol (uWSGI)
 ``WSGI_WORKERS``, ``WSGI_THREADS``, ``WSGI_TIMEOUT``, ``WSGI_BACKLOG``
@@ -39,7 +40,7 @@ import sys
 import time
 from collections.abc import Mapping
 
-from wsgilab.settings import ASGI_SERVERS, PROTOCOLS, SETTINGS, SettingError, check_value, protocol_of
+from wsgilab.settings import PROTOCOLS, SETTINGS, SettingError, check_value, interface_of, protocol_of
 
 #: The port a server listens on unless WSGI_BIND says otherwise, by the protocol it speaks: 8000 for HTTP, and
 #: 3031, uWSGI's customary uwsgi-protocol port; nginx/render-config uses the same two.
@@ -98,11 +99,12 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
     try:
         server = check_value("server", "WSGI_SERVER", env.get("WSGI_SERVER", "") or "gunicorn")
         protocol = protocol_of(server, env.get("WSGI_PROTOCOL", ""))
+        interface = interface_of(server, env.get("WSGI_INTERFACE", ""))
         app = check_value("wsgi_app", "WSGI_APP", env.get("WSGI_APP", ""))
-        asgi_app = check_value("wsgi_app", "ASGI_APP", env.get("ASGI_APP", "")) if server in ASGI_SERVERS else ""
+        asgi_app = check_value("wsgi_app", "ASGI_APP", env.get("ASGI_APP", "")) if interface == "asgi" else ""
     except SettingError as error:
         raise LaunchError(str(error)) from None
-    if server in ASGI_SERVERS:
+    if interface == "asgi":
         _refuse_wsgi_only(env, server)
     script_name = env.get("SCRIPT_NAME", "")
     if not _SCRIPT_NAME.match(script_name):
@@ -116,6 +118,7 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
     completed.update(
         WSGI_SERVER=server,
         WSGI_PROTOCOL=protocol,
+        WSGI_INTERFACE=interface,
         WSGI_APP=app,
         ASGI_APP=asgi_app,
         SCRIPT_NAME=script_name,
@@ -162,7 +165,7 @@ def _refuse_wsgi_only(env: Mapping[str, str], server: str) -> None:
 
 def concurrency(env: Mapping[str, str]) -> str:
     """How the server runs requests at once, in words: Waitress has one process, its threads the others' product."""
-    if env["WSGI_SERVER"] in ASGI_SERVERS:
+    if env.get("WSGI_INTERFACE") == "asgi":
         return f"{env['WSGI_WORKERS']} workers x 1 event loop"
     if env["WSGI_SERVER"] == "waitress":
         return f"1 process x {int(env['WSGI_WORKERS']) * int(env['WSGI_THREADS'])} threads"

@@ -280,7 +280,8 @@ def _align_nginx_to_its_precision(events: list[dict[str, Any]]) -> None:
     the body, and work done there holds the worker but not the client.)
     """
     app = [e["ts_us"] for e in events if e["hop"] != "nginx"]
-    must_precede_done = [e["ts_us"] for e in events if e["event"] in ("start_response", "first_chunk")]
+    must_precede_done = [e["ts_us"] for e in events if e["event"] in ("start_response", "first_chunk", "response_start")
+                         or e["event"] == "body_sent" and e.get("n") == 1]
     for event in events:
         if event["hop"] != "nginx":
             continue
