@@ -13,7 +13,8 @@ HTTP request (h11) and starts a task that awaits ``app(scope, receive,
 send)``; while that task awaits (a sleep, a slow client, the database
 through an async driver), the same loop goes on with every other
 connection it holds. A sync view is the app's affair: Django runs it on a
-thread (asgiref's sync_to_async), and the loop waits for that thread.
+thread (asgiref's sync_to_async), and the loop awaits that thread while it
+serves the others.
 """
 
 import os

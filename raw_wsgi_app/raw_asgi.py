@@ -20,7 +20,8 @@ Endpoints: ``/`` hello, ``/scope`` (the scope, as ``/environ`` shows WSGI's
 environ), ``/stream``, ``/upload`` (POST), ``/slow?ms=N``, ``/redirect`` and
 ``/error``; and the three that wait for an event, ``/wait``, ``/events`` and
 the websocket ``/ws`` (raw_asgi_waits.py). The database's (``/items``,
-``/query``) and ``/download`` are WSGI-only so far: they answer 404 here.
+``/query``), ``/download``, ``/environ`` and ``/write`` are on the WSGI side only:
+they answer 404 here.
 """
 
 import asyncio

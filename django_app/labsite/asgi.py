@@ -7,9 +7,10 @@ refused (closed before it is accepted: the client gets a 403).
 ``get_asgi_application()`` sets Django up as ``get_wsgi_application()`` does,
 and returns Django's ASGI handler. The views and middleware stay the sync
 functions the WSGI side runs: for each request the handler runs them on a
-thread of asgiref's (``sync_to_async``), one request at a time per process by
-default, and awaits that thread from the event loop. The trace's events from
-the view and the database come from that thread.
+thread of its own (asgiref's ``sync_to_async``; Django opens a
+ThreadSensitiveContext per request), and the event loop serves other
+requests while it awaits that thread. The trace's events from the view and
+the database come from that thread.
 """
 
 import os

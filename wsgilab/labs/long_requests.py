@@ -92,8 +92,8 @@ def _check(report: Report, server: str, statuses: list[Any], found: dict[str, li
            polls: list[str], ordinary: list[str]) -> None:
     spans = {request_id: _span(found[request_id]) for request_id in polls + ordinary}
     poll_spans = [spans[request_id] for request_id in polls]
-    what = (f"/raw/ on {server} with {WORKERS} workers x 1 thread: {ORDINARY} ordinary requests while "
-            f"{WORKERS} long polls of {POLL_S} s wait")
+    shape = f"{WORKERS} workers" + ("" if server in ASGI else " x 1 thread")
+    what = f"/raw/ on {server} with {shape}: {ORDINARY} ordinary requests while {WORKERS} long polls of {POLL_S} s wait"
     if statuses != [200] * len(statuses) or None in spans.values():
         report.check(what, "all 200, each traced", f"statuses {statuses}; untraced: "
                      f"{[request_id for request_id, span in spans.items() if span is None]}", False)

@@ -32,6 +32,8 @@ requests to /slow?ms=400 at once, on one uvicorn worker process:
   context, so every request of the process takes the same one thread, in
   turn: 4 requests of 400 ms take 1.6 s, and the wait is inside the
   process, after the ASGI call, where nginx's queue segment does not see it.
+The lab reads when each request's own work ran from its trace and counts
+the pairs that ran at the same time (4 requests make 6 pairs).
 Moving sync code to an ASGI server buys nothing by itself: the waiting is
 what must become awaiting (async views, an async driver).
 """
