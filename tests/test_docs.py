@@ -132,3 +132,12 @@ def test_every_trace_a_lab_run_prints_of_a_request_an_app_answered_shows_the_app
                if (match := _TRACE_HEADING.match(line)) and match.group(2)[0] in "23"
                and "no app hop logged it" in match.group(3)]
     assert missing == [], f"re-record docs/labs/runs/{run} (hoptrace lab {run[:-4]}) once the lab keeps its records"
+
+
+def test_the_raw_apps_side_by_side_in_asgi_md_are_their_code():
+    page = (DOCS / "asgi.md").read_text()
+    code = (REPO / "raw_wsgi_app" / "raw_app.py").read_text() + (REPO / "raw_wsgi_app" / "raw_asgi.py").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    lines = [line for block in blocks for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(blocks) == 2 and lines
+    assert [line for line in lines if line not in code.splitlines()] == []
