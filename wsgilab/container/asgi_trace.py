@@ -35,7 +35,6 @@ from json.encoder import encode_basestring_ascii as _json_string
 from time import time_ns
 from typing import IO, Any
 
-from wsgilab.container.nginx_headers import queue_start_us
 from wsgilab.container.trace_writer import written_at_once
 from wsgilab.container.wsgi_trace import MAX_PATH_LOGGED, RequestTrace, _current
 
@@ -63,10 +62,6 @@ class AsgiRequestTrace(RequestTrace):
                    if name in _HEADERS}
         super().__init__(environ, identity, write_line)
         self.receives = self.sends = 0
-        queued_since = queue_start_us(environ)
-        if queued_since is not None:
-            self.queue_us = max(0, self.started - queued_since)
-            self.tail += f',"queue_us":{self.queue_us}'
 
     def finish_returned(self) -> None:
         """The app's coroutine returned: record it, and hand the trace on."""

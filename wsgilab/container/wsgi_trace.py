@@ -105,7 +105,11 @@ class RequestTrace:
         #: Request-level fields after the events (queue_us, status, input_bytes), as JSON.
         self.tail = ""
         self.input_bytes = self.chunks = self.body_bytes = self.writes = 0
-        self.queue_us: int | None = None
+        #: How long the request waited between nginx handing it on and this call (µs), if nginx stamped it.
+        queued_since = queue_start_us(environ)
+        self.queue_us: int | None = None if queued_since is None else max(0, self.started - queued_since)
+        if self.queue_us is not None:
+            self.tail += f',"queue_us":{self.queue_us}'
         self.written = False
         #: When the view was called and when it returned or raised (µs), for the Server-Timing header.
         self.view_started: int | None = None
@@ -253,10 +257,6 @@ class HopTrace:
             f'"script_name":{_json_string(environ.get("SCRIPT_NAME", ""))},'
             f'"path_info":{_json_string(environ.get("PATH_INFO", "")[:MAX_PATH_LOGGED])},'
             f'"environ_keys":{len(environ)}}}')
-        queued_since = queue_start_us(environ)
-        if queued_since is not None:
-            trace.queue_us = max(0, started - queued_since)
-            trace.tail += f',"queue_us":{trace.queue_us}'
         if "wsgi.input" in environ and may_have_body(environ):
             environ["wsgi.input"] = TracedInput(environ["wsgi.input"], trace)
         environ["wsgilab.trace"] = trace  # for the server's own line (gunicorn_trace)
