@@ -59,7 +59,8 @@ def _written_event_names(source: str) -> set[tuple[str, str]]:
 def test_every_event_the_python_writers_spell_out_is_in_the_format():
     container = REPO / "wsgilab" / "container"
     written = set()
-    for module in ("wsgi_trace.py", "django_trace.py", "flask_trace.py", "gunicorn_trace.py", "db_trace.py"):
+    for module in ("wsgi_trace.py", "traced_views.py", "django_trace.py", "flask_trace.py", "gunicorn_trace.py",
+                   "db_trace.py"):
         written |= _written_event_names((container / module).read_text())
     # traced_view writes view_* under "hop":"view", spelled in the same f-string as the name.
     written = {("view", name) if name.startswith("view_") and name != "view_resolved" else (hop, name)

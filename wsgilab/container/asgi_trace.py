@@ -27,7 +27,6 @@ life: its ``websocket.connect``, each message each way, its close. A
 
 from __future__ import annotations
 
-import functools
 import sys
 from threading import current_thread
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -155,33 +154,6 @@ class AsgiHopTrace:
             trace.write()
             raise
         trace.finish_returned()
-
-
-def traced_async_view(view: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """``wsgi_trace.traced_view`` for an ``async def`` view: its call, and its return or exception, as "view"
-    events, timed around the await (a sync wrapper would see it return a coroutine at once)."""
-    named = f'"hop":"view","view":{_json_string(f"{view.__module__}.{view.__qualname__}")}'
-
-    @functools.wraps(view)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        trace = _current.get()
-        if trace is None:
-            return await view(*args, **kwargs)
-        trace.view_started = started = time_ns() // 1000
-        trace.parts.append(f'{{"event":"view_called","ts_us":{started},{named}}}')
-        try:
-            result = await view(*args, **kwargs)
-        except BaseException as error:
-            trace.view_ended = ended = time_ns() // 1000
-            trace.parts.append(f'{{"event":"view_raised","ts_us":{ended},{named},'
-                               f'"error":{_json_string(type(error).__name__)}}}')
-            raise
-        trace.view_ended = ended = time_ns() // 1000
-        trace.parts.append(f'{{"event":"view_returned","ts_us":{ended},{named}}}')
-        return result
-
-    wrapper.wsgilab_traced = True  # type: ignore[attr-defined]
-    return wrapper
 
 
 def _size(message: Message) -> int:

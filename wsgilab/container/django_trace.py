@@ -10,8 +10,9 @@ view the URLconf resolved (``view_resolved``), and an exception the view
 raised (``exception``) before Django turns it into a 500, and each query the
 request sends through Django's connection (``db_query``, through its
 ``execute_wrapper`` hook: wsgilab.container.db_trace). ``trace_views``
-wraps each view of a URLconf in ``wsgilab.container.wsgi_trace.traced_view``, so the time
-in the view itself is its own segment. Both only add events to the trace
+wraps each view of a URLconf in ``wsgilab.container.traced_views.traced_view``
+(``traced_async_view`` for an async one), so the time in the view itself is
+its own segment. Both only add events to the trace
 HopTrace is already gathering; without one they do nothing.
 """
 
@@ -25,9 +26,9 @@ from asgiref.sync import iscoroutinefunction
 from django.db import connection
 from django.urls import URLPattern, URLResolver
 
-from wsgilab.container.asgi_trace import traced_async_view
 from wsgilab.container.db_trace import django_wrapper
-from wsgilab.container.wsgi_trace import mark, traced_view
+from wsgilab.container.traced_views import traced_async_view, traced_view
+from wsgilab.container.wsgi_trace import mark
 
 
 class HopTraceMiddleware:

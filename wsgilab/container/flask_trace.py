@@ -8,7 +8,7 @@ Flask runs ``before_request`` functions, the view, ``after_request``
 functions, then (after the response has been handed to the server)
 ``teardown_request``. ``trace_flask`` registers one of each that marks the
 moment in the request's trace, and wraps every registered view in
-``wsgilab.container.wsgi_trace.traced_view``. Without a trace being gathered (HopTrace off)
+``wsgilab.container.traced_views.traced_view``. Without a trace being gathered (HopTrace off)
 they do nothing.
 """
 
@@ -18,7 +18,8 @@ from typing import Any
 
 from flask import Flask, request
 
-from wsgilab.container.wsgi_trace import mark, traced_view
+from wsgilab.container.traced_views import traced_view
+from wsgilab.container.wsgi_trace import mark
 
 
 def trace_flask(app: Flask) -> Flask:

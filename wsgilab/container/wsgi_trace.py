@@ -25,8 +25,8 @@ HopTrace opens the server's worker span and, inside it, the WSGI call's
 
 The layers above WSGI add their own events to the same line: ``mark()``
 records one for the request this thread is serving (Django's middleware and
-Flask's request hooks call it), and ``traced_view`` wraps a view so its call
-and return are recorded. With no request being traced both are no-ops, so the
+Flask's request hooks call it), and ``traced_views.traced_view`` wraps a view so
+its call and return are recorded. With no request being traced both are no-ops, so the
 apps run unchanged with ``WSGILAB_TRACING=off``.
 
 Under uWSGI the request id and the worker span's ids are also handed to uWSGI
@@ -37,7 +37,6 @@ as logvars (``wsgilab_request_id``, ...) for its own request log line (uwsgi.ini
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -175,33 +174,6 @@ def mark(hop: str, event: str, **fields: Any) -> None:
     trace = _current.get()
     if trace is not None:
         trace.event_at(event, time_ns() // 1000, hop=hop, **fields)
-
-
-def traced_view(view: Callable) -> Callable:
-    """Wrap a view so its call, and its return or exception, are recorded as "view" events."""
-    # The view's name is escaped once, here, not on every call.
-    named = f'"hop":"view","view":{_json_string(f"{view.__module__}.{view.__qualname__}")}'
-
-    @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        trace = _current.get()
-        if trace is None:
-            return view(*args, **kwargs)
-        trace.view_started = started = time_ns() // 1000
-        trace.parts.append(f'{{"event":"view_called","ts_us":{started},{named}}}')
-        try:
-            result = view(*args, **kwargs)
-        except BaseException as error:
-            trace.view_ended = ended = time_ns() // 1000
-            trace.parts.append(f'{{"event":"view_raised","ts_us":{ended},{named},'
-                               f'"error":{_json_string(type(error).__name__)}}}')
-            raise
-        trace.view_ended = ended = time_ns() // 1000
-        trace.parts.append(f'{{"event":"view_returned","ts_us":{ended},{named}}}')
-        return result
-
-    wrapper.wsgilab_traced = True  # type: ignore[attr-defined]
-    return wrapper
 
 
 class _TracedBody:
