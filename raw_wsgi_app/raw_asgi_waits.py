@@ -22,8 +22,6 @@ from urllib.parse import parse_qs
 
 from wsgilab.container import database
 
-#: The longest a long poll or an event stream may be held, in seconds (as on the WSGI side).
-MAX_WAIT_S = 30
 log = logging.getLogger("raw_asgi")
 
 
@@ -74,13 +72,6 @@ async def _json(send, status, payload, extra_headers=()):
     await send({"type": "http.response.body", "body": body})
 
 
-def _seconds(scope):
-    raw = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("s", [""])[0]
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_WAIT_S:
-        raise ValueError(f"s must be a whole number of seconds from 1 to {MAX_WAIT_S}")
-    return int(raw)
-
-
 async def _disconnected(receive):
     """Return when the client has gone: the request's body first, then ``http.disconnect``."""
     while (await receive())["type"] != "http.disconnect":
@@ -90,8 +81,8 @@ async def _disconnected(receive):
 async def _listening(scope, send):
     """(seconds, queue) for a wait, or None once it has answered 400 or 503 itself."""
     try:
-        seconds = _seconds(scope)
-    except ValueError as error:
+        seconds = database.parse_wait_s(parse_qs(scope.get("query_string", b"").decode("latin-1")).get("s", [None])[0])
+    except database.BadInput as error:
         await _json(send, 400, {"error": str(error)})
         return None
     import psycopg

@@ -1,7 +1,7 @@
 """The raw app's endpoints that wait for something to happen, the WSGI way: each one holds a worker while it waits.
 
 ``/wait?s=N``    a long poll: answers with the next item stored (any app's ``POST /items``) or, after N seconds (at
-                 most MAX_WAIT_S), with ``{"event": null}``
+                 most database.MAX_WAIT_S), with ``{"event": null}``
 ``/events?s=N``  server-sent events: each item stored in the next N seconds, as it comes, then the end
 ``/ws``          a websocket: refused with 426, since a WSGI app cannot take one (below)
 
@@ -28,44 +28,33 @@ from raw_items import Unavailable, _json
 
 from wsgilab.container import database
 
-#: The longest a long poll or an event stream may be held, in seconds.
-MAX_WAIT_S = 30
-
-
-def _seconds(environ):
-    """The ``s`` query parameter, a whole number of seconds from 1 to MAX_WAIT_S; ValueError says what is wrong."""
-    raw = parse_qs(environ.get("QUERY_STRING", "")).get("s", [""])[0]
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_WAIT_S:
-        raise ValueError(f"s must be a whole number of seconds from 1 to {MAX_WAIT_S}")
-    return int(raw)
-
-
-def _listening():
-    """A new connection of this request's own, LISTENing on the items' channel (autocommit)."""
+def _opened(environ):
+    """(the ``s`` query parameter, a new connection of this request's own LISTENing on the items' channel);
+    database.BadInput or Unavailable says why not."""
     import psycopg
 
+    seconds = database.parse_wait_s(parse_qs(environ.get("QUERY_STRING", "")).get("s", [None])[0])
     try:
         settings = database.required()
     except database.Misconfigured as problem:
         raise Unavailable(str(problem)) from None
     conn = psycopg.connect(**settings.connect_kwargs(), autocommit=True)
     conn.execute(f"LISTEN {database.CHANNEL}")
-    return conn
+    return seconds, conn
 
 
-def _refused(start_response, error):
-    return _json(start_response, "400 Bad Request", {"error": str(error)})
+def _refused(start_response, problem):
+    """400 for a bad ``s``, 503 for a database that cannot be reached."""
+    status = "400 Bad Request" if isinstance(problem, database.BadInput) else "503 Service Unavailable"
+    return _json(start_response, status, {"error": str(problem)})
 
 
 def wait(environ, start_response):
     """The next item stored within ``s`` seconds, or ``{"event": null}``: the worker is held until then."""
     try:
-        seconds = _seconds(environ)
-        conn = _listening()
-    except ValueError as error:
-        return _refused(start_response, error)
-    except Unavailable as problem:
-        return _json(start_response, "503 Service Unavailable", {"error": str(problem)})
+        seconds, conn = _opened(environ)
+    except (database.BadInput, Unavailable) as problem:
+        return _refused(start_response, problem)
     began = time.monotonic()
     with conn:
         for notify in conn.notifies(timeout=seconds, stop_after=1):
@@ -77,12 +66,9 @@ def wait(environ, start_response):
 def events(environ, start_response):
     """Server-sent events: each item stored in the next ``s`` seconds, then an ``end`` event; the worker held."""
     try:
-        seconds = _seconds(environ)
-        conn = _listening()
-    except ValueError as error:
-        return _refused(start_response, error)
-    except Unavailable as problem:
-        return _json(start_response, "503 Service Unavailable", {"error": str(problem)})
+        seconds, conn = _opened(environ)
+    except (database.BadInput, Unavailable) as problem:
+        return _refused(start_response, problem)
     start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
                               ("X-Accel-Buffering", "no")])
 

@@ -116,6 +116,14 @@ def _waiting_on(stack, app: str, server: str) -> None:
 
 
 @pytest.mark.parametrize("waiting, server", WAITING)
+def test_a_wait_refuses_an_s_out_of_its_bounds_with_a_400_that_says_them(tier_stack, waiting, server):
+    _waiting_on(tier_stack, waiting, server)
+    for path in ("wait?s=0", "wait?s=abc", "events?s=31", "wait"):
+        reply = get(tier_stack.port, f"/{waiting}/{path}")
+        assert (reply.status, reply.json()["error"]) == (400, "s must be a whole number of seconds from 1 to 30")
+
+
+@pytest.mark.parametrize("waiting, server", WAITING)
 def test_a_long_poll_answers_with_the_next_item_any_app_stores(tier_stack, waiting, server):
     _waiting_on(tier_stack, waiting, server)
     with ThreadPoolExecutor(1) as pool:

@@ -28,14 +28,23 @@ from django.views.decorators.http import require_safe
 from wsgilab.container import database
 
 
-async def _listening():
-    """A connection of this request's own, LISTENing on the items' channel (autocommit: a LISTEN inside a
-    transaction hears nothing until the transaction ends)."""
+class Unavailable(Exception):
+    """The database cannot be listened to: none is configured, or it did not answer (a 503)."""
+
+
+async def _opened(request):
+    """(the ``s`` query parameter, a connection of this request's own LISTENing on the items' channel);
+    database.BadInput or Unavailable says why not. Autocommit: a LISTEN inside a transaction hears nothing
+    until the transaction ends."""
     import psycopg
 
-    conn = await psycopg.AsyncConnection.connect(**database.required().connect_kwargs(), autocommit=True)
-    await conn.execute(f"LISTEN {database.CHANNEL}")
-    return conn
+    seconds = database.parse_wait_s(request.GET.get("s"))
+    try:
+        conn = await psycopg.AsyncConnection.connect(**database.required().connect_kwargs(), autocommit=True)
+        await conn.execute(f"LISTEN {database.CHANNEL}")
+    except (database.Misconfigured, psycopg.OperationalError) as problem:
+        raise Unavailable(str(problem)) from None
+    return seconds, conn
 
 
 def _refused(problem):
@@ -45,12 +54,9 @@ def _refused(problem):
 @require_safe
 async def wait(request):
     """The next item any app stores within ``s`` seconds, or ``{"event": null}``."""
-    import psycopg
-
     try:
-        seconds = database.parse_wait_s(request.GET.get("s"))
-        conn = await _listening()
-    except (database.BadInput, database.Misconfigured, psycopg.OperationalError) as problem:
+        seconds, conn = await _opened(request)
+    except (database.BadInput, Unavailable) as problem:
         return _refused(problem)
     began = time.monotonic()
     async with conn:
@@ -63,12 +69,9 @@ async def wait(request):
 @require_safe
 async def events(request):
     """Server-sent events: each item stored in the next ``s`` seconds, then an ``end`` event."""
-    import psycopg
-
     try:
-        seconds = database.parse_wait_s(request.GET.get("s"))
-        conn = await _listening()
-    except (database.BadInput, database.Misconfigured, psycopg.OperationalError) as problem:
+        seconds, conn = await _opened(request)
+    except (database.BadInput, Unavailable) as problem:
         return _refused(problem)
 
     async def stream():
