@@ -83,23 +83,25 @@ def check_value(kind: str, name: str, value: str) -> str:
     return value
 
 
+def _servers_own(kind: str, table: dict[str, tuple[str, ...]], verb: str, server: str, chosen: str,
+                 name: str) -> str:
+    """``chosen`` (checked as ``kind``) if ``table`` gives ``server`` it, its first (the server's own) where empty;
+    SettingError naming ``name`` and saying what the server ``verb``s otherwise."""
+    if not chosen:
+        return table[server][0]
+    check_value(kind, name, chosen)
+    if chosen not in table[server]:
+        raise SettingError(f"{name}={chosen}, but {server} {verb} {' and '.join(table[server])} only")
+    return chosen
+
+
 def interface_of(server: str, chosen: str, name: str = "WSGI_INTERFACE") -> str:
     """The interface ``server`` calls the app through: ``chosen`` (checked), or its own where empty; SettingError
     naming ``name`` when the server has no such side."""
-    if not chosen:
-        return INTERFACES[server][0]
-    check_value("interface", name, chosen)
-    if chosen not in INTERFACES[server]:
-        raise SettingError(f"{name}={chosen}, but {server} serves {' and '.join(INTERFACES[server])} only")
-    return chosen
+    return _servers_own("interface", INTERFACES, "serves", server, chosen, name)
 
 
 def protocol_of(server: str, chosen: str, name: str = "WSGI_PROTOCOL") -> str:
     """The protocol ``server`` speaks to nginx: ``chosen`` (checked), or its own where empty; SettingError naming
     ``name`` when the server does not speak it."""
-    if not chosen:
-        return PROTOCOLS[server][0]
-    check_value("protocol", name, chosen)
-    if chosen not in PROTOCOLS[server]:
-        raise SettingError(f"{name}={chosen}, but {server} speaks {' and '.join(PROTOCOLS[server])} only")
-    return chosen
+    return _servers_own("protocol", PROTOCOLS, "speaks", server, chosen, name)
