@@ -27,7 +27,8 @@ wsgi_app = "wsgilab.container.traced_app:application"
 # can be compared with the server held still. It leaves the path whole and
 # puts its `root_path` setting (left empty) in the scope; the entry point
 # sets the scope's root_path to SCRIPT_NAME. Twin: uvicorn, all of it.
-if os.environ.get("WSGI_INTERFACE") == "asgi":
+_asgi = os.environ.get("WSGI_INTERFACE") == "asgi"
+if _asgi:
     wsgi_app = "wsgilab.container.asgi_app:application"
     worker_class = "asgi"
 
@@ -77,7 +78,7 @@ workers = int(os.environ["WSGI_WORKERS"])
 # Threads per worker. Above 1 gunicorn switches to the "gthread" worker class:
 # more requests at once per process, sharing its memory and its GIL.
 # Twin: uWSGI `threads`.
-threads = int(os.environ["WSGI_THREADS"]) if os.environ.get("WSGI_INTERFACE") != "asgi" else 1
+threads = 1 if _asgi else int(os.environ["WSGI_THREADS"])
 
 # Where the app is imported (WSGI_PRELOAD_APP). False, gunicorn's default:
 # each worker imports it after the fork. True: the master imports it once and
@@ -167,7 +168,7 @@ logger_class = "wsgilab.container.gunicorn_trace.JsonLogger"
 # Not on the ASGI side: the ASGI worker's requests take no stamps (their
 # class has fixed slots), so it writes no request line of its own, as
 # uvicorn writes none; the ASGI layer's record holds the request.
-if os.environ.get("WSGI_INTERFACE") != "asgi":
+if not _asgi:
     from wsgilab.container.gunicorn_trace import post_request, post_worker_init, pre_request  # noqa: E402,F401
 else:
     accesslog = None
