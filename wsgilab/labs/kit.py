@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,7 +81,11 @@ class Target:
 
     def records_of(self, request_ids: Iterable[str], hops: set[str],
                    wait_s: float = 5.0) -> dict[str, list[dict[str, Any]]]:
-        """``records`` of many requests: the logs are read once per try, not once per request.
+        """``records`` of many requests: the logs are read once per try, not once per request."""
+        return self.records_each(dict.fromkeys(request_ids, hops), wait_s)
+
+    def records_each(self, wanted: Mapping[str, set[str]], wait_s: float = 5.0) -> dict[str, list[dict[str, Any]]]:
+        """``records_of`` where each request id waits for hops of its own (``wanted``: id -> hops).
 
         It gives up only after a read that *began* ``wait_s`` after the call:
         a stack's logs grow with every lab run on it, and one read of them can
@@ -89,14 +93,13 @@ class Target:
         the deadline may predate the app's lines (which a worker holds up to
         WSGILAB_TRACE_FLUSH_MS).
         """
-        wanted = list(dict.fromkeys(request_ids))
         deadline = time.monotonic() + wait_s
         settled = False
         while True:
             began = time.monotonic()
             lines = self.log_lines()
             found = {request_id: scan(lines, request_id).records for request_id in wanted}
-            complete = all({r["hop"] for r in records} >= hops for records in found.values())
+            complete = all({r["hop"] for r in found[request_id]} >= wanted[request_id] for request_id in wanted)
             if complete and not settled:
                 # A worker holds a finished request's trace line up to WSGILAB_TRACE_FLUSH_MS: read once more
                 # after four times that, so the app side's records are in even when only nginx's were waited for.
