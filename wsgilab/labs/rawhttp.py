@@ -45,9 +45,12 @@ def exchange(port: int, data: bytes, host: str = "127.0.0.1", timeout: float = 1
 
     The request should say ``Connection: close``. If the server answers and
     closes before reading everything (nginx refusing a body it will not
-    take), what it sent is still returned. ``half_close`` shuts the sending
-    side once ``data`` is sent: a client that has sent all it will send, so
-    nginx need not linger for the rest of a body it refused.
+    take), what it sent is still returned. ``half_close`` is for such a
+    refusal: it shuts the sending side once ``data`` is sent (a client that
+    has sent all it will send), and reads only until the response's
+    Content-Length is in. nginx discards the rest of a refused body before
+    it closes, and now and then waits out its ``lingering_timeout`` (5 s)
+    for bytes that will never come even so (docs/findings.md).
     """
     with socket.create_connection((host, port), timeout=timeout) as sock:
         try:
@@ -56,19 +59,31 @@ def exchange(port: int, data: bytes, host: str = "127.0.0.1", timeout: float = 1
                 sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered early and stopped reading; its answer is still there
-        return read_until_closed(sock)
+        return read_until_closed(sock, whole_response_ends_it=half_close)
 
 
-def read_until_closed(sock: socket.socket) -> Response:
-    """Read what the server sends until it closes the connection, then close ``sock``: the response."""
+def read_until_closed(sock: socket.socket, whole_response_ends_it: bool = False) -> Response:
+    """Read what the server sends until it closes the connection, then close ``sock``: the response.
+
+    ``whole_response_ends_it``: stop as soon as the headers and the body their Content-Length announces are in.
+    """
     pieces = []
     with sock:
         try:
             while piece := sock.recv(65536):
                 pieces.append(piece)
+                if whole_response_ends_it and _is_whole(b"".join(pieces)):
+                    break
         except ConnectionResetError:
             pass
     return Response.parse(b"".join(pieces))
+
+
+def _is_whole(raw: bytes) -> bool:
+    """Whether ``raw`` holds a response's headers and all the body its Content-Length announces."""
+    head, ended, body = raw.partition(b"\r\n\r\n")
+    length = Response.parse(head).header("Content-Length") if ended else None
+    return length is not None and length.isdigit() and len(body) >= int(length)
 
 
 def request_bytes(method: str, target: str, headers: list[tuple[str, str]] | None = None,
