@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -429,13 +430,15 @@ class ComposeStack:
         """Bring the stack up with ``servers``; compose recreates what changed, nginx included.
 
         It runs one server per app, so always ``alone`` (NativeStack.use).
+        Compose starts nginx once the apps are healthy; nginx's own
+        healthcheck is not waited for (its first comes an interval after it
+        starts): a test about health waits for it (``wait_until_healthy``).
         """
         if servers == self.servers:
             return
         try:
             self.run("up", "-d", servers=servers, timeout=300)
             wait_until_served(self.port, servers, protocols=protocols_of(self.settings))
-            self.wait_until_healthy()
         except StackError as error:
             logs = self.run("logs", "--no-color", "--tail", "40", servers=servers)
             raise StackError(f"{error}\n{logs}") from None
@@ -567,9 +570,10 @@ def hoptrace_following(stack, *args: str) -> Iterator[Callable[[Callable[[str], 
     """Run ``hoptrace ARGS`` on ``stack``'s log lines as they are written; yield a function that waits for output.
 
     The function takes a test of a printed line and a timeout, and returns
-    the first line that passes (None if none came in time). The log source
-    gets 1.5 s to start reading first, so a request made in the body is seen;
-    both processes are ended, by their own handles, on the way out.
+    the first line that passes (None if none came in time). A first request
+    of its own must come out the other end before the body runs, so the log
+    source is reading and a request made in the body is seen; both
+    processes are ended, by their own handles, on the way out.
     """
     source = subprocess.Popen(stack.follow_logs_command(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO)
     reader = subprocess.Popen([sys.executable, "-m", "wsgilab.hoptrace", *args], stdin=source.stdout,
@@ -590,7 +594,15 @@ def hoptrace_following(stack, *args: str) -> Iterator[Callable[[Callable[[str], 
         return None
 
     try:
-        time.sleep(1.5)
+        # A request sent until hoptrace prints anything (for it, or for a healthcheck): the whole pipe is reading.
+        deadline = time.monotonic() + 15
+        time.sleep(0.3)  # long enough for tail (native) or `docker compose logs` to open the logs, most times
+        while True:
+            lab_http.get(stack.port, "/raw/", headers={"X-Request-ID": f"follow-ready-{uuid.uuid4().hex}"})
+            if first(lambda printed: True, timeout_s=1) is not None:
+                break
+            if time.monotonic() > deadline:
+                raise StackError(f"hoptrace {' '.join(args)} printed nothing for a request in 15 s")
         yield first
     finally:
         for process in (source, reader):

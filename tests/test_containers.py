@@ -28,6 +28,7 @@ ONLY_TIERS = ("compose",)
 
 
 def test_every_service_reports_healthy(stack):
+    stack.stack.wait_until_healthy()  # within 90 s of its (re)start: nginx's first check comes 2 s in
     containers = services(stack.stack.container_ids())
     assert sorted(containers) == ["db", "django", "flask", "nginx", "raw"]
     for service, container in containers.items():
