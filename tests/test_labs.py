@@ -119,13 +119,13 @@ def test_a_reload_under_load_fails_nothing_a_restart_only_its_gap_and_a_stop_let
     assert [c.seen.split(" ")[0] for c in report.checks if c.what.endswith("while it is stopped")] == ["502"] * 3
 
 
-@pytest.mark.once_on("native")
+@pytest.mark.once_on("compose")  # no restart in it: as fast there, where the tier has room
 def test_slow_clients_are_held_by_nginx_and_never_tie_up_a_worker(stack):
     report = _run(stack, "slow-clients")
     assert len(report.checks) == 2 + 3
 
 
-@pytest.mark.once_on("native")
+@pytest.mark.once_on("compose")  # no restart in it: as fast there, where the tier has room
 def test_slow_readers_free_the_worker_when_nginx_buffers_and_hold_it_when_the_response_opts_out(stack):
     report = _run(stack, "slow-readers")
     assert len(report.checks) == 3 * 2

@@ -106,18 +106,26 @@ def test_a_redeploy_moves_every_app_to_uwsgi_and_nginx_follows(tier, swarm_stack
         assert (reply.status, reply.header("X-Upstream-Protocol")) == (200, "uwsgi"), app
 
 
-def test_scripts_swarm_down_leaves_nothing_behind(tier, swarm_stack):
-    others = engine.containers_on_own_networks()
-    others = [name for name in others if not name.startswith(f"{swarm_stack.name}_")]
-    said = swarm_stack.stop()
-    label = f"label=com.docker.stack.namespace={swarm_stack.name}"
+def _left_of(stack: str) -> tuple[list[str], list[str], list[str]]:
+    """The stack's containers, networks and volumes still on the engine."""
+    label = f"label=com.docker.stack.namespace={stack}"
     containers = subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True)
     networks = subprocess.run(["docker", "network", "ls", "-q", "--filter", label], capture_output=True, text=True)
-    assert (containers.stdout.split(), networks.stdout.split()) == ([], [])
-    # --volumes: the database's data and passwords went with it
-    volumes = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"name={swarm_stack.name}_"],
+    volumes = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"name={stack}_"],
                              capture_output=True, text=True)
-    assert volumes.stdout.split() == [] and "removed the database's data" in said
+    return containers.stdout.split(), networks.stdout.split(), volumes.stdout.split()
+
+
+def test_scripts_swarm_down_keeps_the_data_and_with_volumes_leaves_nothing_behind(tier, swarm_stack):
+    others = engine.containers_on_own_networks()
+    others = [name for name in others if not name.startswith(f"{swarm_stack.name}_")]
+    # Without --volumes: the stack goes, the database's data and the swarm holding its passwords stay.
+    kept = swarm_stack.swarm("down")
+    assert _left_of(swarm_stack.name) == ([], [], [f"{swarm_stack.name}_db-data"]), kept
+    assert engine.swarm_state() == "active" and "its data" in kept and "is kept" in kept, kept
+    said = swarm_stack.stop()
+    # --volumes: the database's data and passwords went with it
+    assert _left_of(swarm_stack.name) == ([], [], []) and "removed the database's data" in said
     started_by_scripts_swarm = swarm_stack.swarm_before in ("inactive", "ours")
     if started_by_scripts_swarm and others:  # left in place, and why
         assert engine.swarm_state() == "active" and "would cut Docker's DNS" in said
