@@ -66,7 +66,9 @@ def pytest_generate_tests(metafunc):
                              indirect=name == "phase", scope="session", ids=[f"{'-'.join(only)}-only"])
         return
     if "phase" in metafunc.fixturenames:
-        phases = [(tier, server) for tier in tiers for server in SERVERS]
+        # A module about one server's own part (ONLY_SERVERS) runs in that server's phase only: no swap of its own.
+        servers = getattr(metafunc.module, "ONLY_SERVERS", SERVERS)
+        phases = [(tier, server) for tier in tiers for server in servers]
         metafunc.parametrize("phase", phases, indirect=True, scope="session",
                              ids=[f"{tier}-{server}" for tier, server in phases])
     if "tier" in metafunc.fixturenames:

@@ -14,12 +14,14 @@ import os
 import subprocess
 import uuid
 
-from lab_stacks import APPS, NativeStack
+from lab_stacks import NativeStack
 
 from wsgilab.container import uwsgi_protocol
 from wsgilab.labs.around_nginx import on_app_network, services
 from wsgilab.labs.rawhttp import Response
 
+#: uWSGI's own socket: these run in the uwsgi phase of each tier, with every app on uWSGI.
+ONLY_SERVERS = ("uwsgi",)
 #: Packets that would load or run code, each with uWSGI's magic variables.
 EXPLOITS = ({"UWSGI_FILE": "exec://touch {marker}", "UWSGI_APPID": "exploit"},
             {"UWSGI_SCRIPT": "http.server", "UWSGI_APPID": "exploit"},
@@ -49,11 +51,10 @@ def _status(stack, app, extra):
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else line
 
 
-def test_a_packet_that_would_run_a_command_is_refused_and_runs_nothing(tier_stack, app):
-    tier_stack.use({name: "uwsgi" for name in APPS})
+def test_a_packet_that_would_run_a_command_is_refused_and_runs_nothing(stack, app):
     marker = f"/tmp/wsgilab-exploit-{uuid.uuid4().hex}"
-    assert _status(tier_stack, app, {}) == 200  # the same packet without the variables is served
+    assert _status(stack.stack, app, {}) == 200  # the same packet without the variables is served
     for extra in EXPLOITS:
         extra = {name: value.format(marker=marker) for name, value in extra.items()}
-        assert _status(tier_stack, app, extra) == 403, extra
-    assert not _exists(tier_stack, app, marker)
+        assert _status(stack.stack, app, extra) == 403, extra
+    assert not _exists(stack.stack, app, marker)
