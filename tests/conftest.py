@@ -54,8 +54,11 @@ def pytest_generate_tests(metafunc):
     tiers = [t for t in selected_tiers(metafunc.config) if t in only]
     # A test that shows the same thing on both tiers runs on one of them when both run (@pytest.mark.once_on).
     once_on = metafunc.definition.get_closest_marker("once_on")
-    if once_on is not None and (len(tiers) > 1 or metafunc.config.getoption("--both-tiers-run")):
+    both_run = len(tiers) > 1 or metafunc.config.getoption("--both-tiers-run")
+    if once_on is not None and both_run:
         tiers = [t for t in tiers if t == once_on.args[0]]
+    # A test whose tier's own part is the same on every server runs there on one of them (@pytest.mark.one_server_on).
+    one_server = metafunc.definition.get_closest_marker("one_server_on")
     if not tiers and {"phase", "tier"} & set(metafunc.fixturenames):
         # Say why instead of pytest's "got empty parameter set".
         name = "phase" if "phase" in metafunc.fixturenames else "tier"
@@ -68,7 +71,9 @@ def pytest_generate_tests(metafunc):
     if "phase" in metafunc.fixturenames:
         # A module about one server's own part (ONLY_SERVERS) runs in that server's phase only: no swap of its own.
         servers = getattr(metafunc.module, "ONLY_SERVERS", SERVERS)
-        phases = [(tier, server) for tier in tiers for server in servers]
+        phases = [(tier, server) for tier in tiers for server in servers
+                  if not (one_server is not None and both_run and tier == one_server.args[0]
+                          and server != one_server.args[1])]
         metafunc.parametrize("phase", phases, indirect=True, scope="session",
                              ids=[f"{tier}-{server}" for tier, server in phases])
     if "tier" in metafunc.fixturenames:
@@ -122,6 +127,10 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "once_on(tier): where both tiers run, run this test on that tier only (it would show the same "
                    "on the other; a run of one tier still runs it): each server once, not twice (docs/testing.md)")
+    config.addinivalue_line(
+        "markers", "one_server_on(tier, server): where both tiers run, run this test on that tier with that server "
+                   "only: the tier's own part (Docker's restarts, say) is the same on every server, and each "
+                   "server's own part shows on the other tier (docs/testing.md)")
     if LoadScopeScheduling is not None and config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_TierSchedulerPlugin(), "wsgilab-tier-scheduler")
 

@@ -112,6 +112,7 @@ def test_a_full_listen_queue_ends_in_a_504_at_the_connect_timeout_and_is_logged_
         assert all("listen queue of socket" in c.seen for c in report.checks if c.what.endswith("uWSGI's log"))
 
 
+@pytest.mark.one_server_on("compose", "gunicorn")  # Docker's part: the same for uWSGI
 def test_a_reload_under_load_fails_nothing_a_restart_only_its_gap_and_a_stop_lets_requests_finish(stack):
     report = _run(stack, "reload-and-stop")
     assert len(report.checks) == 3 + 3 + 3 * 2
@@ -131,6 +132,7 @@ def test_slow_readers_free_the_worker_when_nginx_buffers_and_hold_it_when_the_re
     assert len(report.checks) == 3 * 2
 
 
+@pytest.mark.one_server_on("compose", "gunicorn")  # Docker's part: the same for uWSGI
 def test_an_app_that_fails_to_import_exits_saying_why_and_nginx_answers_502(stack):
     report = _run(stack, "import-failure")
     assert len(report.checks) == 5
