@@ -228,6 +228,10 @@ class NativeStack:
         # a reconfigure changes them while unused (it stops them; they start here when next used).
         self._stop(*[self._name(key) for key in self.backend_ports
                      if servers[key[0]] != key[1] and (alone or key[1] not in KEPT)])
+        # A server that exited by itself (Granian ends on a worker's "crash loop", say) starts again, too.
+        for name in [name for name, process in self.processes.items()
+                     if name != "nginx" and process.poll() is not None]:
+            del self.processes[name]
         stopped = [key for key in self.backend_ports
                    if self._name(key) not in self.processes and servers[key[0]] == key[1]]
         if stopped:
