@@ -35,7 +35,10 @@ is never written. Each hop then does one thing:
   shows one per worker PID). With every worker dead nothing listens, so a
   request in that gap is refused ("connect() failed (111: Connection
   refused)") and nginx answers 502 at once, until the new workers listen,
-  about half a second later.
+  about half a second later. Even so, Granian 2.8 ends the whole server
+  when a worker it respawned dies again within 5.5 s ("Worker crash loop
+  detected, exiting"): run this lab on Granian twice in a row, seconds
+  apart, and the second finds nothing listening: leave six seconds.
   Waitress has no workers to kill (one process, a pool of threads): a dead
   Waitress is a dead app (the replica-down lab).
 The lab kills every worker of the app, so the one holding its slow POST is
