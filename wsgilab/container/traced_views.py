@@ -25,18 +25,26 @@ def _named(view: Callable) -> str:
     return f'"hop":"view","view":{_json_string(f"{view.__module__}.{view.__qualname__}")}'
 
 
-def _called(trace: RequestTrace, named: str) -> None:
-    trace.view_started = started = time_ns() // 1000
-    trace.parts.append(f'{{"event":"view_called","ts_us":{started},{named}}}')
+class _ViewSpan:
+    """The view's events around its call: ``view_called`` on entry, ``view_returned`` or ``view_raised`` on the
+    way out (a class, not ``contextlib.contextmanager``: it runs on every traced request)."""
 
+    __slots__ = ("trace", "named")
 
-def _ended(trace: RequestTrace, named: str, error: BaseException | None = None) -> None:
-    trace.view_ended = ended = time_ns() // 1000
-    if error is None:
-        trace.parts.append(f'{{"event":"view_returned","ts_us":{ended},{named}}}')
-    else:
-        trace.parts.append(f'{{"event":"view_raised","ts_us":{ended},{named},'
-                           f'"error":{_json_string(type(error).__name__)}}}')
+    def __init__(self, trace: RequestTrace, named: str) -> None:
+        self.trace, self.named = trace, named
+
+    def __enter__(self) -> None:
+        self.trace.view_started = started = time_ns() // 1000
+        self.trace.parts.append(f'{{"event":"view_called","ts_us":{started},{self.named}}}')
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any) -> None:
+        self.trace.view_ended = ended = time_ns() // 1000
+        if kind is None:
+            self.trace.parts.append(f'{{"event":"view_returned","ts_us":{ended},{self.named}}}')
+        else:
+            self.trace.parts.append(f'{{"event":"view_raised","ts_us":{ended},{self.named},'
+                                    f'"error":{_json_string(kind.__name__)}}}')
 
 
 def traced_view(view: Callable) -> Callable:
@@ -48,14 +56,8 @@ def traced_view(view: Callable) -> Callable:
         trace = _current.get()
         if trace is None:
             return view(*args, **kwargs)
-        _called(trace, named)
-        try:
-            result = view(*args, **kwargs)
-        except BaseException as error:
-            _ended(trace, named, error)
-            raise
-        _ended(trace, named)
-        return result
+        with _ViewSpan(trace, named):
+            return view(*args, **kwargs)
 
     wrapper.wsgilab_traced = True  # type: ignore[attr-defined]
     return wrapper
@@ -70,14 +72,8 @@ def traced_async_view(view: Callable[..., Awaitable[Any]]) -> Callable[..., Awai
         trace = _current.get()
         if trace is None:
             return await view(*args, **kwargs)
-        _called(trace, named)
-        try:
-            result = await view(*args, **kwargs)
-        except BaseException as error:
-            _ended(trace, named, error)
-            raise
-        _ended(trace, named)
-        return result
+        with _ViewSpan(trace, named):
+            return await view(*args, **kwargs)
 
     wrapper.wsgilab_traced = True  # type: ignore[attr-defined]
     return wrapper
