@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
-from wsgilab.hoptrace.records import parse_line
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -104,6 +104,7 @@ LENIENT = {"bare LF line endings"}
 
 
 def run(target: Target, report: Report) -> None:
+    sent = []
     for app in APPS:
         server = served_by(target, app)
         for what in _cases(app, b""):
@@ -116,41 +117,61 @@ def run(target: Target, report: Report) -> None:
             reply = exchange(target.port, _cases(app, smuggled)[what], host=target.host,
                              half_close=what not in LENIENT)
             after = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host)
-            seen_by_nginx, seen_by_app = _seen(target, marker)
-            # Smuggled means: an app got a request nginx never saw as one.
-            smuggled_through = seen_by_app and not seen_by_nginx
-            refused = reply.status is not None and 400 <= reply.status <= 501
-            accepted_cleanly = what in LENIENT and reply.status is not None and reply.status < 500
-            report.check(
-                f"/{app}/ on {server}: {what}",
-                ("accepted as well-formed requests nginx sees, or refused; nothing smuggled"
-                 if what in LENIENT else "4xx (or 501) at nginx; nothing smuggled")
-                + "; the next connection gets 200",
-                f"{reply.status}; hidden request seen by nginx: {'yes' if seen_by_nginx else 'no'}, "
-                f"by an app: {'yes' if seen_by_app else 'no'}; next request {after.status}",
-                (refused or accepted_cleanly) and not smuggled_through and after.status == 200,
-                [reply.header("X-Request-ID") or ""],
-            )
+            sent.append((app, server, what, marker, reply, after))
+    # Where nginx accepted the first request, it read the hidden one as a request of its own: wait for its line.
+    seen = _seen(target, {marker: what in LENIENT and reply.status is not None and reply.status < 400
+                          for _, _, what, marker, reply, _ in sent})
+    for app, server, what, marker, reply, after in sent:
+        seen_by_nginx, seen_by_app = seen[marker]
+        # Smuggled means: an app got a request nginx never saw as one.
+        smuggled_through = seen_by_app and not seen_by_nginx
+        refused = reply.status is not None and 400 <= reply.status <= 501
+        accepted_cleanly = what in LENIENT and reply.status is not None and reply.status < 500
+        report.check(
+            f"/{app}/ on {server}: {what}",
+            ("accepted as well-formed requests nginx sees, or refused; nothing smuggled"
+             if what in LENIENT else "4xx (or 501) at nginx; nothing smuggled")
+            + "; the next connection gets 200",
+            f"{reply.status}; hidden request seen by nginx: {'yes' if seen_by_nginx else 'no'}, "
+            f"by an app: {'yes' if seen_by_app else 'no'}; next request {after.status}",
+            (refused or accepted_cleanly) and not smuggled_through and after.status == 200,
+            [reply.header("X-Request-ID") or ""],
+        )
 
 
-def _seen(target: Target, marker: str) -> tuple[bool, bool]:
-    """Whether nginx, and whether an app, logged a request for ``marker``'s path.
+#: How long the lab waits for nginx's line of a hidden request it accepted, or of one an app logged.
+SEEN_WITHIN_S = 5.0
 
-    nginx writes a request's line when it closes the connection, and where it
-    lingers (``lingering_close``: a client that sent more than one request) it
-    first shuts its sending side, so the client can see the end before nginx's
-    line is written. An app's line found alone is therefore read again once
-    nginx has had time to log that request id: a request nginx never made
-    carries no id nginx logged, and stays an app's alone.
+
+def _seen(target: Target, markers: dict[str, bool]) -> dict[str, tuple[bool, bool]]:
+    """For each marker: whether nginx, and whether an app, logged a request for its path.
+
+    ``markers`` says, for each, whether nginx should log one (it accepted the
+    request the marker's was hidden in). nginx writes a request's line when
+    it closes the connection, and where it lingers (``lingering_close``: a
+    client that sent more than one request) it first shuts its sending side,
+    so the client can see the end before nginx's line is written; a worker
+    holds an app's line up to WSGILAB_TRACE_FLUSH_MS. So the logs are read
+    until every line nginx should write is there and no app's line is
+    without nginx's (a request nginx never made never gets one), then once
+    more after four flush periods, or until SEEN_WITHIN_S: one read for
+    them all, not one per request.
     """
-    def split() -> tuple[bool, bool, set[str]]:
-        lines = [line for line in target.log_lines() if marker in line]
-        app_lines = [line for line in lines if '"hop":"nginx"' not in line]
-        ids = {str(record.get("request_id")) for record in map(parse_line, app_lines) if record}
-        return len(app_lines) < len(lines), bool(app_lines), ids
-
-    seen_by_nginx, seen_by_app, request_ids = split()
-    if seen_by_app and not seen_by_nginx:
-        target.records_of(request_ids, {"nginx"})
-        seen_by_nginx, seen_by_app, _ = split()
-    return seen_by_nginx, seen_by_app
+    deadline, settled = time.monotonic() + SEEN_WITHIN_S, False
+    while True:
+        began = time.monotonic()
+        lines = target.log_lines()
+        seen = {}
+        for marker in markers:
+            found = [line for line in lines if marker in line]
+            by_app = [line for line in found if '"hop":"nginx"' not in line]
+            seen[marker] = (len(by_app) < len(found), bool(by_app))
+        waiting = [marker for marker, nginx_should in markers.items()
+                   if not seen[marker][0] and (nginx_should or seen[marker][1])]
+        if not waiting and not settled:
+            settled = True
+            time.sleep(4 * target.trace_flush_ms / 1000)
+            continue
+        if not waiting or began > deadline:
+            return seen
+        time.sleep(0.2)
