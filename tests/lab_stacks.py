@@ -199,14 +199,15 @@ class NativeStack:
         """Start the servers ``which`` and wait until those in ``healthy`` (all, by default) answer."""
         for (app, server) in which:
             env = self.app_environment(app, server)
-            self._spawn(f"{app}-{server}", [sys.executable, "-m", "wsgilab.container.launch"], env, REPO / APP_DIRS[app])
+            launch = [sys.executable, "-m", "wsgilab.container.launch"]
+            self._spawn(f"{app}-{server}", launch, env, REPO / APP_DIRS[app])
         deadline = time.monotonic() + 60
         for (app, server) in which if healthy is None else healthy:
             name = f"{app}-{server}"
             env = server_environment(self.app_environment(app, server))
             while True:
-                if self.processes[name].poll() is not None:
-                    raise StackError(f"{name} exited with {self.processes[name].returncode}:\n{_tail(self.log_path(name))}")
+                if (code := self.processes[name].poll()) is not None:
+                    raise StackError(f"{name} exited with {code}:\n{_tail(self.log_path(name))}")
                 try:
                     if healthcheck.check(env, timeout=2) == 200:
                         break
@@ -415,7 +416,8 @@ class ComposeStack:
         argv = [*self.compose, "--project-name", self.project, *args]
         done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
-            raise StackError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            raise StackError(f"{' '.join(argv)} failed ({done.returncode}):\n"
+                             f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         return done.stdout
 
     def environment(self, servers: dict[str, str] | None) -> dict[str, str]:
