@@ -30,7 +30,7 @@ import lab_http
 
 from wsgilab import settings
 from wsgilab.container import healthcheck, listen_socket
-from wsgilab.container.workers import kill_workers_of
+from wsgilab.container.workers import kill_workers_of, youngest_worker_age_of
 from wsgilab.hoptrace.compose_tool import compose_command
 from wsgilab.hoptrace.sources import project_log_lines
 from wsgilab.labs.container_sockets import ListeningSockets
@@ -319,6 +319,9 @@ class NativeStack:
         """SIGKILL every worker of the server ``app`` runs on now; its master starts new ones."""
         return kill_workers_of(self._server_of(app).pid)
 
+    def youngest_worker_age(self, app: str) -> float:
+        return youngest_worker_age_of(self._server_of(app).pid)
+
     def _server_of(self, app: str) -> subprocess.Popen:
         assert self.servers is not None, "use() the stack first"
         return self.processes[f"{app}-{self.servers[app]}"]
@@ -480,6 +483,9 @@ class ComposeStack:
     def kill_workers(self, app: str) -> list[int]:
         """SIGKILL every worker of ``app``'s server, from inside its container."""
         return self.control().kill_workers(app)
+
+    def youngest_worker_age(self, app: str) -> float:
+        return self.control().youngest_worker_age(app)
 
     def nginx_version(self) -> tuple[int, ...]:
         return self.control().nginx_version()

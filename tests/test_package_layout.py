@@ -85,7 +85,7 @@ def test_both_stack_controls_implement_the_interface_the_labs_are_typed_against(
     from wsgilab.labs.control import ComposeControl, StackControl
 
     methods = {name for name in vars(StackControl) if not name.startswith("_")}
-    assert len(methods) == 9
+    assert len(methods) == 10
     for implementation in (ComposeControl, NativeStack, ComposeStack):
         missing = {name for name in methods if not callable(getattr(implementation, name, None))}
         assert missing == set(), implementation.__name__

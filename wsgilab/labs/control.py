@@ -1,16 +1,12 @@
 """How the labs change a running stack: the ``StackControl`` interface, and its docker compose side.
 
-Most labs only send requests. A few must change how the stack runs: the
-worker-timeout lab needs a short ``WSGI_TIMEOUT`` and then a short nginx read
-timeout, and the killed-worker lab must ``kill -9`` workers in the middle of
-a request. They do it through a ``StackControl`` (below: seven methods).
-``ComposeControl`` is the one ``hoptrace lab`` uses on a docker compose
-project; the tests' native stack (tests/lab_stacks.py) implements the same
-interface on its own processes, and a test checks that both do.
-
-Killing workers needs a process inside the container: ``ComposeControl``
-runs ``python -m wsgilab.container.workers kill-workers`` there with
-``docker exec``.
+Most labs only send requests. A few must change how the stack runs (the
+worker-timeout lab needs a short ``WSGI_TIMEOUT``; the killed-worker lab must
+``kill -9`` workers mid-request), through a ``StackControl``. ``ComposeControl``
+is the one ``hoptrace lab`` uses on a docker compose project; the tests'
+native stack (tests/lab_stacks.py) implements the same interface on its own
+processes, and a test checks that both do. Workers are reached from inside
+their container: ``docker exec`` runs ``python -m wsgilab.container.workers``.
 """
 
 from __future__ import annotations
@@ -88,6 +84,9 @@ class StackControl(Protocol):
     def kill_workers(self, app: str) -> list[int]:
         """SIGKILL every worker process of ``app``'s server (not its master, which starts new ones);
         return their PIDs."""
+
+    def youngest_worker_age(self, app: str) -> float:
+        """How many seconds ago the youngest worker of ``app``'s server started (0 with none)."""
 
     def signal_server(self, app: str, name: str) -> None:
         """Send the signal ``name`` ("HUP": reload) to ``app``'s server master."""
@@ -168,15 +167,11 @@ class ComposeControl(DatabaseControl):
     def reconfigure(self, settings: Mapping[str, str]) -> None:
         """Recreate the containers whose settings changed; do not wait for them.
 
-        The apps come up with what they depend on (the database, running
-        already), never with ``--no-deps``: compose counts a service's
-        ``depends_on`` in the hash it compares, so ``--no-deps`` would
-        recreate every app, changed or not. nginx comes up with
-        ``--no-deps``, since it is recreated anyway: asked to bring it up with
-        its dependencies, compose would first wait for the apps' healthchecks
-        to pass, and an app broken on purpose never passes. The caller waits
-        instead, until each app answers through nginx, which looks a
-        recreated container's new address up by itself.
+        The apps come up with their dependencies (the database, running already): with ``--no-deps``, compose,
+        which counts ``depends_on`` in the hash it compares, would recreate every app. nginx comes up with
+        ``--no-deps``, being recreated anyway: with its dependencies, compose would first wait for the apps'
+        healthchecks, which an app broken on purpose never passes. The caller waits instead, until each app
+        answers through nginx (which looks a recreated container's new address up by itself).
         """
         check_settings(settings)
         if self.baseline is None:
@@ -188,9 +183,8 @@ class ComposeControl(DatabaseControl):
     def running_settings(self) -> dict[str, str]:
         """The compose settings the running stack was started with, read off its containers.
 
-        A user may have started it with settings in the shell
-        (``RAW_SERVER=uwsgi docker compose up -d``) rather than in .env; a lab
-        that recreates containers must keep them, not fall back to .env.
+        A user may have started it with settings in the shell (``RAW_SERVER=uwsgi docker compose up -d``)
+        rather than in .env; a lab that recreates containers must keep them, not fall back to .env.
         """
         ids = self.run("ps", "-q").split()
         if not ids:
@@ -284,12 +278,18 @@ class ComposeControl(DatabaseControl):
             raise ControlError(str(error)) from None
 
     def kill_workers(self, app: str) -> list[int]:
-        """SIGKILL every worker of ``app``'s server, from inside its container."""
+        return [int(pid) for pid in self._workers(app, "kill-workers").split()]
+
+    def youngest_worker_age(self, app: str) -> float:
+        return float(self._workers(app, "youngest-worker-age"))
+
+    def _workers(self, app: str, command: str) -> str:
+        """What ``python -m wsgilab.container.workers COMMAND`` prints in ``app``'s container."""
         done = subprocess.run(["docker", "exec", self.container(app), "python", "-m", "wsgilab.container.workers",
-                               "kill-workers"], capture_output=True, text=True, timeout=30)
+                               command], capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
-            raise ControlError(f"killing {app}'s workers failed: {done.stderr.strip()}")
-        return [int(pid) for pid in done.stdout.split()]
+            raise ControlError(f"{command} in {app}'s container failed: {done.stderr.strip()}")
+        return done.stdout
 
 
 def kill_container(container: str) -> str:
