@@ -11,7 +11,8 @@ from wsgilab.labs.kit import (APPS, SOCKET_PER_WORKER, Outcome, Report, Target, 
                               served_by)
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
-TITLE = "Worker killed mid-request (kill -9): one 502, the POST is not retried, the next request is 200"
+TITLE = ("Worker killed mid-request (kill -9): one 502, the POST is not retried, the next request is 200 "
+         "(on Granian, after a moment of 502s)")
 
 EXPLANATION = """
 A worker that dies mid-request (the OOM killer, a segfault in a C
@@ -22,25 +23,25 @@ is never written. Each hop then does one thing:
   the upstream, and never for a POST: `proxy_next_upstream` (and its twin
   `uwsgi_next_upstream`) leaves non-idempotent requests alone unless told
   `non_idempotent`, because the app may already have acted on it (charged
-  the card). nginx's $upstream_status lists every try, so "502" alone
-  proves there was one.
+  the card). nginx's $upstream_status lists every try, so an
+  upstream_status of just "502" proves nginx tried once.
 - The server's master (gunicorn's arbiter, uWSGI's master) notices the
   dead worker and starts a new one. It keeps the listening socket open the
   whole time, so the next request waits in the kernel's queue (backlog /
   listen) for the new worker instead of failing.
-  Granian's main process starts new workers too, but only because
+- Granian's main process starts new workers too, but only because
   granian.conf.py sets `respawn_failed_workers = True`: by default one dead
   worker makes it stop the whole server. And on Linux it holds no listening
   socket: each worker listens on one of its own (SO_REUSEPORT; `ss -lntp`
   shows one per worker PID). With every worker dead nothing listens, so a
   request in that gap is refused ("connect() failed (111: Connection
   refused)") and nginx answers 502 at once, until the new workers listen,
-  about half a second later. Even so, Granian 2.8 ends the whole server
-  when a worker it respawned dies again within 5.5 s ("Worker crash loop
-  detected, exiting"), so on Granian the lab first waits until the
-  youngest worker is six seconds old (a second run right after the first
-  waits out the rest).
-  Waitress has no workers to kill (one process, a pool of threads): a dead
+  about half a second later. Even with that setting, Granian 2.8 stops
+  the whole server if a respawned worker dies within 5.5 s of its respawn
+  ("Worker crash loop detected, exiting"), so on Granian the lab first
+  waits until the youngest worker is six seconds old: a run started right
+  after another may pause up to 6 s before it kills.
+- Waitress has no workers to kill (one process, a pool of threads): a dead
   Waitress is a dead app (the replica-down lab).
 The lab kills every worker of the app, so the one holding its slow POST is
 surely among them.
