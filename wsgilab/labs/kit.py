@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from wsgilab.hoptrace.records import parse_line, scan
 from wsgilab.labs.control import StackControl
@@ -21,6 +21,8 @@ APPS = ("django", "flask", "raw")
 SOCKET_PER_WORKER = frozenset({"granian"})
 #: How long a stack's workers hold a finished request's trace line unless it says otherwise (trace_writer.py).
 DEFAULT_TRACE_FLUSH_MS = int(SETTINGS["WSGILAB_TRACE_FLUSH_MS"].default)
+#: What a lab makes of the logs (Target.read_logs_until).
+T = TypeVar("T")
 
 
 @dataclass
@@ -85,29 +87,37 @@ class Target:
         return self.records_each(dict.fromkeys(request_ids, hops), wait_s)
 
     def records_each(self, wanted: Mapping[str, set[str]], wait_s: float = 5.0) -> dict[str, list[dict[str, Any]]]:
-        """``records_of`` where each request id waits for hops of its own (``wanted``: id -> hops).
+        """``records_of`` where each request id waits for hops of its own (``wanted``: id -> hops)."""
+        def read(lines: list[str]) -> tuple[dict[str, list[dict[str, Any]]], bool]:
+            found = {request_id: scan(lines, request_id).records for request_id in wanted}
+            return found, all({r["hop"] for r in found[request_id]} >= wanted[request_id] for request_id in wanted)
 
-        It gives up only after a read that *began* ``wait_s`` after the call:
-        a stack's logs grow with every lab run on it, and one read of them can
-        take seconds under load, so a read that began at once and ended after
-        the deadline may predate the app's lines (which a worker holds up to
-        WSGILAB_TRACE_FLUSH_MS).
+        found = self.read_logs_until(read, wait_s)
+        self.found.update(found)
+        return found
+
+    def read_logs_until(self, read: Callable[[list[str]], tuple[T, bool]], wait_s: float = 5.0) -> T:
+        """What ``read`` makes of the logs once it says they hold everything (or ``wait_s`` passed).
+
+        ``read`` takes the log lines and gives what it found and whether that
+        is complete. Once it is, the logs are read once more after four
+        WSGILAB_TRACE_FLUSH_MS (a worker holds a finished request's trace line
+        that long), so the app side's lines are in even where only nginx's
+        were waited for. It gives up only after a read that *began* ``wait_s``
+        after the call: a stack's logs grow with every lab run on it, and one
+        read of them can take seconds under load, so a read that began at once
+        and ended after the deadline may predate the lines waited for.
         """
         deadline = time.monotonic() + wait_s
         settled = False
         while True:
             began = time.monotonic()
-            lines = self.log_lines()
-            found = {request_id: scan(lines, request_id).records for request_id in wanted}
-            complete = all({r["hop"] for r in found[request_id]} >= wanted[request_id] for request_id in wanted)
+            found, complete = read(self.log_lines())
             if complete and not settled:
-                # A worker holds a finished request's trace line up to WSGILAB_TRACE_FLUSH_MS: read once more
-                # after four times that, so the app side's records are in even when only nginx's were waited for.
                 settled = True
                 time.sleep(4 * self.trace_flush_ms / 1000)
                 continue
             if complete or began > deadline:
-                self.found.update(found)
                 return found
             time.sleep(0.2)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, served_by
@@ -150,28 +149,18 @@ def _seen(target: Target, markers: dict[str, bool]) -> dict[str, tuple[bool, boo
     request the marker's was hidden in). nginx writes a request's line when
     it closes the connection, and where it lingers (``lingering_close``: a
     client that sent more than one request) it first shuts its sending side,
-    so the client can see the end before nginx's line is written; a worker
-    holds an app's line up to WSGILAB_TRACE_FLUSH_MS. So the logs are read
-    until every line nginx should write is there and no app's line is
-    without nginx's (a request nginx never made never gets one), then once
-    more after four flush periods, or until SEEN_WITHIN_S: one read for
-    them all, not one per request.
+    so the client can see the end before nginx's line is written. So the
+    logs are read (``Target.read_logs_until``: once for them all) until every
+    line nginx should write is there and no app's line is without nginx's (a
+    request nginx never made never gets one), or until SEEN_WITHIN_S.
     """
-    deadline, settled = time.monotonic() + SEEN_WITHIN_S, False
-    while True:
-        began = time.monotonic()
-        lines = target.log_lines()
+    def read(lines: list[str]) -> tuple[dict[str, tuple[bool, bool]], bool]:
         seen = {}
         for marker in markers:
             found = [line for line in lines if marker in line]
             by_app = [line for line in found if '"hop":"nginx"' not in line]
             seen[marker] = (len(by_app) < len(found), bool(by_app))
-        waiting = [marker for marker, nginx_should in markers.items()
-                   if not seen[marker][0] and (nginx_should or seen[marker][1])]
-        if not waiting and not settled:
-            settled = True
-            time.sleep(4 * target.trace_flush_ms / 1000)
-            continue
-        if not waiting or began > deadline:
-            return seen
-        time.sleep(0.2)
+        return seen, all(seen[marker][0] or not (nginx_should or seen[marker][1])
+                         for marker, nginx_should in markers.items())
+
+    return target.read_logs_until(read, SEEN_WITHIN_S)
