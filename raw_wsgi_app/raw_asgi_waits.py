@@ -13,12 +13,20 @@ one database connection that LISTENs (``ItemListener``), where each WSGI
 wait opens its own. And the app hears a client leave: it awaits
 ``receive()`` beside its wait, and ``http.disconnect`` ends the wait at
 once, where a WSGI worker waits on for nobody.
+
+psycopg is imported with the module, as the worker starts, not on a
+request's first wait (as the WSGI side's endpoints do): an import is a
+blocking call, and in a coroutine it would hold the worker's whole event
+loop, every request in the process with it, for as long as it takes
+(over a tenth of a second; more on a loaded machine).
 """
 
 import asyncio
 import json
 import logging
 from urllib.parse import parse_qs
+
+import psycopg
 
 from wsgilab.container import database
 
@@ -38,8 +46,6 @@ class ItemListener:
         """A queue that gets the payload of each item stored from now on; unsubscribe() it when done."""
         async with self._lock:
             if self._relay is None or self._relay.done():
-                import psycopg
-
                 conn = await psycopg.AsyncConnection.connect(**database.required().connect_kwargs(),
                                                              autocommit=True)
                 await conn.execute(f"LISTEN {database.CHANNEL}")
@@ -85,8 +91,6 @@ async def _listening(scope, send):
     except database.BadInput as error:
         await _json(send, 400, {"error": str(error)})
         return None
-    import psycopg
-
     try:
         return seconds, await LISTENER.subscribe()
     except (database.Misconfigured, psycopg.OperationalError) as problem:

@@ -9,19 +9,37 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from lab_http import get, request
-from lab_stacks import APPS, hop_log_lines
+from lab_stacks import APPS, REPO, hop_log_lines
 
 from wsgilab import labs
 from wsgilab.hoptrace import records, spans, waterfall
 
 ONLY_TIERS = ("native",)
 ON_UVICORN = {app: "uvicorn" for app in APPS}
+
+
+@pytest.mark.parametrize("service, directory, asgi_app", [("raw", "raw_wsgi_app", "raw_asgi:application"),
+                                                       ("django", "django_app", "labsite.asgi:application")])
+def test_an_asgi_side_that_waits_on_the_database_has_psycopg_loaded_before_its_first_request(
+        service, directory, asgi_app, tmp_path):
+    # An import is a blocking call: one made on a request's first wait would hold the worker's event loop.
+    # (The entry point turns what the process prints into log lines: the answer goes to a file.)
+    env = {**os.environ, "SCRIPT_NAME": f"/{service}", "WSGI_SERVER": "uvicorn", "ASGI_APP": asgi_app,
+           "DJANGO_SETTINGS_MODULE": "labsite.settings", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / directory}"}
+    answer = tmp_path / "loaded"
+    run = subprocess.run([sys.executable, "-c", "import sys, pathlib, wsgilab.container.asgi_app; "
+                          "pathlib.Path(sys.argv[1]).write_text(str(sorted({'psycopg'} & set(sys.modules))))",
+                          str(answer)], cwd=REPO / directory, env=env, capture_output=True, text=True, timeout=60)
+    assert answer.exists() and answer.read_text() == "['psycopg']", run.stdout + run.stderr
 
 
 def _traces(stack, request_ids: list[str], hops: set[str]) -> dict[str, list[dict]]:

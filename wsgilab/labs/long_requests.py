@@ -19,9 +19,10 @@ thread) is held from app(environ, start_response) to close(), whatever the
 app does meanwhile. A long poll (/raw/wait?s=N: answer when an item is
 stored, or after N seconds) spends its time waiting, and holds the worker
 all the same. Here the raw app runs 2 workers of one thread, and 2 long
-polls of 3 s take both; ordinary requests sent meanwhile (/raw/, a few
-milliseconds of work) wait in the kernel's listen queue until a poll ends.
-The trace of each shows it: a queue segment of seconds, then a fast app.
+polls of 3 s take both; ordinary requests sent meanwhile, one every half
+second (/raw/, a few milliseconds of work), wait in the kernel's listen
+queue until a poll ends. The trace of each shows it: a queue segment of
+seconds, then a fast app.
 On uvicorn the app's ASGI side serves the same endpoints: a long poll is a
 coroutine suspended on a queue (raw_asgi_waits.py), so the worker's event
 loop takes the ordinary requests up at once, while the polls still wait;
@@ -53,8 +54,10 @@ ASGI = ("uvicorn",)
 WORKERS = 2
 POLL_S = 3
 ORDINARY = 4
-#: How long after sending the polls the ordinary requests go: both polls are taken up well before.
-SETTLE_S = 0.5
+#: The ordinary requests go one by one, this far apart, the first this long after the polls: spread over the
+#: polls' first two seconds, so that some come while both polls are held even where a poll is slow to reach
+#: its app (a loaded machine, a worker just started).
+SPACING_S = 0.5
 
 
 def _send(target: Target, path: str, request_id: str) -> int | str:
@@ -80,8 +83,10 @@ def run(target: Target, report: Report) -> None:
         ordinary = [f"long-requests-{tag}-ordinary-{n}" for n in range(ORDINARY)]
         with ThreadPoolExecutor(WORKERS + ORDINARY) as pool:
             polled = [pool.submit(_send, target, f"/raw/wait?s={POLL_S}", request_id) for request_id in polls]
-            time.sleep(SETTLE_S)
-            served = [pool.submit(_send, target, "/raw/", request_id) for request_id in ordinary]
+            served = []
+            for request_id in ordinary:
+                time.sleep(SPACING_S)
+                served.append(pool.submit(_send, target, "/raw/", request_id))
             statuses = [future.result() for future in polled + served]
         hop = "asgi" if server in ASGI else "wsgi"
         found = target.records_of(polls + ordinary, {"nginx", hop})
@@ -100,17 +105,22 @@ def _check(report: Report, server: str, statuses: list[Any], found: dict[str, li
         return
     # The window in which both polls held the app: from the later call to the earlier end.
     window = (max(begin for begin, _ in poll_spans), min(end for _, end in poll_spans))
+    # Times are shown from when nginx received the first poll.
+    start = min(find_event(events_of(found[request_id]), "request_received")["ts_us"] for request_id in polls)
     inside = []  # (request id, its queue ms, whether it ran while both polls were held)
+    came = []
     for request_id in ordinary:
         received = find_event(events_of(found[request_id]), "request_received")["ts_us"]
+        came.append(received)
         if window[0] <= received < window[1]:
             queued = find_event(events_of(found[request_id]), "queued")
             inside.append((request_id, (queued or {}).get("queue_us", 0) / 1000,
                            window[0] <= spans[request_id][0] < window[1]))
     ran_inside = [ran for _, _, ran in inside]
-    shown = (f"{len(inside)} of {ORDINARY} came while both polls were held; queue ms "
-             f"{', '.join(f'{queue:.0f}' for _, queue, _ in inside) or 'none'}; ran while the polls waited: "
-             f"{sum(ran_inside)}")
+    shown = (f"both polls were held from {_from(start, window[0])} to {_from(start, window[1])}; the ordinary "
+             f"requests came at {', '.join(_from(start, ts) for ts in came)}, so {len(inside)} of {ORDINARY} came "
+             f"while both polls were held; queue ms {', '.join(f'{queue:.0f}' for _, queue, _ in inside) or 'none'}"
+             f"; ran while the polls waited: {sum(ran_inside)}")
     if server in ASGI:
         expected = ("all 200; every ordinary request that came while both polls waited ran at once, beside them, "
                     "in the same worker processes: an awaiting coroutine holds no worker")
@@ -121,3 +131,7 @@ def _check(report: Report, server: str, statuses: list[Any], found: dict[str, li
         ok = bool(inside) and not any(ran_inside)
     longest = max(inside, key=lambda one: one[1])[0] if inside else ordinary[0]
     report.check(what, expected, shown, ok, [longest, polls[0]])
+
+
+def _from(start_us: int, ts_us: int) -> str:
+    return f"{(ts_us - start_us) / 1e6:+.2f} s"
