@@ -255,10 +255,15 @@ def logged_since(target: Target, since: float, *words: str) -> list[dict[str, An
     return found
 
 
-def served_by(target: Target, app: str) -> str:
-    """Which WSGI server ``app`` runs on now, as the app itself reports it."""
+def app_says(target: Target, app: str) -> dict[str, Any]:
+    """What ``app``'s front page answers now ({} if it is not JSON): its ``server``, its ``interface`` on ASGI."""
     reply = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host)
     try:
-        return json.loads(reply.raw.split(b"\r\n\r\n", 1)[1]).get("server", "?")
+        return json.loads(reply.raw.split(b"\r\n\r\n", 1)[1])
     except (IndexError, ValueError):
-        return "?"
+        return {}
+
+
+def served_by(target: Target, app: str) -> str:
+    """Which server ``app`` runs on now, as the app itself reports it."""
+    return app_says(target, app).get("server", "?")

@@ -8,31 +8,38 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from wsgilab.hoptrace.records import events_of, find_event
-from wsgilab.labs.kit import Outcome, Report, Target, has_control, served_by
+from wsgilab.labs.kit import Outcome, Report, Target, app_says, has_control
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
-TITLE = "Long requests: long polls hold every WSGI worker and ordinary requests queue; on ASGI they do not"
+TITLE = "Long requests: long polls hold every WSGI worker, so ordinary requests queue; on ASGI a poll holds none"
 
 EXPLANATION = """
+What the lab does: it restarts the raw app on 2 workers of one thread
+(WSGI_WORKERS=2, WSGI_THREADS=1; the stack's own settings come back after),
+sends 2 long polls (GET /raw/wait?s=3: answer when any app stores an item,
+or after 3 s), then 4 ordinary requests (GET /raw/, a few milliseconds of
+work), one every half second. From the traces it reads, for each ordinary
+request that nginx received while both polls were in the app, whether the
+app was called for it before one of the polls ended.
+
 A WSGI request is a call that returns: the worker (a sync worker's one
-thread) is held from app(environ, start_response) to close(), whatever the
-app does meanwhile. A long poll (/raw/wait?s=N: answer when an item is
-stored, or after N seconds) spends its time waiting, and holds the worker
-all the same. Here the raw app runs 2 workers of one thread, and 2 long
-polls of 3 s take both; ordinary requests sent meanwhile, one every half
-second (/raw/, a few milliseconds of work), wait in the kernel's listen
-queue until a poll ends. The trace of each shows it: a queue segment of
-seconds, then a fast app.
-On uvicorn the app's ASGI side serves the same endpoints: a long poll is a
-coroutine suspended on a queue (raw_asgi_waits.py), so the worker's event
-loop takes the ordinary requests up at once, while the polls still wait;
-their queue is milliseconds. Threads would move the WSGI limit (WSGI_THREADS
-x WSGI_WORKERS polls at once, each holding a thread and here a database
-connection of its own); a waiting coroutine holds neither, and all of a
-process's polls share one listening connection. The
-lab reads who ran when from the traces: each ordinary request that nginx
-received while both polls were running either ran inside that window
-(ASGI) or only after one of them ended (WSGI).
+thread) is held from app(environ, start_response) until the server calls
+close() on what the app returned, whatever the app does meanwhile. A long
+poll spends its time waiting, and holds the worker all the same. So the 2
+polls take both workers, and the ordinary requests wait in the kernel's
+backlog of the server's listening socket until a poll ends: each one's
+trace shows a `queue` segment (from nginx receiving it to the app's call)
+of seconds, then a fast app.
+On the ASGI side (uvicorn, or RAW_INTERFACE=asgi on gunicorn) a long poll
+is a coroutine suspended until an item comes (an asyncio.Queue in
+raw_wsgi_app/raw_asgi_waits.py), so the worker's event loop calls the app
+for the ordinary requests while the polls still wait; their `queue` is
+milliseconds. Threads would raise the WSGI limit (WSGI_THREADS x
+WSGI_WORKERS polls at once, each holding a thread and here a PostgreSQL
+connection of its own that LISTENs); a waiting coroutine holds neither,
+and all of a process's polls share one PostgreSQL connection that LISTENs.
+A poll also ends early if an item is stored meanwhile: run it on a stack
+nothing else writes to.
 """
 
 OUTCOMES = (
@@ -76,8 +83,12 @@ def _span(records: list[dict[str, Any]]) -> tuple[int, int] | None:
 def run(target: Target, report: Report) -> None:
     if not has_control(target, report):
         return
-    with target.reconfigured({"WSGI_WORKERS": str(WORKERS), "WSGI_THREADS": "1"}):
-        server = served_by(target, "raw")
+    # The raw app's ASGI side on a WSGI server's name (RAW_INTERFACE=asgi on gunicorn) stays so here.
+    interface = app_says(target, "raw").get("interface", "wsgi")
+    kept = {"RAW_INTERFACE": "asgi"} if interface == "asgi" else {}
+    with target.reconfigured({"WSGI_WORKERS": str(WORKERS), "WSGI_THREADS": "1", **kept}):
+        says = app_says(target, "raw")
+        server, interface = says.get("server", "?"), says.get("interface", "wsgi")
         tag = uuid.uuid4().hex[:10]
         polls = [f"long-requests-{tag}-poll-{n}" for n in range(WORKERS)]
         ordinary = [f"long-requests-{tag}-ordinary-{n}" for n in range(ORDINARY)]
@@ -88,17 +99,17 @@ def run(target: Target, report: Report) -> None:
                 time.sleep(SPACING_S)
                 served.append(pool.submit(_send, target, "/raw/", request_id))
             statuses = [future.result() for future in polled + served]
-        hop = "asgi" if server in ASGI else "wsgi"
-        found = target.records_of(polls + ordinary, {"nginx", hop})
-        _check(report, server, statuses, found, polls, ordinary)
+        found = target.records_of(polls + ordinary, {"nginx", interface})
+        _check(report, server, interface, statuses, found, polls, ordinary)
 
 
-def _check(report: Report, server: str, statuses: list[Any], found: dict[str, list[dict[str, Any]]],
-           polls: list[str], ordinary: list[str]) -> None:
+def _check(report: Report, server: str, interface: str, statuses: list[Any],
+           found: dict[str, list[dict[str, Any]]], polls: list[str], ordinary: list[str]) -> None:
     spans = {request_id: _span(found[request_id]) for request_id in polls + ordinary}
     poll_spans = [spans[request_id] for request_id in polls]
-    shape = f"{WORKERS} workers" + ("" if server in ASGI else " x 1 thread")
-    what = f"/raw/ on {server} with {shape}: {ORDINARY} ordinary requests while {WORKERS} long polls of {POLL_S} s wait"
+    on = server if server in ASGI or interface == "wsgi" else f"{server}'s ASGI worker"
+    shape = f"{WORKERS} workers" + ("" if interface == "asgi" else " x 1 thread")
+    what = f"/raw/ on {on} with {shape}: {ORDINARY} ordinary requests while {WORKERS} long polls of {POLL_S} s wait"
     if statuses != [200] * len(statuses) or None in spans.values():
         report.check(what, "all 200, each traced", f"statuses {statuses}; untraced: "
                      f"{[request_id for request_id, span in spans.items() if span is None]}", False)
@@ -121,13 +132,13 @@ def _check(report: Report, server: str, statuses: list[Any], found: dict[str, li
              f"requests came at {', '.join(_from(start, ts) for ts in came)}, so {len(inside)} of {ORDINARY} came "
              f"while both polls were held; queue ms {', '.join(f'{queue:.0f}' for _, queue, _ in inside) or 'none'}"
              f"; ran while the polls waited: {sum(ran_inside)}")
-    if server in ASGI:
-        expected = ("all 200; every ordinary request that came while both polls waited ran at once, beside them, "
-                    "in the same worker processes: an awaiting coroutine holds no worker")
+    if interface == "asgi":
+        expected = ("all 200; every ordinary request that came while both polls waited was taken up while they "
+                    "still waited, by the same 2 workers: an awaiting coroutine holds no worker")
         ok = bool(inside) and all(ran_inside)
     else:
         expected = ("all 200; every ordinary request that came while both polls held the two workers waited in "
-                    "the queue until one of them ended, then ran in milliseconds")
+                    "the queue until one of them ended")
         ok = bool(inside) and not any(ran_inside)
     longest = max(inside, key=lambda one: one[1])[0] if inside else ordinary[0]
     report.check(what, expected, shown, ok, [longest, polls[0]])
