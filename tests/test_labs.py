@@ -13,6 +13,7 @@ from lab_http import get
 from lab_stacks import hop_log_lines
 
 from wsgilab import labs
+from wsgilab.labs import around_nginx
 
 
 def _run(stack, name):
@@ -41,6 +42,15 @@ def test_oversized_input_is_refused_at_nginx_and_what_nginx_accepts_reaches_the_
 def test_unknown_hosts_are_refused_and_forwarded_headers_are_nginx_own(stack):
     report = _run(stack, "host-and-proxy-headers")
     assert [c.seen.split(",")[0] for c in report.checks[:2]] == ["421", "421"]
+
+
+def test_no_way_around_nginx_is_counted_only_where_it_was_measured():
+    # exposure and host-and-proxy-headers pass a "no way there" check only on a route or a probe that ran
+    assert around_nginx.no_local_route(around_nginx.host_route("198.51.100.1"))  # TEST-NET-2: off this host
+    assert not around_nginx.no_local_route(around_nginx.host_route("127.0.0.1"))  # local via lo
+    assert not around_nginx.no_local_route("unknown: no `ip` command to ask the routing table")
+    seen = around_nginx.neighbour_connects("wsgilab-no-such-container", "127.0.0.1", 9)
+    assert seen != "connected" and not seen.startswith("no connection: "), seen
 
 
 def test_an_unknown_lab_name_says_which_labs_there_are():

@@ -73,7 +73,8 @@ def process_uids(container_id: str, command: str) -> list[str]:
 
 
 def host_route(address: str) -> str:
-    """How this host would reach ``address``: "local via DEVICE", "only via the gateway ...", or why unknown."""
+    """How this host would reach ``address``: "local via DEVICE", "only via the gateway ...", "no route at all
+    (...)", or why unknown."""
     if shutil.which("ip") is None:
         return "unknown: no `ip` command to ask the routing table"
     done = subprocess.run(["ip", "-o", "route", "get", address], capture_output=True, text=True)
@@ -85,11 +86,18 @@ def host_route(address: str) -> str:
     return f"local via {words[words.index('dev') + 1]}" if "dev" in words else "unknown: " + done.stdout.strip()
 
 
+def no_local_route(route: str) -> bool:
+    """Whether ``host_route`` found no way from this host to the address but off the machine, or none at all;
+    not when it could not tell."""
+    return route.startswith(("only via the gateway", "no route at all"))
+
+
 def neighbour_connects(container_id: str, host: str, port: int) -> str:
-    """What happens when a process in ``container_id`` opens a connection to ``host:port``."""
+    """What happens when a process in ``container_id`` opens a connection to ``host:port``: "connected",
+    "no connection: <the error>", or, when the probe could not run, what ``docker exec`` said."""
     probe = ("import socket,sys\n"
              "try:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), 1).close(); print('connected')\n"
-             "except OSError as e:\n print(type(e).__name__ + ': ' + str(e))")
+             "except OSError as e:\n print('no connection: ' + type(e).__name__ + ': ' + str(e))")
     done = subprocess.run(["docker", "exec", container_id, "python", "-c", probe, host, str(port)],
                           capture_output=True, text=True, timeout=30)
     return (done.stdout.strip() or done.stderr.strip()).splitlines()[-1] if (done.stdout or done.stderr) else "?"

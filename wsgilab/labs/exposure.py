@@ -6,7 +6,7 @@ import subprocess
 import uuid
 
 from wsgilab.labs.around_nginx import (addresses, app_network, app_server, host_route, neighbour_connects,
-                                       on_app_network, process_uids, services)
+                                       no_local_route, on_app_network, process_uids, services)
 from wsgilab.labs.kit import APPS, Outcome, Report, Target
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -103,8 +103,8 @@ def run(target: Target, report: Report) -> None:
         for network, address in sorted(addresses(containers["db"]).items()):
             route = host_route(address)
             report.check(f"db: its address {address} on {network}, from this host",
-                         "no way there: the host has no address on the database's networks", route,
-                         not route.startswith("local"))
+                         "no way there: the host's routing table has no local route to it", route,
+                         no_local_route(route))
 
     for service, container in sorted(containers.items()):
         if service not in APPS:
@@ -123,19 +123,21 @@ def run(target: Target, report: Report) -> None:
         server, port = app_server(container)
         route = host_route(address)
         report.check(f"{service}: its {server} port {address}:{port}, from this host, around nginx",
-                     "no way there: the host has no address on the app's network", route,
-                     not route.startswith("local"))
+                     "no way there: the host's routing table has no local route to it", route,
+                     no_local_route(route))
         neighbour = next((name for name in sorted(containers) if name in APPS and name != service), None)
         if neighbour is not None:
             seen = neighbour_connects(containers[neighbour]["Id"], address, port)
             report.check(f"{service}: its {server} port {address}:{port}, from the {neighbour} container",
-                         "no way there: another app is not on its network", seen, seen != "connected")
+                         "no way there: a connection from another app's container does not open", seen,
+                         seen.startswith("no connection: "))
             for network, db_address in sorted(addresses(container).items()):
                 if network.startswith("db-"):
                     seen = neighbour_connects(containers[neighbour]["Id"], db_address, port)
                     report.check(f"{service}: its {server} port on {network} ({db_address}), from the {neighbour} "
-                                 "container", "no way there: an app shares its database network with no other",
-                                 seen, seen != "connected")
+                                 "container", "no way there: a connection from another app's container does not "
+                                 "open (an app shares its database network with no other)", seen,
+                                 seen.startswith("no connection: "))
         if server == "uwsgi":
             marker = f"/tmp/wsgilab-exploit-{uuid.uuid4().hex}"
             status = on_app_network(container, "python", "-m", "wsgilab.container.uwsgi_protocol",

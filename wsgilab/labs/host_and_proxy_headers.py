@@ -6,7 +6,8 @@ import ipaddress
 import json
 
 from wsgilab.container.labkit import flattened
-from wsgilab.labs.around_nginx import app_network, app_server, host_route, neighbour_connects, services
+from wsgilab.labs.around_nginx import (app_network, app_server, host_route, neighbour_connects,
+                                       no_local_route, services)
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, hops_of, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -142,6 +143,7 @@ def _check_no_way_around_nginx(target: Target, report: Report) -> None:
         neighbour = next(name for name in APPS if name != app and name in found)
         route, seen = host_route(address), neighbour_connects(found[neighbour]["Id"], address, port)
         report.check(f"/{app}/ on {server}: X-Forwarded-Proto: https sent around nginx, from the host and from "
-                     f"the {neighbour} container", "no way to send it: the host has no route to "
-                     f"{address}, and {neighbour} cannot connect; so wsgi.url_scheme stays nginx's http",
-                     f"host: {route}; {neighbour}: {seen}", not route.startswith("local") and seen != "connected")
+                     f"the {neighbour} container", "no way to send it: the host has no local route to "
+                     f"{address}, and a connection from {neighbour} does not open; so wsgi.url_scheme stays "
+                     "nginx's http", f"host: {route}; {neighbour}: {seen}",
+                     no_local_route(route) and seen.startswith("no connection: "))

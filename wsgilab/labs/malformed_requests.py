@@ -124,12 +124,12 @@ def run(target: Target, report: Report) -> None:
         seen_by_nginx, seen_by_app = seen[marker]
         # Smuggled means: an app got a request nginx never saw as one.
         smuggled_through = seen_by_app and not seen_by_nginx
-        refused = reply.status is not None and 400 <= reply.status <= 501
+        refused = reply.status is not None and (400 <= reply.status < 500 or reply.status == 501)
         accepted_cleanly = what in LENIENT and reply.status is not None and reply.status < 500
         report.check(
             f"/{app}/ on {server}: {what}",
             ("accepted as well-formed requests nginx sees, or refused; nothing smuggled"
-             if what in LENIENT else "4xx (or 501) at nginx; nothing smuggled")
+             if what in LENIENT else "refused with a 4xx (or 501); nothing smuggled")
             + "; the next connection gets 200",
             f"{reply.status}; hidden request seen by nginx: {'yes' if seen_by_nginx else 'no'}, "
             f"by an app: {'yes' if seen_by_app else 'no'}; next request {after.status}",
