@@ -83,3 +83,15 @@ def test_ending_a_load_removes_the_compose_projects_its_pytests_named_after_them
         assert [name for name in networks.values() if name in left] == [f"repeat-test-wsgilab-test-{member}9-v1"]
     finally:
         subprocess.run(["docker", "network", "rm", *networks.values()], capture_output=True)
+
+
+def test_an_interrupted_pytests_results_are_the_runs_that_ended_and_say_it_was_cut(tmp_path):
+    junit = tmp_path / "native.xml"
+    junit.write_text('<testsuites><testsuite name="pytest">'
+                     '<testcase classname="tests.test_labs" name="test_x[native-uwsgi-1-3]" time="2.5"/>'
+                     '<testcase time="0.000"/></testsuite></testsuites>')
+    repeat = _repeat()
+    assert repeat.results(junit) == {"tests/test_labs.py::test_x[native-uwsgi]": [(True, 2.5, "")]}
+    assert repeat.interrupted(junit)
+    junit.write_text(junit.read_text().replace('<testcase time="0.000"/>', ""))
+    assert not repeat.interrupted(junit)
