@@ -185,8 +185,7 @@ def _step(target: Target, report: Report, servers: dict[str, str], sessions: Ses
         for app in APPS:
             if servers[app] == "gunicorn":
                 report.check(f"{step.name}: gunicorn's log for /{app}/",
-                             f"post_fork ran in each of the {WORKERS} workers: '{POST_FORK_SAYS} (backend pid N)', "
-                             "each worker its own copy of the one connection",
+                             f"{WORKERS} lines from post_fork, one per worker: '{POST_FORK_SAYS} (backend pid N)'",
                              f"{len(dropped[app])} such line(s), backend pid {', '.join(dropped[app]) or '-'}",
                              len(dropped[app]) == WORKERS)
     answers, running = _burst(target, sessions)

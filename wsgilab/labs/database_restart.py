@@ -225,7 +225,7 @@ def _check_a_failure_trace(target: Target, report: Report, app: str, server: str
     answer = next((e for e in events if e["event"] == "start_response"), {})
     report.check(
         f"the trace of the first failed write to /{app}/ on {server}",
-        "its database hop names the error (a query cut off, or no connection), then the app's 503",
+        "its database hop logged an error (a query cut off, or no connection), and the app answered 503",
         (", ".join(f"{e['event']} {e['error']}" for e in db_errors[:2]) or "no database event with an error")
         + f"; start_response {answer.get('status', '?')}",
         bool(db_errors) and str(answer.get("status", "")).startswith("503"), [write.request_id])

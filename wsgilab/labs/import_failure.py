@@ -136,7 +136,7 @@ def run(target: Target, report: Report) -> None:
     slowest = max(took for _, took, _ in broken)
     report.check(
         f"GET /{APP}/ every {EVERY_S} s meanwhile ({len(broken)} requests)",
-        f"502 from nginx, most at once; a request that came while nginx still held the address of the container "
+        f"502 from nginx; a request that came while nginx still held the address of the container "
         f"that had just died waits on it: a 502 when the kernel gives up on the address, a 504 at "
         f"proxy_connect_timeout ({CONNECT_TIMEOUT_S:.0f} s), whichever comes first; never longer",
         f"{', '.join(f'{sum(1 for b in broken if b[0] == st)} x {st}' for st in statuses)}; slowest {slowest:.2f} s",

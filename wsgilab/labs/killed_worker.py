@@ -167,8 +167,8 @@ def _refused_until_listening(target: Target, report: Report, app: str, server: s
             other.append(f"{reply.status}: {said.get('message', 'no nginx error')}")
         time.sleep(0.05)
     report.check(f"/{app}/ on {server}, requests until one is served",
-                 f"502 at once while no worker listens (nginx: connection refused), then 200 within "
-                 f"{RESPAWN_WITHIN_S:.0f} s",
+                 f"any failure before it a 502 for nginx's connection refused (no worker listens); then 200, "
+                 f"from a request sent within {RESPAWN_WITHIN_S:.0f} s",
                  f"{refused} refused, then {reply.status} after {time.monotonic() - started:.1f} s"
                  + (f"; also {', '.join(other)}" if other else ""),
                  reply.status == 200 and not other, request_ids[-1:])

@@ -159,7 +159,8 @@ def run(target: Target, report: Report) -> None:
         worst_queue = max(queued_during, default=float("nan"))
         report.check(
             f"/{app}/ on {servers[app]}: {PROBES} normal requests before and during",
-            f"all 200; each picked up by a worker in under {HELD_WOULD_WAIT_S:g} s (had nginx passed on the "
+            f"all 200; each sent during them picked up by a worker in under {HELD_WOULD_WAIT_S:g} s (had nginx "
+            "passed on the "
             f"{2 * SLOW_EACH} slow clients, every worker would hold one for {HOLD_S:g} s, and each request would "
             "wait seconds)",
             f"median {median_before:.1f} ms before, {median_during:.1f} ms during; "

@@ -145,7 +145,7 @@ def _over_the_statement_timeout(target: Target, report: Report, servers: dict[st
         report.check(
             f"/{app}/query?ms={CANCELLED_SLEEP_MS} on {servers[app]} with WSGILAB_DB_STATEMENT_TIMEOUT_MS="
             f"{STATEMENT_TIMEOUT_MS}",
-            f"503 saying {CANCELLED_SAYS!r}, long before the sleep's {CANCELLED_SLEEP_MS / 1000:g} s; the "
+            f"503 saying {CANCELLED_SAYS!r}, before the sleep's {CANCELLED_SLEEP_MS / 1000:g} s; the "
             f"trace's query ran {STATEMENT_TIMEOUT_MS} ms (a quarter second more at most, as the app timed it) "
             "and raised QueryCanceled, and PostgreSQL's own line for it says why",
             f"{reply.status} after {took:.2f} s: {body[:120]}; the query "
