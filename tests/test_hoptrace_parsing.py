@@ -12,6 +12,7 @@ import pytest
 from lab_stacks import REPO
 
 from wsgilab.hoptrace import records as hoplog
+from wsgilab.hoptrace.spans import spans_of
 from wsgilab.hoptrace.waterfall import render_waterfall
 
 
@@ -47,6 +48,20 @@ def test_hoptrace_keeps_each_request_apart_and_skips_junk():
                                            "first_chunk", "last_chunk", "close", "response_sent"]
     assert {e.get("service") for e in events if e["hop"] == "wsgi"} == {"raw"}
     assert all(e["ts_us"] < 1_000_000_040_000 for e in events)  # nothing of req-bbbbbbbb
+
+
+def test_the_queue_before_an_asgi_app_is_its_event_loops_turn_not_a_wait_for_a_worker():
+    t0 = 1_000_000_000_000
+    asgi = {**json.loads(_wsgi("req-asgi0001", t0)), "hop": "asgi", "server": "uvicorn",
+            "trace_id": "1" * 32, "span_id": "2" * 16, "events": [
+                {"event": "asgi_app_called", "ts_us": t0}, {"event": "asgi_app_returned", "ts_us": t0 + 300}]}
+    wsgi = {**json.loads(_wsgi("req-wsgi0001", t0)), "trace_id": "3" * 32, "span_id": "4" * 16}
+    for record, words, span in ((asgi, "waited 0.5 ms for the server's event loop to call the app",
+                                 "queue: waiting for the event loop"),
+                                (wsgi, "waited 0.5 ms for a worker", "queue: waiting for a worker")):
+        found = hoplog.scan([json.dumps(record)], record["request_id"]).records
+        assert words in render_waterfall(record["request_id"], hoplog.events_of(found))
+        assert span in [one.name for one in spans_of(found)]
 
 
 def _hoptrace(*args, stdin=""):

@@ -127,8 +127,8 @@ class Event:
 EVENTS = (
     Event("request_received", "nginx", "nginx has read the request (its record's ts_us minus request_time)",
           ("client", "connection", "connection_requests", "method", "uri")),
-    Event("queued", "queue", "nginx handed the request on (X-Request-Start); waited queue_us for a worker",
-          ("queue_us",)),
+    Event("queued", "queue", "nginx handed the request on (X-Request-Start); waited queue_us for a worker "
+          "(on ASGI, for the server's event loop to call the app)", ("queue_us",)),
     Event("worker_picked_up", "server", "a worker took the request up (gunicorn's pre_request; uWSGI's start; "
           "Granian's: a blocking thread took it up)",
           ("worker_class", "worker_requests", "worker", "core", "vars", "packet_bytes")),

@@ -132,7 +132,8 @@ def _wsgi_spans(record: dict[str, Any], events: list[dict[str, Any]], request_id
               "server": record.get("server") or "-", "request_id": request_id}
     spans = []
     if isinstance(record.get("queue_us"), int):
-        spans.append(Span(name="queue: waiting for a worker", hop="queue", kind="internal",
+        waiting_for = "the event loop" if hop == "asgi" else "a worker"  # an ASGI request holds no worker
+        spans.append(Span(name=f"queue: waiting for {waiting_for}", hop="queue", kind="internal",
                           span_id=derived_id(record["span_id"], "queue"), parent_id=worker_parent,
                           start_us=called["ts_us"] - record["queue_us"], end_us=called["ts_us"],
                           attributes={"wsgilab.queue_us": record["queue_us"]}, **common))

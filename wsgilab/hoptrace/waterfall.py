@@ -6,6 +6,7 @@ kind says in a few words what happened at that hop.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from wsgilab.hoptrace.repeats import repeated_statements
@@ -86,7 +87,6 @@ _WORDED = {
         _Fields(e, **({} if e.get("method") else {"method": "(unparsed request)", "uri": ""}))),
     "response_sent": _response_sent,
     "worker_picked_up": _worker_picked_up,
-    "queued": lambda e: f"handed on by nginx; waited {e.get('queue_us', 0) / 1000:.1f} ms for a worker",
     "start_response": lambda e: f"start_response({e.get('status')!r}, {e.get('headers')} headers)",
     "close": lambda e: "close() called" + (f"; the app read {e['input_bytes']} body bytes"
                                            if e.get("input_bytes") else ""),
@@ -138,9 +138,13 @@ def _ms(us: Any) -> str:
     return f"{us / 1000:.{1 if us >= 1000 else 2}f} ms"
 
 
-def describe(event: dict[str, Any]) -> str:
-    """What happened at this event, in a few words."""
+def describe(event: dict[str, Any], events: Iterable[dict[str, Any]] = ()) -> str:
+    """What happened at this event, in a few words; ``events``, the request's others, where they change them."""
     name = event["event"]
+    if name == "queued":  # an ASGI request waits for its server's event loop, and holds no worker
+        on_asgi = any(other["event"] == "asgi_app_called" for other in events)
+        return (f"handed on by nginx; waited {event.get('queue_us', 0) / 1000:.1f} ms "
+                + ("for the server's event loop to call the app" if on_asgi else "for a worker"))
     if name in _WORDED:
         return _WORDED[name](event)
     return _PHRASES.get(name, name).format_map(_Fields(event))
@@ -200,7 +204,7 @@ def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
     lines = [heading(request_id, events)]
     for event in events:
         offset = (event["ts_us"] - start) / 1000
-        lines.append(f"  +{offset:8.3f} ms  {event['hop']:<8} {describe(event)}")
+        lines.append(f"  +{offset:8.3f} ms  {event['hop']:<8} {describe(event, events)}")
     lines += [f"  {repeat.describe()}" for repeat in repeated_statements(events)]
     lines += [f"  {note}" for note in notes(events)]
     return "\n".join(lines)

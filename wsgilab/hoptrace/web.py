@@ -143,7 +143,7 @@ def request_detail(request_id: str, records: list[dict[str, Any]]) -> dict[str, 
         "events": events,
         "heading": heading(request_id, events),
         "rows": [{"offset_ms": (event["ts_us"] - start) / 1000, "hop": event["hop"], "event": event["event"],
-                  "text": describe(event)} for event in events],
+                  "text": describe(event, events)} for event in events],
         # What the trace itself says is wrong with the request: an N+1 (wsgilab.hoptrace.repeats).
         "warnings": [repeat.describe() for repeat in repeated_statements(events)],
         # Why a hop is missing, where the server that served it writes none (Waitress): as `show` ends.
