@@ -194,18 +194,7 @@ def _lab(stack, name: str) -> labs.Report:
 
 def test_long_polls_on_uvicorn_leave_its_workers_free_for_ordinary_requests(tier_stack):
     tier_stack.use({"django": "gunicorn", "flask": "gunicorn", "raw": "uvicorn"})
-    report = _lab(tier_stack, "long-requests")
-    assert [("taken up while they still waited" in c.expected) for c in report.checks] == [True]
-
-
-def test_long_polls_on_gunicorns_asgi_worker_leave_it_free_for_ordinary_requests_too(tier_stack):
-    tier_stack.reconfigure({"RAW_INTERFACE": "asgi"})
-    try:
-        tier_stack.use({app: "gunicorn" for app in APPS})
-        report = _lab(tier_stack, "long-requests")  # which keeps the app on its ASGI side while it runs
-    finally:
-        tier_stack.reconfigure({})
-    assert [c.what.split(" with ")[0] for c in report.checks] == ["/raw/ on gunicorn's ASGI worker"]
+    report = _lab(tier_stack, "long-requests")  # and on gunicorn's ASGI worker: tests/test_server_swap.py
     assert [("taken up while they still waited" in c.expected) for c in report.checks] == [True]
 
 

@@ -6,9 +6,10 @@ Runs on each tier: on compose it is where Granian, Waitress and uvicorn run from
 
 import uuid
 
+import pytest
 import websocket
 from lab_http import get
-from lab_stacks import APPS, SECRET_SENTINEL, hop_log_lines
+from lab_stacks import APPS, SECRET_SENTINEL, hop_log_lines, wait_until_served
 from test_endpoints import UPSTREAM_PROTOCOL as PROTOCOL
 
 from wsgilab import labs
@@ -54,3 +55,20 @@ def test_swapping_apps_to_granian_waitress_and_uvicorn_changes_who_answers_and_b
     tier_stack.use(before)
     for app in SWAPPED:
         assert _answered_by(tier_stack, app) == (before[app], PROTOCOL[before[app]])
+
+
+@pytest.mark.once_on("compose")
+def test_long_polls_on_gunicorns_asgi_worker_leave_it_free_for_ordinary_requests(tier_stack):
+    # RAW_INTERFACE=asgi under gunicorn, as docs/asgi.md shows it: the lab asks the app which side it runs
+    # and keeps it there while it restarts the app on 2 workers (on uvicorn: tests/test_asgi.py).
+    tier_stack.reconfigure({"RAW_INTERFACE": "asgi"})
+    try:
+        tier_stack.use({app: "gunicorn" for app in APPS})
+        wait_until_served(tier_stack.port, {app: "gunicorn" for app in APPS})
+        target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
+        report = labs.run("long-requests", target)
+    finally:
+        tier_stack.reconfigure({})
+    assert report.ok, [(c.what, c.expected, c.seen) for c in report.checks if not c.ok]
+    assert [c.what.split(" with ")[0] for c in report.checks] == ["/raw/ on gunicorn's ASGI worker"]
+    assert [("taken up while they still waited" in c.expected) for c in report.checks] == [True]
