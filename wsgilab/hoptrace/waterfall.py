@@ -6,7 +6,7 @@ kind says in a few words what happened at that hop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from wsgilab.hoptrace.repeats import repeated_statements
@@ -138,11 +138,11 @@ def _ms(us: Any) -> str:
     return f"{us / 1000:.{1 if us >= 1000 else 2}f} ms"
 
 
-def describe(event: dict[str, Any], events: Iterable[dict[str, Any]] = ()) -> str:
+def describe(event: dict[str, Any], events: Sequence[dict[str, Any]] = ()) -> str:
     """What happened at this event, in a few words; ``events``, the request's others, where they change them."""
     name = event["event"]
     if name == "queued":  # an ASGI request waits for its server's event loop, and holds no worker
-        on_asgi = any(other["event"] == "asgi_app_called" for other in events)
+        on_asgi = serving_event(events).get("hop") == "asgi"
         return (f"handed on by nginx; waited {event.get('queue_us', 0) / 1000:.1f} ms "
                 + ("for the server's event loop to call the app" if on_asgi else "for a worker"))
     if name in _WORDED:
@@ -155,7 +155,7 @@ def final_answer(events: list[dict[str, Any]]) -> dict[str, Any]:
     return next((e for e in reversed(events) if e["event"] in ("response_sent", "answered_itself")), {})
 
 
-def serving_event(events: list[dict[str, Any]]) -> dict[str, Any]:
+def serving_event(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """An event of the app that served the request (its WSGI layer), else of its server ({} if neither logged it)."""
     return next((e for e in events if e["hop"] in INTERFACE_HOPS), None) or next(
         (e for e in events if e["hop"] in SERVER_HOPS), {})

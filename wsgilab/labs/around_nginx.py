@@ -92,6 +92,11 @@ def no_local_route(route: str) -> bool:
     return route.startswith(("only via the gateway", "no route at all"))
 
 
+def did_not_connect(seen: str) -> bool:
+    """Whether ``neighbour_connects``'s probe ran and its connection did not open; not when it could not run."""
+    return seen.startswith("no connection: ")
+
+
 def neighbour_connects(container_id: str, host: str, port: int) -> str:
     """What happens when a process in ``container_id`` opens a connection to ``host:port``: "connected",
     "no connection: <the error>", or, when the probe could not run, what ``docker exec`` said."""

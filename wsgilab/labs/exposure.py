@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 import uuid
 
-from wsgilab.labs.around_nginx import (addresses, app_network, app_server, host_route, neighbour_connects,
-                                       no_local_route, on_app_network, process_uids, services)
+from wsgilab.labs.around_nginx import (addresses, app_network, app_server, did_not_connect, host_route,
+                                       neighbour_connects, no_local_route, on_app_network, process_uids,
+                                       services)
 from wsgilab.labs.kit import APPS, Outcome, Report, Target
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -130,14 +131,14 @@ def run(target: Target, report: Report) -> None:
             seen = neighbour_connects(containers[neighbour]["Id"], address, port)
             report.check(f"{service}: its {server} port {address}:{port}, from the {neighbour} container",
                          "no way there: a connection from another app's container does not open", seen,
-                         seen.startswith("no connection: "))
+                         did_not_connect(seen))
             for network, db_address in sorted(addresses(container).items()):
                 if network.startswith("db-"):
                     seen = neighbour_connects(containers[neighbour]["Id"], db_address, port)
                     report.check(f"{service}: its {server} port on {network} ({db_address}), from the {neighbour} "
                                  "container", "no way there: a connection from another app's container does not "
                                  "open (an app shares its database network with no other)", seen,
-                                 seen.startswith("no connection: "))
+                                 did_not_connect(seen))
         if server == "uwsgi":
             marker = f"/tmp/wsgilab-exploit-{uuid.uuid4().hex}"
             status = on_app_network(container, "python", "-m", "wsgilab.container.uwsgi_protocol",

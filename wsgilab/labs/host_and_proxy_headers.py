@@ -6,8 +6,8 @@ import ipaddress
 import json
 
 from wsgilab.container.labkit import flattened
-from wsgilab.labs.around_nginx import (app_network, app_server, host_route, neighbour_connects,
-                                       no_local_route, services)
+from wsgilab.labs.around_nginx import (app_network, app_server, did_not_connect, host_route,
+                                       neighbour_connects, no_local_route, services)
 from wsgilab.labs.kit import APPS, Outcome, Report, Target, hops_of, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -146,4 +146,4 @@ def _check_no_way_around_nginx(target: Target, report: Report) -> None:
                      f"the {neighbour} container", "no way to send it: the host has no local route to "
                      f"{address}, and a connection from {neighbour} does not open; so wsgi.url_scheme stays "
                      "nginx's http", f"host: {route}; {neighbour}: {seen}",
-                     no_local_route(route) and seen.startswith("no connection: "))
+                     no_local_route(route) and did_not_connect(seen))

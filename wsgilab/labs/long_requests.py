@@ -72,9 +72,8 @@ def _send(target: Target, path: str, request_id: str) -> int | str:
                     POLL_S + 30).status
 
 
-def _span(records: list[dict[str, Any]]) -> tuple[int, int] | None:
-    """(when the app was called, when it was done) for a request, from its interface's record."""
-    events = events_of(records)
+def _span(events: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """(when the app was called, when it was done) for a request, from its interface's events."""
     called = find_event(events, "app_called", "asgi_app_called")
     done = find_event(events, "close", "asgi_app_returned")
     return None if called is None or done is None else (called["ts_us"], done["ts_us"])
@@ -105,7 +104,8 @@ def run(target: Target, report: Report) -> None:
 
 def _check(report: Report, server: str, interface: str, statuses: list[Any],
            found: dict[str, list[dict[str, Any]]], polls: list[str], ordinary: list[str]) -> None:
-    spans = {request_id: _span(found[request_id]) for request_id in polls + ordinary}
+    events = {request_id: events_of(found[request_id]) for request_id in polls + ordinary}
+    spans = {request_id: _span(events[request_id]) for request_id in polls + ordinary}
     poll_spans = [spans[request_id] for request_id in polls]
     on = server if server in ASGI or interface == "wsgi" else f"{server}'s ASGI worker"
     shape = f"{WORKERS} workers" + ("" if interface == "asgi" else " x 1 thread")
@@ -117,14 +117,14 @@ def _check(report: Report, server: str, interface: str, statuses: list[Any],
     # The window in which both polls held the app: from the later call to the earlier end.
     window = (max(begin for begin, _ in poll_spans), min(end for _, end in poll_spans))
     # Times are shown from when nginx received the first poll.
-    start = min(find_event(events_of(found[request_id]), "request_received")["ts_us"] for request_id in polls)
+    start = min(find_event(events[request_id], "request_received")["ts_us"] for request_id in polls)
     inside = []  # (request id, its queue ms, whether it ran while both polls were held)
     came = []
     for request_id in ordinary:
-        received = find_event(events_of(found[request_id]), "request_received")["ts_us"]
+        received = find_event(events[request_id], "request_received")["ts_us"]
         came.append(received)
         if window[0] <= received < window[1]:
-            queued = find_event(events_of(found[request_id]), "queued")
+            queued = find_event(events[request_id], "queued")
             inside.append((request_id, (queued or {}).get("queue_us", 0) / 1000,
                            window[0] <= spans[request_id][0] < window[1]))
     ran_inside = [ran for _, _, ran in inside]
