@@ -32,6 +32,23 @@ def test_n_plus_one_lab_counts_one_query_per_item_and_flags_the_run(stack):
     assert len(report.checks) == 9
 
 
+def test_n_plus_one_reads_a_join_and_an_in_list_from_the_statements_the_trace_keeps():
+    from wsgilab.container.db_trace import sanitized
+    from wsgilab.labs.n_plus_one import _shapes
+
+    django = ('SELECT "endpoints_item"."id", "endpoints_item"."name", "endpoints_item"."owner_id", '
+              '"endpoints_item"."created_at", "endpoints_owner"."id", "endpoints_owner"."name" FROM "endpoints_item" '
+              'INNER JOIN "endpoints_owner" ON ("endpoints_item"."owner_id" = "endpoints_owner"."id") LIMIT 10')
+    raw = "SELECT i.id, i.name, o.name, i.created_at FROM raw_item i JOIN raw_owner o ON o.id = i.owner_id LIMIT %s"
+    items = "SELECT flask_item.id, flask_item.owner_id FROM flask_item ORDER BY flask_item.id DESC LIMIT %(n)s"
+    owners = "SELECT flask_owner.id, flask_owner.name FROM flask_owner WHERE flask_owner.id IN (%(id_1)s, %(id_2)s)"
+    one = 'SELECT "endpoints_owner"."id" FROM "endpoints_owner" WHERE "endpoints_owner"."id" = %s LIMIT 21'
+    assert len(sanitized(django)) <= 160 and "JOIN" not in sanitized(django)  # cut before the word
+    assert _shapes([{"statement": sanitized(q)} for q in (django, raw, items, owners, one)]) == [
+        "items with their owners (a JOIN)", "items with their owners (a JOIN)", "the items",
+        "their owners in one IN list", "one owner"]
+
+
 @pytest.mark.once_on("native")
 def test_a_slow_query_ends_at_statement_timeout_and_past_the_worker_timeout_runs_on_only_under_uwsgi(tier_stack):
     tier_stack.use(BOTH_SERVERS)

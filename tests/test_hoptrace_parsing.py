@@ -279,3 +279,11 @@ def test_a_queue_after_nginx_retried_other_addresses_says_it_includes_those_trie
     assert retried.splitlines()[-1] == ("  nginx tried 1 other address first (10.0.0.2:8000): the queue above "
                                         "includes those tries, not only a wait for a worker")
     assert "nginx tried" not in render_waterfall("req-00000003", hoplog.events_of(trace("10.0.0.3:8000")))
+
+
+def test_a_query_line_says_one_row_and_two_rows():
+    from wsgilab.hoptrace.waterfall import describe
+
+    said = [describe({"hop": "db", "event": "db_query", "n": n, "statement": "SELECT ?", "duration_us": 300,
+                      "rows": rows, "backend_pid": 7}) for n, rows in ((1, 1), (2, 2))]
+    assert said == ["query 1: SELECT ? (0.3 ms, 1 row, backend 7)", "query 2: SELECT ? (0.3 ms, 2 rows, backend 7)"]

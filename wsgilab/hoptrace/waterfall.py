@@ -124,7 +124,7 @@ _WORDED = {
                          f"{(e.get('duration_us') or 0) / 1000:.3f} ms, backend {e.get('pid')}"),
     "db_query": lambda e: (f"query {e.get('n')}: {statement_words(e.get('statement') or e.get('operation'))} "
                            f"({e.get('duration_us', 0) / 1000:.1f} ms, "
-                           + ("" if e.get("rows") is None else f"{e['rows']} rows, ")
+                           + ("" if e.get("rows") is None else f"{e['rows']} row{'' if e['rows'] == 1 else 's'}, ")
                            + f"backend {e.get('backend_pid')})"
                            + (f", the same as query {e['same_as']}" if e.get("same_as") else "")
                            + (f": raised {e['error']}" if e.get("error") else "")),

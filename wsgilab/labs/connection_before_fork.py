@@ -209,7 +209,8 @@ def _sessions_words(app: str, server: str, step: Step, expected: int) -> str:
         return "0 sessions: each worker's post_fork closed the pool it inherited, ending the master's session too"
     if server == "gunicorn" and step.post_fork:
         return "1 session, the master's: post_fork's dispose(close=False) left it to it; the workers have none yet"
-    return f"1 session, shared by the {WORKERS} workers: the one the master opened as it imported the app"
+    return ("1 session: the one the master opened as it imported the app, before the fork (the queries below "
+            "test whether its workers share it)")
 
 
 def _post_fork_lines(target: Target, since: float) -> dict[str, list[str]]:

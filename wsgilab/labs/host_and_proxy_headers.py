@@ -101,20 +101,25 @@ def run(target: Target, report: Report) -> None:
         # REMOTE_ADDR: the client's address where the server takes it from
         # nginx (CLIENT_ADDRESS_FROM_NGINX); gunicorn's is the peer of its
         # socket, nginx, whatever headers say.
-        client = seen["HTTP_X_FORWARDED_FOR"]
+        # The client's address is the one nginx logged for this request ("client": its $remote_addr).
+        request_id = reply.header("X-Request-ID") or ""
+        logged = [r for r in target.records(request_id, {"nginx"}, wait_s=3) if r.get("hop") == "nginx"] \
+            if request_id else []
+        client = str(logged[0].get("client")) if logged else None
         remote_as_told = _is_address(seen["REMOTE_ADDR"]) and seen["REMOTE_ADDR"] != "6.6.6.6" and (
             seen["REMOTE_ADDR"] == client if server in CLIENT_ADDRESS_FROM_NGINX else True)
         host = None if server in CLEARS_FORWARDED_HOST else "localhost"
         report.check(
             f"/{app}/environ on {server}: X-Forwarded-For 6.6.6.6, -Proto https, -Host evil.example",
-            "nginx's own values in the environ: the client's address, http, "
+            "nginx's own values in the environ: the client's address (as nginx logged it), http, "
             + ("no X-Forwarded-Host (Waitress clears it: not a header it trusts)" if host is None else "localhost")
-            + "; REMOTE_ADDR " + CLIENT_ADDRESS_FROM_NGINX.get(server, "nginx's, the socket's peer"),
-            ", ".join(f"{key}={value}" for key, value in seen.items()),
-            reply.status == 200 and _is_address(client) and client != "6.6.6.6" and "6.6.6.6" not in str(client)
+            + "; REMOTE_ADDR " + CLIENT_ADDRESS_FROM_NGINX.get(
+                server, "an address, not the forged one (gunicorn's is its socket's peer: nginx)"),
+            ", ".join(f"{key}={value}" for key, value in seen.items()) + f"; nginx logged the client as {client}",
+            reply.status == 200 and _is_address(client) and seen["HTTP_X_FORWARDED_FOR"] == client
             and seen["HTTP_X_FORWARDED_PROTO"] == "http" and seen["HTTP_X_FORWARDED_HOST"] == host
             and seen["wsgi.url_scheme"] == "http" and remote_as_told,
-            [reply.header("X-Request-ID") or ""],
+            [request_id],
         )
 
     if target.container_ids is not None and target.container_ids():

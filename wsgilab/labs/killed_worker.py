@@ -115,7 +115,7 @@ def run(target: Target, report: Report) -> None:
             f"POST /{app}/slow?ms={SLOW_MS} on {server}; after {SETTLE_S:.0f} s, kill -9 its "
             f"{len(killed)} worker(s)",
             f"502 at once (within {AT_ONCE_S:.0f} s of the kill, not after the view's 5 s), from one try: "
-            "nginx does not send the POST again",
+            "nginx does not send the POST again; no WSGI record (the worker died before it could write one)",
             f"{reply.status} after {elapsed:.1f} s ({after_kill:.2f} s after the kill); "
             f"nginx tried the app {len(tries)} time(s) "
             f"(upstream_status {nginx.get('upstream_status') or '-'}); logged by {', '.join(sorted(hops_of(records)))}"

@@ -150,11 +150,11 @@ def run(target: Target, report: Report) -> None:
             limit_s = HOLD_S - DONE_BEFORE_READ_S
             if opted_out and size >= OWN_BUFFER.get(servers[app], 0):
                 report.check(what, f"the worker is held until the client reads: close() {HOLD_S - 1:.0f} s or "
-                             "more after the call", seen,
+                             "more after the call; the client then reads the whole body", seen,
                              whole and all(ms is not None and ms >= (HOLD_S - 1) * 1000 for ms in held), ids[:1])
                 continue
             holder = (f"{servers[app]} holds the response itself, under {OWN_BUFFER[servers[app]] >> 20} MiB"
                       if opted_out else "nginx holds the response for the client")
             report.check(what, f"the worker is done long before the client reads (close() within {limit_s:.0f} s "
-                         f"of the call): {holder}", seen,
+                         f"of the call): {holder}; the client then reads the whole body", seen,
                          whole and all(ms is not None and ms < limit_s * 1000 for ms in held), ids[:1])
