@@ -95,3 +95,26 @@ def test_an_interrupted_pytests_results_are_the_runs_that_ended_and_say_it_was_c
     assert repeat.interrupted(junit)
     junit.write_text(junit.read_text().replace('<testcase time="0.000"/>', ""))
     assert not repeat.interrupted(junit)
+
+
+def test_the_swarm_repeats_follow_the_compose_tier_beside_the_native_one_as_in_ci():
+    may_start = _repeat().swarm_may_start
+    both = ("native", "compose")
+    assert not may_start(both, {"native": "running", "compose": "running"})
+    assert may_start(both, {"native": "running", "compose": "done"})  # beside native, never beside compose
+    assert not may_start(both, {"native": "done", "compose": "done", "swarm": "running"})  # started once
+    assert not may_start(("native",), {"native": "running"})  # the native tier alone: after it
+    assert may_start(("native",), {"native": "done"})
+    assert may_start(both, {})  # only swarm labs asked for
+
+
+def test_a_load_runs_beside_whichever_line_still_repeats_and_never_a_compose_one_beside_the_swarm():
+    to_start = _repeat().load_to_start
+    both = ("native", "compose")
+    assert to_start(both, True, {"native": "running", "compose": "running"}) is None
+    assert to_start(both, True, {"native": "done", "compose": "running"}) == "native"
+    assert to_start(both, True, {"native": "done", "compose": "done", "swarm": "running"}) == "native"
+    assert to_start(both, True, {"native": "running", "compose": "done", "swarm": "running"}) is None
+    assert to_start(both, True, {"native": "running", "compose": "done", "swarm": "done"}) == "compose"
+    assert to_start(both, False, {"native": "running", "compose": "done"}) == "compose"
+    assert to_start(("native",), False, {"native": "running"}) is None  # a single tier's load starts with it
