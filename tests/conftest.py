@@ -6,8 +6,9 @@ both (side by side under pytest-xdist, one worker per tier). ``--tier swarm``
 deploys it on Docker Swarm (scripts/swarm; tests/test_swarm.py only), and
 never beside the compose tier: leaving the swarm it started cuts Docker's
 DNS for every other running container, the compose stack's included
-(docs/swarm.md). scripts/test runs it after the other two. A test that takes the ``stack`` fixture runs in every *phase*: each tier
-with every app on gunicorn, then every app on uWSGI.
+(docs/swarm.md). scripts/test runs it after the other two. A test that
+takes the ``stack`` fixture runs in every *phase*: each tier with every app
+on gunicorn, then every app on uWSGI.
 """
 
 from __future__ import annotations

@@ -164,7 +164,8 @@ def test_a_request_sent_to_the_wrong_app_names_the_app_that_answered_and_why():
                  upstream_span_id="ef" * 8, parent_span_id="")
     found = hoplog.scan([json.dumps(nginx), *served], rid).records
     drawn = render_waterfall(rid, hoplog.events_of(found))
-    assert drawn.splitlines()[0].endswith("GET /flask/slow  500  10.0 ms  django on gunicorn, which did not call the app")
+    assert drawn.splitlines()[0].endswith(
+        "GET /flask/slow  500  10.0 ms  django on gunicorn, which did not call the app")
     assert "gunicorn answered 500 itself: ConfigurationProblem: Configuration problem: Request path '/flask/' " \
            "does not start with SCRIPT_NAME '/django'" in drawn
     exchange = next(span for span in spans_of(found) if span.kind == "client")
@@ -252,9 +253,12 @@ def test_follow_waits_for_the_app_records_of_a_request_nginx_says_an_app_answere
     # A restarted app's container is read a moment after nginx's line: the request must not go in two parts.
     from wsgilab.hoptrace.follow import APP_PATIENCE, Follower
 
-    nginx = json.dumps({"hop": "nginx", "event": "request", "ts_us": 1, "request_id": "req-00000001", "upstream_status": "502, 200"})
-    alone = json.dumps({"hop": "nginx", "event": "request", "ts_us": 1, "request_id": "req-00000002", "upstream_status": "504"})
-    wsgi = json.dumps({"hop": "wsgi", "event": "request", "ts_us": 1, "request_id": "req-00000001", "server": "gunicorn"})
+    nginx = json.dumps({"hop": "nginx", "event": "request", "ts_us": 1, "request_id": "req-00000001",
+                        "upstream_status": "502, 200"})
+    alone = json.dumps({"hop": "nginx", "event": "request", "ts_us": 1, "request_id": "req-00000002",
+                        "upstream_status": "504"})
+    wsgi = json.dumps({"hop": "wsgi", "event": "request", "ts_us": 1, "request_id": "req-00000001",
+                       "server": "gunicorn"})
     server = json.dumps({"hop": "gunicorn", "event": "request", "ts_us": 1, "request_id": "req-00000001"})
     follower = Follower(settle_s=0.5)
     follower.feed(nginx, now=0.0)

@@ -80,9 +80,9 @@ def _log_file(stack, request_id, tmp_path):
     """
     _records(stack, request_id)
     log = tmp_path / "hops.log"
-    log.write_text("\n".join(line for line in hop_log_lines(stack.stack)
-                             if request_id in line or CALLER_TRACE in line or (": *" in line and hoplog.parse_nginx_error(line)))
-                   + "\n")
+    lines = hop_log_lines(stack.stack)
+    log.write_text("\n".join(line for line in lines if request_id in line or CALLER_TRACE in line
+                             or (": *" in line and hoplog.parse_nginx_error(line))) + "\n")
     return log
 
 

@@ -31,7 +31,8 @@ from wsgilab.container.trace_writer import PIPE_BUF, BatchedLineWriter
 
 def _run_writer(script: str, **popen) -> subprocess.Popen:
     """A Python process that imports BatchedLineWriter and runs ``script``, its stdout a pipe to this one."""
-    code = "import os, sys, time\nfrom wsgilab.container.trace_writer import BatchedLineWriter\n" + textwrap.dedent(script)
+    code = ("import os, sys, time\nfrom wsgilab.container.trace_writer import BatchedLineWriter\n"
+            + textwrap.dedent(script))
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO, **popen)
 
 

@@ -1,4 +1,5 @@
-"""nginx keeps idle connections to a gunicorn app when NGINX_UPSTREAM_KEEPALIVE asks, and opens one per request by default.
+"""nginx keeps idle connections to a gunicorn app when NGINX_UPSTREAM_KEEPALIVE asks, and opens one per request
+by default.
 
 Native tier only: the connections are counted in the host's /proc/net/tcp,
 where nginx and gunicorn run. The compose stack renders the same config

@@ -1,4 +1,5 @@
-"""`hoptrace web` in a real browser: requests appear live, a waterfall reads as `hoptrace show` does, log text stays text.
+"""`hoptrace web` in a real browser: requests appear live, a waterfall reads as `hoptrace show` does, log text
+stays text.
 
 Native tier: `hoptrace web` reads the native stack's logs as they are
 written (`tail -F`, on its stdin), and Debian's chromium, headless, driven by

@@ -173,13 +173,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             nginx="proxy_request_buffering, uwsgi_request_buffering", lab_may_change=True),
     Setting("NGINX_UPSTREAM_KEEPALIVE", "0", "pool", "idle connections nginx keeps open to each app on an HTTP "
             "server (gunicorn, Granian, Waitress) for its next requests; 0 opens one per request and looks the app's "
-            "address up each time, so a recreated container is found and a stopped one is a 502 at once. Above 0, nginx 1.27.3 and later "
-            "(the image's) look the name up again every second: recreated and added containers are found, and a "
+            "address up each time, so a recreated container is found and a stopped one is a 502 at once. Above 0, "
+            "nginx 1.27.3 and later (the image's) look the name up again every second: recreated and added "
+            "containers are found, and a "
             "stopped app is a 502 from the next look-up on (a request in the second before it waits "
             "NGINX_CONNECT_TIMEOUT and ends 504); an older nginx looks it up once, at start. On gunicorn it "
             "pays only with the gthread worker (WSGI_THREADS above 1: a sync worker closes every connection); nginx "
-            "keeps no "
-            "connection to uWSGI (its uwsgi module has no keep-alive)", "nginx",
+            "keeps no connection to uWSGI (its uwsgi module has no keep-alive)", "nginx",
             nginx="upstream { keepalive }, server resolve", lab_may_change=True),
     Setting("NGINX_TCP_TW_REUSE", "1", "tw_reuse", "whether nginx may reuse, for a new connection to an app "
             "server, a local port whose last connection is still in TIME_WAIT: nginx opens a connection per "

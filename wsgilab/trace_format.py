@@ -60,8 +60,8 @@ SPAN = ("trace_id", "span_id", "parent_span_id")
 RECORDS = {
     "nginx": RecordKind(
         "nginx", "request", "log_format lab_json in nginx/nginx.conf; ts_us is when the response was sent",
-        COMMON + SPAN + ("upstream_span_id", "client", "connection", "connection_requests", "method", "uri", "status", "bytes_sent",
-                  "request_time", "upstream", "upstream_protocol", "upstream_connect_time",
+        COMMON + SPAN + ("upstream_span_id", "client", "connection", "connection_requests", "method", "uri", "status",
+                         "bytes_sent", "request_time", "upstream", "upstream_protocol", "upstream_connect_time",
                   "upstream_header_time", "upstream_response_time", "upstream_status")),
     "gunicorn": RecordKind(
         "gunicorn", "request", "wsgilab.container.gunicorn_trace (JsonLogger, post_request hook)",

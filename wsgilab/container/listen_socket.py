@@ -20,7 +20,8 @@ assuming it:
 
 These come from ``/proc/net/tcp``, ``/proc/net/tcp6`` and ``/proc/net/netstat``. Run inside
 an app container (``python -m wsgilab.container.listen_socket [PORT]``; the
-port the container's server binds by default) it prints them as JSON; the labs read a container's tables from the host when they can
+port the container's server binds by default) it prints them as JSON; the
+labs read a container's tables from the host when they can
 (``/proc/PID/net/tcp``) and ask this only for the limit.
 """
 

@@ -57,7 +57,8 @@ def describe_packet(variables: dict[str, str]) -> list[str]:
     """The packet, a line per part: the header, then each variable's lengths and text."""
     packet = encode_request(variables)
     size = struct.unpack("<H", packet[1:3])[0]
-    lines = [f"the uwsgi packet nginx sent, rebuilt from the environ: a 4-byte header, then {len(variables)} variables in {size} bytes",
+    lines = [f"the uwsgi packet nginx sent, rebuilt from the environ: a 4-byte header, then {len(variables)} "
+             f"variables in {size} bytes",
              f"  {_hex(packet[:4])}  header: modifier1 {MODIFIER_WSGI} (a WSGI request), {size} bytes of "
              f"variables (0x{size:04x}, little-endian), modifier2 0"]
     for key, value in variables.items():
