@@ -118,3 +118,17 @@ def test_a_load_runs_beside_whichever_line_still_repeats_and_never_a_compose_one
     assert to_start(both, True, {"native": "running", "compose": "done", "swarm": "done"}) == "compose"
     assert to_start(both, False, {"native": "running", "compose": "done"}) == "compose"
     assert to_start(("native",), False, {"native": "running"}) is None  # a single tier's load starts with it
+
+
+def test_a_test_without_parameters_is_one_row_of_all_its_runs_and_a_stackless_one_counts_each_tiers(tmp_path):
+    repeat = _repeat()
+    junit = tmp_path / "native.xml"
+    junit.write_text('<testsuites><testsuite name="pytest">'
+                     '<testcase classname="tests.test_docs" name="test_y[1-2]" time="0.1"/>'
+                     '<testcase classname="tests.test_docs" name="test_y[2-2]" time="0.3"/>'
+                     '<testcase classname="tests.test_labs" name="test_x[native-uwsgi-12-20]" time="2.5"/>'
+                     '</testsuite></testsuites>')
+    runs = repeat.results(junit)
+    assert runs == {"tests/test_docs.py::test_y": [(True, 0.1, ""), (True, 0.3, "")],
+                    "tests/test_labs.py::test_x[native-uwsgi]": [(True, 2.5, "")]}
+    assert repeat.table(runs, {})[2:] == ["| test_y | - | - | 2/2 | 0.3 s |", "| test_x | native | uwsgi | 1/1 | 2.5 s |"]
