@@ -45,7 +45,7 @@ def test_n_plus_one_reads_a_join_and_an_in_list_from_the_statements_the_trace_ke
     one = 'SELECT "endpoints_owner"."id" FROM "endpoints_owner" WHERE "endpoints_owner"."id" = %s LIMIT 21'
     assert len(sanitized(django)) <= 160 and "JOIN" not in sanitized(django)  # cut before the word
     assert _shapes([{"statement": sanitized(q)} for q in (django, raw, items, owners, one)]) == [
-        "items with their owners (a JOIN)", "items with their owners (a JOIN)", "the items",
+        "items and owners in one statement", "items and owners in one statement", "the items",
         "their owners in one IN list", "one owner"]
 
 

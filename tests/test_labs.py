@@ -142,6 +142,27 @@ def test_slow_readers_free_the_worker_when_nginx_buffers_and_hold_it_when_the_re
     assert len(report.checks) == 3 * 2
 
 
+def test_a_slow_reader_counts_the_body_it_read_chunked_or_not_and_a_body_cut_short_is_not_whole():
+    import socket
+
+    from wsgilab.labs.slow_readers import _body_bytes
+
+    def counted(response: bytes) -> int:
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            theirs.sendall(response)
+            theirs.close()
+            return _body_bytes(ours)
+
+    assert counted(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello") == 5
+    assert counted(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello") == -1
+    assert counted(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello") == 5
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\na;x=1\r\n0123456789\r\n0\r\n\r\n"
+    assert counted(chunked) == 13
+    assert counted(chunked[:-12]) == -1  # ends inside the second chunk
+    assert counted(b"HTTP/1.1 200 OK\r\n") == -1
+
+
 @pytest.mark.one_server_on("compose", "gunicorn")  # Docker's part: the same for uWSGI
 def test_an_app_that_fails_to_import_exits_saying_why_and_nginx_answers_502(stack):
     report = _run(stack, "import-failure")

@@ -131,4 +131,5 @@ def test_a_test_without_parameters_is_one_row_of_all_its_runs_and_a_stackless_on
     runs = repeat.results(junit)
     assert runs == {"tests/test_docs.py::test_y": [(True, 0.1, ""), (True, 0.3, "")],
                     "tests/test_labs.py::test_x[native-uwsgi]": [(True, 2.5, "")]}
-    assert repeat.table(runs, {})[2:] == ["| test_y | - | - | 2/2 | 0.3 s |", "| test_x | native | uwsgi | 1/1 | 2.5 s |"]
+    assert repeat.table(runs, {})[2:] == ["| test_y | - | - | 2/2 | 0.3 s |",
+                                          "| test_x | native | uwsgi | 1/1 | 2.5 s |"]

@@ -8,7 +8,7 @@ import json
 from wsgilab.container.labkit import flattened
 from wsgilab.labs.around_nginx import (app_network, app_server, did_not_connect, host_route,
                                        neighbour_connects, no_local_route, services)
-from wsgilab.labs.kit import APPS, Outcome, Report, Target, hops_of, served_by
+from wsgilab.labs.kit import APPS, Outcome, Report, Target, hops_of, nginx_record, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = "Host and proxy headers: unknown hosts refused, spoofed X-Forwarded-* overwritten"
@@ -98,24 +98,24 @@ def run(target: Target, report: Report) -> None:
             environ = {}
         seen = {key: environ.get(key) for key in ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
                                                   "HTTP_X_FORWARDED_HOST", "wsgi.url_scheme", "REMOTE_ADDR")}
-        # REMOTE_ADDR: the client's address where the server takes it from
-        # nginx (CLIENT_ADDRESS_FROM_NGINX); gunicorn's is the peer of its
-        # socket, nginx, whatever headers say.
         # The client's address is the one nginx logged for this request ("client": its $remote_addr).
+        # REMOTE_ADDR is that address where the server takes it from nginx
+        # (CLIENT_ADDRESS_FROM_NGINX); gunicorn's is the peer of its socket,
+        # whatever headers say.
         request_id = reply.header("X-Request-ID") or ""
-        logged = [r for r in target.records(request_id, {"nginx"}, wait_s=3) if r.get("hop") == "nginx"] \
-            if request_id else []
-        client = str(logged[0].get("client")) if logged else None
+        client = nginx_record(target.records(request_id, {"nginx"}, wait_s=3)).get("client") if request_id else None
         remote_as_told = _is_address(seen["REMOTE_ADDR"]) and seen["REMOTE_ADDR"] != "6.6.6.6" and (
             seen["REMOTE_ADDR"] == client if server in CLIENT_ADDRESS_FROM_NGINX else True)
         host = None if server in CLEARS_FORWARDED_HOST else "localhost"
         report.check(
             f"/{app}/environ on {server}: X-Forwarded-For 6.6.6.6, -Proto https, -Host evil.example",
-            "nginx's own values in the environ: the client's address (as nginx logged it), http, "
-            + ("no X-Forwarded-Host (Waitress clears it: not a header it trusts)" if host is None else "localhost")
+            "200, with nginx's own values in the environ: X-Forwarded-For the client's address (as nginx logged "
+            "it), -Proto http and wsgi.url_scheme http, -Host "
+            + ("absent (Waitress clears it: not a header it trusts)" if host is None else "localhost")
             + "; REMOTE_ADDR " + CLIENT_ADDRESS_FROM_NGINX.get(
-                server, "an address, not the forged one (gunicorn's is its socket's peer: nginx)"),
-            ", ".join(f"{key}={value}" for key, value in seen.items()) + f"; nginx logged the client as {client}",
+                server, "an address other than the forged one (gunicorn sets it from its socket's peer)"),
+            f"{reply.status}, " + ", ".join(f"{key}={value}" for key, value in seen.items())
+            + f"; nginx logged the client as {client}",
             reply.status == 200 and _is_address(client) and seen["HTTP_X_FORWARDED_FOR"] == client
             and seen["HTTP_X_FORWARDED_PROTO"] == "http" and seen["HTTP_X_FORWARDED_HOST"] == host
             and seen["wsgi.url_scheme"] == "http" and remote_as_told,

@@ -152,7 +152,7 @@ def run(target: Target, report: Report) -> None:
         set(healthy_others) == {200})
     report.check(
         f"/{APP}/ once {APP.upper()}_WSGI_APP is back to the app's own",
-        "200, with nginx neither reloaded nor restarted: it looks the new container up by itself",
+        "200, with nginx as it was: the lab never reloads or restarts it",
         f"{back[0]}",
         back[0] == 200,
         [back[2]])

@@ -56,14 +56,14 @@ def _item_queries(records: list[dict]) -> list[dict]:
 
 
 def _shapes(queries: list[dict]) -> list[str]:
-    """What each statement asks, read from its text in the trace (cut at 160 characters, so a JOIN is known by
-    both tables' columns in one statement, not by the word): the claim is checked, not assumed."""
+    """What each statement asks, read from its text in the trace: both tables named in one statement (the trace
+    keeps 160 characters, and Django's JOIN comes after them), or an IN list of owners."""
     shapes = []
     for query in queries:
         statement = " ".join(str(query.get("statement")).split())
         both = "_item" in statement and "_owner" in statement
-        shapes.append("items with their owners (a JOIN)" if both else
-                      "their owners in one IN list" if " IN (" in statement.upper() else
+        shapes.append("items and owners in one statement" if both else
+                      "their owners in one IN list" if "_owner" in statement and " IN (" in statement.upper() else
                       "the items" if "_item" in statement else "one owner")
     return shapes
 
@@ -92,9 +92,10 @@ def run(target: Target, report: Report) -> None:
             continue
         found = target.records_of(ids.values(), {"nginx", "wsgi"})
         joined, looped = _item_queries(found[ids["0"]]), _item_queries(found[ids["1"]])
-        # SQLAlchemy's selectinload asks the items, then their owners in one IN list; Django and the raw app JOIN.
+        # SQLAlchemy's selectinload asks the items, then their owners in one IN list; Django's select_related and
+        # the raw app's SQL JOIN the two tables in one statement.
         shapes = (["the items", "their owners in one IN list"] if app == "flask" else
-                  ["items with their owners (a JOIN)"])
+                  ["items and owners in one statement"])
         report.check(f"/{app}/items?limit={LIMIT} on {server}: the list with its owners, asked up front",
                      f"{len(shapes)} quer{'ies' if len(shapes) > 1 else 'y'}: {', then '.join(shapes)}",
                      f"{len(joined)}: {', then '.join(_shapes(joined)) or 'none'}, {_db_ms(found[ids['0']])} in the "

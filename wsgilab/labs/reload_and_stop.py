@@ -68,7 +68,7 @@ OUTCOMES = (
     Outcome(
         failure="`docker compose restart` under load",
         client_sees="200, but 502 at once for the requests in its gap (about a second here); 200 after "
-                    "it, with nginx neither reloaded nor restarted",
+                    "it, with nginx as it was",
         statuses=("502",),
         hop="nginx",
         gunicorn="`resolver` (Docker's DNS, answers kept 1 s) with the address in a variable, so "
@@ -174,7 +174,7 @@ def _restart_under_load(target: Target, report: Report, servers: dict[str, str])
             f"200 (at least {LEAST_BEFORE} in the second before it), then at most one gap per client, of requests "
             "answered after the restart began (those queued then included), where nginx answers 502 at once "
             f"(under {FAIL_FAST_S:.0f} s; any other status fails, with its trace shown); 200 again after it for "
-            "every client, with nginx neither reloaded nor restarted (the lab restarts only the app's server)",
+            "every client, with nginx as it was (the lab restarts the apps' servers, never nginx)",
             (", ".join(f"{count} x {status}" for status, count in sorted(statuses.items(), key=str))
              + f"; {before} x 200 before the restart; failures over {gap:.1f} s, the first answered "
              f"{min((at + took for at, took in failed), default=restart_began) - restart_began:.1f} s after the "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 import uuid
@@ -94,7 +95,8 @@ CLIENT_RCVBUF = 16 * 1024
 
 
 def _slow_read(target: Target, path: str, request_id: str) -> tuple[int, float]:
-    """GET ``path``, wait HOLD_S before reading a byte, then read it all: (bytes read, seconds in all)."""
+    """GET ``path``, wait HOLD_S before reading a byte, then read it all: (the body's bytes, chunked framing taken
+    off, or -1 if the response ended before its body did; seconds in all)."""
     started = time.monotonic()
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CLIENT_RCVBUF)
@@ -103,10 +105,46 @@ def _slow_read(target: Target, path: str, request_id: str) -> tuple[int, float]:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: {request_id}\r\n"
                      "Connection: close\r\n\r\n".encode())
         time.sleep(HOLD_S)
-        read = 0
+        body = _body_bytes(sock)
+    return body, time.monotonic() - started
+
+
+def _body_bytes(sock: socket.socket) -> int:
+    """Read a response to its end, counting its body's bytes as they come (64 MiB are not kept): the bytes after
+    the headers, or the chunks' own where it is chunked; -1 if the connection closed before the body ended."""
+    buffer = bytearray()
+
+    def more() -> bool:
+        chunk = sock.recv(1 << 20)
+        buffer.extend(chunk)
+        return bool(chunk)
+
+    while b"\r\n\r\n" not in buffer:
+        if not more():
+            return -1
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    buffer[:] = rest
+    if b"\r\ntransfer-encoding: chunked" not in head.lower():
+        length = re.search(rb"\r\ncontent-length:\s*(\d+)", head.lower())
+        count = len(buffer)
         while chunk := sock.recv(1 << 20):
-            read += len(chunk)
-    return read, time.monotonic() - started
+            count += len(chunk)
+        return count if length is None or count == int(length.group(1)) else -1
+    count = 0
+    while True:
+        while b"\r\n" not in buffer:
+            if not more():
+                return -1
+        line, _, _ = bytes(buffer[:buffer.index(b"\r\n")]).partition(b";")
+        size = int(line, 16)
+        if size == 0:
+            return count
+        start = buffer.index(b"\r\n") + 2
+        while len(buffer) < start + size + 2:
+            if not more():
+                return -1
+        count += size
+        del buffer[:start + size + 2]
 
 
 def _worker_held_ms(target: Target, request_id: str) -> float | None:
@@ -138,11 +176,11 @@ def run(target: Target, report: Report) -> None:
             if not ids:
                 continue
             held = [_worker_held_ms(target, request_id) for request_id in ids]
-            whole = all(results[request_id][0] > size for request_id in ids)  # the body and its headers
+            whole = all(results[request_id][0] == size for request_id in ids)
             took = max(results[request_id][1] for request_id in ids)
             shown = ", ".join("not logged" if ms is None else f"{ms / 1000:.2f} s" for ms in held)
-            seen = (f"worker held {shown}; the client{'s' if len(ids) > 1 else ''} read all {size >> 20} MiB: "
-                    f"{'yes' if whole else 'no'}, after {took:.1f} s")
+            seen = (f"worker held {shown}; the client{'s' if len(ids) > 1 else ''} read all {size >> 20} MiB of "
+                    f"the body: {'yes' if whole else 'no'}, after {took:.1f} s")
             opted_out = kind == "stream"
             what = (f"/{app}/{kind}?bytes={size} on {servers[app]}"
                     f"{' (X-Accel-Buffering: no)' if opted_out else ''}, {len(ids)} client(s) that wait "
@@ -150,11 +188,11 @@ def run(target: Target, report: Report) -> None:
             limit_s = HOLD_S - DONE_BEFORE_READ_S
             if opted_out and size >= OWN_BUFFER.get(servers[app], 0):
                 report.check(what, f"the worker is held until the client reads: close() {HOLD_S - 1:.0f} s or "
-                             "more after the call; the client then reads the whole body", seen,
+                             "more after the call; the client then reads the whole body, every byte", seen,
                              whole and all(ms is not None and ms >= (HOLD_S - 1) * 1000 for ms in held), ids[:1])
                 continue
             holder = (f"{servers[app]} holds the response itself, under {OWN_BUFFER[servers[app]] >> 20} MiB"
                       if opted_out else "nginx holds the response for the client")
             report.check(what, f"the worker is done long before the client reads (close() within {limit_s:.0f} s "
-                         f"of the call): {holder}; the client then reads the whole body", seen,
+                         f"of the call): {holder}; the client then reads the whole body, every byte", seen,
                          whole and all(ms is not None and ms < limit_s * 1000 for ms in held), ids[:1])

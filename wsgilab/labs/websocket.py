@@ -144,8 +144,8 @@ def _one(target: Target, report: Report, app: str) -> None:
                                                        ("websocket.send", len(message)))] + [
             ("websocket.disconnect", 0)]
         report.check(what, "101 with the Sec-WebSocket-Accept the key asks for; each message echoed; the client's "
-                     "close frame answered with one; the trace holds every frame with its size, and nginx logged "
-                     "the 101 once the client closed",
+                     "close frame answered with one; the trace holds the ASGI messages in order, and only them: "
+                     "connect, accept, a receive and a send of each message's size, disconnect; nginx logged 101",
                      f"{status}, accept {'right' if headers.get('sec-websocket-accept') == accept else 'wrong'}; "
                      f"echoed {echoed == list(MESSAGES)}; close answered {closing == 0x8}; "
                      f"{len(frames)} frames traced; nginx logged {sent.get('status')}",
