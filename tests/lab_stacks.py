@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import shutil
 import signal
 import socket
@@ -76,10 +77,25 @@ class StackError(RuntimeError):
 
 
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on loopback that nothing uses right now, below the kernel's range of ephemeral ports.
+
+    A stack takes its ports up front and starts a server on one minutes later (a swap to uvicorn, say). A port
+    from the ephemeral range can be taken meanwhile as the local end of an outgoing connection, and the server's
+    listen() then fails with "Address already in use" (seen in CI); no outgoing connection takes a port below it.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise StackError(f"no free port on loopback between 10000 and {low}")
 
 
 def _tail(path: Path, lines: int = 30) -> str:
