@@ -8,6 +8,7 @@
     .venv/bin/python bench/tracing_overhead.py --path "slow?ms=2"   # a view that waits, like one on a database
     .venv/bin/python bench/tracing_overhead.py --sides off,on --pin   # the servers on a CPU of their own
     .venv/bin/python bench/tracing_overhead.py --stack compose --sides off,on --path items   # on the database
+    .venv/bin/python bench/tracing_overhead.py --sides off,on,sampled --sample 10 --path items   # 10 % traced
 
 It starts native stacks side by side (the ones the tests use: nginx,
 gunicorn and uWSGI as local processes), identical but for
@@ -19,6 +20,8 @@ receiver in this process that drops what it gets
 (``wsgilab/container/otel_peer.py``; ``pip install -r
 requirements/bench-otel.txt`` first). In all, nginx and the app server write
 their own JSON line per request, as any deployment logs its access lines.
+"sampled" is HopTrace with nginx recording only ``--sample`` per cent of the
+traces (``WSGILAB_TRACE_SAMPLE``): the others pass the apps unwrapped.
 
 For each combination it loads the "/" endpoint (or --path) through nginx with ApacheBench
 (``ab``, Debian package apache2-utils; keep-alive, fixed concurrency, fixed
@@ -61,6 +64,7 @@ from lab_stacks import APPS, SERVERS, ComposeStack, NativeStack  # noqa: E402
 from processes import master_pid, pin_tree, process_tree_cpu_s  # noqa: E402
 
 from wsgilab.labs.around_nginx import services  # noqa: E402
+from wsgilab.setting_values import SettingError, check_value  # noqa: E402
 
 #: The goal from the tracing issue: the most throughput tracing may cost.
 BUDGET = {"django": 0.05, "flask": 0.05, "raw": 0.10}
@@ -123,9 +127,9 @@ class _SpanSink(http.server.BaseHTTPRequestHandler):
         pass
 
 
-#: Each side: what it sets in the app servers' environment.
-SIDES = {"off": {"WSGILAB_TRACING": "off"}, "on": {}, "otel": {"WSGILAB_TRACING": "otel"}}
-NAMES = {"off": "no tracing", "on": "HopTrace", "otel": "OpenTelemetry SDK"}
+#: Each side: what it sets in the app servers' environment (and nginx's: WSGILAB_TRACE_SAMPLE, set by --sample).
+SIDES = {"off": {"WSGILAB_TRACING": "off"}, "on": {}, "otel": {"WSGILAB_TRACING": "otel"}, "sampled": {}}
+NAMES = {"off": "no tracing", "on": "HopTrace", "otel": "OpenTelemetry SDK", "sampled": "HopTrace, sampled"}
 
 
 def _stack(kind: str, side: str, settings: dict[str, str]) -> NativeStack | ComposeStack:
@@ -162,8 +166,10 @@ def main() -> int:
                         help="native processes (default), or compose stacks as users run them; each side has "
                              "a PostgreSQL of its own (/items needs it)")
     parser.add_argument("--sides", default="off,on,otel",
-                        help="which sides, of off (no tracing), on (HopTrace), otel (the OpenTelemetry SDK); "
-                             "default all three")
+                        help="which sides, of off (no tracing), on (HopTrace), otel (the OpenTelemetry SDK), "
+                             "sampled (HopTrace on --sample per cent of the requests); default off,on,otel")
+    parser.add_argument("--sample", default="10", metavar="PERCENT",
+                        help="the sampled side's WSGILAB_TRACE_SAMPLE (default 10)")
     args = parser.parse_args()
     sides = [side.strip() for side in args.sides.split(",")]
     if args.pin:
@@ -175,9 +181,15 @@ def main() -> int:
     if shutil.which("ab") is None:
         parser.error("needs ApacheBench: apt-get install apache2-utils")
     if set(sides) - set(SIDES) or "off" not in sides:
-        parser.error(f"--sides: off and any of on, otel (got {args.sides})")
+        parser.error(f"--sides: off and any of on, otel, sampled (got {args.sides})")
+    try:
+        check_value("percent", "--sample", args.sample)
+    except SettingError as error:
+        parser.error(str(error))
+    SIDES["sampled"] = {"WSGILAB_TRACE_SAMPLE": args.sample}
+    NAMES["sampled"] = f"HopTrace, {args.sample}% sampled"
     if args.stack == "compose" and "otel" in sides:
-        parser.error("the compose images have no OpenTelemetry SDK: --stack compose --sides off,on")
+        parser.error("the compose images have no OpenTelemetry SDK: --stack compose --sides off,on[,sampled]")
     if "otel" in sides and importlib.util.find_spec("opentelemetry.sdk") is None:
         parser.error("the otel side needs the OpenTelemetry SDK: .venv/bin/pip install -r requirements/bench-otel.txt "
                      "(or --sides off,on)")

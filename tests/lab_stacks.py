@@ -147,7 +147,8 @@ class NativeStack:
     Waitress while a test uses them), and PostgreSQL."""
 
     def __init__(self, app_env: dict[str, str] | None = None) -> None:
-        """``app_env`` is added to every app server's environment (bench/ turns tracing off with it)."""
+        """``app_env`` is added to every app server's environment (bench/ turns tracing off with it), and what of
+        it nginx reads to nginx's (WSGILAB_TRACE_SAMPLE)."""
         self.app_env = dict(app_env or {})
         self.nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
         if self.nginx is None:
@@ -310,8 +311,10 @@ class NativeStack:
         return f"{key[0]}-{key[1]}"
 
     def _nginx_settings(self) -> dict[str, str]:
-        return {name: value for name, value in self.settings.items()
-                if name.startswith("NGINX_") or name.endswith("_PROTOCOL")}
+        """What nginx's config is rendered with: the settings nginx reads, from app_env (a bench's) and a lab's."""
+        chosen = {**self.app_env, **self.settings}
+        return {name: value for name, value in chosen.items() if name in settings.SETTINGS
+                and (settings.SETTINGS[name].read_by == "nginx" or name.endswith("_PROTOCOL"))}
 
     def protocols(self) -> dict[str, str]:
         return protocols_of(self.settings)

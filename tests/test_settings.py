@@ -63,7 +63,7 @@ def test_swarm_override_spells_every_swarm_setting_with_the_tables_default():
 
 def test_render_config_defaults_are_the_tables():
     script = RENDER_CONFIG.read_text()
-    for name in ("NGINX_CONNECT_TIMEOUT", "NGINX_READ_TIMEOUT"):
+    for name in ("NGINX_CONNECT_TIMEOUT", "NGINX_READ_TIMEOUT", "WSGILAB_TRACE_SAMPLE"):
         assert f"${{{name}:-{settings.SETTINGS[name].default}}}" in script, name
     assert f"${{NGINX_SERVER_NAMES:-{settings.SETTINGS['WSGILAB_SERVER_NAMES'].default}}}" in script
     assert "_SERVER:-gunicorn}" in script and all(
@@ -78,7 +78,9 @@ def _render(tmp_path, **env):
 @pytest.mark.parametrize("name, value", [
     ("NGINX_CONNECT_TIMEOUT", "0"), ("NGINX_CONNECT_TIMEOUT", "5s"), ("NGINX_READ_TIMEOUT", "-1"),
     ("NGINX_READ_TIMEOUT", "90"), ("NGINX_CONNECT_TIMEOUT", "2"), ("RAW_SERVER", "waitress"), ("RAW_SERVER", "tornado"),
-    ("DJANGO_SERVER", "uwsgi"), ("FLASK_SERVER", "Gunicorn"),
+    ("DJANGO_SERVER", "uwsgi"), ("FLASK_SERVER", "Gunicorn"), ("WSGILAB_TRACE_SAMPLE", "12.5"),
+    ("WSGILAB_TRACE_SAMPLE", "0"), ("WSGILAB_TRACE_SAMPLE", "101"), ("WSGILAB_TRACE_SAMPLE", "1.234"),
+    ("WSGILAB_TRACE_SAMPLE", "ten"), ("WSGILAB_TRACE_SAMPLE", "-5"),
 ])
 def test_render_config_takes_and_refuses_what_the_table_does(tmp_path, name, value):
     done = _render(tmp_path, **{name: value})

@@ -73,6 +73,33 @@ def trace_of(traceparent: str | None, request_id: str) -> tuple[str, str]:
     return (request_id if TRACE_ID.fullmatch(request_id) else new_trace_id()), ""
 
 
+def is_sampled(traceparent: str | None) -> bool:
+    """Whether the request's app side records it: False only for a well-formed traceparent whose sampled flag is 0.
+
+    nginx decides for a trace that starts there (``WSGILAB_TRACE_SAMPLE``) and
+    passes a caller's decision on, as W3C's sampled flag (the lowest bit of
+    the flags). A request without a well-formed traceparent came around nginx:
+    its trace starts in the app, which records it.
+    """
+    parts = _checked_parts(traceparent)
+    return parts is None or int(parts[2], 16) & 1 == 1
+
+
+class ServerSpan(NamedTuple):
+    """The ids a server's own line takes for a request the app side does not record (not sampled)."""
+
+    request_id: str
+    trace_id: str
+    server_parent_id: str
+    server_span_id: str
+
+
+def server_span_only(traceparent: str | None, request_id: str) -> ServerSpan:
+    """The server's worker span for a request that is not sampled: its place in the trace, a fresh id."""
+    trace_id, parent_id = trace_of(traceparent, request_id)
+    return ServerSpan(request_id, trace_id, parent_id, new_span_ids()[0])
+
+
 def span_fields(trace_id: str, span_id: str, parent_id: str) -> str:
     """A span's ids as JSON fields to paste into a record: ``,"trace_id":..,"span_id":..,"parent_span_id":..``.
 

@@ -62,7 +62,9 @@ RECORDS = {
         "nginx", "request", "log_format lab_json in nginx/nginx.conf; ts_us is when the response was sent",
         COMMON + SPAN + ("upstream_span_id", "client", "connection", "connection_requests", "method", "uri", "status",
                          "bytes_sent", "request_time", "upstream", "upstream_protocol", "upstream_connect_time",
-                  "upstream_header_time", "upstream_response_time", "upstream_status")),
+                  "upstream_header_time", "upstream_response_time", "upstream_status"),
+        # W3C's flags, "01" sampled (the apps record it) or "00" (WSGILAB_TRACE_SAMPLE); lines before it lack it.
+        optional=("trace_flags",)),
     "gunicorn": RecordKind(
         "gunicorn", "request", "wsgilab.container.gunicorn_trace (JsonLogger, post_request hook)",
         COMMON + ("worker_class", "worker_requests", "method", "path", "status", "events"),
@@ -126,7 +128,7 @@ class Event:
 #: two events with the same timestamp is the position here.
 EVENTS = (
     Event("request_received", "nginx", "nginx has read the request (its record's ts_us minus request_time)",
-          ("client", "connection", "connection_requests", "method", "uri")),
+          ("client", "connection", "connection_requests", "method", "uri", "trace_flags")),
     Event("queued", "queue", "nginx handed the request on (X-Request-Start); waited queue_us for a worker "
           "(on ASGI, for the server's event loop to call the app)", ("queue_us",)),
     Event("worker_picked_up", "server", "a worker took the request up (gunicorn's pre_request; uWSGI's start; "

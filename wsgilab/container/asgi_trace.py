@@ -22,7 +22,8 @@ context there, so ``mark()`` finds this request's trace on that thread too.
 
 A ``websocket`` scope is traced the same way, for the connection's whole
 life: its ``websocket.connect``, each message each way, its close. A
-``lifespan`` scope passes through untouched.
+``lifespan`` scope passes through untouched, and so does a request whose
+``traceparent`` says it is not sampled, as on the WSGI side.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import IO, Any
 
 from wsgilab.container.trace_writer import written_at_once
 from wsgilab.container.wsgi_trace import MAX_PATH_LOGGED, RequestTrace, _current
+from wsgilab.trace_context import is_sampled
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -86,6 +88,11 @@ class AsgiHopTrace:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        traceparent = next((value for name, value in scope.get("headers", ()) if name == b"traceparent"), None)
+        if traceparent is not None and not is_sampled(traceparent.decode("latin-1")):
+            _current.set(None)  # not sampled: served bare, nothing recorded (wsgi_trace's HopTrace.not_sampled)
             await self.app(scope, receive, send)
             return
         trace = AsgiRequestTrace(scope, self.identity, self.write_line)

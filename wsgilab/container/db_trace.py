@@ -198,11 +198,15 @@ if psycopg is not None:
         """psycopg's cursor, with each execute() recorded in the request's trace (``cursor_factory=``)."""
 
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            if current_trace() is None:  # no request traced (not sampled, or at start): psycopg's own
+                return super().execute(query, params, **kwargs)
             text = _statement_text(query, self.connection)
             with timed_query(text, self.connection.info.backend_pid, self._rows, self._target):
                 return super().execute(commented(text), params, **kwargs)
 
         def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> Any:
+            if current_trace() is None:
+                return super().executemany(query, params_seq, **kwargs)
             text = _statement_text(query, self.connection)
             with timed_query(text, self.connection.info.backend_pid, self._rows, self._target):
                 return super().executemany(commented(text), params_seq, **kwargs)
@@ -226,6 +230,8 @@ if psycopg is not None:
 
 def django_wrapper(execute: Callable, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
     """Django's execute_wrapper: records each query its ORM sends (``with connection.execute_wrapper(...)``)."""
+    if current_trace() is None:
+        return execute(sql, params, many, context)
     cursor, wrapper = context["cursor"], context["connection"]
     raw = getattr(wrapper, "connection", None)
     backend_pid = raw.info.backend_pid if raw is not None and hasattr(raw, "info") else None
@@ -257,6 +263,10 @@ def timed_connection(get: Callable[[], Any], how: str, backend_pid: Callable[[An
 
     ``how``: "pool" (waited for one of a pool's connections) or "connect" (opened a new one).
     """
+    if current_trace() is None:  # nothing to record it in
+        with get() as connection:
+            yield connection
+        return
     started_us, began = time_ns() // 1000, perf_counter_ns()
     with contextlib.ExitStack() as stack:
         try:

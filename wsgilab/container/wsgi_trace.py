@@ -23,16 +23,18 @@ The W3C ``traceparent`` nginx sends places the request in its trace, where
 HopTrace opens the server's worker span and, inside it, the WSGI call's
 (``wsgilab.trace_context``; docs/trace-format.md).
 
+A request whose traceparent says "not sampled" (nginx's ``WSGILAB_TRACE_SAMPLE``,
+or a caller's decision) is served unwrapped and records nothing.
+
 The layers above WSGI add their own events to the same line: ``mark()``
 records one for the request this thread is serving (Django's middleware and
 Flask's request hooks call it), and ``traced_views.traced_view`` wraps a view so
-its call and return are recorded. With no request being traced both are no-ops, so the
-apps run unchanged with ``WSGILAB_TRACING=off``.
+its call and return are recorded. With no request being traced both are no-ops
+(``WSGILAB_TRACING=off``, a request not sampled).
 
-Under uWSGI the request id and the worker span's ids are also handed to uWSGI
-as logvars (``wsgilab_request_id``, ...) for its own request log line (uwsgi.ini
-``log-format``); gunicorn's line reads them from the trace, left in the environ as
-``wsgilab.trace``. It adds only the response header it may be handed (Server-Timing).
+The server's own line gets the request id and the worker span's ids: uWSGI's
+as logvars (uwsgi.ini ``log-format``), gunicorn's from ``wsgilab.trace`` in the
+environ. HopTrace adds only the response header it may be handed (Server-Timing).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from wsgilab.container.nginx_headers import queue_start_us, request_id_of
 from wsgilab.container.traced_file import watched_file, watching
 from wsgilab.container.traced_input import TracedInput, may_have_body
 from wsgilab.container.trace_writer import written_at_once
-from wsgilab.trace_context import new_span_ids, span_fields, trace_of
+from wsgilab.trace_context import ServerSpan, is_sampled, new_span_ids, server_span_only, span_fields, trace_of
 
 try:  # only importable inside a uWSGI worker
     import uwsgi as _uwsgi
@@ -215,13 +217,13 @@ class HopTrace:
         self.write_line = write_line or written_at_once(out or sys.stdout)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        traceparent = environ.get("HTTP_TRACEPARENT")
+        if traceparent is not None and not is_sampled(traceparent):
+            return self.not_sampled(environ, start_response)
         trace = RequestTrace(environ, self.identity, self.write_line)
         _current.set(trace)
         if _uwsgi is not None:
-            _uwsgi.set_logvar("wsgilab_request_id", trace.request_id)
-            _uwsgi.set_logvar("wsgilab_trace_id", trace.trace_id)
-            _uwsgi.set_logvar("wsgilab_span_id", trace.server_span_id)
-            _uwsgi.set_logvar("wsgilab_parent_span_id", trace.server_parent_id)
+            _to_uwsgi_line(trace)
         started = trace.started
         trace.parts.append(
             f'{{"event":"app_called","ts_us":{started},'
@@ -270,3 +272,24 @@ class HopTrace:
                 watched.is_body = True
                 return body
         return _TracedBody(body, trace)
+
+    def not_sampled(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        """Serve a request whose trace is not sampled (its traceparent's flag is 0): the app, unwrapped.
+
+        No line, no events, no Server-Timing, no traceparent comment on its
+        queries (``db_trace`` finds no trace). The server's own line still gets
+        the request id and its worker span's ids: the trace keeps that hop.
+        """
+        environ["wsgilab.trace"] = ids = server_span_only(environ.get("HTTP_TRACEPARENT"), request_id_of(environ))
+        _current.set(None)  # a view's mark() must find no trace, not one an earlier request left unfinished
+        if _uwsgi is not None:
+            _to_uwsgi_line(ids)
+        return self.app(environ, start_response)
+
+
+def _to_uwsgi_line(trace: RequestTrace | ServerSpan) -> None:
+    """Hand the request id and the worker span's ids to uWSGI, for its request line (uwsgi.ini ``log-format``)."""
+    _uwsgi.set_logvar("wsgilab_request_id", trace.request_id)
+    _uwsgi.set_logvar("wsgilab_trace_id", trace.trace_id)
+    _uwsgi.set_logvar("wsgilab_span_id", trace.server_span_id)
+    _uwsgi.set_logvar("wsgilab_parent_span_id", trace.server_parent_id)

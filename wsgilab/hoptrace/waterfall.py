@@ -183,6 +183,10 @@ def heading(request_id: str, events: list[dict[str, Any]]) -> str:
     over = f" over {protocol}" if protocol and protocol != own else ""
     if served_by.get("hop") in INTERFACE_HOPS:
         served = f"{served_by['service']} on {served_by['server']}{over}{which}"
+    elif not_sampled(events):
+        where = f"{served_by['service']} on {served_by['server']}{which}" if served_by else \
+            f"passed to {sent.get('upstream')}"
+        served = f"{where}, not sampled: the app side recorded nothing"
     elif served_by:
         # The server took it up but never called the app: it answered itself
         # (gunicorn: a request it could not turn into an environ).
@@ -212,7 +216,23 @@ def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
 
 def notes(events: list[dict[str, Any]]) -> list[str]:
     """What the trace's lines alone would leave a reader to guess: a missing server hop, a queue with retries."""
-    return missing_hops(events) + retries_in_queue(events)
+    return missing_hops(events) + retries_in_queue(events) + ([NOT_SAMPLED] if not_sampled(events) else [])
+
+
+#: Why a trace that nginx handed on has no app hop, where its flags say it was not sampled.
+NOT_SAMPLED = ("not sampled (trace flags 00): nginx records a share of the traces it starts (WSGILAB_TRACE_SAMPLE), "
+               "and follows a caller's traceparent; the app served it unwrapped, with no WSGI, framework, view or "
+               "query events and no Server-Timing")
+
+
+def not_sampled(events: list[dict[str, Any]]) -> bool:
+    """Whether nginx's record says the request's trace is not sampled (its flags' lowest bit is 0)."""
+    flags = next((e.get("trace_flags") for e in events if e["event"] == "request_received"), None)
+    return isinstance(flags, str) and flags in _UNSAMPLED_FLAGS
+
+
+#: Every two-digit flags value whose sampled bit (the lowest) is 0.
+_UNSAMPLED_FLAGS = frozenset(f"{value:02x}" for value in range(0, 256, 2))
 
 
 def retries_in_queue(events: list[dict[str, Any]]) -> list[str]:

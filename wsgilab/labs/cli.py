@@ -60,12 +60,30 @@ def explain(name: str) -> str:
     return f"== lab {name}: {module.TITLE}\n\n{module.EXPLANATION.strip()}\n"
 
 
-def _trace_flush_ms(control: ComposeControl) -> int:
-    """The running stack's WSGILAB_TRACE_FLUSH_MS (the default if it is not running: the labs then say so)."""
+def _running_settings(control: ComposeControl) -> dict[str, str]:
+    """The running stack's settings; none if it is not running (the labs then say so)."""
     try:
-        return int(control.running_settings().get("WSGILAB_TRACE_FLUSH_MS") or DEFAULT_TRACE_FLUSH_MS)
-    except (ControlError, subprocess.CalledProcessError, ValueError):
-        return DEFAULT_TRACE_FLUSH_MS
+        return control.running_settings()
+    except (ControlError, subprocess.CalledProcessError):
+        return {}
+
+
+def _trace_flush_ms(running: dict[str, str]) -> int:
+    """The running stack's WSGILAB_TRACE_FLUSH_MS, or the default."""
+    value = running.get("WSGILAB_TRACE_FLUSH_MS") or ""
+    return int(value) if value.isdigit() else DEFAULT_TRACE_FLUSH_MS
+
+
+def not_every_trace(running: dict[str, str]) -> str:
+    """Why the labs cannot run on a stack that records only some traces ("" if it records every one)."""
+    sample = running.get("WSGILAB_TRACE_SAMPLE") or "100"
+    try:
+        every = float(sample) >= 100
+    except ValueError:
+        every = False
+    return "" if every else (
+        f"the stack records {sample}% of the traces (WSGILAB_TRACE_SAMPLE={sample}), and the labs read every "
+        "request's trace: bring it up with WSGILAB_TRACE_SAMPLE=100, the default")
 
 
 def main(argv: list[str]) -> int:
@@ -96,9 +114,13 @@ def main(argv: list[str]) -> int:
         # The labs read the logs after almost every request: through docker logs
         # when the project's name is known (fast), else through compose.
         project = compose_project_name()
+        running = _running_settings(control)
+        if not_every_trace(running):
+            print(f"hoptrace lab: {not_every_trace(running)}", file=sys.stderr)
+            return 2
         target = Target(port=args.port, control=control, container_ids=compose_container_ids,
                         log_lines=(lambda: project_log_lines(project)) if project else (lambda: list(compose_logs())),
-                        trace_flush_ms=_trace_flush_ms(control))
+                        trace_flush_ms=_trace_flush_ms(running))
         # On stderr: the reports on stdout are what docs/labs/runs/ records.
         print(f"hoptrace lab: compose project {project or '(none running)'}, driven with {describe(compose)}; "
               f"nginx on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)

@@ -31,11 +31,11 @@ from wsgilab.settings import SETTINGS as SETTINGS_TABLE
 SETTINGS = {name: setting.does for name, setting in LAB_SETTINGS.items()}
 
 
-#: The settings each kind of container gets under their own name (the
-#: per-app ones reach an app as WSGI_SERVER and WSGI_APP, the server names
-#: reach nginx as NGINX_SERVER_NAMES).
+#: The settings each kind of container gets under their own name (the per-app ones reach an app as WSGI_SERVER
+#: and WSGI_APP, the server names reach nginx as NGINX_SERVER_NAMES).
 _SAME_NAME_IN = {reader: [s.name for s in SETTINGS_TABLE.values() if s.read_by == reader
-                          and s.name.startswith(("WSGI_", "NGINX_", "WSGILAB_DB_"))] for reader in ("app", "nginx")}
+                          and s.name.startswith(("WSGI_", "NGINX_", "WSGILAB_DB_", "WSGILAB_TRAC"))]
+                for reader in ("app", "nginx")}
 
 #: The compose services that run an app (docker-compose.yml); nginx is the other one.
 APP_SERVICES = ("django", "flask", "raw")

@@ -228,7 +228,9 @@ def index_page() -> str:
              "hoptrace lab slow-readers --explain    # what a lab shows, without a stack", "```", "",
              "Some labs change the stack while they run (shorter timeouts, fewer workers, a broken app) and put",
              "back the settings it was running with, read off its containers, whether they came from `.env` or",
-             "the shell.", "", "## Where to start (a learning path)", "",
+             "the shell. The labs read every request's trace: on a stack that records only a share of them",
+             "(`WSGILAB_TRACE_SAMPLE` below 100) they refuse to run and say so.", "",
+             "## Where to start (a learning path)", "",
              "New to WSGI? Run these three first, in this order; each builds on the one before "
              "(`--explain` prints a lab's lesson without a stack):", ""]
     for step, (name, teaches) in enumerate(LEARNING_PATH, 1):

@@ -1,0 +1,201 @@
+"""Sampling: a trace whose W3C sampled flag is 0 is served, and recorded by nginx and the server only.
+
+nginx decides for a trace that starts there (WSGILAB_TRACE_SAMPLE per cent
+of the requests, by a hash of $request_id) and passes a caller's own flag on;
+the apps follow the flag. Stackless: the flag's reading, render-config's
+split, HopTrace and AsgiHopTrace in one process. With the stack: a caller's
+unsampled trace in every phase (each tier, every app, gunicorn then uWSGI),
+and nginx's own split at 50 % through a real nginx.
+"""
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+from lab_http import get
+from lab_stacks import REPO, hop_log_lines, wait_until_served
+from test_trace_context import CALLER_SPAN, CALLER_TRACE
+
+from wsgilab.container.asgi_trace import AsgiHopTrace
+from wsgilab.container.server_timing import server_timing_header
+from wsgilab.container.wsgi_trace import HopTrace, current_trace
+from wsgilab.hoptrace import records as hoplog
+from wsgilab.labs.cli import not_every_trace
+from wsgilab.trace_context import is_sampled
+
+UNSAMPLED = f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"
+SAMPLED = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+#: Longer than a worker holds its trace lines before writing them (WSGILAB_TRACE_FLUSH_MS, 50 ms by default).
+LINES_WRITTEN_S = 0.5
+
+
+@pytest.mark.parametrize("traceparent, sampled", [
+    (SAMPLED, True), (UNSAMPLED, False),
+    (f"00-{CALLER_TRACE}-{CALLER_SPAN}-03", True),  # another flag beside it: the lowest bit decides
+    (f"00-{CALLER_TRACE}-{CALLER_SPAN}-02", False),
+    (None, True), ("", True),  # none: the trace starts in the app, which records it
+    (UNSAMPLED.upper(), True),  # not well formed: ignored, as nginx ignores it
+    (f"00-{'0' * 32}-{CALLER_SPAN}-00", True),
+])
+def test_only_a_well_formed_traceparent_with_the_sampled_bit_off_is_not_sampled(traceparent, sampled):
+    assert is_sampled(traceparent) is sampled
+
+
+@pytest.mark.parametrize("value, lines", [
+    ("100", ['    *  "01";']), ("", ['    *  "01";']), ("0", ['    *  "00";']), ("0.00", ['    *  "00";']),
+    ("12.5", ['    12.5%  "01";', '    *  "00";']),
+])
+def test_render_config_splits_the_requests_nginx_starts_a_trace_for(tmp_path, value, lines):
+    done = subprocess.run([str(REPO / "nginx" / "render-config"), str(tmp_path)], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "NGINX_RESOLVER": "127.0.0.1", "WSGILAB_TRACE_SAMPLE": value})
+    assert done.returncode == 0, done.stderr
+    rendered = (tmp_path / "trace_sampling.conf").read_text().splitlines()
+    assert rendered[1] == 'split_clients "$request_id" $lab_sampled_here {' and rendered[2:-1] == lines
+
+
+@pytest.mark.parametrize("running, refused", [
+    ({}, False), ({"WSGILAB_TRACE_SAMPLE": ""}, False), ({"WSGILAB_TRACE_SAMPLE": "100"}, False),
+    ({"WSGILAB_TRACE_SAMPLE": "100.00"}, False), ({"WSGILAB_TRACE_SAMPLE": "10"}, True),
+    ({"WSGILAB_TRACE_SAMPLE": "99.99"}, True), ({"WSGILAB_TRACE_SAMPLE": "0"}, True),
+])
+def test_the_labs_refuse_a_stack_that_records_only_some_traces(running, refused):
+    why = not_every_trace(running)
+    assert bool(why) is refused
+    if refused:
+        assert f"WSGILAB_TRACE_SAMPLE={running['WSGILAB_TRACE_SAMPLE']}" in why and "WSGILAB_TRACE_SAMPLE=100" in why
+
+
+def _environ(traceparent):
+    return {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/raw", "PATH_INFO": "/", "HTTP_X_REQUEST_ID": "a" * 32,
+            "HTTP_TRACEPARENT": traceparent}
+
+
+def _served(traceparent):
+    """(lines written, response headers, what the app found) for one request through HopTrace."""
+    lines, sent, found = [], [], {}
+
+    def app(environ, start_response):
+        found["trace"] = current_trace()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello"]
+
+    traced = HopTrace(app, service="raw", server="gunicorn", write_line=lines.append,
+                      response_header=server_timing_header)
+    environ = _environ(traceparent)
+    body = traced(environ, lambda status, headers, exc_info=None: sent.extend(headers))
+    assert b"".join(body) == b"hello"
+    getattr(body, "close", lambda: None)()
+    return lines, sent, found["trace"], environ["wsgilab.trace"]
+
+
+def test_hoptrace_serves_an_unsampled_request_unwrapped_and_writes_nothing():
+    lines, headers, seen_by_app, ids = _served(UNSAMPLED)
+    assert lines == [] and seen_by_app is None
+    assert headers == [("Content-Type", "text/plain")]  # no Server-Timing
+    # The server's own line still joins the request and the trace.
+    assert (ids.request_id, ids.trace_id, ids.server_parent_id) == ("a" * 32, CALLER_TRACE, CALLER_SPAN)
+    assert len(ids.server_span_id) == 16
+
+
+def test_hoptrace_records_a_sampled_request():
+    lines, headers, seen_by_app, ids = _served(SAMPLED)
+    assert len(lines) == 1 and f'"trace_id":"{CALLER_TRACE}"' in lines[0] and seen_by_app is not None
+    assert [name for name, _ in headers] == ["Content-Type", "Server-Timing"]
+    assert ids.server_parent_id == CALLER_SPAN
+
+
+def _asgi_served(traceparent):
+    lines, sent, found = [], [], {}
+
+    async def app(scope, receive, send):
+        found["trace"] = current_trace()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/raw/", "headers": [(b"traceparent", traceparent.encode())]}
+    asyncio.run(AsgiHopTrace(app, service="raw", server="uvicorn", write_line=lines.append,
+                             response_header=server_timing_header)(scope, receive, send))
+    return lines, sent[0]["headers"], found["trace"]
+
+
+def test_the_asgi_side_follows_the_flag_too():
+    assert _asgi_served(UNSAMPLED) == ([], [], None)
+    lines, headers, seen_by_app = _asgi_served(SAMPLED)
+    assert len(lines) == 1 and seen_by_app is not None and [name for name, _ in headers] == [b"server-timing"]
+
+
+def _request_records(stack, request_id, hops, attempts=40):
+    """The request's records once ``hops`` have all logged it (what is there after ``attempts`` reads)."""
+    for _ in range(attempts):
+        found = [r for r in hoplog.scan(hop_log_lines(stack.stack), request_id).records if r.get("event") == "request"]
+        if {r["hop"] for r in found} >= hops:
+            return found
+        time.sleep(0.25)
+    return found
+
+
+def test_a_callers_unsampled_trace_is_served_and_logged_by_nginx_and_the_server_only(stack, app, tmp_path):
+    reply = get(stack.port, f"/{app}/", headers={"traceparent": UNSAMPLED})
+    assert reply.status == 200
+    assert reply.header("Server-Timing") is None and reply.header("traceresponse").endswith("-00")
+    request_id = reply.header("X-Request-ID")
+    _request_records(stack, request_id, {"nginx", stack.server})
+    time.sleep(LINES_WRITTEN_S)
+    records = {r["hop"]: r for r in _request_records(stack, request_id, {"nginx", stack.server}, attempts=1)}
+    assert set(records) == {"nginx", stack.server}, records  # no wsgi record
+    nginx, server = records["nginx"], records[stack.server]
+    assert nginx["trace_flags"] == "00" and nginx["trace_id"] == server["trace_id"] == CALLER_TRACE
+    assert server["parent_span_id"] == nginx["upstream_span_id"] and len(server["span_id"]) == 16
+    log = tmp_path / "hops.log"
+    log.write_text("\n".join(line for line in hop_log_lines(stack.stack) if request_id in line) + "\n")
+    shown = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "show", request_id, str(log)],
+                           capture_output=True, text=True)
+    heading = shown.stdout.splitlines()[0]
+    assert f"{app} on {stack.server}" in heading and heading.endswith(", not sampled: the app side recorded nothing"), \
+        shown.stdout + shown.stderr
+    assert "not sampled (trace flags 00)" in shown.stdout
+
+
+def _logged_by_nginx_and_server(stack, request_ids, deadline_s=20.0):
+    """Every hop's lines, once nginx and the server have logged each request (and the apps' lines are out)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        time.sleep(LINES_WRITTEN_S)
+        lines = hop_log_lines(stack.stack)
+        logged = {(r["request_id"], r["hop"]) for r in hoplog.scan(lines).records if r.get("event") == "request"}
+        if all((rid, hop) in logged for rid in request_ids for hop in ("nginx", stack.server)) \
+                or time.monotonic() > deadline:
+            return lines
+
+
+@pytest.mark.one_server_on("native", "gunicorn")
+def test_nginx_samples_the_share_of_traces_it_starts_and_the_apps_follow_its_flag(stack):
+    servers = dict(stack.stack.servers)
+    try:
+        stack.stack.reconfigure({"WSGILAB_TRACE_SAMPLE": "50"})
+        wait_until_served(stack.port, servers)
+        replies = [get(stack.port, "/raw/") for _ in range(40)]
+        # Read before nginx is recreated: on compose its log goes with its container.
+        lines = _logged_by_nginx_and_server(stack, [reply.header("X-Request-ID") for reply in replies])
+    finally:
+        stack.stack.reconfigure({})
+        wait_until_served(stack.port, servers)
+    flags = {reply.header("X-Request-ID"): reply.header("traceresponse")[-2:] for reply in replies}
+    # Both kinds among 40: the chance of one kind only is 2 in 2^40.
+    assert set(flags.values()) == {"00", "01"}, flags
+    for reply in replies:
+        assert (reply.header("Server-Timing") is not None) == (flags[reply.header("X-Request-ID")] == "01")
+    for request_id, flag in flags.items():
+        records = {r["hop"]: r for r in hoplog.scan(lines, request_id).records if r.get("event") == "request"}
+        assert records["nginx"]["trace_flags"] == flag
+        # the trace starts at nginx: its trace id is the request id
+        assert records[stack.server]["trace_id"] == records["nginx"]["trace_id"] == request_id
+        assert ("wsgi" in records) == (flag == "01"), (request_id, flag, sorted(records))
