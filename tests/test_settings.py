@@ -80,7 +80,9 @@ def _render(tmp_path, **env):
     ("NGINX_READ_TIMEOUT", "90"), ("NGINX_CONNECT_TIMEOUT", "2"), ("RAW_SERVER", "waitress"), ("RAW_SERVER", "tornado"),
     ("DJANGO_SERVER", "uwsgi"), ("FLASK_SERVER", "Gunicorn"), ("WSGILAB_TRACE_SAMPLE", "12.5"),
     ("WSGILAB_TRACE_SAMPLE", "0"), ("WSGILAB_TRACE_SAMPLE", "101"), ("WSGILAB_TRACE_SAMPLE", "1.234"),
-    ("WSGILAB_TRACE_SAMPLE", "ten"), ("WSGILAB_TRACE_SAMPLE", "-5"),
+    ("WSGILAB_TRACE_SAMPLE", "ten"), ("WSGILAB_TRACE_SAMPLE", "-5"), ("WSGILAB_TRACE_SAMPLE", "010"),
+    ("WSGILAB_TRACE_SAMPLE", "05.5"), ("WSGILAB_TRACE_SAMPLE", "100.0"), ("WSGILAB_TRACE_SAMPLE", "1e2"),
+    ("WSGILAB_TRACE_SAMPLE", "005"), ("WSGILAB_TRACE_SAMPLE", "099.99"), ("WSGILAB_TRACE_SAMPLE", "100.5"),
 ])
 def test_render_config_takes_and_refuses_what_the_table_does(tmp_path, name, value):
     done = _render(tmp_path, **{name: value})

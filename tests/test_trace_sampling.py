@@ -9,6 +9,8 @@ and nginx's own split at 50 % through a real nginx.
 """
 
 import asyncio
+import json
+import logging
 import subprocess
 import sys
 import time
@@ -19,10 +21,12 @@ from lab_stacks import REPO, hop_log_lines, wait_until_served
 from test_trace_context import CALLER_SPAN, CALLER_TRACE
 
 from wsgilab.container.asgi_trace import AsgiHopTrace
+from wsgilab.container.log_lines import AppLogFormatter
 from wsgilab.container.server_timing import server_timing_header
 from wsgilab.container.wsgi_trace import HopTrace, current_trace
 from wsgilab.hoptrace import records as hoplog
 from wsgilab.labs.cli import not_every_trace
+from wsgilab.setting_values import SettingError, check_value
 from wsgilab.trace_context import is_sampled
 
 UNSAMPLED = f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"
@@ -43,6 +47,11 @@ def test_only_a_well_formed_traceparent_with_the_sampled_bit_off_is_not_sampled(
     assert is_sampled(traceparent) is sampled
 
 
+def test_a_percentage_with_a_newline_after_it_is_refused():
+    with pytest.raises(SettingError):  # render-config refuses it too (a shell pattern matches the whole value)
+        check_value("percent", "WSGILAB_TRACE_SAMPLE", "5\n")
+
+
 @pytest.mark.parametrize("value, lines", [
     ("100", ['    *  "01";']), ("", ['    *  "01";']), ("0", ['    *  "00";']), ("0.00", ['    *  "00";']),
     ("12.5", ['    12.5%  "01";', '    *  "00";']),
@@ -59,12 +68,14 @@ def test_render_config_splits_the_requests_nginx_starts_a_trace_for(tmp_path, va
     ({}, False), ({"WSGILAB_TRACE_SAMPLE": ""}, False), ({"WSGILAB_TRACE_SAMPLE": "100"}, False),
     ({"WSGILAB_TRACE_SAMPLE": "100.00"}, False), ({"WSGILAB_TRACE_SAMPLE": "10"}, True),
     ({"WSGILAB_TRACE_SAMPLE": "99.99"}, True), ({"WSGILAB_TRACE_SAMPLE": "0"}, True),
+    ({"WSGILAB_TRACING": "off"}, True), ({"WSGILAB_TRACING": "otel"}, True), ({"WSGILAB_TRACING": "on"}, False),
 ])
 def test_the_labs_refuse_a_stack_that_records_only_some_traces(running, refused):
     why = not_every_trace(running)
     assert bool(why) is refused
-    if refused:
-        assert f"WSGILAB_TRACE_SAMPLE={running['WSGILAB_TRACE_SAMPLE']}" in why and "WSGILAB_TRACE_SAMPLE=100" in why
+    for name, value in running.items():
+        if refused:
+            assert f"{name}={value}" in why, why
 
 
 def _environ(traceparent):
@@ -78,6 +89,7 @@ def _served(traceparent):
 
     def app(environ, start_response):
         found["trace"] = current_trace()
+        found["logged"] = json.loads(AppLogFormatter("raw", "gunicorn").format(logging.makeLogRecord({"msg": "hi"})))
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"hello"]
 
@@ -87,12 +99,13 @@ def _served(traceparent):
     body = traced(environ, lambda status, headers, exc_info=None: sent.extend(headers))
     assert b"".join(body) == b"hello"
     getattr(body, "close", lambda: None)()
-    return lines, sent, found["trace"], environ["wsgilab.trace"]
+    return lines, sent, found["trace"], environ["wsgilab.trace"], found["logged"]
 
 
 def test_hoptrace_serves_an_unsampled_request_unwrapped_and_writes_nothing():
-    lines, headers, seen_by_app, ids = _served(UNSAMPLED)
+    lines, headers, seen_by_app, ids, logged = _served(UNSAMPLED)
     assert lines == [] and seen_by_app is None
+    assert logged["request_id"] == "a" * 32  # what the app logs still names its request
     assert headers == [("Content-Type", "text/plain")]  # no Server-Timing
     # The server's own line still joins the request and the trace.
     assert (ids.request_id, ids.trace_id, ids.server_parent_id) == ("a" * 32, CALLER_TRACE, CALLER_SPAN)
@@ -100,10 +113,18 @@ def test_hoptrace_serves_an_unsampled_request_unwrapped_and_writes_nothing():
 
 
 def test_hoptrace_records_a_sampled_request():
-    lines, headers, seen_by_app, ids = _served(SAMPLED)
+    lines, headers, seen_by_app, ids, logged = _served(SAMPLED)
     assert len(lines) == 1 and f'"trace_id":"{CALLER_TRACE}"' in lines[0] and seen_by_app is not None
     assert [name for name, _ in headers] == ["Content-Type", "Server-Timing"]
-    assert ids.server_parent_id == CALLER_SPAN
+    assert ids.server_parent_id == CALLER_SPAN and logged["request_id"] == "a" * 32
+    _served(UNSAMPLED)
+    assert _served(SAMPLED)[4]["request_id"] == "a" * 32
+
+
+def test_a_line_logged_outside_any_request_after_a_traced_one_names_none():
+    _served(UNSAMPLED)
+    _served(SAMPLED)
+    assert "request_id" not in json.loads(AppLogFormatter("raw", "gunicorn").format(logging.makeLogRecord({})))
 
 
 def _asgi_served(traceparent):
@@ -143,7 +164,8 @@ def _request_records(stack, request_id, hops, attempts=40):
 
 
 def test_a_callers_unsampled_trace_is_served_and_logged_by_nginx_and_the_server_only(stack, app, tmp_path):
-    reply = get(stack.port, f"/{app}/", headers={"traceparent": UNSAMPLED})
+    # /items: its queries take the database tracing's untraced paths (db_trace) in each app's library
+    reply = get(stack.port, f"/{app}/items", headers={"traceparent": UNSAMPLED})
     assert reply.status == 200
     assert reply.header("Server-Timing") is None and reply.header("traceresponse").endswith("-00")
     request_id = reply.header("X-Request-ID")
@@ -199,3 +221,44 @@ def test_nginx_samples_the_share_of_traces_it_starts_and_the_apps_follow_its_fla
         # the trace starts at nginx: its trace id is the request id
         assert records[stack.server]["trace_id"] == records["nginx"]["trace_id"] == request_id
         assert ("wsgi" in records) == (flag == "01"), (request_id, flag, sorted(records))
+
+
+def test_follow_does_not_wait_for_the_app_records_of_a_trace_that_was_not_sampled():
+    from wsgilab.hoptrace.follow import Follower
+
+    def nginx(request_id, flags):
+        return json.dumps({"hop": "nginx", "event": "request", "ts_us": 1, "request_id": request_id,
+                           "upstream_status": "200", "trace_flags": flags})
+
+    server = json.dumps({"hop": "gunicorn", "event": "request", "ts_us": 1, "request_id": "req-unsampled"})
+    follower = Follower(settle_s=0.5)
+    follower.feed(nginx("req-unsampled", "00"), now=0.0)
+    follower.feed(server, now=0.0)
+    follower.feed(nginx("req-sampled-1", "01"), now=0.0)
+    # the unsampled one is whole with nginx's and the server's; the sampled one still waits for its app
+    assert [request_id for request_id, _ in follower.due(now=0.6)] == ["req-unsampled"]
+
+
+def _heading(*records):
+    from wsgilab.hoptrace.waterfall import heading, notes
+
+    events = hoplog.events_of(list(records))
+    return heading("req-0000000a", events), notes(events)
+
+
+NGINX = {"hop": "nginx", "event": "request", "ts_us": 2_000_000, "request_id": "req-0000000a", "method": "GET",
+         "uri": "/raw/", "request_time": "0.002", "trace_flags": "00"}
+
+
+def test_show_calls_a_request_not_sampled_only_where_an_app_answered_it():
+    passed = {**NGINX, "status": 200, "upstream": "10.0.0.2:8000", "upstream_protocol": "http"}
+    server = {"hop": "gunicorn", "event": "request", "ts_us": 1_999_000, "request_id": "req-0000000a",
+              "service": "raw", "server": "gunicorn", "events": [{"event": "worker_picked_up", "ts_us": 1_999_000}]}
+    heading, notes = _heading(passed, server)
+    assert heading.endswith("raw on gunicorn, not sampled: the app side recorded nothing") and len(notes) == 1
+    heading, _ = _heading(passed)  # uvicorn and Waitress write no line of their own
+    assert heading.endswith("passed to 10.0.0.2:8000 (http), not sampled: the app side recorded nothing")
+    heading, _ = _heading({**passed, "status": 504})  # nginx gave up: not the flag's doing
+    assert heading.endswith("no app hop logged it")
+    heading, notes = _heading({**NGINX, "status": 421})  # nginx answered alone
+    assert heading.endswith("answered by nginx alone") and notes == []

@@ -27,7 +27,7 @@ class SettingError(ValueError):
 
 _WSGI_APP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 #: A percentage as nginx's split_clients takes it (render-config checks the same): 0 to 100, at most 2 decimals.
-_PERCENT = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,2})?$")
+_PERCENT = re.compile(r"^(100(\.0{1,2})?|[0-9]{1,2}(\.[0-9]{1,2})?)$")
 _HOST_NAMES = re.compile(r"^[A-Za-z0-9.:_*\[\] -]+$")
 #: The kinds a value of which is one of a few words.
 _CHOICES = {"on_off": ("on", "off"), "tracing": ("on", "off", "otel"), "publish": ("loopback", "all"),
@@ -80,7 +80,7 @@ def check_value(kind: str, name: str, value: str) -> str:
         if value not in ("0", "1", "2"):
             raise SettingError(f"{name} must be 0, 1 or 2 (net.ipv4.tcp_tw_reuse), not {value!r}")
     elif kind == "percent":
-        if not _PERCENT.match(value) or float(value) > 100:
+        if not _PERCENT.fullmatch(value):
             raise SettingError(f"{name} must be a percentage from 0 to 100, with at most 2 decimals, not {value!r}")
     elif kind == "host_names":
         if not _HOST_NAMES.match(value):

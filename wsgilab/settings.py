@@ -159,10 +159,12 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "each line at once. "
             "A worker killed with SIGKILL loses the lines it held: at most this long's worth "
             "(wsgilab/container/trace_writer.py)", "app"),
-    Setting("WSGILAB_TRACE_SAMPLE", "100", "percent", "the share of requests, in per cent, whose trace the apps "
-            "record when the trace starts at nginx (W3C's sampled flag, which nginx sends on in `traceparent`); "
-            "the others are served unwrapped, and only nginx and the server log them. A caller's own traceparent "
-            "keeps its flag. The labs and the tour read every request's trace: 100", "nginx",
+    Setting("WSGILAB_TRACE_SAMPLE", "100", "percent", "the share of requests, in per cent (0 to 100, at most 2 "
+            "decimals), whose trace the apps record, where the trace starts at nginx: nginx picks them at random "
+            "and sends W3C's sampled flag on in `traceparent`. The others are served unwrapped: no WSGI, framework, "
+            "view or query events, no queue time, no Server-Timing; nginx logs them, gunicorn and uWSGI too. A "
+            "caller's own traceparent keeps its flag, 01 or 00. Keep 100 for the labs and the tour, which read "
+            "every request's trace (docs/performance-sampling.md)", "nginx",
             nginx="split_clients on $request_id (trace_sampling.conf)", lab_may_change=True),
     Setting("NGINX_CONNECT_TIMEOUT", "5", "seconds", "how long nginx tries to connect to an app server before "
             "it answers 504 (a full listen queue ends here)", "nginx",

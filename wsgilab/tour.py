@@ -153,7 +153,9 @@ def run(pages: dict[str, str], port: int, env: dict[str, str],
 
 def _use_on_compose(servers: dict[str, str], settings: dict[str, str]) -> None:
     """Put the apps ``servers`` names on those servers, with ``settings`` (the rest as .env says), with compose."""
-    env = {**os.environ, **settings, **{f"{app.upper()}_SERVER": server for app, server in servers.items()}}
+    # Every trace recorded: the steps read them, whatever .env or the shell sample.
+    env = {**os.environ, "WSGILAB_TRACE_SAMPLE": "100", **settings,
+           **{f"{app.upper()}_SERVER": server for app, server in servers.items()}}
     subprocess.run(["docker", "compose", "up", "-d", "--wait"], cwd=REPO, env=env, check=True,
                    capture_output=True)
 

@@ -85,6 +85,14 @@ def is_sampled(traceparent: str | None) -> bool:
     return parts is None or int(parts[2], 16) & 1 == 1
 
 
+def flags_sampled(flags: object) -> bool:
+    """Whether W3C trace flags as nginx logs them ("01", "00") say sampled; anything else (an older line
+    without them, a malformed value) counts as sampled, as every request was before sampling."""
+    if not isinstance(flags, str) or len(flags) != 2 or not all(c in "0123456789abcdef" for c in flags):
+        return True
+    return int(flags, 16) & 1 == 1
+
+
 class ServerSpan(NamedTuple):
     """The ids a server's own line takes for a request the app side does not record (not sampled)."""
 

@@ -35,6 +35,8 @@ from json.encoder import encode_basestring_ascii as _json_string
 from time import time_ns
 from typing import IO, Any
 
+from wsgilab.container.log_lines import UNTRACED_REQUEST
+from wsgilab.container.nginx_headers import request_id_of
 from wsgilab.container.trace_writer import written_at_once
 from wsgilab.container.wsgi_trace import MAX_PATH_LOGGED, RequestTrace, _current
 from wsgilab.trace_context import is_sampled
@@ -93,10 +95,13 @@ class AsgiHopTrace:
         traceparent = next((value for name, value in scope.get("headers", ()) if name == b"traceparent"), None)
         if traceparent is not None and not is_sampled(traceparent.decode("latin-1")):
             _current.set(None)  # not sampled: served bare, nothing recorded (wsgi_trace's HopTrace.not_sampled)
+            request_id = next((value for name, value in scope.get("headers", ()) if name == b"x-request-id"), b"")
+            UNTRACED_REQUEST.set(request_id_of({"HTTP_X_REQUEST_ID": request_id.decode("latin-1")}))
             await self.app(scope, receive, send)
             return
         trace = AsgiRequestTrace(scope, self.identity, self.write_line)
         _current.set(trace)
+        UNTRACED_REQUEST.set(None)
         trace.parts.append(
             f'{{"event":"asgi_app_called","ts_us":{trace.started},"type":"{kind}",'
             f'"method":{_json_string(str(scope.get("method", "")))},'

@@ -38,6 +38,7 @@ import os
 import sys
 import time
 import traceback
+from contextvars import ContextVar
 from typing import IO, Any
 
 #: The record kind these lines are (wsgilab.trace_format: "launch-log", "uwsgi-log").
@@ -114,6 +115,11 @@ def relay_stderr(hop: str, service: str, server: str) -> None:
     os.close(write_fd)
 
 
+#: The request id of the request this thread (or task) serves untraced (its trace not sampled), for the lines
+#: the app logs while it runs; HopTrace sets it for such a request and clears it for a traced one.
+UNTRACED_REQUEST: ContextVar[str | None] = ContextVar("wsgilab_untraced_request", default=None)
+
+
 class AppLogFormatter(logging.Formatter):
     """A ``logging`` record as one JSON line (wsgilab.trace_format: app-log), with its request's id."""
 
@@ -131,6 +137,8 @@ class AppLogFormatter(logging.Formatter):
         trace = current_trace()
         if trace is not None:
             line["request_id"] = trace.request_id
+        elif UNTRACED_REQUEST.get() is not None:
+            line["request_id"] = UNTRACED_REQUEST.get()
         elif getattr(record, "request_id", "-") != "-":  # a server's word on a request it has not run yet
             line["request_id"] = record.request_id
         if record.exc_info:

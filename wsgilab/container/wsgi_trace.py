@@ -48,6 +48,7 @@ from json.encoder import encode_basestring_ascii as _json_string
 from time import time_ns
 from typing import IO, Any
 
+from wsgilab.container.log_lines import UNTRACED_REQUEST
 from wsgilab.container.nginx_headers import queue_start_us, request_id_of
 from wsgilab.container.traced_file import watched_file, watching
 from wsgilab.container.traced_input import TracedInput, may_have_body
@@ -222,6 +223,7 @@ class HopTrace:
             return self.not_sampled(environ, start_response)
         trace = RequestTrace(environ, self.identity, self.write_line)
         _current.set(trace)
+        UNTRACED_REQUEST.set(None)
         if _uwsgi is not None:
             _to_uwsgi_line(trace)
         started = trace.started
@@ -278,10 +280,11 @@ class HopTrace:
 
         No line, no events, no Server-Timing, no traceparent comment on its
         queries (``db_trace`` finds no trace). The server's own line still gets
-        the request id and its worker span's ids: the trace keeps that hop.
+        the request id and its worker span's ids, and what the app logs the id.
         """
         environ["wsgilab.trace"] = ids = server_span_only(environ.get("HTTP_TRACEPARENT"), request_id_of(environ))
         _current.set(None)  # a view's mark() must find no trace, not one an earlier request left unfinished
+        UNTRACED_REQUEST.set(ids.request_id)  # what the app logs still names its request
         if _uwsgi is not None:
             _to_uwsgi_line(ids)
         return self.app(environ, start_response)

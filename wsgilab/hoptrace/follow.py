@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from wsgilab.hoptrace.records import parse_line
+from wsgilab.trace_context import flags_sampled
 from wsgilab.trace_format import INTERFACE_HOPS, SERVER_HOPS
 
 
@@ -67,9 +68,12 @@ def _awaits_app(records: list[dict[str, Any]]) -> bool:
     """Whether nginx's record says an app answered the request (an upstream status of the app's, not
     nginx's own 502 or 504) and no record of the app's WSGI layer has come yet."""
     # nginx logs the status of each app it tried ("502, 200" after a retry): the last one answered.
-    status = str(next((r.get("upstream_status") for r in records if r.get("hop") == "nginx"), "")).split(",")[-1]
+    nginx = next((r for r in records if r.get("hop") == "nginx"), {})
+    status = str(nginx.get("upstream_status", "")).split(",")[-1]
     answered = status.strip().isdigit() and status.strip() not in ("502", "504")
-    return answered and not any(r.get("hop") in INTERFACE_HOPS for r in records)
+    # A trace that is not sampled gets no record of the app's: nothing to wait for.
+    return answered and flags_sampled(nginx.get("trace_flags")) and not any(
+        r.get("hop") in INTERFACE_HOPS for r in records)
 
 
 def _all_in(records: list[dict[str, Any]]) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 from wsgilab.hoptrace.repeats import repeated_statements
 from wsgilab.setting_values import PROTOCOLS
 
+from wsgilab.trace_context import flags_sampled
 from wsgilab.trace_format import INTERFACE_HOPS, SERVER_HOPS
 
 
@@ -181,12 +182,14 @@ def heading(request_id: str, events: list[dict[str, Any]]) -> str:
     protocol = sent.get("upstream_protocol")
     own = PROTOCOLS.get(served_by.get("server", ""), (protocol,))[0]
     over = f" over {protocol}" if protocol and protocol != own else ""
+    unrecorded = ", not sampled: the app side recorded nothing"
     if served_by.get("hop") in INTERFACE_HOPS:
         served = f"{served_by['service']} on {served_by['server']}{over}{which}"
-    elif not_sampled(events):
-        where = f"{served_by['service']} on {served_by['server']}{which}" if served_by else \
-            f"passed to {sent.get('upstream')}"
-        served = f"{where}, not sampled: the app side recorded nothing"
+    elif served_by and not_sampled(events) and not any(e["event"] == "answered_itself" for e in events):
+        served = f"{served_by['service']} on {served_by['server']}{which}{unrecorded}"
+    elif not served_by and not_sampled(events) and sent.get("upstream_protocol") and status not in (502, 504):
+        # a server that writes no line of its own (uvicorn, Waitress) served it
+        served = f"passed to {sent.get('upstream')} ({sent['upstream_protocol']}){unrecorded}"
     elif served_by:
         # The server took it up but never called the app: it answered itself
         # (gunicorn: a request it could not turn into an environ).
@@ -216,23 +219,20 @@ def render_waterfall(request_id: str, events: list[dict[str, Any]]) -> str:
 
 def notes(events: list[dict[str, Any]]) -> list[str]:
     """What the trace's lines alone would leave a reader to guess: a missing server hop, a queue with retries."""
-    return missing_hops(events) + retries_in_queue(events) + ([NOT_SAMPLED] if not_sampled(events) else [])
+    passed_on = any(e["event"] == "response_sent" and e.get("upstream_protocol") for e in events)
+    return missing_hops(events) + retries_in_queue(events) + ([NOT_SAMPLED] if passed_on and not_sampled(events)
+                                                              else [])
 
 
 #: Why a trace that nginx handed on has no app hop, where its flags say it was not sampled.
-NOT_SAMPLED = ("not sampled (trace flags 00): nginx records a share of the traces it starts (WSGILAB_TRACE_SAMPLE), "
-               "and follows a caller's traceparent; the app served it unwrapped, with no WSGI, framework, view or "
-               "query events and no Server-Timing")
+NOT_SAMPLED = ("not sampled (trace flags 00): nginx marks a share of the traces it starts as sampled "
+               "(WSGILAB_TRACE_SAMPLE), and keeps a caller's flag; the app served it unwrapped, with no WSGI, "
+               "framework, view or query events, no queue time and no Server-Timing")
 
 
 def not_sampled(events: list[dict[str, Any]]) -> bool:
     """Whether nginx's record says the request's trace is not sampled (its flags' lowest bit is 0)."""
-    flags = next((e.get("trace_flags") for e in events if e["event"] == "request_received"), None)
-    return isinstance(flags, str) and flags in _UNSAMPLED_FLAGS
-
-
-#: Every two-digit flags value whose sampled bit (the lowest) is 0.
-_UNSAMPLED_FLAGS = frozenset(f"{value:02x}" for value in range(0, 256, 2))
+    return not flags_sampled(next((e.get("trace_flags") for e in events if e["event"] == "request_received"), None))
 
 
 def retries_in_queue(events: list[dict[str, Any]]) -> list[str]:

@@ -60,7 +60,7 @@ def explain(name: str) -> str:
     return f"== lab {name}: {module.TITLE}\n\n{module.EXPLANATION.strip()}\n"
 
 
-def _running_settings(control: ComposeControl) -> dict[str, str]:
+def _running_settings(control: ComposeControl | SwarmControl) -> dict[str, str]:
     """The running stack's settings; none if it is not running (the labs then say so)."""
     try:
         return control.running_settings()
@@ -75,7 +75,11 @@ def _trace_flush_ms(running: dict[str, str]) -> int:
 
 
 def not_every_trace(running: dict[str, str]) -> str:
-    """Why the labs cannot run on a stack that records only some traces ("" if it records every one)."""
+    """Why the labs cannot run on a stack that records only some traces, or none ("" if it records every one)."""
+    tracing = running.get("WSGILAB_TRACING") or "on"
+    if tracing != "on":
+        return (f"the stack runs with WSGILAB_TRACING={tracing}, and the labs read every request's trace: bring "
+                "it up with WSGILAB_TRACING=on, the default")
     sample = running.get("WSGILAB_TRACE_SAMPLE") or "100"
     try:
         every = float(sample) >= 100
@@ -101,8 +105,12 @@ def main(argv: list[str]) -> int:
         print("\n".join(explain(name) for name in (LABS if args.name == "all" else [args.name])), end="")
         return 0
     if args.stack:
-        target = Target(port=args.port, control=SwarmControl(args.stack),
-                        log_lines=lambda: list(stack_lines(args.stack)))
+        swarm = SwarmControl(args.stack)
+        refused = not_every_trace(_running_settings(swarm))
+        if refused:
+            print(f"hoptrace lab: {refused}", file=sys.stderr)
+            return 2
+        target = Target(port=args.port, control=swarm, log_lines=lambda: list(stack_lines(args.stack)))
         print(f"hoptrace lab: swarm stack {args.stack}; nginx on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
     else:
         try:
@@ -115,8 +123,9 @@ def main(argv: list[str]) -> int:
         # when the project's name is known (fast), else through compose.
         project = compose_project_name()
         running = _running_settings(control)
-        if not_every_trace(running):
-            print(f"hoptrace lab: {not_every_trace(running)}", file=sys.stderr)
+        refused = not_every_trace(running)
+        if refused:
+            print(f"hoptrace lab: {refused}", file=sys.stderr)
             return 2
         target = Target(port=args.port, control=control, container_ids=compose_container_ids,
                         log_lines=(lambda: project_log_lines(project)) if project else (lambda: list(compose_logs())),

@@ -44,6 +44,13 @@ class SwarmControl:
         with _as_control_error():
             return engine.docker(*args)
 
+    def running_settings(self) -> dict[str, str]:
+        """The settings nginx's service runs with that the labs read (WSGILAB_TRACE_SAMPLE), from its spec."""
+        each_line = "{{range .Spec.TaskTemplate.ContainerSpec.Env}}{{.}}\n{{end}}"
+        env = self.docker("service", "inspect", "--format", each_line, self.service("nginx"))
+        pairs = dict(line.split("=", 1) for line in env.splitlines() if "=" in line)
+        return {name: pairs[name] for name in ("WSGILAB_TRACE_SAMPLE",) if name in pairs}
+
     def replicas(self, app: str) -> list[str]:
         """The ids of ``app``'s running containers on this node."""
         return self.docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={self.service(app)}").split()
