@@ -51,6 +51,21 @@ def _asgi_events(trace: list[dict]) -> list[dict]:
     return [e for e in records.events_of(trace) if e["hop"] == "asgi"]
 
 
+def test_a_request_not_sampled_is_served_on_uvicorn_and_only_nginx_logs_it(tier_stack):
+    tier_stack.use(ON_UVICORN)
+    request_id = uuid.uuid4().hex
+    # Django's /items: its ORM's queries, in asgiref's thread, take the database tracing's untraced path
+    reply = get(tier_stack.port, "/django/items", headers={
+        "X-Request-ID": request_id, "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"})
+    assert reply.status == 200 and reply.header("Server-Timing") is None
+    nginx = next(r for r in _traces(tier_stack, [request_id], {"nginx"})[request_id] if r["hop"] == "nginx")
+    time.sleep(0.5)  # longer than a worker holds its trace lines: an asgi record would be out by now
+    trace = [r for r in records.scan(hop_log_lines(tier_stack), request_id).records if r.get("event") == "request"]
+    assert [r["hop"] for r in trace] == ["nginx"] and nginx["trace_flags"] == "00"
+    assert waterfall.heading(request_id, records.events_of(trace)).endswith(
+        "(http), not sampled: the app side recorded nothing")
+
+
 def test_every_app_answers_on_uvicorn_and_its_trace_is_the_asgi_messages(tier_stack):
     tier_stack.use(ON_UVICORN)
     ids = {app: uuid.uuid4().hex for app in APPS}
