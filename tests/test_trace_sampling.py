@@ -262,3 +262,17 @@ def test_show_calls_a_request_not_sampled_only_where_an_app_answered_it():
     assert heading.endswith("no app hop logged it")
     heading, notes = _heading({**NGINX, "status": 421})  # nginx answered alone
     assert heading.endswith("answered by nginx alone") and notes == []
+
+
+def test_stats_says_how_many_requests_were_not_sampled(tmp_path):
+    log = tmp_path / "hops.log"
+    log.write_text("\n".join(json.dumps({**NGINX, "request_id": f"req-0000000{n}", "status": 200,
+                                         "trace_flags": flags, "service": "nginx", "server": "nginx"})
+                             for n, flags in enumerate(("00", "00", "01", "03"))) + "\n")
+
+    def stats(*args):
+        return subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "stats", *args, str(log)],
+                              capture_output=True, text=True).stdout
+
+    assert "\n2 requests not sampled (trace flags 00, WSGILAB_TRACE_SAMPLE): in nginx's and the servers' rows" in stats()
+    assert json.loads(stats("--json"))["not_sampled"] == 2

@@ -37,8 +37,9 @@ from wsgilab.hoptrace.follow import follow
 from wsgilab.hoptrace.records import by_request, events_of, parse_line, scan
 from wsgilab.hoptrace.sources import command_lines
 from wsgilab.hoptrace.stack_logs import StackError
-from wsgilab.hoptrace.stats import collect, costliest, render_statements, render_table, summarise
+from wsgilab.hoptrace.stats import collect, costliest, render_not_sampled, render_statements, render_table, summarise
 from wsgilab.hoptrace.waterfall import render_waterfall
+from wsgilab.trace_context import flags_sampled
 
 
 def _command_parser(command: str) -> argparse.ArgumentParser:
@@ -200,10 +201,12 @@ def _run(command: str, args: argparse.Namespace) -> int:
     statements: dict[tuple[str, str], list[int]] = {}
     rows = summarise(collect(_counted_records(command_lines(args), counts), by_replica=args.by_replica,
                              statements=statements))
+    not_sampled = counts.pop("not_sampled", 0)  # in the JSON only where there are some
     if args.json:
-        print(json.dumps({**counts, "segments": rows, "statements": costliest(statements)}, indent=2))
+        print(json.dumps({**counts, **({"not_sampled": not_sampled} if not_sampled else {}), "segments": rows,
+                          "statements": costliest(statements)}, indent=2))
     else:
-        print(render_table(rows) + render_statements(costliest(statements)))
+        print(render_table(rows) + render_not_sampled(not_sampled) + render_statements(costliest(statements)))
     _report_skipped(counts["skipped"], "that hold no hop record")
     return 0 if rows else 1
 
@@ -216,6 +219,8 @@ def _counted_records(lines: Iterable[str], counts: dict[str, int]) -> Iterator[d
             counts["skipped"] += 1
         else:
             counts["records"] += 1
+            if record.get("hop") == "nginx" and not flags_sampled(record.get("trace_flags")):
+                counts["not_sampled"] = counts.get("not_sampled", 0) + 1
             yield record
 
 

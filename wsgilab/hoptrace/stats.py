@@ -158,6 +158,14 @@ def render_statements(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def render_not_sampled(count: int) -> str:
+    """A line under the table for the requests whose trace was not sampled; "" when there were none."""
+    if not count:
+        return ""
+    return (f"\n{count} request{'s' if count > 1 else ''} not sampled (trace flags 00, WSGILAB_TRACE_SAMPLE): "
+            "in nginx's and the servers' rows, not in the queue, app, framework, view and database rows")
+
+
 def render_table(rows: list[dict[str, Any]]) -> str:
     """The rows as an aligned text table."""
     if not rows:
