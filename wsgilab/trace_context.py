@@ -82,15 +82,17 @@ def is_sampled(traceparent: str | None) -> bool:
     its trace starts in the app, which records it.
     """
     parts = _checked_parts(traceparent)
-    return parts is None or int(parts[2], 16) & 1 == 1
+    return parts is None or flags_sampled(parts[2])
 
 
 def flags_sampled(flags: object) -> bool:
-    """Whether W3C trace flags as nginx logs them ("01", "00") say sampled; anything else (an older line
-    without them, a malformed value) counts as sampled, as every request was before sampling."""
-    if not isinstance(flags, str) or len(flags) != 2 or not all(c in "0123456789abcdef" for c in flags):
-        return True
-    return int(flags, 16) & 1 == 1
+    """Whether W3C trace flags ("01", "00": a traceparent's, or nginx's ``trace_flags``) say sampled; anything
+    else (a log line older than sampling, a malformed value) counts as sampled."""
+    return type(flags) is not str or flags not in _UNSAMPLED_FLAGS
+
+
+#: Every two-digit flags value whose sampled bit (the lowest) is 0.
+_UNSAMPLED_FLAGS = frozenset(f"{value:02x}" for value in range(0, 256, 2))
 
 
 class ServerSpan(NamedTuple):

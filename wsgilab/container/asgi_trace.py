@@ -54,16 +54,20 @@ _HEADERS = {b"x-request-id": "HTTP_X_REQUEST_ID", b"traceparent": "HTTP_TRACEPAR
             b"x-request-start": "HTTP_X_REQUEST_START"}
 
 
+def header_environ(scope: Scope) -> dict[str, str]:
+    """The request headers the trace reads (``_HEADERS``), under their WSGI environ keys."""
+    return {_HEADERS[name]: value.decode("latin-1") for name, value in scope.get("headers", ()) if name in _HEADERS}
+
+
 class AsgiRequestTrace(RequestTrace):
     """A RequestTrace written under hop ``asgi``, closed by the app's return rather than by close()."""
 
     HOP = "asgi"
     __slots__ = ("receives", "sends")
 
-    def __init__(self, scope: Scope, identity: str, write_line: Callable[[str], None]) -> None:
-        environ = {_HEADERS[name]: value.decode("latin-1") for name, value in scope.get("headers", ())
-                   if name in _HEADERS}
-        super().__init__(environ, identity, write_line)
+    def __init__(self, headers: dict[str, str], identity: str, write_line: Callable[[str], None]) -> None:
+        """``headers``: the request headers the trace reads, as ``header_environ`` gives them."""
+        super().__init__(headers, identity, write_line)
         self.receives = self.sends = 0
 
     def finish_returned(self) -> None:
@@ -92,14 +96,13 @@ class AsgiHopTrace:
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        traceparent = next((value for name, value in scope.get("headers", ()) if name == b"traceparent"), None)
-        if traceparent is not None and not is_sampled(traceparent.decode("latin-1")):
+        headers = header_environ(scope)
+        if not is_sampled(headers.get("HTTP_TRACEPARENT")):
             _current.set(None)  # not sampled: served bare, nothing recorded (wsgi_trace's HopTrace.not_sampled)
-            request_id = next((value for name, value in scope.get("headers", ()) if name == b"x-request-id"), b"")
-            UNTRACED_REQUEST.set(request_id_of({"HTTP_X_REQUEST_ID": request_id.decode("latin-1")}))
+            UNTRACED_REQUEST.set(request_id_of(headers))
             await self.app(scope, receive, send)
             return
-        trace = AsgiRequestTrace(scope, self.identity, self.write_line)
+        trace = AsgiRequestTrace(headers, self.identity, self.write_line)
         _current.set(trace)
         UNTRACED_REQUEST.set(None)
         trace.parts.append(

@@ -105,13 +105,7 @@ def main(argv: list[str]) -> int:
         print("\n".join(explain(name) for name in (LABS if args.name == "all" else [args.name])), end="")
         return 0
     if args.stack:
-        swarm = SwarmControl(args.stack)
-        refused = not_every_trace(_running_settings(swarm))
-        if refused:
-            print(f"hoptrace lab: {refused}", file=sys.stderr)
-            return 2
-        target = Target(port=args.port, control=swarm, log_lines=lambda: list(stack_lines(args.stack)))
-        print(f"hoptrace lab: swarm stack {args.stack}; nginx on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
+        control: ComposeControl | SwarmControl = SwarmControl(args.stack)
     else:
         try:
             compose = compose_command()
@@ -119,14 +113,18 @@ def main(argv: list[str]) -> int:
         except FileNotFoundError as error:
             print(f"hoptrace lab: {error}; the labs run against the docker compose stack", file=sys.stderr)
             return 2
+    running = _running_settings(control)
+    refused = not_every_trace(running)
+    if refused:
+        print(f"hoptrace lab: {refused}", file=sys.stderr)
+        return 2
+    if args.stack:
+        target = Target(port=args.port, control=control, log_lines=lambda: list(stack_lines(args.stack)))
+        print(f"hoptrace lab: swarm stack {args.stack}; nginx on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
+    else:
         # The labs read the logs after almost every request: through docker logs
         # when the project's name is known (fast), else through compose.
         project = compose_project_name()
-        running = _running_settings(control)
-        refused = not_every_trace(running)
-        if refused:
-            print(f"hoptrace lab: {refused}", file=sys.stderr)
-            return 2
         target = Target(port=args.port, control=control, container_ids=compose_container_ids,
                         log_lines=(lambda: project_log_lines(project)) if project else (lambda: list(compose_logs())),
                         trace_flush_ms=_trace_flush_ms(running))
