@@ -276,3 +276,31 @@ def test_stats_says_how_many_requests_were_not_sampled(tmp_path):
 
     assert "\n2 requests not sampled (trace flags 00, WSGILAB_TRACE_SAMPLE): in nginx's and the servers' rows" in stats()
     assert json.loads(stats("--json"))["not_sampled"] == 2
+
+
+def test_export_marks_each_span_with_the_traces_w3c_flags(tmp_path):
+    from test_trace_context import _decoded
+
+    server = {"hop": "gunicorn", "event": "request", "ts_us": 1_999_000, "request_id": "req-0000000a",
+              "service": "raw", "server": "gunicorn", "trace_id": "a" * 32, "span_id": "b" * 16,
+              "parent_span_id": "c" * 16, "events": [{"event": "worker_picked_up", "ts_us": 1_999_000}]}
+    nginx = {**NGINX, "status": 200, "trace_id": "a" * 32, "span_id": "d" * 16, "upstream_span_id": "c" * 16,
+             "upstream": "10.0.0.2:8000", "upstream_protocol": "http", "upstream_status": "200",
+             "upstream_response_time": "0.001", "service": "nginx", "server": "nginx"}
+    log = tmp_path / "hops.log"
+
+    def exported_flags(nginx_flags):
+        line = {key: value for key, value in nginx.items() if key != "trace_flags"}
+        if nginx_flags is not None:
+            line["trace_flags"] = nginx_flags
+        log.write_text(json.dumps(line) + "\n" + json.dumps(server) + "\n")
+        done = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "export", "--id", "req-0000000a",
+                               str(log)], capture_output=True, text=True)
+        request = _decoded(json.loads(done.stdout))  # the protocol's own definitions accept the field
+        return {span.name: span.flags for resource in request.resource_spans for scope in resource.scope_spans
+                for span in scope.spans}
+
+    # nginx's span, its exchange with the app server, and the worker's: one trace, one decision
+    assert exported_flags("00") == {"GET /raw/": 0, "GET to the app server": 0, "gunicorn worker": 0}
+    assert set(exported_flags("01").values()) == {1}
+    assert set(exported_flags(None).values()) == {1}  # a line older than sampling: every trace was recorded

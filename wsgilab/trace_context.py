@@ -91,6 +91,14 @@ def flags_sampled(flags: object) -> bool:
     return type(flags) is not str or flags not in _UNSAMPLED_FLAGS
 
 
+def flags_byte(flags: object) -> int:
+    """W3C trace flags ("01", "00") as the number OTLP's ``Span.flags`` holds in its lowest 8 bits; a log line
+    older than sampling, or a malformed value, as 1 (sampled), as ``flags_sampled`` reads it."""
+    return int(flags, 16) if type(flags) is str and flags in _TWO_HEX_DIGITS else 1
+
+
+#: Every well-formed flags value, as a traceparent writes it.
+_TWO_HEX_DIGITS = frozenset(f"{value:02x}" for value in range(256))
 #: Every two-digit flags value whose sampled bit (the lowest) is 0.
 _UNSAMPLED_FLAGS = frozenset(f"{value:02x}" for value in range(0, 256, 2))
 

@@ -9,7 +9,10 @@
   (``http.request.method``, ``url.path``, ``http.response.status_code``,
   ``server.address``, ``client.address``, ``network.protocol.name``) and use
   ``wsgilab.*`` for the rest. Ids are hex, times nanoseconds as strings, as
-  the OTLP/JSON encoding asks.
+  the OTLP/JSON encoding asks. Each span's ``flags`` carries the trace's W3C
+  flags as nginx logged them (``trace_flags``): 1 where the trace was
+  sampled, 0 for the spans of one that was not (nginx's and the worker's:
+  the app side recorded nothing), so a collector can tell them apart.
 - **Chrome trace events** (``--format chrome``): ``{"traceEvents": [...]}``
   with one complete event (``"ph": "X"``, ``ts`` and ``dur`` in µs) per span
   and an instant event (``"ph": "i"``) per span event, one track per hop
@@ -59,7 +62,8 @@ def to_otlp(spans: Iterable[Span]) -> dict[str, Any]:
     resources: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for span in spans:
         otlp = {
-            "traceId": span.trace_id, "spanId": span.span_id, "name": span.name, "kind": _KIND[span.kind],
+            "traceId": span.trace_id, "spanId": span.span_id, "flags": span.flags, "name": span.name,
+            "kind": _KIND[span.kind],
             "startTimeUnixNano": _nanos(span.start_us), "endTimeUnixNano": _nanos(max(span.end_us, span.start_us)),
             "attributes": _attributes({**span.attributes, "wsgilab.hop": span.hop,
                                        "wsgilab.request_id": span.request_id}),

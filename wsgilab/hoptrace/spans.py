@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsgilab.hoptrace.records import events_of, find_event, seconds_to_us
-from wsgilab.trace_context import derived_id, query_span_id
+from wsgilab.trace_context import derived_id, flags_byte, query_span_id
 from wsgilab.trace_format import EVENT_BASE, INTERFACE_HOPS, SERVER_HOPS
 
 #: The events that mark a framework's span, start and end (the first end found).
@@ -65,6 +65,8 @@ class Span:
     attributes: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     error: bool = False
+    #: W3C trace flags (OTLP's ``Span.flags``): nginx's decision for the whole trace; 1, sampled, in lines older.
+    flags: int = 1
 
 
 def _event_fields(event: dict[str, Any]) -> dict[str, Any]:
@@ -239,7 +241,11 @@ def spans_of(records: list[dict[str, Any]]) -> list[Span]:
             spans += _wsgi_spans(record, events_of([record, *app_logs, *db_logs]), request_id,
                                  worker.get("parent_span_id") or record.get("parent_span_id") or "")
     _start_exchange_at_hand_on(spans)
+    # nginx decided, for every hop, whether the trace is sampled (WSGILAB_TRACE_SAMPLE, or the caller's flags).
+    flags = flags_byte(next((r.get("trace_flags") for r in records
+                             if r.get("hop") == "nginx" and r.get("event") == "request"), None))
     for span in spans:
+        span.flags = flags
         span.events = [{"name": e["event"], "ts_us": e["ts_us"], **_event_fields(e)} for e in span.events]
     return spans
 
