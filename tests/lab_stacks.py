@@ -260,7 +260,7 @@ class NativeStack:
         self._stop("nginx")
         # Every trace recorded unless this stack samples (a shell's WSGILAB_TRACE_SAMPLE would break the tests).
         env = {**os.environ, "NGINX_LISTEN": f"127.0.0.1:{self.port}", "NGINX_BINARY": self.nginx,
-               "WSGILAB_TRACE_SAMPLE": "100", **self._nginx_settings()}
+               **settings.EVERY_TRACE, **self._nginx_settings()}
         for app, server in servers.items():
             env[f"{app.upper()}_SERVER"] = server
             env[f"{app.upper()}_UPSTREAM"] = f"127.0.0.1:{self.backend_ports[app, server]}"
@@ -447,7 +447,7 @@ class ComposeStack:
         """What compose commands of this project get: the test's port, workers, secret, servers and settings."""
         env = {**os.environ, "WSGILAB_HTTP_PORT": str(self.port), "WSGI_WORKERS": TEST_WORKERS,
                "DJANGO_SECRET_KEY": SECRET_SENTINEL, "WSGILAB_DB_PASSWORD": DB_PASSWORD_SENTINEL,
-               "WSGILAB_TRACE_SAMPLE": "100", **self.settings}  # every trace, whatever .env or the shell say
+               **settings.EVERY_TRACE, **self.settings}
         for app, server in (servers or {}).items():
             env[f"{app.upper()}_SERVER"] = server
         return env

@@ -16,6 +16,7 @@ from lab_stacks import REPO, SECRET_SENTINEL, TEST_WORKERS, StackError, free_por
 from wsgilab.hoptrace.stack_logs import stack_lines
 from wsgilab.labs.kit import Target
 from wsgilab.labs.swarm_control import SwarmControl
+from wsgilab.settings import EVERY_TRACE
 from wsgilab.swarm import engine
 
 SCRIPT = REPO / "scripts" / "swarm"
@@ -38,7 +39,7 @@ class SwarmStack:
     def swarm(self, command: str, servers: dict[str, str] | None = None, timeout: float = 900) -> str:
         """``scripts/swarm COMMAND --stack NAME`` with the tier's settings; StackError with its output if it fails."""
         env = {**os.environ, "WSGILAB_HTTP_PORT": str(self.port), "WSGI_WORKERS": TEST_WORKERS,
-               "DJANGO_SECRET_KEY": SECRET_SENTINEL, "WSGILAB_TRACE_SAMPLE": "100",
+               "DJANGO_SECRET_KEY": SECRET_SENTINEL, **EVERY_TRACE,
                **{f"{app.upper()}_REPLICAS": str(count) for app, count in REPLICAS.items()},
                **{f"{app.upper()}_SERVER": server for app, server in (servers or self.servers or {}).items()}}
         done = subprocess.run([str(SCRIPT), *command.split(), "--stack", self.name], env=env, capture_output=True,

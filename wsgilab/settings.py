@@ -251,6 +251,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
 #: The settings a lab may change on a running stack.
 LAB_SETTINGS = {name: s for name, s in SETTINGS.items() if s.lab_may_change}
 
+#: What a stack that reads every request's trace (the tour's, the test stacks) is brought up with, whatever .env or
+#: the shell say: the labs and the tour read each request's trace, and a sampled one may not have been recorded.
+EVERY_TRACE = {"WSGILAB_TRACE_SAMPLE": "100"}
+
 
 def _twin_words(twin: str) -> str:
     """A twin as the table shows it: each name in backticks; "none: ..." (no twin, what is done instead) as words."""

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wsgilab.settings import EVERY_TRACE
+
 REPO = Path(__file__).resolve().parent.parent
 #: The tour's pages, in reading order: the contract, the contract in a stack, and where it stops (ASGI).
 PAGES = (REPO / "docs" / "tour.md", REPO / "docs" / "tour-stack.md", REPO / "docs" / "asgi.md")
@@ -154,7 +156,7 @@ def run(pages: dict[str, str], port: int, env: dict[str, str],
 def _use_on_compose(servers: dict[str, str], settings: dict[str, str]) -> None:
     """Put the apps ``servers`` names on those servers, with ``settings`` (the rest as .env says), with compose."""
     # Every trace recorded: the steps read them, whatever .env or the shell sample.
-    env = {**os.environ, "WSGILAB_TRACE_SAMPLE": "100", **settings,
+    env = {**os.environ, **EVERY_TRACE, **settings,
            **{f"{app.upper()}_SERVER": server for app, server in servers.items()}}
     subprocess.run(["docker", "compose", "up", "-d", "--wait"], cwd=REPO, env=env, check=True,
                    capture_output=True)
