@@ -8,23 +8,25 @@ where the server sets ``wsgi.input_terminated``), building URLs from
 the body as an iterable the server sends piece by piece, and handing a file to
 the server's ``wsgi.file_wrapper``.
 
-It answers the same endpoints as the Django and Flask apps:
-``/`` hello, ``/environ``, ``/stream``, ``/download``, ``/upload`` (POST), ``/slow?ms=N``,
-``/redirect`` and ``/error``; the database's, ``/items``, ``/items/ID`` and ``/query?ms=N``,
-through psycopg by hand (raw_items.py: the only library the app uses); the ones that wait for an
-event, ``/wait``, ``/events`` and ``/ws`` (raw_waits.py: what they cost a WSGI app); and one only it
-has, ``/write``: a body sent through the ``write()`` callable ``start_response`` returns.
+It answers the same endpoints as the Django and Flask apps: ``/`` hello,
+``/environ`` (raw_environ.py: who put each key there), ``/stream``,
+``/download``, ``/upload`` (POST), ``/slow?ms=N``, ``/redirect`` and
+``/error``; the database's, ``/items``, ``/items/ID`` and ``/query?ms=N``,
+through psycopg by hand (raw_items.py: the only library the app uses); the
+ones that wait for an event, ``/wait``, ``/events`` and ``/ws``
+(raw_waits.py: what they cost a WSGI app); and one only it has, ``/write``:
+a body sent through the ``write()`` callable ``start_response`` returns.
 """
 
 import hashlib
 import json
-import os
 import sys
 import tempfile
 import time
 import traceback
 from urllib.parse import parse_qs
 
+import raw_environ
 import raw_items
 import raw_waits
 
@@ -64,53 +66,9 @@ def hello(environ, start_response):
     })
 
 
-#: CGI's meta-variables (RFC 3875), kept by PEP 3333; request headers are CGI's HTTP_* keys.
-CGI_KEYS = {"AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "GATEWAY_INTERFACE", "PATH_INFO", "PATH_TRANSLATED",
-            "QUERY_STRING", "REMOTE_ADDR", "REMOTE_HOST", "REMOTE_IDENT", "REMOTE_USER", "REQUEST_METHOD",
-            "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE"}
-#: PEP 3333's own keys: seven every server sets, and the optional wsgi.file_wrapper.
-WSGI_KEYS = {"wsgi.version", "wsgi.url_scheme", "wsgi.input", "wsgi.errors", "wsgi.multithread",
-             "wsgi.multiprocess", "wsgi.run_once", "wsgi.file_wrapper"}
-
-
-#: What /environ shows for a value copied from the process environment.
-HIDDEN = "<hidden: from the process environment>"
-
-
 def show_environ(environ, start_response):
-    """The environ the server built for this request, grouped by who put each key there.
-
-    ``cgi`` and ``http`` (the request headers) follow CGI's rules, ``wsgi`` is
-    PEP 3333's keys, ``server`` what the server (or, over uwsgi, nginx) added
-    of its own, ``app`` what a middleware added, ``process`` a variable of the
-    server process's environment (Granian copies them all in): its name only,
-    as its value may be a secret. Objects are shown by type.
-    """
-    def shown(value):
-        if isinstance(value, (str, bool, int, float, type(None))):
-            return value
-        if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
-            return list(value)
-        kind, label = (value, "class ") if isinstance(value, type) else (type(value), "")
-        module = "" if kind.__module__ == "builtins" else kind.__module__ + "."
-        return f"<{label}{module}{kind.__qualname__}>"
-
-    def group(key):
-        if key in CGI_KEYS:
-            return "cgi"
-        if key.startswith("HTTP_"):
-            return "http"
-        if key in WSGI_KEYS:
-            return "wsgi"
-        if "." in key and not key.startswith(("wsgi.", "gunicorn.", "uwsgi.")):
-            return "app"
-        return "process" if key in os.environ else "server"
-
-    groups = {name: {} for name in ("cgi", "http", "wsgi", "server", "app", "process")}
-    for key in sorted(environ):
-        where = group(key)
-        groups[where][key] = HIDDEN if where == "process" else shown(environ[key])
-    return _json(start_response, "200 OK", groups)
+    """The environ the server built for this request, grouped by who put each key there (raw_environ.py)."""
+    return _json(start_response, "200 OK", raw_environ.grouped(environ))
 
 
 MAX_BODY_BYTES, BODY_CHUNK = 64 * 1024 * 1024, 64 * 1024
