@@ -4,6 +4,7 @@
     .venv/bin/python bench/trace_profile.py                      # all three apps, 20 000 requests a side
     .venv/bin/python bench/trace_profile.py --app raw --profile  # and cProfile's breakdown of the traced side
     .venv/bin/python bench/trace_instructions.py                 # the same loop's instructions (callgrind)
+    .venv/bin/python bench/trace_profile.py --path items --sample 1   # on the database; and what sampling costs
 
 ``bench/tracing_overhead.py`` measures what tracing costs through nginx and a
 real server, where a request's few tens of microseconds of tracing sit in
@@ -24,7 +25,20 @@ in rounds:
   the protocol costs before a single event is kept;
 - **floor**: off, plus one ready-made trace line of the same length written
   and flushed per request: what one JSON line per request costs, the least
-  any tracing that writes a line per request can cost.
+  any tracing that writes a line per request can cost;
+- **not sampled**: on, every request's traceparent flagged ``00`` (what
+  ``WSGILAB_TRACE_SAMPLE=0`` makes nginx send): what HopTrace costs a
+  request it does not record;
+- **sampled**: on, one request in 100 / ``--sample`` flagged ``01`` and the
+  others ``00``, evenly spread, as nginx's ``split_clients`` marks them on
+  average: what ``WSGILAB_TRACE_SAMPLE`` costs.
+
+``--path items`` calls each app's ``/items`` (a query per request) on a
+PostgreSQL of its own, started for the run as the native test stack starts
+one (tests/native_database.py) and set up by each app's own ``db_setup``;
+the figures are then this process's CPU time (its threads' too), not the
+wall clock, which would hold PostgreSQL's own work and the waits for it:
+another process, sharing the same few CPUs.
 
 Trace lines go to a pipe that another process drains, as a container's
 stdout is a pipe to Docker's log reader. With ``--profile``, cProfile runs over the "on"
@@ -45,10 +59,15 @@ import pstats
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from wsgilab.setting_values import SettingError, check_value  # noqa: E402
+
 APP_DIRS = {"django": "django_app", "flask": "flask_app", "raw": "raw_wsgi_app"}
 CALLABLES = {"django": "labsite.wsgi:application", "flask": "wsgi:app", "raw": "raw_app:application"}
 
@@ -73,14 +92,27 @@ def _load(app: str):
     return getattr(__import__(module_name, fromlist=[name]), name)
 
 
-def _environ(app: str, n: int) -> dict:
+#: The endpoint every side calls (--path): "/", or "/items" on the database.
+PATH = "/"
+#: The share of requests the sampled side flags 01 (--sample), in hundredths of a per cent; and every request.
+SAMPLE, EVERY = 1000, 10_000
+
+
+def sampled(n: int, share: int) -> bool:
+    """Whether request ``n`` is one of the ``share`` in 10 000 flagged sampled: evenly spread, as nginx's split is
+    on average. Every side asks, for every request, so each pays the same for the asking."""
+    return (n + 1) * share // EVERY > n * share // EVERY
+
+
+def _environ(app: str, n: int, flags: str = "01") -> dict:
     """An environ as a server builds it from nginx's request (nginx_headers: X-Request-ID, X-Request-Start)."""
+    n += 1  # ids of all zeros are not valid trace context
     return {
-        "REQUEST_METHOD": "GET", "SCRIPT_NAME": f"/{app}", "PATH_INFO": "/", "QUERY_STRING": "",
+        "REQUEST_METHOD": "GET", "SCRIPT_NAME": f"/{app}", "PATH_INFO": PATH, "QUERY_STRING": "",
         "SERVER_NAME": "localhost", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.0", "REMOTE_ADDR": "127.0.0.1",
         "HTTP_HOST": "localhost", "HTTP_X_REQUEST_ID": f"{n:032x}",
         "HTTP_X_REQUEST_START": f"t={time.time_ns() // 1_000_000 / 1000:.3f}",  # nginx: t=${msec}
-        "HTTP_TRACEPARENT": f"00-{n:032x}-{n + 1:016x}-01", "HTTP_X_FORWARDED_FOR": "127.0.0.1",
+        "HTTP_TRACEPARENT": f"00-{n:032x}-{n + 1:016x}-{flags}", "HTTP_X_FORWARDED_FOR": "127.0.0.1",
         "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr,
         "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
     }
@@ -90,16 +122,18 @@ def _start_response(status, headers, exc_info=None):
     return None
 
 
-def _serve(application, app: str, requests: int, first: int, line: str | None = None, out=None) -> float:
+def _serve(application, app: str, requests: int, first: int, line: str | None = None, out=None,
+           share: int = EVERY) -> float:
     """Serve ``requests`` requests as a worker does; seconds per request.
 
     Each environ is built just before its call, as a server builds it from
     the request it read (built all ahead, they would be cold in the CPU's
     caches, and the side that reads more of them would pay for it).
     """
-    started = time.perf_counter()
+    clock = time.perf_counter if PATH == "/" else time.process_time
+    started = clock()
     for n in range(first, first + requests):
-        environ = _environ(app, n)
+        environ = _environ(app, n, "01" if sampled(n, share) else "00")
         body = application(environ, _start_response)
         for _ in body:
             pass
@@ -109,7 +143,7 @@ def _serve(application, app: str, requests: int, first: int, line: str | None = 
         if line is not None:
             out.write(line)
             out.flush()
-    return (time.perf_counter() - started) / requests
+    return (clock() - started) / requests
 
 
 #: Pieces of HopTrace's work that --pieces replaces, one at a time, by a constant or nothing, to count what each
@@ -205,7 +239,8 @@ def measure(app: str, requests: int, rounds: int, out, batch: int = 200) -> dict
     _serve(served["on"], app, 500, 0)
     _serve(served["at once"], app, 500, 0)
     _serve(served["wrapper"], app, 500, 0)
-    names = ["off", "on", "at once", "wrapper", "floor"]
+    names = ["off", "on", "at once", "wrapper", "floor", "not sampled", "sampled"]
+    shares = {"not sampled": 0, "sampled": SAMPLE}  # the on side, its requests flagged 00 but these
     per_round: dict[str, list[float]] = {side: [] for side in names}
     for round_ in range(rounds):
         spent = dict.fromkeys(names, 0.0)
@@ -214,6 +249,8 @@ def measure(app: str, requests: int, rounds: int, out, batch: int = 200) -> dict
                 first = (round_ * requests + turn * batch) * len(names)
                 if side == "floor":
                     spent[side] += _serve(served["off"], app, batch, first, line, out) * batch
+                elif side in shares:
+                    spent[side] += _serve(served["on"], app, batch, first, share=shares[side]) * batch
                 else:
                     spent[side] += _serve(served[side], app, batch, first) * batch
         for side in names:
@@ -242,8 +279,27 @@ def profile(app: str, requests: int, out, top: int) -> str:
     return "\n".join(lines)
 
 
+def _database() -> tuple[object, dict[str, str]]:
+    """A PostgreSQL of the run's own for /items, as the native test stack starts one: (it, what the apps are given).
+    Each app's tables are set up by its own db_setup, as the launcher does before a server starts."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from lab_stacks import free_port
+    from native_database import NativeDatabase
+
+    from wsgilab.container.launch import set_up_database
+
+    workdir = Path(tempfile.mkdtemp(prefix="wsgi-lab-trace-profile-", dir="/tmp"))
+    workdir.chmod(0o755)  # PostgreSQL runs as its own user where the bench runs as root
+    database = NativeDatabase(workdir, free_port())
+    database.create()
+    env = database.app_environment()
+    for app, folder in APP_DIRS.items():
+        set_up_database({**os.environ, **env, "WSGI_APP_DIR": str(REPO / folder), "SCRIPT_NAME": f"/{app}"})
+    return database, env
+
+
 def main() -> int:
-    global FLUSH_MS
+    global FLUSH_MS, PATH, SAMPLE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--app", choices=sorted(APP_DIRS), action="append",
                         help="the app to serve (repeatable; default: all three, each in a process of its own)")
@@ -255,11 +311,21 @@ def main() -> int:
     parser.add_argument("--flush-ms", type=int, default=FLUSH_MS,
                         help=f"the on side's WSGILAB_TRACE_FLUSH_MS (default {FLUSH_MS}; 0 makes it the same as "
                              "'at once')")
+    parser.add_argument("--path", choices=("/", "items"), default="/",
+                        help="the endpoint: / (default), or items: a query per request, on a PostgreSQL started "
+                             "for the run")
+    parser.add_argument("--sample", default="10", metavar="PERCENT",
+                        help="the sampled side's share of requests flagged sampled, as WSGILAB_TRACE_SAMPLE "
+                             "(default 10)")
     parser.add_argument("--serve-only", choices=("off", "on", "at once", "wrapper"),
                         help=argparse.SUPPRESS)  # for callgrind (bench/trace_instructions.py)
     parser.add_argument("--without", choices=sorted(PIECES), help=argparse.SUPPRESS)  # with --serve-only
     args = parser.parse_args()
-    FLUSH_MS = args.flush_ms
+    try:
+        check_value("percent", "--sample", args.sample)
+    except SettingError as error:
+        parser.error(str(error))
+    FLUSH_MS, PATH, SAMPLE = args.flush_ms, "/" + args.path.strip("/"), round(float(args.sample) * 100)
     apps = args.app or sorted(APP_DIRS)
     if args.serve_only:
         if args.without:
@@ -269,22 +335,37 @@ def main() -> int:
         return 0
     if not args.row_only:
         print(f"| app | off µs/req | tracing µs/req (lines batched, {FLUSH_MS} ms) | tracing, each line at once | "
-              "the wrapping alone | one line written (the floor) | line bytes |\n|---|---:|---:|---:|---:|---:|---:|",
-              flush=True)
-    if len(apps) > 1:  # each app in a fresh process: the frameworks do not share one well
-        for app in apps:
-            extra = ["--profile", "--top", str(args.top)] if args.profile else []
-            subprocess.run([sys.executable, __file__, "--app", app, "--requests", str(args.requests),
-                            "--rounds", str(args.rounds), "--flush-ms", str(FLUSH_MS), "--row-only", *extra],
-                           check=True)
-        return 0
+              f"the wrapping alone | one line written (the floor) | not sampled | {args.sample} % sampled | "
+              "line bytes |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    database = None
+    if PATH != "/" and "WSGILAB_DB_HOST" not in os.environ:
+        database, env = _database()
+        os.environ.update(env)  # for this process's app, or each app's process below
+    try:
+        if len(apps) > 1:  # each app in a fresh process: the frameworks do not share one well
+            for app in apps:
+                extra = ["--profile", "--top", str(args.top)] if args.profile else []
+                subprocess.run([sys.executable, __file__, "--app", app, "--requests", str(args.requests),
+                                "--rounds", str(args.rounds), "--flush-ms", str(FLUSH_MS), "--path", args.path,
+                                "--sample", args.sample, "--row-only", *extra], check=True)
+            return 0
+        return _row(apps[0], args)
+    finally:
+        if database is not None:
+            database.stop()
+
+
+def _row(app: str, args: argparse.Namespace) -> int:
+    """Measure one app in this process, and print its row (and, with --profile, its breakdown)."""
     out = _drained_pipe()
-    figures = measure(apps[0], args.requests, args.rounds, out)
-    added = {side: figures[side] - figures["off"] for side in ("on", "at once", "wrapper", "floor")}
-    print(f"| {apps[0]} | {figures['off']:.1f} | {added['on']:+.1f} | {added['at once']:+.1f} | "
-          f"{added['wrapper']:+.1f} | {added['floor']:+.1f} | {figures['line_bytes']} |", flush=True)
+    figures = measure(app, args.requests, args.rounds, out)
+    added = {side: figures[side] - figures["off"]
+             for side in ("on", "at once", "wrapper", "floor", "not sampled", "sampled")}
+    print(f"| {app} | {figures['off']:.1f} | {added['on']:+.1f} | {added['at once']:+.1f} | "
+          f"{added['wrapper']:+.1f} | {added['floor']:+.1f} | {added['not sampled']:+.1f} | "
+          f"{added['sampled']:+.1f} | {figures['line_bytes']} |", flush=True)
     if args.profile:
-        print("\n" + profile(apps[0], args.requests, out, args.top) + "\n", flush=True)
+        print("\n" + profile(app, args.requests, out, args.top) + "\n", flush=True)
     return 0
 
 
