@@ -56,6 +56,7 @@ import cProfile
 import io
 import os
 import pstats
+import shutil
 import statistics
 import subprocess
 import sys
@@ -118,17 +119,26 @@ def _environ(app: str, n: int, flags: str = "01") -> dict:
     }
 
 
+#: The status of the last response, which measure() checks after its warm-up: a bench of error pages measures nothing.
+_LAST_STATUS = [""]
+
+
 def _start_response(status, headers, exc_info=None):
+    _LAST_STATUS[0] = status
     return None
 
 
 def _serve(application, app: str, requests: int, first: int, line: str | None = None, out=None,
            share: int = EVERY) -> float:
-    """Serve ``requests`` requests as a worker does; seconds per request.
+    """Serve ``requests`` requests as a worker does; seconds per request: the wall clock's on "/", this process's
+    CPU time (its threads' too) on the database.
 
     Each environ is built just before its call, as a server builds it from
     the request it read (built all ahead, they would be cold in the CPU's
-    caches, and the side that reads more of them would pay for it).
+    caches, and the side that reads more of them would pay for it). On the
+    database, the lines a batched writer still holds are written before the
+    clock is read, so its thread's CPU is charged to the side that made them,
+    not to the next one.
     """
     clock = time.perf_counter if PATH == "/" else time.process_time
     started = clock()
@@ -143,6 +153,9 @@ def _serve(application, app: str, requests: int, first: int, line: str | None = 
         if line is not None:
             out.write(line)
             out.flush()
+    flush = getattr(getattr(application, "write_line", None), "flush", None)
+    if flush is not None and clock is time.process_time:
+        flush()
     return (clock() - started) / requests
 
 
@@ -230,8 +243,10 @@ def measure(app: str, requests: int, rounds: int, out, batch: int = 200) -> dict
 
     Within a round the sides take turns every ``batch`` requests, in a
     rotating order, so that what drifts over seconds (the garbage collector's
-    generations, Django's caches, the other core's load) lands on all three
-    alike; a side's round figure is its total time over its requests.
+    generations, Django's caches, the other core's load) lands on every side
+    alike; a side's round figure is its total time over its requests. The
+    not-sampled and sampled sides are the on side's app, its requests flagged
+    as ``shares`` says.
     """
     served = sides(app, out)
     line = trace_line_of(served["on"], app)
@@ -239,8 +254,11 @@ def measure(app: str, requests: int, rounds: int, out, batch: int = 200) -> dict
     _serve(served["on"], app, 500, 0)
     _serve(served["at once"], app, 500, 0)
     _serve(served["wrapper"], app, 500, 0)
+    _serve(served["on"], app, 500, 0, share=0)
+    if not _LAST_STATUS[0].startswith("2"):
+        raise SystemExit(f"{app}'s {PATH} answered {_LAST_STATUS[0]!r}: the bench would time an error page")
     names = ["off", "on", "at once", "wrapper", "floor", "not sampled", "sampled"]
-    shares = {"not sampled": 0, "sampled": SAMPLE}  # the on side, its requests flagged 00 but these
+    shares = {"not sampled": 0, "sampled": SAMPLE}  # both served by the on side: the share of requests flagged 01
     per_round: dict[str, list[float]] = {side: [] for side in names}
     for round_ in range(rounds):
         spent = dict.fromkeys(names, 0.0)
@@ -279,9 +297,10 @@ def profile(app: str, requests: int, out, top: int) -> str:
     return "\n".join(lines)
 
 
-def _database() -> tuple[object, dict[str, str]]:
+def _database(apps: list[str]) -> tuple[object, dict[str, str]]:
     """A PostgreSQL of the run's own for /items, as the native test stack starts one: (it, what the apps are given).
-    Each app's tables are set up by its own db_setup, as the launcher does before a server starts."""
+    Each app's tables are set up by its own db_setup, as the launcher does before a server starts. It logs no
+    statements (WSGILAB_DB_LOG_MIN_MS=-1): its log would take CPU from the process measured."""
     sys.path.insert(0, str(REPO / "tests"))
     from lab_stacks import free_port
     from native_database import NativeDatabase
@@ -291,10 +310,16 @@ def _database() -> tuple[object, dict[str, str]]:
     workdir = Path(tempfile.mkdtemp(prefix="wsgi-lab-trace-profile-", dir="/tmp"))
     workdir.chmod(0o755)  # PostgreSQL runs as its own user where the bench runs as root
     database = NativeDatabase(workdir, free_port())
-    database.create()
-    env = database.app_environment()
-    for app, folder in APP_DIRS.items():
-        set_up_database({**os.environ, **env, "WSGI_APP_DIR": str(REPO / folder), "SCRIPT_NAME": f"/{app}"})
+    database.settings = {"WSGILAB_DB_LOG_MIN_MS": "-1"}
+    try:
+        database.create()
+        env = database.app_environment()
+        for app in apps:
+            set_up_database({**os.environ, **env, "WSGI_APP_DIR": str(REPO / APP_DIRS[app]), "SCRIPT_NAME": f"/{app}"})
+    except BaseException:
+        database.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     return database, env
 
 
@@ -328,18 +353,21 @@ def main() -> int:
     FLUSH_MS, PATH, SAMPLE = args.flush_ms, "/" + args.path.strip("/"), round(float(args.sample) * 100)
     apps = args.app or sorted(APP_DIRS)
     if args.serve_only:
+        if PATH != "/":
+            parser.error("--serve-only serves / (bench/trace_instructions.py counts it): leave --path out")
         if args.without:
             _without(args.without)
         served = sides(apps[0], _drained_pipe())
         _serve(served[args.serve_only], apps[0], args.requests, 0)
         return 0
     if not args.row_only:
-        print(f"| app | off µs/req | tracing µs/req (lines batched, {FLUSH_MS} ms) | tracing, each line at once | "
+        unit = "µs/req" if PATH == "/" else "CPU µs/req"
+        print(f"| app | off {unit} | tracing µs/req (lines batched, {FLUSH_MS} ms) | tracing, each line at once | "
               f"the wrapping alone | one line written (the floor) | not sampled | {args.sample} % sampled | "
               "line bytes |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     database = None
-    if PATH != "/" and "WSGILAB_DB_HOST" not in os.environ:
-        database, env = _database()
+    if PATH != "/" and not os.environ.get("WSGILAB_DB_HOST"):  # a host given: its tables already set up
+        database, env = _database(apps)
         os.environ.update(env)  # for this process's app, or each app's process below
     try:
         if len(apps) > 1:  # each app in a fresh process: the frameworks do not share one well
@@ -353,6 +381,7 @@ def main() -> int:
     finally:
         if database is not None:
             database.stop()
+            shutil.rmtree(database.data.parent, ignore_errors=True)
 
 
 def _row(app: str, args: argparse.Namespace) -> int:

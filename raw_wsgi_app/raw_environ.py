@@ -4,7 +4,7 @@ A WSGI environ mixes what CGI defined (RFC 3875: the request line split up,
 the client, the body's type and length, and a request header per
 ``HTTP_*`` key), PEP 3333's own ``wsgi.*`` keys, what the server adds of
 its own, what a middleware adds on the way in, and, under Granian, the
-server process's environment. Standard library only, like the app.
+server process's environment. Standard library only.
 """
 
 import os

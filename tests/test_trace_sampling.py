@@ -296,7 +296,12 @@ def test_export_marks_each_span_with_the_traces_w3c_flags(tmp_path):
         log.write_text(json.dumps(line) + "\n" + json.dumps(server) + "\n")
         done = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "export", "--id", "req-0000000a",
                                str(log)], capture_output=True, text=True)
-        request = _decoded(json.loads(done.stdout))  # the protocol's own definitions accept the field
+        assert done.returncode == 0, done.stderr
+        document = json.loads(done.stdout)
+        # a number, as OTLP/JSON writes a fixed32 (the protocol's parser would take a string too)
+        assert {type(span["flags"]) for resource in document["resourceSpans"] for scope in resource["scopeSpans"]
+                for span in scope["spans"]} == {int}
+        request = _decoded(document)  # the protocol's own definitions accept the field
         return {span.name: span.flags for resource in request.resource_spans for scope in resource.scope_spans
                 for span in scope.spans}
 
@@ -304,3 +309,5 @@ def test_export_marks_each_span_with_the_traces_w3c_flags(tmp_path):
     assert exported_flags("00") == {"GET /raw/": 0, "GET to the app server": 0, "gunicorn worker": 0}
     assert set(exported_flags("01").values()) == {1}
     assert set(exported_flags(None).values()) == {1}  # a line older than sampling: every trace was recorded
+    assert set(exported_flags("03").values()) == {3}  # a caller's other bits pass as it sent them
+    assert set(exported_flags("zz").values()) == {1}  # not flags: read as sampled, as everywhere else

@@ -252,7 +252,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
 LAB_SETTINGS = {name: s for name, s in SETTINGS.items() if s.lab_may_change}
 
 #: What a stack that reads every request's trace (the tour's, the test stacks) is brought up with, whatever .env or
-#: the shell say: the labs and the tour read each request's trace, and a sampled one may not have been recorded.
+#: the shell say: below 100, a request nginx did not sample has no app-side trace for a lab or a step to read.
 EVERY_TRACE = {"WSGILAB_TRACE_SAMPLE": "100"}
 
 

@@ -10,9 +10,11 @@
   ``server.address``, ``client.address``, ``network.protocol.name``) and use
   ``wsgilab.*`` for the rest. Ids are hex, times nanoseconds as strings, as
   the OTLP/JSON encoding asks. Each span's ``flags`` carries the trace's W3C
-  flags as nginx logged them (``trace_flags``): 1 where the trace was
-  sampled, 0 for the spans of one that was not (nginx's and the worker's:
-  the app side recorded nothing), so a collector can tell them apart.
+  flags byte as nginx logged it (``trace_flags``; bit 0: sampled): 1 where
+  the trace was sampled, 0 for the spans of one that was not (nginx's and
+  the worker's: the app side recorded nothing), a caller's other bits as it
+  sent them. Without nginx's line (older lines, or only the apps' logs
+  read) a span says 1: the app side recorded it.
 - **Chrome trace events** (``--format chrome``): ``{"traceEvents": [...]}``
   with one complete event (``"ph": "X"``, ``ts`` and ``dur`` in µs) per span
   and an instant event (``"ph": "i"``) per span event, one track per hop

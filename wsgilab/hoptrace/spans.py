@@ -65,7 +65,7 @@ class Span:
     attributes: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     error: bool = False
-    #: W3C trace flags (OTLP's ``Span.flags``): nginx's decision for the whole trace; 1, sampled, in lines older.
+    #: The W3C trace flags byte (OTLP's ``Span.flags``; bit 0: sampled) nginx logged for the whole trace; 1 without it.
     flags: int = 1
 
 
