@@ -9,13 +9,14 @@ the body as an iterable the server sends piece by piece, and handing a file to
 the server's ``wsgi.file_wrapper``.
 
 It answers the same endpoints as the Django and Flask apps: ``/`` hello,
-``/environ`` (raw_environ.py: who put each key there), ``/stream``,
-``/download``, ``/upload`` (POST), ``/slow?ms=N``, ``/redirect`` and
-``/error``; the database's, ``/items``, ``/items/ID`` and ``/query?ms=N``,
-through psycopg by hand (raw_items.py: the only library the app uses); the
-ones that wait for an event, ``/wait``, ``/events`` and ``/ws``
-(raw_waits.py: what they cost a WSGI app); and one only it has, ``/write``:
-a body sent through the ``write()`` callable ``start_response`` returns.
+``/environ`` (grouped by who put each key there, by wsgilab's labkit as
+theirs is), ``/stream``, ``/download``, ``/upload`` (POST), ``/slow?ms=N``,
+``/redirect`` and ``/error``; the database's, ``/items``, ``/items/ID`` and
+``/query?ms=N``, through psycopg by hand (raw_items.py: the only library
+the app uses); the ones that wait for an event, ``/wait``, ``/events`` and
+``/ws`` (raw_waits.py: what they cost a WSGI app); and one only it has,
+``/write``: a body sent through the ``write()`` callable ``start_response``
+returns.
 """
 
 import hashlib
@@ -26,9 +27,10 @@ import time
 import traceback
 from urllib.parse import parse_qs
 
-import raw_environ
 import raw_items
 import raw_waits
+
+from wsgilab.container import labkit
 
 APP = "raw"
 MAX_DELAY_MS = 10_000
@@ -67,8 +69,8 @@ def hello(environ, start_response):
 
 
 def show_environ(environ, start_response):
-    """The environ the server built for this request, grouped by who put each key there (raw_environ.py)."""
-    return _json(start_response, "200 OK", raw_environ.grouped(environ))
+    """The environ the server built for this request, grouped by who put each key there, as the other apps show it."""
+    return _json(start_response, "200 OK", labkit.describe_environ(environ))
 
 
 MAX_BODY_BYTES, BODY_CHUNK = 64 * 1024 * 1024, 64 * 1024
