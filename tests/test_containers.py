@@ -23,6 +23,7 @@ from wsgilab.hoptrace import records as hoplog
 from wsgilab.hoptrace.waterfall import render_waterfall
 from wsgilab.labs import control
 from wsgilab.labs.around_nginx import process_uids, services
+from wsgilab.labs.polling import read_until
 
 ONLY_TIERS = ("compose",)
 
@@ -74,13 +75,15 @@ def test_hoptrace_reads_docker_compose_logs_itself(stack):
     request_id = "compose-logs-" + uuid.uuid4().hex
     assert get(stack.port, "/raw/", headers={"X-Request-ID": request_id}).status == 200
     env = {**os.environ, "COMPOSE_PROJECT_NAME": stack.stack.project}
-    for _ in range(20):
+
+    def show():
         shown = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "show", "--compose", "--json", request_id],
                                capture_output=True, text=True, cwd=REPO, env=env, stdin=subprocess.DEVNULL)
-        events = json.loads(shown.stdout)["events"] if shown.returncode == 0 else []
-        if {"response_sent", "close"} <= {e["event"] for e in events}:
-            break
-        time.sleep(0.25)
+        return shown, json.loads(shown.stdout)["events"] if shown.returncode == 0 else []
+
+    # Each try runs hoptrace (a second or so under load): as long as the twenty tries it once had.
+    shown, events = read_until(show, lambda shown_events: {"response_sent", "close"} <= {
+        e["event"] for e in shown_events[1]}, wait_s=10)
     assert {e["hop"] for e in events} >= {"nginx", "wsgi", stack.server}, shown.stderr
 
 

@@ -10,7 +10,6 @@ where both tiers run they run on compose's, the stack as users run it.
 
 import json
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -18,20 +17,17 @@ from lab_http import get, request
 from lab_stacks import DB_PASSWORD_SENTINEL, NativeStack, hop_log_lines
 
 from wsgilab.hoptrace import records as hoplog
+from wsgilab.labs.polling import read_until
 
 pytestmark = pytest.mark.once_on("compose")
 
 SERVER_DONE = {"gunicorn": "post_request", "uwsgi": "request_done"}
 
 
-def _events(stack, request_id, attempts=40):
+def _events(stack, request_id, wait_s=10.0):
     """hoptrace's events for one request, once the app's record is in the logs."""
-    for _ in range(attempts):
-        events = hoplog.events_of(hoplog.scan(hop_log_lines(stack.stack), request_id).records)
-        if {"close", SERVER_DONE[stack.server]} <= {e["event"] for e in events}:
-            return events
-        time.sleep(0.25)
-    return events
+    return read_until(lambda: hoplog.events_of(hoplog.scan(hop_log_lines(stack.stack), request_id).records),
+                      lambda events: {"close", SERVER_DONE[stack.server]} <= {e["event"] for e in events}, wait_s)
 
 
 def _id():
@@ -156,13 +152,16 @@ def test_postgresql_own_log_line_for_a_query_joins_it_in_the_trace(stack, app):
     request_id = _id()
     reply = get(stack.port, f"/{app}/query?ms=60", headers={"X-Request-ID": request_id})
     assert reply.status == 200, reply.body
-    for _ in range(40):  # PostgreSQL's line may come a moment after the app's record
-        events = _events(stack, request_id)
+
+    def sleep_and_its_log_lines(events):
         sleep = next(e for e in events if e["event"] == "db_query" and "pg_sleep" in e.get("statement", ""))
-        own = [e for e in events if e["event"] == "db_log" and e["n"] == sleep["n"]]
-        if any(e["step"] in ("execute", "statement") for e in own):
-            break
-        time.sleep(0.25)
+        return sleep, [e for e in events if e["event"] == "db_log" and e["n"] == sleep["n"]]
+
+    # PostgreSQL's line may come a moment after the app's record.
+    events = read_until(lambda: _events(stack, request_id),
+                        lambda events: any(e["step"] in ("execute", "statement")
+                                           for e in sleep_and_its_log_lines(events)[1]), wait_s=10)
+    sleep, own = sleep_and_its_log_lines(events)
     ran = next(e for e in own if e["step"] in ("execute", "statement"))
     # The same backend, by the database's own clock: it ran the sleep, within the time the app waited for it.
     assert ran["pid"] == sleep["backend_pid"] == reply.json()["backend_pid"]

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 
 from google.protobuf import json_format
 from lab_http import get
@@ -20,6 +19,7 @@ from lab_stacks import hop_log_lines, hoptrace_following
 from test_tracing import SERVER_DONE
 
 from wsgilab.hoptrace import records as hoplog
+from wsgilab.labs.polling import read_until
 from wsgilab.trace_context import parse_traceparent
 
 CALLER_TRACE, CALLER_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -60,15 +60,11 @@ def test_nginx_and_hoptrace_join_exactly_the_same_traceparents(stack, app):
             assert reply.header("traceresponse").endswith(value[-3:])  # the caller's flags go on
 
 
-def _records(stack, request_id, attempts=20):
+def _records(stack, request_id):
     """The request's records, once nginx, the server and the WSGI layer have all logged it."""
     hops = {"nginx", "wsgi", stack.server}
-    for _ in range(attempts):
-        found = hoplog.scan(hop_log_lines(stack.stack), request_id).records
-        if {r["hop"] for r in found} >= hops:
-            return found
-        time.sleep(0.25)
-    return found
+    return read_until(lambda: hoplog.scan(hop_log_lines(stack.stack), request_id).records,
+                      lambda found: {r["hop"] for r in found} >= hops)
 
 
 def _log_file(stack, request_id, tmp_path):

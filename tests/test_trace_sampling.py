@@ -26,6 +26,7 @@ from wsgilab.container.server_timing import server_timing_header
 from wsgilab.container.wsgi_trace import HopTrace, current_trace
 from wsgilab.hoptrace import records as hoplog
 from wsgilab.labs.cli import not_every_trace
+from wsgilab.labs.polling import read_until
 from wsgilab.setting_values import SettingError, check_value
 from wsgilab.trace_context import is_sampled
 
@@ -155,14 +156,11 @@ def test_the_asgi_side_follows_the_flag_too():
     assert len(lines) == 1 and seen_by_app is not None and [name for name, _ in headers] == [b"server-timing"]
 
 
-def _request_records(stack, request_id, hops, attempts=40):
-    """The request's records once ``hops`` have all logged it (what is there after ``attempts`` reads)."""
-    for _ in range(attempts):
-        found = [r for r in hoplog.scan(hop_log_lines(stack.stack), request_id).records if r.get("event") == "request"]
-        if {r["hop"] for r in found} >= hops:
-            return found
-        time.sleep(0.25)
-    return found
+def _request_records(stack, request_id, hops, wait_s=10.0):
+    """The request's records once ``hops`` have all logged it (what is there after ``wait_s``; 0: read once)."""
+    return read_until(lambda: [r for r in hoplog.scan(hop_log_lines(stack.stack), request_id).records
+                               if r.get("event") == "request"],
+                      lambda found: {r["hop"] for r in found} >= hops, wait_s)
 
 
 def test_a_callers_unsampled_trace_is_served_and_logged_by_nginx_and_the_server_only(stack, app, tmp_path):
@@ -173,7 +171,7 @@ def test_a_callers_unsampled_trace_is_served_and_logged_by_nginx_and_the_server_
     request_id = reply.header("X-Request-ID")
     _request_records(stack, request_id, {"nginx", stack.server})
     time.sleep(LINES_WRITTEN_S)
-    records = {r["hop"]: r for r in _request_records(stack, request_id, {"nginx", stack.server}, attempts=1)}
+    records = {r["hop"]: r for r in _request_records(stack, request_id, {"nginx", stack.server}, wait_s=0)}
     assert set(records) == {"nginx", stack.server}, records  # no wsgi record
     nginx, server = records["nginx"], records[stack.server]
     assert nginx["trace_flags"] == "00" and nginx["trace_id"] == server["trace_id"] == CALLER_TRACE

@@ -20,6 +20,7 @@ from wsgilab import trace_format
 from wsgilab.hoptrace import records as hoplog
 from wsgilab.hoptrace.waterfall import render_waterfall
 from wsgilab.labs.around_nginx import on_app_network, services
+from wsgilab.labs.polling import read_until
 from wsgilab.labs.rawhttp import exchange
 
 #: What must happen before what. nginx finishes once it has the app's headers
@@ -45,15 +46,11 @@ FRAMEWORK_ORDER = {
 SERVER_DONE = {"gunicorn": "post_request", "uwsgi": "request_done"}
 
 
-def _trace(stack, request_id, attempts=20):
+def _trace(stack, request_id):
     """hoptrace's events for one request, once its hops have all logged it."""
     done = {"response_sent", "close", SERVER_DONE[stack.server]}
-    for _ in range(attempts):
-        events = hoplog.events_of(hoplog.scan(hop_log_lines(stack.stack), request_id).records)
-        if {e["event"] for e in events} >= done:
-            return events
-        time.sleep(0.25)
-    return events
+    return read_until(lambda: hoplog.events_of(hoplog.scan(hop_log_lines(stack.stack), request_id).records),
+                      lambda events: {e["event"] for e in events} >= done)
 
 
 def _in_order(names, expected):
@@ -88,12 +85,9 @@ NGINX_PRECISION_US = 1000
 
 def _raw_stamps(stack, request_id):
     """Each hop's own stamps for one request, from the records as written: no normalizer, no sorting."""
-    for _ in range(20):
-        found = {r["hop"]: r for r in hoplog.scan(hop_log_lines(stack.stack), request_id).records
-                 if r["event"] == "request"}
-        if {"nginx", "wsgi", stack.server} <= set(found):
-            break
-        time.sleep(0.25)
+    found = read_until(lambda: {r["hop"]: r for r in hoplog.scan(hop_log_lines(stack.stack), request_id).records
+                                if r["event"] == "request"},
+                       lambda found: {"nginx", "wsgi", stack.server} <= set(found))
     nginx, wsgi, server = found["nginx"], found["wsgi"], found[stack.server]
     stamps = {"nginx_received": nginx["ts_us"] - round(float(nginx["request_time"]) * 1e6),
               "nginx_sent": nginx["ts_us"]}
@@ -266,11 +260,8 @@ def test_gunicorn_answers_another_apps_path_itself_and_its_trace_says_which_app_
         pytest.skip("gunicorn's own answer; uWSGI hands such a path to the app it has (a 404 from the app)")
     request_id = "wrong-app-" + uuid.uuid4().hex
     assert _send_to_djangos_gunicorn(stack, "/flask/slow?ms=1", request_id) == 500
-    for _ in range(20):
-        events = hoplog.events_of(hoplog.scan(hop_log_lines(stack.stack), request_id).records)
-        if "answered_itself" in {e["event"] for e in events}:
-            break
-        time.sleep(0.25)
+    events = read_until(lambda: hoplog.events_of(hoplog.scan(hop_log_lines(stack.stack), request_id).records),
+                        lambda events: "answered_itself" in {e["event"] for e in events})
     answered = [e for e in events if e["event"] == "answered_itself"]
     assert [(e["service"], e["server"], e["status"]) for e in answered] == [("django", "gunicorn", 500)], events
     assert "Request path '/flask/slow' does not start with SCRIPT_NAME '/django'" in answered[0]["error"]
@@ -451,16 +442,12 @@ def test_fifty_concurrent_requests_each_keep_exactly_their_own_events(stack, app
         thread.join(60)
     assert statuses == {request_id: (200, sizes[request_id]) for request_id in ids}
     _trace(stack, ids[-1])
-    deadline = time.monotonic() + 10
-    while True:
-        records = [r for r in hoplog.scan(hop_log_lines(stack.stack)).records
-                   if str(r.get("request_id", "")).startswith(f"conc-{run}-")]
-        by_id = {}
-        for record in records:
-            by_id.setdefault(record["request_id"], []).append(record)
-        if len(records) == 150 or time.monotonic() > deadline:
-            break
-        time.sleep(0.25)
+    records = read_until(lambda: [r for r in hoplog.scan(hop_log_lines(stack.stack)).records
+                                  if str(r.get("request_id", "")).startswith(f"conc-{run}-")],
+                         lambda records: len(records) == 150, wait_s=10)
+    by_id = {}
+    for record in records:
+        by_id.setdefault(record["request_id"], []).append(record)
     assert sorted(by_id) == ids
     for request_id, own in by_id.items():
         assert sorted(r["hop"] for r in own) == sorted(["nginx", "wsgi", stack.server]), (request_id, own)

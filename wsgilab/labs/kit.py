@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from wsgilab.hoptrace.records import parse_line, scan
 from wsgilab.labs.control import StackControl
+from wsgilab.labs.polling import pauses
 from wsgilab.labs.rawhttp import exchange, request_bytes
 from wsgilab.settings import SETTINGS
 
@@ -110,7 +111,7 @@ class Target:
         """
         deadline = time.monotonic() + wait_s
         settled = False
-        while True:
+        for pause in pauses():
             began = time.monotonic()
             found, complete = read(self.log_lines())
             if complete and not settled:
@@ -119,7 +120,8 @@ class Target:
                 continue
             if complete or began > deadline:
                 return found
-            time.sleep(0.2)
+            time.sleep(pause)
+        raise AssertionError("unreachable: pauses() never ends")
 
 
 @dataclass(frozen=True)
