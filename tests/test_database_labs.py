@@ -33,7 +33,7 @@ def test_n_plus_one_lab_counts_one_query_per_item_and_flags_the_run(stack):
 
 
 def test_n_plus_one_reads_a_join_and_an_in_list_from_the_statements_the_trace_keeps():
-    from wsgilab.container.db_trace import sanitized
+    from wsgilab.container.sql_text import sanitized
     from wsgilab.labs.n_plus_one import _shapes
 
     django = ('SELECT "endpoints_item"."id", "endpoints_item"."name", "endpoints_item"."owner_id", '

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from wsgilab.container import database, db_secrets
-from wsgilab.container.db_trace import MAX_QUERY_EVENTS, operation, record_query, sanitized
+from wsgilab.container.db_trace import MAX_QUERY_EVENTS, record_query
+from wsgilab.container.sql_text import operation, sanitized
 from wsgilab.container.server_timing import server_timing
 from wsgilab.container.wsgi_trace import RequestTrace
 from wsgilab.hoptrace.records import events_of

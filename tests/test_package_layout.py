@@ -11,6 +11,8 @@ dependency on the tool that reads it. The contracts both sides share,
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from lab_stacks import REPO
@@ -90,3 +92,12 @@ def test_both_stack_controls_implement_the_interface_the_labs_are_typed_against(
         missing = {name for name in methods if not callable(getattr(implementation, name, None))}
         assert missing == set(), implementation.__name__
     assert isinstance(ComposeControl(["docker", "compose"]), StackControl)
+
+
+def test_hoptrace_starts_without_importing_the_database_driver():
+    # psycopg was half of every `hoptrace` command's start-up, imported only for the statement's shape
+    # (wsgilab.container.sql_text): the host tool reads PostgreSQL's log, it never connects to it.
+    done = subprocess.run([sys.executable, "-c", "import sys, wsgilab.hoptrace.cli, wsgilab.hoptrace.export; "
+                                                 "print(sorted(m for m in sys.modules if m.split('.')[0] == 'psycopg'))"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

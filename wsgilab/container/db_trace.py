@@ -13,7 +13,7 @@ driver sends a statement:
 
 A query becomes a ``db_query`` event at the moment it was sent, with its
 duration, rows, the PostgreSQL backend's pid that ran it, and its statement
-with every literal taken out (``sanitized``): the text a trace may keep,
+with every literal taken out (``sql_text.sanitized``): the text a trace may keep,
 since the values a user typed never reach a log line. Getting a connection
 becomes a ``db_connection`` event (``timed_connection``): the wait for a
 pooled one, or the time to open one.
@@ -39,59 +39,19 @@ all of them.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import re
 from collections.abc import Callable, Iterator
 from time import perf_counter_ns, time_ns
 from typing import Any
 
+from wsgilab.container.sql_text import operation, sanitized
 from wsgilab.container.wsgi_trace import RequestTrace, current_trace
 from wsgilab.trace_context import format_traceparent, query_span_id
 
 #: Query events written per request, and the bytes they may take of its line; the rest are counted
 #: (db_queries, db_us), not listed. 2 400 bytes hold two statements and sixteen repeats of one.
 MAX_QUERY_EVENTS, MAX_QUERY_BYTES = 25, 2400
-#: The most characters of a sanitized statement a trace keeps.
-MAX_STATEMENT = 160
-
-# What SQL holds, read left to right, so a quote inside a string never starts a name or the other way round:
-# a quoted name ("items", kept), or a literal or a driver's placeholder (each becomes "?").
-_TOKENS = re.compile(r"""
-      (?P<name>"(?:[^"]|"")*")                    # a quoted name: kept as it is
-    | [eE]'(?:[^'\\]|\\.|'')*'                    # an escape string: E'it\'s'
-    | (?:[uU]&|[bBxXnN])?'(?:[^']|'')*'           # a string: 'it''s', U&'d\0061t', B'101', X'1F', N'x'
-    | \$(?P<tag>[A-Za-z_]\w*)?\$.*?\$(?P=tag)?\$  # a dollar-quoted string: $$...$$, $x$...$x$
-    | %\(\w+\)[sbt] | %[sbt]                      # psycopg's placeholders: %s, %(name)s, %b, %t
-    | \$\d+                                       # PostgreSQL's own: $1
-    | (?<![\w.$])(?:0[xXoObB][0-9A-Fa-f_]+|(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][+-]?\d+)?)(?![\w.])  # a number
-    """, re.VERBOSE | re.DOTALL)
-_SPACE = re.compile(r"\s+")
-
-
-@functools.lru_cache(maxsize=512)
-def sanitized(statement: str) -> str:
-    """``statement`` with every literal and placeholder replaced by ``?``, on one line, at most MAX_STATEMENT long.
-
-    Kept per statement text (an app sends the same few statements, their values apart, again and again): the
-    regular expression costs about 13 µs a statement, a cached answer well under one.
-
-    >>> sanitized("SELECT * FROM t WHERE name = 'x''y' AND id > 10 LIMIT %s")
-    'SELECT * FROM t WHERE name = ? AND id > ? LIMIT ?'
-    """
-    text = _TOKENS.sub(lambda match: match.group("name") or "?", statement)
-    text = _SPACE.sub(" ", text).strip()
-    return text if len(text) <= MAX_STATEMENT else text[:MAX_STATEMENT - 1] + "…"
-
-
-@functools.lru_cache(maxsize=512)
-def operation(statement: str) -> str:
-    """The statement's first keyword, upper case (SELECT, INSERT, BEGIN...): OpenTelemetry's db.operation.name."""
-    match = re.match(r"\s*(?:/\*.*?\*/\s*)*([A-Za-z]+)", statement, re.DOTALL)
-    return match.group(1).upper() if match else ""
-
-
 #: Whether statements carry their traceparent comment: not where PostgreSQL logs none (WSGILAB_DB_LOG_MIN_MS=-1),
 #: since nothing would join it, and a statement whose text is new each time misses psycopg's placeholder cache
 #: and is never prepared (docs/performance-tracing.md).

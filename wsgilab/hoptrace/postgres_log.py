@@ -28,7 +28,7 @@ import re
 import time
 from typing import Any
 
-from wsgilab.container.db_trace import sanitized
+from wsgilab.container.sql_text import sanitized
 from wsgilab.trace_context import query_span_id
 from wsgilab.trace_format import INTERFACE_HOPS
 
