@@ -127,7 +127,7 @@ def wait_until_served(port: int, servers: dict[str, str], deadline_s: float = 60
                 seen[app] = repr(error)
         if seen == expected:
             return
-        time.sleep(0.3)
+        time.sleep(0.1)  # a restarted app is served about when its healthcheck passes: look often, it is cheap
     raise StackError(f"nginx on port {port} did not serve {expected} in {deadline_s:.0f}s; last seen {seen}")
 
 
