@@ -77,3 +77,29 @@ def test_the_recorded_errors_are_span_events_in_the_export():
               for scope in resource["scopeSpans"] for span in scope["spans"] for event in span["events"]}
     # the app's traceback of a 500 (app_log), nginx's error line (a body spooled to disk), the WSGI moments
     assert {"app_log", "nginx_error", "start_response", "first_chunk", "close"} <= events
+
+
+def test_export_marks_each_span_whose_parent_is_in_another_process_as_remote(tmp_path):
+    # OTLP's Span.flags, bits 8 (known) and 9 (remote), as the SDKs set them: the worker's span and the queue hang
+    # under nginx's exchange, in another process; every other parent is in the span's own process, or there is none.
+    request_id = "fixture-gunicorn-django-home"
+
+    def exported_flags(log):
+        exported = _decoded(json.loads(_hoptrace("export", "--id", request_id, str(log))))
+        return {span.name: span.flags for resource in exported.resource_spans for scope in resource.scope_spans
+                for span in scope.spans}
+
+    flags = exported_flags(LOG)
+    assert {name: hex(value) for name, value in flags.items() if value != 0x101} == {
+        "gunicorn worker": "0x301", "queue: waiting for a worker": "0x301"}
+    assert {"GET /django/", "GET to the app server", "WSGI app(environ, start_response)",
+            "django request handling", "view endpoints.views.hello"} <= set(flags)
+    # Under a caller's span (its traceparent), nginx's own span has a remote parent too.
+    lines = [json.loads(line) for line in LOG.read_text().splitlines() if request_id in line]
+    for line in lines:
+        if line.get("hop") == "nginx" and line.get("event") == "request":
+            line["parent_span_id"] = "e" * 16
+    called = tmp_path / "called.log"
+    called.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert {name: hex(value) for name, value in exported_flags(called).items() if value != 0x101} == {
+        "GET /django/": "0x301", "gunicorn worker": "0x301", "queue: waiting for a worker": "0x301"}

@@ -302,7 +302,8 @@ def test_export_marks_each_span_with_the_traces_w3c_flags(tmp_path):
         assert {type(span["flags"]) for resource in document["resourceSpans"] for scope in resource["scopeSpans"]
                 for span in scope["spans"]} == {int}
         request = _decoded(document)  # the protocol's own definitions accept the field
-        return {span.name: span.flags for resource in request.resource_spans for scope in resource.scope_spans
+        # the W3C byte (bits 8 and 9, the parent's place: test_recorded_log.py)
+        return {span.name: span.flags & 0xFF for resource in request.resource_spans for scope in resource.scope_spans
                 for span in scope.spans}
 
     # nginx's span, its exchange with the app server, and the worker's: one trace, one decision

@@ -9,12 +9,15 @@
   (``http.request.method``, ``url.path``, ``http.response.status_code``,
   ``server.address``, ``client.address``, ``network.protocol.name``) and use
   ``wsgilab.*`` for the rest. Ids are hex, times nanoseconds as strings, as
-  the OTLP/JSON encoding asks. Each span's ``flags`` carries the trace's W3C
-  flags byte as nginx logged it (``trace_flags``; bit 0: sampled): 1 where
-  the trace was sampled, 0 for the spans of one that was not (nginx's and
-  the worker's: the app side recorded nothing), a caller's other bits as it
-  sent them. Without nginx's line (older lines, or only the apps' logs
-  read) a span says 1: the app side recorded it.
+  the OTLP/JSON encoding asks. Each span's ``flags`` carries, in its low
+  byte, the trace's W3C flags as nginx logged them (``trace_flags``; bit 0:
+  sampled): 1 where the trace was sampled, 0 for the spans of one that was
+  not (nginx's and the worker's: the app side recorded nothing), a caller's
+  other bits as it sent them. Without nginx's line (older lines, or only the
+  apps' logs read) that byte says 1: the app side recorded it. Bits 8 and 9
+  say whether the span's parent is remote, in another process, as the SDKs
+  set them: 0x100 for a root or a parent in the same process, 0x300 for
+  nginx's span under a caller's, and for the worker's under nginx's.
 - **Chrome trace events** (``--format chrome``): ``{"traceEvents": [...]}``
   with one complete event (``"ph": "X"``, ``ts`` and ``dur`` in µs) per span
   and an instant event (``"ph": "i"``) per span event, one track per hop

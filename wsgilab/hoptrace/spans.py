@@ -65,8 +65,13 @@ class Span:
     attributes: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     error: bool = False
-    #: The W3C trace flags byte (OTLP's ``Span.flags``; bit 0: sampled) nginx logged for the whole trace; 1 without it.
+    #: OTLP's ``Span.flags``: in bits 0 to 7 the W3C trace flags byte nginx logged for the whole trace (bit 0:
+    #: sampled; 1 without it); bits 8 and 9, whether the span's parent is in another process (``spans_of``).
     flags: int = 1
+
+
+#: OTLP's Span.flags bits for a span's parent: known to be local or remote (8); remote (9).
+PARENT_IS_KNOWN, PARENT_IS_REMOTE = 0x100, 0x200
 
 
 def _event_fields(event: dict[str, Any]) -> dict[str, Any]:
@@ -244,8 +249,13 @@ def spans_of(records: list[dict[str, Any]]) -> list[Span]:
     # nginx decided, for every hop, whether the trace is sampled (WSGILAB_TRACE_SAMPLE, or the caller's flags).
     flags = flags_byte(next((r.get("trace_flags") for r in records
                              if r.get("hop") == "nginx" and r.get("event") == "request"), None))
+    # Whether each span's parent is remote: nginx's spans are nginx's process, every other one (the server's, the
+    # WSGI call's, the framework's, the view's, the queries') the worker's; a parent across that line, or one no
+    # record names (the caller's), is in another process.
+    in_nginx = {span.span_id: span.hop == "nginx" for span in spans}
     for span in spans:
-        span.flags = flags
+        remote = bool(span.parent_id) and in_nginx.get(span.parent_id) != (span.hop == "nginx")
+        span.flags = flags | PARENT_IS_KNOWN | (PARENT_IS_REMOTE if remote else 0)
         span.events = [{"name": e["event"], "ts_us": e["ts_us"], **_event_fields(e)} for e in span.events]
     return spans
 
