@@ -29,6 +29,7 @@ from wsgilab.labs.control import ComposeControl, ControlError
 from wsgilab.hoptrace.stack_logs import StackError, stack_lines
 from wsgilab.labs.kit import DEFAULT_TRACE_FLUSH_MS, Report, Target
 from wsgilab.labs.swarm_control import SwarmControl
+from wsgilab.settings import EVERY_TRACE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,14 +81,15 @@ def not_every_trace(running: dict[str, str]) -> str:
     if tracing != "on":
         return (f"the stack runs with WSGILAB_TRACING={tracing}, and the labs read every request's trace: bring "
                 "it up with WSGILAB_TRACING=on, the default")
-    sample = running.get("WSGILAB_TRACE_SAMPLE") or "100"
+    every = EVERY_TRACE["WSGILAB_TRACE_SAMPLE"]
+    sample = running.get("WSGILAB_TRACE_SAMPLE") or every
     try:
-        every = float(sample) >= 100
+        all_of_them = float(sample) >= float(every)
     except ValueError:
-        every = False
-    return "" if every else (
+        all_of_them = False
+    return "" if all_of_them else (
         f"the stack records {sample}% of the traces (WSGILAB_TRACE_SAMPLE={sample}), and the labs read every "
-        "request's trace: bring it up with WSGILAB_TRACE_SAMPLE=100, the default")
+        f"request's trace: bring it up with WSGILAB_TRACE_SAMPLE={every}, the default")
 
 
 def main(argv: list[str]) -> int:
