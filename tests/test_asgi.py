@@ -225,18 +225,19 @@ def test_sync_code_under_uvicorn_runs_on_threads_and_flasks_adapter_serialises_i
     assert [c.what.split(" on ")[0] for c in report.checks] == ["/django/", "/flask/", "/raw/"]
 
 
-@pytest.mark.parametrize("server", ("gunicorn", "granian"))
-def test_gunicorn_and_granian_serve_each_apps_asgi_side_with_the_server_held_still(tier_stack, server):
+def test_gunicorn_and_granian_serve_each_apps_asgi_side_with_the_server_held_still(tier_stack):
+    # One switch to the ASGI interface for both servers: each switch restarts the three apps.
     tier_stack.reconfigure({f"{app.upper()}_INTERFACE": "asgi" for app in APPS})
     try:
-        tier_stack.use({app: server for app in APPS})
-        ids = {app: uuid.uuid4().hex for app in APPS}
-        for app in APPS:
-            reply = get(tier_stack.port, f"/{app}/", headers={"X-Request-ID": ids[app]})
-            assert (reply.status, reply.json()["server"]) == (200, server), reply.body
-        traces = _traces(tier_stack, list(ids.values()), {"nginx", "asgi"})
-        for app in APPS:
-            called = records.find_event(records.events_of(traces[ids[app]]), "asgi_app_called")
-            assert (called["server"], called["root_path"]) == (server, f"/{app}"), called
+        for server in ("gunicorn", "granian"):
+            tier_stack.use({app: server for app in APPS})
+            ids = {app: uuid.uuid4().hex for app in APPS}
+            for app in APPS:
+                reply = get(tier_stack.port, f"/{app}/", headers={"X-Request-ID": ids[app]})
+                assert (reply.status, reply.json()["server"]) == (200, server), reply.body
+            traces = _traces(tier_stack, list(ids.values()), {"nginx", "asgi"})
+            for app in APPS:
+                called = records.find_event(records.events_of(traces[ids[app]]), "asgi_app_called")
+                assert (called["server"], called["root_path"]) == (server, f"/{app}"), (server, called)
     finally:
         tier_stack.reconfigure({})
