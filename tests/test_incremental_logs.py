@@ -35,6 +35,43 @@ def test_a_line_the_engine_split_into_16_kib_messages_comes_back_whole():
                                                              ("2026-12-04T00:39:43.991150136Z", 6)]
 
 
+def test_a_line_stamped_before_the_last_one_read_but_written_after_it_is_kept(monkeypatch):
+    # The engine stamps stdout and stderr lines as each stream's copier reads them, so in the log a line can
+    # follow one stamped after it (a container writing to both by turns: 99 of 60 000 lines). A read that ends
+    # between the two must not lose the first: what follows the last line read, in the log's order, is new.
+    log = [("2026-12-05T10:00:00.000000300Z", "[error] client intended to send too large body\n"),
+           ("2026-12-05T10:00:00.000000200Z", '{"hop":"nginx","status":413}\n'),
+           ("2026-12-05T10:00:00.000000400Z", "next\n")]
+    written = 1
+    monkeypatch.setattr(incremental_logs, "project_containers", lambda project: [("c1", "nginx", "running")])
+    monkeypatch.setattr(incremental_logs, "container_stamped_lines",
+                        lambda container, tail=None: iter(log[:written][-tail:] if tail else log[:written]))
+    logs = IncrementalLogs("p")
+    assert logs.lines() == ["[error] client intended to send too large body"]
+    written = 3
+    every_line = ["[error] client intended to send too large body", '{"hop":"nginx","status":413}', "next"]
+    assert logs.lines() == every_line
+    assert logs.lines() == every_line  # once each
+
+
+def test_a_tail_that_does_not_reach_the_last_line_read_is_asked_for_again_longer(monkeypatch):
+    log = [(f"2026-12-05T10:00:00.{n:09d}Z", f"line {n}\n") for n in range(12)]
+    written, tails = 2, []
+
+    def stamped(container, tail=None):
+        tails.append(tail)
+        return iter(log[:written][-tail:] if tail else log[:written])
+
+    monkeypatch.setattr(incremental_logs, "FIRST_TAIL", 2)
+    monkeypatch.setattr(incremental_logs, "project_containers", lambda project: [("c1", "raw", "running")])
+    monkeypatch.setattr(incremental_logs, "container_stamped_lines", stamped)
+    logs = IncrementalLogs("p")
+    logs.lines()
+    written = 12
+    assert logs.lines() == [f"line {n}" for n in range(12)]
+    assert tails == [None, 2, 8, 32]  # 2 and 8 lines end after the last line read; 32 holds the whole log
+
+
 def test_a_read_holds_every_line_docker_logs_printed_before_it_and_new_ones_after_a_short_tail(tier_stack,
                                                                                                    monkeypatch):
     tier_stack.use(tier_stack.servers or {app: "gunicorn" for app in APPS})

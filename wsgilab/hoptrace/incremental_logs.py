@@ -9,19 +9,23 @@ nothing new to send), while ``--tail`` seeks from its end (0.02 s).
 
 So ``IncrementalLogs`` reads each container's lines once, through the Engine
 API (wsgilab.hoptrace.docker_api), and keeps them; each later read asks a
-running container for its last lines only (``tail``), and keeps those newer
-than the last one it has, by the engine's timestamps. When the tail does not
-reach back that far it asks for a longer one. A read is as fresh as a
-``docker logs`` at that moment: the labs read once, right after a response,
-and expect the lines written before it (a thread following each container
-was tried, and missed nginx's line for the request just answered).
+running container for its last lines only (``tail``), and keeps those that
+follow, in the log's own order, the last one it has (found by its timestamp
+and text). When the tail does not reach back that far it asks for a longer
+one. Not "those stamped later": the engine stamps a container's stdout and
+stderr lines as each stream's copier reads them, so in the log a line can
+follow one stamped after it (99 of 60 000 lines, written to both streams by
+turns), and a read that fell between the two lost the first for good. A read
+is as fresh as a ``docker logs`` at that moment: the labs read once, right
+after a response, and expect the lines written before it (a thread following
+each container was tried, and missed nginx's line for the request just
+answered).
 """
 
 from __future__ import annotations
 
 import http.client
 import threading
-from collections.abc import Iterable
 
 from wsgilab.hoptrace.docker_api import DockerApiError, container_stamped_lines, project_containers, stamp_ns
 
@@ -34,9 +38,9 @@ class IncrementalLogs:
 
     def __init__(self, project: str) -> None:
         self.project = project
-        #: Per container id: its lines so far, and the timestamp (ns) of the last.
+        #: Per container id: its lines so far, and the last (timestamp, text) read, where the next read goes on.
         self._lines: dict[str, list[str]] = {}
-        self._last_ns: dict[str, int] = {}
+        self._last: dict[str, tuple[str, str] | None] = {}
         self._lock = threading.Lock()  # one read at a time: each adds to the lists
 
     def lines(self, services: tuple[str, ...] = ()) -> list[str]:
@@ -54,24 +58,37 @@ class IncrementalLogs:
     def _read(self, container: str, running: bool) -> None:
         """Add what ``container`` wrote since its last line read here (all of it, the first time)."""
         if container not in self._lines:
-            self._lines[container], self._last_ns[container] = [], -1
-            self._add(container, container_stamped_lines(container), everything=True)
+            self._lines[container], self._last[container] = [], None
+            self._add(container, list(container_stamped_lines(container)))
             return
         if not running:
             return  # a stopped container writes nothing more; a restart makes it running again
         tail = FIRST_TAIL
         while True:
             found = list(container_stamped_lines(container, tail=tail))
-            if len(found) < tail or (found and stamp_ns(found[0][0]) <= self._last_ns[container]):
-                break  # the tail reaches back to the last line read (or holds the whole log)
+            new = after(found, self._last[container])
+            if new is not None:
+                break  # the tail reaches back to the last line read
+            if len(found) < tail:  # the whole log, without the last line read: what is stamped after it
+                last = self._last[container]
+                new = found if last is None else [row for row in found if stamp_ns(row[0]) > stamp_ns(last[0])]
+                break
             tail *= 4
-        self._add(container, found)
+        self._add(container, new)
 
-    def _add(self, container: str, stamped: Iterable[tuple[str, str]], everything: bool = False) -> None:
-        """Keep the lines of ``stamped`` newer than the last one kept (``everything``: all of them)."""
-        last = self._last_ns[container]
-        for stamp, line in stamped:
-            ns = stamp_ns(stamp) if stamp else last
-            if everything or ns > last:
-                self._lines[container] += line.splitlines()
-                self._last_ns[container] = last = max(last, ns)
+    def _add(self, container: str, stamped: list[tuple[str, str]]) -> None:
+        """Keep the lines of ``stamped``, and where they end."""
+        for _, line in stamped:
+            self._lines[container] += line.splitlines()
+        if stamped:
+            self._last[container] = stamped[-1]
+
+
+def after(stamped: list[tuple[str, str]], last: tuple[str, str] | None) -> list[tuple[str, str]] | None:
+    """What follows ``last`` in ``stamped`` (a log's (timestamp, text) rows, in its order); None where ``last`` is
+    not in it (or is None)."""
+    if last is not None:
+        for index in range(len(stamped) - 1, -1, -1):
+            if stamped[index] == last:
+                return stamped[index + 1:]
+    return None
