@@ -97,7 +97,7 @@ def test_both_stack_controls_implement_the_interface_the_labs_are_typed_against(
 def test_hoptrace_starts_without_importing_the_database_driver():
     # psycopg was half of every `hoptrace` command's start-up, imported only for the statement's shape
     # (wsgilab.container.sql_text): the host tool reads PostgreSQL's log, it never connects to it.
-    done = subprocess.run([sys.executable, "-c", "import sys, wsgilab.hoptrace.cli, wsgilab.hoptrace.export; "
-                                                 "print(sorted(m for m in sys.modules if m.split('.')[0] == 'psycopg'))"],
-                          capture_output=True, text=True, check=True)
+    probe = ("import sys, wsgilab.hoptrace.cli, wsgilab.hoptrace.export; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'psycopg'))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
