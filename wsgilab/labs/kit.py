@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from wsgilab.hoptrace.records import parse_line, scan
 from wsgilab.labs.control import StackControl
-from wsgilab.labs.polling import pauses
+from wsgilab.labs.polling import read_until
 from wsgilab.labs.rawhttp import exchange, request_bytes
 from wsgilab.settings import SETTINGS
 
@@ -110,18 +110,15 @@ class Target:
         and ended after the deadline may predate the lines waited for.
         """
         deadline = time.monotonic() + wait_s
-        settled = False
-        for pause in pauses():
-            began = time.monotonic()
-            found, complete = read(self.log_lines())
-            if complete and not settled:
-                settled = True
-                time.sleep(4 * self.trace_flush_ms / 1000)
-                continue
-            if complete or began > deadline:
-                return found
-            time.sleep(pause)
-        raise AssertionError("unreachable: pauses() never ends")
+
+        def read_logs() -> tuple[T, bool]:
+            return read(self.log_lines())
+
+        found, complete = read_until(read_logs, lambda got: got[1], wait_s)
+        if complete:
+            time.sleep(4 * self.trace_flush_ms / 1000)
+            found, _ = read_until(read_logs, lambda got: got[1], max(0.0, deadline - time.monotonic()))
+        return found
 
 
 @dataclass(frozen=True)
