@@ -63,17 +63,17 @@ def check_app(target: Target, report: Report, app: str, server: str, burst: Any,
         f"the server has accepted all {requests} (it accepts while its thread is busy): the kernel holds "
         "them as established connections, none waiting in its listen queue, none dropped, before the first is "
         "answered",
-        f"after them: {kernel(after)}; the rest sent {burst.rest_sent_s:.2f} s after the first was taken",
+        f"after them: {kernel(after)}; the rest sent {burst.rest_sent_s:.2f} s after the first was sent",
         after is not None and after.established == requests and after.queued == 0 and after.half_open == 0)
     # One at a time through the one thread: the n-th to end (from 1) ends n x SLOW_MS after the first was
-    # taken. Which of the seven sent at once goes first is nginx's and the server's business, not the lab's.
+    # sent. Which of the seven sent at once goes first is nginx's and the server's business, not the lab's.
     served = sorted((r for r in burst.results if r[1] == 200), key=lambda r: r[3])
     in_turn = all(abs(r[3] - (n + 1) * SLOW_MS / 1000) < TURN_SLACK_S for n, r in enumerate(served))
     report.check(
         f"/{app}/ on {server}, 1 thread: {requests} x /slow?ms={SLOW_MS}",
         f"200 for all {requests}, one after another ({SLOW_MS / 1000:.0f} s apart); none dropped, nothing hangs",
         ", ".join(f"{r[1]} at {r[3]:.1f} s" for r in sorted(burst.results, key=lambda r: r[3]))
-        + " after the first was taken",
+        + " after the first was sent",
         len(served) == requests and in_turn, [served[-1][0]] if served else [])
     if served:
         _check_last_served(target, report, app, server, served[-1])
