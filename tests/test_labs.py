@@ -95,7 +95,7 @@ def test_a_lab_that_changes_the_stack_says_so_when_it_cannot():
 @pytest.mark.once_on("native")
 def test_more_slow_requests_than_workers_queue_and_threads_take_them_at_once(stack):
     report = _run(stack, "queueing")
-    assert len(report.checks) == 2 * 3  # without and with threads, every app
+    assert len(report.checks) == 2 * (1 + 3)  # without and with threads: every worker ready, then every app
 
 
 @pytest.mark.once_on("native")

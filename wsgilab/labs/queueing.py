@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -9,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from wsgilab.hoptrace.records import queue_us_of
 from wsgilab.labs.kit import APPS, SOCKET_PER_WORKER, Outcome, Report, Target, has_control, served_by
 from wsgilab.labs.rawhttp import exchange, request_bytes
+from wsgilab.labs.worker_readiness import until_every_worker_serves
 
 TITLE = "Queueing: more slow requests than workers wait in the queue; threads change it"
 
@@ -44,6 +46,10 @@ one process with WSGI_WORKERS x WSGI_THREADS threads, which take requests
 from its task queue: 2 threads, then 8, as the other servers' slots.
 The queue shows in `hoptrace stats` as its own segment: a slow "queue" with
 a fast "view" means add workers or threads, not optimise the view.
+Before each burst the lab waits until every gunicorn or uWSGI worker has
+the app, as the servers' own log lines say: the first 200 after a restart
+means one worker serves, and the other may still be importing the app, to
+take its share of the burst late.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
@@ -107,10 +113,25 @@ def _burst(target: Target) -> dict[str, tuple[list[int], list[str]]]:
 def run(target: Target, report: Report) -> None:
     if not has_control(target, report):
         return
+    since = time.time()
     with target.reconfigured({"WSGI_WORKERS": str(WORKERS), "WSGI_THREADS": "1"}):
+        _every_worker_ready(target, report, 1, since)
         _burst_and_check(target, report, 1)
+        since = time.time()
         target.reconfigure({"WSGI_WORKERS": str(WORKERS), "WSGI_THREADS": str(THREADS)})
+        _every_worker_ready(target, report, THREADS, since)
         _burst_and_check(target, report, THREADS)
+
+
+def _every_worker_ready(target: Target, report: Report, threads: int, since: float) -> None:
+    """Wait until every worker of each app on gunicorn or uWSGI has the app, as its server logged since ``since``.
+    (Granian's bursts are judged by what each worker got; Waitress is one process, serving once it answers.)"""
+    apps = [app for app in APPS if served_by(target, app) in ("gunicorn", "uwsgi")]
+    if apps:
+        waited = until_every_worker_serves(target, WORKERS, None, since, apps=apps)
+        report.check(f"{WORKERS} workers x {threads} thread(s): the workers of {', '.join(apps)}",
+                     f"all {WORKERS} of each have the app (their servers' logs say so) before the burst",
+                     waited, waited.startswith("every"))
 
 
 def _burst_and_check(target: Target, report: Report, threads: int) -> None:
