@@ -153,12 +153,12 @@ def _burst_and_check(target: Target, report: Report, threads: int) -> None:
             shown += f"; the most on one worker {most}, so {longest} ms expected"
         elif threads == 1:
             longest = (rounds - 1) * SLOW_MS
-            # Under one round more: a worker that starts late after the reconfigure (Django's import on a
-            # loaded machine) can add a few hundred ms, while a missing worker would add two rounds
-            # (REQUESTS on one worker: the last waits (REQUESTS - 1) x SLOW_MS).
-            expected = (f"all 200; served in {rounds} rounds, so the longest wait is about {longest} ms "
-                        f"(between {0.75 * longest:.0f} and {longest + SLOW_MS:.0f})")
-            waited_as_told = bool(known) and 0.75 * longest <= known[-1] < longest + SLOW_MS
+            # Counted in rounds, to the nearest: every worker has the app before the burst, so the longest wait
+            # is whole rounds of SLOW_MS and each request's own time on top (792 to 818 ms in 120 bursts on
+            # compose under load); a worker fewer would make it 5 rounds (2000 ms), one more 2 (400 ms).
+            expected = (f"all 200; served in {rounds} rounds, so the longest wait is {rounds - 1} rounds of {SLOW_MS} "
+                        f"ms, to the nearest round (from {longest - SLOW_MS // 2} to under {longest + SLOW_MS // 2})")
+            waited_as_told = bool(known) and longest - SLOW_MS / 2 <= known[-1] < longest + SLOW_MS / 2
         else:
             expected = (f"all 200; {WORKERS * threads} slots for {REQUESTS} requests, so most wait under "
                         f"{SLOW_MS // 2} ms and none {SLOW_MS * 1.4:.0f} ms or more (gunicorn's gthread may hold "
