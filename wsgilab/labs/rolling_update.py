@@ -6,7 +6,6 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from wsgilab.hoptrace.records import by_request, scan
 from wsgilab.labs.kit import Outcome, Report, Target, replica_of, requests_until, served_by
