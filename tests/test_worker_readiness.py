@@ -24,7 +24,7 @@ def _uwsgi(service, lazy, workers=2, start_us=2_000_000_000_000_000):
 
 def _wait(lines, apps=("django",), since=0.0):
     target = labs.Target(port=1, log_lines=lambda: lines)
-    return until_every_worker_serves(target, 2, None, since, deadline_s=0, apps=apps)
+    return until_every_worker_serves(target, 2, since, deadline_s=0, apps=apps)
 
 
 def test_uwsgi_importing_in_its_master_has_each_worker_ready_as_it_is_spawned():

@@ -170,7 +170,7 @@ def run(target: Target, report: Report) -> None:
 def _step(target: Target, report: Report, servers: dict[str, str], sessions: Sessions, step: Step,
           since: float) -> None:
     """One step: the sessions once the apps serve, post_fork's lines (since ``since``), and the burst."""
-    waited = until_every_worker_serves(target, WORKERS, step.imports_in_workers, since)
+    waited = until_every_worker_serves(target, WORKERS, since)
     report.check(f"{step.name}: the apps' workers", f"all {WORKERS} of each app's workers have imported the app "
                  "(their servers' logs say so) before the lab's queries", waited, waited.startswith("every"))
     at_start = Counter(s.app for s in sessions() if s.user != "postgres")

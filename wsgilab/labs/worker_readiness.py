@@ -20,7 +20,6 @@ it, seconds later. Each server says when a worker has the app:
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,18 +29,16 @@ from wsgilab.labs.kit import APPS, Target, logged_since
 SPAWNED, APP_READY = "spawned uWSGI worker", "WSGI app 0 (mountpoint="
 
 
-def until_every_worker_serves(target: Target, workers: int, imported_in_workers: bool | None, since: float,
-                              deadline_s: float = 30.0, apps: Iterable[str] = APPS) -> str:
+def until_every_worker_serves(target: Target, workers: int, since: float, deadline_s: float = 30.0,
+                              apps: Iterable[str] = APPS) -> str:
     """Wait until each of ``apps``' servers has logged, since ``since`` (epoch seconds), that ``workers`` workers
-    have the app; at most ``deadline_s``. ``imported_in_workers`` None: as each uWSGI's log shows it. What was
-    found: "every worker ready: django 2, ..." when every app's were, "not every worker ready: ..." when the
-    deadline came first."""
+    have the app; at most ``deadline_s``. What was found: "every worker ready: django 2, ..." when every app's
+    were, "not every worker ready: ..." when the deadline came first."""
     apps = tuple(apps)
     deadline = time.monotonic() + deadline_s
     while True:
         lines = logged_since(target, since, WORKER_READY, SPAWNED, APP_READY)
-        ready = Counter({app: _ready(
-            [line for line in lines if line.get("service") == app], imported_in_workers) for app in apps})
+        ready = {app: _ready([line for line in lines if line.get("service") == app]) for app in apps}
         done = all(ready[app] >= workers for app in apps)
         if done or time.monotonic() > deadline:
             counts = ", ".join(f"{app} {ready[app]}" for app in apps)
@@ -49,13 +46,12 @@ def until_every_worker_serves(target: Target, workers: int, imported_in_workers:
         time.sleep(0.5)
 
 
-def _ready(lines: list[dict[str, Any]], imported_in_workers: bool | None) -> int:
+def _ready(lines: list[dict[str, Any]]) -> int:
     """How many workers one app's server says have the app, from its lines (the module's docstring)."""
     messages = [str(line["message"]) for line in sorted(lines, key=lambda line: line.get("ts_us", 0))]
-    if imported_in_workers is None:
-        spawned, app_ready = (next((n for n, m in enumerate(messages) if word in m), len(messages))
-                              for word in (SPAWNED, APP_READY))
-        imported_in_workers = spawned < app_ready
+    spawned, app_ready = (next((n for n, m in enumerate(messages) if word in m), len(messages))
+                          for word in (SPAWNED, APP_READY))
+    imported_in_workers = spawned < app_ready
     return sum(_has_the_app(message, imported_in_workers) for message in messages)
 
 
