@@ -145,7 +145,7 @@ def run(target: Target, report: Report) -> None:
         timed_out = [line for line in target.log_lines() if NGINX_CONNECT_TIMED_OUT in line]
         for app in APPS:
             if servers[app] in queue_in_server.IN_SERVER:
-                queue_in_server.check_app(target, report, app, servers[app], bursts[app], REQUESTS, describe)
+                queue_in_server.check_app(target, report, app, servers[app], bursts[app], REQUESTS)
             else:
                 _check_app(target, report, app, servers[app], bursts[app], late[app], timed_out)
             after = exchange(target.port, request_bytes("GET", f"/{app}/"), target.host, 10)

@@ -65,7 +65,6 @@ def send(target: Target, app: str, ids: list[str], room: int, uri: Callable[[str
             futures.append(pool.submit(_answer, connections[n], ids[n], sent))
 
         send_one(0)
-        first_sent = time.monotonic()
         # Taken: established, and out of the queue (the worker accepted it).
         seen = kernel_shows(target, app, lambda s: s.established == 1 and s.queued == 0)
         for n in range(1, room):
@@ -83,6 +82,7 @@ def send(target: Target, app: str, ids: list[str], room: int, uri: Callable[[str
             time.sleep(0.5)  # long enough for any handshake the kernel would answer to be half done
             after = target.control.listen_socket(app)
         results = [future.result() for future in futures]
+    first_sent = results[0][2]
     return Burst([(request_id, status, sent - first_sent, done - first_sent)
                   for request_id, status, sent, done in results], before, full, after, rest_sent - first_sent)
 

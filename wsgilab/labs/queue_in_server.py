@@ -14,10 +14,9 @@ log, whose dt_ms starts when a thread takes the request. Waitress says
 
 from __future__ import annotations
 
-from typing import Any
-
 from wsgilab.hoptrace.records import events_of, queue_us_of
 from wsgilab.labs.kit import Report, Target
+from wsgilab.labs.listen_queue_burst import Burst, describe
 
 #: The servers that hold a burst themselves.
 IN_SERVER = ("granian", "waitress")
@@ -50,20 +49,19 @@ def settings(base: dict[str, str], servers: dict[str, str], report: Report) -> d
     return {**base, "WSGI_BACKLOG": str(BACKLOG)}
 
 
-def check_app(target: Target, report: Report, app: str, server: str, burst: Any, requests: int,
-              kernel: Any) -> None:
+def check_app(target: Target, report: Report, app: str, server: str, burst: Burst, requests: int) -> None:
     """Judge one app's burst on Granian or Waitress: all accepted, none queued in the kernel, each served in
     its turn, the wait in the trace (and in Waitress's warning), none dropped."""
     before, after = burst.before, burst.after
     report.check(f"/{app}/ on {server}: the kernel's listening socket before the burst",
                  f"the backlog in force is {BACKLOG}, nothing queued or connected",
-                 kernel(before), before.limit == BACKLOG and before.queued == before.established == 0)
+                 describe(before), before.limit == BACKLOG and before.queued == before.established == 0)
     report.check(
         f"/{app}/ on {server}: one request, then {requests - 1} at once",
         f"the server has accepted all {requests} (it accepts while its thread is busy): the kernel holds "
         "them as established connections, none waiting in its listen queue, none dropped, before the first is "
         "answered",
-        f"after them: {kernel(after)}; the rest sent {burst.rest_sent_s:.2f} s after the first was sent",
+        f"after them: {describe(after)}; the rest sent {burst.rest_sent_s:.2f} s after the first was sent",
         after is not None and after.established == requests and after.queued == 0 and after.half_open == 0)
     # One at a time through the one thread: the n-th to end (from 1) ends n x SLOW_MS after the first was
     # sent. Which of the seven sent at once goes first is nginx's and the server's business, not the lab's.

@@ -115,28 +115,29 @@ def run(target: Target, report: Report) -> None:
         return
     since = time.time()
     with target.reconfigured({"WSGI_WORKERS": str(WORKERS), "WSGI_THREADS": "1"}):
-        _every_worker_ready(target, report, 1, since)
-        _burst_and_check(target, report, 1)
+        servers = {app: served_by(target, app) for app in APPS}  # a restart keeps each app's server
+        _every_worker_ready(target, report, servers, 1, since)
+        _burst_and_check(target, report, servers, 1)
         since = time.time()
         target.reconfigure({"WSGI_WORKERS": str(WORKERS), "WSGI_THREADS": str(THREADS)})
-        _every_worker_ready(target, report, THREADS, since)
-        _burst_and_check(target, report, THREADS)
+        _every_worker_ready(target, report, servers, THREADS, since)
+        _burst_and_check(target, report, servers, THREADS)
 
 
-def _every_worker_ready(target: Target, report: Report, threads: int, since: float) -> None:
+def _every_worker_ready(target: Target, report: Report, servers: dict[str, str], threads: int,
+                        since: float) -> None:
     """Wait until every worker of each app on gunicorn or uWSGI has the app, as its server logged since ``since``.
     (Granian's bursts are judged by what each worker got; Waitress is one process, serving once it answers.)"""
-    apps = [app for app in APPS if served_by(target, app) in ("gunicorn", "uwsgi")]
+    apps = [app for app in APPS if servers[app] in ("gunicorn", "uwsgi")]
     if apps:
-        waited = until_every_worker_serves(target, WORKERS, None, since, apps=apps)
+        waited = until_every_worker_serves(target, WORKERS, since, apps=apps)
         report.check(f"{WORKERS} workers x {threads} thread(s): the workers of {', '.join(apps)}",
                      f"all {WORKERS} of each have the app (their servers' logs say so) before the burst",
                      waited, waited.startswith("every"))
 
 
-def _burst_and_check(target: Target, report: Report, threads: int) -> None:
+def _burst_and_check(target: Target, report: Report, servers: dict[str, str], threads: int) -> None:
     rounds = -(-REQUESTS // WORKERS)
-    servers = {app: served_by(target, app) for app in APPS}
     for app, (statuses, ids) in _burst(target).items():
         queued = _queue_ms(target, ids)
         known = sorted(q for q in queued if q is not None)
