@@ -40,6 +40,9 @@ def pytest_addoption(parser):
                           "marked once_on then runs on its own tier only, as when both run in this one")
     parser.addoption("--no-stackless", action="store_true",
                      help="leave out the tests that need no stack (the other tier's pytest runs them)")
+    parser.addoption("--keep-reports", action="store_true",
+                     help="print every lab's report as its test runs, passed or not (with -o "
+                          "junit_logging=system-out the JUnit file keeps them: scripts/repeat --keep-reports)")
 
 
 def selected_tiers(config) -> tuple[str, ...]:
@@ -134,6 +137,31 @@ def pytest_configure(config):
                    "server's own part shows on the other tier (docs/testing.md)")
     if LoadScopeScheduling is not None and config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_TierSchedulerPlugin(), "wsgilab-tier-scheduler")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _lab_reports_printed(request):
+    """With --keep-reports, each lab's report is printed as its test runs, so a passing run keeps it too.
+
+    A failed check's assertion shows its report; a passing run's margins (how late the rest of a burst came,
+    how long a queue waited) are in the report alone, and a repeat that is to say how close it came needs them.
+    """
+    if not request.config.getoption("--keep-reports"):
+        yield
+        return
+    from wsgilab import labs
+    from wsgilab.labs.cli import render_report
+
+    run = labs.run
+
+    def run_and_print(name, target):
+        report = run(name, target)
+        print(render_report(report, [], 0), flush=True)
+        return report
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(labs, "run", run_and_print)
+        yield
 
 
 def _running(stack):

@@ -91,10 +91,9 @@ def test_an_interrupted_pytests_results_are_the_runs_that_ended_and_say_it_was_c
                      '<testcase classname="tests.test_labs" name="test_x[native-uwsgi-1-3]" time="2.5"/>'
                      '<testcase time="0.000"/></testsuite></testsuites>')
     repeat = _repeat()
-    assert repeat.results(junit) == {"tests/test_labs.py::test_x[native-uwsgi]": [(True, 2.5, "")]}
-    assert repeat.interrupted(junit)
+    assert repeat.results(junit) == ({"tests/test_labs.py::test_x[native-uwsgi]": [(True, 2.5, "", "")]}, True)
     junit.write_text(junit.read_text().replace('<testcase time="0.000"/>', ""))
-    assert not repeat.interrupted(junit)
+    assert repeat.results(junit)[1] is False
 
 
 def test_the_swarm_repeats_follow_the_compose_tier_beside_the_native_one_as_in_ci():
@@ -128,8 +127,47 @@ def test_a_test_without_parameters_is_one_row_of_all_its_runs_and_a_stackless_on
                      '<testcase classname="tests.test_docs" name="test_y[2-2]" time="0.3"/>'
                      '<testcase classname="tests.test_labs" name="test_x[native-uwsgi-12-20]" time="2.5"/>'
                      '</testsuite></testsuites>')
-    runs = repeat.results(junit)
-    assert runs == {"tests/test_docs.py::test_y": [(True, 0.1, ""), (True, 0.3, "")],
-                    "tests/test_labs.py::test_x[native-uwsgi]": [(True, 2.5, "")]}
+    runs, _ = repeat.results(junit)
+    assert runs == {"tests/test_docs.py::test_y": [(True, 0.1, "", ""), (True, 0.3, "", "")],
+                    "tests/test_labs.py::test_x[native-uwsgi]": [(True, 2.5, "", "")]}
     assert repeat.table(runs, {})[2:] == ["| test_y | - | - | 2/2 | 0.3 s |",
                                           "| test_x | native | uwsgi | 1/1 | 2.5 s |"]
+
+
+def test_kept_reports_are_every_runs_output_passed_or_failed_under_its_test_and_run(tmp_path):
+    junit = tmp_path / "compose.xml"
+    junit.write_text('<testsuites><testsuite name="pytest">'
+                     '<testcase classname="tests.test_labs" name="test_x[compose-uwsgi-1-2]" time="9.0">'
+                     '<system-out>== lab queueing: one\n  ok   waited 812 ms</system-out></testcase>'
+                     '<testcase classname="tests.test_labs" name="test_x[compose-uwsgi-2-2]" time="9.5">'
+                     '<failure message="AssertionError: late">trace</failure>'
+                     '<system-out>== lab queueing: two\n  FAIL waited 1207 ms</system-out></testcase>'
+                     '</testsuite></testsuites>')
+    repeat = _repeat()
+    runs, cut = repeat.results(junit)
+    assert not cut
+    [first, second] = runs["tests/test_labs.py::test_x[compose-uwsgi]"]
+    assert (first.passed, first.output) == (True, "== lab queueing: one\n  ok   waited 812 ms")
+    assert (second.passed, second.failure) == (False, "AssertionError: late\ntrace")
+    assert repeat.reports(runs).splitlines() == [
+        "--- tests/test_labs.py::test_x[compose-uwsgi], run 1 of 2 (passed, 9.0 s):",
+        "== lab queueing: one", "  ok   waited 812 ms", "",
+        "--- tests/test_labs.py::test_x[compose-uwsgi], run 2 of 2 (failed, 9.5 s):",
+        "== lab queueing: two", "  FAIL waited 1207 ms"]
+
+
+def test_keep_reports_puts_each_labs_report_in_the_junit_file_of_the_test_that_ran_it(tmp_path):
+    # A lab test that needs no stack (it runs killed-worker where nothing can be killed) in a pytest of its own,
+    # with and without the option scripts/repeat --keep-reports passes on.
+    test = "tests/test_labs.py::test_a_lab_that_changes_the_stack_says_so_when_it_cannot"
+    said = {}
+    for keep in (True, False):
+        junit = tmp_path / f"{keep}.xml"
+        subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                        "-p", "no:xdist", f"--junitxml={junit}", "-o", "junit_logging=system-out",
+                        *(["--keep-reports"] if keep else []), test], cwd=REPO, capture_output=True, check=True)
+        runs, _ = _repeat().results(junit)
+        [run] = runs[test]
+        said[keep] = run.output
+    assert said[True].startswith("== lab killed-worker:") and "result: 1 check(s) failed" in said[True]
+    assert said[False].strip() == ""
