@@ -11,7 +11,7 @@ statement, so psycopg converts the statement's placeholders afresh instead
 of from its cache, and never prepares it. This times one statement (the raw
 app's list of the newest items, 20 rows fetched) on one connection, executed
 and fetched N times a side, sides alternating in rounds, on a PostgreSQL of
-the run's own that logs no statements (bench/trace_profile.py's): the
+the run's own that logs no statements (bench/own_database.py): the
 process's CPU per statement (the client's work: psycopg, libpq, the socket)
 and the wall clock's (which holds PostgreSQL's parse, plan and run, and the
 waits for it). Sides:
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -43,7 +42,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import psycopg  # noqa: E402
 from psycopg._queries import _query2pg_nocache  # noqa: E402
 
-import trace_profile  # noqa: E402
+import own_database  # noqa: E402
 
 sys.path.insert(0, str(REPO / "raw_wsgi_app"))
 from raw_items import LIST  # noqa: E402
@@ -95,7 +94,7 @@ def main() -> int:
     parser.add_argument("--executes", type=int, default=4000, help="executes per side per round (default 4000)")
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds; the median is shown (default 7)")
     args = parser.parse_args()
-    database, env = trace_profile._database(["raw"])
+    database, env = own_database.started({"raw": REPO / "raw_wsgi_app"})
     try:
         conninfo = {"host": env["WSGILAB_DB_HOST"], "port": env["WSGILAB_DB_PORT"], "dbname": env["WSGILAB_DB_NAME"],
                     "user": env["WSGILAB_DB_USER"],
@@ -107,8 +106,7 @@ def main() -> int:
                 runs[side].append(timed(conninfo, *SIDES[side], args.executes))
         convert = statistics.median(conversion_us(args.executes) for _ in range(args.rounds))
     finally:
-        database.stop()
-        shutil.rmtree(database.data.parent, ignore_errors=True)
+        own_database.stopped(database)
     plain = statistics.median(cpu for cpu, _ in runs["plain"])
     print(f"{args.executes} executes a side, median of {args.rounds} rounds, {os.cpu_count()} CPUs\n")
     print("| statement | CPU µs per statement | over plain | wall µs per statement |")

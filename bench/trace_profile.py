@@ -56,17 +56,16 @@ import cProfile
 import io
 import os
 import pstats
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import own_database  # noqa: E402  (bench/, this script's own folder)
 from wsgilab.setting_values import SettingError, check_value  # noqa: E402
 
 APP_DIRS = {"django": "django_app", "flask": "flask_app", "raw": "raw_wsgi_app"}
@@ -297,32 +296,6 @@ def profile(app: str, requests: int, out, top: int) -> str:
     return "\n".join(lines)
 
 
-def _database(apps: list[str]) -> tuple[object, dict[str, str]]:
-    """A PostgreSQL of the run's own for /items, as the native test stack starts one: (it, what the apps are given).
-    Each app's tables are set up by its own db_setup, as the launcher does before a server starts. It logs no
-    statements (WSGILAB_DB_LOG_MIN_MS=-1): its log would take CPU from the process measured."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from lab_stacks import free_port
-    from native_database import NativeDatabase
-
-    from wsgilab.container.launch import set_up_database
-
-    workdir = Path(tempfile.mkdtemp(prefix="wsgi-lab-trace-profile-", dir="/tmp"))
-    workdir.chmod(0o755)  # PostgreSQL runs as its own user where the bench runs as root
-    database = NativeDatabase(workdir, free_port())
-    database.settings = {"WSGILAB_DB_LOG_MIN_MS": "-1"}
-    try:
-        database.create()
-        env = database.app_environment()
-        for app in apps:
-            set_up_database({**os.environ, **env, "WSGI_APP_DIR": str(REPO / APP_DIRS[app]), "SCRIPT_NAME": f"/{app}"})
-    except BaseException:
-        database.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    return database, env
-
-
 def main() -> int:
     global FLUSH_MS, PATH, SAMPLE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -367,7 +340,7 @@ def main() -> int:
               "line bytes |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     database = None
     if PATH != "/" and not os.environ.get("WSGILAB_DB_HOST"):  # a host given: its tables already set up
-        database, env = _database(apps)
+        database, env = own_database.started({app: REPO / APP_DIRS[app] for app in apps})
         os.environ.update(env)  # for this process's app, or each app's process below
     try:
         if len(apps) > 1:  # each app in a fresh process: the frameworks do not share one well
@@ -380,8 +353,7 @@ def main() -> int:
         return _row(apps[0], args)
     finally:
         if database is not None:
-            database.stop()
-            shutil.rmtree(database.data.parent, ignore_errors=True)
+            own_database.stopped(database)
 
 
 def _row(app: str, args: argparse.Namespace) -> int:
