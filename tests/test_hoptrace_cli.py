@@ -4,6 +4,7 @@ stdin read only when it is a pipe or a file (a script's /dev/null means: read th
 No stack needed: the recorded log in tests/data, and hoptrace run as a user runs it.
 """
 
+import json
 import subprocess
 import sys
 
@@ -55,3 +56,41 @@ def test_stdin_that_is_a_pipe_or_a_file_is_read_and_verbose_says_which():
     with RECORDED.open() as handle:
         redirected = _hoptrace("show", REQUEST_ID, "--verbose", stdin=handle)
     assert redirected.returncode == 0 and "hoptrace: reading stdin (a file)" in redirected.stderr
+
+
+def _shifted(record, by_us):
+    """``record`` with every ts_us in it (its events' too) ``by_us`` later."""
+    if isinstance(record, dict):
+        return {key: value + by_us if key == "ts_us" else _shifted(value, by_us) for key, value in record.items()}
+    if isinstance(record, list):
+        return [_shifted(item, by_us) for item in record]
+    return record
+
+
+def test_an_id_sent_twice_is_drawn_as_two_requests_each_whole_not_one_merged_waterfall(tmp_path):
+    # The tour's steps send ids of their own: run one again and two requests carry the id. Each has its own
+    # trace id; the app's log line (no trace id) goes with the request it was logged in.
+    request_id = "fixture-gunicorn-django-error"
+    lines = [line for line in RECORDED.read_text().splitlines() if request_id in line]
+    again = []
+    for line in lines:
+        record = _shifted(json.loads(line), 60_000_000)
+        if "trace_id" in record:
+            record["trace_id"] = "1" * 32
+        again.append(json.dumps(record))
+    twice = tmp_path / "twice.log"
+    twice.write_text("\n".join(again + lines) + "\n")  # the later request's lines first, as one container's may be
+    once = _hoptrace("show", request_id, RECORDED).stdout.strip()
+    shown = _hoptrace("show", request_id, twice)
+    note, first, second = shown.stdout.strip().split("\n\n")
+    assert shown.returncode == 0 and note.startswith(f"2 requests carried the id {request_id}")
+    assert first == once and len(second.splitlines()) == len(once.splitlines())
+    assert sum("django.request logged" in line for line in shown.stdout.splitlines()) == 2
+    as_json = json.loads(_hoptrace("show", request_id, "--json", twice).stdout)
+    single = json.loads(_hoptrace("show", request_id, "--json", RECORDED).stdout)
+    assert as_json["request_id"] == request_id and len(as_json["requests"]) == 2
+    assert [len(one["events"]) for one in as_json["requests"]] == [len(single["events"])] * 2
+    exported = json.loads(_hoptrace("export", request_id, twice).stdout)
+    trace_ids = {span["traceId"] for resource in exported["resourceSpans"] for scope in resource["scopeSpans"]
+                 for span in scope["spans"]}
+    assert len(trace_ids) == 2

@@ -34,7 +34,8 @@ from wsgilab.container.nginx_headers import REQUEST_ID
 from wsgilab.hoptrace.compose_tool import ComposeToolError
 from wsgilab.hoptrace.docker_api import DockerApiError
 from wsgilab.hoptrace.follow import follow
-from wsgilab.hoptrace.records import by_request, events_of, parse_line, scan
+from wsgilab.hoptrace.records import events_of, parse_line, scan
+from wsgilab.hoptrace.request_groups import requests_of
 from wsgilab.hoptrace.sources import command_lines
 from wsgilab.hoptrace.stack_logs import StackError
 from wsgilab.hoptrace.stats import collect, costliest, render_not_sampled, render_statements, render_table, summarise
@@ -83,8 +84,8 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--by-replica", action="store_true",
                             help="a row per replica of each app server (its `replica`: the container's host name)")
     parser.add_argument("files", nargs="*", help="log files (default: stdin, or `docker compose logs`)")
-    as_json = {"show": 'print {"request_id", "events": [...]} (for a trace of several requests: '
-                       '{"trace_id", "requests": [{"request_id", "events"}, ...]})',
+    as_json = {"show": 'print {"request_id", "events": [...]} (for a trace of several requests, or an id sent '
+                       'more than once: {"trace_id" or "request_id", "requests": [{"request_id", "events"}, ...]})',
                "follow": 'print one {"request_id", "events": [...]} line per request',
                "stats": 'print {"records", "skipped", "segments": [...], "statements": [...]}'}.get(command)
     if as_json:
@@ -155,12 +156,18 @@ def _run(command: str, args: argparse.Namespace) -> int:
 
     if command == "show":
         found = scan(command_lines(args), args.request_id)
-        shown = [{"request_id": request_id, "events": events_of(records)}
-                 for request_id, records in by_request(found.records).items()]
-        if args.json:  # a trace id that several requests share: each of them
-            print(json.dumps({"trace_id": args.request_id, "requests": shown} if len(shown) > 1 else
-                             shown[0] if shown else {"request_id": args.request_id, "events": []}, indent=2))
+        shown = [{"request_id": records[0]["request_id"], "events": events_of(records)}
+                 for records in requests_of(found.records)]
+        # Several requests: a trace that several share, or a request id sent more than once; each of them.
+        reused = len(shown) > 1 and all(one["request_id"] == args.request_id for one in shown)
+        if args.json:
+            print(json.dumps({"request_id" if reused else "trace_id": args.request_id, "requests": shown}
+                             if len(shown) > 1 else shown[0] if shown
+                             else {"request_id": args.request_id, "events": []}, indent=2))
         else:
+            if reused:
+                print(f"{len(shown)} requests carried the id {args.request_id}, each with a trace of its own: "
+                      "each is drawn, oldest first\n")
             print("\n\n".join(render_waterfall(one["request_id"], one["events"]) for one in shown)
                   or render_waterfall(args.request_id, []))
         _report_skipped(found.skipped, "that mention the id but hold no hop record")

@@ -26,7 +26,8 @@ from typing import Any
 
 from wsgilab.hoptrace.export import to_chrome, to_otlp
 from wsgilab.hoptrace.follow import follow
-from wsgilab.hoptrace.records import by_request, scan
+from wsgilab.hoptrace.records import scan
+from wsgilab.hoptrace.request_groups import requests_of
 from wsgilab.hoptrace.sources import command_lines
 from wsgilab.hoptrace.spans import Span, spans_of
 
@@ -115,7 +116,7 @@ def export(args: argparse.Namespace) -> int:
             push_batch()
     else:
         found = scan(command_lines(args), args.request_id)
-        requests = list(by_request(found.records).values())
+        requests = requests_of(found.records)
         if not requests:
             print(f"hoptrace export: no request {'with id ' + args.request_id + ' ' if args.request_id else ''}"
                   "in the logs read", file=sys.stderr)
