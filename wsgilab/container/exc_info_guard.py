@@ -4,8 +4,9 @@
     application = ExcInfoGuard(application)      # outermost, under uWSGI
 
 PEP 3333 lets an app that fails before any byte of its response has gone
-out call ``start_response`` again, with ``exc_info``, and the new status and
-headers replace the old. The raw app's ``/error`` does exactly that. uWSGI
+out call ``start_response`` with ``exc_info``, again if it had called it
+before, and the new status and headers replace any old ones. The raw app's
+``/error`` calls it so once its view has raised. uWSGI
 2.0 takes the new status and headers and then raises ``SystemError`` from
 that call (unbit/uwsgi#2278, open), so the app never returns its body: the
 client gets the 500's status line and ``Content-Length`` and then the
@@ -17,8 +18,8 @@ the app has not returned its body yet and has not called ``write()``. The
 call then goes through without it, which at that point means the same thing
 (uWSGI replaces the status and headers). Once something may have been sent,
 ``exc_info`` goes through as given and PEP 3333's re-raise is the server's.
-The app, and HopTrace inside it, still see their own call: the trace says
-``start_response('500 ...', exc_info=true)``.
+The app, and HopTrace inside it, still see their own call: the trace's
+``start_response`` event has ``"exc_info": true`` (``hoptrace show --json``).
 
 ``traced_app`` puts it outermost when ``WSGI_SERVER`` is ``uwsgi``, with
 tracing on or off; gunicorn does what PEP 3333 says and gets the app as it is.

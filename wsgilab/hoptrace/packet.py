@@ -13,10 +13,11 @@ The packet is rebuilt from what ``/<app>/environ`` shows of the environ
 uWSGI made of it: its string variables, less what uWSGI added (the
 ``wsgi.*`` and ``uwsgi.*`` objects, and ``SCRIPT_NAME``, which uWSGI split off
 ``PATH_INFO`` for the app's mount). nginx does not send ``SCRIPT_NAME`` here.
-The variables are in the environ's order, not the wire's; the sizes are the
-wire's, and uWSGI's own record of the request (``hoptrace show ID``: "read
-the uwsgi packet: ... in N bytes") gives the same N. (That record's "vars"
-counts keys and values apart, and the SCRIPT_NAME uWSGI adds: 44 for 21.)
+The variables are in the order ``/environ`` lists them (by group, each
+sorted by name), not the wire's; the sizes are the wire's, and uWSGI's own
+record of the request (``hoptrace show ID``: "read the uwsgi packet: ... in
+N bytes") gives the same N. (That record's "vars" counts keys and values
+apart, and the SCRIPT_NAME uWSGI adds: 44 for 21.)
 """
 
 from __future__ import annotations
