@@ -226,7 +226,8 @@ def _check_app(target: Target, report: Report, app: str, server: str, burst: Bur
     report.check(
         f"/{app}/ on {server}, {WORKERS} worker, backlog {BACKLOG}: {REQUESTS} x /slow?ms={SLOW_MS}",
         f"200 for exactly the {held} the kernel held, each in its turn ({SLOW_MS / 1000:.0f} s apart); 504 for the "
-        f"rest at the {CONNECT_TIMEOUT_S} s connect timeout; nothing else, nothing hangs",
+        f"rest at the {CONNECT_TIMEOUT_S} s connect timeout (over {CONNECT_TIMEOUT_S - 0.2:.1f} and under "
+        f"{CONNECT_TIMEOUT_S + 1.5:.1f} s after sent); nothing else, nothing hangs",
         f"{len(served)} x 200 ({', '.join(f'{r[3]:.1f}' for r in served)} s after the first was sent), "
         f"{len(dropped)} x 504 ({', '.join(f'{r[3] - r[2]:.1f}' for r in dropped)} s after sent)",
         [r[0] for r in served] == fitted and len(dropped) == REQUESTS - held and at_connect_timeout and in_turn,

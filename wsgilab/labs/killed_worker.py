@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from wsgilab.hoptrace.records import events_of, find_event
 from wsgilab.labs.kit import (APPS, SOCKET_PER_WORKER, Outcome, Report, Target, has_control, hops_of, nginx_record,
@@ -12,7 +13,7 @@ from wsgilab.labs.kit import (APPS, SOCKET_PER_WORKER, Outcome, Report, Target, 
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TITLE = ("Worker killed mid-request (kill -9): one 502, the POST is not retried, the next request is 200 "
-         "(on Granian, after a moment of 502s)")
+         "(on Granian, refused until new workers listen)")
 
 EXPLANATION = """
 A worker that dies mid-request (the OOM killer, a segfault in a C
@@ -30,19 +31,25 @@ is never written. Each hop then does one thing:
   whole time, so the next request waits in the kernel's queue (backlog /
   listen) for the new worker instead of failing.
 - Granian's main process starts new workers too, but only because
-  granian.conf.py sets `respawn_failed_workers = True`: by default one dead
-  worker makes it stop the whole server. And on Linux it holds no listening
-  socket: each worker listens on one of its own (SO_REUSEPORT; `ss -lntp`
-  shows one per worker PID). With every worker dead nothing listens, so a
-  request in that gap is refused ("connect() failed (111: Connection
-  refused)") and nginx answers 502 at once, until the new workers listen,
-  about half a second later. Even with that setting, Granian 2.8 stops
-  the whole server if a respawned worker dies within 5.5 s of its respawn
-  ("Worker crash loop detected, exiting"), so on Granian the lab first
-  waits until the youngest worker is six seconds old: a run started right
-  after another may pause up to 6 s before it kills.
+  granian.conf.py sets `respawn_failed_workers = True`: by default one
+  dead worker makes it stop the whole server. And on Linux it holds no
+  listening socket: each worker listens on one of its own (SO_REUSEPORT;
+  `ss -lntp` shows one per worker PID). With every worker dead nothing
+  listens, so a request in that gap is refused ("connect() failed (111:
+  Connection refused)") and nginx answers 502 at once, until the new
+  workers listen, about half a second later (seconds on a busy machine).
+  The lab asks again and again from the POST's 502 on and names each
+  failure: the very first may be reset instead ("recv() failed (104:
+  Connection reset by peer)"), a connection the kernel queued on a killed
+  worker's socket in the moment before it closed. Even with that setting,
+  Granian 2.8 stops the whole server if a respawned worker dies within 5.5
+  s of its respawn ("Worker crash loop detected, exiting"), so on Granian
+  the lab first waits until the youngest worker is six seconds old: a run
+  started right after another may pause up to 6 s before it kills.
 - Waitress has no workers to kill (one process, a pool of threads): a dead
-  Waitress is a dead app (the replica-down lab).
+  Waitress is a dead app, back only when Docker restarts its container or
+  another replica takes its requests (replica-down shows the latter, on
+  gunicorn and uWSGI).
 The lab kills every worker of the app, so the one holding its slow POST is
 surely among them.
 """
@@ -61,8 +68,8 @@ OUTCOMES = (
     ),
     Outcome(
         failure="... a request while the new workers start",
-        client_sees="gunicorn and uWSGI: it waits, then 200; Granian: 502 at once (connection refused), until "
-                    "the new workers listen",
+        client_sees="gunicorn and uWSGI: it waits, then 200; Granian: 502 at once (connection refused, or reset "
+                    "right after the kill), until the new workers listen",
         statuses=("502",),
         hop="the kernel, then nginx",
         gunicorn="the arbiter's listening socket; `backlog` holds it",
@@ -75,7 +82,8 @@ OUTCOMES = (
 #: The servers with worker processes to kill (Waitress has none).
 SERVERS = ("gunicorn", "uwsgi", "granian")
 
-#: How long Granian may take to have new workers listening (about half a second, measured).
+#: How long Granian may take to have new workers listening: about half a second, measured; the lab gives
+#: up at this, far past it, so that only a server that never comes back fails it.
 RESPAWN_WITHIN_S = 10.0
 
 SLOW_MS = 5000
@@ -108,6 +116,8 @@ def run(target: Target, report: Report) -> None:
             reply = pending.result()
             elapsed = time.monotonic() - started
             after_kill = time.monotonic() - killed_at
+        # Granian's gap is now, before its new workers listen: ask at once, before reading the POST's trace.
+        refusals = _refused_until_listening(target, app) if server in SOCKET_PER_WORKER else None
         records = target.records(request_id, {"nginx"})
         nginx = nginx_record(records)
         tries = [s.strip() for s in str(nginx.get("upstream_status") or "").split(",") if s.strip()]
@@ -130,8 +140,8 @@ def run(target: Target, report: Report) -> None:
             "nginx's error line attached at the nginx hop: the worker closed the connection without a response",
             f"nginx_error: {said.get('message', 'none attached')}",
             "prematurely closed" in str(said.get("message", "")), [request_id])
-        if server in SOCKET_PER_WORKER:
-            _refused_until_listening(target, report, app, server)
+        if refusals is not None:
+            _check_refusals(report, app, server, refusals)
             continue
         started = time.monotonic()
         reply = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host, timeout=30)
@@ -147,28 +157,61 @@ def _until_workers_older(target: Target, app: str, seconds: float) -> float:
     return wait
 
 
-def _refused_until_listening(target: Target, report: Report, app: str, server: str) -> None:
-    """Requests, one after another, until one is served: each before it refused at connect, none waiting.
+@dataclass
+class Refusals:
+    """The requests sent after the POST's 502 until one was served: what nginx said of each that failed, in
+    order ("refused", "reset", or its status and error line), and the last one."""
+    failures: list[str]
+    last_status: int
+    last_id: str
+    seconds: float
 
-    How many fall in the gap depends on when the first is sent; what each
-    of them meets does not, and that is what is checked.
+    def shown(self) -> str:
+        """The failures in order, a run of the same told once with its count: "reset, refused x 6"."""
+        runs: list[list] = []
+        for failure in self.failures:
+            if runs and runs[-1][0] == failure:
+                runs[-1][1] += 1
+            else:
+                runs.append([failure, 1])
+        return ", ".join(f"{failure} x {count}" if count > 1 else failure for failure, count in runs) or "none"
+
+
+#: What nginx's error line says of a connection no worker took: refused at connect (no socket listens), or
+#: reset once sent (the kernel had queued it on a killed worker's socket, which then closed).
+GAP_ERRORS = {"Connection refused": "refused", "Connection reset by peer": "reset"}
+
+
+def _refused_until_listening(target: Target, app: str) -> Refusals:
+    """Requests, one after another from the POST's 502, until one is served: what each before it met.
+
+    They are sent first and their nginx lines read after, so that none waits on a log while the gap lasts. How
+    many fall in the gap depends on when the first is sent; what each of them meets does not, and that is
+    what is checked.
     """
     started = time.monotonic()
-    refused, other, request_ids = 0, [], []
-    while time.monotonic() - started < RESPAWN_WITHIN_S:
+    failed: dict[str, int] = {}
+    while True:
         reply = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host, timeout=30)
-        request_ids.append(reply.header("X-Request-ID") or "")
-        if reply.status == 200:
+        request_id = reply.header("X-Request-ID") or ""
+        if reply.status == 200 or time.monotonic() - started >= RESPAWN_WITHIN_S:
             break
-        said = find_event(events_of(target.records(request_ids[-1], {"nginx"})), "nginx_error") or {}
-        if reply.status == 502 and "Connection refused" in str(said.get("message", "")):
-            refused += 1
-        else:
-            other.append(f"{reply.status}: {said.get('message', 'no nginx error')}")
+        failed[request_id] = reply.status
         time.sleep(0.05)
-    report.check(f"/{app}/ on {server}, requests until one is served",
-                 f"any failure before it a 502 for nginx's connection refused (no worker listens); then 200, "
-                 f"from a request sent within {RESPAWN_WITHIN_S:.0f} s",
-                 f"{refused} refused, then {reply.status} after {time.monotonic() - started:.1f} s"
-                 + (f"; also {', '.join(other)}" if other else ""),
-                 reply.status == 200 and not other, request_ids[-1:])
+    seconds = time.monotonic() - started
+    found = target.records_of(list(failed), {"nginx"}) if failed else {}
+    failures = []
+    for failed_id, status in failed.items():
+        said = str((find_event(events_of(found.get(failed_id, [])), "nginx_error") or {}).get("message", ""))
+        kind = next((name for error, name in GAP_ERRORS.items() if error in said), None)
+        failures.append(kind if status == 502 and kind else f"{status}: {said or 'no nginx error'}")
+    return Refusals(failures, reply.status, request_id, seconds)
+
+
+def _check_refusals(report: Report, app: str, server: str, seen: Refusals) -> None:
+    report.check(f"/{app}/ on {server}, requests from the POST's 502 on, until one is served",
+                 "any failure before it a 502 at once, for a connection no worker took (refused: no socket "
+                 "listens; or reset: queued on a killed worker's socket as it closed); then 200, from a "
+                 f"request sent within {RESPAWN_WITHIN_S:.0f} s",
+                 f"{seen.shown()}; then {seen.last_status} after {seen.seconds:.1f} s",
+                 seen.last_status == 200 and set(seen.failures) <= set(GAP_ERRORS.values()), [seen.last_id])

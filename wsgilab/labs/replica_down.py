@@ -86,12 +86,13 @@ LOAD_S = 6.0
 #: count goes up. nginx picks each request's replica, so POSTs land elsewhere first: at most MAX_POSTS
 #: (each lands there with a chance of 1 in 3; all 20 elsewhere: 3 in 10 000).
 HELD_GET_MS = 9000  # under the apps' 10 s cap on /slow
-#: The POSTs stop landing after this, so the kill (KILL_AFTER_S later) comes while the GET is held.
-LAND_WITHIN_S = HELD_GET_MS / 1000 - 4.0
 POST_MS = 3000
 MAX_POSTS = 20
 #: When the kill comes: the POSTs are under way, and the GET load on every replica.
 KILL_AFTER_S = 1.0
+#: No POST is sent later than this after the held GET, so the kill (KILL_AFTER_S after the last) comes while
+#: the GET is held, with 2 s left for the last POST's count and the kill's own `docker exec`.
+LAND_WITHIN_S = HELD_GET_MS / 1000 - KILL_AFTER_S - 2.0
 #: The longest a GET may take: a try on the dead address (refused at once, or given up on at
 #: NGINX_CONNECT_TIMEOUT) or in the victim's queue until the kill, a wait for a worker while the POSTs the
 #: others still ran finish (how many landed elsewhere first is chance; the lab knows when each ended), then
@@ -118,13 +119,12 @@ def _send(target: Target, method: str, path: str, request_id: str) -> tuple[int 
 
 
 def _land(target: Target, pool: ThreadPoolExecutor, replica: str, port: int, method: str, path: str,
-          tag: str) -> dict[str, Any]:
-    """Send ``method path`` (each with an id of its own) until one is in flight on ``replica``: {id: future}."""
+          tag: str, deadline: float) -> dict[str, Any]:
+    """Send ``method path`` (each with its own id) until one is in flight on ``replica``, or ``deadline``."""
     sent = {}
-    # One count per try (each is a `docker exec`, slow on a loaded machine), and no try past LAND_WITHIN_S:
+    # One count per try (each is a `docker exec`, slow on a loaded machine), and no try past the deadline:
     # the held GET must still be in flight when the replica is killed.
     before = target.control.open_connections(replica, port)
-    deadline = time.monotonic() + LAND_WITHIN_S
     for n in range(MAX_POSTS):
         request_id = f"replica-down-{tag}-{n}"
         sent[request_id] = pool.submit(_send, target, method, path, request_id)
@@ -173,9 +173,10 @@ def run(target: Target, report: Report) -> None:
         tag = uuid.uuid4().hex[:12]
         with ThreadPoolExecutor(CLIENTS + MAX_POSTS + 1) as pool:
             held_id = f"replica-down-{tag}-get"
+            deadline = time.monotonic() + LAND_WITHIN_S  # for the POSTs, from the held GET's sending
             held = pool.submit(_send, target, "GET", f"/{APP}/slow?ms={HELD_GET_MS}", held_id)
             victim = _holder(target, replicas, port)
-            posts = _land(target, pool, victim, port, "POST", f"/{APP}/slow?ms={POST_MS}", tag)
+            posts = _land(target, pool, victim, port, "POST", f"/{APP}/slow?ms={POST_MS}", tag, deadline)
             until = time.monotonic() + LOAD_S
             loads = [pool.submit(requests_until, target, f"/{APP}/slow?ms={LOAD_MS}", until) for _ in range(CLIENTS)]
             time.sleep(KILL_AFTER_S)
