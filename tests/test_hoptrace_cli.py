@@ -82,8 +82,8 @@ def test_an_id_sent_twice_is_drawn_as_two_requests_each_whole_not_one_merged_wat
     twice.write_text("\n".join(again + lines) + "\n")  # the later request's lines first, as one container's may be
     once = _hoptrace("show", request_id, RECORDED).stdout.strip()
     shown = _hoptrace("show", request_id, twice)
-    note, first, second = shown.stdout.strip().split("\n\n")
-    assert shown.returncode == 0 and note.startswith(f"2 requests carried the id {request_id}")
+    first, second = shown.stdout.strip().split("\n\n")
+    assert shown.returncode == 0 and f"2 requests carried the id {request_id}" in shown.stderr
     assert first == once and len(second.splitlines()) == len(once.splitlines())
     assert sum("django.request logged" in line for line in shown.stdout.splitlines()) == 2
     as_json = json.loads(_hoptrace("show", request_id, "--json", twice).stdout)
@@ -94,3 +94,21 @@ def test_an_id_sent_twice_is_drawn_as_two_requests_each_whole_not_one_merged_wat
     trace_ids = {span["traceId"] for resource in exported["resourceSpans"] for scope in resource["scopeSpans"]
                  for span in scope["spans"]}
     assert len(trace_ids) == 2
+
+
+def test_a_reused_ids_error_line_goes_with_the_request_it_was_matched_to_and_a_dash_is_no_trace():
+    from wsgilab.hoptrace.request_groups import requests_of
+
+    a, b = "a" * 32, "b" * 32
+    records = [
+        {"hop": "nginx", "event": "request", "request_id": "mine-0001", "trace_id": a, "ts_us": 10_950_000,
+         "request_time": "0.100"},
+        {"hop": "nginx", "event": "request", "request_id": "mine-0001", "trace_id": b, "ts_us": 11_300_000,
+         "request_time": "0.100"},
+        # nginx's error log has whole seconds: B's line is stamped 11.0 s, nearer A's end than B's start
+        {"hop": "nginx", "event": "error", "request_id": "mine-0001", "trace_id": b, "ts_us": 11_000_000},
+        {"hop": "uwsgi", "event": "request", "request_id": "mine-0001", "trace_id": "-", "ts_us": 11_250_000},
+    ]
+    first, second = requests_of(records)
+    assert [r["hop"] for r in first] == ["nginx"]
+    assert [(r["hop"], r["event"]) for r in second] == [("nginx", "request"), ("nginx", "error"), ("uwsgi", "request")]

@@ -2,7 +2,8 @@
 
     docker compose logs | hoptrace show 3f9c...   # one request's waterfall (or: hoptrace show 3f9c...)
     hoptrace show 3f9c... --json                  # {"request_id", "events": [...]}: a stable contract
-                                                  # (a trace id several requests share: {"trace_id", "requests"})
+                                                  # (a trace id several requests share, or an id sent twice:
+                                                  # {"trace_id" or "request_id", "requests": [...]})
     hoptrace follow                               # live: each request's path as it completes
     hoptrace stats                                # per-hop latency percentiles over the logs read
     hoptrace export 3f9c...                       # the trace as OTLP/JSON (--format chrome: Perfetto opens it)
@@ -166,8 +167,8 @@ def _run(command: str, args: argparse.Namespace) -> int:
                              else {"request_id": args.request_id, "events": []}, indent=2))
         else:
             if reused:
-                print(f"{len(shown)} requests carried the id {args.request_id}, each with a trace of its own: "
-                      "each is drawn, oldest first\n")
+                print(f"hoptrace show: {len(shown)} requests carried the id {args.request_id}, each with a trace of "
+                      "its own: each is drawn, oldest first", file=sys.stderr)
             print("\n\n".join(render_waterfall(one["request_id"], one["events"]) for one in shown)
                   or render_waterfall(args.request_id, []))
         _report_skipped(found.skipped, "that mention the id but hold no hop record")

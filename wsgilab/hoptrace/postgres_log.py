@@ -115,6 +115,7 @@ class PostgresLog:
             sent = next((event["ts_us"] for event in record.get("events") or [] if isinstance(event, dict)
                          and event.get("event") == "db_query" and event.get("n") == n), 0)
             found.append({"hop": "db", "event": "db_log", "request_id": record.get("request_id"),
+                          "trace_id": record.get("trace_id"),
                           "service": record.get("service"), "server": "postgresql", "pid": line["backend_pid"],
                           "ts_us": line["logged_us"] - took, "n": n, "_sent": sent,
                           **{name: line[name] for name in ("step", "duration_us", "statement", "level",

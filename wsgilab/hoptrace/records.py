@@ -100,7 +100,7 @@ def _attach_nginx_errors(found: LogScan) -> None:
             parts = error.get("request", "").split(" ")
             if len(parts) >= 2 and parts[1] != record.get("uri"):
                 continue
-            found.records.append({**error, "request_id": record.get("request_id"),
+            found.records.append({**error, "request_id": record.get("request_id"), "trace_id": record.get("trace_id"),
                                   "service": record.get("service"), "server": record.get("server")})
             break
 

@@ -6,14 +6,27 @@ requests. Each of them still has a trace of its own: nginx starts one per
 request unless the client sends a traceparent. ``hoptrace show`` and
 ``hoptrace export`` draw each request apart, where grouping by the id alone
 would merge them into one waterfall (two nginx lines, every event twice).
+(Requests that share both the id and a traceparent the client sent cannot
+be told apart, and stay one.) nginx's error lines and PostgreSQL's carry
+the trace id of the request they were matched to (records.py,
+postgres_log.py); only an app's own log lines are placed by time.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from wsgilab.hoptrace.records import by_request, seconds_to_us
+
+#: A trace id as the hops write one; uWSGI writes "-" for a logvar no request set.
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _trace_of(record: dict[str, Any]) -> str | None:
+    trace_id = record.get("trace_id")
+    return trace_id if isinstance(trace_id, str) and _TRACE_ID.fullmatch(trace_id) else None
 
 
 def requests_of(records: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -24,19 +37,19 @@ def requests_of(records: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]
     for group in by_request(records).values():
         traces: dict[str, list[dict[str, Any]]] = {}
         for record in group:
-            if isinstance(record.get("trace_id"), str):
-                traces.setdefault(record["trace_id"], []).append(record)
+            if (trace_id := _trace_of(record)) is not None:
+                traces.setdefault(trace_id, []).append(record)
         if len(traces) < 2:
             requests.append(group)
             continue
         spans = {trace: (min(_started_us(r) for r in kept), max(r["ts_us"] for r in kept))
                  for trace, kept in traces.items()}
         for record in group:
-            if not isinstance(record.get("trace_id"), str):
+            if _trace_of(record) is None:
                 ts = record["ts_us"]
                 nearest = min(spans, key=lambda trace: max(spans[trace][0] - ts, ts - spans[trace][1], 0))
                 traces[nearest].append(record)
-        requests += sorted(traces.values(), key=lambda kept: spans[kept[0]["trace_id"]][0])  # oldest first
+        requests += sorted(traces.values(), key=lambda kept: spans[_trace_of(kept[0])][0])  # oldest first
     return requests
 
 
