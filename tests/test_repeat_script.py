@@ -171,3 +171,14 @@ def test_keep_reports_puts_each_labs_report_in_the_junit_file_of_the_test_that_r
         said[keep] = run.output
     assert said[True].startswith("== lab killed-worker:") and "result: 1 check(s) failed" in said[True]
     assert said[False].strip() == ""
+
+
+def test_a_lab_named_as_a_tests_parameter_is_the_rows_lab_not_its_server(tmp_path):
+    repeat = _repeat()
+    junit = tmp_path / "native.xml"
+    junit.write_text('<testsuites><testsuite name="pytest">'
+                     '<testcase classname="tests.test_labs_more_servers" name="test_z[native-killed-worker-1-2]" '
+                     'time="20.0"/></testsuite></testsuites>')
+    runs, _ = repeat.results(junit)
+    assert repeat.table(runs, {"tests/test_labs.py::test_x": "killed-worker"})[2:] == [
+        "| killed-worker | native | - | 1/1 | 20.0 s |"]

@@ -91,7 +91,7 @@ MAX_POSTS = 20
 #: When the kill comes: the POSTs are under way, and the GET load on every replica.
 KILL_AFTER_S = 1.0
 #: No POST is sent later than this after the held GET, so the kill (KILL_AFTER_S after the last) comes while
-#: the GET is held, with 2 s left for the last POST's count and the kill's own `docker exec`.
+#: the GET is held, with under 2 s left for the last POST's count and the kill's own `docker exec`.
 LAND_WITHIN_S = HELD_GET_MS / 1000 - KILL_AFTER_S - 2.0
 #: The longest a GET may take: a try on the dead address (refused at once, or given up on at
 #: NGINX_CONNECT_TIMEOUT) or in the victim's queue until the kill, a wait for a worker while the POSTs the
