@@ -94,8 +94,7 @@ def _attach_nginx_errors(found: LogScan) -> None:
             requests.setdefault((record.get("pid"), record["connection"]), []).append(record)
     for error in found.nginx_errors:
         for record in requests.get((error["pid"], error["connection"]), []):
-            started = record["ts_us"] - (seconds_to_us(record.get("request_time")) or 0)
-            if not (error["ts_us"] <= record["ts_us"] and error["ts_us"] + 1_000_000 > started):
+            if not (error["ts_us"] <= record["ts_us"] and error["ts_us"] + 1_000_000 > received_us(record)):
                 continue
             parts = error.get("request", "").split(" ")
             if len(parts) >= 2 and parts[1] != record.get("uri"):
@@ -174,12 +173,16 @@ def _fields(record: dict[str, Any], event: str, leave_out: tuple[str, ...] = ())
             if name in record and name not in leave_out}
 
 
+def received_us(record: dict[str, Any]) -> int:
+    """When nginx took the request its line is of: nginx writes once, when the response has gone, and the
+    request came ``request_time`` before."""
+    return record["ts_us"] - (seconds_to_us(record.get("request_time")) or 0)
+
+
 def _nginx_events(record: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
-    # nginx writes once, when the response has gone: the request came request_time before.
-    took = seconds_to_us(record.get("request_time")) or 0
-    return [{**base, "event": "request_received", "ts_us": record["ts_us"] - took,
-             **_fields(record, "request_received")},
-            {**base, "event": "response_sent", "ts_us": record["ts_us"], "request_time_us": took,
+    received = received_us(record)
+    return [{**base, "event": "request_received", "ts_us": received, **_fields(record, "request_received")},
+            {**base, "event": "response_sent", "ts_us": record["ts_us"], "request_time_us": record["ts_us"] - received,
              **_fields(record, "response_sent")}]
 
 

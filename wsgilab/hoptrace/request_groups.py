@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from wsgilab.hoptrace.records import by_request, seconds_to_us
+from wsgilab.hoptrace.records import by_request, received_us
 
 #: A trace id as the hops write one; uWSGI writes "-" for a logvar no request set.
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -55,5 +55,4 @@ def requests_of(records: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]
 
 def _started_us(record: dict[str, Any]) -> int:
     """When the hop a record is of began: nginx stamps its line at the end, ``request_time`` after the start."""
-    took = seconds_to_us(record.get("request_time")) if record.get("hop") == "nginx" else None
-    return record["ts_us"] - (took or 0)
+    return received_us(record) if record.get("hop") == "nginx" else record["ts_us"]
