@@ -6,6 +6,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import groupby
 
 from wsgilab.hoptrace.records import events_of, find_event
 from wsgilab.labs.kit import (APPS, SOCKET_PER_WORKER, Outcome, Report, Target, has_control, hops_of, nginx_record,
@@ -168,12 +169,7 @@ class Refusals:
 
     def shown(self) -> str:
         """The failures in order, a run of the same told once with its count: "reset, refused x 6"."""
-        runs: list[list] = []
-        for failure in self.failures:
-            if runs and runs[-1][0] == failure:
-                runs[-1][1] += 1
-            else:
-                runs.append([failure, 1])
+        runs = [(failure, len(list(same))) for failure, same in groupby(self.failures)]
         return ", ".join(f"{failure} x {count}" if count > 1 else failure for failure, count in runs) or "none"
 
 
