@@ -125,6 +125,25 @@ def test_a_request_appears_live_and_its_waterfall_reads_as_hoptrace_show_does(pa
     _until(lambda: browser.find_elements("css selector", "#stats tbody tr"), "no stats table")
 
 
+def test_an_id_sent_again_is_a_row_per_request_and_each_opens_its_own_waterfall(page):
+    # A tour step run twice sends its id twice: each request has a trace of its own, and a row of its own.
+    browser, stack = page
+    request_id = "web-again-" + uuid.uuid4().hex
+    for ms in (5, 60):
+        assert get(stack.port, f"/flask/slow?ms={ms}", headers={"X-Request-ID": request_id}).status == 200
+    _until(lambda: _listed(browser).count(request_id) == 2, "the second request got no row of its own")
+    older, newer = json.loads(_hoptrace_show(stack, request_id, "--json"))["requests"]
+    for one, query in ((older, "ms=5 "), (newer, "ms=60 ")):
+        selector = f'#requests tr[data-request-id="{request_id}"][data-trace-id="{one["trace_id"]}"]'
+        _until(lambda: browser.find_element("css selector", selector).click() or True, "no row to click")
+        _until(lambda: query in _text(browser.find_element("id", "heading")), f"the {query}request was not drawn")
+        rows = browser.find_elements("css selector", "#rows tbody tr")
+        assert [row.get_attribute("data-event") for row in rows] == [event["event"] for event in one["events"]]
+        assert len(browser.find_elements("css selector", '#requests tr[aria-selected="true"]')) == 1
+        exports = [link.get_attribute("href") for link in browser.find_elements("css selector", "#exports a")]
+        assert exports and all(f"trace={one['trace_id']}" in href for href in exports)
+
+
 def test_the_filter_hides_what_it_should(page):
     browser, stack = page
     ids = {app: f"web-{app}-" + uuid.uuid4().hex for app in ("django", "flask")}

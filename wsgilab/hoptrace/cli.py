@@ -36,7 +36,7 @@ from wsgilab.hoptrace.compose_tool import ComposeToolError
 from wsgilab.hoptrace.docker_api import DockerApiError
 from wsgilab.hoptrace.follow import follow
 from wsgilab.hoptrace.records import events_of, parse_line, scan
-from wsgilab.hoptrace.request_groups import requests_of
+from wsgilab.hoptrace.request_groups import requests_of, trace_of_request
 from wsgilab.hoptrace.sources import command_lines
 from wsgilab.hoptrace.stack_logs import StackError
 from wsgilab.hoptrace.stats import collect, costliest, render_not_sampled, render_statements, render_table, summarise
@@ -157,13 +157,14 @@ def _run(command: str, args: argparse.Namespace) -> int:
 
     if command == "show":
         found = scan(command_lines(args), args.request_id)
-        shown = [{"request_id": records[0]["request_id"], "events": events_of(records)}
-                 for records in requests_of(found.records)]
+        shown = [{"request_id": records[0]["request_id"], "trace_id": trace_of_request(records) or "",
+                  "events": events_of(records)} for records in requests_of(found.records)]
         # Several requests: a trace that several share, or a request id sent more than once; each of them.
         reused = len(shown) > 1 and all(one["request_id"] == args.request_id for one in shown)
         if args.json:
+            # One request as it always was ({"request_id", "events"}); several, each with its trace id.
             print(json.dumps({"request_id" if reused else "trace_id": args.request_id, "requests": shown}
-                             if len(shown) > 1 else shown[0] if shown
+                             if len(shown) > 1 else {key: shown[0][key] for key in ("request_id", "events")} if shown
                              else {"request_id": args.request_id, "events": []}, indent=2))
         else:
             if reused:
@@ -194,7 +195,8 @@ def _run(command: str, args: argparse.Namespace) -> int:
         def emit(request_id: str, records: list[dict[str, Any]]) -> None:
             events = events_of(records)
             if args.json:
-                print(json.dumps({"request_id": request_id, "events": events}, separators=(",", ":")), flush=True)
+                print(json.dumps({"request_id": request_id, "trace_id": trace_of_request(records) or "",
+                                  "events": events}, separators=(",", ":")), flush=True)
             else:
                 print(render_waterfall(request_id, events) + "\n", flush=True)
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from wsgilab.hoptrace.records import parse_line
+from wsgilab.hoptrace.request_groups import requests_of
 from wsgilab.trace_context import flags_sampled
 from wsgilab.trace_format import INTERFACE_HOPS, SERVER_HOPS
 
@@ -22,6 +23,9 @@ class Follower:
     them: nginx's (after the response is sent) and, for a request an app
     served, its server's (after the body's close()). A request nginx never logs (a
     healthcheck that went straight to the app) goes after ``4 * settle_s``.
+    Records are gathered by id alone, so requests that carried the same id
+    close together are gathered as one, and let go apart: one per trace
+    (``request_groups.requests_of``).
     """
 
     def __init__(self, settle_s: float) -> None:
@@ -55,7 +59,7 @@ class Follower:
             quiet = now - last_seen
             limit = (APP_PATIENCE if _awaits_app(records) else 4) * self.settle_s
             if everything or (quiet >= self.settle_s and _all_in(records)) or quiet >= limit:
-                ready.append((request_id, records))
+                ready += [(request_id, request) for request in requests_of(records)]
                 del self.pending[request_id]
         return ready
 

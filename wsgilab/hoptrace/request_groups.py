@@ -3,9 +3,10 @@
 A client may send the same X-Request-ID again (a step of the tour run
 twice), and nginx keeps a well-formed one, so one id can name several
 requests. Each of them still has a trace of its own: nginx starts one per
-request unless the client sends a traceparent. ``hoptrace show`` and
-``hoptrace export`` draw each request apart, where grouping by the id alone
-would merge them into one waterfall (two nginx lines, every event twice).
+request unless the client sends a traceparent. ``hoptrace show``,
+``export``, ``follow`` and ``web`` draw each request apart, where grouping by
+the id alone would merge them into one waterfall (two nginx lines, every
+event twice).
 (Requests that share both the id and a traceparent the client sent cannot
 be told apart, and stay one.) nginx's error lines and PostgreSQL's carry
 the trace id of the request they were matched to (records.py,
@@ -24,9 +25,15 @@ from wsgilab.hoptrace.records import by_request, received_us
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def _trace_of(record: dict[str, Any]) -> str | None:
+def trace_of(record: dict[str, Any]) -> str | None:
+    """The trace id a record carries, or None (no trace id, or uWSGI's \"-\")."""
     trace_id = record.get("trace_id")
     return trace_id if isinstance(trace_id, str) and _TRACE_ID.fullmatch(trace_id) else None
+
+
+def trace_of_request(records: Iterable[dict[str, Any]]) -> str | None:
+    """The trace id of one request's records (the first one carrying a trace id), or None."""
+    return next((trace_id for record in records if (trace_id := trace_of(record)) is not None), None)
 
 
 def requests_of(records: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -37,7 +44,7 @@ def requests_of(records: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]
     for group in by_request(records).values():
         traces: dict[str, list[dict[str, Any]]] = {}
         for record in group:
-            if (trace_id := _trace_of(record)) is not None:
+            if (trace_id := trace_of(record)) is not None:
                 traces.setdefault(trace_id, []).append(record)
         if len(traces) < 2:
             requests.append(group)
@@ -45,11 +52,11 @@ def requests_of(records: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]
         spans = {trace: (min(_started_us(r) for r in kept), max(r["ts_us"] for r in kept))
                  for trace, kept in traces.items()}
         for record in group:
-            if _trace_of(record) is None:
+            if trace_of(record) is None:
                 ts = record["ts_us"]
                 nearest = min(spans, key=lambda trace: max(spans[trace][0] - ts, ts - spans[trace][1], 0))
                 traces[nearest].append(record)
-        requests += sorted(traces.values(), key=lambda kept: spans[_trace_of(kept[0])][0])  # oldest first
+        requests += sorted(traces.values(), key=lambda kept: spans[trace_of(kept[0])][0])  # oldest first
     return requests
 
 

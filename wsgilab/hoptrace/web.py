@@ -6,13 +6,20 @@ a stream) over the same reading of the logs as ``hoptrace show``:
 - ``/``: the page (``web_assets/``: HTML, CSS, JavaScript, all served from
   here, nothing from a CDN);
 - ``/api/requests``: the requests read so far, newest first, one summary
-  each (method, path, status, duration, app, server);
-- ``/api/requests/ID``: one request as ``hoptrace show --json`` prints it,
-  plus each event's line of ``hoptrace show`` and the spans the bars are
-  drawn from (``hoptrace export``'s);
-- ``/api/export/ID?format=otlp|chrome``: ``hoptrace export --id ID``'s file;
-- ``/api/stats?id=...``: ``hoptrace stats --json`` over the requests named;
+  each (request and trace id, method, path, status, duration, app, server);
+- ``/api/requests/ID?trace=TRACE``: one request as ``hoptrace show --json``
+  prints it, plus each event's line of ``hoptrace show`` and the spans the
+  bars are drawn from (``hoptrace export``'s);
+- ``/api/export/ID?trace=TRACE&format=otlp|chrome``: ``hoptrace export``'s file
+  of that request;
+- ``/api/stats?id=...&trace=...``: ``hoptrace stats --json`` over the requests
+  named (each ``id`` with the ``trace`` that follows it);
 - ``/api/stream``: server-sent events, one summary per request as it completes.
+
+A request is its id and its trace id: a client may send an id again (a tour
+step run twice), and each request that carried it is listed and drawn apart
+(``request_groups``). Without ``trace``, an id names the newest request that
+carried it.
 
 The server binds 127.0.0.1 unless told otherwise (the compose profile binds
 its container's address, published on the host's loopback only). Every
@@ -36,7 +43,6 @@ import queue
 import threading
 import time
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,17 +52,17 @@ from typing import Any
 from wsgilab.hoptrace.export import to_chrome, to_otlp
 from wsgilab.hoptrace.follow import follow
 from wsgilab.hoptrace.records import events_of
+from wsgilab.hoptrace.request_groups import trace_of_request
 from wsgilab.hoptrace.spans import spans_of
 from wsgilab.hoptrace.stats import collect, summarise
-from wsgilab.hoptrace.waterfall import describe, final_answer, heading, notes, serving_event
+from wsgilab.hoptrace.waterfall import describe, heading, notes
+from wsgilab.hoptrace.web_store import Store
 from wsgilab.hoptrace.repeats import repeated_statements
 from wsgilab.trace_format import HOPS
 
 #: The Host names every server answers, whatever it is bound to: the loopback names a browser on this machine uses.
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
-#: The requests kept in memory, newest last; older ones are let go.
-KEEP_REQUESTS = 5000
 #: The page's files, and their types.
 ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
           "/viewer.js": ("viewer.js", "text/javascript; charset=utf-8"),
@@ -70,76 +76,13 @@ SECURITY_HEADERS = {
 }
 
 
-def summary(request_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
-    """One line of the page's list: what ``hoptrace show``'s heading says, as fields."""
-    received = next((e for e in events if e["event"] == "request_received"), {})
-    sent = final_answer(events)
-    served = serving_event(events)
-    uri = str(received.get("uri") or "")
-    return {
-        "request_id": request_id,
-        "ts_us": events[0]["ts_us"] if events else 0,
-        "method": received.get("method") or "",
-        "uri": uri,
-        "path": uri.split("?", 1)[0],
-        "status": sent.get("status"),
-        "duration_ms": round((events[-1]["ts_us"] - events[0]["ts_us"]) / 1000, 3) if events else 0.0,
-        "app": served.get("service") or "",
-        "server": served.get("server") or "",
-        "replica": served.get("replica") or "",
-        "heading": heading(request_id, events),
-    }
-
-
-class Store:
-    """The requests read so far (the newest KEEP_REQUESTS), and who is waiting to hear of new ones."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
-        self.summaries: dict[str, dict[str, Any]] = {}
-        self.listeners: list[queue.Queue[dict[str, Any]]] = []
-
-    def add(self, request_id: str, records: list[dict[str, Any]]) -> None:
-        """Take one complete request (``follow``'s emit); a request seen again gets its new records too."""
-        with self.lock:
-            records = self.requests.pop(request_id, []) + records
-            self.requests[request_id] = records
-            shown = self.summaries[request_id] = summary(request_id, events_of(records))
-            while len(self.requests) > KEEP_REQUESTS:
-                gone, _ = self.requests.popitem(last=False)
-                self.summaries.pop(gone, None)
-            listeners = list(self.listeners)
-        for listener in listeners:
-            listener.put(shown)
-
-    def listen(self) -> queue.Queue[dict[str, Any]]:
-        listener: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1000)
-        with self.lock:
-            self.listeners.append(listener)
-        return listener
-
-    def forget(self, listener: queue.Queue[dict[str, Any]]) -> None:
-        with self.lock:
-            self.listeners.remove(listener)
-
-    def newest_first(self) -> list[dict[str, Any]]:
-        """The summaries by when each request came (the logs of several containers arrive in any order)."""
-        with self.lock:
-            return sorted(self.summaries.values(), key=lambda shown: shown["ts_us"], reverse=True)
-
-    def records(self, request_id: str) -> list[dict[str, Any]] | None:
-        with self.lock:
-            found = self.requests.get(request_id)
-            return list(found) if found is not None else None
-
-
 def request_detail(request_id: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     """``hoptrace show --json`` of one request, each event's line of ``hoptrace show``, and its spans."""
     events = events_of(records)
     start = events[0]["ts_us"] if events else 0
     return {
         "request_id": request_id,
+        "trace_id": trace_of_request(records) or "",
         "events": events,
         "heading": heading(request_id, events),
         "rows": [{"offset_ms": (event["ts_us"] - start) / 1000, "hop": event["hop"], "event": event["event"],
@@ -172,6 +115,17 @@ def allowed_hosts(bound: str, extra: Iterable[str] = ()) -> frozenset[str]:
     return frozenset(names)
 
 
+def _requests_named(query: str) -> list[tuple[str, str | None]]:
+    """The (request id, trace id) pairs of a stats query: each ``id``, with the ``trace`` right after it if any."""
+    named: list[tuple[str, str | None]] = []
+    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if name == "id":
+            named.append((value, None))
+        elif name == "trace" and named and named[-1][1] is None:
+            named[-1] = (named[-1][0], value)
+    return named
+
+
 class _Handler(BaseHTTPRequestHandler):
     store: Store
     hosts: frozenset[str]
@@ -195,6 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
         url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
         if host_name(self.headers.get("Host")) not in self.hosts:
             # A page that rebound its own name to this address must not read the traces (module docstring).
             self._json({"error": "this Host is not served: open the page as http://127.0.0.1:PORT/ or "
@@ -208,24 +163,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(self.store.newest_first())
         elif url.path.startswith("/api/requests/"):
             request_id = urllib.parse.unquote(url.path[len("/api/requests/"):])
-            records = self.store.records(request_id)
+            records = self.store.records(request_id, query.get("trace", [None])[0])
             if records is None:
                 self._json({"error": "no such request in the logs read"}, HTTPStatus.NOT_FOUND)
             else:
                 self._json(request_detail(request_id, records))
         elif url.path.startswith("/api/export/"):
             request_id = urllib.parse.unquote(url.path[len("/api/export/"):])
-            form = urllib.parse.parse_qs(url.query).get("format", ["otlp"])[0]
-            records = self.store.records(request_id)
+            form = query.get("format", ["otlp"])[0]
+            records = self.store.records(request_id, query.get("trace", [None])[0])
             if records is None or form not in ("otlp", "chrome"):
                 self._json({"error": "no such request in the logs read, or no such format"}, HTTPStatus.NOT_FOUND)
             else:
                 spans = spans_of(records)
                 self._json(to_otlp(spans) if form == "otlp" else to_chrome(spans))
         elif url.path == "/api/stats":
-            ids = urllib.parse.parse_qs(url.query).get("id", [])
-            records = [record for request_id in ids for record in (self.store.records(request_id) or [])]
-            self._json({"requests": len(ids), "segments": summarise(collect(records))})
+            named = _requests_named(url.query)
+            records = [record for request_id, trace_id in named
+                       for record in (self.store.records(request_id, trace_id) or [])]
+            self._json({"requests": len(named), "segments": summarise(collect(records))})
         elif url.path == "/api/stream":
             self._stream()
         else:

@@ -3,8 +3,12 @@
 // (textContent, never innerHTML), and the server's Content-Security-Policy allows this file only.
 "use strict";
 
+// A request is its id and its trace id: a client may send an id again, and each request that carried it is its own.
 const state = { requests: [], selected: null };
 const $ = (id) => document.getElementById(id);
+const keyOf = (request) => request.request_id + " " + request.trace_id;
+const rowKey = (row) => row.dataset.requestId + " " + row.dataset.traceId;
+const query = (request) => "?trace=" + encodeURIComponent(request.trace_id);
 
 function el(tag, attributes = {}, text = null) {
   const node = document.createElement(tag);
@@ -31,8 +35,8 @@ function clock(tsUs) {
 }
 
 function requestRow(request) {
-  const row = el("tr", { tabindex: "0", "data-request-id": request.request_id,
-                         "aria-selected": String(request.request_id === state.selected) });
+  const row = el("tr", { tabindex: "0", "data-request-id": request.request_id, "data-trace-id": request.trace_id,
+                         "aria-selected": String(keyOf(request) === state.selected) });
   const cells = [clock(request.ts_us), request.method, request.uri, request.status ?? "?",
                  request.duration_ms.toFixed(1), request.app, request.server];
   cells.forEach((text, index) => {
@@ -40,9 +44,9 @@ function requestRow(request) {
     if (index === 3) cell.className = "status-" + String(request.status).charAt(0);
     row.append(cell);
   });
-  row.addEventListener("click", () => select(request.request_id));
+  row.addEventListener("click", () => select(request));
   row.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" || event.key === " ") { event.preventDefault(); select(request.request_id); }
+    if (event.key === "Enter" || event.key === " ") { event.preventDefault(); select(request); }
     if (event.key === "ArrowDown" && row.nextElementSibling) row.nextElementSibling.focus();
     if (event.key === "ArrowUp" && row.previousElementSibling) row.previousElementSibling.focus();
   });
@@ -59,10 +63,10 @@ function renderList() {
   const shown = visible();
   // The rows are drawn anew: keep the keyboard's place on the row it was on.
   const focused = document.activeElement && document.activeElement.dataset
-    ? document.activeElement.dataset.requestId : undefined;
+    && document.activeElement.dataset.requestId !== undefined ? rowKey(document.activeElement) : undefined;
   body.replaceChildren(...shown.slice(0, 500).map(requestRow));
   if (focused) {
-    const again = [...body.rows].find((row) => row.dataset.requestId === focused);
+    const again = [...body.rows].find((row) => rowKey(row) === focused);
     if (again) again.focus();
   }
   $("empty").hidden = state.requests.length > 0;
@@ -71,7 +75,7 @@ function renderList() {
 }
 
 function add(request) {
-  state.requests = state.requests.filter((known) => known.request_id !== request.request_id);
+  state.requests = state.requests.filter((known) => keyOf(known) !== keyOf(request));
   // Newest first, by when the request came: a slow request completes after quicker, later ones.
   const at = state.requests.findIndex((known) => known.ts_us <= request.ts_us);
   state.requests.splice(at === -1 ? state.requests.length : at, 0, request);
@@ -79,22 +83,22 @@ function add(request) {
   renderList();
 }
 
-async function select(requestId) {
-  state.selected = requestId;
+async function select(request) {
+  const key = state.selected = keyOf(request);
   for (const row of $("requests").tBodies[0].rows) {
-    row.setAttribute("aria-selected", String(row.dataset.requestId === requestId));
+    row.setAttribute("aria-selected", String(rowKey(row) === key));
   }
-  const reply = await fetch("/api/requests/" + encodeURIComponent(requestId));
+  const reply = await fetch("/api/requests/" + encodeURIComponent(request.request_id) + query(request));
   if (!reply.ok) { $("heading").textContent = "That request is no longer in view."; return; }
   const detail = await reply.json();
-  if (state.selected !== requestId) return; // another was chosen meanwhile
+  if (state.selected !== key) return; // another was chosen meanwhile
   $("heading").textContent = detail.heading;
   $("warnings").replaceChildren(...detail.warnings.map((text) => el("li", { class: "warning" }, text)),
                                  ...detail.notes.map((text) => el("li", { class: "note" }, text)));
   renderBars(detail.spans);
   renderRows(detail);
   $("fields").textContent = "";
-  renderExports(requestId);
+  renderExports(request);
 }
 
 function renderBars(spans) {
@@ -124,13 +128,14 @@ function renderRows(detail) {
   }));
 }
 
-function renderExports(requestId) {
-  const id = encodeURIComponent(requestId);
+function renderExports(request) {
+  const url = "/api/export/" + encodeURIComponent(request.request_id) + query(request);
+  const name = request.request_id;
   $("exports").replaceChildren(
     el("span", {}, "Export: "),
-    el("a", { href: `/api/export/${id}?format=otlp`, download: `${requestId}.otlp.json` }, "OTLP/JSON"),
+    el("a", { href: `${url}&format=otlp`, download: `${name}.otlp.json` }, "OTLP/JSON"),
     el("span", {}, " · "),
-    el("a", { href: `/api/export/${id}?format=chrome`, download: `${requestId}.perfetto.json` },
+    el("a", { href: `${url}&format=chrome`, download: `${name}.perfetto.json` },
        "Perfetto (ui.perfetto.dev, Open trace file)"));
 }
 
@@ -142,8 +147,9 @@ function scheduleStats(shown) {
 }
 
 async function loadStats(shown) {
-  const query = shown.map((request) => "id=" + encodeURIComponent(request.request_id)).join("&");
-  const reply = await fetch("/api/stats?" + query);
+  const named = shown.map((request) => "id=" + encodeURIComponent(request.request_id)
+                                      + "&trace=" + encodeURIComponent(request.trace_id)).join("&");
+  const reply = await fetch("/api/stats?" + named);
   if (!reply.ok) return;
   const stats = await reply.json();
   $("stats").tBodies[0].replaceChildren(...stats.segments.map((row) => {
