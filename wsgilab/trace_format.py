@@ -211,7 +211,9 @@ EVENTS = (
           "could not hand to the app (400; 500 for a path outside SCRIPT_NAME), or an app that raised before "
           "its response began (500)", ("status", "error")),
     Event("app_raised", "wsgi", "the app raised instead of returning an iterable", ("error",)),
-    Event("close", "wsgi", "the server called the iterable's close()", ("input_bytes",)),
+    Event("close", "wsgi", "the server called the iterable's close(); cut_short_after: before the iterable's end, "
+          "when the app had yielded that many chunks (the server stopped asking: the client went away, a send "
+          "failed, the app raised)", ("input_bytes", "cut_short_after")),
     Event("asgi_app_returned", "asgi", "the app's coroutine returned: it is done with the request",
           ("input_bytes",)),
     Event("asgi_app_raised", "asgi", "the app's coroutine raised (the server answers 500 if no response had "

@@ -77,13 +77,11 @@ def _json_value(value: Any) -> str:
 class RequestTrace:
     """The events of one request in one worker, written as one JSON line at the end.
 
-    Each event is turned into its piece of JSON as it is recorded, with one
-    f-string (a clock read, a format, an append: about a microsecond), and
-    the line is joined and written once, after the response has gone. The
-    JSON is assembled by hand rather than with ``json.dumps`` of a dict, which
-    costs several times more per request (bench/); every string that did not
-    come from this package's code goes through the json module's C escaper.
-    Event names and field names are the code's own identifiers.
+    Each event is turned into its piece of JSON as it is recorded, with one f-string (a clock read, a format,
+    an append: about a microsecond), and the line is joined and written once, after the response has gone. The
+    JSON is assembled by hand rather than with ``json.dumps`` of a dict, which costs several times more per
+    request (bench/); every string that did not come from this package's code goes through the json module's C
+    escaper. Event names and field names are the code's own identifiers.
     """
 
     HOP = "wsgi"  #: the hop its line is written under ("asgi" for the ASGI side's: asgi_trace)
@@ -142,11 +140,12 @@ class RequestTrace:
                 f'"hop":"{self.HOP}","event":"request",{self.identity},'
                 f'"pid":{self.pid},"ts_us":{self.started},"events":[{",".join(self.parts)}]{tail}}}\n')
 
-    def finish(self) -> None:
-        """The server closed the body: record it, and hand the trace on."""
+    def finish(self, cut_short: bool = False) -> None:
+        """The server closed the body (``cut_short``: before the iterable's end): record it, hand the trace on."""
         if self.input_bytes:
             self.tail += f',"input_bytes":{self.input_bytes}'
-        self.parts.append(f'{{"event":"close","ts_us":{time_ns() // 1000}}}')
+        early = f',"cut_short_after":{self.chunks}' if cut_short else ""
+        self.parts.append(f'{{"event":"close","ts_us":{time_ns() // 1000}{early}}}')
         self.write()
 
     def write(self) -> None:
@@ -180,20 +179,23 @@ def mark(hop: str, event: str, **fields: Any) -> None:
 
 
 class _TracedBody:
-    """The app's response iterable: records the first and last chunk, and close()."""
+    """The app's response iterable: records the first and last chunk, and close(), saying if it came first."""
 
     def __init__(self, body: Iterable[bytes], trace: RequestTrace) -> None:
         self._body, self._trace = body, trace
+        self._iterating = False  # from the server's first ask for a chunk to the iterable's end
 
     def __iter__(self) -> Iterator[bytes]:
         trace = self._trace
         parts = trace.parts
+        self._iterating = True
         for chunk in self._body:
             if not trace.chunks:
                 parts.append(f'{{"event":"first_chunk","ts_us":{time_ns() // 1000},"bytes":{len(chunk)}}}')
             trace.chunks += 1
             trace.body_bytes += len(chunk)
             yield chunk
+        self._iterating = False
         parts.append(f'{{"event":"last_chunk","ts_us":{time_ns() // 1000},'
                      f'"chunks":{trace.chunks},"bytes":{trace.body_bytes}}}')
 
@@ -203,7 +205,7 @@ class _TracedBody:
             if close is not None:
                 close()
         finally:
-            self._trace.finish()
+            self._trace.finish(cut_short=self._iterating)
 
 
 class HopTrace:

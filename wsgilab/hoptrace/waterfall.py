@@ -90,7 +90,9 @@ _WORDED = {
     "worker_picked_up": _worker_picked_up,
     "start_response": lambda e: f"start_response({e.get('status')!r}, {e.get('headers')} headers)",
     "close": lambda e: "close() called" + (f"; the app read {e['input_bytes']} body bytes"
-                                           if e.get("input_bytes") else ""),
+                                           if e.get("input_bytes") else "") + (
+        f" before the body's end, after {e['cut_short_after']} chunks: the server stopped asking for more"
+        if "cut_short_after" in e else ""),
     "request_done": lambda e: (f"request done: {e.get('status')}, "
                                + ("" if e.get("bytes") is None else f"{e['bytes']} bytes, ")
                                + f"{e.get('duration_us', 0) / 1000:.1f} ms in the worker"),
