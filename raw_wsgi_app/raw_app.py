@@ -228,7 +228,14 @@ WRITES = 3
 
 
 def error(environ, start_response):
-    """Fail inside the view, to show what the server and nginx do with it."""
+    """Fail inside the view, to show what the server and nginx do with it.
+
+    ``?started=1`` calls ``start_response("200 OK", ...)`` first: nothing has
+    been sent yet (a server sends the status with the first body bytes), so
+    the handler's ``start_response`` with ``exc_info`` replaces it with the 500.
+    """
+    if parse_qs(environ.get("QUERY_STRING", "")).get("started") == ["1"]:
+        start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
     raise RuntimeError("raised on purpose by /error")
 
 

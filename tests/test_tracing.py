@@ -292,6 +292,18 @@ def _body_of(response):
         whole, body = whole + body[:size], body[size + 2:]
 
 
+def test_a_raw_view_that_began_a_200_then_raised_is_a_500_start_response_with_exc_info_replaced_it(stack):
+    # start_response sends nothing: until the first body bytes, PEP 3333 lets the app replace what it gave
+    # (with exc_info), and the client gets the 500 whole. Under uWSGI, ExcInfoGuard keeps exc_info from it.
+    request_id = "replaced-" + uuid.uuid4().hex
+    reply = get(stack.port, "/raw/error?started=1", headers={"X-Request-ID": request_id})
+    assert reply.status == 500 and reply.json() == {"error": "internal server error"}
+    events = _trace(stack, request_id)
+    assert [(e["status"], e["exc_info"]) for e in events if e["event"] == "start_response"] == [
+        ("200 OK", False), ("500 Internal Server Error", True)]
+    assert next(e for e in events if e["event"] == "response_sent")["status"] == 500
+
+
 def test_every_error_response_arrives_whole(stack, app):
     # A client must never get a response whose body falls short of its headers:
     # uWSGI 2.0 cut the raw app's 500 short (see wsgilab/container/exc_info_guard.py).
