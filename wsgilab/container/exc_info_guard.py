@@ -22,7 +22,8 @@ The app, and HopTrace inside it, still see their own call: the trace's
 ``start_response`` event has ``"exc_info": true`` (``hoptrace show --json``).
 
 ``traced_app`` puts it outermost when ``WSGI_SERVER`` is ``uwsgi``, with
-tracing on or off; gunicorn does what PEP 3333 says and gets the app as it is.
+tracing on or off; gunicorn takes ``exc_info`` as PEP 3333 says (though it keeps
+the first call's headers beside the second's: docs/findings.md) and gets the app as it is.
 """
 
 from __future__ import annotations
