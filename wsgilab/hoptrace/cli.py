@@ -162,10 +162,12 @@ def _run(command: str, args: argparse.Namespace) -> int:
         # Several requests: a trace that several share, or a request id sent more than once; each of them.
         reused = len(shown) > 1 and all(one["request_id"] == args.request_id for one in shown)
         if args.json:
-            # One request as it always was ({"request_id", "events"}); several, each with its trace id.
-            print(json.dumps({"request_id" if reused else "trace_id": args.request_id, "requests": shown}
-                             if len(shown) > 1 else {key: shown[0][key] for key in ("request_id", "events")} if shown
-                             else {"request_id": args.request_id, "events": []}, indent=2))
+            if len(shown) > 1:  # several: each with its trace id
+                document = {"request_id" if reused else "trace_id": args.request_id, "requests": shown}
+            else:  # one (or none) as it always was: {"request_id", "events"}
+                one = shown[0] if shown else {"request_id": args.request_id, "events": []}
+                document = {"request_id": one["request_id"], "events": one["events"]}
+            print(json.dumps(document, indent=2))
         else:
             if reused:
                 print(f"hoptrace show: {len(shown)} requests carried the id {args.request_id}, each with a trace of "
