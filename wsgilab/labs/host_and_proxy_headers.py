@@ -27,14 +27,15 @@ The hop that acts is nginx.
   addresses in `forwarded_allow_ips` (gunicorn.conf.py: loopback by default;
   in compose any address on the app's own network, where only nginx can
   connect: the host has no route there and no other app is on it, which the
-  lab checks by trying both ways around nginx). uWSGI
-  takes no headers on trust: nginx hands it REMOTE_ADDR and the scheme as
-  uwsgi variables. Granian and Waitress believe X-Forwarded-For and -Proto
-  from the same addresses only (Granian's proxy-headers wrapper,
-  granian_app.py; Waitress's `trusted_proxy`), and set REMOTE_ADDR to the
-  client's address from them; Waitress also removes every X-Forwarded-*
-  header it was not told to trust, so its apps see no X-Forwarded-Host at
-  all. Django uses X-Forwarded-Host only with USE_X_FORWARDED_HOST
+  lab checks by trying both ways around nginx). uWSGI believes whatever
+  its packet says, and nginx writes the packet: it hands uWSGI REMOTE_ADDR,
+  and HTTP_X_FORWARDED_PROTO (which uWSGI sets wsgi.url_scheme from) in
+  place of the client's header. Granian and Waitress believe
+  X-Forwarded-For and -Proto from the same addresses only (Granian's
+  proxy-headers wrapper, granian_app.py; Waitress's `trusted_proxy`), and
+  set REMOTE_ADDR to the client's address from them; Waitress also removes
+  every X-Forwarded-* header it was not told to trust, so its apps see no
+  X-Forwarded-Host at all. Django uses X-Forwarded-Host only with USE_X_FORWARDED_HOST
   and X-Forwarded-Proto only with SECURE_PROXY_SSL_HEADER, both off; the Flask
   app has no ProxyFix.
 """
@@ -57,7 +58,7 @@ OUTCOMES = (
         statuses=("200",),
         hop="nginx",
         gunicorn="`proxy_set_header`; gunicorn `forwarded_allow_ips`",
-        uwsgi="`uwsgi_param` (uWSGI trusts no header)",
+        uwsgi="`uwsgi_param` (nginx writes every variable uWSGI believes)",
         granian="`proxy_set_header`; the proxy-headers wrapper, from `FORWARDED_ALLOW_IPS`",
         waitress="`proxy_set_header`; `trusted_proxy`, and `clear_untrusted_proxy_headers` drops -Host",
     ),
