@@ -67,7 +67,7 @@ the request waiting inside, for a thread. The lab runs them with the
 default backlog, 128: Granian refuses to start with less, and Waitress
 accepts one connection a turn of its loop, so a burst of connects can
 overflow a backlog of 1 even while it has room. With 1 thread and 8
-requests of 2 s (shorter than on the others: nothing there depends on the
+requests of 1 s (shorter than on the others: nothing there depends on the
 kernel's SYN retry), all 8 are accepted at once and all served, one after
 another. A request that waited longer than nginx's read timeout (60 s)
 would get nginx's 504, with nothing in the server's log. The trace's

@@ -23,9 +23,10 @@ IN_SERVER = ("granian", "waitress")
 #: The slow request's length on them: every request of the burst is served, one after another, so the
 #: burst takes REQUESTS times this (shorter than on the others: nothing here depends on the kernel's SYN
 #: retry), and the kernel must show all the connections accepted before the first is answered.
-SLOW_MS = 2000
-#: Slack on "each in its turn", as on the other servers.
-TURN_SLACK_S = 1.0
+SLOW_MS = 1000
+#: Slack on "each in its turn": half the time between two ends, so that no request's end could be taken for the
+#: next one's.
+TURN_SLACK_S = 0.5
 #: How far the trace's queue segment may be from the wait the client saw (as on the other servers).
 QUEUE_SLACK_S = 0.5
 #: The backlog on them: Granian takes no less (wsgilab.container.launch.GRANIAN_LEAST_BACKLOG), and the
