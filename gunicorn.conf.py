@@ -145,6 +145,16 @@ limit_request_fields = 32768
 # variables.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
+# Which headers, from those peers, say the client came over https: the one
+# nginx sets. gunicorn's default also believes X-Forwarded-Protocol: ssl and
+# X-Forwarded-Ssl: on, which nginx does not set and so passes on from the
+# client: a client's X-Forwarded-Ssl: on beside nginx's X-Forwarded-Proto:
+# http made gunicorn answer 400 ("Contradictory scheme headers") to anyone
+# who sent it (the host-and-proxy-headers lab sends both). Twin: Waitress's
+# `trusted_proxy_headers` (waitress.conf.py); uWSGI takes the scheme from
+# X-Forwarded-Proto first, which nginx always writes.
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+
 # --- Logging and process names -----------------------------------------------
 
 # Access and error logs to stdout/stderr, where `docker compose logs` reads them.

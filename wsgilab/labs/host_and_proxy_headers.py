@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 from wsgilab.container.labkit import flattened
 from wsgilab.labs.around_nginx import (app_network, app_server, did_not_connect, host_route,
@@ -27,7 +28,11 @@ The hop that acts is nginx.
   addresses in `forwarded_allow_ips` (gunicorn.conf.py: loopback by default;
   in compose any address on the app's own network, where only nginx can
   connect: the host has no route there and no other app is on it, which the
-  lab checks by trying both ways around nginx). uWSGI believes whatever
+  lab checks by trying both ways around nginx), and no other header that
+  says https (`secure_scheme_headers`: by default it also believes
+  X-Forwarded-Ssl and -Protocol, which nginx passes on from the client, and
+  answered 400 when a client's said https beside nginx's http; the lab
+  forges both). uWSGI believes whatever
   its packet says, and nginx writes the packet: it hands uWSGI REMOTE_ADDR,
   and HTTP_X_FORWARDED_PROTO (which uWSGI sets wsgi.url_scheme from) in
   place of the client's header. Granian and Waitress believe
@@ -75,7 +80,10 @@ CLIENT_ADDRESS_FROM_NGINX = {
 #: The servers that drop the X-Forwarded-* headers they were not told to trust (Waitress trusts -For and -Proto).
 CLEARS_FORWARDED_HOST = {"waitress"}
 
-SPOOFED = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil.example")]
+#: What a client forges: the headers nginx replaces, and two more that say https to some servers and that nginx
+#: passes on (gunicorn's default `secure_scheme_headers` believed them, and answered 400 for the contradiction).
+SPOOFED = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil.example"),
+           ("X-Forwarded-Ssl", "on"), ("X-Forwarded-Protocol", "ssl")]
 
 
 def run(target: Target, report: Report) -> None:
@@ -109,7 +117,7 @@ def run(target: Target, report: Report) -> None:
             seen["REMOTE_ADDR"] == client if server in CLIENT_ADDRESS_FROM_NGINX else True)
         host = None if server in CLEARS_FORWARDED_HOST else "localhost"
         report.check(
-            f"/{app}/environ on {server}: X-Forwarded-For 6.6.6.6, -Proto https, -Host evil.example",
+            f"/{app}/environ on {server}: " + ", ".join(f"{name} {value}" for name, value in SPOOFED),
             "200, with nginx's own values in the environ: X-Forwarded-For the client's address (as nginx logged "
             "it), -Proto http and wsgi.url_scheme http, -Host "
             + ("absent (Waitress clears it: not a header it trusts)" if host is None else "localhost")
@@ -137,19 +145,26 @@ def _is_address(value: object) -> bool:
 
 
 def _check_no_way_around_nginx(target: Target, report: Report) -> None:
-    """Under compose: a spoofed X-Forwarded-Proto cannot reach a server that trusts it but through nginx, which
-    replaces it."""
+    """Under compose: a forged scheme cannot reach a server that believes it (gunicorn from any peer on the app's
+    network, uWSGI from any packet) but through nginx, which replaces it. The apps are probed side by side: a
+    probe that does not connect waits out its timeout."""
     found = services(target.container_ids())
+    probes = {}
     for app in APPS:
         container = found.get(app)
         server, port = app_server(container) if container else ("", 0)
-        if server == "uwsgi" or not port:
-            continue  # uWSGI takes no header on trust
-        _, address = app_network(container)
-        neighbour = next(name for name in APPS if name != app and name in found)
-        route, seen = host_route(address), neighbour_connects(found[neighbour]["Id"], address, port)
-        report.check(f"/{app}/ on {server}: X-Forwarded-Proto: https sent around nginx, from the host and from "
+        if port:
+            _, address = app_network(container)
+            neighbour = next(name for name in APPS if name != app and name in found)
+            probes[app] = (server, address, neighbour, port)
+    with ThreadPoolExecutor(len(probes) or 1) as pool:
+        seen = dict(zip(probes, pool.map(lambda probe: neighbour_connects(found[probe[2]]["Id"], probe[1], probe[3]),
+                                         probes.values())))
+    for app, (server, address, neighbour, _) in probes.items():
+        route = host_route(address)
+        forged = "HTTP_X_FORWARDED_PROTO=https in a uwsgi packet" if server == "uwsgi" else "X-Forwarded-Proto: https"
+        report.check(f"/{app}/ on {server}: {forged} sent around nginx, from the host and from "
                      f"the {neighbour} container", "no way to send it: the host has no local route to "
                      f"{address}, and a connection from {neighbour} does not open; so wsgi.url_scheme stays "
-                     "nginx's http", f"host: {route}; {neighbour}: {seen}",
-                     no_local_route(route) and did_not_connect(seen))
+                     "nginx's http", f"host: {route}; {neighbour}: {seen[app]}",
+                     no_local_route(route) and did_not_connect(seen[app]))
