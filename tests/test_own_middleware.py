@@ -4,6 +4,7 @@ Native tier when both run: the setting reaches the launcher the same way on
 both tiers, and the tour's step 10 runs it on compose.
 """
 
+import time
 import uuid
 
 import pytest
@@ -13,14 +14,17 @@ from test_tracing import _trace
 
 from wsgilab.settings import SettingError, check_value
 
+FOOTER = b"(footer added by middleware/footer.py)\n"
+
 
 @pytest.mark.once_on("native")
 def test_a_middleware_named_by_the_setting_wraps_the_app_and_shows_in_its_trace(stack):
     request_id = "own-mw-" + uuid.uuid4().hex
     servers = dict(stack.stack.servers)
     try:
-        stack.stack.reconfigure({"RAW_WSGI_MIDDLEWARE": "app_timer:timed"})
-        wait_until_served(stack.port, servers)
+        # Two, nested: the first named is the outermost. footer:appended changes the body, and its length.
+        stack.stack.reconfigure({"RAW_WSGI_MIDDLEWARE": "app_timer:timed,footer:appended"})
+        _until_footed(stack.port)  # wait_until_served reads the hello page as JSON, which the footer ends
         reply = get(stack.port, "/raw/", headers={"X-Request-ID": request_id})
         plain = get(stack.port, "/flask/")  # only the app the setting names is wrapped
         # Read before the defaults come back: under compose that recreates the container, and its log with it.
@@ -29,11 +33,27 @@ def test_a_middleware_named_by_the_setting_wraps_the_app_and_shows_in_its_trace(
         stack.stack.reconfigure({})
         wait_until_served(stack.port, servers)
     assert reply.status == 200 and reply.header("X-App-Time").endswith(" ms"), reply.headers
-    assert plain.header("X-App-Time") is None
+    assert reply.body.endswith(FOOTER) and int(reply.header("Content-Length")) == len(reply.body), reply.headers
+    assert plain.header("X-App-Time") is None and not plain.body.endswith(FOOTER)
+    calls = [(e["event"], e.get("middleware")) for e in wsgi if e["event"].startswith("middleware_")]
+    assert calls[:4] == [("middleware_called", "app_timer:timed"), ("middleware_passed_on", "app_timer:timed"),
+                         ("middleware_called", "footer:appended"), ("middleware_passed_on", "footer:appended")], calls
     names = [e["event"] for e in wsgi]
-    assert names[:4] == ["app_called", "middleware_called", "middleware_passed_on", "start_response"], names
+    assert names[:6] == ["app_called", *(name for name, _ in calls[:4]), "start_response"], names
     assert names.index("middleware_returned") > names.index("start_response"), names
-    assert {e["middleware"] for e in wsgi if e["event"].startswith("middleware_")} == {"app_timer:timed"}
+
+
+def _until_footed(port: int, within_s: float = 60) -> None:
+    """Wait until the raw app answers with the footer: it was restarted inside the two middlewares."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            if get(port, "/raw/", timeout=5).body.endswith(FOOTER):
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"/raw/ never answered with the footer in {within_s:.0f} s"
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("value", ["app_timer", "app_timer:timed,", "app timer:timed", "app_timer:timed;rm"])
