@@ -202,7 +202,9 @@ EVENTS = (
     Event("response_sent", "nginx", "nginx sent the response (its record's ts_us)",
           ("status", "bytes_sent", "upstream", "upstream_protocol", "upstream_connect_time",
            "upstream_header_time", "upstream_response_time", "request_time_us")),
-    Event("last_chunk", "wsgi", "the app's iterable was exhausted", ("chunks", "bytes")),
+    Event("last_chunk", "wsgi", "the app's iterable was exhausted; bytes: the whole body, write() calls included; "
+          "content_length: the Content-Length the response was started with, only where the body differs from it "
+          "(a middleware that changed the body, not the header)", ("chunks", "bytes", "content_length")),
     Event("file_sent", "wsgi", "the server closed the file the app handed to wsgi.file_wrapper; how: \"sendfile\" "
           "(the server never read it in Python: the kernel copied it) or \"read\" (the server read it in Python, "
           "reads times, bytes in all)", ("how", "reads", "bytes")),

@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from json.encoder import encode_basestring_ascii as _json_string
 from time import time_ns
@@ -50,6 +50,7 @@ from typing import IO, Any
 
 from wsgilab.container.log_lines import UNTRACED_REQUEST
 from wsgilab.container.nginx_headers import queue_start_us, request_id_of
+from wsgilab.container.traced_body import TracedBody, declared_length
 from wsgilab.container.traced_file import watched_file, watching
 from wsgilab.container.traced_input import TracedInput, may_have_body
 from wsgilab.container.trace_writer import written_at_once
@@ -87,7 +88,7 @@ class RequestTrace:
     HOP = "wsgi"  #: the hop its line is written under ("asgi" for the ASGI side's: asgi_trace)
     __slots__ = ("write_line", "request_id", "trace_id", "server_parent_id", "server_span_id", "span_id", "identity",
                  "pid", "started", "parts", "tail", "input_bytes", "chunks", "body_bytes", "writes", "queue_us",
-                 "written", "view_started", "view_ended", "file_body",
+                 "written", "view_started", "view_ended", "file_body", "content_length",
                  "db_queries", "db_us", "db_statements", "db_target", "db_bytes")
 
     def __init__(self, environ: dict[str, Any], identity: str, write_line: Callable[[str], None]) -> None:
@@ -105,6 +106,8 @@ class RequestTrace:
         #: Request-level fields after the events (queue_us, status, input_bytes), as JSON.
         self.tail = ""
         self.input_bytes = self.chunks = self.body_bytes = self.writes = 0
+        #: The Content-Length the response was started with, if any (traced_body: a body that differs says so).
+        self.content_length: int | None = None
         #: How long the request waited between nginx handing it on and this call (µs), if nginx stamped it.
         queued_since = queue_start_us(environ)
         self.queue_us: int | None = None if queued_since is None else max(0, self.started - queued_since)
@@ -178,36 +181,6 @@ def mark(hop: str, event: str, **fields: Any) -> None:
         trace.event_at(event, time_ns() // 1000, hop=hop, **fields)
 
 
-class _TracedBody:
-    """The app's response iterable: records the first and last chunk, and close(), saying if it came first."""
-
-    def __init__(self, body: Iterable[bytes], trace: RequestTrace) -> None:
-        self._body, self._trace = body, trace
-        self._iterating = False  # from the server's first ask for a chunk to the iterable's end
-
-    def __iter__(self) -> Iterator[bytes]:
-        trace = self._trace
-        parts = trace.parts
-        self._iterating = True
-        for chunk in self._body:
-            if not trace.chunks:
-                parts.append(f'{{"event":"first_chunk","ts_us":{time_ns() // 1000},"bytes":{len(chunk)}}}')
-            trace.chunks += 1
-            trace.body_bytes += len(chunk)
-            yield chunk
-        self._iterating = False
-        parts.append(f'{{"event":"last_chunk","ts_us":{time_ns() // 1000},'
-                     f'"chunks":{trace.chunks},"bytes":{trace.body_bytes}}}')
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._trace.finish(cut_short=self._iterating)
-
-
 class HopTrace:
     """Wrap a WSGI app so each request it serves leaves one trace line on stdout."""
 
@@ -250,6 +223,7 @@ class HopTrace:
                                f'"headers":{len(headers)},"exc_info":{"false" if exc_info is None else "true"}}}')
             code = status[:3]
             trace.tail += f',"status":{int(code) if code.isdigit() else "null"}'
+            trace.content_length = declared_length(headers)
             if response_header is not None:
                 headers = [*headers, response_header(trace, ts)]
             write = start_response(status, headers, exc_info)
@@ -275,7 +249,7 @@ class HopTrace:
             if watched is not None:  # the server's own wrapper around the watched file: back to it as it is
                 watched.is_body = True
                 return body
-        return _TracedBody(body, trace)
+        return TracedBody(body, trace)
 
     def not_sampled(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         """Serve a request whose trace is not sampled (its traceparent's flag is 0): the app, unwrapped.

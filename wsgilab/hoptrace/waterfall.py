@@ -89,6 +89,9 @@ _WORDED = {
     "response_sent": _response_sent,
     "worker_picked_up": _worker_picked_up,
     "start_response": lambda e: f"start_response({e.get('status')!r}, {e.get('headers')} headers)",
+    "last_chunk": lambda e: _PHRASES["last_chunk"].format_map(_Fields(e)) + (
+        f", under a Content-Length of {e['content_length']}: the body and its header disagree"
+        if "content_length" in e else ""),
     "close": lambda e: "close() called" + (f"; the app read {e['input_bytes']} body bytes"
                                            if e.get("input_bytes") else "") + (
         f" before the body's end, after {e['cut_short_after']} chunks: the server stopped asking for more"

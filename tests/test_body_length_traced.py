@@ -1,0 +1,76 @@
+"""HopTrace's last_chunk says when the body the app gave differs from the Content-Length it started with.
+
+A middleware that changes the body and not its Content-Length
+(middleware/footer.py's ``appended_keeping_length``) leaves the client with
+the header's length and the server's line with what it sent: the trace's
+``content_length`` is the third number that says where the bytes went
+(docs/middleware.md). No stack needed: a real wsgiref server on loopback,
+the real middleware around a small app, and a real client.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import threading
+from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import pytest
+
+from wsgilab.container.wsgi_trace import HopTrace
+from wsgilab.hoptrace.waterfall import describe
+
+REPO = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("footer", REPO / "middleware" / "footer.py")
+footer = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(footer)
+BODY = b"hello, with a length\n"
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):  # the access line on stderr: not what is tested
+        pass
+
+
+def _app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
+    return [BODY]
+
+
+def _last_chunk(app) -> dict:
+    """The last_chunk event of one GET that ``app`` (HopTrace around it) served through a real socket."""
+    lines: list[str] = []
+    server = make_server("127.0.0.1", 0, HopTrace(app, service="raw", server="wsgiref", write_line=lines.append),
+                         handler_class=_QuietHandler)
+    serving = threading.Thread(target=server.handle_request, daemon=True)
+    serving.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as client:
+            client.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            while client.recv(65536):
+                pass
+        serving.join(10)
+    finally:
+        server.server_close()
+    return next(e for e in json.loads(lines[0])["events"] if e["event"] == "last_chunk")
+
+
+@pytest.mark.parametrize(("factory", "differs"), [("appended_keeping_length", True), ("appended", False)])
+def test_a_body_that_differs_from_its_content_length_says_so_in_its_last_chunk(factory, differs):
+    event = _last_chunk(getattr(footer, factory)(_app))
+    assert event["bytes"] == len(BODY) + len(footer.FOOTER) and event["chunks"] == 2
+    if differs:
+        assert event["content_length"] == len(BODY)
+        assert describe(event).endswith(f", under a Content-Length of {len(BODY)}: the body and its header disagree")
+    else:
+        assert "content_length" not in event and describe(event) == f"last body chunk: 2 chunks, {event['bytes']} bytes"
+
+
+def test_a_body_without_a_content_length_has_none_to_differ_from():
+    def streamed(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [BODY, BODY]
+
+    assert "content_length" not in _last_chunk(streamed)

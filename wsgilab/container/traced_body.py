@@ -1,0 +1,61 @@
+"""The app's response body as HopTrace sees it: its first and last chunk, close(), and whether it matched its
+Content-Length.
+
+A body that differs from the Content-Length it was started with is a
+middleware's mistake as a rule (it changed the body, not the header), and
+each server answers it its own way: gunicorn and Waitress cut a longer body
+at the length, uWSGI and Granian send it whole, and behind nginx the client
+gets the header's length either way (docs/middleware.md). The server's own
+line says what it sent; the ``last_chunk`` event then says what the app
+gave, and under which length, so the trace shows where the bytes went.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from time import time_ns
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wsgilab.container.wsgi_trace import RequestTrace
+
+
+def declared_length(headers: Iterable[tuple[str, str]]) -> int | None:
+    """The Content-Length among a response's headers, as a number; None where there is none or it is not one."""
+    for name, value in headers:
+        if len(name) == 14 and name.lower() == "content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+class TracedBody:
+    """The app's response iterable: records the first and last chunk, and close(), saying if it came first."""
+
+    def __init__(self, body: Iterable[bytes], trace: RequestTrace) -> None:
+        self._body, self._trace = body, trace
+        self._iterating = False  # from the server's first ask for a chunk to the iterable's end
+
+    def __iter__(self) -> Iterator[bytes]:
+        trace = self._trace
+        parts = trace.parts
+        self._iterating = True
+        for chunk in self._body:
+            if not trace.chunks:
+                parts.append(f'{{"event":"first_chunk","ts_us":{time_ns() // 1000},"bytes":{len(chunk)}}}')
+            trace.chunks += 1
+            trace.body_bytes += len(chunk)
+            yield chunk
+        self._iterating = False
+        # write()'s bytes are in body_bytes too: Content-Length counts the whole body.
+        declared = trace.content_length
+        differs = f',"content_length":{declared}' if declared is not None and declared != trace.body_bytes else ""
+        parts.append(f'{{"event":"last_chunk","ts_us":{time_ns() // 1000},'
+                     f'"chunks":{trace.chunks},"bytes":{trace.body_bytes}{differs}}}')
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._trace.finish(cut_short=self._iterating)
