@@ -74,3 +74,22 @@ def test_a_body_without_a_content_length_has_none_to_differ_from():
         return [BODY, BODY]
 
     assert "content_length" not in _last_chunk(streamed)
+
+
+def test_the_footer_closes_the_apps_body_even_when_closed_before_its_first_chunk():
+    closed = []
+
+    class Body:
+        def __iter__(self):
+            yield BODY
+
+        def close(self):
+            closed.append(True)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", str(len(BODY)))])
+        return Body()
+
+    body = footer.appended(app)({}, lambda status, headers, exc_info=None: None)
+    body.close()  # as a server does when the client has gone before the first chunk
+    assert closed == [True]

@@ -2,12 +2,12 @@
 
 The mistake is a middleware's: it changes the body (appends a footer,
 strips whitespace, compresses) and passes the app's Content-Length on. PEP
-3333 says a server should not send more than the header allows; it says
-nothing of less. gunicorn and Waitress cut a longer body at the length,
-uWSGI and Granian send it all, and Granian keeps the connection open
-either way, so a client reading by length (nginx, with keepalive to the
-app) takes the surplus, or the next response, as the start of the next
-answer (docs/middleware.md). No stack needed: each real server on loopback,
+3333 says a server should not send more than the header allows, and should
+close the connection and report it when the app gives less. gunicorn and
+Waitress cut a longer body at the length, uWSGI and Granian send it all;
+Granian leaves the connection open after either, so a client reading by
+length takes a longer body's surplus as the start of the next response, or
+waits for the rest of a shorter one (docs/middleware.md). No stack needed: each real server on loopback,
 asked through a real socket with two requests on one connection, the
 second asking it to close, so that every outcome ends when the server
 closes and none depends on a timeout.
@@ -41,8 +41,8 @@ SERVERS = {
 }
 #: What each server sent for the two requests, as the bodies after each status line, on a body five bytes longer
 #: than its Content-Length of 5 and one five bytes shorter than its 10. One body: the server closed the
-#: connection after the first response (gunicorn's sync worker always does; Waitress and uWSGI after a short
-#: body); two: it kept the connection and answered the second request too.
+#: connection after the first response (gunicorn's sync worker and uWSGI's http-socket after every response,
+#: Waitress after a short body); two: it kept the connection and answered the second request too.
 EXPECTED = {
     "gunicorn": {"/longer": ["01234"], "/shorter": ["01234"]},
     "uwsgi": {"/longer": ["0123456789"], "/shorter": ["01234"]},
