@@ -155,6 +155,15 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # X-Forwarded-Proto first, which nginx always writes.
 secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 
+# Which environ keys those peers may set with a header of the same name:
+# none. gunicorn's default takes SCRIPT_NAME and PATH_INFO headers from them,
+# so anything on the app's network could move the app's mount point (a
+# SCRIPT_NAME header that is not a prefix of the path is gunicorn's 500).
+# nginx never sends them (it drops any header with an underscore,
+# `ignore_invalid_headers`), and gunicorn takes SCRIPT_NAME from its own
+# environment variable (above). uWSGI has no twin: its variables come only in the packet.
+forwarder_headers = ""
+
 # --- Logging and process names -----------------------------------------------
 
 # Access and error logs to stdout/stderr, where `docker compose logs` reads them.

@@ -43,6 +43,10 @@ The hop that acts is nginx.
   X-Forwarded-Host at all. Django uses X-Forwarded-Host only with USE_X_FORWARDED_HOST
   and X-Forwarded-Proto only with SECURE_PROXY_SSL_HEADER, both off; the Flask
   app has no ProxyFix.
+- A header named SCRIPT_NAME (the app's mount point, step 9 of the tour):
+  gunicorn's default `forwarder_headers` takes it from a trusted peer. nginx
+  drops any header with an underscore in its name (`ignore_invalid_headers`),
+  and gunicorn.conf.py takes none (`forwarder_headers = ""`).
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
@@ -80,10 +84,11 @@ CLIENT_ADDRESS_FROM_NGINX = {
 #: The servers that drop the X-Forwarded-* headers they were not told to trust (Waitress trusts -For and -Proto).
 CLEARS_FORWARDED_HOST = {"waitress"}
 
-#: What a client forges: the headers nginx replaces, and two more that say https to some servers and that nginx
-#: passes on (gunicorn's default `secure_scheme_headers` believed them, and answered 400 for the contradiction).
+#: What a client forges: the headers nginx replaces; two more that say https to some servers and that nginx
+#: passes on (gunicorn's default `secure_scheme_headers` believed them, and answered 400 for the contradiction);
+#: and a mount point, which gunicorn's default `forwarder_headers` takes from a header named SCRIPT_NAME.
 SPOOFED = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil.example"),
-           ("X-Forwarded-Ssl", "on"), ("X-Forwarded-Protocol", "ssl")]
+           ("X-Forwarded-Ssl", "on"), ("X-Forwarded-Protocol", "ssl"), ("SCRIPT_NAME", "/evil")]
 
 
 def run(target: Target, report: Report) -> None:
@@ -106,7 +111,8 @@ def run(target: Target, report: Report) -> None:
         except (IndexError, ValueError, AttributeError):
             environ = {}
         seen = {key: environ.get(key) for key in ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
-                                                  "HTTP_X_FORWARDED_HOST", "wsgi.url_scheme", "REMOTE_ADDR")}
+                                                  "HTTP_X_FORWARDED_HOST", "wsgi.url_scheme", "REMOTE_ADDR",
+                                                  "SCRIPT_NAME")}
         # The client's address is the one nginx logged for this request ("client": its $remote_addr).
         # REMOTE_ADDR is that address where the server takes it from nginx
         # (CLIENT_ADDRESS_FROM_NGINX); gunicorn's is the peer of its socket,
@@ -122,12 +128,13 @@ def run(target: Target, report: Report) -> None:
             "it), -Proto http and wsgi.url_scheme http, -Host "
             + ("absent (Waitress clears it: not a header it trusts)" if host is None else "localhost")
             + "; REMOTE_ADDR " + CLIENT_ADDRESS_FROM_NGINX.get(
-                server, "an address other than the forged one (gunicorn sets it from its socket's peer)"),
+                server, "an address other than the forged one (gunicorn sets it from its socket's peer)")
+            + f"; SCRIPT_NAME /{app} (nginx drops a header with an underscore in its name)",
             f"{reply.status}, " + ", ".join(f"{key}={value}" for key, value in seen.items())
             + f"; nginx logged the client as {client}",
             reply.status == 200 and _is_address(client) and seen["HTTP_X_FORWARDED_FOR"] == client
             and seen["HTTP_X_FORWARDED_PROTO"] == "http" and seen["HTTP_X_FORWARDED_HOST"] == host
-            and seen["wsgi.url_scheme"] == "http" and remote_as_told,
+            and seen["wsgi.url_scheme"] == "http" and remote_as_told and seen["SCRIPT_NAME"] == f"/{app}",
             [request_id],
         )
 
