@@ -291,3 +291,25 @@ def test_a_query_line_says_one_row_and_two_rows():
     said = [describe({"hop": "db", "event": "db_query", "n": n, "statement": "SELECT ?", "duration_us": 300,
                       "rows": rows, "backend_pid": 7}) for n, rows in ((1, 1), (2, 2))]
     assert said == ["query 1: SELECT ? (0.3 ms, 1 row, backend 7)", "query 2: SELECT ? (0.3 ms, 2 rows, backend 7)"]
+
+
+def test_follow_lets_each_of_two_requests_in_flight_under_one_id_go_when_it_is_complete():
+    # A client that sends one id twice at once: the first to finish must not take the second with it, half read.
+    from wsgilab.hoptrace.follow import Follower
+
+    def record(hop, trace, **fields):
+        return json.dumps({"hop": hop, "event": "request", "ts_us": 1, "request_id": "twice-0001",
+                           "trace_id": trace * 32, **fields})
+
+    follower = Follower(settle_s=0.5)
+    for line in (record("nginx", "a", upstream_status="200"), record("wsgi", "a", server="gunicorn"),
+                 record("gunicorn", "a"), record("nginx", "b", upstream_status="200")):
+        follower.feed(line, now=0.0)
+    [(_, first)] = follower.due(now=0.6)  # b's app has not written yet: b waits
+    assert {(r["hop"], r["trace_id"][0]) for r in first} == {("nginx", "a"), ("wsgi", "a"), ("gunicorn", "a")}
+    follower.feed(record("wsgi", "b", server="gunicorn"), now=1.0)
+    follower.feed(record("gunicorn", "b"), now=1.0)
+    assert follower.due(now=1.2) == []
+    [(_, second)] = follower.due(now=1.6)
+    assert {(r["hop"], r["trace_id"][0]) for r in second} == {("nginx", "b"), ("wsgi", "b"), ("gunicorn", "b")}
+    assert follower.pending == {}

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from wsgilab.hoptrace.records import parse_line
-from wsgilab.hoptrace.request_groups import requests_of
+from wsgilab.hoptrace.request_groups import requests_of, trace_of
 from wsgilab.trace_context import flags_sampled
 from wsgilab.trace_format import INTERFACE_HOPS, SERVER_HOPS
 
@@ -23,14 +23,15 @@ class Follower:
     them: nginx's (after the response is sent) and, for a request an app
     served, its server's (after the body's close()). A request nginx never logs (a
     healthcheck that went straight to the app) goes after ``4 * settle_s``.
-    Records are gathered by id alone, so requests that carried the same id
-    close together are gathered as one, and let go apart: one per trace
-    (``request_groups.requests_of``).
+    Records are gathered by id, and each request under it (one per trace:
+    ``request_groups.requests_of``) is judged and let go on its own, so two
+    requests that carried the same id at once go each when it is complete.
     """
 
     def __init__(self, settle_s: float) -> None:
         self.settle_s = settle_s
-        self.pending: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        #: Per request id, its records so far, each with when it came.
+        self.pending: dict[str, list[tuple[float, dict[str, Any]]]] = {}
         self.skipped = 0
 
     def feed(self, line: str, now: float) -> None:
@@ -42,9 +43,7 @@ class Follower:
         request_id = record.get("request_id")
         if not isinstance(request_id, str) or request_id == "-":
             return  # a hop's own chatter (boot, worker start), or no id to group by
-        _, records = self.pending.get(request_id, (now, []))
-        records.append(record)
-        self.pending[request_id] = (now, records)
+        self.pending.setdefault(request_id, []).append((now, record))
 
     def due(self, now: float, everything: bool = False) -> list[tuple[str, list[dict[str, Any]]]]:
         """The requests that are complete at ``now`` (all of them if ``everything``), oldest first.
@@ -55,11 +54,21 @@ class Follower:
         let go without them would reach an exporter in two parts.
         """
         ready = []
-        for request_id, (last_seen, records) in list(self.pending.items()):
-            quiet = now - last_seen
-            limit = (APP_PATIENCE if _awaits_app(records) else 4) * self.settle_s
-            if everything or (quiet >= self.settle_s and _all_in(records)) or quiet >= limit:
-                ready += [(request_id, request) for request in requests_of(records)]
+        for request_id, arrived in list(self.pending.items()):
+            came = {id(record): when for when, record in arrived}
+            records = [record for _, record in arrived]
+            # One trace under the id (the rule): one request, without splitting it.
+            one = len({trace_of(record) for record in records} - {None}) < 2
+            for request in [records] if one else requests_of(records):
+                quiet = now - max(came[id(record)] for record in request)
+                limit = (APP_PATIENCE if _awaits_app(request) else 4) * self.settle_s
+                if everything or (quiet >= self.settle_s and _all_in(request)) or quiet >= limit:
+                    ready.append((request_id, request))
+                    gone = {id(record) for record in request}
+                    arrived = [(when, record) for when, record in arrived if id(record) not in gone]
+            if arrived:
+                self.pending[request_id] = arrived
+            else:
                 del self.pending[request_id]
         return ready
 
