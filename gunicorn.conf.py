@@ -161,7 +161,8 @@ secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 # SCRIPT_NAME header that is not a prefix of the path is gunicorn's 500).
 # nginx never sends them (it drops any header with an underscore,
 # `ignore_invalid_headers`), and gunicorn takes SCRIPT_NAME from its own
-# environment variable (above). uWSGI has no twin: its variables come only in the packet.
+# environment variable (above). uWSGI has no twin: its variables come only
+# in the packet.
 forwarder_headers = ""
 
 # --- Logging and process names -----------------------------------------------

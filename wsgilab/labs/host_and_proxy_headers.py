@@ -24,25 +24,24 @@ The hop that acts is nginx.
 - X-Forwarded-For / -Proto / -Host: nginx sets them from what it saw itself
   (`proxy_set_header` in nginx/proxy_http.conf, `uwsgi_param` in
   nginx/uwsgi_params.conf), replacing whatever the client sent. Behind it,
-  gunicorn believes X-Forwarded-Proto (and so sets wsgi.url_scheme) only from
-  addresses in `forwarded_allow_ips` (gunicorn.conf.py: loopback by default;
-  in compose any address on the app's own network, where only nginx can
-  connect: the host has no route there and no other app is on it, which the
-  lab checks by trying both ways around nginx), and no other header that
+  gunicorn believes X-Forwarded-Proto (and so sets wsgi.url_scheme) only
+  from addresses in `forwarded_allow_ips` (gunicorn.conf.py: loopback by
+  default; in compose any address on the app's own network, where only nginx
+  can connect: the host has no route there and no other app is on it, which
+  the lab checks by trying both ways around nginx), and no other header that
   says https (`secure_scheme_headers`: by default it also believes
   X-Forwarded-Ssl and -Protocol, which nginx passes on from the client, and
-  answered 400 when a client's said https beside nginx's http; the lab
-  forges both). uWSGI believes whatever
-  its packet says, and nginx writes the packet: it hands uWSGI REMOTE_ADDR,
-  and HTTP_X_FORWARDED_PROTO (which uWSGI sets wsgi.url_scheme from) in
-  place of the client's header. Granian and Waitress believe
-  X-Forwarded-For and -Proto from the same addresses only (Granian's
-  proxy-headers wrapper, granian_app.py; Waitress's `trusted_proxy`), and
-  set REMOTE_ADDR to the client's address from them; Waitress also removes
-  every X-Forwarded-* header it was not told to trust, so its apps see no
-  X-Forwarded-Host at all. Django uses X-Forwarded-Host only with USE_X_FORWARDED_HOST
-  and X-Forwarded-Proto only with SECURE_PROXY_SSL_HEADER, both off; the Flask
-  app has no ProxyFix.
+  answered 400 when a client's header said https beside nginx's http; the
+  lab forges both). uWSGI believes whatever its packet says, and nginx writes
+  the packet: it hands uWSGI REMOTE_ADDR, and HTTP_X_FORWARDED_PROTO (which
+  uWSGI sets wsgi.url_scheme from) in place of the client's header. Granian
+  and Waitress believe X-Forwarded-For and -Proto from the same addresses
+  only (Granian's proxy-headers wrapper, granian_app.py; Waitress's
+  `trusted_proxy`), and set REMOTE_ADDR to the client's address from them;
+  Waitress also removes every X-Forwarded-* header it was not told to trust,
+  so its apps see no X-Forwarded-Host at all. Django uses X-Forwarded-Host
+  only with USE_X_FORWARDED_HOST and X-Forwarded-Proto only with
+  SECURE_PROXY_SSL_HEADER, both off; the Flask app has no ProxyFix.
 - A header named SCRIPT_NAME (the app's mount point, step 9 of the tour):
   gunicorn's default `forwarder_headers` takes it from a trusted peer. nginx
   drops any header with an underscore in its name (`ignore_invalid_headers`),
