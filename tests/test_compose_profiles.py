@@ -116,10 +116,15 @@ def _only_trace(document, trace_id):
 
 
 def _received(receiver):
-    """(path, content type, OTLP/JSON document) of each POST the receiver has printed."""
+    """(path, content type, OTLP/JSON document) of each POST the receiver has printed whole.
+
+    A body over 16 KiB reaches Docker's log in pieces, and a read between two of them sees a line cut short:
+    only lines whose newline has come are read, the rest on the next call.
+    """
     out = subprocess.run(["docker", "logs", receiver], capture_output=True, text=True).stdout
+    whole = out.split("\n")[:-1]  # what follows the last newline is not a whole line yet
     return [(path, kind, json.loads(body)) for path, kind, body in
-            (line.split(" ", 2) for line in out.splitlines() if line.startswith("/"))]
+            (line.split(" ", 2) for line in whole if line.startswith("/"))]
 
 
 def _wait_for_traces(profile, trace_ids, seconds=20.0):
