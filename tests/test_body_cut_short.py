@@ -9,20 +9,12 @@ hangs up (the tour shows the same on gunicorn behind nginx, docs/tour.md step 5)
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from wsgilab.container.wsgi_trace import HopTrace
+from loopback_servers import traced_by_wsgiref
 
 CHUNKS = 50
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args):  # the access line on stderr: not what is tested
-        pass
 
 
 def _stream(environ, start_response):
@@ -34,22 +26,15 @@ def _stream(environ, start_response):
 
 def _served(read_all: bool) -> list[dict]:
     """The trace's events of one GET whose client reads the whole body, or hangs up after its first bytes."""
-    lines: list[str] = []
-    server = make_server("127.0.0.1", 0, HopTrace(_stream, service="raw", server="wsgiref", write_line=lines.append),
-                         handler_class=_QuietHandler)
-    serving = threading.Thread(target=server.handle_request, daemon=True)
-    serving.start()
-    try:
-        with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as client:
-            client.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\nX-Request-ID: wsgiref-body-1\r\n\r\n")
-            received = client.recv(65536)
-            while read_all and (more := client.recv(65536)):
+    def client(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\nX-Request-ID: wsgiref-body-1\r\n\r\n")
+            received = connection.recv(65536)
+            while read_all and (more := connection.recv(65536)):
                 received += more
         assert received.startswith(b"HTTP/1.0 200 OK")
-        serving.join(10)  # a send to the closed socket fails; wsgiref then calls close()
-    finally:
-        server.server_close()
-    return json.loads(lines[0])["events"]
+
+    return traced_by_wsgiref(_stream, client)
 
 
 def test_a_body_read_to_its_end_is_closed_after_its_last_chunk_and_not_called_cut_short():

@@ -11,15 +11,12 @@ the real middleware around a small app, and a real client.
 from __future__ import annotations
 
 import importlib.util
-import json
 import socket
-import threading
 from pathlib import Path
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
+from loopback_servers import traced_by_wsgiref
 
-from wsgilab.container.wsgi_trace import HopTrace
 from wsgilab.hoptrace.waterfall import describe
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,11 +26,6 @@ _spec.loader.exec_module(footer)
 BODY = b"hello, with a length\n"
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args):  # the access line on stderr: not what is tested
-        pass
-
-
 def _app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
     return [BODY]
@@ -41,20 +33,13 @@ def _app(environ, start_response):
 
 def _last_chunk(app) -> dict:
     """The last_chunk event of one GET that ``app`` (HopTrace around it) served through a real socket."""
-    lines: list[str] = []
-    server = make_server("127.0.0.1", 0, HopTrace(app, service="raw", server="wsgiref", write_line=lines.append),
-                         handler_class=_QuietHandler)
-    serving = threading.Thread(target=server.handle_request, daemon=True)
-    serving.start()
-    try:
-        with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as client:
-            client.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            while client.recv(65536):
+    def client(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            while connection.recv(65536):
                 pass
-        serving.join(10)
-    finally:
-        server.server_close()
-    return next(e for e in json.loads(lines[0])["events"] if e["event"] == "last_chunk")
+
+    return next(e for e in traced_by_wsgiref(app, client) if e["event"] == "last_chunk")
 
 
 @pytest.mark.parametrize(("factory", "differs"), [("appended_keeping_length", True), ("appended", False)])

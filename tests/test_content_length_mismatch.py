@@ -16,13 +16,10 @@ closes and none depends on a timeout.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 from lab_stacks import free_port
+from loopback_servers import SERVERS, asked
 
 APP = '''
 def application(environ, start_response):
@@ -30,15 +27,6 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(declared))])
     return [body]
 '''
-BIN = Path(sys.executable).parent
-SERVERS = {
-    "gunicorn": lambda port: [BIN / "gunicorn", "--bind", f"127.0.0.1:{port}", "length_app:application"],
-    "uwsgi": lambda port: [BIN / "uwsgi", "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", "length_app.py",
-                           "--master", "--processes", "1", "--die-on-term"],
-    "granian": lambda port: [BIN / "granian", "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
-                             "length_app:application"],
-    "waitress": lambda port: [BIN / "waitress-serve", f"--listen=127.0.0.1:{port}", "length_app:application"],
-}
 #: What each server sent for the two requests, as the bodies after each status line, on a body five bytes longer
 #: than its Content-Length of 5 and one five bytes shorter than its 10. One body: the server closed the
 #: connection after the first response (gunicorn's sync worker and uWSGI's http-socket after every response,
@@ -78,21 +66,10 @@ def test_a_body_longer_or_shorter_than_its_content_length_is_cut_sent_whole_or_l
     (tmp_path / "length_app.py").write_text(APP)
     port = free_port()
     log = tmp_path / "server.log"
-    with log.open("wb") as written:
-        process = subprocess.Popen([str(part) for part in SERVERS[server](port)], cwd=tmp_path,
-                                   stdout=written, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                seen = {path: _bodies(_two_requests(port, path)) for path in ("/longer", "/shorter")}
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, f"{server} never answered"
-                time.sleep(0.2)
-    finally:
-        process.terminate()
-        process.wait(10)
+    with log.open("wb") as output:
+        seen = asked(SERVERS[server](port, "length_app"),
+                     lambda: {path: _bodies(_two_requests(port, path)) for path in ("/longer", "/shorter")},
+                     tmp_path, output)
     assert seen == EXPECTED[server]
     # PEP 3333 asks a server to report a short body; only Waitress says anything of either mismatch.
     said = [line for line in log.read_text(errors="replace").splitlines() if "Content-Length" in line]

@@ -12,13 +12,9 @@ four-line app, asked through a real socket.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 from lab_stacks import free_port
+from loopback_servers import SERVERS, asked
 
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -27,15 +23,6 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3"), ("Keep-Alive", "timeout=5")])
     return [b"hi\\n"]
 '''
-BIN = Path(sys.executable).parent
-SERVERS = {
-    "gunicorn": lambda port: [BIN / "gunicorn", "--bind", f"127.0.0.1:{port}", "hop_app:application"],
-    "uwsgi": lambda port: [BIN / "uwsgi", "--http-socket", f"127.0.0.1:{port}", "--wsgi-file", "hop_app.py",
-                           "--master", "--processes", "1", "--die-on-term"],
-    "granian": lambda port: [BIN / "granian", "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
-                             "hop_app:application"],
-    "waitress": lambda port: [BIN / "waitress-serve", f"--listen=127.0.0.1:{port}", "hop_app:application"],
-}
 #: What the client gets from each: the status, and whether the app's Keep-Alive header came with it.
 EXPECTED = {"gunicorn": (200, False), "uwsgi": (200, True), "granian": (200, True), "waitress": (500, False)}
 
@@ -44,18 +31,6 @@ EXPECTED = {"gunicorn": (200, False), "uwsgi": (200, True), "granian": (200, Tru
 def test_an_apps_hop_by_hop_header_is_dropped_passed_on_or_refused_as_each_server_does(server, tmp_path):
     (tmp_path / "hop_app.py").write_text(APP)
     port = free_port()
-    process = subprocess.Popen([str(part) for part in SERVERS[server](port)], cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                reply = exchange(port, request_bytes("GET", "/", host="localhost"), timeout=5)
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, f"{server} never answered"
-                time.sleep(0.2)
-    finally:
-        process.terminate()
-        process.wait(10)
+    reply = asked(SERVERS[server](port, "hop_app"),
+                  lambda: exchange(port, request_bytes("GET", "/", host="localhost"), timeout=5), tmp_path)
     assert (reply.status, reply.header("Keep-Alive") == "timeout=5") == EXPECTED[server]

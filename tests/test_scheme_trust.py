@@ -13,13 +13,9 @@ loopback, serving a four-line app, asked through a real socket.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 from lab_stacks import free_port
+from loopback_servers import BIN, SERVERS, asked, body_of
 
 from wsgilab.container import uwsgi_protocol
 from wsgilab.labs.rawhttp import exchange, request_bytes
@@ -30,28 +26,6 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 '''
-BIN = Path(sys.executable).parent
-
-
-def _body(raw: bytes) -> str:
-    return raw.split(b"\r\n\r\n", 1)[1].decode()
-
-
-def _serving(command: list[str], ask, cwd: Path) -> list[str]:
-    """Start ``command``, and once it answers, what ``ask`` (a function of nothing) got each time it is called."""
-    process = subprocess.Popen([str(part) for part in command], cwd=cwd, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                return ask()
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, f"{command[0]} never answered"
-                time.sleep(0.2)
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.mark.parametrize(("allowed", "expected"), [(None, "https"), ("192.0.2.7", "http")])
@@ -64,10 +38,10 @@ def test_gunicorn_takes_the_scheme_from_x_forwarded_proto_only_from_a_trusted_pe
         plain = exchange(port, request_bytes("GET", "/", host="localhost"), timeout=5)
         told = exchange(port, request_bytes("GET", "/", [("X-Forwarded-Proto", "https")], host="localhost"),
                         timeout=5)
-        return [_body(plain.raw), _body(told.raw)]
+        return [body_of(plain.raw), body_of(told.raw)]
 
-    command = [BIN / "gunicorn", "--bind", f"127.0.0.1:{port}", *trust, "scheme_app:application"]
-    assert _serving(command, ask, tmp_path) == ["http", expected]
+    command = [*SERVERS["gunicorn"](port, "scheme_app"), *trust]
+    assert asked(command, ask, tmp_path) == ["http", expected]
 
 
 def test_uwsgi_takes_the_scheme_from_any_packet_that_says_https(tmp_path):
@@ -76,10 +50,10 @@ def test_uwsgi_takes_the_scheme_from_any_packet_that_says_https(tmp_path):
     said = [{}, {"HTTPS": "on"}, {"HTTP_X_FORWARDED_PROTO": "https"}, {"REQUEST_SCHEME": "https"}]
 
     def ask() -> list[str]:
-        return [_body(uwsgi_protocol.request(("127.0.0.1", port), "GET", "/", extra_variables=extra))
+        return [body_of(uwsgi_protocol.request(("127.0.0.1", port), "GET", "/", extra_variables=extra))
                 for extra in said]
 
     command = [BIN / "uwsgi", "--socket", f"127.0.0.1:{port}", "--wsgi-file", "scheme_app.py", "--master",
                "--processes", "1", "--die-on-term"]
     # nginx's $scheme goes as REQUEST_SCHEME too (nginx/uwsgi_params.conf); uWSGI does not read that one.
-    assert _serving(command, ask, tmp_path) == ["http", "https", "https", "http"]
+    assert asked(command, ask, tmp_path) == ["http", "https", "https", "http"]

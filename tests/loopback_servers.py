@@ -1,0 +1,81 @@
+"""Real servers on loopback for the tests that need no stack: each of the four app servers serving a small app
+file, and wsgiref serving one request under HopTrace.
+
+The tests that ask what a server itself does (test_hop_by_hop_headers,
+test_content_length_mismatch, test_scheme_trust) start the real server on a
+free port, ask it through a real socket once it answers, and stop it; the
+tests of HopTrace's own events (test_body_cut_short, test_body_length_traced)
+serve one request through wsgiref with a real client.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TypeVar
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from wsgilab.container.wsgi_trace import HopTrace
+
+BIN = Path(sys.executable).parent
+#: Each server's command serving ``application`` of the app file ``<module>.py`` over HTTP on ``port``.
+SERVERS: dict[str, Callable[[int, str], list]] = {
+    "gunicorn": lambda port, module: [BIN / "gunicorn", "--bind", f"127.0.0.1:{port}", f"{module}:application"],
+    "uwsgi": lambda port, module: [BIN / "uwsgi", "--http-socket", f"127.0.0.1:{port}", "--wsgi-file",
+                                   f"{module}.py", "--master", "--processes", "1", "--die-on-term"],
+    "granian": lambda port, module: [BIN / "granian", "--interface", "wsgi", "--host", "127.0.0.1", "--port",
+                                     str(port), f"{module}:application"],
+    "waitress": lambda port, module: [BIN / "waitress-serve", f"--listen=127.0.0.1:{port}", f"{module}:application"],
+}
+
+Answer = TypeVar("Answer")
+
+
+def asked(command: list, ask: Callable[[], Answer], cwd: Path, output: IO[bytes] | None = None) -> Answer:
+    """Start ``command`` in ``cwd``, and what ``ask`` got once the server answered (``ask`` raises OSError until
+    it listens); the server is stopped either way. Its output goes to ``output``, or nowhere."""
+    process = subprocess.Popen([str(part) for part in command], cwd=cwd, stdout=output or subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT if output else subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                return ask()
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, f"{command[0]} never answered"
+                time.sleep(0.2)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def body_of(raw: bytes) -> str:
+    """The body of one raw HTTP response: what follows its headers."""
+    return raw.split(b"\r\n\r\n", 1)[1].decode()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):  # wsgiref's access line on stderr: not what these tests look at
+        pass
+
+
+def traced_by_wsgiref(app: Callable, client: Callable[[int], None]) -> list[dict]:
+    """The events of HopTrace's line for one request that ``client`` (given the port) makes of ``app`` under
+    wsgiref, HopTrace around it."""
+    lines: list[str] = []
+    server = make_server("127.0.0.1", 0, HopTrace(app, service="raw", server="wsgiref", write_line=lines.append),
+                         handler_class=_QuietHandler)
+    serving = threading.Thread(target=server.handle_request, daemon=True)
+    serving.start()
+    try:
+        client(server.server_port)
+        serving.join(10)  # a send to a closed socket fails; wsgiref then calls close()
+    finally:
+        server.server_close()
+    return json.loads(lines[0])["events"]
+
