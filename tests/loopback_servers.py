@@ -50,8 +50,28 @@ def asked(command: list, ask: Callable[[], Answer], cwd: Path, output: IO[bytes]
                 assert process.poll() is None and time.monotonic() < deadline, f"{command[0]} never answered"
                 time.sleep(0.2)
     finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen, grace_s: float = 10) -> None:
+    """Stop a server this test started, as ``docker stop`` would, but with the SIGTERM sent again each second.
+
+    uWSGI 2.0's master ignores SIGTERM from its setup until its master loop
+    begins (core/uwsgi.c sets SIG_IGN; master.c installs the handler), and it
+    forks its workers before that loop: a worker can answer while a SIGTERM
+    to the master is still lost. SIGKILL after ``grace_s``, so no test leaves
+    a server behind.
+    """
+    deadline = time.monotonic() + grace_s
+    while process.poll() is None and time.monotonic() < deadline:
         process.terminate()
-        process.wait(10)
+        try:
+            process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def body_of(raw: bytes) -> str:

@@ -12,8 +12,9 @@ import time
 
 import pytest
 from lab_stacks import REPO, free_port, nginx_version_of
+from loopback_servers import stop
 
-from wsgilab.container import healthcheck, uwsgi_protocol
+from wsgilab.container import uwsgi_protocol
 from wsgilab.labs import control
 from wsgilab.container.launch import LaunchError, server_environment, usable_cpus
 
@@ -59,16 +60,7 @@ def test_the_listen_backlog_setting_reaches_the_kernel_on_both_servers(server):
             time.sleep(0.1)
         assert backlog == 7
     finally:
-        # uWSGI loses a SIGTERM that comes in the moment between its bind()
-        # and its master loop, and runs on: stop it only once it serves.
-        while process.poll() is None and time.monotonic() < deadline + 20:
-            try:
-                if healthcheck.check(server_environment(env), timeout=2) == 200:
-                    break
-            except (OSError, ValueError):
-                time.sleep(0.1)
-        process.terminate()
-        process.wait(timeout=15)
+        stop(process)
 
 
 def test_launcher_defaults_are_the_same_for_both_servers_but_the_port():
