@@ -1,5 +1,5 @@
-"""The guided tour's steps, run: the commands of docs/tour.md, docs/tour-stack.md and docs/asgi.md against a
-stack, their outputs checked or rewritten.
+"""The guided tour's steps, run: the commands of docs/tour.md, tour-stack.md, tour-wire.md and asgi.md against
+a stack, their outputs checked or rewritten.
 
     python -m wsgilab.tour            # run every step against the stack on :8080; say which output changed shape
     python -m wsgilab.tour --write    # the same, and put the outputs it got into the pages
@@ -30,8 +30,9 @@ from pathlib import Path
 from wsgilab.settings import EVERY_TRACE
 
 REPO = Path(__file__).resolve().parent.parent
-#: The tour's pages, in reading order: the contract, the contract in a stack, and where it stops (ASGI).
-PAGES = (REPO / "docs" / "tour.md", REPO / "docs" / "tour-stack.md", REPO / "docs" / "asgi.md")
+#: The tour's pages, in reading order: the contract, the contract in a stack, between nginx and the server,
+#: and where it stops (ASGI).
+PAGES = tuple(REPO / "docs" / name for name in ("tour.md", "tour-stack.md", "tour-wire.md", "asgi.md"))
 #: The port the page's commands name; a run against another stack puts its own port there.
 PAGE_PORT = 8080
 _BLOCK = re.compile(r"(?:<!-- tour: ([^>]*?) -->\n)?```console\n(.*?)```", re.S)
