@@ -14,9 +14,10 @@ theirs is), ``/stream``, ``/download``, ``/upload`` (POST), ``/slow?ms=N``,
 ``/redirect`` and ``/error``; the database's, ``/items``, ``/items/ID`` and
 ``/query?ms=N``, through psycopg by hand (raw_items.py: the only library
 the app uses); the ones that wait for an event, ``/wait``, ``/events`` and
-``/ws`` (raw_waits.py: what they cost a WSGI app); and one only it has,
+``/ws`` (raw_waits.py: what they cost a WSGI app); and two only it has,
 ``/write``: a body sent through the ``write()`` callable ``start_response``
-returns.
+returns, and ``/text``: text that is not ASCII, as bytes and latin-1 headers,
+or with a mistake in their types on request (raw_text.py).
 """
 
 import hashlib
@@ -28,6 +29,7 @@ import traceback
 from urllib.parse import parse_qs
 
 import raw_items
+import raw_text
 import raw_waits
 
 from wsgilab.container import labkit
@@ -249,6 +251,7 @@ ROUTES = {
     "/redirect": (("GET", "HEAD"), redirect),
     "/error": (("GET", "HEAD"), error),
     "/write": (("GET", "HEAD"), write_then_iterate),
+    "/text": (("GET", "HEAD"), raw_text.text),
     "/items": (("GET", "HEAD", "POST"), raw_items.items),
     "/query": (("GET", "HEAD"), raw_items.sleep_query),
     "/wait": (("GET",), raw_waits.wait),

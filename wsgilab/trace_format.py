@@ -196,6 +196,9 @@ EVENTS = (
     Event("file_wrapper", "wsgi", "the app handed the server a file through wsgi.file_wrapper (PEP 3333's optional "
           "fast path for files); bytes: from the file's position to its end", ("bytes",)),
     Event("first_chunk", "wsgi", "the app's iterable gave its first body chunk", ("bytes",)),
+    Event("str_chunk", "wsgi", "the app's iterable gave a str where PEP 3333 wants bytes (the first such chunk, "
+          "counted from 1); each server fails on it its own way, and the chunk's bytes count its characters",
+          ("chunk",)),
     Event("nginx_error", "nginx", "nginx's error log says what went wrong with the request (a 502's \"upstream "
           "prematurely closed connection\"); read off the line with the request's connection number. Its time is "
           "the response's: the line has whole seconds only", ("level", "message", "upstream", "logged_at")),

@@ -1,5 +1,5 @@
-"""The app's response body as HopTrace sees it: its first and last chunk, close(), and whether it matched its
-Content-Length.
+"""The app's response body as HopTrace sees it: its first and last chunk, close(), whether it matched its
+Content-Length, and a chunk that is a str where PEP 3333 wants bytes.
 
 A body that differs from the Content-Length it was started with is a
 middleware's mistake as a rule (it changed the body, not the header), and
@@ -39,10 +39,15 @@ class TracedBody:
         trace = self._trace
         parts = trace.parts
         self._iterating = True
+        flagged = False
         for chunk in self._body:
             if not trace.chunks:
                 parts.append(f'{{"event":"first_chunk","ts_us":{time_ns() // 1000},"bytes":{len(chunk)}}}')
             trace.chunks += 1
+            if chunk.__class__ is str and not flagged:
+                # PEP 3333's body is bytes; each server fails on a str its own way (raw_wsgi_app/raw_text.py).
+                parts.append(f'{{"event":"str_chunk","ts_us":{time_ns() // 1000},"chunk":{trace.chunks}}}')
+                flagged = True
             trace.body_bytes += len(chunk)
             yield chunk
         self._iterating = False

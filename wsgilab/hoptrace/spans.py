@@ -41,8 +41,8 @@ _QUOTE = '"'
 #: Events shown inside a span rather than as spans of their own, by the hop they come from.
 _SPAN_EVENTS = {"nginx": ("nginx_error",), "upstream": ("answered_itself",),
                 "wsgi": ("middleware_called", "middleware_passed_on", "middleware_returned", "input_first_read",
-                         "start_response", "write", "file_wrapper", "first_chunk", "last_chunk", "file_sent",
-                         "app_raised", "close"),
+                         "start_response", "write", "file_wrapper", "first_chunk", "str_chunk", "last_chunk",
+                         "file_sent", "app_raised", "close"),
                 "asgi": ("receive", "response_start", "body_sent", "send", "asgi_app_raised", "asgi_app_returned"),
                 "app": ("app_log",)}
 
