@@ -32,9 +32,10 @@ def text(environ, start_response):
                                            ("Content-Length", str(len(body)))])
         return [body]
     body = TEXT.encode("utf-8")
-    disposition = ("Content-Disposition", f"inline; filename*=UTF-8''{quote(FILE_NAME)}")
     if mistake == "utf8-header":
         disposition = ("Content-Disposition", f'inline; filename="{FILE_NAME}"')
+    else:  # RFC 8187: the charset, an empty language, then every byte outside its few safe ones %-escaped
+        disposition = ("Content-Disposition", f"inline; filename*=UTF-8''{quote(FILE_NAME, safe='')}")
     headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), disposition]
     if mistake == "bytes-header":
         headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]

@@ -3,15 +3,15 @@ with an app that gets them wrong.
 
 The raw app's ``/text`` (raw_wsgi_app/raw_text.py) sends text that is not
 ASCII the right way, or on request with one of three mistakes: the body as
-``str``, a header value outside latin-1, a header as bytes. No two servers
-answer all three alike: gunicorn and Waitress send a str body's status and
+``str``, a header value outside latin-1, a header as bytes. The servers do
+not answer alike: gunicorn and Waitress send a str body's status and
 headers and then close with no body, uWSGI sends no body and keeps quiet
 about it to the client, Granian answers 500. A header outside latin-1 is
 refused by three: gunicorn and uWSGI raise in ``start_response`` (the app's
 handler then answers its 500 on gunicorn, with the first call's headers still
-in it, two Content-Lengths among them; and fails to on uWSGI: an empty 500), Waitress as it writes the headers (its own 500); Granian sends it as
-UTF-8. HopTrace names a str chunk
-(``str_chunk``). No stack needed: each real server on loopback serving the
+in it, two Content-Lengths among them; and fails to on uWSGI: an empty 500),
+Waitress as it writes the headers (its own 500); Granian sends it as UTF-8.
+HopTrace names a str chunk (``str_chunk``). No stack needed: each real server on loopback serving the
 real raw app, asked through a real socket; docs/tour-wire.md step 15 shows
 the same through nginx.
 """
@@ -28,6 +28,8 @@ from wsgilab.hoptrace.waterfall import describe
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
 TEXT = "Grüße, café ☕\n".encode()
+#: The file name's header as Granian sends it (UTF-8 bytes), read as HTTP says headers are read: as latin-1.
+MOJIBAKE = 'inline; filename="café ☕.txt"'.encode().decode("latin-1")
 RIGHT_DISPOSITION = "inline; filename*=UTF-8''caf%C3%A9%20%E2%98%95.txt"
 #: What the client gets from each server for each mistake: the status, and whether any body came with it
 #: ("text": the whole text; "none": no body at all; "error": an error page, the app's or the server's).
@@ -37,6 +39,10 @@ EXPECTED = {
     "granian": {"str-body": (500, "none"), "utf8-header": (200, "text"), "bytes-header": (500, "none")},
     "waitress": {"str-body": (200, "none"), "utf8-header": (500, "error"), "bytes-header": (500, "error")},
 }
+
+
+def _body(reply) -> bytes:
+    return reply.raw.partition(b"\r\n\r\n")[2]
 
 
 def _kind_of(body: bytes) -> str:
@@ -53,18 +59,16 @@ def test_a_str_body_or_a_header_outside_latin_1_gets_each_servers_own_answer(ser
 
     replies = asked(SERVERS[server](port, "raw_app"), ask, REPO / "raw_wsgi_app")
     right = replies.pop("")
-    assert (right.status, right.raw.partition(b"\r\n\r\n")[2]) == (200, TEXT)
+    assert (right.status, _body(right)) == (200, TEXT)
     assert right.header("Content-Disposition") == RIGHT_DISPOSITION
-    seen = {mistake: (reply.status, _kind_of(reply.raw.partition(b"\r\n\r\n")[2]))
-            for mistake, reply in replies.items()}
+    seen = {mistake: (reply.status, _kind_of(_body(reply))) for mistake, reply in replies.items()}
     assert seen == EXPECTED[server]
     if server == "gunicorn":
         # It kept the first start_response's headers beside the app's 500's: two lengths, which nginx answers 502.
         assert replies["utf8-header"].raw.count(b"\r\nContent-Length: ") == 2
     if server == "granian":
         # The header went out as UTF-8 bytes: a client reads them as latin-1, as HTTP says, and gets mojibake.
-        assert replies["utf8-header"].header("Content-Disposition") == 'inline; filename="café ☕.txt"'.encode(
-            ).decode("latin-1")
+        assert replies["utf8-header"].header("Content-Disposition") == MOJIBAKE
 
 
 def test_hoptrace_names_a_body_chunk_that_is_a_str_not_bytes():
