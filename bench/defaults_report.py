@@ -78,6 +78,8 @@ def write_report(rows: list[dict], args: argparse.Namespace, into: Path, page: P
     rounds = max((row.get("rounds", 1) for row in rows), default=1)
     lines = ["# The defaults, swept", "",
              "<!-- Written by bench/defaults_sweep.py (--markdown) from the rows the commands below measured. -->", "",
+             "Every row behind [Performance](performance.md#the-defaults-swept), which says what they mean and "
+             "why the defaults are what they are.", "",
              f"Measured {datetime.date.today()} on this project's machine, {_versions('native')}; through nginx, "
              f"tracing on, {args.seconds:g} s per measurement, ab with {args.concurrency} keep-alive connections"
              + (f", each cell the median of {rounds} rounds (the req/s column gives the spread)" if rounds > 1 else "")

@@ -137,6 +137,8 @@ def write_report(rows: list[dict], args: argparse.Namespace, into: Path, page: P
     title = "# The benchmark matrix" + (", on the compose stack" if args.stack == "compose" else "")
     lines = [title, "",
              f"<!-- Written by `{command}`; the plots come from the same run. -->", "",
+             "Every cell behind [Performance](performance.md#which-server-which-worker-model-the-matrix), "
+             "which says what they mean, with the plots.", "",
              f"Measured {datetime.date.today()} on this project's machine, {_versions(args.stack)}; "
              f"{args.seconds:g} s per measurement, ab with {args.concurrency} keep-alive connections"
              + (f", each cell the median of {args.rounds} rounds (the req/s column gives the spread)"
