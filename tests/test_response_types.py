@@ -11,14 +11,16 @@ refused by three: gunicorn and uWSGI raise in ``start_response`` (the app's
 handler then answers its 500 on gunicorn, with the first call's headers still
 in it, two Content-Lengths among them; and fails to on uWSGI: an empty 500),
 Waitress as it writes the headers (its own 500); Granian sends it as UTF-8.
-HopTrace names a str chunk (``str_chunk``). No stack needed: each real server on loopback serving the
-real raw app, asked through a real socket; docs/tour-wire.md step 15 shows
-the same through nginx.
+HopTrace names a str chunk (``str_chunk``) and a header that is not a
+latin-1 str (``bad_header`` on ``start_response``). No stack needed: each
+real server on loopback serving the real raw app, asked through a real
+socket; docs/tour-wire.md step 15 shows the same through nginx.
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 
 import pytest
 from lab_stacks import REPO, free_port
@@ -85,3 +87,29 @@ def test_hoptrace_names_a_body_chunk_that_is_a_str_not_bytes():
     flagged = [event for event in traced_by_wsgiref(app, client) if event["event"] == "str_chunk"]
     assert [event["chunk"] for event in flagged] == [2]
     assert describe(flagged[0]).startswith("body chunk 2 is a str, not bytes")
+
+
+@pytest.mark.parametrize(("header", "named"), [
+    (("Content-Disposition", 'inline; filename="café ☕.txt"'), "Content-Disposition"),  # outside latin-1
+    ((b"X-Old", b"bytes"), "X-Old"),  # bytes, the Python 2 way
+    (("X-Fine", "café"), None),  # latin-1, not ASCII: allowed
+])
+def test_hoptrace_names_a_header_that_is_not_a_latin_1_str(header, named):
+    def app(environ, start_response):
+        try:
+            start_response("200 OK", [("Content-Type", "text/plain"), header])
+        except (TypeError, ValueError, AssertionError):  # wsgiref refuses what PEP 3333 does
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"ok\n"]
+
+    def client(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            while connection.recv(65536):
+                pass
+
+    first = next(event for event in traced_by_wsgiref(app, client) if event["event"] == "start_response")
+    assert first.get("bad_header") == named
+    if named:
+        assert describe(first) == f"start_response('200 OK', 2 headers): header {named} is not a latin-1 str, " \
+                                  "as PEP 3333 wants"

@@ -1,5 +1,5 @@
-"""The app's response body as HopTrace sees it: its first and last chunk, close(), whether it matched its
-Content-Length, and a chunk that is a str where PEP 3333 wants bytes.
+"""The app's response as HopTrace sees it: its first and last chunk, close(), whether it matched its
+Content-Length, and what PEP 3333's types forbid: a chunk that is a str, a header that is not a latin-1 str.
 
 A body that differs from the Content-Length it was started with is a
 middleware's mistake as a rule (it changed the body, not the header), and
@@ -25,6 +25,20 @@ def declared_length(headers: Iterable[tuple[str, str]]) -> int | None:
     for name, value in headers:
         if len(name) == 14 and name.lower() == "content-length":
             return int(value) if value.isdigit() else None
+    return None
+
+
+def off_latin1(headers: Iterable[tuple[str, str]]) -> str | None:
+    """The name of the first header that is not a ``str`` of latin-1, as PEP 3333 wants each name and value;
+    None where all are. Most are ASCII, which one C call per string tells."""
+    for name, value in headers:
+        if name.__class__ is not str or value.__class__ is not str:
+            return name.decode("latin-1") if isinstance(name, bytes) else str(name)
+        if not (name.isascii() and value.isascii()):
+            try:
+                name.encode("latin-1"), value.encode("latin-1")
+            except UnicodeEncodeError:
+                return name
     return None
 
 

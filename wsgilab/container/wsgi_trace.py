@@ -50,7 +50,7 @@ from typing import IO, Any
 
 from wsgilab.container.log_lines import UNTRACED_REQUEST
 from wsgilab.container.nginx_headers import queue_start_us, request_id_of
-from wsgilab.container.traced_body import TracedBody, declared_length
+from wsgilab.container.traced_body import TracedBody, declared_length, off_latin1
 from wsgilab.container.traced_file import watched_file, watching
 from wsgilab.container.traced_input import TracedInput, may_have_body
 from wsgilab.container.trace_writer import written_at_once
@@ -219,8 +219,10 @@ class HopTrace:
 
         def traced_start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
             ts = time_ns() // 1000
+            wrong = off_latin1(headers)
+            off = "" if wrong is None else f',"bad_header":{_json_string(wrong)}'
             trace.parts.append(f'{{"event":"start_response","ts_us":{ts},"status":{_json_string(status)},'
-                               f'"headers":{len(headers)},"exc_info":{"false" if exc_info is None else "true"}}}')
+                               f'"headers":{len(headers)},"exc_info":{"false" if exc_info is None else "true"}{off}}}')
             code = status[:3]
             trace.tail += f',"status":{int(code) if code.isdigit() else "null"}'
             trace.content_length = declared_length(headers)

@@ -89,7 +89,8 @@ _WORDED = {
         _Fields(e, **({} if e.get("method") else {"method": "(unparsed request)", "uri": ""}))),
     "response_sent": _response_sent,
     "worker_picked_up": _worker_picked_up,
-    "start_response": lambda e: f"start_response({e.get('status')!r}, {e.get('headers')} headers)",
+    "start_response": lambda e: f"start_response({e.get('status')!r}, {e.get('headers')} headers)" + (
+        f": header {e['bad_header']} is not a latin-1 str, as PEP 3333 wants" if "bad_header" in e else ""),
     "last_chunk": lambda e: _PHRASES["last_chunk"].format_map(_Fields(e)) + (
         f", under a Content-Length of {e['content_length']}: the body and its header disagree"
         if "content_length" in e else ""),
