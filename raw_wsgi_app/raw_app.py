@@ -48,13 +48,13 @@ def _json(start_response, status, payload, extra_headers=()):
 
 
 def _server_name(environ):
-    # Each server leaves its own mark in the environ; Granian and Waitress only their SERVER_SOFTWARE.
+    # Each server leaves its own mark in the environ; Granian, Waitress and tiny_server.py only SERVER_SOFTWARE.
     if "uwsgi.version" in environ:
         return "uwsgi"
     if "gunicorn.socket" in environ:
         return "gunicorn"
     software = environ.get("SERVER_SOFTWARE", "").lower()
-    return next((name for name in ("granian", "waitress") if software.startswith(name)), "unknown")
+    return next((name for name in ("granian", "waitress", "tiny_server") if software.startswith(name)), "unknown")
 
 
 def hello(environ, start_response):
@@ -203,7 +203,8 @@ def slow(environ, start_response):
 def redirect(environ, start_response):
     """Redirect to the home page; the Location must carry SCRIPT_NAME or it leaves the app."""
     location = environ.get("SCRIPT_NAME", "") + "/"
-    start_response("302 Found", [("Location", location), ("Content-Length", "0")])
+    # A Content-Type for the empty body too: wsgiref.validate asks one of every status but 204 and 304.
+    start_response("302 Found", [("Location", location), ("Content-Type", "text/plain"), ("Content-Length", "0")])
     return []
 
 

@@ -141,6 +141,13 @@ def test_the_raw_apps_callable_in_the_tour_is_its_code():
     assert blocks and [line for line in lines if line not in code] == []
 
 
+def test_the_tiny_server_in_the_tour_is_its_code():
+    blocks = re.findall(r"```python\n(.*?)```", (DOCS / "tour-wire.md").read_text(), re.S)
+    code = (REPO / "raw_wsgi_app" / "tiny_server.py").read_text().splitlines()
+    lines = [line for block in blocks for line in block.splitlines() if line.strip() and line.strip() != "..."]
+    assert blocks and [line for line in lines if line not in code] == []
+
+
 def test_the_raw_apps_side_by_side_in_asgi_md_are_their_code():
     page = (DOCS / "asgi.md").read_text()
     code = (REPO / "raw_wsgi_app" / "raw_app.py").read_text() + (REPO / "raw_wsgi_app" / "raw_asgi.py").read_text()
