@@ -75,3 +75,15 @@ def test_the_tiny_server_serves_the_raw_app_and_passes_wsgiref_validate(tmp_path
     # 500); the header outside latin-1 is the tiny server's encoding's refusal, not validate's.
     assert said.count("AssertionError: ") == 1 and "AssertionError: Iterator yielded non-bytestring" in said
     assert "UnicodeEncodeError" in said
+
+
+def test_under_the_tiny_server_alone_a_str_body_is_a_200_with_no_body_as_under_gunicorn(tmp_path):
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as output:
+        reply = asked([sys.executable, REPO / "raw_wsgi_app" / "tiny_server.py", "raw_app:application", port],
+                      lambda: exchange(port, request_bytes("GET", "/text?mistake=str-body")),
+                      REPO / "raw_wsgi_app", output)
+    # The status and headers were written before the chunk failed; the connection closed with them alone.
+    assert (reply.status, reply.header("Content-Length"), _body(reply)) == (200, "19", b"")
+    assert "TypeError" in log.read_text()
