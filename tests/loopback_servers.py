@@ -11,6 +11,7 @@ serve one request through wsgiref with a real client.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -84,7 +85,15 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def traced_by_wsgiref(app: Callable, client: Callable[[int], None]) -> list[dict]:
+def get_until_closed(port: int) -> None:
+    """A client of the wsgiref server: one GET of /, read until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        while connection.recv(65536):
+            pass
+
+
+def traced_by_wsgiref(app: Callable, client: Callable[[int], None] = get_until_closed) -> list[dict]:
     """The events of HopTrace's line for one request that ``client`` (given the port) makes of ``app`` under
     wsgiref, HopTrace around it."""
     lines: list[str] = []

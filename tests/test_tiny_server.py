@@ -34,10 +34,6 @@ application = validator(raw_app.application)
 UPLOAD = bytes(range(256)) * 300
 
 
-def _body(reply) -> bytes:
-    return reply.raw.partition(b"\r\n\r\n")[2]
-
-
 def test_the_tiny_server_serves_the_raw_app_and_passes_wsgiref_validate(tmp_path):
     (tmp_path / "validated.py").write_text(VALIDATED)
     port = free_port()
@@ -63,13 +59,13 @@ def test_the_tiny_server_serves_the_raw_app_and_passes_wsgiref_validate(tmp_path
     assert statuses == {"hello": 200, "environ": 200, "stream": 200, "upload": 200, "write": 200, "error": 500,
                         "redirect": 302, "download": 200, "text": 200, "str-body": 500, "utf8-header": 500,
                         "bad request": 400}
-    assert json.loads(_body(replies["hello"]))["server"] == "tiny_server"
-    environ = json.loads(_body(replies["environ"]))["cgi"]
+    assert json.loads(replies["hello"].body)["server"] == "tiny_server"
+    environ = json.loads(replies["environ"].body)["cgi"]
     assert (environ["PATH_INFO"], environ["QUERY_STRING"]) == ("/environ", "x=%41")  # the path decoded, not the query
-    assert json.loads(_body(replies["upload"]))["sha256"] == hashlib.sha256(UPLOAD).hexdigest()
-    assert _body(replies["stream"]).count(b"raw chunk") == 5 and _body(replies["write"]).count(b"raw line") == 4
-    assert len(_body(replies["download"])) == 100000
-    assert _body(replies["text"]) == "Grüße, café ☕\n".encode()
+    assert json.loads(replies["upload"].body)["sha256"] == hashlib.sha256(UPLOAD).hexdigest()
+    assert replies["stream"].body.count(b"raw chunk") == 5 and replies["write"].body.count(b"raw line") == 4
+    assert len(replies["download"].body) == 100000
+    assert replies["text"].body == "Grüße, café ☕\n".encode()
     said = log.read_text()
     # validate found nothing to assert but the str body, before the server had it (so nothing had gone out: a
     # 500); the header outside latin-1 is the tiny server's encoding's refusal, not validate's.
@@ -85,5 +81,5 @@ def test_under_the_tiny_server_alone_a_str_body_is_a_200_with_no_body_as_under_g
                       lambda: exchange(port, request_bytes("GET", "/text?mistake=str-body")),
                       REPO / "raw_wsgi_app", output)
     # The status and headers were written before the chunk failed; the connection closed with them alone.
-    assert (reply.status, reply.header("Content-Length"), _body(reply)) == (200, "19", b"")
+    assert (reply.status, reply.header("Content-Length"), reply.body) == (200, "19", b"")
     assert "TypeError" in log.read_text()

@@ -38,6 +38,11 @@ class Response:
         """One response header (case-insensitive), or None."""
         return self.headers.get(name.lower())
 
+    @property
+    def body(self) -> bytes:
+        """The bytes after the headers, as received (b"" where no headers ended)."""
+        return self.raw.partition(b"\r\n\r\n")[2]
+
 
 def exchange(port: int, data: bytes, host: str = "127.0.0.1", timeout: float = 10.0,
              half_close: bool = False) -> Response:
