@@ -1,7 +1,8 @@
 """Your own WSGI middleware around an app (<APP>_WSGI_MIDDLEWARE, docs/middleware.md): it runs, and the trace shows it.
 
 Native tier when both run: the setting reaches the launcher the same way on
-both tiers, and the tour's step 10 runs it on compose.
+both tiers, and the tour's step 11 runs it on compose. A lab asked to run while
+a middleware changes the apps' bodies says so instead of failing on them.
 """
 
 import time
@@ -9,9 +10,10 @@ import uuid
 
 import pytest
 from lab_http import get
-from lab_stacks import wait_until_served
+from lab_stacks import hop_log_lines, wait_until_served
 from test_tracing import _trace
 
+from wsgilab import labs
 from wsgilab.settings import SettingError, check_value
 
 FOOTER = b"(footer added by middleware/footer.py)\n"
@@ -27,6 +29,8 @@ def test_a_middleware_named_by_the_setting_wraps_the_app_and_shows_in_its_trace(
         _until_footed(stack.port)  # wait_until_served reads the hello page as JSON, which the footer ends
         reply = get(stack.port, "/raw/", headers={"X-Request-ID": request_id})
         plain = get(stack.port, "/flask/")  # only the app the setting names is wrapped
+        # A lab reads the apps' JSON answers: with the footer on, it says why it will not run.
+        refused = labs.run("forged-id", labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack.stack)))
         # Read before the defaults come back: under compose that recreates the container, and its log with it.
         wsgi = [e for e in _trace(stack, request_id) if e["hop"] == "wsgi"]
     finally:
@@ -35,6 +39,8 @@ def test_a_middleware_named_by_the_setting_wraps_the_app_and_shows_in_its_trace(
     assert reply.status == 200 and reply.header("X-App-Time").endswith(" ms"), reply.headers
     assert reply.body.endswith(FOOTER) and int(reply.header("Content-Length")) == len(reply.body), reply.headers
     assert plain.header("X-App-Time") is None and not plain.body.endswith(FOOTER)
+    assert [(check.what, check.ok, check.seen) for check in refused.checks] == [
+        ("the apps answer in JSON", False, "raw: 200 with a body that is not JSON")], refused.checks
     calls = [(e["event"], e.get("middleware")) for e in wsgi if e["event"].startswith("middleware_")]
     assert calls[:4] == [("middleware_called", "app_timer:timed"), ("middleware_passed_on", "app_timer:timed"),
                          ("middleware_called", "footer:appended"), ("middleware_passed_on", "footer:appended")], calls

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 
-from wsgilab.labs.kit import APPS, Report, Target, served_by
+from wsgilab.labs.kit import APPS, Report, Target, front_page
 
 #: The servers whose outcomes a lab states unless its module names more (``SERVERS``); on another server a lab
 #: says so instead of running.
@@ -61,11 +61,18 @@ def run(name: str, target: Target) -> Report:
     module = importlib.import_module(LABS[name])
     report = Report(name, module.TITLE, module.EXPLANATION.strip())
     servers = servers_of(name)
-    others = _on_other_servers(target, servers)
+    others, unread = _front_pages(target, servers)
     if others:
         report.check("which servers the apps run on", f"{named(servers)}: the servers this lab's outcomes are "
                      "stated for (docs/servers.md)",
                      ", ".join(f"{app} on {server}" for app, server in others.items()), False)
+        return report
+    if unread:
+        report.check("the apps answer in JSON", "each app's front page a JSON object, as the labs read the apps' "
+                     "answers; a middleware that changes bodies (RAW_WSGI_MIDDLEWARE=footer:appended, "
+                     "docs/middleware.md) is taken off with `docker compose up -d`",
+                     ", ".join(f"{app}: {status} with a body that is not JSON" for app, status in unread.items()),
+                     False)
         return report
     module.run(target, report)
     return report
@@ -82,15 +89,21 @@ def named(servers: tuple[str, ...]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
-def _on_other_servers(target: Target, servers: tuple[str, ...]) -> dict[str, str]:
-    """The apps that run on a server the labs have no outcomes for, and which; {} where none does, or where an app
-    does not say (a stack not up yet is the lab's own business)."""
-    found = {}
+def _front_pages(target: Target, servers: tuple[str, ...]) -> tuple[dict[str, str], dict[str, int]]:
+    """What each app's front page says before a lab runs: the apps on a server the lab has no outcomes for, and
+    which; and the apps that answer 200 with a body the labs cannot read as JSON, with that status. An app that
+    does not answer, or answers an error, is the lab's own business (a stack not up yet, a lab that breaks it)."""
+    others, unread = {}, {}
     for app in APPS:
         try:
-            server = served_by(target, app)
+            status, said = front_page(target, app)
         except OSError:
             continue
+        if said is None:
+            if status == 200:
+                unread[app] = status
+            continue
+        server = said.get("server", "?")
         if server not in servers and server != "?":
-            found[app] = server
-    return found
+            others[app] = server
+    return others, unread

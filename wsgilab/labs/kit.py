@@ -254,13 +254,19 @@ def logged_since(target: Target, since: float, *words: str) -> list[dict[str, An
     return found
 
 
-def app_says(target: Target, app: str) -> dict[str, Any]:
-    """What ``app``'s front page answers now ({} if it is not JSON): its ``server``, its ``interface`` on ASGI."""
+def front_page(target: Target, app: str) -> tuple[int | None, dict[str, Any] | None]:
+    """``app``'s front page now: its status, and its JSON (None where the body is not JSON)."""
     reply = exchange(target.port, request_bytes("GET", f"/{app}/"), host=target.host)
     try:
-        return json.loads(reply.raw.split(b"\r\n\r\n", 1)[1])
-    except (IndexError, ValueError):
-        return {}
+        said = json.loads(reply.body)
+    except ValueError:
+        said = None
+    return reply.status, said if isinstance(said, dict) else None
+
+
+def app_says(target: Target, app: str) -> dict[str, Any]:
+    """What ``app``'s front page answers now ({} if it is not JSON): its ``server``, its ``interface`` on ASGI."""
+    return front_page(target, app)[1] or {}
 
 
 def served_by(target: Target, app: str) -> str:
