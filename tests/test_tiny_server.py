@@ -8,7 +8,7 @@ the real raw app under the tiny server, on loopback through a real socket:
 every endpoint that needs no database answers as it does under gunicorn,
 and the server's log holds no assertion (validate asked the raw app's
 redirect for a Content-Type, which it now has). The two mistakes of tour
-step 15 show what validate catches (a str body, before it reaches the
+step 17 show what validate catches (a str body, before it reaches the
 server) and what it does not (a header outside latin-1, which the tiny
 server's encoding refuses instead).
 """
