@@ -8,9 +8,12 @@ a block marked `<!-- tour: RAW_SERVER=uwsgi -->` runs with that app on uWSGI,
 and one marked with another setting (`RAW_WSGI_MIDDLEWARE=...`) with it.
 A step fails when a line the page shows (ids, numbers and addresses aside,
 in any order) is no longer printed: regenerate the page with `python -m wsgilab.tour --write`
-against a stack on :8080 once the change is meant.
+against a stack on :8080 once the change is meant. It fails too when a claim
+the page states before a block (`<!-- tour-check: waited {} ms > 1000 -->`)
+does not hold: that is the step's lesson no longer happening.
 """
 
+import pytest
 from lab_stacks import APPS, wait_until_served
 
 from wsgilab import tour
@@ -35,10 +38,10 @@ def test_every_step_of_the_tour_prints_what_the_page_shows(tier_stack):
     env = tour.tour_environment({"COMPOSE_PROJECT_NAME": tier_stack.project})
     try:
         pages = {page.name: page.read_text() for page in tour.PAGES}
-        _, differences = tour.run(pages, tier_stack.port, env, use, say=lambda _: None)
+        _, differences, broken = tour.run(pages, tier_stack.port, env, use, say=lambda _: None)
     finally:
         use({}, {})
-    assert differences == []
+    assert differences == [] and broken == []
 
 
 def test_a_changed_output_is_caught_but_new_ids_and_timings_are_not():
@@ -54,3 +57,47 @@ def test_a_packets_lengths_in_hex_follow_the_port_but_its_keys_are_held():
     assert tour.shape_differences(shown, ["  09 00 HTTP_HOST  0f 00 localhost:41234",
                                           "  header: 590 bytes of variables (0x024e, little-endian)"]) == []
     assert tour.shape_differences(shown[:1], ["  09 00 HTTP_PORT  0f 00 localhost:41234"]) == shown[:1]
+
+
+def test_a_block_reads_its_settings_and_its_claims_from_the_lines_before_it():
+    page = ("<!-- tour: RAW_SERVER=uwsgi WSGI_WORKERS=2 -->\n<!-- tour-check: waited {} ms > 1000 -->\n"
+            "<!-- tour-check: a before b -->\n```console\n$ true\nout\n```\n")
+    [step] = tour.steps(page)
+    assert (step.servers, step.settings) == ({"raw": "uwsgi"}, {"WSGI_WORKERS": "2"})
+    assert step.claims == ["waited {} ms > 1000", "a before b"] and step.commands == ["true"]
+
+
+def test_a_claim_of_a_number_holds_on_every_line_that_has_it_and_needs_one():
+    printed = ["  +   0.000 ms  queue    handed on by nginx; waited 2153.7 ms for a worker", "other 5 ms"]
+    assert tour.broken_claims(["waited {} ms for a worker > 1000"], [printed]) == []
+    assert tour.broken_claims(["waited {} ms for a worker < 100"], [printed]) == [
+        "'waited {} ms for a worker < 100': printed [2153.7]"]
+    assert tour.broken_claims(["waited {} ms for a worker > 1000"], [printed, ["waited 1.8 ms for a worker"]])
+    assert tour.broken_claims(["waited {} ms for the event loop < 100"], [printed]) == [
+        "'waited {} ms for the event loop < 100': printed no such line"]
+
+
+def test_a_claim_can_read_one_commands_lines():
+    outputs = [["413, 0 bytes sent"], ["413, 1245184 bytes sent"]]
+    assert tour.broken_claims(["command 1: 413, {} bytes sent == 0", "command 2: 413, {} bytes sent > 100000"],
+                              outputs) == []
+    assert tour.broken_claims(["413, {} bytes sent == 0"], outputs) == [
+        "'413, {} bytes sent == 0': printed [0.0, 1245184.0]"]
+    assert tour.broken_claims(["command 3: 413, {} bytes sent == 0"], outputs)
+
+
+def test_a_claim_of_an_order_needs_both_lines_the_first_one_first():
+    printed = ["start_response('200 OK', 2 headers)", "flask    teardown_request hooks", "first body chunk, 300 bytes"]
+    assert tour.broken_claims(["teardown_request hooks before first body chunk"], [printed[:1], printed[1:]]) == []
+    assert tour.broken_claims(["first body chunk before teardown_request hooks"], [printed])
+    assert tour.broken_claims(["teardown_request hooks before close() called"], [printed])
+    with pytest.raises(ValueError, match="cannot read"):
+        tour.broken_claims(["teardown_request hooks, then the body"], [printed])
+
+
+def test_every_claim_a_page_states_holds_on_the_output_it_shows():
+    stated = [(page.name, number, step) for page in tour.PAGES
+              for number, step in enumerate(tour.steps(page.read_text()), 1) if step.claims]
+    assert len(stated) >= 5
+    assert [(name, number, tour.broken_claims(step.claims, step.outputs)) for name, number, step in stated
+            if tour.broken_claims(step.claims, step.outputs)] == []

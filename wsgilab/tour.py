@@ -13,7 +13,10 @@ on for it, and any other setting it needs (``RAW_WSGI_MIDDLEWARE=app_timer:timed
 A step's output keeps its *shape* when, with request ids, numbers and
 addresses taken out, every line the page shows is still there, in any
 order (``...`` on a line of its own stands for lines the page leaves out).
-tests/test_tour.py runs every step against the compose test stack.
+Where a step's lesson rests on a number or an order, which shape leaves
+out, a line ``<!-- tour-check: ... -->`` before the block states it, and
+every run checks it (``broken_claims``). tests/test_tour.py runs every step
+against the compose test stack.
 """
 
 from __future__ import annotations
@@ -35,7 +38,12 @@ REPO = Path(__file__).resolve().parent.parent
 PAGES = tuple(REPO / "docs" / name for name in ("tour.md", "tour-stack.md", "tour-wire.md", "asgi.md"))
 #: The port the page's commands name; a run against another stack puts its own port there.
 PAGE_PORT = 8080
-_BLOCK = re.compile(r"(?:<!-- tour: ([^>]*?) -->\n)?```console\n(.*?)```", re.S)
+_BLOCK = re.compile(r"((?:<!-- tour(?:-check)?: [^\n]*? -->\n)*)```console\n(.*?)```", re.S)
+_COMMENT = re.compile(r"<!-- tour(-check)?: ([^\n]*?) -->")
+#: A claim of a number: ``waited {} ms > 1000``; of an order: ``teardown_request hooks before first body chunk``.
+_NUMBER_CLAIM = re.compile(r"^(?P<text>.*\{\}.*?) (?P<op>[<>]|==) (?P<bound>-?\d+(?:\.\d+)?)$")
+_ORDER_CLAIM = re.compile(r"^(?P<first>.+?) before (?P<then>.+)$")
+_ONE_COMMAND = re.compile(r"^command (?P<n>\d+): (?P<claim>.+)$")
 _MARK = "@@wsgilab-tour-step@@"
 #: What changes from run to run and is taken out before two outputs are compared.
 _VOLATILE = [(re.compile(r"[0-9a-f]{8,}"), "<id>"),
@@ -56,16 +64,19 @@ class Step:
     outputs: list[list[str]] = field(default_factory=list)
     #: Where the block's body sits in the page, to rewrite it.
     span: tuple[int, int] = (0, 0)
+    #: What the page says of the block's output beyond its shape (``<!-- tour-check: ... -->``).
+    claims: list[str] = field(default_factory=list)
 
 
 def steps(page: str) -> list[Step]:
     """The console blocks of ``page``, in order."""
     found = []
     for match in _BLOCK.finditer(page):
-        named = dict(pair.split("=", 1) for pair in (match.group(1) or "").split())
+        comments = _COMMENT.findall(match.group(1))
+        named = dict(pair.split("=", 1) for check, text in comments if not check for pair in text.split())
         servers = {name[:-len("_SERVER")].lower(): value for name, value in named.items() if name.endswith("_SERVER")}
         settings = {name: value for name, value in named.items() if not name.endswith("_SERVER")}
-        step = Step(servers, settings, span=match.span(2))
+        step = Step(servers, settings, span=match.span(2), claims=[text for check, text in comments if check])
         for line in match.group(2).splitlines():
             if line.startswith("$ "):
                 step.commands.append(line[2:])
@@ -101,6 +112,37 @@ def shape_differences(shown: list[str], printed: list[str]) -> list[str]:
     return missing
 
 
+def broken_claims(claims: list[str], outputs: list[list[str]]) -> list[str]:
+    """The claims a page makes of a block's output that ``outputs`` (the lines each command printed) breaks,
+    each with what was printed; [] if none.
+
+    ``waited {} ms > 1000``: every line holding that text, a number in place of ``{}``, is past the bound, and
+    there is one. ``A before B``: a line holding A comes before the first line holding B. ``command 2: ...``
+    reads the second command's lines only; without it, a claim reads every command's.
+    """
+    broken = []
+    for stated in claims:
+        claim, printed = stated, [line for lines in outputs for line in lines]
+        if only := _ONE_COMMAND.match(stated):
+            claim, n = only["claim"], int(only["n"])
+            printed = outputs[n - 1] if 1 <= n <= len(outputs) else []
+        if number := _NUMBER_CLAIM.match(claim):
+            pattern = re.compile(re.escape(number["text"]).replace(r"\{\}", r"(-?\d+(?:\.\d+)?)"))
+            values = [float(found[1]) for line in printed if (found := pattern.search(line))]
+            bound, op = float(number["bound"]), number["op"]
+            held = {"<": lambda v: v < bound, ">": lambda v: v > bound, "==": lambda v: v == bound}[op]
+            if not values or not all(held(value) for value in values):
+                broken.append(f"{stated!r}: printed {values or 'no such line'}")
+        elif order := _ORDER_CLAIM.match(claim):
+            at = {name: next((n for n, line in enumerate(printed) if order[name] in line), None)
+                  for name in ("first", "then")}
+            if None in at.values() or at["first"] > at["then"]:
+                broken.append(f"{stated!r}: lines {at['first']} and {at['then']} of what it printed")
+        else:
+            raise ValueError(f"a tour-check the tour cannot read: {stated!r} (``TEXT {{}} > N`` or ``A before B``)")
+    return broken
+
+
 def run_step(step: Step, port: int, env: dict[str, str]) -> list[list[str]]:
     """Run a step's commands in one bash against nginx on ``port``; what each printed, in lines."""
     script = "".join(f"echo {_MARK}\n{command.replace(str(PAGE_PORT), str(port))}\n" for command in step.commands)
@@ -121,9 +163,9 @@ def _state(step: Step) -> tuple:
 
 def run(pages: dict[str, str], port: int, env: dict[str, str],
         use: Callable[[dict[str, str], dict[str, str]], None],
-        say: Callable[[str], None] = print) -> tuple[dict[str, str], list[str]]:
-    """Run every step of ``pages`` (name: text, in reading order); each page with the outputs it got, and what
-    changed shape (one line per difference).
+        say: Callable[[str], None] = print) -> tuple[dict[str, str], list[str], list[str]]:
+    """Run every step of ``pages`` (name: text, in reading order); each page with the outputs it got, what
+    changed shape (one line per difference), and which of the pages' claims (``tour-check``) this run broke.
 
     Steps run grouped by the stack they need, the stack as it is first, then
     each other in the order the pages first ask for it: each change
@@ -139,11 +181,13 @@ def run(pages: dict[str, str], port: int, env: dict[str, str],
         use(step.servers, step.settings)
         printed[name, number] = run_step(step, port, env)
         say(f"tour: {name} step {number} ({len(step.commands)} commands) run")
-    rewritten, differences = {}, []
+    rewritten, differences, broken = {}, [], []
     for name, text in pages.items():
         pieces, last = [], 0
         for number, step in enumerate(page_steps[name], 1):
             got = printed[name, number]
+            broken += [f"{name}, block {number}: the page says {claim}"
+                       for claim in broken_claims(step.claims, got)]
             pieces += [text[last:step.span[0]], "".join(f"$ {command}\n" + "".join(f"{line}\n" for line in lines)
                                                         for command, lines in zip(step.commands, got))]
             last = step.span[1]
@@ -151,7 +195,7 @@ def run(pages: dict[str, str], port: int, env: dict[str, str],
                 for line in shape_differences(shown, lines):
                     differences.append(f"{name}, block {number}, `{command}`: no longer prints a line like {line!r}")
         rewritten[name] = "".join(pieces) + text[last:]
-    return rewritten, differences
+    return rewritten, differences, broken
 
 
 def _use_on_compose(servers: dict[str, str], settings: dict[str, str]) -> None:
@@ -169,15 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=PAGE_PORT, help="nginx's port (default 8080)")
     args = parser.parse_args(argv)
     pages = {page.name: page.read_text() for page in PAGES}
-    rewritten, differences = run(pages, args.port, tour_environment(), _use_on_compose,
-                                 lambda line: print(line, file=sys.stderr))
+    rewritten, differences, broken = run(pages, args.port, tour_environment(), _use_on_compose,
+                                         lambda line: print(line, file=sys.stderr))
     _use_on_compose({}, {})
     if args.write:
         for page in PAGES:
             page.write_text(rewritten[page.name])
-    for line in differences:
+    for line in differences + broken:
         print(line)
-    return 0 if args.write or not differences else 1
+    # --write takes the new outputs in; a broken claim is the lesson no longer happening, which no rewrite mends.
+    return 1 if broken or (differences and not args.write) else 0
 
 
 if __name__ == "__main__":
