@@ -14,10 +14,11 @@ theirs is), ``/stream``, ``/download``, ``/upload`` (POST), ``/slow?ms=N``,
 ``/redirect`` and ``/error``; the database's, ``/items``, ``/items/ID`` and
 ``/query?ms=N``, through psycopg by hand (raw_items.py: the only library
 the app uses); the ones that wait for an event, ``/wait``, ``/events`` and
-``/ws`` (raw_waits.py: what they cost a WSGI app); and two only it has,
+``/ws`` (raw_waits.py: what they cost a WSGI app); and three only it has,
 ``/write``: a body sent through the ``write()`` callable ``start_response``
-returns, and ``/text``: text that is not ASCII, as bytes and latin-1 headers,
-or with a mistake in their types on request (raw_text.py).
+returns, ``/text``: text that is not ASCII, as bytes and latin-1 headers,
+or with a mistake in their types on request (raw_text.py), and ``/process``:
+where the module was imported, and a global per worker (raw_process.py).
 """
 
 import hashlib
@@ -29,6 +30,7 @@ import traceback
 from urllib.parse import parse_qs
 
 import raw_items
+import raw_process
 import raw_text
 import raw_waits
 
@@ -253,6 +255,7 @@ ROUTES = {
     "/error": (("GET", "HEAD"), error),
     "/write": (("GET", "HEAD"), write_then_iterate),
     "/text": (("GET", "HEAD"), raw_text.text),
+    "/process": (("GET", "HEAD"), raw_process.process),
     "/items": (("GET", "HEAD", "POST"), raw_items.items),
     "/query": (("GET", "HEAD"), raw_items.sleep_query),
     "/wait": (("GET",), raw_waits.wait),

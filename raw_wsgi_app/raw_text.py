@@ -9,7 +9,7 @@ UTF-8 and said so in Content-Type, and a file name outside latin-1 carried in
 a header the way RFC 8187 says (``filename*=UTF-8''`` and percent-escapes).
 
 ``?mistake=`` makes one of the mistakes instead, so that each server's answer
-shows (docs/tour-wire.md, step 17; tests/test_response_types.py):
+shows (docs/tour-wire.md, step 18; tests/test_response_types.py):
 
 ``str-body``      the body as ``str``, not bytes
 ``utf8-header``   a header value outside latin-1 (the file name as it is)

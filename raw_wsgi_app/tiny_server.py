@@ -10,7 +10,7 @@ it leaves out, a real server has: workers or threads, timeouts and limits,
 keep-alive (here the end of the response is the end of the connection),
 chunked request bodies, no body for HEAD, ``wsgi.file_wrapper``, and a
 parser that refuses what it should. It passes ``wsgiref.validate``'s checks
-(tests/test_tiny_server.py), and docs/tour-wire.md step 18 runs the raw app
+(tests/test_tiny_server.py), and docs/tour-wire.md step 19 runs the raw app
 under it.
 """
 

@@ -9,7 +9,7 @@ or never, so that the client sends the body after its own wait (curl's is
 1 s). gunicorn and Waitress answer at once, Granian when the app reads, and
 uWSGI's http-socket never. Each passes the header on as ``HTTP_EXPECT``. Behind
 nginx none of this reaches the app server: nginx answers the client itself
-as it reads the body (docs/tour-wire.md, step 16). No stack needed: each real
+as it reads the body (docs/tour-wire.md, step 17). No stack needed: each real
 server on loopback, serving a five-line app, asked through a real socket.
 """
 

@@ -14,7 +14,7 @@ Waitress as it writes the headers (its own 500); Granian sends it as UTF-8.
 HopTrace names a str chunk (``str_chunk``) and a header that is not a
 latin-1 str (``bad_header`` on ``start_response``). No stack needed: each
 real server on loopback serving the real raw app, asked through a real
-socket; docs/tour-wire.md step 17 shows the same through nginx.
+socket; docs/tour-wire.md step 18 shows the same through nginx.
 """
 
 from __future__ import annotations

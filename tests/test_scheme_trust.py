@@ -1,4 +1,4 @@
-"""Who sets ``wsgi.url_scheme``: what each server believes, as docs/tour-stack.md step 14 tells it.
+"""Who sets ``wsgi.url_scheme``: what each server believes, as docs/tour-nginx.md step 15 tells it.
 
 An app builds its absolute URLs, and Django its ``is_secure()``, from
 ``wsgi.url_scheme``. Behind a proxy that ends TLS the server's own

@@ -8,7 +8,7 @@ the real raw app under the tiny server, on loopback through a real socket:
 every endpoint that needs no database answers as it does under gunicorn,
 and the server's log holds no assertion (validate asked the raw app's
 redirect for a Content-Type, which it now has). The two mistakes of tour
-step 17 show what validate catches (a str body, before it reaches the
+step 18 show what validate catches (a str body, before it reaches the
 server) and what it does not (a header outside latin-1, which the tiny
 server's encoding refuses instead).
 """
@@ -49,6 +49,7 @@ def test_the_tiny_server_serves_the_raw_app_and_passes_wsgiref_validate(tmp_path
         "text": request_bytes("GET", "/text"),
         "str-body": request_bytes("GET", "/text?mistake=str-body"),
         "utf8-header": request_bytes("GET", "/text?mistake=utf8-header"),
+        "process": request_bytes("GET", "/process"),
         "bad request": b"nonsense\r\n\r\n",
     }
     log = tmp_path / "server.log"
@@ -58,7 +59,7 @@ def test_the_tiny_server_serves_the_raw_app_and_passes_wsgiref_validate(tmp_path
     statuses = {name: reply.status for name, reply in replies.items()}
     assert statuses == {"hello": 200, "environ": 200, "stream": 200, "upload": 200, "write": 200, "error": 500,
                         "redirect": 302, "download": 200, "text": 200, "str-body": 500, "utf8-header": 500,
-                        "bad request": 400}
+                        "process": 200, "bad request": 400}
     assert json.loads(replies["hello"].body)["server"] == "tiny_server"
     environ = json.loads(replies["environ"].body)["cgi"]
     assert (environ["PATH_INFO"], environ["QUERY_STRING"]) == ("/environ", "x=%41")  # the path decoded, not the query
@@ -66,6 +67,10 @@ def test_the_tiny_server_serves_the_raw_app_and_passes_wsgiref_validate(tmp_path
     assert replies["stream"].body.count(b"raw chunk") == 5 and replies["write"].body.count(b"raw line") == 4
     assert len(replies["download"].body) == 100000
     assert replies["text"].body == "Grüße, café ☕\n".encode()
+    # One process, no fork: the process that answers is the one that imported the app.
+    process = json.loads(replies["process"].body)
+    assert (process["imported"], process["pid"] == process["imported_in"], process["requests_here"]) == (
+        "in this process", True, 1)
     said = log.read_text()
     # validate found nothing to assert but the str body, before the server had it (so nothing had gone out: a
     # 500); the header outside latin-1 is the tiny server's encoding's refusal, not validate's.

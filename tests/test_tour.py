@@ -1,5 +1,5 @@
-"""The tour (docs/tour.md, tour-stack.md, tour-wire.md, asgi.md), every step run against the compose stack as a reader
-runs it.
+"""The tour (docs/tour.md, tour-stack.md, tour-nginx.md, tour-wire.md, asgi.md), every step run against the compose
+stack as a reader runs it.
 
 Compose tier: the tour is written for `docker compose up`. Each console block
 of the page runs in one bash (wsgilab/tour.py), with `hoptrace` on PATH and

@@ -1,7 +1,7 @@
 """`hoptrace packet`: the uwsgi packet rebuilt from /environ is the size uWSGI says it read, byte for byte.
 
 Native tier when both run: nginx's uwsgi_params and uWSGI are the same on
-both tiers, and the tour's step 15 runs it on compose.
+both tiers, and the tour's step 16 runs it on compose.
 """
 
 import re

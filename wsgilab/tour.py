@@ -1,5 +1,5 @@
-"""The guided tour's steps, run: the commands of docs/tour.md, tour-stack.md, tour-wire.md and asgi.md against
-a stack, their outputs checked or rewritten.
+"""The guided tour's steps, run: the commands of its pages (``PAGES``, docs/tour.md first) against a stack, their
+outputs checked or rewritten.
 
     python -m wsgilab.tour            # run every step against the stack on :8080; say which output changed shape
     python -m wsgilab.tour --write    # the same, and put the outputs it got into the pages
@@ -33,9 +33,9 @@ from pathlib import Path
 from wsgilab.settings import EVERY_TRACE
 
 REPO = Path(__file__).resolve().parent.parent
-#: The tour's pages, in reading order: the contract, the contract in a stack, between nginx and the server,
-#: and where it stops (ASGI).
-PAGES = tuple(REPO / "docs" / name for name in ("tour.md", "tour-stack.md", "tour-wire.md", "asgi.md"))
+#: The tour's pages, in reading order: the contract, the app in its server, nginx in front, between nginx and
+#: the server, and where WSGI stops (ASGI).
+PAGES = tuple(REPO / "docs" / name for name in ("tour.md", "tour-stack.md", "tour-nginx.md", "tour-wire.md", "asgi.md"))
 #: The port the page's commands name; a run against another stack puts its own port there.
 PAGE_PORT = 8080
 _BLOCK = re.compile(r"((?:<!-- tour(?:-check)?: [^\n]*? -->\n)*)```console\n(.*?)```", re.S)
