@@ -77,6 +77,15 @@ def test_a_claim_of_a_number_holds_on_every_line_that_has_it_and_needs_one():
         "'waited {} ms for the event loop < 100': printed no such line"]
 
 
+def test_a_claim_of_some_line_needs_one_line_past_the_bound_not_all():
+    printed = ["waited 1.4 ms for a worker", "waited 306.3 ms for a worker"]
+    assert tour.broken_claims(["some: waited {} ms for a worker > 250", "some: waited {} ms for a worker < 50"],
+                              [printed]) == []
+    assert tour.broken_claims(["waited {} ms for a worker > 250"], [printed])
+    assert tour.broken_claims(["some: waited {} ms for a worker > 400"], [printed]) == [
+        "'some: waited {} ms for a worker > 400': printed [1.4, 306.3]"]
+
+
 def test_a_claim_can_read_one_commands_lines():
     outputs = [["413, 0 bytes sent"], ["413, 1245184 bytes sent"]]
     assert tour.broken_claims(["command 1: 413, {} bytes sent == 0", "command 2: 413, {} bytes sent > 100000"],

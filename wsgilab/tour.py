@@ -117,8 +117,9 @@ def broken_claims(claims: list[str], outputs: list[list[str]]) -> list[str]:
     each with what was printed; [] if none.
 
     ``waited {} ms > 1000``: every line holding that text, a number in place of ``{}``, is past the bound, and
-    there is one. ``A before B``: a line holding A comes before the first line holding B. ``command 2: ...``
-    reads the second command's lines only; without it, a claim reads every command's.
+    there is one; ``some: waited {} ms > 1000``, one line at least. ``A before B``: a line holding A comes
+    before the first line holding B. ``command 2: ...`` reads the second command's lines only; without it, a
+    claim reads every command's.
     """
     broken = []
     for stated in claims:
@@ -126,12 +127,14 @@ def broken_claims(claims: list[str], outputs: list[list[str]]) -> list[str]:
         if only := _ONE_COMMAND.match(stated):
             claim, n = only["claim"], int(only["n"])
             printed = outputs[n - 1] if 1 <= n <= len(outputs) else []
-        if number := _NUMBER_CLAIM.match(claim):
+        some = claim.startswith("some: ")
+        if number := _NUMBER_CLAIM.match(claim.removeprefix("some: ")):
             pattern = re.compile(re.escape(number["text"]).replace(r"\{\}", r"(-?\d+(?:\.\d+)?)"))
             values = [float(found[1]) for line in printed if (found := pattern.search(line))]
             bound, op = float(number["bound"]), number["op"]
             held = {"<": lambda v: v < bound, ">": lambda v: v > bound, "==": lambda v: v == bound}[op]
-            if not values or not all(held(value) for value in values):
+            holds = [held(value) for value in values]
+            if not values or not (any(holds) if some else all(holds)):
                 broken.append(f"{stated!r}: printed {values or 'no such line'}")
         elif order := _ORDER_CLAIM.match(claim):
             at = {name: next((n for n, line in enumerate(printed) if order[name] in line), None)
