@@ -228,7 +228,7 @@ def _query(target: Target, app: str, sleep_ms: int) -> Answer:
                      timeout=WORKER_LIMIT_S + 20)
     answered = time.monotonic()
     try:
-        body = json.loads(reply.raw.split(b"\r\n\r\n", 1)[-1])
+        body = json.loads(reply.body)
     except ValueError:
         body = {}
     body = body if isinstance(body, dict) else {}

@@ -151,7 +151,7 @@ def _post(target: Target, app: str, name: str) -> Write:
                                                     body=body), target.host, 30)
     except OSError as error:
         return Write(name, sent, time.monotonic() - sent, None, type(error).__name__, "")
-    text = reply.raw.split(b"\r\n\r\n", 1)[-1].decode("utf-8", "replace")
+    text = reply.body.decode("utf-8", "replace")
     error = ""
     if reply.status != 201:
         try:
@@ -166,7 +166,7 @@ def _stored_names(target: Target, app: str, prefix: str) -> set[str] | None:
     reply = exchange(target.port, request_bytes("GET", f"/{app}/items?limit=1000"), target.host, 30)
     if reply.status != 200:
         return None
-    items = json.loads(reply.raw.split(b"\r\n\r\n", 1)[-1])["items"]
+    items = json.loads(reply.body)["items"]
     return {item["name"] for item in items if item["name"].startswith(prefix)}
 
 

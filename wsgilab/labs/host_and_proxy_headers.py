@@ -106,8 +106,8 @@ def run(target: Target, report: Report) -> None:
         server = served_by(target, app)
         reply = exchange(target.port, request_bytes("GET", f"/{app}/environ", SPOOFED), host=target.host)
         try:
-            environ = flattened(json.loads(reply.raw.split(b"\r\n\r\n", 1)[1]))  # /environ's groups, merged
-        except (IndexError, ValueError, AttributeError):
+            environ = flattened(json.loads(reply.body))  # /environ's groups, merged
+        except (ValueError, AttributeError):
             environ = {}
         seen = {key: environ.get(key) for key in ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
                                                   "HTTP_X_FORWARDED_HOST", "wsgi.url_scheme", "REMOTE_ADDR",

@@ -68,11 +68,6 @@ def _shapes(queries: list[dict]) -> list[str]:
     return shapes
 
 
-def _body(reply) -> bytes:
-    """A response's body: nginx sends these with a Content-Length, so all that follows the headers."""
-    return reply.raw.split(b"\r\n\r\n", 1)[-1]
-
-
 def _db_ms(records: list[dict]) -> str:
     total = next((r.get("db_us") for r in records if r.get("hop") == "wsgi" and r.get("event") == "request"), None)
     return "?" if total is None else f"{total / 1000:.1f} ms"
@@ -87,7 +82,7 @@ def run(target: Target, report: Report) -> None:
                    for flag in ("0", "1")}
         if replies["0"].status != 200:
             report.check(f"/{app}/items on {server}", "200: the app reaches its database",
-                         f"{replies['0'].status}: {_body(replies['0'])[:200].decode(errors='replace')}", False,
+                         f"{replies['0'].status}: {replies['0'].body[:200].decode(errors='replace')}", False,
                          [ids["0"]])
             continue
         found = target.records_of(ids.values(), {"nginx", "wsgi"})
@@ -101,7 +96,7 @@ def run(target: Target, report: Report) -> None:
                      f"{len(joined)}: {', then '.join(_shapes(joined)) or 'none'}, {_db_ms(found[ids['0']])} in the "
                      "database", _shapes(joined) == shapes, [ids["0"]])
         try:
-            owners = {item["owner"] for item in json.loads(_body(replies["1"]))["items"]}
+            owners = {item["owner"] for item in json.loads(replies["1"].body)["items"]}
         except (ValueError, KeyError, TypeError):
             owners = set()
         expected = 1 + (len(owners) if app == "flask" else LIMIT)

@@ -140,7 +140,7 @@ def _over_the_statement_timeout(target: Target, report: Report, servers: dict[st
         records = found[request_id]
         sleeps = [e for e in events_of(records) if e["event"] == "db_query" and "pg_sleep" in str(e.get("statement"))]
         own = [e for e in events_of(records) if e["event"] == "db_log" and e.get("step") == "error"]
-        body = " ".join(reply.raw.split(b"\r\n\r\n", 1)[-1].decode("utf-8", "replace").split())
+        body = " ".join(reply.body.decode("utf-8", "replace").split())
         ran_ms = [e.get("duration_us", 0) / 1000 for e in sleeps]
         report.check(
             f"/{app}/query?ms={CANCELLED_SLEEP_MS} on {servers[app]} with WSGILAB_DB_STATEMENT_TIMEOUT_MS="

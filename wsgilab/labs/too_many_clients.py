@@ -111,7 +111,7 @@ def _query(target: Target, app: str, request_id: str, hold_ms: int) -> tuple[int
     error = ""
     if reply.status != 200:
         try:
-            error = str(json.loads(reply.raw.split(b"\r\n\r\n", 1)[-1]).get("error", ""))
+            error = str(json.loads(reply.body).get("error", ""))
         except (ValueError, AttributeError):
             error = reply.raw[-200:].decode("utf-8", "replace")
     return reply.status, took, error
