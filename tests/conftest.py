@@ -40,9 +40,6 @@ def pytest_addoption(parser):
                           "marked once_on then runs on its own tier only, as when both run in this one")
     parser.addoption("--no-stackless", action="store_true",
                      help="leave out the tests that need no stack (the other tier's pytest runs them)")
-    parser.addoption("--stackless-share", default="0/1", metavar="K/N",
-                     help="of the tests that need no stack, run every N-th from the K-th (0/2 and 1/2: scripts/test "
-                          "gives each tier's pytest half, so the two sides end together)")
     parser.addoption("--keep-reports", action="store_true",
                      help="print every lab's report as its test runs, passed or not (with -o "
                           "junit_logging=system-out the JUnit file keeps them: scripts/repeat --keep-reports)")
@@ -124,27 +121,10 @@ class _TierSchedulerPlugin:
 
 
 def pytest_collection_modifyitems(config, items):
-    stackless = [item for item in items if tier_in_id(item.nodeid) is None]
-    kept = [] if config.getoption("--no-stackless") else stackless_share(stackless,
-                                                                          config.getoption("--stackless-share"))
-    kept_ids = set(map(id, kept))
-    left_out = [item for item in stackless if id(item) not in kept_ids]
-    if left_out:
-        config.hook.pytest_deselected(items=left_out)
-        left_out_ids = set(map(id, left_out))
-        items[:] = [item for item in items if id(item) not in left_out_ids]
-
-
-def stackless_share(stackless: list, share: str) -> list:
-    """The K-th of N shares (``share`` "K/N") of the tests that need no stack: every N-th, from the K-th, in
-    collection order, so each share holds some of every module's and the shares take about as long."""
-    try:
-        k, n = (int(part) for part in share.split("/"))
-    except ValueError:
-        raise pytest.UsageError(f"--stackless-share takes K/N, two whole numbers (0/2): not {share!r}") from None
-    if not 0 <= k < n:
-        raise pytest.UsageError(f"--stackless-share K/N needs 0 <= K < N: not {share!r}")
-    return stackless[k::n]
+    if config.getoption("--no-stackless"):
+        kept = [item for item in items if tier_in_id(item.nodeid) is not None]
+        config.hook.pytest_deselected(items=[item for item in items if tier_in_id(item.nodeid) is None])
+        items[:] = kept
 
 
 def pytest_configure(config):

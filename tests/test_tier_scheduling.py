@@ -5,8 +5,7 @@ test's tier from its id; a test whose id said otherwise than its parameters
 would run on the wrong worker and start a second stack of its tier.
 """
 
-import pytest
-from conftest import _tier_of, stackless_share, tier_in_id
+from conftest import _tier_of, tier_in_id
 
 
 def test_every_test_id_names_the_tier_the_test_runs_on(request):
@@ -25,17 +24,3 @@ def test_an_id_without_a_tier_is_a_test_without_a_stack():
     # ... and the tests of both stack tiers skipped in a swarm run, whatever their other parameters
     assert tier_in_id("tests/test_endpoints.py::test_u[native-compose-only-67108865]") is None
     assert tier_in_id("tests/test_swarm.py::test_t[swarm]") == "swarm"
-
-
-def test_the_shares_of_the_stackless_tests_hold_each_test_once_and_split_each_module():
-    tests = [f"tests/test_{module}.py::test_{n}" for module in "ab" for n in range(5)]
-    first, second = stackless_share(tests, "0/2"), stackless_share(tests, "1/2")
-    assert sorted(first + second) == sorted(tests) and not set(first) & set(second)
-    assert {name.split("::")[0] for name in first} == {name.split("::")[0] for name in second}
-    assert stackless_share(tests, "0/1") == tests
-
-
-@pytest.mark.parametrize("share", ["2/2", "half", "1/0", "-1/2"])
-def test_a_share_that_is_not_k_of_n_is_refused_saying_what_it_takes(share):
-    with pytest.raises(pytest.UsageError, match="K/N"):
-        stackless_share(["t"], share)
