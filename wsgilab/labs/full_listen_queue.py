@@ -51,8 +51,9 @@ millisecond: nginx's connect for each is refused room while the first
 request still has over a second to run, so the kernel's one SYN retry in
 the connect timeout also finds the queue full. nginx's own records say
 when it took each request; if the rest came to it too late for that (a
-loaded machine can stall the lab between sends), the burst is run again,
-and the report says so. When the rest find room, or are sent all at once,
+loaded machine can stall the lab between sends), or the lab read the kernel
+after them only once the first could have been served (the queue then one
+shorter), the burst is run again, and the report says so. When the rest find room, or are sent all at once,
 several handshakes can be half done before the queue fills: the kernel
 answered their SYN, the client (nginx) thinks it is connected, and they get
 in later, once there is room, so more than fit are served. Docker's
@@ -153,12 +154,12 @@ def run(target: Target, report: Report) -> None:
                          str(after.status), after.status == 200)
 
 
-def _bursts(target: Target, servers: dict[str, str]) -> tuple[dict[str, Burst], dict[str, list[float | None]]]:
-    """Each app's burst, all at once; an app on gunicorn or uWSGI whose rest reached nginx too late to be sure of
-    (see wsgilab.labs.listen_queue_burst) gets another, up to ATTEMPTS. Also, per app, the late ones' times."""
+def _bursts(target: Target, servers: dict[str, str]) -> tuple[dict[str, Burst], dict[str, list[str]]]:
+    """Each app's burst, all at once; an app on gunicorn or uWSGI whose burst came too late to be sure of
+    (``_too_late``) gets another, up to ATTEMPTS. Also, per app, what came too late in each."""
     tag = uuid.uuid4().hex[:10]
     bursts: dict[str, Burst] = {}
-    late: dict[str, list[float | None]] = {app: [] for app in APPS}
+    late: dict[str, list[str]] = {app: [] for app in APPS}
     pending = list(APPS)
     with ThreadPoolExecutor(len(APPS)) as pool:
         for attempt in range(ATTEMPTS):
@@ -170,7 +171,7 @@ def _bursts(target: Target, servers: dict[str, str]) -> tuple[dict[str, Burst], 
             if not pending or attempt == ATTEMPTS - 1:
                 break
             for app in pending:
-                late[app].append(bursts[app].rest_reached_nginx_s)
+                late[app].append(_too_late(bursts[app]))
     return bursts, late
 
 
@@ -183,8 +184,18 @@ def _burst(target: Target, app: str, tag: str, server: str) -> Burst:
 
 
 def _in_time(burst: Burst) -> bool:
-    """Whether the rest reached nginx soon enough after the first for the burst to show what it is meant to."""
-    return burst.rest_reached_nginx_s is not None and burst.rest_reached_nginx_s < REST_WITHIN_S
+    """Whether the burst shows what it is meant to: the rest reached nginx soon enough after the first, and the
+    kernel was read after them before the first could be served (it left the queue one shorter then)."""
+    return _too_late(burst) is None
+
+
+def _too_late(burst: Burst) -> str | None:
+    """What came too late in ``burst`` to judge it by, in words; None if nothing did."""
+    if burst.rest_reached_nginx_s is None or burst.rest_reached_nginx_s >= REST_WITHIN_S:
+        return f"the rest reached nginx {_seconds(burst.rest_reached_nginx_s)} after the first"
+    if burst.after_read_s >= SLOW_MS / 1000:
+        return f"the kernel was read after them {burst.after_read_s:.2f} s after the first was sent"
+    return None
 
 
 def _uri(app: str, request_id: str, slow_ms: int = SLOW_MS) -> str:
@@ -192,10 +203,10 @@ def _uri(app: str, request_id: str, slow_ms: int = SLOW_MS) -> str:
     return f"/{app}/slow?ms={slow_ms}&lab={request_id}"
 
 
-def _check_app(target: Target, report: Report, app: str, server: str, burst: Burst, late: list[float | None],
+def _check_app(target: Target, report: Report, app: str, server: str, burst: Burst, late: list[str],
                timed_out: list[str]) -> None:
     """Judge one app's burst: what the kernel held, who was served, who was dropped, how fast, and who said so;
-    ``late``: when the rest of each burst run before it reached nginx (too late to be judged)."""
+    ``late``: what came too late to judge in each burst run before it."""
     before, full, after = burst.before, burst.full, burst.after
     report.check(f"/{app}/ on {server}: the kernel's listening socket before the burst",
                  f"the backlog in force is {BACKLOG}, nothing queued or connected (within {KERNEL_WAIT_S:.0f} s)",
@@ -207,12 +218,13 @@ def _check_app(target: Target, report: Report, app: str, server: str, burst: Bur
         f"/{app}/ on {server}: one request at a time until the queue is full, then {REQUESTS - ROOM} at once",
         f"the kernel holds {ROOM} ({WORKERS} taken, {ROOM - WORKERS} queued: backlog + 1) before the rest are "
         f"sent; the rest reach nginx within {REST_WITHIN_S:.1f} s of the first (by nginx's clock), so their SYN "
-        f"retry {SYN_RETRY_S:.0f} s later finds the queue still full; after them the same {ROOM}, none half open",
+        f"retry {SYN_RETRY_S:.0f} s later finds the queue still full; after them (read before the first can be "
+        f"served, {SLOW_MS / 1000:.0f} s) the same {ROOM}, none half open",
         f"before the rest: {describe(full)}; the rest sent {burst.rest_sent_s:.2f} s after the first, reached "
         f"nginx {_seconds(burst.rest_reached_nginx_s)} after it"
-        + (f" (run again: in the {len(late)} burst(s) before, the rest reached nginx {', '.join(map(_seconds, late))}"
-           " after the first, too late to judge)" if late else "")
-        + f"; after them: {describe(after)}; the kernel's ListenOverflows {before.overflows} -> "
+        + (f" (run again: in the {len(late)} burst(s) before, {'; '.join(late)}: too late to judge)" if late else "")
+        + f"; after them, read {burst.after_read_s:.2f} s after the first: {describe(after)}; the kernel's "
+        f"ListenOverflows {before.overflows} -> "
         f"{after.overflows if after else '?'}",
         full is not None and full.established == ROOM and full.queued == ROOM - WORKERS and _in_time(burst)
         and held == ROOM and after.half_open == 0)

@@ -41,6 +41,9 @@ class Burst:
     after: ListenSocket | None
     #: Seconds from the first request's being sent to the rest being sent.
     rest_sent_s: float
+    #: Seconds from the first request's being sent to the end of the kernel read ``after`` holds: a read that
+    #: ended before the first could be served cannot have seen the queue move on.
+    after_read_s: float
     #: Seconds from nginx's taking the first request to its taking the last of the rest, by nginx's records
     #: (``time_by_nginx``); None until read, or if nginx logged one of them not.
     rest_reached_nginx_s: float | None = None
@@ -81,10 +84,12 @@ def send(target: Target, app: str, ids: list[str], room: int, uri: Callable[[str
         else:
             time.sleep(0.5)  # long enough for any handshake the kernel would answer to be half done
             after = target.control.listen_socket(app)
+        after_read = time.monotonic()
         results = [future.result() for future in futures]
     first_sent = results[0][2]
     return Burst([(request_id, status, sent - first_sent, done - first_sent)
-                  for request_id, status, sent, done in results], before, full, after, rest_sent - first_sent)
+                  for request_id, status, sent, done in results], before, full, after, rest_sent - first_sent,
+                 after_read - first_sent)
 
 
 def time_by_nginx(target: Target, bursts: Iterable[Burst]) -> None:
