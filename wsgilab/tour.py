@@ -22,6 +22,7 @@ against the compose test stack.
 from __future__ import annotations
 
 import argparse
+import operator
 import os
 import re
 import subprocess
@@ -44,6 +45,7 @@ _COMMENT = re.compile(r"<!-- tour(-check)?: ([^\n]*?) -->")
 _NUMBER_CLAIM = re.compile(r"^(?P<text>.*\{\}.*?) (?P<op>[<>]|==) (?P<bound>-?\d+(?:\.\d+)?)$")
 _ORDER_CLAIM = re.compile(r"^(?P<first>.+?) before (?P<then>.+)$")
 _ONE_COMMAND = re.compile(r"^command (?P<n>\d+): (?P<claim>.+)$")
+_COMPARISONS = {"<": operator.lt, ">": operator.gt, "==": operator.eq}
 _MARK = "@@wsgilab-tour-step@@"
 #: What changes from run to run and is taken out before two outputs are compared.
 _VOLATILE = [(re.compile(r"[0-9a-f]{8,}"), "<id>"),
@@ -131,9 +133,8 @@ def broken_claims(claims: list[str], outputs: list[list[str]]) -> list[str]:
         if number := _NUMBER_CLAIM.match(claim.removeprefix("some: ")):
             pattern = re.compile(re.escape(number["text"]).replace(r"\{\}", r"(-?\d+(?:\.\d+)?)"))
             values = [float(found[1]) for line in printed if (found := pattern.search(line))]
-            bound, op = float(number["bound"]), number["op"]
-            held = {"<": lambda v: v < bound, ">": lambda v: v > bound, "==": lambda v: v == bound}[op]
-            holds = [held(value) for value in values]
+            compare, bound = _COMPARISONS[number["op"]], float(number["bound"])
+            holds = [compare(value, bound) for value in values]
             if not values or not (any(holds) if some else all(holds)):
                 broken.append(f"{stated!r}: printed {values or 'no such line'}")
         elif order := _ORDER_CLAIM.match(claim):

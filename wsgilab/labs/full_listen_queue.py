@@ -53,8 +53,8 @@ the connect timeout also finds the queue full. nginx's own records say
 when it took each request; if the rest came to it too late for that (a
 loaded machine can stall the lab between sends), or the lab read the kernel
 after them only once the first could have been served (the queue then one
-shorter), the burst is run again, and the report says so. When the rest find room, or are sent all at once,
-several handshakes can be half done before the queue fills: the kernel
+shorter), the burst is run again, and the report says so. When the rest
+find room, or are sent all at once, several handshakes can be half done before the queue fills: the kernel
 answered their SYN, the client (nginx) thinks it is connected, and they get
 in later, once there is room, so more than fit are served. Docker's
 healthcheck connects straight to the server too and takes a place in the
