@@ -29,6 +29,10 @@ except ImportError:  # without pytest-xdist the tiers run one after the other
 TIERS = ("native", "compose")
 #: Tiers only the modules that name them (ONLY_TIERS) run on.
 OWN_TIERS = ("swarm",)
+#: Where both tiers run, the one tier each server's phase runs a test of an EACH_SERVER_ONCE module on: what those
+#: tests prove is the app's, its server's and the trace's, which only how the processes start changes between
+#: tiers, so each server once and each tier once (the stack as users run it, gunicorn under compose) cover them.
+ONE_TIER_PER_SERVER = {"gunicorn": "compose", "uwsgi": "native"}
 
 
 def pytest_addoption(parser):
@@ -78,12 +82,23 @@ def pytest_generate_tests(metafunc):
         phases = [(tier, server) for tier in tiers for server in servers
                   if not (one_server is not None and both_run and tier == one_server.args[0]
                           and server != one_server.args[1])]
+        if (getattr(metafunc.module, "EACH_SERVER_ONCE", False) and both_run and once_on is one_server is None
+                and metafunc.definition.get_closest_marker("both_tiers") is None):
+            # Chosen among both tiers' phases: with --both-tiers-run the other tier's are in the other pytest.
+            kept = each_server_once([(tier, server) for tier in TIERS if tier in only for server in servers])
+            phases = [phase for phase in phases if phase in kept]
         metafunc.parametrize("phase", phases, indirect=True, scope="session",
                              ids=[f"{tier}-{server}" for tier, server in phases])
     if "tier" in metafunc.fixturenames:
         metafunc.parametrize("tier", tiers, scope="session")
     if "app" in metafunc.fixturenames:
         metafunc.parametrize("app", APPS)
+
+
+def each_server_once(phases: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Of (tier, server) phases, each server's on its one tier (ONE_TIER_PER_SERVER), or all of it if not there."""
+    return [(tier, server) for tier, server in phases
+            if tier == ONE_TIER_PER_SERVER.get(server, tier) or (ONE_TIER_PER_SERVER[server], server) not in phases]
 
 
 #: The tier in a test's id ("...[compose-uwsgi-raw]", "...[native]"): how pytest-xdist's controller,

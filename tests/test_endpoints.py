@@ -1,7 +1,9 @@
 """Every endpoint of every app answers correctly through real nginx, on both servers.
 
-These run in each phase (native and compose tiers, all apps on gunicorn, then
-all on uWSGI), for each of the three apps: 3 apps x 2 servers x 2 tiers.
+These run for each of the three apps on each server: 3 apps x 2 servers,
+on both tiers when one runs alone, and where both run, each server on one of
+them (EACH_SERVER_ONCE, tests/conftest.py): what an endpoint answers is the
+app's and its server's, whichever way the processes start.
 """
 
 import hashlib
@@ -14,6 +16,9 @@ from lab_stacks import SECRET_SENTINEL
 
 from wsgilab.labs.rawhttp import exchange, request_bytes
 from wsgilab.settings import PROTOCOLS
+
+#: Each server on one tier where both run (tests/conftest.py).
+EACH_SERVER_ONCE = True
 
 #: The protocol nginx speaks to each server: its own (the settings table's).
 UPSTREAM_PROTOCOL = {server: spoken[0] for server, spoken in PROTOCOLS.items()}

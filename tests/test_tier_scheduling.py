@@ -5,7 +5,7 @@ test's tier from its id; a test whose id said otherwise than its parameters
 would run on the wrong worker and start a second stack of its tier.
 """
 
-from conftest import _tier_of, tier_in_id
+from conftest import _tier_of, each_server_once, tier_in_id
 
 
 def test_every_test_id_names_the_tier_the_test_runs_on(request):
@@ -24,3 +24,13 @@ def test_an_id_without_a_tier_is_a_test_without_a_stack():
     # ... and the tests of both stack tiers skipped in a swarm run, whatever their other parameters
     assert tier_in_id("tests/test_endpoints.py::test_u[native-compose-only-67108865]") is None
     assert tier_in_id("tests/test_swarm.py::test_t[swarm]") == "swarm"
+
+
+def test_a_module_marked_each_server_once_runs_each_server_on_its_one_tier_or_where_it_runs_at_all():
+    four = [("native", "gunicorn"), ("native", "uwsgi"), ("compose", "gunicorn"), ("compose", "uwsgi")]
+    assert each_server_once(four) == [("native", "uwsgi"), ("compose", "gunicorn")]
+    # a server whose own tier is not in the run keeps the phases it has
+    assert each_server_once([("native", "gunicorn"), ("compose", "uwsgi")]) == [("native", "gunicorn"),
+                                                                                ("compose", "uwsgi")]
+    assert each_server_once([("compose", "gunicorn"), ("compose", "uwsgi")]) == [("compose", "gunicorn"),
+                                                                                 ("compose", "uwsgi")]

@@ -1,7 +1,8 @@
 """W3C trace context through every hop, and the exports other tools read (OTLP/JSON, Chrome trace events).
 
-Runs in every phase (both tiers, all apps on gunicorn then on uWSGI) for each
-app: a real request through nginx, the real logs, the real `hoptrace export`.
+Runs for each app with every server (where both tiers run, each server on one
+of them: EACH_SERVER_ONCE, tests/conftest.py): a real request through nginx,
+the real logs, the real `hoptrace export`.
 """
 
 import base64
@@ -21,6 +22,9 @@ from test_tracing import SERVER_DONE
 from wsgilab.hoptrace import records as hoplog
 from wsgilab.labs.polling import read_until
 from wsgilab.trace_context import parse_traceparent
+
+#: Each server on one tier where both run (tests/conftest.py).
+EACH_SERVER_ONCE = True
 
 CALLER_TRACE, CALLER_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 CALLER = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"

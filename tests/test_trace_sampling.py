@@ -4,8 +4,9 @@ nginx decides for a trace that starts there (WSGILAB_TRACE_SAMPLE per cent
 of the requests, by a hash of $request_id) and passes a caller's own flag on;
 the apps follow the flag. Stackless: the flag's reading, render-config's
 split, HopTrace and AsgiHopTrace in one process. With the stack: a caller's
-unsampled trace in every phase (each tier, every app, gunicorn then uWSGI),
-and nginx's own split at 50 % through a real nginx.
+unsampled trace on every app and server (where both tiers run, each server on
+one of them: EACH_SERVER_ONCE, tests/conftest.py), and nginx's own split at
+50 % through a real nginx.
 """
 
 import asyncio
@@ -29,6 +30,9 @@ from wsgilab.labs.cli import not_every_trace
 from wsgilab.labs.polling import read_until
 from wsgilab.setting_values import SettingError, check_value
 from wsgilab.trace_context import is_sampled
+
+#: Each server on one tier where both run (tests/conftest.py).
+EACH_SERVER_ONCE = True
 
 UNSAMPLED = f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"
 SAMPLED = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
