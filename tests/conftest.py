@@ -150,6 +150,9 @@ def pytest_configure(config):
         "markers", "one_server_on(tier, server): where both tiers run, run this test on that tier with that server "
                    "only: the tier's own part (Docker's restarts, say) is the same on every server, and each "
                    "server's own part shows on the other tier (docs/testing.md)")
+    config.addinivalue_line(
+        "markers", "both_tiers(why): in a module whose tests run each server on one tier (EACH_SERVER_ONCE), this "
+                   "test runs every phase: why says what differs between the tiers")
     if LoadScopeScheduling is not None and config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_TierSchedulerPlugin(), "wsgilab-tier-scheduler")
 
