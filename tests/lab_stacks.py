@@ -38,6 +38,7 @@ from wsgilab.labs.container_sockets import ListeningSockets
 from wsgilab.labs.control import (APP_SERVICES, STOP_GRACE_S, AppState, ComposeControl, Stopped, check_settings,
                                   parse_nginx_version)
 from wsgilab.labs.database_control import Session
+from wsgilab.labs.kit import Target
 from wsgilab.container.launch import server_environment
 from native_database import SERVER_SETTINGS as DATABASE_SETTINGS
 from native_database import NativeDatabase
@@ -586,6 +587,12 @@ def hop_log_lines(stack: NativeStack | ComposeStack) -> list[str]:
     tally[0] += 1
     tally[1] += time.monotonic() - began
     return lines
+
+
+def lab_target(stack: NativeStack | ComposeStack, control: bool = True) -> Target:
+    """What a lab is run against on ``stack``: its nginx, every hop's log, and the stack itself to restart and
+    reconfigure (``control=False``: a lab that must work, or say it cannot, without)."""
+    return Target(port=stack.port, log_lines=lambda: hop_log_lines(stack), control=stack if control else None)
 
 
 def app_server_log_lines(stack: NativeStack | ComposeStack) -> list[str]:

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from lab_http import get, request
-from lab_stacks import APPS, REPO, hop_log_lines
+from lab_stacks import APPS, REPO, hop_log_lines, lab_target
 
 from wsgilab import labs
 from wsgilab.hoptrace import records, spans, waterfall
@@ -43,7 +43,7 @@ def test_an_asgi_side_that_waits_on_the_database_has_psycopg_loaded_before_its_f
 
 
 def _traces(stack, request_ids: list[str], hops: set[str]) -> dict[str, list[dict]]:
-    target = labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack))
+    target = lab_target(stack, control=False)
     return target.records_of(request_ids, hops)
 
 
@@ -202,7 +202,7 @@ def test_an_event_stream_sends_each_item_as_it_is_stored_then_ends(tier_stack, w
 
 
 def _lab(stack, name: str) -> labs.Report:
-    report = labs.run(name, labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack), control=stack))
+    report = labs.run(name, lab_target(stack))
     assert report.ok and report.checks, [(c.what, c.expected, c.seen) for c in report.checks if not c.ok]
     return report
 

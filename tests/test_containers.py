@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 from lab_http import get, request
-from lab_stacks import APPS, BOTH_SERVERS, REPO, hop_log_lines
+from lab_stacks import APPS, BOTH_SERVERS, REPO, hop_log_lines, lab_target
 
 from wsgilab import labs
 from wsgilab.hoptrace import records as hoplog
@@ -212,7 +212,7 @@ def test_replica_down_lab_keeps_gets_going_and_never_repeats_a_post_the_dead_rep
 
 def test_a_database_restart_under_writes_is_one_gap_of_503s_per_client_and_loses_no_answered_write(tier_stack):
     tier_stack.use(BOTH_SERVERS)
-    target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
+    target = lab_target(tier_stack)
     report = labs.run("database-restart", target)
     assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
     stored = [c for c in report.checks if c.what.endswith("the writes the load sent")]

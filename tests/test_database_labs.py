@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 from lab_http import get
-from lab_stacks import BOTH_SERVERS, hop_log_lines
+from lab_stacks import BOTH_SERVERS, lab_target
 
 from wsgilab import labs
 from wsgilab.hoptrace import records as hoplog
@@ -26,7 +26,7 @@ from wsgilab.hoptrace import records as hoplog
 
 @pytest.mark.once_on("native")
 def test_n_plus_one_lab_counts_one_query_per_item_and_flags_the_run(stack):
-    target = labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack.stack))
+    target = lab_target(stack.stack, control=False)
     report = labs.run("n-plus-one", target)
     assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
     assert len(report.checks) == 9
@@ -52,7 +52,7 @@ def test_n_plus_one_reads_a_join_and_an_in_list_from_the_statements_the_trace_ke
 @pytest.mark.once_on("native")
 def test_a_slow_query_ends_at_statement_timeout_and_past_the_worker_timeout_runs_on_only_under_uwsgi(tier_stack):
     tier_stack.use(BOTH_SERVERS)
-    target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
+    target = lab_target(tier_stack)
     report = labs.run("slow-query", target)
     assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
     assert len(report.checks) == 10
@@ -65,7 +65,7 @@ def test_django_takes_its_connections_from_its_own_pool_when_told(tier_stack):
     """DJANGO_DB_CONNECTIONS=pool: each /django/items gets a connection from Django's psycopg pool, and the pool
     keeps them (sessions named django stay once the requests are done); only django restarts for it."""
     tier_stack.use(tier_stack.servers or BOTH_SERVERS)
-    target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
+    target = lab_target(tier_stack)
     with target.reconfigured({"DJANGO_DB_CONNECTIONS": "pool"}):
         ids = [f"django-pool-{uuid.uuid4().hex[:12]}" for _ in range(4)]
         assert [get(tier_stack.port, "/django/items", headers={"X-Request-ID": i}).status for i in ids] == [200] * 4
@@ -81,7 +81,7 @@ def test_worker_threads_past_max_connections_are_refused_a_connection_and_fewer_
     """The connections are the apps' libraries', not the server's: both servers are in it all the same. One server
     per app runs (``alone``): the lab counts every session the apps' role holds."""
     tier_stack.use(BOTH_SERVERS, alone=True)
-    target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
+    target = lab_target(tier_stack)
     report = labs.run("too-many-clients", target)
     assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
     refused = [c for c in report.checks if "4 workers per app" in c.what and "503" in c.seen]
@@ -97,7 +97,7 @@ FORK_SERVERS = {"django": "uwsgi", "flask": "uwsgi", "raw": "gunicorn"}
 def test_workers_forked_after_the_app_connected_share_one_session_until_post_fork_or_lazy_apps(tier_stack):
     """One server per app runs (``alone``): the lab counts each app's sessions by its name."""
     tier_stack.use(FORK_SERVERS, alone=True)
-    target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
+    target = lab_target(tier_stack)
     report = labs.run("connection-before-fork", target)
     assert report.ok, [f"{c.what}: {c.seen}" for c in report.checks if not c.ok]
     shared = [re.match(r"(.+?): /(\w+)/ on ", c.what).groups() for c in report.checks

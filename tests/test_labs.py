@@ -10,14 +10,14 @@ CI inside its time; run alone, a tier runs every lab.
 
 import pytest
 from lab_http import get
-from lab_stacks import hop_log_lines
+from lab_stacks import lab_target
 
 from wsgilab import labs
 from wsgilab.labs import around_nginx
 
 
 def _run(stack, name):
-    target = labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack.stack), control=stack.stack)
+    target = lab_target(stack.stack)
     report = labs.run(name, target)
     failed = [f"{c.what}: expected {c.expected}; saw {c.seen}" for c in report.checks if not c.ok]
     assert report.ok, "\n".join(failed)

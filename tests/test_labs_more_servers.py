@@ -14,7 +14,7 @@ does not name a server says so instead of running, which is tested last.
 from __future__ import annotations
 
 import pytest
-from lab_stacks import APPS, hop_log_lines
+from lab_stacks import APPS, lab_target
 
 from wsgilab import labs
 
@@ -27,7 +27,7 @@ LABS_ON_BOTH = [name for name in LABS_ON_MORE if set(MORE_SERVERS) <= set(labs.s
 
 
 def _run(stack, name: str) -> labs.Report:
-    return labs.run(name, labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack), control=stack))
+    return labs.run(name, lab_target(stack))
 
 
 #: The two ways the apps sit on Granian and Waitress, lab after lab: over two labs, each app meets each server.

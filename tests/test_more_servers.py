@@ -14,9 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from lab_http import get, request
-from lab_stacks import APPS, SECRET_SENTINEL, hop_log_lines
+from lab_stacks import APPS, SECRET_SENTINEL, lab_target
 
-from wsgilab import labs
 from wsgilab.container import uwsgi_protocol
 from wsgilab.container.labkit import HIDDEN
 from wsgilab.hoptrace import records, waterfall
@@ -28,7 +27,7 @@ MORE_SERVERS = ("granian", "waitress")
 
 def _traces(stack, request_ids: list[str], hops: set[str]) -> dict[str, list[dict]]:
     """The records of each request, once ``hops`` have all written theirs (as the labs wait for them)."""
-    target = labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack))
+    target = lab_target(stack, control=False)
     return target.records_of(request_ids, hops)
 
 

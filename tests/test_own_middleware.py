@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 from lab_http import get
-from lab_stacks import hop_log_lines, wait_until_served
+from lab_stacks import lab_target, wait_until_served
 from test_tracing import _trace
 
 from wsgilab import labs
@@ -30,7 +30,7 @@ def test_a_middleware_named_by_the_setting_wraps_the_app_and_shows_in_its_trace(
         reply = get(stack.port, "/raw/", headers={"X-Request-ID": request_id})
         plain = get(stack.port, "/flask/")  # only the app the setting names is wrapped
         # A lab reads the apps' JSON answers: with the footer on, it says why it will not run.
-        refused = labs.run("forged-id", labs.Target(port=stack.port, log_lines=lambda: hop_log_lines(stack.stack)))
+        refused = labs.run("forged-id", lab_target(stack.stack, control=False))
         # Read before the defaults come back: under compose that recreates the container, and its log with it.
         wsgi = [e for e in _trace(stack, request_id) if e["hop"] == "wsgi"]
     finally:

@@ -9,7 +9,7 @@ import uuid
 import pytest
 import websocket
 from lab_http import get
-from lab_stacks import APPS, SECRET_SENTINEL, hop_log_lines, wait_until_served
+from lab_stacks import APPS, SECRET_SENTINEL, lab_target, wait_until_served
 from test_endpoints import UPSTREAM_PROTOCOL as PROTOCOL
 
 from wsgilab import labs
@@ -41,7 +41,7 @@ def test_swapping_apps_to_granian_waitress_and_uvicorn_changes_who_answers_and_b
         seen[reply.header("X-Request-ID")] = (reply.json()["client"][0] if server == "uvicorn"
                                               else reply.json()["cgi"]["REMOTE_ADDR"])
     # All three take the client's address from X-Forwarded-For, trusting it from nginx (gunicorn keeps nginx's).
-    target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack))
+    target = lab_target(tier_stack, control=False)
     traces = target.records_of(list(seen), {"nginx"})
     assert seen == {request_id: nginx_record(traces[request_id])["client"] for request_id in seen}
     # nginx passes a websocket's upgrade on, and uvicorn takes it (its wsproto from the image).
@@ -57,7 +57,7 @@ def test_swapping_apps_to_granian_waitress_and_uvicorn_changes_who_answers_and_b
         assert _answered_by(tier_stack, app) == (before[app], PROTOCOL[before[app]])
 
 
-@pytest.mark.once_on("compose")
+@pytest.mark.once_on("native")  # two restarts of the raw app, processes there: half the time compose takes
 def test_long_polls_on_gunicorns_asgi_worker_leave_it_free_for_ordinary_requests(tier_stack):
     # RAW_INTERFACE=asgi under gunicorn, as docs/asgi.md shows it: the lab asks the app which side it runs
     # and keeps it there while it restarts the app on 2 workers (on uvicorn: tests/test_asgi.py).
@@ -65,7 +65,7 @@ def test_long_polls_on_gunicorns_asgi_worker_leave_it_free_for_ordinary_requests
     try:
         tier_stack.use({app: "gunicorn" for app in APPS})
         wait_until_served(tier_stack.port, {app: "gunicorn" for app in APPS})
-        target = labs.Target(port=tier_stack.port, log_lines=lambda: hop_log_lines(tier_stack), control=tier_stack)
+        target = lab_target(tier_stack)
         report = labs.run("long-requests", target)
     finally:
         tier_stack.reconfigure({})

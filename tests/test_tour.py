@@ -102,6 +102,8 @@ def test_a_claim_of_an_order_needs_both_lines_the_first_one_first():
     assert tour.broken_claims(["teardown_request hooks before close() called"], [printed])
     with pytest.raises(ValueError, match="cannot read"):
         tour.broken_claims(["teardown_request hooks, then the body"], [printed])
+    with pytest.raises(ValueError, match="some: states a number"):  # "some" of an order means nothing
+        tour.broken_claims(["some: teardown_request hooks before first body chunk"], [printed])
 
 
 def test_every_claim_a_page_states_holds_on_the_output_it_shows():

@@ -202,7 +202,6 @@ def _logged_by_nginx_and_server(stack, request_ids, deadline_s=20.0):
             return lines
 
 
-@pytest.mark.one_server_on("native", "gunicorn")
 def test_nginx_samples_the_share_of_traces_it_starts_and_the_apps_follow_its_flag(stack):
     servers = dict(stack.stack.servers)
     try:

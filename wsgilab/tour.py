@@ -119,9 +119,9 @@ def broken_claims(claims: list[str], outputs: list[list[str]]) -> list[str]:
     each with what was printed; [] if none.
 
     ``waited {} ms > 1000``: every line holding that text, a number in place of ``{}``, is past the bound, and
-    there is one; ``some: waited {} ms > 1000``, one line at least. ``A before B``: a line holding A comes
-    before the first line holding B. ``command 2: ...`` reads the second command's lines only; without it, a
-    claim reads every command's.
+    there is one; ``some: waited {} ms > 1000``, one line at least (a number's claim only). ``A before B``: a
+    line holding A comes before the first line holding B. ``command 2: ...`` reads the second command's lines
+    only; without it, a claim reads every command's.
     """
     broken = []
     for stated in claims:
@@ -137,6 +137,8 @@ def broken_claims(claims: list[str], outputs: list[list[str]]) -> list[str]:
             holds = [compare(value, bound) for value in values]
             if not values or not (any(holds) if some else all(holds)):
                 broken.append(f"{stated!r}: printed {values or 'no such line'}")
+        elif some:
+            raise ValueError(f"a tour-check with some: states a number ({{}} and a bound): {stated!r}")
         elif order := _ORDER_CLAIM.match(claim):
             at = {name: next((n for n, line in enumerate(printed) if order[name] in line), None)
                   for name in ("first", "then")}
