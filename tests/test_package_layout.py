@@ -20,7 +20,8 @@ from lab_stacks import REPO
 PACKAGE = REPO / "wsgilab"
 CONTAINER = PACKAGE / "container"
 #: What container-side code may import from the package: itself and the shared contracts.
-CONTAINER_MAY_IMPORT = ("wsgilab.container", "wsgilab.trace_format", "wsgilab.trace_context", "wsgilab.settings")
+CONTAINER_MAY_IMPORT = ("wsgilab.container", "wsgilab.trace_format", "wsgilab.trace_context", "wsgilab.settings",
+                        "wsgilab.setting_values")
 MAX_MODULE_LINES = 300
 
 

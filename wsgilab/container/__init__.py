@@ -3,7 +3,8 @@
 - ``launch``: starts the app under gunicorn or uWSGI, as its service is set
   (``python -m wsgilab.container.launch``); ``healthcheck`` asks that server
   for the app's home page in its own protocol (``uwsgi_protocol`` speaks the
-  uwsgi one); ``workers`` is how the labs kill a server's workers from inside;
+  uwsgi one), at the address both find in ``listen_address``; ``workers`` is
+  how the labs kill a server's workers from inside;
 - ``gunicorn_trace``: gunicorn's hop, JSON request and error lines (uWSGI's
   hop is its ``log-format`` in uwsgi.ini);
 - ``traced_app``: the WSGI entry point both servers load: the app wrapped in

@@ -40,13 +40,9 @@ import sys
 import time
 from collections.abc import Mapping
 
-from wsgilab.settings import PROTOCOLS, SETTINGS, SettingError, check_value, interface_of, protocol_of
+from wsgilab.container.listen_address import bind_in, server_in
+from wsgilab.settings import SETTINGS, SettingError, check_value, interface_of, protocol_of
 
-#: The port a server listens on unless WSGI_BIND says otherwise, by the protocol it speaks: 8000 for HTTP, and
-#: 3031, uWSGI's customary uwsgi-protocol port; nginx/render-config uses the same two.
-PROTOCOL_PORTS = {"http": 8000, "uwsgi": 3031}
-#: The same for each server speaking its own protocol (what the labs reach around nginx).
-DEFAULT_PORTS = {server: PROTOCOL_PORTS[spoken[0]] for server, spoken in PROTOCOLS.items()}
 
 #: Granian refuses a smaller backlog (its CLI: --backlog x>=128).
 GRANIAN_LEAST_BACKLOG = 128
@@ -97,7 +93,7 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
     # Compose hands each app its <APP>_SERVER and <APP>_WSGI_APP as these two,
     # checked as the settings table checks those.
     try:
-        server = check_value("server", "WSGI_SERVER", env.get("WSGI_SERVER", "") or "gunicorn")
+        server = check_value("server", "WSGI_SERVER", server_in(env))
         protocol = protocol_of(server, env.get("WSGI_PROTOCOL", ""))
         interface = interface_of(server, env.get("WSGI_INTERFACE", ""))
         app = check_value("wsgi_app", "WSGI_APP", env.get("WSGI_APP", ""))
@@ -128,7 +124,7 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
         # name (compose: its short id, as `docker ps` shows it; swarm: what the
         # stack's `hostname:` template makes it), unless WSGILAB_REPLICA names it.
         WSGILAB_REPLICA=replica_name(env),
-        WSGI_BIND=env.get("WSGI_BIND", "") or f"0.0.0.0:{PROTOCOL_PORTS[protocol]}",
+        WSGI_BIND=bind_in(env, protocol),
         WSGI_WORKERS=_setting(env, "WSGI_WORKERS", str(2 * usable_cpus() + 1)),
         WSGI_THREADS=_setting(env, "WSGI_THREADS"),
         WSGI_TIMEOUT=_setting(env, "WSGI_TIMEOUT"),

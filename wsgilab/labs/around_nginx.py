@@ -26,7 +26,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from wsgilab.container.launch import DEFAULT_PORTS
+from wsgilab.container.listen_address import DEFAULT_PORTS
 
 #: The compose network that links nginx to an app ends with this and the app's name.
 APP_NETWORK_PREFIX = "_to-"

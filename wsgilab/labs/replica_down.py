@@ -8,7 +8,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from wsgilab.container.launch import DEFAULT_PORTS
+from wsgilab.container.listen_address import DEFAULT_PORTS
 from wsgilab.hoptrace.records import events_of
 from wsgilab.labs.kit import (Outcome, Report, Target, has_control, nginx_record, one_request, requests_until,
                               served_by)
