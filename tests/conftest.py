@@ -41,7 +41,8 @@ def pytest_addoption(parser):
                           "Docker Swarm (its own tests only, never beside compose)")
     parser.addoption("--both-tiers-run", action="store_true",
                      help="the other tier runs in a pytest of its own at the same time (scripts/test): a test "
-                          "marked once_on then runs on its own tier only, as when both run in this one")
+                          "marked once_on (or one_server_on, or of an EACH_SERVER_ONCE module) then runs only "
+                          "where it would if both ran in this one")
     parser.addoption("--no-stackless", action="store_true",
                      help="leave out the tests that need no stack (the other tier's pytest runs them)")
     parser.addoption("--keep-reports", action="store_true",

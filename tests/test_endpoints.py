@@ -1,9 +1,9 @@
 """Every endpoint of every app answers correctly through real nginx, on both servers.
 
-These run for each of the three apps on each server: 3 apps x 2 servers,
-on both tiers when one runs alone, and where both run, each server on one of
-them (EACH_SERVER_ONCE, tests/conftest.py): what an endpoint answers is the
-app's and its server's, whichever way the processes start.
+These run for each of the three apps on each server: 3 apps x 2 servers on
+a tier run alone; where both tiers run, gunicorn under compose and uWSGI
+natively (EACH_SERVER_ONCE, tests/conftest.py): what an endpoint answers is
+the app's and its server's, whichever way the processes start.
 """
 
 import hashlib

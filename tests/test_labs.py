@@ -136,7 +136,7 @@ def test_slow_clients_are_held_by_nginx_and_never_tie_up_a_worker(stack):
     assert len(report.checks) == 2 + 3
 
 
-@pytest.mark.once_on("compose")  # no restart in it: as fast there, and the native side is CI's longer one
+@pytest.mark.once_on("compose")  # no restart in it: as fast there, on the side that evens out CI's two
 def test_slow_readers_free_the_worker_when_nginx_buffers_and_hold_it_when_the_response_opts_out(stack):
     report = _run(stack, "slow-readers")
     assert len(report.checks) == 3 * 2

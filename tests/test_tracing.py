@@ -1,7 +1,8 @@
 """One request id through every hop, and hoptrace rebuilding the path from the logs.
 
 Runs for each app with every server: where both tiers run, each server on one of them (EACH_SERVER_ONCE,
-tests/conftest.py), since a trace is the app's, its server's and nginx's, whichever way the processes start.
+tests/conftest.py), since a trace is the app's, its server's and nginx's, whichever way the processes start;
+the two tests marked both_tiers run on both.
 """
 
 import json
@@ -296,7 +297,8 @@ def _body_of(response):
         whole, body = whole + body[:size], body[size + 2:]
 
 
-@pytest.mark.both_tiers("nginx 1.22 (native) and 1.30 (compose) pass on a different one of gunicorn's two Content-Types")
+@pytest.mark.both_tiers("nginx 1.22 (native) and 1.30 (compose) pass on a different one of gunicorn's two "
+                        "Content-Types")
 def test_a_raw_view_that_began_a_200_then_raised_is_a_500_start_response_with_exc_info_replaced_it(stack):
     # start_response sends nothing: until the first body bytes, PEP 3333 lets the app replace what it gave
     # (with exc_info), and the client gets the 500 whole. Under uWSGI, ExcInfoGuard keeps exc_info from it.

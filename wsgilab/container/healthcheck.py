@@ -11,9 +11,9 @@ open port: a worker that cannot import the app is unhealthy.
 Docker runs it every two seconds (docker-compose.yml), so it stays cheap:
 one HTTP/1.0 request on a plain socket rather than http.client, and the
 address and protocol from listen_address, not from the launcher, which
-imports the whole settings table: about 40 ms of CPU less a check in a
-container on a 2-core machine, where Docker's own exec costs about 57 ms
-more (docs/findings.md).
+imports the whole settings table: about 50 ms of CPU less a check in a
+container on a 2-core machine, on top of the 57 ms or so Docker's own exec
+costs (docs/findings.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The launcher binds there and the healthcheck asks there. It is kept apart
 from launch.py, which imports the whole settings table: Docker runs the
-healthcheck every two seconds, and importing only this costs it about 40 ms
+healthcheck every two seconds, and importing only this costs it about 50 ms
 of CPU less a check (docs/findings.md).
 """
 
