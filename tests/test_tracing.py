@@ -415,7 +415,7 @@ def _assert_every_record_line_parses(lines):
 
 
 @pytest.mark.both_tiers("a server's own lines, its start-up and reload included, under the image's Python and as "
-                   "the container's user, and under the host's")
+                        "the container's user, and under the host's")
 def test_every_line_an_app_server_writes_is_a_json_record(stack):
     """Not only request lines: start-up, errors, a reload, what the app prints. nginx's error log is the exception."""
     run = uuid.uuid4().hex[:8]

@@ -40,8 +40,8 @@ import sys
 import time
 from collections.abc import Mapping
 
-from wsgilab.container.listen_address import bind_in, server_in
-from wsgilab.settings import SETTINGS, SettingError, check_value, interface_of, protocol_of
+from wsgilab.container.listen_address import bind_in, protocol_in, server_in
+from wsgilab.settings import SETTINGS, SettingError, check_value, interface_of
 
 
 #: Granian refuses a smaller backlog (its CLI: --backlog x>=128).
@@ -94,7 +94,7 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
     # checked as the settings table checks those.
     try:
         server = check_value("server", "WSGI_SERVER", server_in(env))
-        protocol = protocol_of(server, env.get("WSGI_PROTOCOL", ""))
+        protocol = protocol_in(env)
         interface = interface_of(server, env.get("WSGI_INTERFACE", ""))
         app = check_value("wsgi_app", "WSGI_APP", env.get("WSGI_APP", ""))
         asgi_app = check_value("wsgi_app", "ASGI_APP", env.get("ASGI_APP", "")) if interface == "asgi" else ""

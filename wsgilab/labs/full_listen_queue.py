@@ -167,11 +167,12 @@ def _bursts(target: Target, servers: dict[str, str]) -> tuple[dict[str, Burst], 
                 lambda app, tag=f"{tag}{attempt}": _burst(target, app, tag, servers[app]), pending)))
             timed = [app for app in pending if servers[app] not in queue_in_server.IN_SERVER]
             time_by_nginx(target, [bursts[app] for app in timed])
-            pending = [app for app in timed if not _in_time(bursts[app])]
+            too_late = {app: _too_late(bursts[app]) for app in timed}
+            pending = [app for app in timed if too_late[app] is not None]
             if not pending or attempt == ATTEMPTS - 1:
                 break
             for app in pending:
-                late[app].append(_too_late(bursts[app]))
+                late[app].append(too_late[app])
     return bursts, late
 
 
