@@ -100,13 +100,13 @@ RECORDS = {
         ("hop", "event", "service", "server", "pid", "ts_us", "level", "message")),
     "wsgi": RecordKind(
         "wsgi", "request", "wsgilab.container.wsgi_trace.HopTrace, with the framework's and the view's events",
-        COMMON + SPAN + ("events",), optional=("queue_us", "status", "input_bytes", "replica", "db_queries", "db_us",
-                                                    "db_address", "db_port", "db_namespace")),
+        COMMON + SPAN + ("events",), optional=("thread", "queue_us", "status", "input_bytes", "replica", "db_queries",
+                                                    "db_us", "db_address", "db_port", "db_namespace")),
     "asgi": RecordKind(
         "asgi", "request", "wsgilab.container.asgi_trace.AsgiHopTrace, with the framework's and the view's events: "
         "the ASGI side of an app (an ASGI server: uvicorn)",
-        COMMON + SPAN + ("events",), optional=("queue_us", "status", "input_bytes", "replica", "db_queries", "db_us",
-                                                    "db_address", "db_port", "db_namespace", "sends")),
+        COMMON + SPAN + ("events",), optional=("thread", "queue_us", "status", "input_bytes", "replica", "db_queries",
+                                                    "db_us", "db_address", "db_port", "db_namespace", "sends")),
     "uvicorn-log": RecordKind(
         "uvicorn", "log", "wsgilab.container.uvicorn_trace.JsonFormatter: start-up, workers, errors",
         ("hop", "event", "service", "server", "pid", "ts_us", "level", "message"), optional=("traceback",)),

@@ -44,6 +44,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
+from threading import get_native_id
 from json.encoder import encode_basestring_ascii as _json_string
 from time import time_ns
 from typing import IO, Any
@@ -103,8 +104,9 @@ class RequestTrace:
         self.started = time_ns() // 1000
         #: The events so far, each already a JSON object.
         self.parts: list[str] = []
-        #: Request-level fields after the events (queue_us, status, input_bytes), as JSON.
-        self.tail = ""
+        #: Request-level fields after the events (thread, queue_us, status, input_bytes), as JSON: first the
+        #: thread that called the app, the kernel's id for it (as ``ps -L`` shows it).
+        self.tail = f',"thread":{get_native_id()}'
         self.input_bytes = self.chunks = self.body_bytes = self.writes = 0
         #: The Content-Length the response was started with, if any (traced_body: a body that differs says so).
         self.content_length: int | None = None
