@@ -134,7 +134,7 @@ class AsgiHopTrace:
             kind = message.get("type")
             if kind == "http.response.start":
                 status = message.get("status")
-                trace.tail += f',"status":{int(status) if isinstance(status, int) else "null"}'
+                trace.status_field = f',"status":{int(status) if isinstance(status, int) else "null"}'
                 if response_header is not None:
                     name, value = response_header(trace, began)
                     message = {**message, "headers": [*message.get("headers", ()),
@@ -146,7 +146,7 @@ class AsgiHopTrace:
                 return
             await send(message)
             if kind == "websocket.accept":
-                trace.tail += ',"status":101'  # the handshake's answer, as nginx logs it
+                trace.status_field = ',"status":101'  # the handshake's answer, as nginx logs it
             trace.sends += 1
             size = _size(message)
             trace.body_bytes += size

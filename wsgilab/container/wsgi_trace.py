@@ -88,8 +88,8 @@ class RequestTrace:
 
     HOP = "wsgi"  #: the hop its line is written under ("asgi" for the ASGI side's: asgi_trace)
     __slots__ = ("write_line", "request_id", "trace_id", "server_parent_id", "server_span_id", "span_id", "identity",
-                 "pid", "started", "parts", "tail", "input_bytes", "chunks", "body_bytes", "writes", "queue_us",
-                 "written", "view_started", "view_ended", "file_body", "content_length",
+                 "pid", "started", "parts", "tail", "status_field", "input_bytes", "chunks", "body_bytes", "writes",
+                 "queue_us", "written", "view_started", "view_ended", "file_body", "content_length",
                  "db_queries", "db_us", "db_statements", "db_target", "db_bytes")
 
     def __init__(self, environ: dict[str, Any], identity: str, write_line: Callable[[str], None]) -> None:
@@ -104,9 +104,12 @@ class RequestTrace:
         self.started = time_ns() // 1000
         #: The events so far, each already a JSON object.
         self.parts: list[str] = []
-        #: Request-level fields after the events (thread, queue_us, status, input_bytes), as JSON: first the
+        #: Request-level fields after the events (thread, queue_us, input_bytes), as JSON: first the
         #: thread that called the app, the kernel's id for it (as ``ps -L`` shows it).
         self.tail = f',"thread":{get_native_id()}'
+        #: The response's status as a JSON field, set by each start_response the server took (one with exc_info
+        #: replaces the first's), so the line holds one.
+        self.status_field = ""
         self.input_bytes = self.chunks = self.body_bytes = self.writes = 0
         #: The Content-Length the response was started with, if any (traced_body: a body that differs says so).
         self.content_length: int | None = None
@@ -138,7 +141,7 @@ class RequestTrace:
 
     def line(self) -> str:
         """The trace as one line of JSON (the format hoptrace reads)."""
-        tail = self.tail + (f',"db_queries":{self.db_queries},"db_us":{self.db_us}{self.db_target}'
+        tail = self.tail + self.status_field + (f',"db_queries":{self.db_queries},"db_us":{self.db_us}{self.db_target}'
                             if self.db_queries else "")
         # request_id matched nginx_headers.REQUEST_ID (or is "-"): no character in it needs escaping.
         return (f'{{"request_id":"{self.request_id}"{span_fields(self.trace_id, self.span_id, self.server_span_id)},'
@@ -225,12 +228,12 @@ class HopTrace:
             off = "" if wrong is None else f',"bad_header":{_json_string(wrong)}'
             trace.parts.append(f'{{"event":"start_response","ts_us":{ts},"status":{_json_string(status)},'
                                f'"headers":{len(headers)},"exc_info":{"false" if exc_info is None else "true"}{off}}}')
-            code = status[:3]
-            trace.tail += f',"status":{int(code) if code.isdigit() else "null"}'
             trace.content_length = declared_length(headers)
             if response_header is not None:
                 headers = [*headers, response_header(trace, ts)]
-            write = start_response(status, headers, exc_info)
+            write = start_response(status, headers, exc_info)  # with exc_info after the headers went: re-raises
+            code = status[:3]
+            trace.status_field = f',"status":{int(code) if code.isdigit() else "null"}'
 
             def traced_write(data: bytes) -> None:
                 """The server's write(), recording each call (PEP 3333's push-style body: /raw/write)."""
