@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
-from lab_stacks import REPO, SECRET_SENTINEL, TEST_WORKERS, StackError, free_port, wait_until_served
+from lab_stacks import LOG_READS, REPO, SECRET_SENTINEL, TEST_WORKERS, StackError, free_port, wait_until_served
 
 from wsgilab.hoptrace.stack_logs import stack_lines
 from wsgilab.labs.kit import Target
@@ -67,7 +68,12 @@ class SwarmStack:
         return self.swarm("down --volumes")
 
     def log_lines(self) -> list[str]:
-        return list(stack_lines(self.name))
+        began = time.monotonic()
+        lines = list(stack_lines(self.name))
+        tally = LOG_READS.setdefault("swarm", [0, 0.0])  # the run's summary prints it, as for the other tiers
+        tally[0] += 1
+        tally[1] += time.monotonic() - began
+        return lines
 
     def target(self) -> Target:
         """The labs' view of the stack: nginx's port, the stack's logs, and its swarm control."""
