@@ -146,11 +146,12 @@ def pytest_collection_modifyitems(config, items):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "once_on(tier): where both tiers run, run this test on that tier only (it would show the same "
-                   "on the other; a run of one tier still runs it): each server once, not twice (docs/testing.md)")
+                   "on the other; a run of one tier still runs it): each server once, not twice "
+                   "(docs/testing-speed.md)")
     config.addinivalue_line(
         "markers", "one_server_on(tier, server): where both tiers run, run this test on that tier with that server "
                    "only: the tier's own part (Docker's restarts, say) is the same on every server, and each "
-                   "server's own part shows on the other tier (docs/testing.md)")
+                   "server's own part shows on the other tier (docs/testing-speed.md)")
     config.addinivalue_line(
         "markers", "both_tiers(why): in a module whose tests run each server on one tier (EACH_SERVER_ONCE), this "
                    "test runs every phase: why says what differs between the tiers")

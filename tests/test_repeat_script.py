@@ -182,3 +182,13 @@ def test_a_lab_named_as_a_tests_parameter_is_the_rows_lab_not_its_server(tmp_pat
     runs, _ = repeat.results(junit)
     assert repeat.table(runs, {"tests/test_labs.py::test_x": "killed-worker"})[2:] == [
         "| killed-worker | native | - | 1/1 | 20.0 s |"]
+
+
+def test_all_labs_takes_in_the_labs_on_granian_and_waitress_which_run_as_one_tests_parameters():
+    repeat = _repeat()
+    args = repeat.argparse.Namespace(all_labs=True, names=[])
+    chosen = repeat.selected(args)
+    file, _, function = repeat.MORE_SERVERS_TEST.partition("::")
+    assert repeat.MORE_SERVERS_TEST in chosen and f"def {function}(" in (REPO / file).read_text()
+    assert repeat.MORE_SERVERS_TEST not in repeat.selected(repeat.argparse.Namespace(all_labs=False,
+                                                                                     names=["queueing"]))
