@@ -200,6 +200,9 @@ EVENTS = (
     Event("str_chunk", "wsgi", "the app's iterable gave a str where PEP 3333 wants bytes (the first such chunk, "
           "counted from 1); each server fails on it its own way, and the chunk's bytes count its characters",
           ("chunk",)),
+    Event("body_raised", "wsgi", "the app's iterable raised after its response had begun, with chunks chunks "
+          "yielded: the status had gone (or would with the first chunk), so the server can only cut the "
+          "response short", ("error", "chunks")),
     Event("nginx_error", "nginx", "nginx's error log says what went wrong with the request (a 502's \"upstream "
           "prematurely closed connection\"); read off the line with the request's connection number. Its time is "
           "the response's: the line has whole seconds only", ("level", "message", "upstream", "logged_at")),
@@ -219,7 +222,7 @@ EVENTS = (
     Event("app_raised", "wsgi", "the app raised instead of returning an iterable", ("error",)),
     Event("close", "wsgi", "the server called the iterable's close(); cut_short_after: before the iterable's end, "
           "when the app had yielded that many chunks (the server stopped asking: the client went away, a send "
-          "failed, the app raised)", ("input_bytes", "cut_short_after")),
+          "failed; a body that raised has body_raised instead)", ("input_bytes", "cut_short_after")),
     Event("asgi_app_returned", "asgi", "the app's coroutine returned: it is done with the request",
           ("input_bytes",)),
     Event("asgi_app_raised", "asgi", "the app's coroutine raised (the server answers 500 if no response had "

@@ -54,7 +54,19 @@ class TracedBody:
         parts = trace.parts
         self._iterating = True
         flagged = False
-        for chunk in self._body:
+        chunks = iter(self._body)
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                break
+            except Exception as error:
+                # The body failed after the status went, with its first chunk or its headers' write (a generator
+                # view, /error?late=1): too late for a 500, so the server can only cut the response short.
+                self._iterating = False
+                parts.append(f'{{"event":"body_raised","ts_us":{time_ns() // 1000},'
+                             f'"error":"{error.__class__.__name__}","chunks":{trace.chunks}}}')
+                raise
             if not trace.chunks:
                 parts.append(f'{{"event":"first_chunk","ts_us":{time_ns() // 1000},"bytes":{len(chunk)}}}')
             trace.chunks += 1

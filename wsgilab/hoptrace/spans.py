@@ -41,7 +41,8 @@ _QUOTE = '"'
 #: Events shown inside a span rather than as spans of their own, by the hop they come from.
 _SPAN_EVENTS = {"nginx": ("nginx_error",), "upstream": ("answered_itself",),
                 "wsgi": ("middleware_called", "middleware_passed_on", "middleware_returned", "input_first_read",
-                         "start_response", "write", "file_wrapper", "first_chunk", "str_chunk", "last_chunk",
+                         "start_response", "write", "file_wrapper", "first_chunk", "str_chunk", "body_raised",
+                         "last_chunk",
                          "file_sent", "app_raised", "close"),
                 "asgi": ("receive", "response_start", "body_sent", "send", "asgi_app_raised", "asgi_app_returned"),
                 "app": ("app_log",)}
@@ -158,7 +159,7 @@ def _wsgi_spans(record: dict[str, Any], events: list[dict[str, Any]], request_id
                             "http.response.status_code": status},
                 events=[e for e in events if e["event"] in _SPAN_EVENTS[hop] + _SPAN_EVENTS["app"]],
                 error=(isinstance(status, int) and status >= 500)
-                or find_event(events, "app_raised", "asgi_app_raised") is not None, **common)
+                or find_event(events, "app_raised", "body_raised", "asgi_app_raised") is not None, **common)
     spans.append(wsgi)
     parent = wsgi.span_id
     framework = _FRAMEWORK.get(record.get("service") or "")

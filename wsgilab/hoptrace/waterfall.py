@@ -46,6 +46,8 @@ _PHRASES = {
     "file_wrapper": "the app handed the server a file through wsgi.file_wrapper: {bytes} bytes",
     "first_chunk": "first body chunk, {bytes} bytes",
     "str_chunk": "body chunk {chunk} is a str, not bytes: PEP 3333 wants bytes, and the server decides what follows",
+    "body_raised": "the body raised {error} after {chunks} chunks: too late for a 500, the server can only cut it "
+                   "short",
     "last_chunk": "last body chunk: {chunks} chunks, {bytes} bytes",
     "response_written": "response written: {status}, {bytes} body bytes",
     "answered_itself": "answered {status} itself: {error}",
