@@ -11,7 +11,8 @@ the server's ``wsgi.file_wrapper``.
 It answers the same endpoints as the Django and Flask apps: ``/`` hello,
 ``/environ`` (grouped by who put each key there, by wsgilab's labkit as
 theirs is), ``/stream``, ``/download``, ``/upload`` (POST), ``/slow?ms=N``,
-``/redirect`` and ``/error``; the database's, ``/items``, ``/items/ID`` and
+``/redirect`` and ``/error`` (raw_errors.py: a failure before the body, and
+one after its first chunk); the database's, ``/items``, ``/items/ID`` and
 ``/query?ms=N``, through psycopg by hand (raw_items.py: the only library
 the app uses); the ones that wait for an event, ``/wait``, ``/events`` and
 ``/ws`` (raw_waits.py: what they cost a WSGI app); and three only it has,
@@ -29,6 +30,7 @@ import time
 import traceback
 from urllib.parse import parse_qs
 
+import raw_errors
 import raw_items
 import raw_process
 import raw_text
@@ -232,18 +234,6 @@ def write_then_iterate(environ, start_response):
 WRITES = 3
 
 
-def error(environ, start_response):
-    """Fail inside the view, to show what the server and nginx do with it.
-
-    ``?started=1`` calls ``start_response("200 OK", ...)`` first: nothing has
-    been sent yet (a server sends the status with the first body bytes), so
-    the handler's ``start_response`` with ``exc_info`` replaces it with the 500.
-    """
-    if parse_qs(environ.get("QUERY_STRING", "")).get("started") == ["1"]:
-        start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
-    raise RuntimeError("raised on purpose by /error")
-
-
 ROUTES = {
     "/": (("GET", "HEAD"), hello),
     "/environ": (("GET", "HEAD"), show_environ),
@@ -252,7 +242,7 @@ ROUTES = {
     "/upload": (("POST",), upload),
     "/slow": (("GET", "HEAD", "POST"), slow),
     "/redirect": (("GET", "HEAD"), redirect),
-    "/error": (("GET", "HEAD"), error),
+    "/error": (("GET", "HEAD"), raw_errors.error),
     "/write": (("GET", "HEAD"), write_then_iterate),
     "/text": (("GET", "HEAD"), raw_text.text),
     "/process": (("GET", "HEAD"), raw_process.process),
