@@ -4,7 +4,8 @@ What a server does with each is PEP 3333's "Error Handling": until the first
 body bytes go, ``start_response`` with ``exc_info`` replaces the status and
 headers (the raw app's ``application`` does it for an error its view raises);
 after, the call re-raises and the server can only cut the response short
-(tests/test_body_raised.py asks each server; docs/tour.md step 4 shows both).
+(Granian takes the call instead, and the body ends as if whole:
+tests/test_body_raised.py asks each server; docs/tour.md step 4 shows both).
 """
 
 import sys
@@ -36,6 +37,7 @@ def _fails_after_its_first_chunk(environ, start_response):
     The server sent the status and headers with the first chunk, so they can
     no longer be replaced: ``start_response`` re-raises the error (PEP 3333),
     and the server can only cut the response short. The client has a 200.
+    (Granian's ``start_response`` returns instead, and the body ends here.)
     """
     yield b"the first part of the body, then the view fails\n"
     try:

@@ -16,6 +16,8 @@ Through nginx: tour step 4.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from lab_stacks import REPO, free_port
 from loopback_servers import SERVERS, asked, traced_by_wsgiref
@@ -30,6 +32,34 @@ def _fails_after_one_chunk(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     yield b"one chunk, "
     raise RuntimeError("the view failed midway")
+
+
+def test_the_raw_apps_late_error_is_traced_as_its_body_raising_after_the_first_chunk():
+    sys.path.insert(0, str(REPO / "raw_wsgi_app"))
+    try:
+        import raw_errors
+    finally:
+        sys.path.remove(str(REPO / "raw_wsgi_app"))
+
+    def late(environ, start_response):
+        environ["QUERY_STRING"] = "late=1"
+        return raw_errors.error(environ, start_response)
+
+    events = traced_by_wsgiref(late)  # wsgiref re-raises from start_response once the headers went, as PEP 3333 says
+    [raised] = [e for e in events if e["event"] == "body_raised"]
+    assert (raised["error"], raised["chunks"], raised["bytes"]) == ("RuntimeError", 1, len(FIRST_CHUNK))
+    assert [e["exc_info"] for e in events if e["event"] == "start_response"] == [False, True]
+
+
+def test_a_body_that_raises_before_its_first_bytes_is_told_apart_from_one_too_late_for_a_500():
+    def fails_at_once(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        raise RuntimeError("before any chunk")
+        yield b""  # a generator: it raises on the server's first ask
+
+    [raised] = [e for e in traced_by_wsgiref(fails_at_once) if e["event"] == "body_raised"]
+    assert (raised["chunks"], raised["bytes"]) == (0, 0)
+    assert describe(raised) == "the body raised RuntimeError before any of it was sent: the server may still answer 500"
 
 
 def test_a_body_that_raises_is_traced_as_raised_not_as_cut_short_by_the_server():
@@ -57,10 +87,11 @@ def test_a_body_that_fails_after_its_first_chunk_reaches_the_client_as_a_200_cut
     assert reply.status == 200
     chunked = (reply.header("Transfer-Encoding") or "").lower() == "chunked"
     body = reply.body
-    if chunked:
+    if chunked:  # the first chunk, and then the last (empty) one or nothing
         size, _, rest = body.partition(b"\r\n")
-        assert int(size, 16) == len(FIRST_CHUNK) and rest.startswith(FIRST_CHUNK + b"\r\n"), body
-        cut_shows = not rest.endswith(b"\r\n0\r\n\r\n")
+        assert int(size, 16) == len(FIRST_CHUNK) and rest in (FIRST_CHUNK + b"\r\n",
+                                                              FIRST_CHUNK + b"\r\n0\r\n\r\n"), body
+        cut_shows = rest == FIRST_CHUNK + b"\r\n"
     else:
         assert body == FIRST_CHUNK and reply.header("Content-Length") is None, reply.raw
         cut_shows = False  # ended by the close, as a whole body would be

@@ -63,12 +63,32 @@ def _as_a_server_that_sent_the_headers(status, headers, exc_info=None):
 def test_a_status_replaced_with_exc_info_is_written_once_as_the_server_took_it(server_start_response, status):
     lines: list[str] = []
     traced = HopTrace(_error_after_start, service="raw", server="test", write_line=lines.append)
+    raised = False
     try:
         body = traced({"HTTP_X_REQUEST_ID": "exc-info-0123456789", "REQUEST_METHOD": "GET"}, server_start_response)
         list(body)
         body.close()
     except ValueError:
-        assert status == 200  # the server refused the change: the app's error goes on up
+        raised = True
+    assert raised == (status == 200)  # where the server refused the change, the app's error goes on up
     [line] = lines
     keys = [key for key, _ in json.loads(line, object_pairs_hook=lambda pairs: pairs)]  # the record's own, as written
     assert keys.count("status") == 1 and dict(json.loads(line))["status"] == status
+
+
+def _late_error_a_server_takes(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"the status went with these bytes"
+    try:
+        raise ValueError("after the first chunk")
+    except ValueError:
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+
+
+def test_a_status_a_server_takes_after_the_body_began_is_not_the_records_the_one_that_went_is():
+    lines: list[str] = []
+    traced = HopTrace(_late_error_a_server_takes, service="raw", server="test", write_line=lines.append)
+    body = traced({"HTTP_X_REQUEST_ID": "late-exc-0123456789", "REQUEST_METHOD": "GET"}, lambda *_: None)
+    list(body)  # this server takes the late call without raising, as Granian does
+    body.close()
+    assert json.loads(lines[0])["status"] == 200

@@ -200,9 +200,9 @@ EVENTS = (
     Event("str_chunk", "wsgi", "the app's iterable gave a str where PEP 3333 wants bytes (the first such chunk, "
           "counted from 1); each server fails on it its own way, and the chunk's bytes count its characters",
           ("chunk",)),
-    Event("body_raised", "wsgi", "the app's iterable raised after its response had begun, with chunks chunks "
-          "yielded: the status had gone (or would with the first chunk), so the server can only cut the "
-          "response short", ("error", "chunks")),
+    Event("body_raised", "wsgi", "the app's iterable raised, with chunks chunks and bytes bytes yielded: with "
+          "bytes yielded the status had gone with them, so the server can only cut the response short; with "
+          "none, it may still answer 500", ("error", "chunks", "bytes")),
     Event("nginx_error", "nginx", "nginx's error log says what went wrong with the request (a 502's \"upstream "
           "prematurely closed connection\"); read off the line with the request's connection number. Its time is "
           "the response's: the line has whole seconds only", ("level", "message", "upstream", "logged_at")),

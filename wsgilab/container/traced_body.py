@@ -1,5 +1,7 @@
 """The app's response as HopTrace sees it: its first and last chunk, close(), whether it matched its
-Content-Length, and what PEP 3333's types forbid: a chunk that is a str, a header that is not a latin-1 str.
+Content-Length, and what PEP 3333's types forbid: a chunk that is a str, a header that is not a latin-1 str;
+and a body that raised on the way, which ended the response itself (``body_raised``), so the ``close`` after
+it is not one the server cut short.
 
 A body that differs from the Content-Length it was started with is a
 middleware's mistake as a rule (it changed the body, not the header), and
@@ -43,7 +45,8 @@ def off_latin1(headers: Iterable[tuple[str, str]]) -> str | None:
 
 
 class TracedBody:
-    """The app's response iterable: records the first and last chunk, and close(), saying if it came first."""
+    """The app's response iterable: records the first and last chunk, a raise on the way, and close(), saying if
+    it came before the iterable's end."""
 
     def __init__(self, body: Iterable[bytes], trace: RequestTrace) -> None:
         self._body, self._trace = body, trace
@@ -54,18 +57,21 @@ class TracedBody:
         parts = trace.parts
         self._iterating = True
         flagged = False
-        chunks = iter(self._body)
+        chunks = None
         while True:
             try:
+                chunks = iter(self._body) if chunks is None else chunks
                 chunk = next(chunks)
             except StopIteration:
                 break
             except Exception as error:
-                # The body failed after the status went, with its first chunk or its headers' write (a generator
-                # view, /error?late=1): too late for a 500, so the server can only cut the response short.
+                # The body itself failed (a generator view, /error?late=1). With bytes already yielded the status
+                # went with them: too late for a 500, the server can only cut the response short; with none, the
+                # server may still answer 500. Either way the body ended here, not by the server's choice.
                 self._iterating = False
                 parts.append(f'{{"event":"body_raised","ts_us":{time_ns() // 1000},'
-                             f'"error":"{error.__class__.__name__}","chunks":{trace.chunks}}}')
+                             f'"error":"{error.__class__.__name__}","chunks":{trace.chunks},'
+                             f'"bytes":{trace.body_bytes}}}')
                 raise
             if not trace.chunks:
                 parts.append(f'{{"event":"first_chunk","ts_us":{time_ns() // 1000},"bytes":{len(chunk)}}}')

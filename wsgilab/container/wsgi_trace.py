@@ -107,8 +107,8 @@ class RequestTrace:
         #: Request-level fields after the events (thread, queue_us, input_bytes), as JSON: first the
         #: thread that called the app, the kernel's id for it (as ``ps -L`` shows it).
         self.tail = f',"thread":{get_native_id()}'
-        #: The response's status as a JSON field, set by each start_response the server took (one with exc_info
-        #: replaces the first's), so the line holds one.
+        #: The response's status as a JSON field, set by each start_response the server took before any body
+        #: bytes (one with exc_info replaces the first's), so the line holds one: the status that went.
         self.status_field = ""
         self.input_bytes = self.chunks = self.body_bytes = self.writes = 0
         #: The Content-Length the response was started with, if any (traced_body: a body that differs says so).
@@ -232,8 +232,9 @@ class HopTrace:
             if response_header is not None:
                 headers = [*headers, response_header(trace, ts)]
             write = start_response(status, headers, exc_info)  # with exc_info after the headers went: re-raises
-            code = status[:3]
-            trace.status_field = f',"status":{int(code) if code.isdigit() else "null"}'
+            if not trace.body_bytes:  # once bytes have gone, the status went with them, whatever a server takes
+                code = status[:3]
+                trace.status_field = f',"status":{int(code) if code.isdigit() else "null"}'
 
             def traced_write(data: bytes) -> None:
                 """The server's write(), recording each call (PEP 3333's push-style body: /raw/write)."""

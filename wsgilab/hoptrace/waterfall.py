@@ -46,8 +46,6 @@ _PHRASES = {
     "file_wrapper": "the app handed the server a file through wsgi.file_wrapper: {bytes} bytes",
     "first_chunk": "first body chunk, {bytes} bytes",
     "str_chunk": "body chunk {chunk} is a str, not bytes: PEP 3333 wants bytes, and the server decides what follows",
-    "body_raised": "the body raised {error} after {chunks} chunks: too late for a 500, the server can only cut it "
-                   "short",
     "last_chunk": "last body chunk: {chunks} chunks, {bytes} bytes",
     "response_written": "response written: {status}, {bytes} body bytes",
     "answered_itself": "answered {status} itself: {error}",
@@ -90,6 +88,10 @@ _WORDED = {
     "request_received": lambda e: _PHRASES["request_received"].format_map(
         _Fields(e, **({} if e.get("method") else {"method": "(unparsed request)", "uri": ""}))),
     "response_sent": _response_sent,
+    "body_raised": lambda e: (
+        "the body raised {error} after {chunks} chunks: too late for a 500, the server can only cut it short"
+        if e.get("bytes", 1) else "the body raised {error} before any of it was sent: the server may still "
+        "answer 500").format_map(_Fields(e)),
     "worker_picked_up": _worker_picked_up,
     "start_response": lambda e: f"start_response({e.get('status')!r}, {e.get('headers')} headers)" + (
         f": header {e['bad_header']} is not a latin-1 str, as PEP 3333 wants" if "bad_header" in e else ""),

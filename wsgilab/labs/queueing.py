@@ -47,7 +47,7 @@ finds none idle, and a thread that has just taken a request still counts
 as idle for a moment: in 1 of 20 runs here, a worker with 4 threads ran
 its 2 requests on one thread, and the second waited a round (413 ms).
 The lab reads which thread ran each request too (the wsgi record's
-`thread`), and expects the rounds those threads needed. Waitress is
+`thread`), and expects the rounds of the thread that ran the most. Waitress is
 one process with WSGI_WORKERS x WSGI_THREADS threads, which take requests
 from its task queue: 2 threads, then 8, as the other servers' slots.
 The queue shows in `hoptrace stats` as its own segment: a slow "queue" with
@@ -98,18 +98,20 @@ def _queue_ms(target: Target, request_ids: list[str]) -> list[float | None]:
             for request_id in request_ids]
 
 
-def _worker_rounds(target: Target, request_ids: list[str]) -> tuple[int, int, str]:
-    """How the workers ran ``request_ids``, from the pid and thread on each wsgi record: the most rounds one
-    worker needed (its requests over the threads that ran them, rounded up), the most threads one used,
-    and each worker's requests and threads in words."""
-    ran = [next(((r.get("pid"), r.get("thread")) for r in target.found.get(request_id, []) if r.get("hop") == "wsgi"),
-                (None, None)) for request_id in request_ids]
-    requests = Counter(pid for pid, _ in ran if pid is not None)
-    threads = {pid: len({thread for p, thread in ran if p == pid}) for pid in requests}
-    rounds = max((-(-requests[pid] // threads[pid]) for pid in requests), default=0)
-    told = ", ".join(f"{requests[pid]} on {threads[pid]} thread(s)" for pid in sorted(requests, key=requests.get,
-                                                                                       reverse=True))
-    return rounds, max(threads.values(), default=0), f"the workers ran {told}"
+def _worker_rounds(target: Target, request_ids: list[str]) -> tuple[int | None, int, str]:
+    """How the workers ran ``request_ids``, from the replica, pid and thread on each wsgi record: the most of
+    them one thread ran (one after another: the rounds; None where a record names no pid or thread), the most
+    threads one worker used, and each worker's requests and threads in words."""
+    ran = [next(((r.get("replica"), r.get("pid"), r.get("thread")) for r in target.found.get(request_id, [])
+                 if r.get("hop") == "wsgi"), None) for request_id in request_ids]
+    if any(one is None or None in one[1:] for one in ran):
+        return None, 0, f"{sum(one is None or None in one[1:] for one in ran)} wsgi record(s) name no pid or thread"
+    on_thread = Counter(ran)
+    workers = Counter(one[:2] for one in ran)
+    threads = Counter(one[:2] for one in on_thread)
+    told = ", ".join(f"{workers[worker]} on {threads[worker]} thread(s)"
+                     for worker in sorted(workers, key=workers.get, reverse=True))
+    return max(on_thread.values()), max(threads.values()), f"the workers ran {told}"
 
 
 def _burst(target: Target) -> dict[str, tuple[list[int], list[str]]]:
@@ -157,18 +159,18 @@ def _burst_and_check(target: Target, report: Report, servers: dict[str, str], th
         shown = ", ".join(f"{q:.0f}" for q in known)
         if servers[app] in SOCKET_PER_WORKER:
             # Each worker has its own accept queue, and starts its threads as requests find none idle: the rounds
-            # are those of the worker whose requests were the most for the threads it ran them on.
+            # are those of the thread that ran the most of the burst, one after another.
             busiest, most_threads, told = _worker_rounds(target, ids)
-            longest = (busiest - 1) * SLOW_MS
+            longest = ((busiest or 1) - 1) * SLOW_MS
             expected = (f"all 200; the kernel deals the {REQUESTS} connections between the {WORKERS} workers' "
                         f"own sockets by a hash, not to the free one"
                         + (f", and each worker starts its {threads} threads one at a time, as requests find none "
                            "idle" if threads > 1 else "")
-                        + f": the longest wait is (a worker's requests over the threads it ran them on, minus one) "
-                          f"rounds of {SLOW_MS} ms, for the worker with the most")
-            waited_as_told = bool(known) and most_threads <= threads and (
+                        + f": the longest wait is (the most requests one thread ran, minus one) rounds of "
+                          f"{SLOW_MS} ms")
+            waited_as_told = bool(known) and busiest is not None and most_threads <= threads and (
                 0.75 * longest <= known[-1] < longest + SLOW_MS if longest else known[-1] < SLOW_MS / 2)
-            shown += f"; {told}, so {longest} ms expected"
+            shown += f"; {told}" + (f", at most {busiest} on one thread, so {longest} ms expected" if busiest else "")
         elif threads == 1:
             longest = (rounds - 1) * SLOW_MS
             # Counted in rounds, to the nearest: every worker has the app before the burst, so the longest wait
