@@ -575,6 +575,13 @@ class ComposeStack:
 LOG_READS: dict[str, list[float]] = {}
 
 
+def tally_log_read(tier: str, began: float) -> None:
+    """Count one read of ``tier``'s logs, begun at ``began`` (time.monotonic()), in LOG_READS."""
+    tally = LOG_READS.setdefault(tier, [0, 0.0])
+    tally[0] += 1
+    tally[1] += time.monotonic() - began
+
+
 def hop_log_lines(stack: NativeStack | ComposeStack) -> list[str]:
     """Every log line every hop of ``stack`` has written so far."""
     began = time.monotonic()
@@ -583,9 +590,7 @@ def hop_log_lines(stack: NativeStack | ComposeStack) -> list[str]:
                  for line in path.read_text(errors="replace").splitlines()]
     else:
         lines = project_log_lines(stack.project)
-    tally = LOG_READS.setdefault("native" if isinstance(stack, NativeStack) else "compose", [0, 0.0])
-    tally[0] += 1
-    tally[1] += time.monotonic() - began
+    tally_log_read("native" if isinstance(stack, NativeStack) else "compose", began)
     return lines
 
 

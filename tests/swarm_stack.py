@@ -12,7 +12,7 @@ import os
 import subprocess
 import time
 
-from lab_stacks import LOG_READS, REPO, SECRET_SENTINEL, TEST_WORKERS, StackError, free_port, wait_until_served
+from lab_stacks import REPO, SECRET_SENTINEL, TEST_WORKERS, StackError, free_port, tally_log_read, wait_until_served
 
 from wsgilab.hoptrace.stack_logs import stack_lines
 from wsgilab.labs.kit import Target
@@ -70,9 +70,7 @@ class SwarmStack:
     def log_lines(self) -> list[str]:
         began = time.monotonic()
         lines = list(stack_lines(self.name))
-        tally = LOG_READS.setdefault("swarm", [0, 0.0])  # the run's summary prints it, as for the other tiers
-        tally[0] += 1
-        tally[1] += time.monotonic() - began
+        tally_log_read("swarm", began)  # the run's summary prints it, as for the other tiers
         return lines
 
     def target(self) -> Target:

@@ -57,31 +57,26 @@ class TracedBody:
         parts = trace.parts
         self._iterating = True
         flagged = False
-        chunks = None
-        while True:
-            try:
-                chunks = iter(self._body) if chunks is None else chunks
-                chunk = next(chunks)
-            except StopIteration:
-                break
-            except Exception as error:
-                # The body itself failed (a generator view, /error?late=1). With bytes already yielded the status
-                # went with them: too late for a 500, the server can only cut the response short; with none, the
-                # server may still answer 500. Either way the body ended here, not by the server's choice.
-                self._iterating = False
-                parts.append(f'{{"event":"body_raised","ts_us":{time_ns() // 1000},'
-                             f'"error":"{error.__class__.__name__}","chunks":{trace.chunks},'
-                             f'"bytes":{trace.body_bytes}}}')
-                raise
-            if not trace.chunks:
-                parts.append(f'{{"event":"first_chunk","ts_us":{time_ns() // 1000},"bytes":{len(chunk)}}}')
-            trace.chunks += 1
-            if chunk.__class__ is str and not flagged:
-                # PEP 3333's body is bytes; each server fails on a str its own way (raw_wsgi_app/raw_text.py).
-                parts.append(f'{{"event":"str_chunk","ts_us":{time_ns() // 1000},"chunk":{trace.chunks}}}')
-                flagged = True
-            trace.body_bytes += len(chunk)
-            yield chunk
+        try:  # around the plain loop, which stays the per-chunk path: a raise costs nothing until it happens
+            for chunk in self._body:
+                if not trace.chunks:
+                    parts.append(f'{{"event":"first_chunk","ts_us":{time_ns() // 1000},"bytes":{len(chunk)}}}')
+                trace.chunks += 1
+                if chunk.__class__ is str and not flagged:
+                    # PEP 3333's body is bytes; each server fails on a str its own way (raw_wsgi_app/raw_text.py).
+                    parts.append(f'{{"event":"str_chunk","ts_us":{time_ns() // 1000},"chunk":{trace.chunks}}}')
+                    flagged = True
+                trace.body_bytes += len(chunk)
+                yield chunk
+        except Exception as error:
+            # The body itself failed (a generator view, /error?late=1). With bytes already yielded the status went
+            # with them: too late for a 500, the server can only cut the response short; with none, the server may
+            # still answer 500. Either way the body ended here, not by the server's choice. (A server's close()
+            # reaches a paused body as GeneratorExit, not an Exception.)
+            self._iterating = False
+            parts.append(f'{{"event":"body_raised","ts_us":{time_ns() // 1000},'
+                         f'"error":"{error.__class__.__name__}","chunks":{trace.chunks},"bytes":{trace.body_bytes}}}')
+            raise
         self._iterating = False
         # write()'s bytes are in body_bytes too: Content-Length counts the whole body.
         declared = trace.content_length

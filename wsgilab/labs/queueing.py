@@ -104,8 +104,9 @@ def _worker_rounds(target: Target, request_ids: list[str]) -> tuple[int | None, 
     threads one worker used, and each worker's requests and threads in words."""
     ran = [next(((r.get("replica"), r.get("pid"), r.get("thread")) for r in target.found.get(request_id, [])
                  if r.get("hop") == "wsgi"), None) for request_id in request_ids]
-    if any(one is None or None in one[1:] for one in ran):
-        return None, 0, f"{sum(one is None or None in one[1:] for one in ran)} wsgi record(s) name no pid or thread"
+    unnamed = sum(one is None or None in one[1:] for one in ran)
+    if unnamed:
+        return None, 0, f"{unnamed} wsgi record(s) name no pid or thread"
     on_thread = Counter(ran)
     workers = Counter(one[:2] for one in ran)
     threads = Counter(one[:2] for one in on_thread)
