@@ -14,7 +14,7 @@ import time
 
 from lab_stacks import REPO, SECRET_SENTINEL, TEST_WORKERS, StackError, free_port, tally_log_read, wait_until_served
 
-from wsgilab.hoptrace.stack_logs import stack_lines
+from wsgilab.hoptrace.sources import stack_log_lines
 from wsgilab.labs.kit import Target
 from wsgilab.labs.swarm_control import SwarmControl
 from wsgilab.settings import EVERY_TRACE
@@ -69,7 +69,7 @@ class SwarmStack:
 
     def log_lines(self) -> list[str]:
         began = time.monotonic()
-        lines = list(stack_lines(self.name))
+        lines = stack_log_lines(self.name)
         tally_log_read("swarm", began)  # the run's summary prints it, as for the other tiers
         return lines
 

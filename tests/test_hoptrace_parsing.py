@@ -192,10 +192,10 @@ NGINX_ACCESS = ('{"hop":"nginx","event":"request","request_id":"%s","service":"n
                 '"status":502}')
 
 
-@pytest.mark.parametrize("prefix", ["", "nginx_1  | ", "wsgilab-nginx-1  | "])
-def test_an_nginx_error_line_is_attached_to_its_request_by_connection_worker_and_uri(prefix):
+def _two_connections_errors(prefix):
+    """Three nginx error lines (two connections numbered 7, in two workers) and the access lines of 7 and 8."""
     second = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime(1795680000))
-    lines = [
+    return [
         # Another request on another connection, and one on the same connection number in another worker.
         prefix + f'{second} [error] 29#29: *8 connect() failed (111: Connection refused) while connecting to '
                  f'upstream, client: 172.18.0.1, server: localhost, request: "GET /raw/ HTTP/1.1", upstream: '
@@ -208,6 +208,11 @@ def test_an_nginx_error_line_is_attached_to_its_request_by_connection_worker_and
         prefix + NGINX_ACCESS % ("req-seven", 7, "/flask/slow"),
         prefix + NGINX_ACCESS % ("req-eight", 8, "/raw/"),
     ]
+
+
+@pytest.mark.parametrize("prefix", ["", "nginx_1  | ", "wsgilab-nginx-1  | "])
+def test_an_nginx_error_line_is_attached_to_its_request_by_connection_worker_and_uri(prefix):
+    lines = _two_connections_errors(prefix)
     events = hoplog.events_of(hoplog.scan(lines, "req-seven").records)
     errors = [e for e in events if e["event"] == "nginx_error"]
     assert [e["message"] for e in errors] == [
@@ -219,6 +224,25 @@ def test_an_nginx_error_line_is_attached_to_its_request_by_connection_worker_and
     # The other connection's line goes to its own request, and to no other.
     other = hoplog.events_of(hoplog.scan(lines, "req-eight").records)
     assert [e["message"][:16] for e in other if e["event"] == "nginx_error"] == ["connect() failed"]
+
+
+def test_a_scan_for_many_ids_keeps_for_each_what_a_scan_for_it_alone_keeps():
+    traced = {**json.loads(_wsgi("req-cccccccc", 1_000_000_060_000)), "trace_id": "f" * 32}
+    lines = [
+        "raw_1    | " + _wsgi("req-aaaaaaaa", 1_000_000_000_000),
+        "Traceback (most recent call last): req-aaaaaaaa",
+        '{"hop":"wsgi","request_id":"req-aaaaaaaa","ts_us":12',  # truncated
+        "nginx_1  | " + _nginx("req-bbbbbbbb", 1_000_000_050_000),
+        "raw_1    | " + json.dumps(traced),
+        *_two_connections_errors("nginx_1  | "),
+    ]
+    ids = ["req-aaaaaaaa", "req-bbbbbbbb", "f" * 32, "req-seven", "req-eight", "req-never000"]
+    many = hoplog.scan(lines, ids).records
+    for request_id in ids:
+        alone = hoplog.scan(lines, request_id).records
+        assert [r for r in many if request_id in (r.get("request_id"), r.get("trace_id"))] == alone
+        assert alone or request_id == "req-never000"
+    assert hoplog.scan(lines, []).records == []
 
 
 def test_an_nginx_error_line_a_minute_off_or_about_another_uri_is_not_attached():

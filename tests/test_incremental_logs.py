@@ -54,6 +54,26 @@ def test_a_line_stamped_before_the_last_one_read_but_written_after_it_is_kept(mo
     assert logs.lines() == every_line  # once each
 
 
+def test_a_container_that_stopped_since_the_last_read_has_its_last_lines_read_once(monkeypatch):
+    # A replica replaced in a rolling update, a worker restarted by a lab: what it wrote before it stopped counts.
+    log = [(f"2026-12-05T10:00:00.{n:09d}Z", f"line {n}\n") for n in range(3)]
+    written, state, reads = 1, "running", []
+
+    def stamped(container, tail=None):
+        reads.append(tail)
+        return iter(log[:written][-tail:] if tail else log[:written])
+
+    monkeypatch.setattr(incremental_logs, "project_containers", lambda project: [("c1", "raw", state)])
+    monkeypatch.setattr(incremental_logs, "container_stamped_lines", stamped)
+    logs = IncrementalLogs("p")
+    assert logs.lines() == ["line 0"]
+    written, state = 3, "exited"
+    assert logs.lines() == ["line 0", "line 1", "line 2"]
+    assert logs.lines() == ["line 0", "line 1", "line 2"] and len(reads) == 2  # nothing more asked of it
+    state = "running"  # restarted
+    assert logs.lines() == ["line 0", "line 1", "line 2"] and len(reads) == 3
+
+
 def test_a_tail_that_does_not_reach_the_last_line_read_is_asked_for_again_longer(monkeypatch):
     log = [(f"2026-12-05T10:00:00.{n:09d}Z", f"line {n}\n") for n in range(12)]
     written, tails = 2, []

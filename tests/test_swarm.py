@@ -18,7 +18,9 @@ import pytest
 from lab_stacks import APPS
 
 from wsgilab import labs
-from wsgilab.hoptrace.records import by_request, events_of, scan
+from wsgilab.hoptrace.records import events_of
+from wsgilab.hoptrace.sources import stack_log_lines
+from wsgilab.hoptrace.stack_logs import stack_lines
 from wsgilab.labs.kit import replica_of
 from wsgilab.swarm import engine
 
@@ -63,14 +65,14 @@ def test_every_app_answers_from_the_stacks_own_postgresql_and_each_query_is_trac
         assert posted.status == 201, (app, posted.body)
         listed = lab_http.get(swarm.port, f"/{app}/items?limit=1")
         assert (listed.status, listed.json()["items"][0]["name"]) == (200, name), app
-    records = by_request(scan(swarm.log_lines()).records)
-    queries = [e for e in events_of(records.get(listed.header("X-Request-ID"), [])) if e["event"] == "db_query"]
+    records = swarm.target().records(listed.header("X-Request-ID"), {"nginx", "wsgi"})
+    queries = [e for e in events_of(records) if e["event"] == "db_query"]
     assert queries and all(q.get("backend_pid") for q in queries)
 
 
 def test_three_replicas_each_serve_and_every_trace_names_its_replica(swarm):
     ids = [lab_http.get(swarm.port, "/flask/").header("X-Request-ID") for _ in range(30)]
-    records = by_request(scan(swarm.log_lines()).records)
+    records = swarm.target().records_of(ids, {"nginx", "wsgi"})
     served = Counter(replica_of(records.get(request_id, []), "flask") for request_id in ids)
     assert set(served) == set(swarm.control.replica_names("flask"))
     assert len(served) == 3
@@ -78,6 +80,12 @@ def test_three_replicas_each_serve_and_every_trace_names_its_replica(swarm):
                            capture_output=True, text=True)
     replica = replica_of(records[ids[0]], "flask")
     assert f"flask on gunicorn, replica {replica}" in shown.stdout.splitlines()[0]
+
+
+def test_the_stacks_logs_read_by_its_labels_hold_every_line_docker_service_logs_prints(swarm):
+    printed = Counter(line.rstrip("\n") for line in stack_lines(swarm.name))
+    read = Counter(stack_log_lines(swarm.name))  # what the labs read, on this one-node swarm
+    assert printed and not printed - read
 
 
 def test_hoptrace_stats_over_a_stack_splits_by_replica(swarm):

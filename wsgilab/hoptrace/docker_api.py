@@ -115,11 +115,26 @@ def own_container() -> tuple[str, str]:
 
 def project_containers(project: str) -> list[tuple[str, str, str]]:
     """(id, service, state) of each container of compose project ``project``, oldest first."""
-    filters = json.dumps({"label": [f"com.docker.compose.project={project}"]})
+    return _labelled("com.docker.compose.project", project, "com.docker.compose.service", "")
+
+
+def stack_containers(stack: str) -> list[tuple[str, str, str]]:
+    """(id, service, state) of each container of swarm stack ``stack`` on this node, ended tasks' too (as many as
+    the swarm's task history keeps), oldest first; the service without the stack's prefix, as in compose."""
+    return _labelled("com.docker.stack.namespace", stack, "com.docker.swarm.service.name", f"{stack}_")
+
+
+def _labelled(label: str, value: str, service_label: str, prefix: str) -> list[tuple[str, str, str]]:
+    filters = json.dumps({"label": [f"{label}={value}"]})
     listed = _json(f"/containers/json?all=1&filters={urllib.parse.quote(filters)}")
     listed.sort(key=lambda container: container.get("Created", 0))
-    return [(c["Id"], (c.get("Labels") or {}).get("com.docker.compose.service", ""), c.get("State", ""))
+    return [(c["Id"], (c.get("Labels") or {}).get(service_label, "").removeprefix(prefix), c.get("State", ""))
             for c in listed]
+
+
+def swarm_nodes() -> int:
+    """How many nodes the swarm this engine is part of has (0 where it is in none)."""
+    return int(_json("/info").get("Swarm", {}).get("Nodes") or 0)
 
 
 def _frames(reply: http.client.HTTPResponse) -> Iterator[bytes]:

@@ -27,26 +27,32 @@ from __future__ import annotations
 import http.client
 import threading
 
-from wsgilab.hoptrace.docker_api import DockerApiError, container_stamped_lines, project_containers, stamp_ns
+from wsgilab.hoptrace.docker_api import (DockerApiError, container_stamped_lines, project_containers, stack_containers,
+                                         stamp_ns)
 
 #: How many lines a read asks a running container for first; four times more each time that is not enough.
 FIRST_TAIL = 200
 
 
 class IncrementalLogs:
-    """Every line the containers of compose project ``project`` wrote, kept per container."""
+    """Every line the containers of compose project ``project`` wrote (of swarm stack ``project``, with
+    ``swarm``: those on this node), kept per container."""
 
-    def __init__(self, project: str) -> None:
+    def __init__(self, project: str, swarm: bool = False) -> None:
         self.project = project
+        self.swarm = swarm
         #: Per container id: its lines so far, and the last (timestamp, text) read, where the next read goes on.
         self._lines: dict[str, list[str]] = {}
         self._last: dict[str, tuple[str, str] | None] = {}
+        #: Containers read to their end since they stopped: nothing to ask them until they run again.
+        self._ended: set[str] = set()
         self._lock = threading.Lock()  # one read at a time: each adds to the lists
 
     def lines(self, services: tuple[str, ...] = ()) -> list[str]:
         """Every line so far of the project's containers (of ``services`` only, if given), one container after
         another, oldest container first, as ``docker logs`` prints each. Removed containers are left out."""
-        listed = [row for row in project_containers(self.project) if not services or row[1] in services]
+        containers = stack_containers if self.swarm else project_containers
+        listed = [row for row in containers(self.project) if not services or row[1] in services]
         with self._lock:
             for container, _, state in listed:
                 try:
@@ -57,12 +63,15 @@ class IncrementalLogs:
 
     def _read(self, container: str, running: bool) -> None:
         """Add what ``container`` wrote since its last line read here (all of it, the first time)."""
+        if not running and container in self._ended:
+            return  # a stopped container writes nothing more; a restart makes it running again
+        self._ended.discard(container)
+        if not running:
+            self._ended.add(container)  # once its last lines, written since the read before, are read here
         if container not in self._lines:
             self._lines[container], self._last[container] = [], None
             self._add(container, list(container_stamped_lines(container)))
             return
-        if not running:
-            return  # a stopped container writes nothing more; a restart makes it running again
         tail = FIRST_TAIL
         while True:
             found = list(container_stamped_lines(container, tail=tail))

@@ -126,6 +126,25 @@ def project_log_lines(project: str, services: tuple[str, ...] = ()) -> list[str]
         return _docker_logs_lines(project, services)
 
 
+def stack_log_lines(stack: str) -> list[str]:
+    """Every line the services of swarm stack ``stack`` wrote, for the labs, which read them after each request.
+
+    On a one-node swarm every task's container is on this engine, so they are
+    read as a compose project's are (IncrementalLogs, by the stack's labels);
+    on more, or without the Engine API, ``docker service logs`` of each task,
+    which reaches every node, at a second or two a read (and says so where
+    there is no such stack: StackError).
+    """
+    try:
+        if docker_api_source.swarm_nodes() == 1:
+            lines = _READ.setdefault(f"stack {stack}", IncrementalLogs(stack, swarm=True)).lines()
+            if lines:
+                return lines
+    except DockerApiError:
+        pass
+    return list(stack_lines(stack))
+
+
 def _docker_logs_lines(project: str, services: tuple[str, ...]) -> list[str]:
     """``project_log_lines`` read with ``docker logs``, one container at a time."""
     listed = subprocess.run(["docker", "ps", "--all", "--no-trunc", "--filter",

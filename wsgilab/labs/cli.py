@@ -22,11 +22,12 @@ from typing import Any
 
 from wsgilab.hoptrace.records import events_of, scan
 from wsgilab.hoptrace.compose_tool import compose_command, describe
-from wsgilab.hoptrace.sources import compose_container_ids, compose_logs, compose_project_name, project_log_lines
+from wsgilab.hoptrace.sources import (compose_container_ids, compose_logs, compose_project_name, project_log_lines,
+                                      stack_log_lines)
 from wsgilab.hoptrace.waterfall import render_waterfall
 from wsgilab.labs import LABS, SERVER_NAMES, run, servers_of
 from wsgilab.labs.control import ComposeControl, ControlError
-from wsgilab.hoptrace.stack_logs import StackError, stack_lines
+from wsgilab.hoptrace.stack_logs import StackError
 from wsgilab.labs.kit import DEFAULT_TRACE_FLUSH_MS, Report, Target
 from wsgilab.labs.swarm_control import SwarmControl
 from wsgilab.settings import EVERY_TRACE
@@ -121,7 +122,7 @@ def main(argv: list[str]) -> int:
         print(f"hoptrace lab: {refused}", file=sys.stderr)
         return 2
     if args.stack:
-        target = Target(port=args.port, control=control, log_lines=lambda: list(stack_lines(args.stack)))
+        target = Target(port=args.port, control=control, log_lines=lambda: stack_log_lines(args.stack))
         print(f"hoptrace lab: swarm stack {args.stack}; nginx on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
     else:
         # The labs read the logs after almost every request: through docker logs

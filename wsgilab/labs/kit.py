@@ -90,7 +90,10 @@ class Target:
     def records_each(self, wanted: Mapping[str, set[str]], wait_s: float = 5.0) -> dict[str, list[dict[str, Any]]]:
         """``records_of`` where each request id waits for hops of its own (``wanted``: id -> hops)."""
         def read(lines: list[str]) -> tuple[dict[str, list[dict[str, Any]]], bool]:
-            found = {request_id: scan(lines, request_id).records for request_id in wanted}
+            found: dict[str, list[dict[str, Any]]] = {request_id: [] for request_id in wanted}
+            for record in scan(lines, wanted.keys()).records:  # one pass for every id
+                for request_id in {record.get("request_id"), record.get("trace_id")} & found.keys():
+                    found[request_id].append(record)
             return found, all({r["hop"] for r in found[request_id]} >= wanted[request_id] for request_id in wanted)
 
         found = self.read_logs_until(read, wait_s)

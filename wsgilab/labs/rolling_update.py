@@ -7,7 +7,6 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from wsgilab.hoptrace.records import by_request, scan
 from wsgilab.labs.kit import Outcome, Report, Target, replica_of, requests_until, served_by
 
 TITLE = ("A rolling update under load (Docker Swarm, start-first): no request fails, and the traces show "
@@ -82,9 +81,10 @@ def run(target: Target, report: Report) -> None:
     new = set(control.replica_names(APP))
     statuses = Counter(status for _, status, _, _ in sent)
     slowest = max((took_s for _, _, took_s, _ in sent), default=0.0)
-    records = by_request(scan(target.log_lines()).records)
-    replica_by_id = {request_id: replica_of(records.get(request_id, []), APP)
-                     for _, status, _, request_id in sent if status == 200 and request_id}
+    # Waiting for each GET's WSGI record (the one that names its replica): a worker holds its last lines a moment.
+    records = target.records_of([request_id for _, status, _, request_id in sent if status == 200 and request_id],
+                                {"wsgi"})
+    replica_by_id = {request_id: replica_of(found, APP) for request_id, found in records.items()}
     served = [(when, replica_by_id[request_id]) for when, status, _, request_id in sent
               if status == 200 and request_id]
     first = served[0][0] if served else 0.0
