@@ -117,6 +117,9 @@ def test_a_load_runs_beside_whichever_line_still_repeats_and_never_a_compose_one
     assert to_start(both, True, {"native": "running", "compose": "done", "swarm": "done"}) == "compose"
     assert to_start(both, False, {"native": "running", "compose": "done"}) == "compose"
     assert to_start(("native",), False, {"native": "running"}) is None  # a single tier's load starts with it
+    # Only swarm labs asked for: the native suite is their load, before the swarm starts and beside it.
+    assert to_start(both, True, {}) == "native"
+    assert to_start(both, True, {"swarm": "running"}) == "native"
 
 
 def test_a_test_without_parameters_is_one_row_of_all_its_runs_and_a_stackless_one_counts_each_tiers(tmp_path):
