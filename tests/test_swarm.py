@@ -76,10 +76,11 @@ def test_three_replicas_each_serve_and_every_trace_names_its_replica(swarm):
     served = Counter(replica_of(records.get(request_id, []), "flask") for request_id in ids)
     assert set(served) == set(swarm.control.replica_names("flask"))
     assert len(served) == 3
-    shown = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "--stack", swarm.name, "show", ids[0]],
-                           capture_output=True, text=True)
+    shown = subprocess.run([sys.executable, "-m", "wsgilab.hoptrace", "--stack", swarm.name, "show", "--verbose",
+                            ids[0]], capture_output=True, text=True)
     replica = replica_of(records[ids[0]], "flask")
     assert f"flask on gunicorn, replica {replica}" in shown.stdout.splitlines()[0]
+    assert "through the Docker Engine API" in shown.stderr  # a one-node swarm: every task's container is here
 
 
 def test_the_stacks_logs_read_by_its_labels_hold_every_line_docker_service_logs_prints(swarm):

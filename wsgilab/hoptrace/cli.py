@@ -17,7 +17,8 @@ Each command reads the log files named after it, or stdin when it is a pipe
 or a file, or, with neither (stdin a terminal, or /dev/null) or with
 ``--compose``, runs ``docker compose logs`` itself
 (``--follow`` for ``follow``), in the current directory's compose project;
-``--stack NAME`` reads a swarm stack's ``docker service logs`` instead.
+``--stack NAME`` reads a swarm stack's logs instead (its containers through
+Docker's API on a one-node swarm, else ``docker service logs``).
 Lines that hold no hop record are skipped and counted on stderr; nothing in
 the stream makes it stop.
 """
@@ -98,8 +99,9 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
                              "Docker Engine API (hoptrace in a container, with the engine's socket mounted: "
                              "the `otel` profile)")
     parser.add_argument("--stack", metavar="NAME",
-                        help="read the logs of Docker Swarm stack NAME (`docker service logs` of its services; "
-                             "scripts/swarm deploys `wsgilab`)")
+                        help="read the logs of Docker Swarm stack NAME (through Docker's API on a one-node swarm, "
+                             "else and for follow `docker service logs` of its services; scripts/swarm deploys "
+                             "`wsgilab`)")
     parser.add_argument("--verbose", action="store_true",
                         help="say on stderr what is read: which files, stdin, or which compose tool and version "
                              "(WSGILAB_COMPOSE picks `docker compose` or `docker-compose` by hand)")

@@ -1,5 +1,5 @@
 """Where hoptrace's log lines come from: files, stdin, ``docker compose logs``, ``docker logs``, Docker's API,
-or a swarm stack's ``docker service logs``.
+or a swarm stack's (its containers through Docker's API on a one-node swarm, else ``docker service logs``).
 
 With neither files nor a pipe or file on stdin (a terminal, /dev/null as
 cron and CI steps give, or nothing at all), or with ``--compose``, hoptrace
@@ -8,8 +8,9 @@ compose project (``--follow`` for ``hoptrace follow``), with the compose tool
 ``wsgilab.hoptrace.compose_tool`` picks for hoptrace, the labs and the test
 stacks alike. With ``--docker-api`` (hoptrace in a container, which has no
 docker CLI) it asks the engine itself (``wsgilab.hoptrace.docker_api``).
-With ``--stack NAME`` it reads a Docker Swarm stack's services
-(``wsgilab.hoptrace.stack_logs``).
+With ``--stack NAME`` it reads a Docker Swarm stack's services: through
+Docker's API on a one-node swarm (``stack_log_lines``), else, and to follow
+them, with ``docker service logs`` (``wsgilab.hoptrace.stack_logs``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from wsgilab.hoptrace import docker_api as docker_api_source
@@ -76,6 +77,8 @@ def input_lines(files: list[str], stdin: TextIO, follow: bool = False, compose: 
         say(f"the logs of compose project {project} through the Docker Engine API at "
             f"{docker_api_source.socket_path()}")
         yield from docker_api_source.project_lines(project, follow=follow, history=history, leave_out=(me,))
+    elif stack and not follow:
+        yield from stack_log_lines(stack, say)
     elif stack:
         say(f"the logs of swarm stack {stack} (`docker service logs` of each of its services)")
         yield from stack_lines(stack, follow=follow, history=history)
@@ -126,8 +129,9 @@ def project_log_lines(project: str, services: tuple[str, ...] = ()) -> list[str]
         return _docker_logs_lines(project, services)
 
 
-def stack_log_lines(stack: str) -> list[str]:
-    """Every line the services of swarm stack ``stack`` wrote, for the labs, which read them after each request.
+def stack_log_lines(stack: str, say: Callable[[str], None] = lambda what: None) -> list[str]:
+    """Every line the services of swarm stack ``stack`` wrote, as hoptrace and the labs read them (the labs
+    after almost every request); ``say`` is told how.
 
     On a one-node swarm every task's container is on this engine, so they are
     read as a compose project's are (IncrementalLogs, by the stack's labels);
@@ -139,9 +143,12 @@ def stack_log_lines(stack: str) -> list[str]:
         if docker_api_source.swarm_nodes() == 1:
             lines = _READ.setdefault(f"stack {stack}", IncrementalLogs(stack, swarm=True)).lines()
             if lines:
+                say(f"the logs of swarm stack {stack} through the Docker Engine API at "
+                    f"{docker_api_source.socket_path()} (a one-node swarm: every task's container is here)")
                 return lines
     except DockerApiError:
         pass
+    say(f"the logs of swarm stack {stack} (`docker service logs` of each of its tasks)")
     return list(stack_lines(stack))
 
 
