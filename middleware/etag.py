@@ -14,9 +14,11 @@ streamed response alone.
 
 The rest of the contract it keeps: what the app writes with `write()` is
 collected with its body, a call of `start_response` with `exc_info` replaces
-what it holds (nothing has gone to the server yet), it closes the app's body
-once read (so the app releases what the request held before the server has
-a byte), and it sends the length of what it sends.
+what it holds, status, headers and body so far (nothing has gone to the
+server yet), it closes the app's body once read (so the app releases what the
+request held before the server has a byte), and a 200 goes with the length
+of what it sends. A HEAD is passed through untagged: a real one would tag it
+as its GET.
 """
 
 import hashlib
@@ -35,6 +37,8 @@ def tagged(app):
         def holding_start_response(status, headers, exc_info=None):
             if held and exc_info is None:
                 raise RuntimeError("start_response called a second time without exc_info (PEP 3333)")
+            if exc_info is not None:
+                pieces.clear()  # what the failed response had made so far is not the error's body
             held[:] = [status, headers]
             return pieces.append  # what the app writes is held too
 
@@ -48,16 +52,18 @@ def tagged(app):
             raise RuntimeError("the app returned its body without calling start_response")
         whole = b"".join(pieces)
         status, headers = held
+        if not status.startswith("200"):
+            start_response(status, headers)  # a 204's or a 304's headers are the app's to set (RFC 9110, 8.6)
+            return [whole]
         headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
-        if status.startswith("200"):
-            etag = next((value for name, value in headers if name.lower() == "etag"), None)
-            if etag is None:  # the app's own tag, if it gave one, stands
-                etag = '"' + hashlib.sha256(whole).hexdigest()[:16] + '"'
-                headers.append(("ETag", etag))
-            if _matches(environ.get("HTTP_IF_NONE_MATCH", ""), etag):
-                start_response("304 Not Modified", [(name, value) for name, value in headers
-                                                     if name.lower() in KEPT_BY_304])
-                return []
+        etag = next((value for name, value in headers if name.lower() == "etag"), None)
+        if etag is None:  # the app's own tag, if it gave one, stands
+            etag = '"' + hashlib.sha256(whole).hexdigest()[:16] + '"'
+            headers.append(("ETag", etag))
+        if _matches(environ.get("HTTP_IF_NONE_MATCH", ""), etag):
+            start_response("304 Not Modified", [(name, value) for name, value in headers
+                                                 if name.lower() in KEPT_BY_304])
+            return []
         start_response(status, [*headers, ("Content-Length", str(len(whole)))])
         return [whole]
 

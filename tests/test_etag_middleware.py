@@ -143,6 +143,31 @@ def test_an_app_that_fails_before_its_body_is_sent_gets_its_error_status_through
     assert raw.startswith(b"HTTP/1.0 500 ") and body_of(raw) == "sorry\n" and b"ETag" not in raw
 
 
+def test_a_status_other_than_200_keeps_the_apps_headers_and_a_late_error_drops_what_was_collected():
+    def not_modified(environ, start_response):
+        start_response("304 Not Modified", [("ETag", '"v1"'), ("Content-Length", "5000")])
+        return []
+
+    raw, _ = _served(etag.tagged(not_modified))
+    assert raw.startswith(b"HTTP/1.0 304 ") and b"Content-Length: 5000\r\n" in raw and raw.count(b"ETag") == 1
+
+    def fails_midway(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body():
+            yield b"partial "
+            try:
+                raise RuntimeError("the view failed")
+            except RuntimeError:
+                start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+                yield b"sorry\n"
+
+        return body()
+
+    raw, _ = _served(etag.tagged(fails_midway))
+    assert raw.startswith(b"HTTP/1.0 500 ") and body_of(raw) == "sorry\n"
+
+
 def test_a_second_start_response_without_exc_info_is_an_error_as_pep_3333_says():
     def app(environ, start_response):
         start_response("200 OK", [])

@@ -226,7 +226,7 @@ def test_an_nginx_error_line_is_attached_to_its_request_by_connection_worker_and
     assert [e["message"][:16] for e in other if e["event"] == "nginx_error"] == ["connect() failed"]
 
 
-def test_a_scan_for_many_ids_keeps_for_each_what_a_scan_for_it_alone_keeps():
+def test_a_scan_for_many_ids_keeps_for_each_what_a_scan_for_it_alone_keeps_where_no_error_line_is_shared():
     traced = {**json.loads(_wsgi("req-cccccccc", 1_000_000_060_000)), "trace_id": "f" * 32}
     lines = [
         "raw_1    | " + _wsgi("req-aaaaaaaa", 1_000_000_000_000),
@@ -243,6 +243,25 @@ def test_a_scan_for_many_ids_keeps_for_each_what_a_scan_for_it_alone_keeps():
         assert [r for r in many if request_id in (r.get("request_id"), r.get("trace_id"))] == alone
         assert alone or request_id == "req-never000"
     assert hoplog.scan(lines, []).records == []
+
+
+def test_a_line_whose_id_is_no_string_is_passed_over_whether_one_id_or_many_are_asked_for():
+    lines = ['{"hop":"nginx","ts_us":1,"request_id":["req-victim"]}',
+             '{"hop":"wsgi","ts_us":2,"request_id":"req-victim","trace_id":{}}']
+    assert [r["hop"] for r in hoplog.scan(lines, "req-victim").records] == ["wsgi"]
+    assert [r["hop"] for r in hoplog.scan(lines, ["req-victim", "req-other0"]).records] == ["wsgi"]
+
+
+def test_an_nginx_error_line_two_asked_for_requests_could_be_of_goes_to_one_of_them_only():
+    # Two requests on one keepalive connection, the same URI, in the same second: scanned together, the error
+    # goes to the first whose line matches, as in a scan of the whole log; a scan for each alone gives it to each.
+    second = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime(1795680000))
+    lines = [f'{second} [error] 29#29: *7 upstream prematurely closed connection, client: 1.2.3.4, '
+             f'request: "POST /flask/slow HTTP/1.1"',
+             NGINX_ACCESS % ("req-one1", 7, "/flask/slow"), NGINX_ACCESS % ("req-two2", 7, "/flask/slow")]
+    together = hoplog.scan(lines, ["req-one1", "req-two2"]).records
+    assert [r["request_id"] for r in together if r.get("event") == "error"] == ["req-one1"]
+    assert [r["request_id"] for r in hoplog.scan(lines).records if r.get("event") == "error"] == ["req-one1"]
 
 
 def test_an_nginx_error_line_a_minute_off_or_about_another_uri_is_not_attached():

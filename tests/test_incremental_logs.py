@@ -57,21 +57,25 @@ def test_a_line_stamped_before_the_last_one_read_but_written_after_it_is_kept(mo
 def test_a_container_that_stopped_since_the_last_read_has_its_last_lines_read_once(monkeypatch):
     # A replica replaced in a rolling update, a worker restarted by a lab: what it wrote before it stopped counts.
     log = [(f"2026-12-05T10:00:00.{n:09d}Z", f"line {n}\n") for n in range(3)]
-    written, state, reads = 1, "running", []
+    written, state, reads, failing = 1, "running", [], False
 
     def stamped(container, tail=None):
         reads.append(tail)
+        if failing:
+            raise docker_api.DockerApiError("the engine did not answer")
         return iter(log[:written][-tail:] if tail else log[:written])
 
     monkeypatch.setattr(incremental_logs, "project_containers", lambda project: [("c1", "raw", state)])
     monkeypatch.setattr(incremental_logs, "container_stamped_lines", stamped)
     logs = IncrementalLogs("p")
     assert logs.lines() == ["line 0"]
-    written, state = 3, "exited"
+    written, state, failing = 3, "exited", True
+    assert logs.lines() == ["line 0"]  # the engine did not answer: the container is not done with
+    failing = False
     assert logs.lines() == ["line 0", "line 1", "line 2"]
-    assert logs.lines() == ["line 0", "line 1", "line 2"] and len(reads) == 2  # nothing more asked of it
+    assert logs.lines() == ["line 0", "line 1", "line 2"] and len(reads) == 3  # nothing more asked of it
     state = "running"  # restarted
-    assert logs.lines() == ["line 0", "line 1", "line 2"] and len(reads) == 3
+    assert logs.lines() == ["line 0", "line 1", "line 2"] and len(reads) == 4
 
 
 def test_a_tail_that_does_not_reach_the_last_line_read_is_asked_for_again_longer(monkeypatch):

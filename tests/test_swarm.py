@@ -85,7 +85,9 @@ def test_three_replicas_each_serve_and_every_trace_names_its_replica(swarm):
 
 def test_the_stacks_logs_read_by_its_labels_hold_every_line_docker_service_logs_prints(swarm):
     printed = Counter(line.rstrip("\n") for line in stack_lines(swarm.name))
-    read = Counter(stack_log_lines(swarm.name))  # what the labs read, on this one-node swarm
+    said: list[str] = []
+    read = Counter(stack_log_lines(swarm.name, said.append))  # what the labs read, on this one-node swarm
+    assert "through the Docker Engine API" in said[0]  # not docker service logs again, as a fallback would
     assert printed and not printed - read
 
 

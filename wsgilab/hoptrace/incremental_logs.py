@@ -66,12 +66,16 @@ class IncrementalLogs:
         if not running and container in self._ended:
             return  # a stopped container writes nothing more; a restart makes it running again
         self._ended.discard(container)
-        if not running:
-            self._ended.add(container)  # once its last lines, written since the read before, are read here
         if container not in self._lines:
             self._lines[container], self._last[container] = [], None
             self._add(container, list(container_stamped_lines(container)))
-            return
+        else:
+            self._read_tail(container)
+        if not running:
+            self._ended.add(container)  # its last lines, written since the read before, are read now
+
+    def _read_tail(self, container: str) -> None:
+        """Add what ``container`` wrote after the last line read here, from the tail of its log."""
         tail = FIRST_TAIL
         while True:
             found = list(container_stamped_lines(container, tail=tail))

@@ -139,15 +139,15 @@ def scan(lines: Iterable[str], request_id: str | Collection[str] | None = None) 
             continue
         if may_be_one(line) and found.postgres.read(line):
             continue
-        # A cheap filter before any parsing, most lines being other requests': a substring for one id; for
-        # many, the ids the line names (so many ids cost one pass, where a scan per id cost one pass each).
+        # Before any parsing, a cheap filter: a substring for one id; for many, the ids the line names (one pass).
         if ids is not None and (request_id not in line if isinstance(request_id, str)
                                 else ids.isdisjoint(_ID_FIELD.findall(line))):
             continue
         record = parse_line(line)
         if record is None:
             found.skipped += 1
-        elif ids is None or not ids.isdisjoint((record.get("request_id"), record.get("trace_id"))):
+        elif ids is None or any(isinstance(name, str) and name in ids
+                                for name in (record.get("request_id"), record.get("trace_id"))):
             found.records.append(record)
     _attach_nginx_errors(found)
     found.records += found.postgres.records_for(found.records)

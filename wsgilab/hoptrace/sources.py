@@ -16,6 +16,7 @@ them, with ``docker service logs`` (``wsgilab.hoptrace.stack_logs``).
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import stat
 import subprocess
@@ -146,8 +147,8 @@ def stack_log_lines(stack: str, say: Callable[[str], None] = lambda what: None) 
                 say(f"the logs of swarm stack {stack} through the Docker Engine API at "
                     f"{docker_api_source.socket_path()} (a one-node swarm: every task's container is here)")
                 return lines
-    except DockerApiError:
-        pass
+    except (DockerApiError, OSError, http.client.HTTPException):
+        pass  # the engine out of reach, or gone quiet: docker service logs says what is wrong
     say(f"the logs of swarm stack {stack} (`docker service logs` of each of its tasks)")
     return list(stack_lines(stack))
 

@@ -92,7 +92,8 @@ class Target:
         def read(lines: list[str]) -> tuple[dict[str, list[dict[str, Any]]], bool]:
             found: dict[str, list[dict[str, Any]]] = {request_id: [] for request_id in wanted}
             for record in scan(lines, wanted.keys()).records:  # one pass for every id
-                for request_id in {record.get("request_id"), record.get("trace_id")} & found.keys():
+                names = {name for name in (record.get("request_id"), record.get("trace_id")) if isinstance(name, str)}
+                for request_id in names & found.keys():
                     found[request_id].append(record)
             return found, all({r["hop"] for r in found[request_id]} >= wanted[request_id] for request_id in wanted)
 
