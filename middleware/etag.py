@@ -22,6 +22,7 @@ as its GET.
 """
 
 import hashlib
+import re
 
 #: What a 304 repeats of the 200 it stands for (RFC 9110, 15.4.5).
 KEPT_BY_304 = {"cache-control", "content-location", "date", "etag", "expires", "vary"}
@@ -70,7 +71,11 @@ def tagged(app):
     return middleware
 
 
+#: One entry of If-None-Match: ``*``, or a tag in quotes, weak (``W/``) or not; a tag may hold a comma.
+_TAG = re.compile(r'\*|(?:W/)?"[^"]*"')
+
+
 def _matches(if_none_match, etag):
     """Whether If-None-Match names ``etag``: ``*``, or one of its tags, weak or strong (a weak comparison)."""
-    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    tags = [tag.removeprefix("W/") for tag in _TAG.findall(if_none_match)]
     return "*" in tags or etag.removeprefix("W/") in tags
