@@ -130,6 +130,10 @@ def project_log_lines(project: str, services: tuple[str, ...] = ()) -> list[str]
         return _docker_logs_lines(project, services)
 
 
+#: Per swarm stack, its lines as read so far, or None where they are read with docker service logs (more nodes).
+_STACK_READ: dict[str, IncrementalLogs | None] = {}
+
+
 def stack_log_lines(stack: str, say: Callable[[str], None] = lambda what: None) -> list[str]:
     """Every line the services of swarm stack ``stack`` wrote, as hoptrace and the labs read them (the labs
     after almost every request); ``say`` is told how.
@@ -141,8 +145,13 @@ def stack_log_lines(stack: str, say: Callable[[str], None] = lambda what: None) 
     there is no such stack: StackError).
     """
     try:
-        if docker_api_source.swarm_nodes() == 1:
-            lines = _READ.setdefault(f"stack {stack}", IncrementalLogs(stack, swarm=True)).lines()
+        if stack not in _STACK_READ:  # asked once a swarm is there (/info costs 15 times a read of the containers)
+            nodes = docker_api_source.swarm_nodes()
+            if nodes:
+                _STACK_READ[stack] = IncrementalLogs(stack, swarm=True) if nodes == 1 else None
+        logs = _STACK_READ.get(stack)
+        if logs is not None:
+            lines = logs.lines()
             if lines:
                 say(f"the logs of swarm stack {stack} through the Docker Engine API at "
                     f"{docker_api_source.socket_path()} (a one-node swarm: every task's container is here)")
