@@ -150,6 +150,18 @@ def test_the_heading_tells_a_request_no_app_logged_from_one_nginx_answered_alone
     assert "answered by nginx alone" in render_waterfall("req-alone000", refused)
 
 
+def test_a_request_nginx_had_no_address_for_says_so_rather_than_printing_empty_fields():
+    from wsgilab.hoptrace.waterfall import render_waterfall
+
+    # nginx logs an empty upstream and empty timings where the app's name did not resolve (reload-and-stop).
+    unresolved = json.loads(_nginx("req-noaddr00", 1_000_000, status=502))
+    unresolved.update(upstream="", upstream_connect_time="", upstream_header_time="", upstream_response_time="")
+    shown = render_waterfall("req-noaddr00", hoplog.events_of(hoplog.scan([json.dumps(unresolved)],
+                                                                          "req-noaddr00").records))
+    assert "passed to no address for the app (http); no app hop logged it" in shown, shown
+    assert "upstream none via http: no address for the app" in shown and " s," not in shown, shown
+
+
 def test_a_request_sent_to_the_wrong_app_names_the_app_that_answered_and_why():
     from wsgilab.hoptrace.spans import spans_of
     from wsgilab.hoptrace.waterfall import render_waterfall

@@ -56,8 +56,15 @@ _PHRASES = {
 }
 
 
+#: What a trace says where nginx meant to pass a request on but had no address for the app (its name did not
+#: resolve: the app's container gone, say), so its line names no upstream and no timings.
+NO_ADDRESS = "no address for the app"
+
+
 def _response_sent(event: dict[str, Any]) -> str:
-    if event.get("upstream_protocol"):
+    if event.get("upstream_protocol") and event.get("upstream") in ("", "-"):
+        upstream = f"none via {event['upstream_protocol']}: {NO_ADDRESS}"
+    elif event.get("upstream_protocol"):
         upstream = ("{upstream} via {upstream_protocol} (connect {upstream_connect_time} s, "
                     "headers {upstream_header_time} s, all {upstream_response_time} s)").format_map(_Fields(event))
     else:
@@ -208,7 +215,8 @@ def heading(request_id: str, events: list[dict[str, Any]]) -> str:
     elif sent.get("upstream_protocol"):
         # nginx handed it on, and no app hop wrote a line: the worker died or
         # nginx stopped waiting first.
-        served = f"passed to {sent.get('upstream')} ({sent['upstream_protocol']}); no app hop logged it"
+        to = sent.get("upstream") if sent.get("upstream") not in ("", "-") else NO_ADDRESS
+        served = f"passed to {to} ({sent['upstream_protocol']}); no app hop logged it"
     else:
         served = "answered by nginx alone"
     return f"{request_id}  {request}  {status}  {total:.1f} ms  {served}"
