@@ -155,3 +155,12 @@ def test_the_raw_apps_side_by_side_in_asgi_md_are_their_code():
     lines = [line for block in blocks for line in block.splitlines() if line.strip() and not line.startswith("#")]
     assert len(blocks) == 2 and lines
     assert [line for line in lines if line not in code.splitlines()] == []
+
+
+def test_every_nginx_error_line_the_502_page_names_was_seen_in_a_recorded_run_or_a_tour_step():
+    # docs/502.md tells the causes of a 502 apart by nginx's own words; each must be words nginx wrote here.
+    rows = [line for line in (DOCS / "502.md").read_text().splitlines() if line.startswith("| `")]
+    quoted = [re.match(r"\| `([^`]+)`", row).group(1).rstrip(".") for row in rows]
+    recorded = [*(DOCS / "labs" / "runs").glob("*.txt"), *DOCS.glob("tour*.md")]
+    seen = " ".join(" ".join(path.read_text().split()) for path in recorded)  # a lab's explanation wraps its lines
+    assert len(quoted) >= 5 and [line for line in quoted if line not in seen] == []

@@ -33,9 +33,12 @@ while one request runs at a time. When two workers query at once, the
 second's statement waits behind the first's, and then one of them fails
 (a 500: a worker read the other's answer, and its driver says so, as
 "the last operation didn't produce records (command status: COMMIT)"),
-hangs until the worker timeout (WSGI_TIMEOUT, 5 s in this lab: gunicorn's
-500, or nginx's 502 on uWSGI), or is answered late, having waited for the
-other's query. Which one you get is chance; what is certain, and what the
+hangs until the worker timeout (WSGI_TIMEOUT, 5 s in this lab), or is
+answered late, having waited for the other's query. A hung request ends as
+nginx's 502 on uWSGI, and on gunicorn too where its worker, waiting in the
+driver for an answer the other worker read, does not unwind on gunicorn's
+SIGABRT: the arbiter sends SIGKILL a second later (the 502s below, after
+6.5 s); one that unwinds gets gunicorn's 500. Which one you get is chance; what is certain, and what the
 lab checks, is that both ran on one session and so were not both answered
 within the two queries' time.
 Django is spared by its own habit while CONN_MAX_AGE is 0 (its default,
@@ -75,7 +78,8 @@ OUTCOMES = (
         failure="a database connection the app opened while it was imported, before the server forked its "
                 "workers",
         client_sees="where two workers query at once, one of them fails (a 500: it read the other's answer), "
-                    "hangs until the worker timeout (gunicorn's 500, nginx's 502 on uWSGI), or is answered late, "
+                    "hangs until the worker timeout (nginx's 502 once the worker is killed, or gunicorn's 500 where "
+                    "it unwinds), or is answered late, "
                     "having waited for the other's query; 200 once each worker has its own session",
         statuses=("500", "502", "slow"),
         hop="the app's database driver, on a session two workers share",

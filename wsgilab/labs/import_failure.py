@@ -28,8 +28,10 @@ package that is not installed (RAW_WSGI_APP), and watches:
 - Docker (`restart: unless-stopped`) starts the container again, pausing
   twice as long each time (0.1 s, 0.2 s, 0.4 s, ... up to a minute).
 - nginx looks the app's name up per request (resolver.conf): while the
-  container is down Docker's DNS has no address for it, and while it boots
-  nothing listens, so nginx answers 502 at once either way; only a request
+  container is down Docker's DNS has no address for it, a 502 at once; while
+  it boots, its server may already listen (gunicorn's master binds before
+  its workers import the app) and resets the connection as it gives up, a
+  502 a second or so later (1.15 s in the trace below). Only a request
   that comes in the second nginx still holds the address of a container
   that just died waits on that address: a 502 once the kernel gives up on
   it (about 4 s here), or a 504 at `proxy_connect_timeout` (5 s). The other
