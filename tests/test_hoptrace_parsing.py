@@ -368,3 +368,19 @@ def test_follow_lets_each_of_two_requests_in_flight_under_one_id_go_when_it_is_c
     [(_, second)] = follower.due(now=1.6)
     assert {(r["hop"], r["trace_id"][0]) for r in second} == {("nginx", "b"), ("wsgi", "b"), ("gunicorn", "b")}
     assert follower.pending == {}
+
+
+def test_a_request_nginx_tried_on_two_addresses_shows_each_tries_status():
+    from wsgilab.hoptrace.waterfall import render_waterfall
+
+    # replica-down: the first replica died under the request, and nginx moved the GET on to the next.
+    retried = json.loads(_nginx("req-retry000", 1_000_000))
+    retried.update(upstream="10.0.0.4:8000, 10.0.0.5:8000", upstream_status="502, 200",
+                   upstream_connect_time="0.002, 0.000", upstream_response_time="3.706, 0.009")
+    once = json.loads(_nginx("req-once0000", 1_000_000))
+    once.update(upstream_status="200")
+    shown = {rid: render_waterfall(rid, hoplog.events_of(hoplog.scan([json.dumps(record)], rid).records))
+             for rid, record in (("req-retry000", retried), ("req-once0000", once))}
+    assert "upstream 10.0.0.4:8000, 10.0.0.5:8000 via http (tries 502, 200; connect 0.002, 0.000 s" in \
+        shown["req-retry000"], shown
+    assert "tries" not in shown["req-once0000"] and "via http (connect 0.000 s" in shown["req-once0000"], shown

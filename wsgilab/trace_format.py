@@ -206,9 +206,10 @@ EVENTS = (
     Event("nginx_error", "nginx", "nginx's error log says what went wrong with the request (a 502's \"upstream "
           "prematurely closed connection\"); read off the line with the request's connection number. Its time is "
           "the response's: the line has whole seconds only", ("level", "message", "upstream", "logged_at")),
-    Event("response_sent", "nginx", "nginx sent the response (its record's ts_us)",
+    Event("response_sent", "nginx", "nginx sent the response (its record's ts_us); upstream_status: each try's "
+          "status, comma-separated as upstream is, only where nginx tried more than one address",
           ("status", "bytes_sent", "upstream", "upstream_protocol", "upstream_connect_time",
-           "upstream_header_time", "upstream_response_time", "request_time_us")),
+           "upstream_header_time", "upstream_response_time", "upstream_status", "request_time_us")),
     Event("last_chunk", "wsgi", "the app's iterable was exhausted; bytes: the whole body, write() calls included; "
           "content_length: the Content-Length the response was started with, only where the body differs from it "
           "(a middleware that changed the body, not the header)", ("chunks", "bytes", "content_length")),

@@ -179,16 +179,16 @@ def _fields(record: dict[str, Any], event: str, leave_out: tuple[str, ...] = ())
 
 
 def received_us(record: dict[str, Any]) -> int:
-    """When nginx took the request its line is of: nginx writes once, when the response has gone, and the
-    request came ``request_time`` before."""
+    """When nginx took the request: it writes once, when the response has gone, ``request_time`` after."""
     return record["ts_us"] - (seconds_to_us(record.get("request_time")) or 0)
 
 
 def _nginx_events(record: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
-    received = received_us(record)
+    received = received_us(record)  # each try's status only where there were tries, not the response's own again:
+    one_try = () if "," in str(record.get("upstream_status") or "") else ("upstream_status",)
     return [{**base, "event": "request_received", "ts_us": received, **_fields(record, "request_received")},
             {**base, "event": "response_sent", "ts_us": record["ts_us"], "request_time_us": record["ts_us"] - received,
-             **_fields(record, "response_sent")}]
+             **_fields(record, "response_sent", one_try)}]
 
 
 def _span_events(record: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:

@@ -65,8 +65,11 @@ def _response_sent(event: dict[str, Any]) -> str:
     if event.get("upstream_protocol") and event.get("upstream") in ("", "-"):
         upstream = f"none via {event['upstream_protocol']}: {NO_ADDRESS}"
     elif event.get("upstream_protocol"):
-        upstream = ("{upstream} via {upstream_protocol} (connect {upstream_connect_time} s, "
-                    "headers {upstream_header_time} s, all {upstream_response_time} s)").format_map(_Fields(event))
+        # Where nginx tried more than one address, each try's status says which failed (a replica's 502, say).
+        tries = f"tries {event['upstream_status']}; " if "," in str(event.get("upstream_status") or "") else ""
+        upstream = ("{upstream} via {upstream_protocol} ({tries}connect {upstream_connect_time} s, "
+                    "headers {upstream_header_time} s, all {upstream_response_time} s)").format_map(
+                        _Fields({**event, "tries": tries}))
     else:
         upstream = event.get("upstream") or "none"  # nginx answered by itself
     return f"response sent: {event.get('status')}, {event.get('bytes_sent')} bytes; upstream {upstream}"
