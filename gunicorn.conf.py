@@ -91,7 +91,10 @@ threads = 1 if _asgi else int(os.environ["WSGI_THREADS"])
 preload_app = os.environ["WSGI_PRELOAD_APP"] == "on"
 
 # Seconds a worker may go silent (for a sync worker: one request) before the
-# master ends it (SIGABRT) and starts a new one. The signal raises SystemExit
+# master ends it (SIGABRT) and starts a new one. A gthread worker (threads
+# above 1) is never silent while its main loop runs, whatever its threads do:
+# it bounds no request (gunicorn's docs: "not tied to the length of time
+# required to handle a single request"). The signal raises SystemExit
 # in the view, and the worker answers 500 itself on its way out, so the client
 # gets gunicorn's 500, not a 502 from nginx (uWSGI's harakiri SIGKILLs the
 # worker instead, and nginx answers 502; the worker-timeout lab shows both).
