@@ -230,3 +230,17 @@ def test_launcher_refuses_an_interface_the_server_does_not_serve_and_says_which(
     done = _launch(**{**APP_ENV, "WSGI_CONFIG_DIR": str(REPO), "WSGI_SERVER": "uwsgi", "WSGI_INTERFACE": "asgi"})
     assert done.returncode == 2
     assert "WSGI_INTERFACE=asgi, but uwsgi serves wsgi only" in done.stderr
+
+
+def test_launcher_refuses_djangos_persistent_connections_on_the_asgi_side_as_djangos_docs_ask():
+    asgi = {**APP_ENV, "WSGI_CONFIG_DIR": str(REPO), "WSGI_SERVER": "uvicorn", "WSGI_INTERFACE": "asgi",
+            "ASGI_APP": "raw_asgi:application", "DJANGO_DB_CONNECTIONS": "persistent"}
+    done = _launch(**asgi)
+    assert done.returncode == 2 and "persistent connections should be disabled under ASGI" in done.stderr
+    # the pool, and a connection per request, are what Django's docs offer instead; the WSGI side keeps all three
+    from wsgilab.container.launch import server_environment
+
+    for fine in ("pool", "per-request"):
+        assert server_environment({**asgi, "DJANGO_DB_CONNECTIONS": fine})["DJANGO_DB_CONNECTIONS"] == fine
+    wsgi = {**asgi, "WSGI_SERVER": "gunicorn", "WSGI_INTERFACE": "wsgi"}
+    assert server_environment(wsgi)["DJANGO_DB_CONNECTIONS"] == "persistent"

@@ -245,7 +245,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("DJANGO_DB_CONNECTIONS", "per-request", "django_connections", "how Django holds its database "
             "connections: per-request (CONN_MAX_AGE 0, its default: one for each request that queries), persistent "
             "(CONN_MAX_AGE 600, CONN_HEALTH_CHECKS: one per worker thread, kept), or pool (its psycopg pool, per "
-            "worker process, up to WSGI_THREADS)", "app", lab_may_change=True),
+            "worker process, up to WSGI_THREADS); persistent is refused on the app's ASGI side, as Django's docs "
+            "ask", "app", lab_may_change=True),
     Setting("POSTGRES_IMAGE", "postgres:17", "text", "the database's image (scripts/offline-images builds a "
             "stand-in of the same major version from Debian's packages)", "compose"),
 ]}

@@ -157,6 +157,12 @@ def _refuse_wsgi_only(env: Mapping[str, str], server: str) -> None:
                           "unset it (<APP>_WSGI_MIDDLEWARE) or choose a WSGI server")
     if env.get("WSGILAB_TRACING", "") == "otel":
         raise LaunchError(f"WSGILAB_TRACING=otel instruments the WSGI side only; on {server} use on or off")
+    if env.get("DJANGO_DB_CONNECTIONS", "") == "persistent":
+        # Django closes a request's old connections from request_started and request_finished, in whichever
+        # thread runs them; under ASGI that is not the thread that opened them, and connections pile up.
+        raise LaunchError(f"DJANGO_DB_CONNECTIONS=persistent on {server}, which serves the app's ASGI side: "
+                          "Django's docs say persistent connections should be disabled under ASGI; "
+                          "use per-request or pool")
 
 
 def concurrency(env: Mapping[str, str]) -> str:
