@@ -20,7 +20,9 @@ TITLE = ("Connection before fork: workers forked after the app connected share o
 EXPLANATION = """
 By default the apps here are safe: each worker connects when a request
 first needs the database, after the fork. This lab turns a common mistake
-on (WSGILAB_DB_CONNECT_AT_IMPORT=on): each app connects while it is
+on (WSGILAB_DB_CONNECT_AT_IMPORT=on), with the app imported in the master
+(WSGI_PRELOAD_APP=on) and this project's own fix off at first
+(WSGILAB_DB_CLOSE_AFTER_FORK=off, below): each app connects while it is
 imported, as a module-level `psycopg.connect()` or `ConnectionPool()`, or
 a SQLAlchemy engine queried at import (`create_all()` in `create_app()`),
 or a query in Django's `AppConfig.ready()` would. A pre-forking server
@@ -33,14 +35,12 @@ while one request runs at a time. When two workers query at once, the
 second's statement waits behind the first's, and then one of them fails
 (a 500: a worker read the other's answer, and its driver says so, as
 "the last operation didn't produce records (command status: COMMIT)"),
-hangs until the worker timeout (WSGI_TIMEOUT, 5 s in this lab), or is
-answered late, having waited for the other's query. A hung request ends as
-nginx's 502 on uWSGI, and on gunicorn too where its worker, waiting in the
-driver for an answer the other worker read, does not unwind on gunicorn's
-SIGABRT: the arbiter sends SIGKILL a second later (the 502s below, after
-6.5 s); one that unwinds gets gunicorn's 500. Which one you get is chance; what is certain, and what the
-lab checks, is that both ran on one session and so were not both answered
-within the two queries' time.
+hangs until the worker timeout (WSGI_TIMEOUT, 5 s here: nginx's 502, on
+gunicorn too where the worker, waiting for an answer the other read, does
+not unwind on SIGABRT and gets SIGKILL a second later, as below), or is
+answered late, having waited for the other's query. Which one you get is
+chance; what is certain, and what the lab checks, is that both ran on one
+session and so were not both answered within the two queries' time.
 Django is spared by its own habit while CONN_MAX_AGE is 0 (its default,
 and this project's): it closes its connection as each request starts and
 ends, so a worker's first request closes the inherited one and connects
