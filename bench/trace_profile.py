@@ -53,110 +53,20 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import os
 import pstats
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import own_database  # noqa: E402  (bench/, this script's own folder)
+import worker_loop  # noqa: E402
+from worker_loop import APP_DIRS, LAST_STATUS, PassThrough, drained_pipe, load, serve  # noqa: E402
 from wsgilab.setting_values import SettingError, check_value  # noqa: E402
-
-APP_DIRS = {"django": "django_app", "flask": "flask_app", "raw": "raw_wsgi_app"}
-CALLABLES = {"django": "labsite.wsgi:application", "flask": "wsgi:app", "raw": "raw_app:application"}
-
-
-def _drained_pipe() -> io.TextIOWrapper:
-    """A text stream into a pipe that another process (``cat`` into /dev/null) reads, as Docker's log reader does."""
-    reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    stream = io.TextIOWrapper(reader.stdin, encoding="utf-8", line_buffering=False)
-    _KEPT.append(stream)  # open until exit, when the BatchedLineWriter writes what it holds
-    return stream
-
-
-_KEPT: list[io.TextIOWrapper] = []
-
-
-def _load(app: str):
-    """The app's WSGI callable, imported as the server would (its folder on sys.path, its environment set)."""
-    os.environ.update({"SCRIPT_NAME": f"/{app}", "WSGI_SERVER": "gunicorn", "DJANGO_SECRET_KEY": "bench-" * 8,
-                       "DJANGO_ALLOWED_HOSTS": "localhost"})
-    sys.path.insert(0, str(REPO / APP_DIRS[app]))
-    module_name, _, name = CALLABLES[app].partition(":")
-    return getattr(__import__(module_name, fromlist=[name]), name)
-
-
-#: The endpoint every side calls (--path): "/", or "/items" on the database.
-PATH = "/"
-#: The share of requests the sampled side flags 01 (--sample), in hundredths of a per cent; and every request.
-SAMPLE, EVERY = 1000, 10_000
-
-
-def sampled(n: int, share: int) -> bool:
-    """Whether request ``n`` is one of the ``share`` in 10 000 flagged sampled: evenly spread, as nginx's split is
-    on average. Every side asks, for every request, so each pays the same for the asking."""
-    return (n + 1) * share // EVERY > n * share // EVERY
-
-
-def _environ(app: str, n: int, flags: str = "01") -> dict:
-    """An environ as a server builds it from nginx's request (nginx_headers: X-Request-ID, X-Request-Start)."""
-    n += 1  # ids of all zeros are not valid trace context
-    return {
-        "REQUEST_METHOD": "GET", "SCRIPT_NAME": f"/{app}", "PATH_INFO": PATH, "QUERY_STRING": "",
-        "SERVER_NAME": "localhost", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.0", "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_HOST": "localhost", "HTTP_X_REQUEST_ID": f"{n:032x}",
-        "HTTP_X_REQUEST_START": f"t={time.time_ns() // 1_000_000 / 1000:.3f}",  # nginx: t=${msec}
-        "HTTP_TRACEPARENT": f"00-{n:032x}-{n + 1:016x}-{flags}", "HTTP_X_FORWARDED_FOR": "127.0.0.1",
-        "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr,
-        "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
-    }
-
-
-#: The status of the last response, which measure() checks after its warm-up: a bench of error pages measures nothing.
-_LAST_STATUS = [""]
-
-
-def _start_response(status, headers, exc_info=None):
-    _LAST_STATUS[0] = status
-    return None
-
-
-def _serve(application, app: str, requests: int, first: int, line: str | None = None, out=None,
-           share: int = EVERY) -> float:
-    """Serve ``requests`` requests as a worker does; seconds per request: the wall clock's on "/", this process's
-    CPU time (its threads' too) on the database.
-
-    Each environ is built just before its call, as a server builds it from
-    the request it read (built all ahead, they would be cold in the CPU's
-    caches, and the side that reads more of them would pay for it). On the
-    database, the lines a batched writer still holds are written before the
-    clock is read, so its thread's CPU is charged to the side that made them,
-    not to the next one.
-    """
-    clock = time.perf_counter if PATH == "/" else time.process_time
-    started = clock()
-    for n in range(first, first + requests):
-        environ = _environ(app, n, "01" if sampled(n, share) else "00")
-        body = application(environ, _start_response)
-        for _ in body:
-            pass
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
-        if line is not None:
-            out.write(line)
-            out.flush()
-    flush = getattr(getattr(application, "write_line", None), "flush", None)
-    if flush is not None and clock is time.process_time:
-        flush()
-    return (clock() - started) / requests
-
 
 #: Pieces of HopTrace's work that --pieces replaces, one at a time, by a constant or nothing, to count what each
 #: costs (the trace is then wrong: this is a measurement, never a setting).
@@ -167,33 +77,6 @@ PIECES = {
     "X-Request-Start parse": ("queue_start_us", lambda environ: 1_764_000_000_123_000),
     "the line built and written": ("RequestTrace.write", lambda self: None),
 }
-
-
-class PassThrough:
-    """A WSGI middleware that wraps ``start_response`` and the body as a tracer must, and records nothing."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    def __call__(self, environ, start_response):
-        def wrapped_start_response(status, headers, exc_info=None):
-            return start_response(status, headers, exc_info)
-
-        return _PassThroughBody(self.app(environ, wrapped_start_response))
-
-
-class _PassThroughBody:
-    def __init__(self, body) -> None:
-        self.body = body
-
-    def __iter__(self):
-        for chunk in self.body:
-            yield chunk
-
-    def close(self) -> None:
-        close = getattr(self.body, "close", None)
-        if close is not None:
-            close()
 
 
 def _without(piece: str) -> None:
@@ -216,7 +99,7 @@ def sides(app: str, out) -> dict:
     from wsgilab.container.trace_writer import BatchedLineWriter
     from wsgilab.container.wsgi_trace import HopTrace
 
-    bare = _load(app)
+    bare = load(app)
     return {"off": WsgiErrorsToLog(bare), "wrapper": PassThrough(WsgiErrorsToLog(bare)),
             "on": HopTrace(WsgiErrorsToLog(bare), service=app, server="gunicorn",
                            write_line=BatchedLineWriter(out.fileno(), FLUSH_MS / 1000),
@@ -231,7 +114,7 @@ def trace_line_of(application, app: str) -> str:
     traced = application
     original, traced.write_line = traced.write_line, captured.append
     try:
-        _serve(application, app, 1, 1 << 60)
+        serve(application, app, 1, 1 << 60)
     finally:
         traced.write_line = original
     return captured[0]
@@ -249,15 +132,17 @@ def measure(app: str, requests: int, rounds: int, out, batch: int = 200) -> dict
     """
     served = sides(app, out)
     line = trace_line_of(served["on"], app)
-    _serve(served["off"], app, 500, 0)  # warm up imports, caches and Django's first-request setup
-    _serve(served["on"], app, 500, 0)
-    _serve(served["at once"], app, 500, 0)
-    _serve(served["wrapper"], app, 500, 0)
-    _serve(served["on"], app, 500, 0, share=0)
-    if not _LAST_STATUS[0].startswith("2"):
-        raise SystemExit(f"{app}'s {PATH} answered {_LAST_STATUS[0]!r}: the bench would time an error page")
+    serve(served["off"], app, 500, 0)  # warm up imports, caches and Django's first-request setup
+    serve(served["on"], app, 500, 0)
+    serve(served["at once"], app, 500, 0)
+    serve(served["wrapper"], app, 500, 0)
+    serve(served["on"], app, 500, 0, share=0)
+    if not LAST_STATUS[0].startswith("2"):
+        raise SystemExit(f"{app}'s {worker_loop.PATH} answered {LAST_STATUS[0]!r}: "
+                         "the bench would time an error page")
     names = ["off", "on", "at once", "wrapper", "floor", "not sampled", "sampled"]
-    shares = {"not sampled": 0, "sampled": SAMPLE}  # both served by the on side: the share of requests flagged 01
+    # Both served by the on side: the share of requests flagged 01.
+    shares = {"not sampled": 0, "sampled": worker_loop.SAMPLE}
     per_round: dict[str, list[float]] = {side: [] for side in names}
     for round_ in range(rounds):
         spent = dict.fromkeys(names, 0.0)
@@ -265,11 +150,11 @@ def measure(app: str, requests: int, rounds: int, out, batch: int = 200) -> dict
             for side in names[turn % len(names):] + names[:turn % len(names)]:
                 first = (round_ * requests + turn * batch) * len(names)
                 if side == "floor":
-                    spent[side] += _serve(served["off"], app, batch, first, line, out) * batch
+                    spent[side] += serve(served["off"], app, batch, first, line, out) * batch
                 elif side in shares:
-                    spent[side] += _serve(served["on"], app, batch, first, share=shares[side]) * batch
+                    spent[side] += serve(served["on"], app, batch, first, share=shares[side]) * batch
                 else:
-                    spent[side] += _serve(served[side], app, batch, first) * batch
+                    spent[side] += serve(served[side], app, batch, first) * batch
         for side in names:
             per_round[side].append(spent[side] / (requests // batch * batch))
     result = {side: statistics.median(values) * 1e6 for side, values in per_round.items()}
@@ -280,16 +165,17 @@ def measure(app: str, requests: int, rounds: int, out, batch: int = 200) -> dict
 def profile(app: str, requests: int, out, top: int) -> str:
     """cProfile over the traced side: wsgilab's functions by own time, per request."""
     served = sides(app, out)
-    _serve(served["on"], app, 500, 0)
+    serve(served["on"], app, 500, 0)
     profiler = cProfile.Profile()
-    profiler.runcall(_serve, served["on"], app, requests, 0)
+    profiler.runcall(serve, served["on"], app, requests, 0)
     stats = pstats.Stats(profiler)
     rows = []
     for (filename, line, name), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
         where = filename.replace(str(REPO) + "/", "")
         if "wsgilab" in where or name.startswith(("<built-in method posix", "<built-in method time", "<method 'write'",
                                                   "<method 'flush'", "<built-in method _json")):
-            rows.append((own / requests * 1e6, calls / requests, cumulative / requests * 1e6, f"{where}:{line}({name})"))
+            rows.append((own / requests * 1e6, calls / requests, cumulative / requests * 1e6,
+                         f"{where}:{line}({name})"))
     rows.sort(reverse=True)
     lines = [f"{'own µs/req':>10} {'calls/req':>9} {'cum µs/req':>10}  function (cProfile, {requests} requests)"]
     lines += [f"{own:10.2f} {calls:9.1f} {cum:10.2f}  {where}" for own, calls, cum, where in rows[:top]]
@@ -297,7 +183,7 @@ def profile(app: str, requests: int, out, top: int) -> str:
 
 
 def main() -> int:
-    global FLUSH_MS, PATH, SAMPLE
+    global FLUSH_MS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--app", choices=sorted(APP_DIRS), action="append",
                         help="the app to serve (repeatable; default: all three, each in a process of its own)")
@@ -323,15 +209,17 @@ def main() -> int:
         check_value("percent", "--sample", args.sample)
     except SettingError as error:
         parser.error(str(error))
-    FLUSH_MS, PATH, SAMPLE = args.flush_ms, "/" + args.path.strip("/"), round(float(args.sample) * 100)
+    FLUSH_MS = args.flush_ms
+    worker_loop.PATH, worker_loop.SAMPLE = "/" + args.path.strip("/"), round(float(args.sample) * 100)
+    PATH = worker_loop.PATH
     apps = args.app or sorted(APP_DIRS)
     if args.serve_only:
         if PATH != "/":
             parser.error("--serve-only serves / (bench/trace_instructions.py counts it): leave --path out")
         if args.without:
             _without(args.without)
-        served = sides(apps[0], _drained_pipe())
-        _serve(served[args.serve_only], apps[0], args.requests, 0)
+        served = sides(apps[0], drained_pipe())
+        serve(served[args.serve_only], apps[0], args.requests, 0)
         return 0
     if not args.row_only:
         unit = "µs/req" if PATH == "/" else "CPU µs/req"
@@ -358,7 +246,7 @@ def main() -> int:
 
 def _row(app: str, args: argparse.Namespace) -> int:
     """Measure one app in this process, and print its row (and, with --profile, its breakdown)."""
-    out = _drained_pipe()
+    out = drained_pipe()
     figures = measure(app, args.requests, args.rounds, out)
     added = {side: figures[side] - figures["off"]
              for side in ("on", "at once", "wrapper", "floor", "not sampled", "sampled")}
