@@ -78,7 +78,7 @@ def start_response(status, headers, exc_info=None):
 
 
 def serve(application, app: str, requests: int, first: int, line: str | None = None, out=None,
-           share: int = EVERY) -> float:
+          share: int = EVERY) -> float:
     """Serve ``requests`` requests as a worker does; seconds per request: the wall clock's on "/", this process's
     CPU time (its threads' too) on the database.
 

@@ -233,8 +233,10 @@ def test_launcher_refuses_an_interface_the_server_does_not_serve_and_says_which(
 
 
 def test_launcher_refuses_djangos_persistent_connections_on_the_asgi_side_as_djangos_docs_ask():
-    asgi = {**APP_ENV, "WSGI_CONFIG_DIR": str(REPO), "WSGI_SERVER": "uvicorn", "WSGI_INTERFACE": "asgi",
-            "ASGI_APP": "raw_asgi:application", "DJANGO_DB_CONNECTIONS": "persistent"}
+    # Django's service as compose runs it (only it is given DJANGO_DB_CONNECTIONS); refused before any import
+    asgi = {"WSGI_APP": "labsite.wsgi:application", "SCRIPT_NAME": "/django", "WSGI_CONFIG_DIR": str(REPO),
+            "WSGI_SERVER": "uvicorn", "WSGI_INTERFACE": "asgi", "ASGI_APP": "labsite.asgi:application",
+            "DJANGO_DB_CONNECTIONS": "persistent"}
     done = _launch(**asgi)
     assert done.returncode == 2 and "persistent connections should be disabled under ASGI" in done.stderr
     # the pool, and a connection per request, are what Django's docs offer instead; the WSGI side keeps all three

@@ -132,8 +132,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "once", "app", gunicorn="threads", uwsgi="threads", granian="blocking_threads",
             waitress="threads (times WSGI_WORKERS)", lab_may_change=True),
     Setting("WSGI_TIMEOUT", "30", "seconds", "how long a request may run before its worker is ended and "
-            "replaced", "app", gunicorn="timeout: a sync worker's request only; with WSGI_THREADS above 1 "
-            "(gthread) the worker's own loop keeps telling the master it is alive, and no request is ended",
+            "replaced; on gunicorn a sync worker's only: with WSGI_THREADS above 1 the gthread worker's own loop "
+            "keeps telling the master it is alive, and no request is ended", "app", gunicorn="timeout",
             uwsgi="harakiri, socket-timeout",
             granian="none: a request runs as long as it runs", waitress="none: a request runs as long as it runs",
             lab_may_change=True),

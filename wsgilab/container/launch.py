@@ -151,7 +151,7 @@ def server_environment(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def _refuse_wsgi_only(env: Mapping[str, str], server: str) -> None:
-    """LaunchError for a setting an ASGI server cannot honour: WSGI middleware, OpenTelemetry's WSGI tracing."""
+    """LaunchError for what the ASGI side cannot honour: WSGI middleware, OTel's WSGI tracing, Django's kept conns."""
     if env.get("WSGI_MIDDLEWARE", ""):
         raise LaunchError(f"WSGI_MIDDLEWARE is WSGI middleware, and {server} serves the app's ASGI side: "
                           "unset it (<APP>_WSGI_MIDDLEWARE) or choose a WSGI server")

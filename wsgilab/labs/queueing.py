@@ -22,8 +22,8 @@ accept queue of the app server's socket (gunicorn `backlog`, uWSGI
 `listen`: WSGI_BACKLOG, 128) until a worker is free; what happens when
 that queue is full is the full-listen-queue lab. That wait is the "queue"
 segment of the trace: from nginx's X-Request-Start stamp to the server
-calling the app (the worker's reading of the request included). Here 2 workers get 6 requests of 400 ms each at
-once, so they are served in 3 rounds and the last ones wait about 800 ms
+calling the app (the worker's reading of the request included). Here 2
+workers get 6 requests of 400 ms each at once, so they are served in 3 rounds and the last ones wait about 800 ms
 before any of their code runs; the view still says 400 ms.
 With WSGI_THREADS=4 (gunicorn's gthread worker, uWSGI `threads`), each
 worker takes up to 4 requests at once, 8 in all, and the queue is gone,
