@@ -18,7 +18,8 @@ assuming it:
   full, in this network namespace so far (``nstat``'s TcpExtListenOverflows):
   the only place a full queue is counted when the server is gunicorn.
 
-These come from ``/proc/net/tcp``, ``/proc/net/tcp6`` and ``/proc/net/netstat``. Run inside
+In this network namespace they come from sock_diag (``read``), the overflows from ``/proc/net/netstat``;
+in another (a container's, from the host) from its ``/proc/PID/net/tcp`` and ``tcp6`` (``look``). Run inside
 an app container (``python -m wsgilab.container.listen_socket [PORT]``; the
 port the container's server binds by default) it prints them as JSON; the
 labs read a container's tables from the host when they can
@@ -34,6 +35,7 @@ import struct
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 #: Where this network namespace's TCP tables and counters are (a process's own: /proc/PID/net).
 PROC_NET = Path("/proc/net")
@@ -46,7 +48,7 @@ _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
 _NLM_F_REQUEST_DUMP = 0x1 | 0x300
 _NLMSG_DONE, _NLMSG_ERROR = 3, 2
-_TCP_LISTEN = 10
+_TCP_ESTABLISHED, _TCP_SYN_RECV, _TCP_LISTEN = 1, 3, 10
 _NLMSGHDR = struct.Struct("=IHHII")
 #: inet_diag_req_v2: family, protocol, ext, pad, states, then an inet_diag_sockid (48 bytes, zero: any).
 _REQUEST = struct.Struct("=BBBBI48x")
@@ -67,12 +69,12 @@ class ListenSocket:
     overflows: int
 
 
-def backlog_limits(port: int) -> list[int]:
-    """The accept-queue limit of each socket listening on ``port`` in this namespace, as ``ss -lnt`` reads it."""
-    limits = []
+def _diag(port: int, states: int) -> Iterator[tuple]:
+    """sock_diag's message for each TCP socket in this namespace whose local port is ``port``, in one of the
+    ``states`` (a mask of 1 << state): the kernel leaves the other states out, however many there are."""
     for family in (socket.AF_INET, socket.AF_INET6):
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as diag:
-            body = _REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN)
+            body = _REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, states)
             diag.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST_DUMP, 1, 0)
                       + body)
             done = False
@@ -86,9 +88,32 @@ def backlog_limits(port: int) -> list[int]:
                         break
                     fields = _MESSAGE.unpack_from(data, offset + _NLMSGHDR.size)
                     if socket.ntohs(fields[4]) == port:
-                        limits.append(fields[12])  # wqueue: sk_max_ack_backlog for a listening socket
+                        yield fields
                     offset += (length + 3) & ~3
-    return limits
+
+
+def backlog_limits(port: int) -> list[int]:
+    """The accept-queue limit of each socket listening on ``port`` in this namespace, as ``ss -lnt`` reads it."""
+    return [fields[12] for fields in _diag(port, 1 << _TCP_LISTEN)]  # wqueue: sk_max_ack_backlog
+
+
+def diag_counts(port: int) -> tuple[int | None, int, int, int]:
+    """(limit, queued, established, half_open) at ``port`` in this namespace, from one sock_diag dump.
+
+    Only the listening, established and half-open sockets are asked for: a host's /proc/net/tcp can hold
+    thousands of TIME_WAIT rows (12 789, a read of 100 to 400 ms, beside the swarm tier's tests), which a
+    lab watching a queue fill must not wait on. A connection is counted once, as in ``parse_tables``.
+    """
+    limits, queued = [], 0
+    connections: dict[int, set[tuple]] = {_TCP_ESTABLISHED: set(), _TCP_SYN_RECV: set()}
+    for fields in _diag(port, (1 << _TCP_LISTEN) | (1 << _TCP_ESTABLISHED) | (1 << _TCP_SYN_RECV)):
+        if fields[1] == _TCP_LISTEN:
+            limits.append(fields[12])
+            queued += fields[11]  # rqueue: sk_ack_backlog, the connections waiting for accept()
+        elif fields[1] in connections:
+            connections[fields[1]].add((fields[0], fields[5], fields[6], fields[7]))
+    return (min(limits) if limits else None, queued, len(connections[_TCP_ESTABLISHED]),
+            len(connections[_TCP_SYN_RECV]))
 
 
 def parse_tables(rows: list[str], port: int) -> tuple[int, int, int]:
@@ -148,9 +173,8 @@ def look(port: int, limit: int | None, proc_net: Path = PROC_NET) -> ListenSocke
 
 
 def read(port: int) -> ListenSocket:
-    """Everything above for ``port``, in the network namespace this runs in."""
-    limits = backlog_limits(port)
-    return look(port, min(limits) if limits else None)
+    """Everything above for ``port``, in the network namespace this runs in (sock_diag: no table read)."""
+    return ListenSocket(port, *diag_counts(port), listen_overflows())
 
 
 def main(argv: list[str] | None = None) -> None:
