@@ -8,7 +8,7 @@ def timed(app):
 
         def timed_start_response(status, headers, exc_info=None):
             took_ms = (time.perf_counter() - started) * 1000
-            return start_response(status, [*headers, ("X-App-Time", f"{took_ms:.1f} ms")], exc_info)
+            return start_response(status, [*headers, ("X-App-Time", f"{took_ms:.2f} ms")], exc_info)
 
         return app(environ, timed_start_response)
 
