@@ -43,7 +43,7 @@ PROC_NET = Path("/proc/net")
 #: /proc/net/tcp's states (include/net/tcp_states.h): ESTABLISHED, SYN_RECV, LISTEN.
 _ESTABLISHED, _SYN_RECV, _LISTEN = "01", "03", "0A"
 
-# sock_diag (linux/sock_diag.h, linux/inet_diag.h): a dump of this namespace's listening TCP sockets.
+# sock_diag (linux/sock_diag.h, linux/inet_diag.h): a dump of this namespace's TCP sockets in the states asked for.
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
 _NLM_F_REQUEST_DUMP = 0x1 | 0x300
@@ -92,11 +92,6 @@ def _diag(port: int, states: int) -> Iterator[tuple]:
                     offset += (length + 3) & ~3
 
 
-def backlog_limits(port: int) -> list[int]:
-    """The accept-queue limit of each socket listening on ``port`` in this namespace, as ``ss -lnt`` reads it."""
-    return [fields[12] for fields in _diag(port, 1 << _TCP_LISTEN)]  # wqueue: sk_max_ack_backlog
-
-
 def diag_counts(port: int) -> tuple[int | None, int, int, int]:
     """(limit, queued, established, half_open) at ``port`` in this namespace, from one sock_diag dump.
 
@@ -108,7 +103,7 @@ def diag_counts(port: int) -> tuple[int | None, int, int, int]:
     connections: dict[int, set[tuple]] = {_TCP_ESTABLISHED: set(), _TCP_SYN_RECV: set()}
     for fields in _diag(port, (1 << _TCP_LISTEN) | (1 << _TCP_ESTABLISHED) | (1 << _TCP_SYN_RECV)):
         if fields[1] == _TCP_LISTEN:
-            limits.append(fields[12])
+            limits.append(fields[12])  # wqueue: sk_max_ack_backlog, the limit in force (ss -lnt)
             queued += fields[11]  # rqueue: sk_ack_backlog, the connections waiting for accept()
         elif fields[1] in connections:
             connections[fields[1]].add((fields[0], fields[5], fields[6], fields[7]))

@@ -61,12 +61,18 @@ _PHRASES = {
 NO_ADDRESS = "no address for the app"
 
 
+def _no_address(sent: dict[str, Any]) -> bool:
+    """Whether nginx meant to pass the request on (``sent``: its response_sent) but named no upstream."""
+    return bool(sent.get("upstream_protocol")) and sent.get("upstream") in ("", "-")
+
+
 def _response_sent(event: dict[str, Any]) -> str:
-    if event.get("upstream_protocol") and event.get("upstream") in ("", "-"):
+    if _no_address(event):
         upstream = f"none via {event['upstream_protocol']}: {NO_ADDRESS}"
     elif event.get("upstream_protocol"):
-        # Where nginx tried more than one address, each try's status says which failed (a replica's 502, say).
-        tries = f"tries {event['upstream_status']}; " if "," in str(event.get("upstream_status") or "") else ""
+        # Where nginx tried more than one address (only then has the event upstream_status: records.py), each
+        # try's status says which failed (a replica's 502, say).
+        tries = f"tries {event['upstream_status']}; " if event.get("upstream_status") else ""
         upstream = ("{upstream} via {upstream_protocol} ({tries}connect {upstream_connect_time} s, "
                     "headers {upstream_header_time} s, all {upstream_response_time} s)").format_map(
                         _Fields({**event, "tries": tries}))
@@ -218,7 +224,7 @@ def heading(request_id: str, events: list[dict[str, Any]]) -> str:
     elif sent.get("upstream_protocol"):
         # nginx handed it on, and no app hop wrote a line: the worker died or
         # nginx stopped waiting first.
-        to = sent.get("upstream") if sent.get("upstream") not in ("", "-") else NO_ADDRESS
+        to = NO_ADDRESS if _no_address(sent) else sent.get("upstream")
         served = f"passed to {to} ({sent['upstream_protocol']}); no app hop logged it"
     else:
         served = "answered by nginx alone"
