@@ -2,6 +2,7 @@
 
 import importlib.machinery
 import importlib.util
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -195,3 +196,30 @@ def test_all_labs_takes_in_the_labs_on_granian_and_waitress_which_run_as_one_tes
     assert repeat.MORE_SERVERS_TEST in chosen and f"def {function}(" in (REPO / file).read_text()
     assert repeat.MORE_SERVERS_TEST not in repeat.selected(repeat.argparse.Namespace(all_labs=False,
                                                                                      names=["queueing"]))
+
+
+def test_repeat_started_deaf_to_interrupts_still_stops_on_one_and_tables_the_runs_that_ended(tmp_path):
+    import os
+    import signal
+
+    test = "tests/test_hoptrace_parsing.py::test_hoptrace_keeps_each_request_apart_and_skips_junk"
+    # As `scripts/repeat ... &` from a script starts it: SIGINT ignored, handed down to what it runs.
+    repeat = subprocess.Popen([str(REPO / "scripts" / "repeat"), "--times", "2000", "--tier", "native", test],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "TMPDIR": str(tmp_path)},  # where it keeps its logs
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 120
+        while not any("..." in log.read_text() for log in tmp_path.glob("wsgilab-repeat-*/native.log")):
+            assert repeat.poll() is None and time.monotonic() < deadline, "no run ended within 120 s"
+            time.sleep(0.5)
+        repeat.send_signal(signal.SIGINT)
+        said = repeat.communicate(timeout=120)[0]
+    finally:
+        if repeat.poll() is None:
+            repeat.kill()
+    assert repeat.returncode == 1, said
+    assert "repeat: interrupted" in said and "native interrupted" in said
+    row = next(line for line in said.splitlines() if "test_hoptrace_keeps_each_request_apart" in line)
+    passed, run = re.search(r"\| (\d+)/(\d+) \|", row).groups()
+    assert passed == run and 0 < int(run) < 2000
