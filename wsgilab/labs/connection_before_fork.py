@@ -67,8 +67,8 @@ backend pid answering two workers, means a shared session.
 This lab runs each app with 2 workers, sends each two slow queries nearly
 at once (1 s, then 1.5 s sent 0.1 s later) and reads PostgreSQL's sessions
 0.5 s in; first with the mistake, then with post_fork on (the apps on
-uWSGI unchanged), then with each worker importing the app; and puts the
-defaults back. "ok" means the stack did what the check expected, a
+uWSGI unchanged), then with each worker importing the app; and puts back
+the settings it was running with. "ok" means the stack did what the check expected, a
 failure included.
 """
 

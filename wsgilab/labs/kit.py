@@ -46,7 +46,8 @@ class Target:
 
     @contextmanager
     def reconfigured(self, settings: dict[str, str], serving: tuple[str, ...] = APPS) -> Iterator[None]:
-        """Run the body with the stack restarted on ``settings``; the defaults come back after, whatever happens.
+        """Run the body with the stack restarted on ``settings``; the stack's own settings come back after,
+        whatever happens.
 
         ``serving`` are the apps that must answer before the body runs (a lab
         that breaks one on purpose leaves it out).

@@ -155,7 +155,7 @@ def _without_why(report: str) -> str:
     return f"{head}\nwhy:\n  (the explanation above)\n{result}{tail}"
 
 
-_SERVED = re.compile(r"/(django|flask|raw)/ on (gunicorn|uwsgi|granian|waitress|uvicorn)\b")
+_SERVED = re.compile(r"/(django|flask|raw)/\S* on (gunicorn|uwsgi|granian|waitress|uvicorn)\b")
 
 
 def _servers_in(run: str) -> str:
@@ -166,7 +166,9 @@ def _servers_in(run: str) -> str:
     if set(servers) != {"django", "flask", "raw"}:
         return ""  # a run that does not name each app's server
     names = {"django": "Django", "flask": "Flask", "raw": "the raw app"}
-    return " (" + ", ".join(f"{names[app]} on {SERVER_NAMES[servers[app]]}" for app in names) + ")"
+    changed = " ".join(f"{app.upper()}_SERVER={server}" for app, server in servers.items() if server != "gunicorn")
+    up = f": `{changed} docker compose up -d`" if changed else ""  # how to start the same stack
+    return " (" + ", ".join(f"{names[app]} on {SERVER_NAMES[servers[app]]}" for app in names) + up + ")"
 
 
 def lab_page(name: str, runs: Path | None = None) -> str:

@@ -15,7 +15,9 @@ from wsgilab.labs.worker_readiness import until_every_worker_serves
 TITLE = "Queueing: more slow requests than workers wait in the queue; threads change it"
 
 EXPLANATION = """
-Each worker process of a sync server (gunicorn's default worker, uWSGI
+A slow "queue" with a fast "view" in a trace means add workers or threads,
+not optimise the view: the request waited for a worker before any of its
+code ran. Each worker process of a sync server (gunicorn's default worker, uWSGI
 with threads = 1) runs one request at a time. When every worker is busy,
 the next request is not refused: nginx's connection waits in the kernel's
 accept queue of the app server's socket (gunicorn `backlog`, uWSGI
@@ -50,9 +52,9 @@ The lab reads which thread ran each request too (the wsgi record's
 `thread`), and expects the rounds of the thread that ran the most. Waitress is
 one process with WSGI_WORKERS x WSGI_THREADS threads, which take requests
 from its task queue: 2 threads, then 8, as the other servers' slots.
-The queue shows in `hoptrace stats` as its own segment: a slow "queue" with
-a fast "view" means add workers or threads, not optimise the view.
-Before each burst the lab waits until every gunicorn or uWSGI worker has
+The queue shows in `hoptrace stats` as its own segment. This lab restarts
+the apps twice (WSGI_WORKERS=2 with WSGI_THREADS=1, then 4) and puts back
+the settings it was running with. Before each burst the lab waits until every gunicorn or uWSGI worker has
 the app, as the servers' own log lines say: the first 200 after a restart
 means one worker serves, and the other may still be importing the app, to
 take its share of the burst late.
@@ -66,7 +68,7 @@ OUTCOMES = (
         statuses=("slow",),
         hop="the kernel's accept queue of the app server's socket (Granian: inside the worker, waiting for a "
             "thread; Waitress: its task queue)",
-        gunicorn="`workers`, `threads` (gthread), `backlog`; a gthread worker accepts more "
+        gunicorn="`workers`, `threads` (above 1: the threaded gthread worker), `backlog`; a gthread worker accepts more "
                  "connections than it has free threads",
         uwsgi="`processes`, `threads`, `listen`; each thread accepts only when free",
         granian="`workers`, `blocking_threads`; each worker's own socket: the kernel deals the connections "

@@ -55,7 +55,7 @@ clock first, then the worker's, then nginx's. The defaults do (20 s < 30 s
 WSGILAB_DB_STATEMENT_TIMEOUT_MS below WSGI_TIMEOUT x 1000 when you change
 either. This lab restarts the apps twice
 (WSGILAB_DB_STATEMENT_TIMEOUT_MS=1000; then 0 with WSGI_TIMEOUT=2) and puts
-the defaults back at the end.
+back the settings it was running with.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).

@@ -14,7 +14,9 @@ from wsgilab.labs.kit import APPS, Outcome, Report, Target, served_by
 TITLE = "Slow readers: nginx buffers a big response and frees the worker; unbuffered, the worker waits for the client"
 
 EXPLANATION = """
-A client on a slow link takes seconds to read a big response. Whoever
+Streaming is for responses that are produced slowly, not for big ones: nginx
+frees a sync worker from a slow client by buffering its response, unless
+the response opts out. A client on a slow link takes seconds to read a big response. Whoever
 holds the response meanwhile is busy: on a sync worker (gunicorn's
 default, uWSGI with threads = 1) that is the one request the worker can
 serve. nginx takes that job (`proxy_buffering on`, `uwsgi_buffering on`):
@@ -30,8 +32,7 @@ passes the response through a small buffer (`proxy_buffer_size`), and once
 the socket buffers in between are full (they grow to tens of MiB on a
 fast link, and docker's port proxy adds its own, which is why the lab
 sends 64 MiB) the worker blocks in its write until the client reads: its
-close() comes only after the client has read. Streaming is for responses
-that are produced slowly, not for big ones. How long a worker waits on a
+close() comes only after the client has read. How long a worker waits on a
 client that has stopped reading is the server's own limit: gunicorn's
 `timeout` (30 s) and, for uWSGI, `socket-timeout`. uWSGI's default of 4 s
 cut this lab's stream short, silently (the client got part of the body and
@@ -51,7 +52,7 @@ OUTCOMES = (
         statuses=("200",),
         hop="nginx, which holds the response in memory and a temp file",
         gunicorn="`proxy_buffering on`, `proxy_buffers`, `proxy_max_temp_file_size` (1 GiB)",
-        uwsgi="`uwsgi_buffering on` and its twins",
+        uwsgi="`uwsgi_buffering on` and the matching `uwsgi_*` directives",
         granian="`proxy_buffering on`, as for gunicorn",
         waitress="`proxy_buffering on`, as for gunicorn",
     ),

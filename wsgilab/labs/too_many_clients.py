@@ -55,7 +55,8 @@ three apps want 3 x (2n + 1) on n CPUs: past 97 from 16 CPUs, and sooner
 with replicas. This lab restarts the database with
 max_connections 10 (7 for the apps) and the apps with 4 workers each, sends
 each app 4 slow queries at once (12 connections wanted), then runs the same
-burst with 2 workers each (6 wanted), and puts the defaults back.
+burst with 2 workers each (6 wanted), and puts back the
+settings it was running with.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
