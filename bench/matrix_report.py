@@ -10,6 +10,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import platform
 import subprocess
 import sys
@@ -132,8 +133,11 @@ def write_report(rows: list[dict], args: argparse.Namespace, into: Path, page: P
     if page is None:
         return
     # The command that measures (a page redrawn from saved rows, --from-json, names it all the same).
-    command = "bench/matrix.py " + " ".join(arg for arg in sys.argv[1:] if arg != "--from-json"
-                                            and not arg.endswith(".json"))
+    given = [arg for arg in sys.argv[1:] if arg != "--from-json" and not arg.endswith(".json")]
+    # Spelled out where defaulted: the defaults change (endpoints were added), and this host's CPUs set the workers.
+    given += [] if "--endpoints" in given else ["--endpoints", *args.endpoints]
+    given += [] if "--workers" in given else ["--workers", str(args.workers)]
+    command = "bench/matrix.py " + shlex.join(given)
     title = "# The benchmark matrix" + (", on the compose stack" if args.stack == "compose" else "")
     lines = [title, "",
              f"<!-- Written by `{command}`; the plots come from the same run. -->", "",
