@@ -18,34 +18,38 @@ TITLE = ("Connection before fork: workers forked after the app connected share o
          "each other's answers; a post_fork hook, or importing the app in each worker, gives each its own")
 
 EXPLANATION = """
-By default the apps here are safe: each worker connects when a request
-first needs the database, after the fork. This lab turns a common mistake
-on (WSGILAB_DB_CONNECT_AT_IMPORT=on), with the app imported in the master
+An app that connects at import, forked into workers from a master that
+imported it (uWSGI by default, gunicorn with `preload_app`), gives every
+worker one PostgreSQL session: two queries at once end in a 500, a hang
+to the worker timeout (nginx's 502) or a late answer. A `post_fork` hook
+or an import per worker gives each its own.
+
+By default the apps here are safe: each worker connects when a request first
+needs the database, after the fork. This lab turns a common mistake on
+(WSGILAB_DB_CONNECT_AT_IMPORT=on), with the app imported in the master
 (WSGI_PRELOAD_APP=on) and this project's own fix off at first
 (WSGILAB_DB_CLOSE_AFTER_FORK=off, below): each app connects while it is
-imported, as a module-level `psycopg.connect()` or `ConnectionPool()`, or
-a SQLAlchemy engine queried at import (`create_all()` in `create_app()`),
-or a query in Django's `AppConfig.ready()` would. A pre-forking server
-may import the app once, in its master, and fork the workers from it:
-uWSGI does so by default, gunicorn with `preload_app` (WSGI_PRELOAD_APP).
-After fork() every worker has a copy of the same open socket, so
-PostgreSQL sees one client and one session, which runs one statement at a
-time and sends each answer to whichever worker reads first. That works
-while one request runs at a time. When two workers query at once, the
-second's statement waits behind the first's, and then one of them fails
-(a 500: a worker read the other's answer, and its driver says so, as
-"the last operation didn't produce records (command status: COMMIT)"),
-hangs until the worker timeout (WSGI_TIMEOUT, 5 s here: nginx's 502, on
-gunicorn too where the worker, waiting for an answer the other read, does
-not unwind on SIGABRT and gets SIGKILL a second later, as below), or is
-answered late, having waited for the other's query. Which one you get is
-chance; what is certain, and what the lab checks, is that both ran on one
-session and so were not both answered within the two queries' time.
-Django is spared by its own habit while CONN_MAX_AGE is 0 (its default,
-and this project's): it closes its connection as each request starts and
-ends, so a worker's first request closes the inherited one and connects
-anew. With persistent connections (CONN_MAX_AGE above 0) Django keeps it
-instead, and by its code (not run here) shares it like the others.
+imported, as a module-level `psycopg.connect()` or `ConnectionPool()`, or a
+SQLAlchemy engine queried at import (`create_all()` in `create_app()`), or a
+query in Django's `AppConfig.ready()` would. After the fork every worker has
+a copy of the same open socket, so PostgreSQL sees one client and one
+session, which runs one statement at a time and sends each answer to
+whichever worker reads first. That works while one request runs at a time.
+When two workers query at once, the second's statement waits behind the
+first's, and then one of them fails (a 500: a worker read the other's
+answer, and its driver says so, as "the last operation didn't produce
+records (command status: COMMIT)"), hangs until the worker timeout
+(WSGI_TIMEOUT, 5 s here: nginx's 502, on gunicorn too where the worker,
+waiting for an answer the other read, does not unwind on SIGABRT and gets
+SIGKILL a second later, as below), or is answered late, having waited for
+the other's query. Which one you get is chance; what is certain, and what
+the lab checks, is that both ran on one session and so were not both
+answered within the two queries' time. Django is spared by its own habit
+while CONN_MAX_AGE is 0 (its default, and this project's): it closes its
+connection as each request starts and ends, so a worker's first request
+closes the inherited one and connects anew. With persistent connections
+(CONN_MAX_AGE above 0) Django keeps it instead, and by its code (not run
+here) shares it like the others.
 The fixes give each worker a session of its own:
 - gunicorn runs a `post_fork` hook of yours in each new worker before it
   serves. This project's (gunicorn.conf.py, WSGILAB_DB_CLOSE_AFTER_FORK,
@@ -63,24 +67,22 @@ The fixes give each worker a session of its own:
   different pid means a new one (raw_wsgi_app/raw_items.py).
 To check your own stack, count each app's sessions in pg_stat_activity
 (`application_name`): fewer than its workers while they all query, or one
-backend pid answering two workers, means a shared session.
-This lab runs each app with 2 workers, sends each two slow queries nearly
-at once (1 s, then 1.5 s sent 0.1 s later) and reads PostgreSQL's sessions
-0.5 s in; first with the mistake, then with post_fork on (the apps on
-uWSGI unchanged), then with each worker importing the app; and puts back
-the settings it was running with. "ok" means the stack did what the check expected, a
-failure included.
+backend pid answering two workers, means a shared session. This lab runs
+each app with 2 workers, sends each two slow queries nearly at once (1 s,
+then 1.5 s sent 0.1 s later) and reads PostgreSQL's sessions 0.5 s in; first
+with the mistake, then with post_fork on (the apps on uWSGI unchanged), then
+with each worker importing the app; and puts back the settings it was
+running with. "ok" means the stack did as expected, a failure included.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
 OUTCOMES = (
     Outcome(
-        failure="a database connection the app opened while it was imported, before the server forked its "
-                "workers",
+        failure="a database connection the app opened while it was imported, before the server forked its workers",
         client_sees="where two workers query at once, one of them fails (a 500: it read the other's answer), "
                     "hangs until the worker timeout (nginx's 502 once the worker is killed, or gunicorn's 500 where "
-                    "it unwinds), or is answered late, "
-                    "having waited for the other's query; 200 once each worker has its own session",
+                    "it unwinds), or is answered late, having waited for the other's query; 200 once each worker "
+                    "has its own session",
         statuses=("500", "502", "slow"),
         hop="the app's database driver, on a session two workers share",
         gunicorn="the app connecting at import and `preload_app` (`WSGI_PRELOAD_APP`, off by default); the fix: "
@@ -90,14 +92,12 @@ OUTCOMES = (
     ),
 )
 
-#: Workers per app, each one thread: two queries at once go to two workers.
-WORKERS = 2
+WORKERS = 2  # per app, each one thread: two queries at once go to two workers
 #: The two queries' sleeps, the second sent SECOND_AFTER_S after the first; the sessions are read at READ_AT_S,
 #: while both run (or the second waits behind the first).
 SLEEPS_MS = (1000, 1500)
 SECOND_AFTER_S, READ_AT_S = 0.1, 0.5
-#: WSGI_TIMEOUT for the lab: a worker left waiting for an answer the other read is ended this soon.
-WORKER_LIMIT_S = 5
+WORKER_LIMIT_S = 5  # WSGI_TIMEOUT: a worker left waiting for an answer the other read is ended this soon
 #: The mistake, on every step.
 MISTAKE = {"WSGILAB_DB_CONNECT_AT_IMPORT": "on", "WSGI_WORKERS": str(WORKERS), "WSGI_THREADS": "1",
            "WSGI_TIMEOUT": str(WORKER_LIMIT_S)}

@@ -14,6 +14,11 @@ from wsgilab.labs.rawhttp import exchange, request_bytes
 TITLE = "Exposure: only nginx published, non-root containers, no secret in /environ, uWSGI obeys nginx only"
 
 EXPLANATION = """
+Of the containers only nginx can be reached from the host: its port
+alone is published, on 127.0.0.1, and the apps and the database sit on
+internal networks the host has no route to. Behind nginx, uWSGI answers
+403 to its magic variables and every image runs as non-root.
+
 This one is about the containers, so it needs the compose stack.
 - docker-compose.yml publishes only nginx's port, on 127.0.0.1
   (`ports: 127.0.0.1:${WSGILAB_HTTP_PORT}:8080`); the apps only `expose`

@@ -15,12 +15,12 @@ EXPLANATION = """
 The hop that acts is nginx. Its `map $http_x_request_id $lab_request_id`
 (nginx/nginx.conf) keeps a client's X-Request-ID only if it is 8 to 64 of
 [A-Za-z0-9._-], and otherwise uses its own random $request_id; that one
-value is what every hop logs and what the client gets back. A header
-spelled X_Request_ID is dropped before that: nginx ignores header names
-with underscores (`underscores_in_headers off`, the default), because a
-CGI-style server would turn both spellings into HTTP_X_REQUEST_ID. A bare
-LF ends a header line, so text after it cannot ride along in the value.
-Behind nginx, wsgilab.container.wsgi_trace checks the id against the same pattern again,
+value is what every hop logs and what the client gets back. A header spelled
+X_Request_ID is dropped before that: nginx ignores header names with
+underscores (`underscores_in_headers off`, the default), because a CGI-style
+server would turn both spellings into HTTP_X_REQUEST_ID. A bare LF ends a
+header line, so text after it cannot ride along in the value. Behind nginx,
+wsgilab.container.wsgi_trace checks the id against the same pattern again,
 and each hop escapes what it logs (nginx `escape=json`, gunicorn through
 json.dumps) or leaves client text out (uWSGI's log-format), so quotes,
 backslashes and escape bytes cannot end a line or forge a field.

@@ -18,14 +18,20 @@ TITLE = ("A full listen queue: on gunicorn and uWSGI the kernel drops what does 
          "and Waitress hold it inside (200, late); nothing hangs")
 
 EXPLANATION = """
+On gunicorn and uWSGI a request that finds the listen queue full
+(WSGI_BACKLOG) gets nginx's 504 at its connect timeout
+(NGINX_CONNECT_TIMEOUT): the kernel drops the connection attempt.
+Granian and Waitress accept it anyway and hold the request until a thread
+is free: a 200, late.
+
 While every worker is busy, a new connection waits in the kernel's accept
-queue of the app server's socket. Its length is gunicorn's `backlog`, uWSGI's
-`listen` (WSGI_BACKLOG: 128 by default; Linux holds one more than it says).
-Here it is 1, with 1 worker of 1 thread, and 8 requests of 3 s come: one
-runs, two wait in the queue, and the queue is full.
-Linux does not refuse the rest (a refusal would be a 502 at once): it drops
-their connection attempts as if the packets were lost, and nginx's connect
-waits and retries until `proxy_connect_timeout` / `uwsgi_connect_timeout`
+queue of the app server's socket. Its length is gunicorn's `backlog`,
+uWSGI's `listen` (WSGI_BACKLOG: 128 by default; Linux holds one more than it
+says). Here it is 1, with 1 worker of 1 thread, and 8 requests of 3 s come:
+one runs, two wait in the queue, and the queue is full. Linux does not
+refuse the rest (a refusal would be a 502 at once): it drops their
+connection attempts as if the packets were lost, and nginx's connect waits
+and retries until `proxy_connect_timeout` / `uwsgi_connect_timeout`
 (NGINX_CONNECT_TIMEOUT: 2 s here, 5 s by default), then answers 504. No
 request hangs: each is served in its turn or ends at the connect timeout.
 Who logs it:
@@ -36,46 +42,45 @@ Who logs it:
 - gunicorn: nothing. It never accepted those connections and cannot see
   them; only the kernel counts them (`nstat -az TcpExtListenOverflows` in
   the app's network namespace; the lab prints that count).
-The requests that fitted are served late: the trace shows their wait as
-the "queue" segment. A long queue turns a burst into latency, a short one
-into fast errors; more workers or threads shorten both. Telling the 504s
-apart: one at the connect timeout whose trace is nginx alone (connect "-")
-is a full queue; one at the read timeout, with the app's hops in its trace,
-is a slow view.
-How the lab makes the outcome certain: it reads the kernel's own numbers
-for the socket (what `ss -lnt` shows: the backlog in force, the queue; and
-the handshakes in /proc/net/tcp), opens every connection to nginx first,
-and sends the first requests one at a time, each once the kernel holds the
-one before, until the queue is full; only then the rest, at once, within a
-millisecond: nginx's connect for each is refused room while the first
-request still has over a second to run, so the kernel's one SYN retry in
-the connect timeout also finds the queue full. nginx's own records say
+The requests that fitted are served late: the trace shows their wait as the
+"queue" segment. A long queue turns a burst into latency, a short one into
+fast errors; more workers or threads shorten both. Telling the 504s apart:
+one at the connect timeout whose trace is nginx alone (connect "-") is a
+full queue; one at the read timeout, with the app's hops in its trace, is a
+slow view. How the lab makes the outcome certain: it reads the kernel's own
+numbers for the socket (what `ss -lnt` shows: the backlog in force, the
+queue; and the handshakes in /proc/net/tcp), opens every connection to nginx
+first, and sends the first requests one at a time, each once the kernel
+holds the one before, until the queue is full; only then the rest, at once,
+within a millisecond: nginx's connect for each is refused room while the
+first request still has over a second to run, so the kernel's one SYN retry
+in the connect timeout also finds the queue full. nginx's own records say
 when it took each request; if the rest came to it too late for that (a
 loaded machine can stall the lab between sends), or the lab read the kernel
 after them only once the first could have been served (the queue then one
-shorter), the burst is run again, and the report says so. When the rest
-find room, or are sent all at once, several handshakes can be half done before the queue fills: the kernel
-answered their SYN, the client (nginx) thinks it is connected, and they get
-in later, once there is room, so more than fit are served. Docker's
-healthcheck connects straight to the server too and takes a place in the
-same queue; the lab runs its apps with the healthcheck once a minute
-(WSGILAB_HEALTHCHECK_INTERVAL), so only the burst is in the queue.
-Granian and Waitress never let the kernel's queue fill: they accept a
+shorter), the burst is run again, and the report says so. When the rest find
+room, or are sent all at once, several handshakes can be half done before
+the queue fills: the kernel answered their SYN, the client (nginx) thinks it
+is connected, and they get in later, once there is room, so more than fit
+are served. Docker's healthcheck connects straight to the server too and
+takes a place in the same queue; the lab runs its apps with the healthcheck
+once a minute (WSGILAB_HEALTHCHECK_INTERVAL), so only the burst is in the
+queue. Granian and Waitress never let the kernel's queue fill: they accept a
 connection while their threads are busy (a Granian worker up to its
-`backpressure`, its limit of connections held at once: the backlog
-divided by the workers; Waitress up to `connection_limit`, 100) and keep
-the request waiting inside, for a thread. The lab runs them with the
-default backlog, 128: Granian refuses to start with less, and Waitress
-accepts one connection a turn of its loop, so a burst of connects can
-overflow a backlog of 1 even while it has room. With 1 thread and 8
-requests of 1 s (shorter than on the others: nothing there depends on the
-kernel's SYN retry), all 8 are accepted at once and all served, one after
-another. A request that waited longer than nginx's read timeout (60 s)
-would get nginx's 504, with nothing in the server's log. The trace's
-queue segment shows each wait (nginx's time stamp against the app's first
-event); Granian's own access log leaves it out (its `dt_ms`, the time it
-logs, starts when a thread took the request), and Waitress logs "Task
-queue depth is N" for each request it queued, which the trace shows.
+`backpressure`, its limit of connections held at once: the backlog divided
+by the workers; Waitress up to `connection_limit`, 100) and keep the request
+waiting inside, for a thread. The lab runs them with the default backlog,
+128: Granian refuses to start with less, and Waitress accepts one connection
+a turn of its loop, so a burst of connects can overflow a backlog of 1 even
+while it has room. With 1 thread and 8 requests of 1 s (shorter than on the
+others: nothing there depends on the kernel's SYN retry), all 8 are accepted
+at once and all served, one after another. A request that waited longer than
+nginx's read timeout (60 s) would get nginx's 504, with nothing in the
+server's log. The trace's queue segment shows each wait (nginx's time stamp
+against the app's first event); Granian's own access log leaves it out (its
+`dt_ms`, the time it logs, starts when a thread took the request), and
+Waitress logs "Task queue depth is N" for each request it queued, which the
+trace shows.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).

@@ -15,12 +15,17 @@ from wsgilab.labs.rawhttp import exchange, request_bytes
 TITLE = "Host and proxy headers: unknown hosts refused, spoofed X-Forwarded-* overwritten"
 
 EXPLANATION = """
-The hop that acts is nginx.
+The hop that acts is nginx: a Host not in its `server_name`
+(NGINX_SERVER_NAMES) gets 421 and reaches no app, and nginx sets
+X-Forwarded-For, -Proto and -Host from what it saw itself, replacing
+whatever the client sent. Behind it, each server believes those headers
+only as nginx wrote them.
+
 - Host: nginx serves only the names in `server_name` (NGINX_SERVER_NAMES,
   set from WSGILAB_SERVER_NAMES in .env, which also sets Django's
   ALLOWED_HOSTS). Any other Host, or none, lands in a catch-all server that
-  answers 421 Misdirected Request: no app sees it. That matters for Flask and
-  the raw app, which do not check Host at all.
+  answers 421 Misdirected Request: no app sees it. That matters for Flask
+  and the raw app, which do not check Host at all.
 - X-Forwarded-For / -Proto / -Host: nginx sets them from what it saw itself
   (`proxy_set_header` in nginx/proxy_http.conf, `uwsgi_param` in
   nginx/uwsgi_params.conf), replacing whatever the client sent. Behind it,
@@ -32,20 +37,21 @@ The hop that acts is nginx.
   says https (`secure_scheme_headers`: by default it also believes
   X-Forwarded-Ssl and -Protocol, which nginx passes on from the client, and
   answered 400 when a client's header said https beside nginx's http; the
-  lab forges both). uWSGI believes whatever its packet says, and nginx writes
-  the packet: it hands uWSGI REMOTE_ADDR, and HTTP_X_FORWARDED_PROTO (which
-  uWSGI sets wsgi.url_scheme from) in place of the client's header. Granian
-  and Waitress believe X-Forwarded-For and -Proto from the same addresses
-  only (Granian's proxy-headers wrapper, granian_app.py; Waitress's
-  `trusted_proxy`), and set REMOTE_ADDR to the client's address from them;
-  Waitress also removes every X-Forwarded-* header it was not told to trust,
-  so its apps see no X-Forwarded-Host at all. Django uses X-Forwarded-Host
-  only with USE_X_FORWARDED_HOST and X-Forwarded-Proto only with
-  SECURE_PROXY_SSL_HEADER, both off; the Flask app has no ProxyFix.
+  lab forges both). uWSGI believes whatever its packet says, and nginx
+  writes the packet: it hands uWSGI REMOTE_ADDR, and HTTP_X_FORWARDED_PROTO
+  (which uWSGI sets wsgi.url_scheme from) in place of the client's header.
+  Granian and Waitress believe X-Forwarded-For and -Proto from the same
+  addresses only (Granian's proxy-headers wrapper, granian_app.py;
+  Waitress's `trusted_proxy`), and set REMOTE_ADDR to the client's address
+  from them; Waitress also removes every X-Forwarded-* header it was not
+  told to trust, so its apps see no X-Forwarded-Host at all. Django uses
+  X-Forwarded-Host only with USE_X_FORWARDED_HOST and X-Forwarded-Proto only
+  with SECURE_PROXY_SSL_HEADER, both off; the Flask app has no ProxyFix.
 - A header named SCRIPT_NAME (the app's mount point, step 9 of the tour):
   gunicorn's default `forwarder_headers` takes it from a trusted peer. nginx
-  drops any header with an underscore in its name (`ignore_invalid_headers`),
-  and gunicorn.conf.py takes none (`forwarder_headers = ""`).
+  drops any header with an underscore in its name
+  (`ignore_invalid_headers`), and gunicorn.conf.py takes none
+  (`forwarder_headers = ""`).
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).

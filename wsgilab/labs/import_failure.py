@@ -14,9 +14,13 @@ TITLE = "App fails to import: the server exits saying why, it is restarted, ngin
 
 EXPLANATION = """
 A deploy whose code cannot be imported (a dependency missing from the image,
-a typo in <APP>_WSGI_APP, a settings module that raises) never serves a request.
-The lab points the raw app at wsgilab.container.unimportable_app, which imports a
-package that is not installed (RAW_WSGI_APP), and watches:
+a typo in <APP>_WSGI_APP, a settings module that raises) never serves a
+request: its server exits saying why, Docker restarts it again and again,
+and nginx answers 502 meanwhile (at worst a 504 at its connect timeout). The
+other apps never notice.
+
+The lab points the raw app at wsgilab.container.unimportable_app, which
+imports a package that is not installed (RAW_WSGI_APP), and watches:
 - gunicorn imports the app in each worker as it boots. The worker logs the
   traceback and exits with code 3, and the arbiter stops rather than fork
   failing workers forever: "Worker failed to boot.", exit status 3 (or 1,
@@ -34,8 +38,7 @@ package that is not installed (RAW_WSGI_APP), and watches:
   502 a second or so later (1.15 s in the trace below). Only a request
   that comes in the second nginx still holds the address of a container
   that just died waits on that address: a 502 once the kernel gives up on
-  it (about 4 s here), or a 504 at `proxy_connect_timeout` (5 s). The other
-  apps never notice.
+  it (about 4 s here), or a 504 at `proxy_connect_timeout` (5 s).
 - The healthcheck never passes: Docker reports the container as "starting"
   (just restarted) or "unhealthy", never "healthy", and `docker compose ps`
   says "Restarting". Its log says why; nothing else does.

@@ -18,8 +18,14 @@ TITLE = ("Worker killed mid-request (kill -9): one 502, the POST is not retried,
 
 EXPLANATION = """
 A worker that dies mid-request (the OOM killer, a segfault in a C
-extension, `kill -9`) cannot answer, and cannot log either: its trace line
-is never written. Each hop then does one thing:
+extension, `kill -9`) costs its client one 502 from nginx, which does not
+resend a POST (`proxy_next_upstream`); the server's master starts a new
+worker, and the next request is served. On Granian (with
+`respawn_failed_workers = True`) requests are refused, 502 at once, until
+new workers listen.
+
+The dead worker cannot answer, and cannot log either: its trace line is
+never written. Each hop then does one thing:
 - nginx reads the closed connection as "upstream prematurely closed" and
   answers 502. It would try the request again only on another server of
   the upstream, and never for a POST: `proxy_next_upstream` (and its twin

@@ -14,6 +14,12 @@ from wsgilab.labs.rawhttp import exchange, request_bytes
 TITLE = "Long requests: long polls hold every WSGI worker, so ordinary requests queue; on ASGI a poll holds none"
 
 EXPLANATION = """
+A long poll holds a WSGI worker's thread while it waits, so once
+WSGI_WORKERS x WSGI_THREADS polls wait, ordinary requests wait seconds in
+the listen queue (the trace's `queue`). On ASGI a waiting poll is a
+suspended coroutine that holds no worker, and ordinary requests queue for
+milliseconds.
+
 What the lab does: it restarts the raw app on 2 workers of one thread
 (WSGI_WORKERS=2, WSGI_THREADS=1; the stack's own settings come back after),
 sends 2 long polls (GET /raw/wait?s=3: answer when any app stores an item,

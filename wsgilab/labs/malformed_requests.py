@@ -12,8 +12,8 @@ TITLE = "Malformed and smuggling requests: refused at nginx, nothing smuggled re
 EXPLANATION = """
 The hop that acts is nginx, the only HTTP parser a client reaches. Request
 smuggling needs two parsers that disagree about where a request ends (RFC
-9112 section 6.3): here the second parser never sees the client's bytes. nginx
-parses the request, refuses what RFC 9112 forbids or leaves ambiguous
+9112 section 6.3): here the second parser never sees the client's bytes.
+nginx parses the request, refuses what RFC 9112 forbids or leaves ambiguous
 (Content-Length and Transfer-Encoding together, two different lengths, a bad
 chunk size, obs-fold, NUL bytes) with 400, or 501 for a transfer coding it
 does not know, and closes that connection. What it accepts, it sends on as a

@@ -13,6 +13,11 @@ from wsgilab.labs.rawhttp import exchange, request_bytes
 TITLE = "N+1 queries: one list, one query or one per item, and the trace that tells them apart"
 
 EXPLANATION = """
+The query count is the view's code, not any server setting: asking for
+the relation with the list is one query (two on SQLAlchemy), touching it
+in the loop is one more per item, "N+1". The trace shows it at once, the
+same statement repeated.
+
 A view lists items and, for each, shows its owner. Written the obvious way,
 `for item in items: item.owner.name`, an ORM fetches the list with one
 query and then each owner with one more, the first time it is touched: one
@@ -33,8 +38,7 @@ The lab counts the queries of the items and owners only; the trace numbers
 every statement the request sent, a pool's check of its connection and the
 transaction's own included: there the ten repeats are queries 3 to 12 on
 the raw app, 2 to 11 on Django.
-The fix is in the view's code, not in any server setting: ask for the
-relation with the list. Where the database is across a network, each extra
+Where the database is across a network, each extra
 query costs a round trip on top of its own time.
 """
 

@@ -21,18 +21,18 @@ nothing is passed on half-read.
   gets 414; a header line longer than that, or headers over the 4 x 8k in
   all, get 400 ("Request Header Or Cookie Too Large").
 The settings behind nginx are set at or above those limits, so a request
-nginx accepted is never refused behind it (which nginx would report as a
-400 from the app, or as a 502): gunicorn's `limit_request_line` and
+nginx accepted is never refused behind it (which nginx would report as a 400
+from the app, or as a 502): gunicorn's `limit_request_line` and
 `limit_request_field_size` (8190) take any line nginx takes, and its
 `limit_request_fields` is its maximum, since nginx already caps the header
 block; uWSGI's `buffer-size = 65535` holds the whole uwsgi packet nginx can
 build from 32k of headers; Waitress counts only the bytes of the whole head
 (`max_request_header_size`, 256 KiB). The "at the limits" requests below
-prove it. Granian is the exception: its HTTP parser, hyper, takes at most 100
-headers and Granian 2.8 has no setting to raise it, so a request with more,
-which nginx accepts and passes on, gets Granian's 431 before any app sees
-it. nginx's own header limits are in bytes, not in headers, so it cannot
-refuse those first.
+prove it. Granian is the exception: its HTTP parser, hyper, takes at most
+100 headers and Granian 2.8 has no setting to raise it, so a request with
+more, which nginx accepts and passes on, gets Granian's 431 before any app
+sees it. nginx's own header limits are in bytes, not in headers, so it
+cannot refuse those first.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).

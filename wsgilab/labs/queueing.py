@@ -17,47 +17,48 @@ TITLE = "Queueing: more slow requests than workers wait in the queue; threads ch
 EXPLANATION = """
 A slow "queue" with a fast "view" in a trace means add workers or threads,
 not optimise the view: the request waited for a worker before any of its
-code ran. Each worker process of a sync server (gunicorn's default worker, uWSGI
-with threads = 1) runs one request at a time. When every worker is busy,
-the next request is not refused: nginx's connection waits in the kernel's
-accept queue of the app server's socket (gunicorn `backlog`, uWSGI
-`listen`: WSGI_BACKLOG, 128) until a worker is free; what happens when
-that queue is full is the full-listen-queue lab. That wait is the "queue"
-segment of the trace: from nginx's X-Request-Start stamp to the server
-calling the app (the worker's reading of the request included). Here 2
-workers get 6 requests of 400 ms each at once, so they are served in 3 rounds and the last ones wait about 800 ms
-before any of their code runs; the view still says 400 ms.
-With WSGI_THREADS=4 (gunicorn's gthread worker, uWSGI `threads`), each
-worker takes up to 4 requests at once, 8 in all, and the queue is gone,
-nearly. Each uWSGI thread accepts a connection only when it is free. A
-gthread worker's main thread accepts every connection it can (up to
-`worker_connections`, 1000) and queues it for its thread pool, so one
-worker can take 5 of the 6 while the other has a free thread: the fifth
-waits a whole round inside the worker. The trace still shows it as queue
-time, since the view had not started; `hoptrace stats` shows the spread.
-That works because these views wait (sleep, as on a database or an API);
-threads of one process share its GIL, so for views that compute, threads
-interleave instead of running at once, and more processes is the cure.
-Granian's workers each listen on a socket of their own (SO_REUSEPORT), so
-the kernel deals the connections between them by a hash of the
-connection, not to whichever is free: in one run one worker got five of
-the six while the other idled, and the last waited 1.6 s (4 x 400 ms)
-where gunicorn's last waits 0.8 s; the lab reads which worker ran each
-request and expects the waits of the one dealt the most. Each Granian
-worker also starts its blocking threads one at a time, when a request
-finds none idle, and a thread that has just taken a request still counts
-as idle for a moment: in 1 of 20 runs here, a worker with 4 threads ran
-its 2 requests on one thread, and the second waited a round (413 ms).
-The lab reads which thread ran each request too (the wsgi record's
-`thread`), and expects the rounds of the thread that ran the most. Waitress is
-one process with WSGI_WORKERS x WSGI_THREADS threads, which take requests
-from its task queue: 2 threads, then 8, as the other servers' slots.
-The queue shows in `hoptrace stats` as its own segment. This lab restarts
-the apps twice (WSGI_WORKERS=2 with WSGI_THREADS=1, then 4) and puts back
-the settings it was running with. Before each burst the lab waits until every gunicorn or uWSGI worker has
-the app, as the servers' own log lines say: the first 200 after a restart
-means one worker serves, and the other may still be importing the app, to
-take its share of the burst late.
+code ran.
+
+Each worker process of a sync server (gunicorn's default worker, uWSGI with
+threads = 1) runs one request at a time. When every worker is busy, the next
+request is not refused: nginx's connection waits in the kernel's accept
+queue of the app server's socket (gunicorn `backlog`, uWSGI `listen`:
+WSGI_BACKLOG, 128) until a worker is free; what happens when that queue is
+full is the full-listen-queue lab. That wait is the "queue" segment of the
+trace: from nginx's X-Request-Start stamp to the server calling the app (the
+worker's reading of the request included). Here 2 workers get 6 requests of
+400 ms each at once, so they are served in 3 rounds and the last ones wait
+about 800 ms before any of their code runs; the view still says 400 ms. With
+WSGI_THREADS=4 (gunicorn's gthread worker, uWSGI `threads`), each worker
+takes up to 4 requests at once, 8 in all, and the queue is gone, nearly.
+Each uWSGI thread accepts a connection only when it is free. A gthread
+worker's main thread accepts every connection it can (up to
+`worker_connections`, 1000) and queues it for its thread pool, so one worker
+can take 5 of the 6 while the other has a free thread: the fifth waits a
+whole round inside the worker. The trace still shows it as queue time, since
+the view had not started; `hoptrace stats` shows the spread. That works
+because these views wait (sleep, as on a database or an API); threads of one
+process share its GIL, so for views that compute, threads interleave instead
+of running at once, and more processes is the cure. Granian's workers each
+listen on a socket of their own (SO_REUSEPORT), so the kernel deals the
+connections between them by a hash of the connection, not to whichever is
+free: in one run one worker got five of the six while the other idled, and
+the last waited 1.6 s (4 x 400 ms) where gunicorn's last waits 0.8 s; the
+lab reads which worker ran each request and expects the waits of the one
+dealt the most. Each Granian worker also starts its blocking threads one at
+a time, when a request finds none idle, and a thread that has just taken a
+request still counts as idle for a moment: in 1 of 20 runs here, a worker
+with 4 threads ran its 2 requests on one thread, and the second waited a
+round (413 ms). The lab reads which thread ran each request too (the wsgi
+record's `thread`), and expects the rounds of the thread that ran the most.
+Waitress is one process with WSGI_WORKERS x WSGI_THREADS threads, which take
+requests from its task queue: 2 threads, then 8, as the other servers'
+slots. The queue shows in `hoptrace stats` as its own segment. This lab
+restarts the apps twice (WSGI_WORKERS=2 with WSGI_THREADS=1, then 4) and
+puts back the settings it was running with. Before each burst the lab waits
+until every gunicorn or uWSGI worker has the app, as the servers' own log
+lines say: the first 200 after a restart means one worker serves, and the
+other may still be importing the app, to take its share of the burst late.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).

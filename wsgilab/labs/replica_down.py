@@ -21,11 +21,14 @@ TITLE = ("A replica killed under load (docker kill): GETs keep succeeding on the
          "is a 502, never sent again")
 
 EXPLANATION = """
-This one needs containers: on the compose stack it runs three replicas of
-one app (`docker compose up --scale flask=3`), on the swarm stack
-(`hoptrace lab replica-down --stack wsgilab`) three tasks of its service
-(`docker service scale`), and kills one with `docker kill` while clients
-keep sending requests. (Swarm then starts a task in its place.)
+A GET held by a replica killed under load still gets a 200, a moment
+later (nginx's `proxy_next_upstream` tries the next address); a POST it
+held is a 502, never sent again: the replica may have acted on it.
+
+This one needs containers: three replicas of one app on compose (`docker
+compose up --scale flask=3`), three tasks of its service on swarm (`hoptrace
+lab replica-down --stack wsgilab`), one of them killed with `docker kill`
+while clients keep sending (Swarm starts another).
 - nginx looks the app's name up per request (resolver.conf) and gets every
   replica's address, in an order its resolver rotates, so the load is
   spread over the three.
@@ -34,15 +37,13 @@ keep sending requests. (Swarm then starts a task in its place.)
   for uWSGI) then sends a GET to the next address: the client gets its 200
   a moment later, and nginx's record lists both tries ("upstream": two
   addresses, "upstream_status": "502, 200").
-- A POST the killed replica was sent is not sent again: the replica may
-  have acted on it before it died (charged the card), and nginx repeats a
-  non-idempotent request only if told `non_idempotent`. Its client gets
-  502. (A POST whose connection never opened was never sent, so nginx may
-  still pass that one on.)
+- nginx repeats a POST only if told `non_idempotent`: the replica may have
+  acted on it before it died (charged the card). (A POST whose connection
+  never opened was never sent, so nginx may still pass that one on.)
 - For up to a second after the kill nginx may still hold the dead address
-  (`resolver ... valid=1s`): a request tried there waits for the connect
-  to fail (its first try a 504 at the connect timeout, NGINX_CONNECT_TIMEOUT,
-  5 s, or a 502 if the kernel gives up first), then goes on as above. After
+  (`resolver ... valid=1s`): a request tried there waits for the connect to
+  fail (its first try a 504 at the connect timeout, NGINX_CONNECT_TIMEOUT, 5
+  s, or a 502 if the kernel gives up first), then goes on as above. After
   that, Docker's DNS no longer names it, and the two left serve everything.
 - Right after a scale-up, a new replica's container runs before its server
   listens (the launcher sets the database up first): nginx's connect is
@@ -67,9 +68,7 @@ OUTCOMES = (
     ),
 )
 
-#: The app whose replicas the lab runs, and how many.
-APP = "flask"
-REPLICAS = 3
+APP, REPLICAS = "flask", 3  # the app whose replicas the lab runs, and how many
 #: After the scale-up, GETs of /APP/ (WARM_GETS at a time, up to SETTLED_WITHIN_S) until every replica has
 #: served one and none needed a second try: nginx's cached answer for the app's name (resolver.conf,
 #: `valid=1s`) lists all of them and no address that is gone. With fewer listed, a GET the killed replica

@@ -15,6 +15,11 @@ TITLE = ("A rolling update under load (Docker Swarm, start-first): no request fa
 STACKS = ("swarm",)
 
 EXPLANATION = """
+A rolling update fails no request: Swarm starts each new task and waits
+for its healthcheck before it stops an old one (`order: start-first`),
+and a request sent to an old task that has closed its port goes on to
+the next address (`proxy_next_upstream error`).
+
 This one needs the stack on Docker Swarm (`scripts/swarm up`, then
 `hoptrace lab rolling-update --stack wsgilab`): it updates every replica of
 one app (`docker service update --force`, what a new release of its image

@@ -15,25 +15,29 @@ from wsgilab.labs.rawhttp import exchange, request_bytes
 TITLE = "Slow clients: nginx holds them, the app workers stay free, other requests keep their latency"
 
 EXPLANATION = """
-A sync worker (gunicorn's default, uWSGI with threads = 1) is one request
-at a time, so a client that takes 10 s to send its headers or its body
-would hold a worker for 10 s: a few hundred such clients (or one
-attacker, "slowloris") and no worker is left. The hop that prevents it is
-nginx. It reads each request's headers and its whole body itself
+nginx holds slow clients, so the app's workers stay free and other
+requests keep their latency: it reads each request's headers and whole
+body itself (`proxy_request_buffering on`) before a worker sees it, and
+drops a client still too slow after `client_header_timeout` /
+`client_body_timeout` (60 s, nginx's defaults) with 408.
+
+A sync worker (gunicorn's default, uWSGI with threads = 1) is one request at
+a time, so a client that takes 10 s to send its headers or its body would
+hold a worker for 10 s: a few hundred such clients (or one attacker,
+"slowloris") and no worker is left. The hop that prevents it is nginx. It
+reads each request's headers and its whole body itself
 (`proxy_request_buffering on`; the uwsgi protocol needs the body length up
 front anyway), holding slow clients on its event loop for almost nothing,
 and only then hands the complete request to a worker, over a fast local
 connection. So here, with hundreds of clients trickling bytes, no app sees
-any of them, the workers stay idle, and a normal request's queue time in
-its trace stays where it was, whichever server is behind (without nginx,
-Granian would hand the app a body still arriving; Waitress reads each
-request whole itself). nginx drops such a client after
-`client_header_timeout` / `client_body_timeout` (60 s, nginx's defaults)
-with 408. The same buffering works on the way back (`proxy_buffering on`):
+any of them, the workers stay idle, and a normal request's queue time in its
+trace stays where it was, whichever server is behind (without nginx, Granian
+would hand the app a body still arriving; Waitress reads each request whole
+itself). The same buffering works on the way back (`proxy_buffering on`):
 nginx takes the response as fast as the worker writes it and feeds a slow
-reader itself; a response that opts out (`X-Accel-Buffering: no`, as
-/stream does) holds its worker for as long as the client takes to read
-what does not fit in the sockets' buffers.
+reader itself; a response that opts out (`X-Accel-Buffering: no`, as /stream
+does) holds its worker for as long as the client takes to read what does not
+fit in the sockets' buffers.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).

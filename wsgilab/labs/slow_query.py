@@ -20,8 +20,12 @@ TITLE = ("Slow query: statement_timeout ends it in the database (503, the worker
 EXPLANATION = """
 Three clocks watch a request that waits on a slow query, and the first to
 run out decides what the client sees and what is left in the database.
-- PostgreSQL's `statement_timeout` (WSGILAB_DB_STATEMENT_TIMEOUT_MS, 20000 ms
-  here, 0 turns it off, as PostgreSQL ships). Each app sets it on its
+With the defaults the database's clock runs out first (statement_timeout,
+20 s, before the worker's 30 s and nginx's 60 s): a slow query ends as a
+503 naming the database, and the worker goes on serving.
+
+- PostgreSQL's `statement_timeout` (WSGILAB_DB_STATEMENT_TIMEOUT_MS, 20000
+  ms here, 0 turns it off, as PostgreSQL ships). Each app sets it on its
   sessions as it connects, and the database keeps the clock: it cancels the
   statement ("canceling statement due to statement timeout" in its log, as
   the query's own hop in the trace) and rolls its transaction back. The
@@ -50,8 +54,7 @@ run out decides what the client sees and what is left in the database.
   worker-timeout` shows it).
 In all three cases no transaction is left half written: PostgreSQL keeps a
 transaction's writes only when COMMIT comes. What to set: the database's
-clock first, then the worker's, then nginx's. The defaults do (20 s < 30 s
-< 60 s), so a slow query costs one 503 and nothing more; keep
+clock first, then the worker's, then nginx's: keep
 WSGILAB_DB_STATEMENT_TIMEOUT_MS below WSGI_TIMEOUT x 1000 when you change
 either. This lab restarts the apps twice
 (WSGILAB_DB_STATEMENT_TIMEOUT_MS=1000; then 0 with WSGI_TIMEOUT=2) and puts

@@ -16,7 +16,9 @@ TITLE = "Slow readers: nginx buffers a big response and frees the worker; unbuff
 EXPLANATION = """
 Streaming is for responses that are produced slowly, not for big ones: nginx
 frees a sync worker from a slow client by buffering its response, unless
-the response opts out. A client on a slow link takes seconds to read a big response. Whoever
+the response opts out.
+
+A client on a slow link takes seconds to read a big response. Whoever
 holds the response meanwhile is busy: on a sync worker (gunicorn's
 default, uWSGI with threads = 1) that is the one request the worker can
 serve. nginx takes that job (`proxy_buffering on`, `uwsgi_buffering on`):

@@ -14,6 +14,11 @@ from wsgilab.labs.rawhttp import exchange, request_bytes
 TITLE = "Sync in async: a sync view under ASGI runs on a thread; Flask's adapter runs one request at a time"
 
 EXPLANATION = """
+On an ASGI server a sync view runs on a thread, and the adapter decides
+how many: Django gives each request its own, so they run at once, while
+asgiref's WsgiToAsgi runs every Flask request of the process on one
+thread, in turn, a wait nginx's queue segment does not see.
+
 An ASGI server runs the app on an event loop, and code that blocks (a
 sync view, a sync database driver) must not run there, or every request
 in the process would wait for it. So an async framework hands sync code to

@@ -18,19 +18,24 @@ TITLE = ("Too many clients: worker threads past PostgreSQL's max_connections are
          "answer 503 at once, the raw app's pool waits for its timeout")
 
 EXPLANATION = """
+Past PostgreSQL's `max_connections` minus the 3 it keeps for a
+superuser, each new connection is refused at once, and the app's library
+decides what the client gets: 503 at once from Django and Flask, 503
+from the raw app's pool only if none came free within its 5 s.
+
 Every worker thread that queries needs a database connection: Django opens
-one per request and closes it at the end (CONN_MAX_AGE 0); the raw and
-Flask apps keep a pool per worker process, whose connections, up to
-WSGI_THREADS, stay open between requests. So at the busiest moment the apps
-want apps x replicas x WSGI_WORKERS x WSGI_THREADS connections (this lab's
-burst: 3 x 1 x 4 x 1 = 12), and PostgreSQL allows `max_connections`
+one per request and closes it at the end (CONN_MAX_AGE 0); the raw and Flask
+apps keep a pool per worker process, whose connections, up to WSGI_THREADS,
+stay open between requests. So at the busiest moment the apps want apps x
+replicas x WSGI_WORKERS x WSGI_THREADS connections (this lab's burst: 3 x 1
+x 4 x 1 = 12), and PostgreSQL allows `max_connections`
 (WSGILAB_DB_MAX_CONNECTIONS, 100), of which it keeps 3 for a superuser
-(`superuser_reserved_connections`). Past max_connections minus 3, it
-refuses the apps' next connection at once. The apps' role is not a superuser, so
+(`superuser_reserved_connections`). Past max_connections minus 3, it refuses
+the apps' next connection at once. The apps' role is not a superuser, so
 what it hears is "FATAL: remaining connection slots are reserved for roles
 with the SUPERUSER attribute"; "sorry, too many clients already" is what
-PostgreSQL says once the last 3 are gone too.
-What the client gets depends on the app's library, not on the server:
+PostgreSQL says once the last 3 are gone too. What the client gets depends
+on the app's library, not on the server:
 - Django and Flask (SQLAlchemy) open the connection when the view first
   needs it; refused, the driver raises OperationalError and each app
   answers 503 with PostgreSQL's words at once (the refusal takes

@@ -15,6 +15,11 @@ from wsgilab.labs.kit import Outcome, Report, Target, served_by
 TITLE = "Websocket: nginx passes the upgrade on; on uvicorn the app takes it, under WSGI it can only refuse it"
 
 EXPLANATION = """
+The app server decides: nginx passes the upgrade on (a map in
+nginx.conf); on uvicorn the raw app and Django answer 101 and echo each
+message; under WSGI the app never gets the connection, and its /ws
+answers 426 Upgrade Required.
+
 A websocket starts as an HTTP GET that asks to switch protocols (Upgrade:
 websocket, Connection: Upgrade, a Sec-WebSocket-Key); a server that agrees
 answers 101, and from then on the connection carries frames both ways for
