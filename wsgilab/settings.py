@@ -133,7 +133,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             waitress="threads (times WSGI_WORKERS)", lab_may_change=True),
     Setting("WSGI_TIMEOUT", "30", "seconds", "how long a request may run before its worker is ended and "
             "replaced; on gunicorn a sync worker's only: with WSGI_THREADS above 1 the gthread worker's own loop "
-            "keeps telling the master it is alive, and no request is ended", "app", gunicorn="timeout",
+            "keeps telling the master it is alive, and no request is ended; on uWSGI with threads the worker has one deadline, "
+            "which any of its requests ending clears, so a slow request is ended only while no other ends beside it",
+            "app", gunicorn="timeout",
             uwsgi="harakiri, socket-timeout",
             granian="none: a request runs as long as it runs", waitress="none: a request runs as long as it runs",
             lab_may_change=True),

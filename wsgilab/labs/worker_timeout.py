@@ -13,32 +13,39 @@ TITLE = "Worker timeout: the server ends a stuck worker (uWSGI 502, gunicorn 500
 
 EXPLANATION = """
 Two clocks watch a slow request, and which one runs out first decides what
-the client sees.
-- The app server's: gunicorn `timeout` / uWSGI `harakiri` (WSGI_TIMEOUT, 30 s
-  by default). When a request runs longer, the master ends the worker and
-  starts a new one, and the two servers do it differently:
-  uWSGI's master logs "HARAKIRI" and kills the worker outright (SIGKILL).
-  The worker writes nothing more, not even its trace line; nginx sees the
-  connection close with no response and answers 502 Bad Gateway, "the
-  server behind me failed".
-  gunicorn's arbiter logs "WORKER TIMEOUT" and sends the worker SIGABRT,
-  which raises SystemExit inside the view. The exception unwinds through
-  the framework (Django and Flask catch Exception, and SystemExit is not
-  one), the worker answers 500 itself on its way out (gunicorn's
-  handle_error), and then exits. So on gunicorn the client sees a 500, and
-  the trace shows the view raising SystemExit where it was stuck.
+the client sees. The defaults put the worker's limit first, so a stuck view
+frees its worker and ends as a 502 or 500; a 504 means a worker stayed busy
+after the client was gone.
+
+- The app server's: gunicorn `timeout` / uWSGI `harakiri` (WSGI_TIMEOUT, 30
+  s by default). When a request runs longer, the master ends the worker and
+  starts a new one, and the two servers do it differently: uWSGI's master
+  logs "HARAKIRI" and kills the worker outright (SIGKILL). The worker writes
+  nothing more, not even its trace line; nginx sees the connection close
+  with no response and answers 502 Bad Gateway, "the server behind me
+  failed". uWSGI keeps its clock in whole seconds, so the kill comes up to a
+  second before or after the limit. gunicorn's master (its arbiter) logs
+  "WORKER TIMEOUT" and sends the worker SIGABRT, which raises SystemExit
+  inside the view. The exception unwinds through the framework (Django and
+  Flask catch Exception, and SystemExit is not one), the worker answers 500
+  itself on its way out (gunicorn's handle_error), and then exits. So on
+  gunicorn the client sees a 500, and the trace shows the view raising
+  SystemExit where it was stuck.
 - nginx's: `proxy_read_timeout` / `uwsgi_read_timeout` (NGINX_READ_TIMEOUT,
   60 s by default). When the app server sends nothing for that long, nginx
   stops waiting and answers 504 Gateway Timeout: "the server behind me is
   too slow". The worker is not told: it runs the view to the end and writes
   a 200 that nobody reads, and its trace says so, after nginx's 504.
-The defaults put the worker's limit first, so a stuck view frees its worker
-and ends as a 502 or 500; a 504 means a worker stayed busy after the client was
-gone. Granian and Waitress have no worker's clock at all (WSGI_TIMEOUT has no
-twin there): a view runs on its thread for as long as it runs, so with them
-nginx's read timeout is the only limit, and a stuck view holds its thread
-for good. This lab restarts the stack twice (WSGI_TIMEOUT=2, then
-NGINX_READ_TIMEOUT=2) and puts the defaults back at the end.
+With threads (WSGI_THREADS above 1) the server's clock watches the worker,
+not the request: a gunicorn gthread worker tells its master it is alive
+from its own loop, so no request is ended; uWSGI keeps one deadline per
+worker, which any of its requests ending clears, so a slow request is
+killed only while no other one ends beside it. Granian and Waitress have no
+worker's clock at all (WSGI_TIMEOUT has no twin there). In all these cases
+a view runs on its thread for as long as it runs, nginx's read timeout is
+the only limit, and a stuck view holds its thread for good. This lab
+restarts the stack twice (WSGI_TIMEOUT=2, then NGINX_READ_TIMEOUT=2), with
+one thread per worker, and puts back the settings it was running with.
 """
 
 #: What the client sees in each failure this lab shows, and what decides it (docs/labs/).
@@ -48,8 +55,9 @@ OUTCOMES = (
         client_sees="gunicorn: 500, written by the worker as SystemExit unwinds the view; uWSGI: 502",
         statuses=("500", "502"),
         hop="the app server's master ends the worker and starts another",
-        gunicorn="`timeout` (`WSGI_TIMEOUT`, 30 s); SIGABRT",
-        uwsgi="`harakiri` (`WSGI_TIMEOUT`, 30 s); SIGKILL, so nothing is logged by the worker",
+        gunicorn="`timeout` (`WSGI_TIMEOUT`, 30 s), sync workers only (a gthread worker ends no request); SIGABRT",
+        uwsgi="`harakiri` (`WSGI_TIMEOUT`, 30 s); SIGKILL, so nothing is logged by the worker; with threads, only "
+              "while no other request of the worker ends",
         granian="no such limit: the view runs to its end and the client gets its 200",
         waitress="no such limit: the view runs to its end and the client gets its 200",
     ),
@@ -105,7 +113,8 @@ def _kill_messages(target: Target, server: str) -> int:
 def run(target: Target, report: Report) -> None:
     if not has_control(target, report):
         return
-    with target.reconfigured({"WSGI_TIMEOUT": str(LIMIT_S)}):
+    # One thread per worker: with threads, gunicorn's timeout ends no request (the explanation says why).
+    with target.reconfigured({"WSGI_TIMEOUT": str(LIMIT_S), "WSGI_THREADS": "1"}):
         _over_the_worker_limit(target, report)
         target.reconfigure({"NGINX_READ_TIMEOUT": str(LIMIT_S)})
         _over_the_nginx_limit(target, report)
