@@ -95,6 +95,10 @@ def test_the_raw_app_meets_what_each_server_has_of_pep_3333s_optional_parts(tier
     assert (download.status, len(download.body)) == (200, 100000)  # without a wrapper, the app's own iterable
     written = get(tier_stack.port, "/raw/write")
     assert written.status == (200 if server == "waitress" else 500), written.body
+    # /ws refuses the upgrade with the 426 HTTP asks for, Upgrade header and all; that header is hop-by-hop, which
+    # PEP 3333 forbids an app to send, and Waitress holds the app to it: a 500.
+    refused = {app: get(tier_stack.port, f"/{app}/ws").status for app in ("raw", "django")}
+    assert refused == dict.fromkeys(refused, 500 if server == "waitress" else 426), refused
 
 
 def test_waitress_queue_warning_lands_in_the_trace_of_every_request_that_waited_for_a_thread(tier_stack):
