@@ -377,10 +377,12 @@ class NativeStack:
         self.processes.pop(name)
         self._start_servers([(app, self.servers[app])])
 
-    def restart_app(self, app: str) -> None:
-        """Stop the server ``app`` runs on as docker compose would, then start it again."""
+    def restart_app(self, app: str) -> float:
+        """Stop the server ``app`` runs on as docker compose would, then start it again; when it had stopped."""
         self.stop_app(app)
+        stopped = time.monotonic()
         self.start_app(app)
+        return stopped
 
     def app_state(self, app: str) -> AppState:
         """Whether ``app``'s server runs, how it exited, and what the healthcheck says; nothing restarts it here."""
@@ -522,8 +524,8 @@ class ComposeStack:
         self.control().start_app(app)
         wait_until_served(self.port, self.servers, protocols=protocols_of(self.settings))
 
-    def restart_app(self, app: str) -> None:
-        self.control().restart_app(app)
+    def restart_app(self, app: str) -> float:
+        return self.control().restart_app(app)
 
     def app_state(self, app: str) -> AppState:
         return self.control().app_state(app)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from wsgilab.container.listen_socket import ListenSocket
+from wsgilab.labs.container_clock import exited_at
 from wsgilab.labs.container_sockets import ListeningSocketError, ListeningSockets, open_connections
 from wsgilab.labs.database_control import DatabaseControl
 from wsgilab.settings import LAB_SETTINGS, SettingError, check_value
@@ -39,7 +40,6 @@ _SAME_NAME_IN = {reader: [s.name for s in SETTINGS_TABLE.values() if s.read_by =
 
 #: The compose services that run an app (docker-compose.yml); nginx is the other one.
 APP_SERVICES = ("django", "flask", "raw")
-
 
 #: Seconds a stopped server gets before SIGKILL: docker compose's default.
 STOP_GRACE_S = 10
@@ -97,8 +97,8 @@ class StackControl(Protocol):
     def start_app(self, app: str) -> None:
         """Start ``app``'s server again after ``stop_app``."""
 
-    def restart_app(self, app: str) -> None:
-        """``docker compose restart`` one app: ``stop_app``, then start it."""
+    def restart_app(self, app: str) -> float:
+        """``docker compose restart`` one app; when its old server exited (``time.monotonic()``)."""
 
     def app_state(self, app: str) -> AppState:
         """Whether ``app``'s server runs, how it last exited, its restarts, its health, its last log lines."""
@@ -107,8 +107,7 @@ class StackControl(Protocol):
         """The version of the nginx in front, e.g. (1, 26, 3): some behaviour a lab shows changed with it."""
 
     def listen_socket(self, app: str) -> ListenSocket:
-        """What the kernel holds at the port ``app``'s server listens on: the backlog in force, the connections
-        waiting for ``accept()``, those established and those half open (wsgilab.container.listen_socket)."""
+        """The kernel's view of ``app``'s server's listening port: backlog, queue, connections (listen_socket)."""
 
 
 def parse_nginx_version(said: str) -> tuple[int, ...]:
@@ -234,9 +233,10 @@ class ComposeControl(DatabaseControl):
         """Start a stopped app again (nginx finds its address, new or not, by itself)."""
         self.run("start", app)
 
-    def restart_app(self, app: str) -> None:
+    def restart_app(self, app: str) -> float:
         """``docker compose restart`` one app: SIGTERM, up to 10 s to finish, then a new start."""
         self.run("restart", "-t", str(STOP_GRACE_S), app)
+        return exited_at(self.container(app))
 
     def scale_app(self, app: str, replicas: int) -> None:
         """Run ``replicas`` containers of ``app`` (``up --scale``), leaving the running ones as they are."""
