@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import IO, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+from lab_stacks import free_port
+
 from wsgilab.container.wsgi_trace import HopTrace
 
 BIN = Path(sys.executable).parent
@@ -52,6 +54,15 @@ def asked(command: list, ask: Callable[[], Answer], cwd: Path, output: IO[bytes]
                 time.sleep(0.2)
     finally:
         stop(process)
+
+
+def app_asked(server: str, source: str, folder: Path, ask: Callable[[int], Answer],
+              output: IO[bytes] | None = None) -> Answer:
+    """What ``ask(port)`` got from ``server`` serving the app ``source`` (written to ``folder``/app.py) on a free
+    port of loopback, as ``asked`` starts and stops it."""
+    (folder / "app.py").write_text(source)
+    port = free_port()
+    return asked(SERVERS[server](port, "app"), lambda: ask(port), folder, output)
 
 
 def stop(process: subprocess.Popen, grace_s: float = 10) -> None:

@@ -18,8 +18,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from lab_stacks import free_port
-from loopback_servers import SERVERS, asked
+from loopback_servers import SERVERS, app_asked
 
 APP = '''
 def application(environ, start_response):
@@ -63,13 +62,11 @@ def _bodies(received: bytes) -> list[str]:
 @pytest.mark.parametrize("server", SERVERS)
 def test_a_body_longer_or_shorter_than_its_content_length_is_cut_sent_whole_or_left_open_as_each_server_does(
         server, tmp_path):
-    (tmp_path / "length_app.py").write_text(APP)
-    port = free_port()
     log = tmp_path / "server.log"
     with log.open("wb") as output:
-        seen = asked(SERVERS[server](port, "length_app"),
-                     lambda: {path: _bodies(_two_requests(port, path)) for path in ("/longer", "/shorter")},
-                     tmp_path, output)
+        seen = app_asked(server, APP, tmp_path,
+                         lambda port: {path: _bodies(_two_requests(port, path)) for path in ("/longer", "/shorter")},
+                         output)
     assert seen == EXPECTED[server]
     # PEP 3333 asks a server to report a short body; only Waitress says anything of either mismatch.
     said = [line for line in log.read_text(errors="replace").splitlines() if "Content-Length" in line]

@@ -18,8 +18,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from lab_stacks import free_port
-from loopback_servers import SERVERS, asked
+from loopback_servers import SERVERS, app_asked
 
 APP = '''
 def application(environ, start_response):
@@ -69,10 +68,8 @@ def _post_expecting_continue(port: int, path: str) -> tuple[str | None, str]:
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_a_server_answers_expect_100_continue_at_once_when_the_app_reads_or_never_as_each_does(server, tmp_path):
-    (tmp_path / "continue_app.py").write_text(APP)
-    port = free_port()
-    seen = asked(SERVERS[server](port, "continue_app"),
-                 lambda: {path: _post_expecting_continue(port, path) for path in ("/read", "/ignore")}, tmp_path)
+    seen = app_asked(server, APP, tmp_path,
+                     lambda port: {path: _post_expecting_continue(port, path) for path in ("/read", "/ignore")})
     assert {path: first for path, (first, _) in seen.items()} == EXPECTED[server]
     # Whichever way, the app gets the body it reads, and sees the header the server answered.
     assert {path: body for path, (_, body) in seen.items()} == {

@@ -13,8 +13,7 @@ four-line app, asked through a real socket.
 from __future__ import annotations
 
 import pytest
-from lab_stacks import free_port
-from loopback_servers import SERVERS, asked
+from loopback_servers import SERVERS, app_asked
 
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -29,8 +28,6 @@ EXPECTED = {"gunicorn": (200, False), "uwsgi": (200, True), "granian": (200, Tru
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_an_apps_hop_by_hop_header_is_dropped_passed_on_or_refused_as_each_server_does(server, tmp_path):
-    (tmp_path / "hop_app.py").write_text(APP)
-    port = free_port()
-    reply = asked(SERVERS[server](port, "hop_app"),
-                  lambda: exchange(port, request_bytes("GET", "/", host="localhost"), timeout=5), tmp_path)
+    reply = app_asked(server, APP, tmp_path,
+                      lambda port: exchange(port, request_bytes("GET", "/", host="localhost"), timeout=5))
     assert (reply.status, reply.header("Keep-Alive") == "timeout=5") == EXPECTED[server]

@@ -19,35 +19,21 @@ Native tier, where both run: the same on both, and it restarts its servers in se
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import pytest
 from lab_http import get
-from lab_stacks import app_server_log_lines, wait_until_served
+from lab_stacks import app_server_log_lines, lab_target
 
 #: The view's own time, well past the limit the test sets.
 VIEW_MS = 4000
 TIMEOUT_S = "2"
 
 
-@contextmanager
-def _served_with(stack, settings: dict[str, str]):
-    """The stack restarted on ``settings`` for the body, and on its own settings after, served each time."""
-    servers = dict(stack.stack.servers)
-    try:
-        stack.stack.reconfigure(settings)
-        wait_until_served(stack.port, servers)
-        yield servers
-    finally:
-        stack.stack.reconfigure({})
-        wait_until_served(stack.port, servers)
-
-
 @pytest.mark.once_on("native")
 def test_a_request_past_wsgi_timeout_on_a_gthread_worker_runs_to_its_end(stack):
     if stack.server != "gunicorn":
         pytest.skip("gunicorn's gthread worker: the next test is uWSGI's")
-    with _served_with(stack, {"WSGI_TIMEOUT": TIMEOUT_S, "WSGI_THREADS": "2"}):
+    with lab_target(stack.stack).reconfigured({"WSGI_TIMEOUT": TIMEOUT_S, "WSGI_THREADS": "2"}):
         started = time.monotonic()
         reply = get(stack.port, f"/raw/slow?ms={VIEW_MS}", timeout=30)
         took = time.monotonic() - started
@@ -65,13 +51,14 @@ def test_uwsgi_harakiri_is_one_deadline_per_worker_that_another_thread_ending_a_
     if stack.server != "uwsgi":
         pytest.skip("uWSGI's harakiri: the test before is gunicorn's")
     # One worker, two threads: every request below shares one worker, and so its one deadline.
-    with _served_with(stack, {"WSGI_TIMEOUT": TIMEOUT_S, "WSGI_THREADS": "2", "WSGI_WORKERS": "1"}) as servers:
+    target = lab_target(stack.stack)
+    with target.reconfigured({"WSGI_TIMEOUT": TIMEOUT_S, "WSGI_THREADS": "2", "WSGI_WORKERS": "1"}):
         kills_before = _harakiris(stack)
         started = time.monotonic()
         alone = get(stack.port, f"/raw/slow?ms={KILLED_VIEW_MS}", timeout=30)
         alone_took = time.monotonic() - started
         killed = _harakiris(stack, more_than=kills_before) - kills_before
-        wait_until_served(stack.port, servers)  # the master has started a new worker
+        target.wait_until_served()  # the master has started a new worker
         with ThreadPoolExecutor(1) as pool:
             slow = pool.submit(get, stack.port, f"/raw/slow?ms={VIEW_MS}", timeout=30)
             quick = []

@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from lab_stacks import free_port
-from loopback_servers import SERVERS, asked
+from loopback_servers import SERVERS, app_asked
 
 from wsgilab.labs.rawhttp import exchange, request_bytes
 
@@ -59,19 +58,14 @@ SENDS_ON_EMPTY_CHUNK = {"gunicorn": True, "uwsgi": True, "granian": True, "waitr
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_a_start_response_called_in_the_first_iteration_sets_the_status_except_on_granian(server, tmp_path):
-    (tmp_path / "lazy_app.py").write_text(LAZY_APP)
-    port = free_port()
-    reply = asked(SERVERS[server](port, "lazy_app"),
-                  lambda: exchange(port, request_bytes("GET", "/", host="localhost"), timeout=5), tmp_path)
+    reply = app_asked(server, LAZY_APP, tmp_path,
+                      lambda port: exchange(port, request_bytes("GET", "/", host="localhost"), timeout=5))
     assert (reply.status, reply.header("X-App") == "lazy") == LAZY_EXPECTED[server], (reply.status, reply.headers)
 
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_the_headers_wait_for_the_first_non_empty_chunk_only_on_waitress(server, tmp_path):
-    (tmp_path / "empty_first_app.py").write_text(EMPTY_FIRST_APP)
-    port = free_port()
-    before, after = asked(SERVERS[server](port, "empty_first_app"), lambda: _headers_around(port, tmp_path),
-                          tmp_path)
+    before, after = app_asked(server, EMPTY_FIRST_APP, tmp_path, lambda port: _headers_around(port, tmp_path))
     # Before: what the client had once the server was done with the empty chunk; after: once the body came.
     assert (before.startswith(b"HTTP/1.1 200"), b"hi\n" in after) == (SENDS_ON_EMPTY_CHUNK[server], True), (
         before, after)
