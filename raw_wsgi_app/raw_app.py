@@ -165,7 +165,9 @@ def upload(environ, start_response):
     A body with no CONTENT_LENGTH (chunked, passed on by nginx as it came) is
     read to its end only where the server sets ``wsgi.input_terminated``,
     which says the stream ends where the body does; elsewhere reading past the
-    body could block for ever, so it is a 411.
+    body could block for ever, so it is a 411. ``?by=line`` iterates over
+    wsgi.input instead, a line at a time, to the end-of-file every server
+    gives at CONTENT_LENGTH, and counts the lines.
     """
     length = environ.get("CONTENT_LENGTH") or ""
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
@@ -179,6 +181,12 @@ def upload(environ, start_response):
         return _json(start_response, "400 Bad Request", {"error": "Content-Length is not a number"})
     stream_in = environ["wsgi.input"]
     digest, size = hashlib.sha256(), 0
+    if parse_qs(environ.get("QUERY_STRING", "")).get("by") == ["line"]:
+        lines = 0
+        for lines, line in enumerate(stream_in, 1):
+            digest.update(line)
+            size += len(line)
+        return _json(start_response, "200 OK", {"bytes": size, "lines": lines, "sha256": digest.hexdigest()})
     while remaining is None or remaining > 0:
         chunk = stream_in.read(64 * 1024 if remaining is None else min(remaining, 64 * 1024))
         if not chunk:

@@ -22,13 +22,30 @@ def error(environ, start_response):
     been sent yet (a server sends the status with the first body bytes), so
     the handler's ``start_response`` with ``exc_info`` replaces it with the 500.
     ``?late=1`` fails in its body, after the first chunk: too late for that.
+    ``?twice=1`` makes the mistake PEP 3333 calls "a fatal error", a second
+    call without ``exc_info``: the server decides what becomes of it.
     """
     query = parse_qs(environ.get("QUERY_STRING", ""))
+    if query.get("twice") == ["1"]:
+        return _starts_twice(start_response)
     if query.get("started") == ["1"] or query.get("late") == ["1"]:
         start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
     if query.get("late") == ["1"]:
         return _fails_after_its_first_chunk(environ, start_response)
     raise RuntimeError("raised on purpose by /error")
+
+
+def _starts_twice(start_response):
+    """/error?twice=1: start_response called again without ``exc_info``.
+
+    gunicorn and Waitress raise AssertionError from the second call, and the
+    raw app's handler answers a 500 as for any view that raised; uWSGI and
+    Granian take the call, and their client gets its 201 and this body
+    (tests/test_input_stream_and_second_start_response.py asks each directly).
+    """
+    start_response("200 OK", [])
+    start_response("201 Created", [JSON])
+    return [b'{"second start_response": "taken by the server, without exc_info"}\n']
 
 
 def _fails_after_its_first_chunk(environ, start_response):

@@ -99,6 +99,11 @@ def test_the_raw_app_meets_what_each_server_has_of_pep_3333s_optional_parts(tier
     # PEP 3333 forbids an app to send, and Waitress holds the app to it: a 500.
     refused = {app: get(tier_stack.port, f"/{app}/ws").status for app in ("raw", "django")}
     assert refused == dict.fromkeys(refused, 500 if server == "waitress" else 426), refused
+    # A second start_response without exc_info: Waitress raises (the raw app's 500), Granian sends the second's 201.
+    assert get(tier_stack.port, "/raw/error?twice=1").status == (500 if server == "waitress" else 201)
+    # Iterating over wsgi.input ends at CONTENT_LENGTH on both (Waitress has the whole body before the app runs).
+    lines = request(tier_stack.port, "POST", "/raw/upload?by=line", body=b"one\ntwo\nthree")
+    assert (lines.json()["bytes"], lines.json()["lines"]) == (13, 3), lines.body
 
 
 def test_waitress_queue_warning_lands_in_the_trace_of_every_request_that_waited_for_a_thread(tier_stack):

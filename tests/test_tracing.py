@@ -5,6 +5,7 @@ tests/conftest.py), since a trace is the app's, its server's and nginx's, whiche
 the two tests marked both_tiers run on both.
 """
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -172,6 +173,35 @@ def test_stream_and_upload_show_their_chunks_and_bytes(stack, app):
     assert "input_first_read" in {e["event"] for e in upload}
     records = hoplog.scan(hop_log_lines(stack.stack), upload_id).records
     assert [r.get("input_bytes") for r in records if r["hop"] == "wsgi"] == [300_000]
+
+
+def test_an_upload_read_line_by_line_ends_at_content_length_and_is_counted_whole(stack):
+    # Iterating over wsgi.input (/raw/upload?by=line) ends where the server gives end-of-file, at CONTENT_LENGTH,
+    # and HopTrace counts the lines as the app takes them. The last line has no newline.
+    body, request_id = b"".join(b"line %d\n" % n for n in range(2000)) + b"the end", "lines-" + uuid.uuid4().hex
+    reply = request(stack.port, "POST", "/raw/upload?by=line", body=body, headers={"X-Request-ID": request_id})
+    assert reply.json() == {"bytes": len(body), "lines": 2001, "sha256": hashlib.sha256(body).hexdigest()}
+    records = read_until(lambda: hoplog.scan(hop_log_lines(stack.stack), request_id).records,
+                         lambda found: any(r["hop"] == "wsgi" for r in found))
+    assert [r.get("input_bytes") for r in records if r["hop"] == "wsgi"] == [len(body)]
+
+
+def test_a_second_start_response_without_exc_info_is_a_500_or_a_201_as_the_server_decides(stack):
+    # PEP 3333 calls it a fatal error. gunicorn raises AssertionError from the call, and the raw app's handler
+    # answers a 500 as for any view that raised; uWSGI takes the call and sends its 201.
+    request_id = "twice-" + uuid.uuid4().hex
+    reply = get(stack.port, "/raw/error?twice=1", headers={"X-Request-ID": request_id})
+    calls = [(e["status"], e["exc_info"]) for e in _trace(stack, request_id) if e["event"] == "start_response"]
+    if stack.server == "gunicorn":
+        assert (reply.status, reply.json()) == (500, {"error": "internal server error"})
+        assert calls == [("200 OK", False), ("201 Created", False), ("500 Internal Server Error", True)]
+        errors = read_until(lambda: [line for line in hop_log_lines(stack.stack) if request_id in line
+                                     and "Response headers already set" in line], bool)
+        assert "AssertionError" in errors[0], errors
+    else:
+        assert (reply.status, reply.json()) == (201, {"second start_response": "taken by the server, without "
+                                                                                "exc_info"})
+        assert calls == [("200 OK", False), ("201 Created", False)]
 
 
 def test_raw_write_shows_each_write_call_then_the_iterable_chunk(stack):
