@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from lab_stacks import APPS, LOG_READS, SERVERS, ComposeStack, NativeStack
@@ -43,8 +44,9 @@ def pytest_addoption(parser):
                      help="the other tier runs in a pytest of its own at the same time (scripts/test): a test "
                           "marked once_on (or one_server_on, or of an EACH_SERVER_ONCE module) then runs only "
                           "where it would if both ran in this one")
-    parser.addoption("--no-stackless", action="store_true",
-                     help="leave out the tests that need no stack (the other tier's pytest runs them)")
+    parser.addoption("--stackless-share", default="1/1", metavar="K/N",
+                     help="of the tests that need no stack, run the K-th of N shares (every N-th module by "
+                          "name), so that the two tiers' pytests split them (scripts/test); 0/1 runs none")
     parser.addoption("--keep-reports", action="store_true",
                      help="print every lab's report as its test runs, passed or not (with -o "
                           "junit_logging=system-out the JUnit file keeps them: scripts/repeat --keep-reports)")
@@ -136,11 +138,35 @@ class _TierSchedulerPlugin:
         return TierScheduling(config, log) if config.getoption("dist") == "loadscope" else None
 
 
+def stackless_share(value: str) -> tuple[int, int]:
+    """``K/N`` as (K, N), refused unless 0 <= K <= N and N >= 1."""
+    share, _, shares = value.partition("/")
+    if not (share.isdigit() and shares.isdigit() and 0 <= int(share) <= int(shares) >= 1):
+        raise pytest.UsageError(f"--stackless-share wants K/N with 0 <= K <= N, N >= 1: not {value!r}")
+    return int(share), int(shares)
+
+
+def in_share(module: str, modules: list[str], share: int, shares: int) -> bool:
+    """Whether ``module`` is in the ``share``-th of ``shares`` shares: every ``shares``-th of the sorted modules."""
+    return share > 0 and sorted(modules).index(module) % shares == share - 1
+
+
+#: Every test module's name, the same list in both tiers' pytests (what each collects differs: a stack test of the
+#: other tier shows there as a skipped test with no tier in its id), so that each share is the same in both.
+TEST_MODULES = sorted(path.name for path in Path(__file__).parent.glob("test_*.py"))
+
+
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--no-stackless"):
-        kept = [item for item in items if tier_in_id(item.nodeid) is not None]
-        config.hook.pytest_deselected(items=[item for item in items if tier_in_id(item.nodeid) is None])
-        items[:] = kept
+    share, shares = stackless_share(config.getoption("--stackless-share"))
+    if (share, shares) == (1, 1):
+        return
+    kept, left = [], []
+    for item in items:
+        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
+        out = tier_in_id(item.nodeid) is None and not in_share(module, TEST_MODULES, share, shares)
+        (left if out else kept).append(item)
+    config.hook.pytest_deselected(items=left)
+    items[:] = kept
 
 
 def pytest_configure(config):

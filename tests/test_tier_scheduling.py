@@ -5,7 +5,8 @@ test's tier from its id; a test whose id said otherwise than its parameters
 would run on the wrong worker and start a second stack of its tier.
 """
 
-from conftest import _tier_of, each_server_once, tier_in_id
+import pytest
+from conftest import _tier_of, each_server_once, in_share, stackless_share, tier_in_id
 
 
 def test_every_test_id_names_the_tier_the_test_runs_on(request):
@@ -34,3 +35,18 @@ def test_a_module_marked_each_server_once_runs_each_server_on_its_one_tier_or_wh
                                                                                 ("compose", "uwsgi")]
     assert each_server_once([("compose", "gunicorn"), ("compose", "uwsgi")]) == [("compose", "gunicorn"),
                                                                                  ("compose", "uwsgi")]
+
+
+def test_the_two_shares_of_the_tests_that_need_no_stack_take_every_module_once_between_them():
+    modules = [f"tests/test_{name}.py" for name in "edcba"]
+    first = [m for m in modules if in_share(m, modules, 1, 2)]
+    second = [m for m in modules if in_share(m, modules, 2, 2)]
+    assert (sorted(first), sorted(second)) == (["tests/test_a.py", "tests/test_c.py", "tests/test_e.py"],
+                                               ["tests/test_b.py", "tests/test_d.py"])
+    assert all(in_share(m, modules, 1, 1) for m in modules) and not any(in_share(m, modules, 0, 1) for m in modules)
+
+
+@pytest.mark.parametrize("value", ["3/2", "1/0", "a/2", "1", "-1/2"])
+def test_a_share_outside_0_to_n_of_n_is_refused(value):
+    with pytest.raises(pytest.UsageError, match="--stackless-share"):
+        stackless_share(value)
