@@ -2,8 +2,9 @@
 with an app that gets them wrong.
 
 The raw app's ``/text`` (raw_wsgi_app/raw_text.py) sends text that is not
-ASCII the right way, or on request with one of three mistakes: the body as
-``str``, a header value outside latin-1, a header as bytes. The servers do
+ASCII the right way, or on request with one of four mistakes: the body as
+``str``, a header value outside latin-1, a header as bytes, a CR LF in a
+header value (a file name as a client might send it). The servers do
 not answer alike: gunicorn and Waitress send a str body's status and
 headers and then close with no body, uWSGI sends no body and keeps quiet
 about it to the client, Granian answers 500. A header outside latin-1 is
@@ -11,7 +12,10 @@ refused by three: gunicorn and uWSGI raise in ``start_response`` (the app's
 handler then answers its 500 on gunicorn, with the first call's headers still
 in it, two Content-Lengths among them; and fails to on uWSGI: an empty 500),
 Waitress as it writes the headers (its own 500); Granian sends it as UTF-8.
-HopTrace names a str chunk (``str_chunk``) and a header that is not a
+The CR LF: gunicorn and Waitress refuse it as they refuse a header outside
+latin-1; uWSGI sends it as it is, so the client reads the cookie after it as
+a header of its own; Granian drops the header (tests/test_header_injection.py
+asks the same of a status and behind nginx). HopTrace names a str chunk (``str_chunk``) and a header that is not a
 latin-1 str (``bad_header`` on ``start_response``). No stack needed: each
 real server on loopback serving the real raw app, asked through a real
 socket; docs/tour-wire.md step 18 shows the same through nginx.
@@ -35,11 +39,17 @@ RIGHT_DISPOSITION = "inline; filename*=UTF-8''caf%C3%A9%20%E2%98%95.txt"
 #: What the client gets from each server for each mistake: the status, and whether any body came with it
 #: ("text": the whole text; "none": no body at all; "error": an error page, the app's or the server's).
 EXPECTED = {
-    "gunicorn": {"str-body": (200, "none"), "utf8-header": (500, "error"), "bytes-header": (500, "error")},
-    "uwsgi": {"str-body": (200, "none"), "utf8-header": (500, "none"), "bytes-header": (500, "none")},
-    "granian": {"str-body": (500, "none"), "utf8-header": (200, "text"), "bytes-header": (500, "none")},
-    "waitress": {"str-body": (200, "none"), "utf8-header": (500, "error"), "bytes-header": (500, "error")},
+    "gunicorn": {"str-body": (200, "none"), "utf8-header": (500, "error"), "bytes-header": (500, "error"),
+                 "newline-header": (500, "error")},
+    "uwsgi": {"str-body": (200, "none"), "utf8-header": (500, "none"), "bytes-header": (500, "none"),
+              "newline-header": (200, "text")},
+    "granian": {"str-body": (500, "none"), "utf8-header": (200, "text"), "bytes-header": (500, "none"),
+                "newline-header": (200, "text")},
+    "waitress": {"str-body": (200, "none"), "utf8-header": (500, "error"), "bytes-header": (500, "error"),
+                 "newline-header": (500, "error")},
 }
+#: Who sends the file name's CR LF on as it is, so that the client reads the cookie after it as a header.
+SPLITS = {"gunicorn": False, "uwsgi": True, "granian": False, "waitress": False}
 
 
 def _kind_of(body: bytes) -> str:
@@ -66,6 +76,10 @@ def test_a_str_body_or_a_header_outside_latin_1_gets_each_servers_own_answer(ser
     if server == "granian":
         # The header went out as UTF-8 bytes: a client reads them as latin-1, as HTTP says, and gets mojibake.
         assert replies["utf8-header"].header("Content-Disposition") == MOJIBAKE
+        assert replies["newline-header"].header("Content-Disposition") is None  # dropped, without a word
+    # The head read as browsers and curl read it, a bare LF ending a line too.
+    head = replies["newline-header"].raw.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\n")
+    assert ("Set-Cookie: session=chosen-by-the-client\r" in head) == SPLITS[server], head
 
 
 def test_hoptrace_names_a_body_chunk_that_is_a_str_not_bytes():
