@@ -110,3 +110,25 @@ def test_hoptrace_names_a_header_that_is_not_a_latin_1_str(header, named):
     if named:
         assert describe(first) == f"start_response('200 OK', 2 headers): header {named} is not a latin-1 str, " \
                                   "as PEP 3333 wants"
+
+
+@pytest.mark.parametrize(("status", "header", "named"), [
+    ("200 OK", ("Content-Disposition", 'inline; filename="a.txt"\r\nSet-Cookie: x=1'), "Content-Disposition"),
+    ("200 OK", ("X-Note", "a\nSet-Cookie: x=1"), "X-Note"),  # a bare LF splits the head too
+    ("200 OK\r\nSet-Cookie: x=1", ("X-Note", "fine"), "status"),
+    ("200 OK", ("X-Note", "a\tb"), None),  # a tab is not a line break
+])
+def test_hoptrace_names_a_cr_or_lf_in_the_status_or_a_header_value(status, header, named):
+    def app(environ, start_response):
+        try:
+            start_response(status, [("Content-Type", "text/plain"), header])
+        except (ValueError, AssertionError):  # a newer Python's wsgiref refuses it, as gunicorn does
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"ok\n"]
+
+    first = next(event for event in traced_by_wsgiref(app) if event["event"] == "start_response")
+    assert first.get("line_break_in") == named
+    if named:
+        where = "the status" if named == "status" else f"header {named}"
+        assert describe(first).endswith(f": a CR or LF in {where}, which a server that sends it on splits into a "
+                                        "header of the client's")

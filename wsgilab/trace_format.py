@@ -179,8 +179,9 @@ EVENTS = (
     Event("after_request", "flask", "Flask's after_request hooks run", ("status",)),
     Event("middleware_out", "django", "the response leaves Django's middleware stack", ("status",)),
     Event("start_response", "wsgi", "the app called start_response(status, headers, exc_info); bad_header: the "
-          "first header that is not a str of latin-1, as PEP 3333 wants, only where there is one",
-          ("status", "headers", "exc_info", "bad_header")),
+          "first header that is not a str of latin-1, as PEP 3333 wants; line_break_in: status, or the first "
+          "header whose value holds a CR or LF; each only where there is one",
+          ("status", "headers", "exc_info", "bad_header", "line_break_in")),
     Event("response_start", "asgi", "the app sent http.response.start: the status and headers (ASGI's "
           "start_response); waited_us: how long the send() await took", ("status", "headers", "waited_us")),
     Event("body_sent", "asgi", "the app sent an http.response.body message: n counts them, more_body says "

@@ -44,6 +44,18 @@ def off_latin1(headers: Iterable[tuple[str, str]]) -> str | None:
     return None
 
 
+def line_break_in(status: str, headers: Iterable[tuple[str, str]]) -> str | None:
+    """``"status"`` or the name of the first header whose value holds a CR or LF (PEP 3333 forbids control
+    characters there): a server that sends it as it is (uWSGI) splits the head, and the client reads the line
+    after it as a header of its own. None where there is none."""
+    if "\n" in status or "\r" in status:
+        return "status"
+    for name, value in headers:
+        if value.__class__ is str and ("\n" in value or "\r" in value):
+            return name
+    return None
+
+
 class TracedBody:
     """The app's response iterable: records the first and last chunk, a raise on the way, and close(), saying if
     it came before the iterable's end."""

@@ -51,7 +51,7 @@ from typing import IO, Any
 
 from wsgilab.container.log_lines import UNTRACED_REQUEST
 from wsgilab.container.nginx_headers import queue_start_us, request_id_of
-from wsgilab.container.traced_body import TracedBody, declared_length, off_latin1
+from wsgilab.container.traced_body import TracedBody, declared_length, line_break_in, off_latin1
 from wsgilab.container.traced_file import watched_file, watching
 from wsgilab.container.traced_input import TracedInput, may_have_body
 from wsgilab.container.trace_writer import written_at_once
@@ -224,8 +224,10 @@ class HopTrace:
 
         def traced_start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
             ts = time_ns() // 1000
-            wrong = off_latin1(headers)
+            wrong, broken = off_latin1(headers), line_break_in(status, headers)
             off = "" if wrong is None else f',"bad_header":{_json_string(wrong)}'
+            if broken is not None:
+                off += f',"line_break_in":{_json_string(broken)}'
             trace.parts.append(f'{{"event":"start_response","ts_us":{ts},"status":{_json_string(status)},'
                                f'"headers":{len(headers)},"exc_info":{"false" if exc_info is None else "true"}{off}}}')
             trace.content_length = declared_length(headers)

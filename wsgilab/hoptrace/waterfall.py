@@ -100,6 +100,10 @@ def statement_words(statement: str | None) -> str:
     """A query's statement as hoptrace shows it: one with nothing to run says it is a pool's check."""
     return statement if (statement or "").strip(" ;") else POOL_CHECK
 
+def _in_what(where: str) -> str:
+    return "the status" if where == "status" else f"header {where}"
+
+
 _WORDED = {
     "request_received": lambda e: _PHRASES["request_received"].format_map(
         _Fields(e, **({} if e.get("method") else {"method": "(unparsed request)", "uri": ""}))),
@@ -110,7 +114,9 @@ _WORDED = {
         "answer 500").format_map(_Fields(e)),
     "worker_picked_up": _worker_picked_up,
     "start_response": lambda e: f"start_response({e.get('status')!r}, {e.get('headers')} headers)" + (
-        f": header {e['bad_header']} is not a latin-1 str, as PEP 3333 wants" if "bad_header" in e else ""),
+        f": header {e['bad_header']} is not a latin-1 str, as PEP 3333 wants" if "bad_header" in e else "") + (
+        f": a CR or LF in {_in_what(e['line_break_in'])}, which a server that sends it on splits into a header "
+        "of the client's" if "line_break_in" in e else ""),
     "last_chunk": lambda e: _PHRASES["last_chunk"].format_map(_Fields(e)) + (
         f", under a Content-Length of {e['content_length']}: the body and its header disagree"
         if "content_length" in e else ""),
