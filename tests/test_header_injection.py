@@ -53,8 +53,10 @@ def application(environ, start_response):
     try:
         start_response(status, [("Content-Type", "text/plain"), *headers])
     except Exception as error:
-        start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
-        return [("refused: " + type(error).__name__).encode()]
+        body = ("refused: " + type(error).__name__).encode()
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain"),
+                                                     ("Content-Length", str(len(body)))], sys.exc_info())
+        return [body]
     return [b"sent\\n"]
 '''
 PATHS = ("/value-crlf", "/value-lf", "/status-crlf")
@@ -63,13 +65,18 @@ PATHS = ("/value-crlf", "/value-lf", "/status-crlf")
 OUTCOME = {"gunicorn": "refused", "uwsgi": "injected", "granian": "dropped", "waitress": "refused"}
 
 
-def outcome(reply: Response) -> str:
-    """Refused, injected or dropped, from the client's side: its status and whether a cookie came.
+#: The error each refusing server raises in start_response, for a header value and for the status.
+RAISES = {"gunicorn": ("InvalidResponseHeader", "ValueError"), "waitress": ("ValueError", "ValueError")}
 
-    The head is read as browsers and curl read it, a bare LF ending a line too.
-    """
-    head = reply.raw.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-    injected = "Set-Cookie: injected=1" in [line.rstrip("\r") for line in head.split("\n")]
+
+def head_lines(reply: Response) -> list[str]:
+    """The response's head as browsers and curl read it, a bare LF ending a line too."""
+    return [line.rstrip("\r") for line in reply.raw.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\n")]
+
+
+def outcome(reply: Response) -> str:
+    """Refused, injected or dropped, from the client's side: its status and whether a cookie came."""
+    injected = "Set-Cookie: injected=1" in head_lines(reply)
     if reply.status == 500:
         assert b"refused: " in reply.body and not injected, reply.raw
         return "refused"
@@ -77,13 +84,22 @@ def outcome(reply: Response) -> str:
     return "injected" if injected else "dropped"
 
 
-def ask_every_path(port: int) -> dict[str, str]:
-    return {path: outcome(exchange(port, request_bytes("GET", path), timeout=10)) for path in PATHS}
+def ask_every_path(port: int) -> dict[str, Response]:
+    return {path: exchange(port, request_bytes("GET", path), timeout=10) for path in PATHS}
 
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_a_cr_or_lf_in_a_header_is_refused_by_gunicorn_and_waitress_and_sent_on_by_uwsgi(server, tmp_path):
-    assert app_asked(server, APP, tmp_path, ask_every_path) == dict.fromkeys(PATHS, OUTCOME[server])
+    replies = app_asked(server, APP, tmp_path, ask_every_path)
+    assert {path: outcome(reply) for path, reply in replies.items()} == dict.fromkeys(PATHS, OUTCOME[server])
+    if server in RAISES:  # the app's handler answered with the name of what start_response raised
+        value_error, status_error = RAISES[server]
+        assert [replies[path].body for path in PATHS] == [
+            b"refused: " + value_error.encode(), b"refused: " + value_error.encode(),
+            b"refused: " + status_error.encode()]
+    if server == "granian":  # the header gone, and the status line Granian's own, the app's tail dropped
+        assert [replies[path].header("X-Note") for path in PATHS[:2]] == [None, None]
+        assert head_lines(replies["/status-crlf"])[0] == "HTTP/1.1 200 OK"
 
 
 NGINX_CONF = """
@@ -135,4 +151,4 @@ def _through_nginx(port: int) -> dict[str, str]:
     """What the client gets through nginx, once uWSGI behind it answers (a 502 until then)."""
     if exchange(port, request_bytes("GET", PATHS[0]), timeout=10).status == 502:
         raise ConnectionRefusedError("uWSGI does not answer nginx yet")  # asked() tries again
-    return ask_every_path(port)
+    return {path: outcome(reply) for path, reply in ask_every_path(port).items()}

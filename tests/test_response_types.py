@@ -12,8 +12,8 @@ refused by three: gunicorn and uWSGI raise in ``start_response`` (the app's
 handler then answers its 500 on gunicorn, with the first call's headers still
 in it, two Content-Lengths among them; and fails to on uWSGI: an empty 500),
 Waitress as it writes the headers (its own 500); Granian sends it as UTF-8.
-The CR LF: gunicorn and Waitress refuse it as they refuse a header outside
-latin-1; uWSGI sends it as it is, so the client reads the cookie after it as
+The CR LF: gunicorn and Waitress raise in ``start_response`` (the app's
+handler answers its 500); uWSGI sends it as it is, so the client reads the cookie after it as
 a header of its own; Granian drops the header (tests/test_header_injection.py
 asks the same of a status and behind nginx). HopTrace names a str chunk (``str_chunk``) and a header that is not a
 latin-1 str (``bad_header`` on ``start_response``). No stack needed: each
