@@ -100,10 +100,15 @@ def free_port() -> int:
 
 
 def _tail(path: Path, lines: int = 30) -> str:
+    """The log's last ``lines``, after the first lines of a Rust panic (Granian's) that they leave out: its
+    message comes first and a backtrace longer than the tail after it."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
+    panic = next((at for at, line in enumerate(text) if "panicked at" in line), len(text))
+    head, kept = text[panic:min(panic + 3, len(text) - lines)], text[-lines:]  # head: what the tail leaves out
+    return "\n".join([*head, "...", *kept] if head else kept)
 
 
 def wait_until_served(port: int, servers: dict[str, str], deadline_s: float = 60.0,
