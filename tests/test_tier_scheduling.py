@@ -44,6 +44,7 @@ def test_the_two_shares_of_the_tests_that_need_no_stack_take_every_module_once_b
     assert (sorted(first), sorted(second)) == (["tests/test_a.py", "tests/test_c.py", "tests/test_e.py"],
                                                ["tests/test_b.py", "tests/test_d.py"])
     assert all(in_share(m, modules, 1, 1) for m in modules) and not any(in_share(m, modules, 0, 1) for m in modules)
+    assert in_share("tests/test_new.py", modules, 1, 2) and not in_share("tests/test_new.py", modules, 2, 2)
 
 
 @pytest.mark.parametrize("value", ["3/2", "1/0", "a/2", "1", "-1/2"])
