@@ -82,6 +82,9 @@ def serve_one(app, connection, client, port):
             raise exc_info[1].with_traceback(exc_info[2])  # too late to change the status: the PEP says re-raise
         if status_and_headers and not exc_info:
             raise AssertionError("start_response called twice without exc_info")
+        texts = [status, *(text for pair in headers for text in pair)]
+        if any(isinstance(text, str) and ("\r" in text or "\n" in text) for text in texts):
+            raise ValueError("a CR or LF in the status or a header would split the head")  # as gunicorn refuses it
         status_and_headers = (status, headers)  # nothing is sent yet: a later call with exc_info replaces it
         return write
 

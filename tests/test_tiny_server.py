@@ -88,3 +88,12 @@ def test_under_the_tiny_server_alone_a_str_body_is_a_200_with_no_body_as_under_g
     # The status and headers were written before the chunk failed; the connection closed with them alone.
     assert (reply.status, reply.header("Content-Length"), reply.body) == (200, "19", b"")
     assert "TypeError" in log.read_text()
+
+
+def test_the_tiny_server_refuses_a_cr_or_lf_in_a_header_as_gunicorn_does(tmp_path):
+    # /text?mistake=newline-header: start_response raises, and the raw app's handler answers its 500; no line of
+    # the file name reaches the client as a header of its own (uWSGI sends it on: tests/test_header_injection.py).
+    port = free_port()
+    reply = asked([sys.executable, REPO / "raw_wsgi_app" / "tiny_server.py", "raw_app:application", port],
+                  lambda: exchange(port, request_bytes("GET", "/text?mistake=newline-header")), REPO / "raw_wsgi_app")
+    assert (reply.status, reply.header("Set-Cookie"), b"chosen-by-the-client" in reply.raw) == (500, None, False)
