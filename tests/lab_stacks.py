@@ -148,6 +148,11 @@ def nginx_version_of(nginx: str) -> tuple[int, ...]:
     return parse_nginx_version(done.stderr + done.stdout)
 
 
+def nginx_binary() -> str | None:
+    """The nginx to run: on the PATH, or Debian's in /usr/sbin (not on a user's PATH); None where there is none."""
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
 class NativeStack:
     """nginx and the app servers as processes on 127.0.0.1 (gunicorn and uWSGI for every app at once, Granian and
     Waitress while a test uses them), and PostgreSQL."""
@@ -156,7 +161,7 @@ class NativeStack:
         """``app_env`` is added to every app server's environment (bench/ turns tracing off with it), and what of
         it nginx reads to nginx's (WSGILAB_TRACE_SAMPLE)."""
         self.app_env = dict(app_env or {})
-        self.nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+        self.nginx = nginx_binary()
         if self.nginx is None:
             raise StackError("nginx is not installed; the native tier needs it (apt-get install nginx)")
         # nginx's workers may run as another user (nobody, when the tests run

@@ -86,6 +86,12 @@ def stop(process: subprocess.Popen, grace_s: float = 10) -> None:
         process.wait()
 
 
+def head_lines(raw: bytes) -> list[str]:
+    """A raw response's head as browsers and curl read it, a bare LF ending a line too: where a server passed on
+    a CR or LF inside a header, the text after it is a line, a header, of its own."""
+    return [line.rstrip("\r") for line in raw.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\n")]
+
+
 def body_of(raw: bytes) -> str:
     """The body of one raw HTTP response: what follows its headers."""
     return raw.split(b"\r\n\r\n", 1)[1].decode()

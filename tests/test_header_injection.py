@@ -30,8 +30,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from lab_stacks import free_port
-from loopback_servers import BIN, SERVERS, app_asked, asked, stop
+from lab_stacks import free_port, nginx_binary
+from loopback_servers import BIN, SERVERS, app_asked, asked, head_lines, stop
 
 from wsgilab.labs.rawhttp import Response, exchange, request_bytes
 
@@ -69,14 +69,9 @@ OUTCOME = {"gunicorn": "refused", "uwsgi": "injected", "granian": "dropped", "wa
 RAISES = {"gunicorn": ("InvalidResponseHeader", "ValueError"), "waitress": ("ValueError", "ValueError")}
 
 
-def head_lines(reply: Response) -> list[str]:
-    """The response's head as browsers and curl read it, a bare LF ending a line too."""
-    return [line.rstrip("\r") for line in reply.raw.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\n")]
-
-
 def outcome(reply: Response) -> str:
     """Refused, injected or dropped, from the client's side: its status and whether a cookie came."""
-    injected = "Set-Cookie: injected=1" in head_lines(reply)
+    injected = "Set-Cookie: injected=1" in head_lines(reply.raw)
     if reply.status == 500:
         assert b"refused: " in reply.body and not injected, reply.raw
         return "refused"
@@ -99,7 +94,7 @@ def test_a_cr_or_lf_in_a_header_is_refused_by_gunicorn_and_waitress_and_sent_on_
             b"refused: " + status_error.encode()]
     if server == "granian":  # the header gone, and the status line Granian's own, the app's tail dropped
         assert [replies[path].header("X-Note") for path in PATHS[:2]] == [None, None]
-        assert head_lines(replies["/status-crlf"])[0] == "HTTP/1.1 200 OK"
+        assert head_lines(replies["/status-crlf"].raw)[0] == "HTTP/1.1 200 OK"
 
 
 NGINX_CONF = """
@@ -127,7 +122,7 @@ http {{
 """
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+@pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed")
 def test_behind_nginx_over_the_uwsgi_protocol_the_injected_header_reaches_the_client(tmp_path):
     # nginx reads uWSGI's head line by line (a bare LF ends a line too), so the app's one header is two.
     (tmp_path / "app.py").write_text(APP)
@@ -140,7 +135,7 @@ def test_behind_nginx_over_the_uwsgi_protocol_the_injected_header_reaches_the_cl
                               "--master", "--processes", "1", "--die-on-term"], cwd=tmp_path,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        nginx = ["nginx", "-p", f"{folder}/", "-c", folder / "nginx.conf", "-g", "daemon off;"]
+        nginx = [nginx_binary(), "-p", f"{folder}/", "-c", folder / "nginx.conf", "-g", "daemon off;"]
         assert asked(nginx, lambda: _through_nginx(port), folder) == dict.fromkeys(PATHS, "injected")
     finally:
         stop(uwsgi)

@@ -100,6 +100,7 @@ def statement_words(statement: str | None) -> str:
     """A query's statement as hoptrace shows it: one with nothing to run says it is a pool's check."""
     return statement if (statement or "").strip(" ;") else POOL_CHECK
 
+
 def _in_what(where: str) -> str:
     return "the status" if where == "status" else f"header {where}"
 
